@@ -1,0 +1,1 @@
+//! The `ddpm` program and its data loaders.
