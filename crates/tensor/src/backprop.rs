@@ -1,0 +1,245 @@
+//! Reverse-mode automatic differentiation.
+//!
+//! `loss.backward()` sorts the graph behind `loss` topologically (every node after
+//! the nodes it was computed from), then walks that order in reverse: each node's
+//! gradient is complete once every node that used it has been visited, and the
+//! node's op turns it into gradients for its inputs by the chain rule. Gradients of
+//! a tensor used twice add up (`+=`), as in micrograd.
+//!
+//! The gradients of intermediate nodes are dropped as soon as they have been passed
+//! on, so the peak memory of a backward pass is the graph plus a frontier of
+//! gradients, not a copy of every tensor.
+
+use crate::element::Float;
+use crate::error::{Error, Result};
+use crate::op::Op;
+use crate::ops::{binary, conv, matmul, norm, reduce, select, unary, upsample, view};
+use crate::tensor::{Tensor, TensorId};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+thread_local! {
+    static NO_GRAD_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether ops record the graph on this thread (false inside [`no_grad`]).
+#[must_use]
+pub fn is_grad_enabled() -> bool {
+    NO_GRAD_DEPTH.with(|d| d.get() == 0)
+}
+
+/// While alive, ops on this thread record no graph (inference, optimizer updates).
+#[derive(Debug)]
+pub struct NoGradGuard(());
+
+impl NoGradGuard {
+    /// Disables graph recording until the guard is dropped.
+    #[must_use]
+    pub fn new() -> Self {
+        NO_GRAD_DEPTH.with(|d| d.set(d.get() + 1));
+        NoGradGuard(())
+    }
+}
+
+impl Default for NoGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        NO_GRAD_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// Runs `f` without recording a graph.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = NoGradGuard::new();
+    f()
+}
+
+/// The gradients of a backward pass, keyed by tensor id.
+#[derive(Debug)]
+pub struct GradStore<T: Float> {
+    grads: HashMap<TensorId, Tensor<T>>,
+}
+
+impl<T: Float> Default for GradStore<T> {
+    fn default() -> Self {
+        GradStore { grads: HashMap::new() }
+    }
+}
+
+impl<T: Float> GradStore<T> {
+    /// The gradient of the loss with respect to `t`, if `t` took part.
+    #[must_use]
+    pub fn get(&self, t: &Tensor<T>) -> Option<&Tensor<T>> {
+        self.grads.get(&t.id())
+    }
+
+    /// Takes the gradient of `t` out of the store.
+    pub fn remove(&mut self, t: &Tensor<T>) -> Option<Tensor<T>> {
+        self.grads.remove(&t.id())
+    }
+
+    /// Adds `grad` to the gradient stored for `t` (gradients accumulate).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `grad` does not have the shape of `t`.
+    pub fn accumulate(&mut self, t: &Tensor<T>, grad: Tensor<T>) -> Result<()> {
+        if grad.dims() != t.dims() {
+            return Err(Error::ShapeMismatch {
+                op: "accumulate_grad",
+                msg: format!("gradient {:?} for a tensor of shape {:?}", grad.dims(), t.dims()),
+            });
+        }
+        let _guard = NoGradGuard::new();
+        let sum = match self.grads.remove(&t.id()) {
+            Some(previous) => previous.add(&grad)?,
+            None => grad,
+        };
+        self.grads.insert(t.id(), sum);
+        Ok(())
+    }
+
+    /// Number of stored gradients.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    /// True when no gradient is stored.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
+impl<T: Float> Tensor<T> {
+    /// Gradients of this scalar with respect to every tensor it depends on that
+    /// requires a gradient.
+    ///
+    /// # Errors
+    /// [`Error::Backward`] when the tensor has more than one element (use
+    /// [`Tensor::backward_with`]) or does not depend on any variable.
+    pub fn backward(&self) -> Result<GradStore<T>> {
+        if self.elem_count() != 1 {
+            return Err(Error::Backward {
+                msg: format!("backward() needs a scalar, the shape is {:?}; use backward_with", self.dims()),
+            });
+        }
+        self.backward_with(&Tensor::ones(self.dims()))
+    }
+
+    /// Backward pass seeded with the upstream gradient `grad` (the shape of `self`):
+    /// the gradients of `sum(self * grad)`.
+    ///
+    /// # Errors
+    /// [`Error::Backward`] on a shape mismatch or when nothing requires a gradient.
+    pub fn backward_with(&self, grad: &Tensor<T>) -> Result<GradStore<T>> {
+        if grad.dims() != self.dims() {
+            return Err(Error::Backward {
+                msg: format!("upstream gradient {:?} for an output of shape {:?}", grad.dims(), self.dims()),
+            });
+        }
+        if !self.requires_grad_flag() {
+            return Err(Error::Backward {
+                msg: "the tensor does not depend on any tensor that requires a gradient".into(),
+            });
+        }
+        let _guard = NoGradGuard::new();
+        let order = self.topological_order();
+        let mut store = GradStore::default();
+        store.grads.insert(self.id(), grad.detach());
+        for node in order.iter().rev() {
+            let Some(op) = node.op() else { continue };
+            // An interior node's gradient is complete here and used only once.
+            let Some(g) = store.grads.remove(&node.id()) else { continue };
+            let input_grads = backward_op(op, node, &g)?;
+            for (input, input_grad) in op.inputs().into_iter().zip(input_grads) {
+                if let Some(ig) = input_grad {
+                    if input.requires_grad_flag() {
+                        store.accumulate(input, ig)?;
+                    }
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Every node behind `self` that requires a gradient, inputs before outputs.
+    /// An explicit stack instead of recursion: deep graphs do not overflow it.
+    pub(crate) fn topological_order(&self) -> Vec<Tensor<T>> {
+        let mut order = Vec::new();
+        let mut visited = HashSet::new();
+        // (node, children pushed?)
+        let mut stack = vec![(self.clone(), false)];
+        while let Some((node, expanded)) = stack.pop() {
+            if expanded {
+                order.push(node);
+                continue;
+            }
+            if !visited.insert(node.id()) {
+                continue;
+            }
+            stack.push((node.clone(), true));
+            if let Some(op) = node.op() {
+                for input in op.inputs() {
+                    if input.requires_grad_flag() && !visited.contains(&input.id()) {
+                        stack.push((input.clone(), false));
+                    }
+                }
+            }
+        }
+        order
+    }
+}
+
+/// The chain rule for one op: given `g = dL/d(out)`, the gradients for each of
+/// `op.inputs()`, in that order (`None` where no gradient flows, e.g. a mask).
+fn backward_op<T: Float>(op: &Op<T>, out: &Tensor<T>, g: &Tensor<T>) -> Result<Vec<Option<Tensor<T>>>> {
+    let one = |t: Result<Tensor<T>>| t.map(|t| vec![Some(t)]);
+    let two = |t: Result<(Tensor<T>, Tensor<T>)>| t.map(|(a, b)| vec![Some(a), Some(b)]);
+    match op {
+        Op::Neg(_) => one(unary::neg_backward(g)),
+        Op::Exp(_) => one(unary::exp_backward(out, g)),
+        Op::Log(x) => one(unary::log_backward(x, g)),
+        Op::Sqrt(_) => one(unary::sqrt_backward(out, g)),
+        Op::Tanh(_) => one(unary::tanh_backward(out, g)),
+        Op::Sigmoid(_) => one(unary::sigmoid_backward(out, g)),
+        Op::Relu(x) => one(unary::relu_backward(x, g)),
+        Op::Silu(x) => one(unary::silu_backward(x, g)),
+        Op::Gelu(x) => one(unary::gelu_backward(x, g)),
+        Op::Abs(x) => one(unary::abs_backward(x, g)),
+        Op::Powf(x, e) => one(unary::powf_backward(x, *e, g)),
+        Op::Clamp(x, lo, hi) => one(unary::clamp_backward(x, *lo, *hi, g)),
+        Op::Affine(_, mul, _) => one(unary::affine_backward(*mul, g)),
+        Op::Add(a, b) => two(binary::add_backward(a, b, g)),
+        Op::Sub(a, b) => two(binary::sub_backward(a, b, g)),
+        Op::Mul(a, b) => two(binary::mul_backward(a, b, g)),
+        Op::Div(a, b) => two(binary::div_backward(a, b, g)),
+        Op::Maximum(a, b) => two(binary::maximum_backward(a, b, g)),
+        Op::Sum { x, axes } => one(reduce::sum_backward(x, axes, g)),
+        Op::Max { x, argmax } => one(reduce::max_backward(x, argmax, g)),
+        Op::Reshape(x) => one(view::reshape_backward(x, g)),
+        Op::Permute(_, perm) => one(view::permute_backward(perm, g)),
+        Op::Narrow { x, axis, start } => one(view::narrow_backward(x, *axis, *start, g)),
+        Op::BroadcastTo(x) => one(view::broadcast_backward(x, g)),
+        Op::Copy(_) => one(Ok(g.clone())),
+        Op::Cat { xs, axis } => view::cat_backward(xs, *axis, g).map(|v| v.into_iter().map(Some).collect()),
+        Op::Matmul(a, b) => two(matmul::matmul_backward(a, b, g)),
+        Op::Conv2d { x, weight, bias, stride, padding } => {
+            conv::conv2d_backward(x, weight, bias.is_some(), *stride, *padding, g)
+        }
+        Op::GroupNorm { x, weight, groups, mean, rstd, .. } => {
+            norm::group_norm_backward(x, weight, *groups, mean, rstd, g).map(|(gx, gw, gb)| vec![Some(gx), Some(gw), Some(gb)])
+        }
+        Op::UpsampleNearest2d { x, scale } => one(upsample::upsample_nearest2d_backward(x, *scale, g)),
+        Op::Where { mask, a, b } => {
+            select::where_backward(mask, a, b, g).map(|(ga, gb)| vec![None, Some(ga), Some(gb)])
+        }
+        Op::IndexSelect { x, axis, indices } => one(select::index_select_backward(x, *axis, indices, g)),
+        Op::Gather { x, axis, index } => one(select::gather_backward(x, *axis, index, g)),
+    }
+}

@@ -1,0 +1,3 @@
+//! Compute kernels on raw slices.
+pub mod conv;
+pub mod gemm;

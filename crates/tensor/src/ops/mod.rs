@@ -1,0 +1,149 @@
+//! The ops, one file per family; each primitive's forward sits next to its backward.
+//!
+//! This file holds the loops they share: an elementwise map, and a broadcasting zip
+//! that walks two strided inputs in the output's row-major order. Large inputs are
+//! split across threads in fixed-size chunks, so results never depend on the
+//! thread count.
+
+pub mod binary;
+pub mod conv;
+pub mod matmul;
+pub mod norm;
+pub mod reduce;
+pub mod select;
+pub mod softmax;
+pub mod unary;
+pub mod upsample;
+pub mod view;
+
+use crate::element::Float;
+use crate::layout::Layout;
+use crate::shape::elem_count;
+use rayon::prelude::*;
+
+/// Below this many elements an elementwise loop runs on one thread: spawning
+/// rayon tasks costs more than the work.
+pub(crate) const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+/// Elements per rayon task of an elementwise loop.
+const CHUNK: usize = 1 << 13;
+
+/// `out[i] = f(x[i])`.
+pub(crate) fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    if x.len() < PARALLEL_MIN_ELEMS {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    } else {
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
+            o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+        });
+    }
+    out
+}
+
+/// `out[i] = f(a[i], b[i])` for two slices of the same length.
+pub(crate) fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    debug_assert_eq!(a.len(), b.len());
+    let mut out = vec![T::ZERO; a.len()];
+    if a.len() < PARALLEL_MIN_ELEMS {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    } else {
+        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| {
+            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        });
+    }
+    out
+}
+
+/// The strides that read `layout` broadcast to `out_dims` (0 on repeated axes).
+/// The caller has checked that the shapes broadcast.
+pub(crate) fn broadcast_strides(layout: &Layout, out_dims: &[usize]) -> Vec<usize> {
+    let rank = out_dims.len();
+    let lead = rank - layout.dims().len();
+    (0..rank)
+        .map(|i| if i < lead || layout.dims()[i - lead] == 1 { 0 } else { layout.strides()[i - lead] })
+        .collect()
+}
+
+/// Merges neighbouring axes that every stride list walks as one (stride of the
+/// outer = stride of the inner times its size), so broadcasting a `[C, 1, 1]` bias
+/// over `[N, C, H, W]` becomes a loop over `[N*C, H*W]`.
+fn coalesce(dims: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize> {
+    let mut out_dims: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for (axis, &d) in dims.iter().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        let mergeable = !out_dims.is_empty()
+            && strides.iter().zip(&out_strides).all(|(s, os)| *os.last().unwrap() == s[axis] * d);
+        if mergeable {
+            *out_dims.last_mut().unwrap() *= d;
+            for (s, os) in strides.iter().zip(out_strides.iter_mut()) {
+                *os.last_mut().unwrap() = s[axis];
+            }
+        } else {
+            out_dims.push(d);
+            for (s, os) in strides.iter().zip(out_strides.iter_mut()) {
+                os.push(s[axis]);
+            }
+        }
+    }
+    for (s, os) in strides.iter_mut().zip(out_strides) {
+        *s = os;
+    }
+    out_dims
+}
+
+/// `out[i] = f(a[ia(i)], b[ib(i)])` over `out_dims` in row-major order, where
+/// `a` and `b` are read through their (broadcast) strides and offsets.
+pub(crate) fn zip_strided<T: Float>(
+    out_dims: &[usize],
+    (a, a_offset, a_strides): (&[T], usize, Vec<usize>),
+    (b, b_offset, b_strides): (&[T], usize, Vec<usize>),
+    f: impl Fn(T, T) -> T + Sync,
+) -> Vec<T> {
+    let n = elem_count(out_dims);
+    let mut strides = [a_strides, b_strides];
+    let dims = coalesce(out_dims, &mut strides);
+    let [sa, sb] = strides;
+    let mut out = vec![T::ZERO; n];
+    if n == 0 {
+        return out;
+    }
+    if dims.is_empty() {
+        out[0] = f(a[a_offset], b[b_offset]);
+        return out;
+    }
+    let rank = dims.len();
+    let inner = dims[rank - 1];
+    let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+    // Start offsets of output row `row` (all indices but the innermost).
+    let row_start = |row: usize| {
+        let (mut oa, mut ob, mut rest) = (a_offset, b_offset, row);
+        for axis in (0..rank - 1).rev() {
+            let i = rest % dims[axis];
+            rest /= dims[axis];
+            oa += i * sa[axis];
+            ob += i * sb[axis];
+        }
+        (oa, ob)
+    };
+    let fill_row = |row: usize, o: &mut [T]| {
+        let (mut pa, mut pb) = row_start(row);
+        for v in o.iter_mut() {
+            *v = f(a[pa], b[pb]);
+            pa += ia;
+            pb += ib;
+        }
+    };
+    if n < PARALLEL_MIN_ELEMS {
+        out.chunks_mut(inner).enumerate().for_each(|(row, o)| fill_row(row, o));
+    } else {
+        out.par_chunks_mut(inner).enumerate().for_each(|(row, o)| fill_row(row, o));
+    }
+    out
+}

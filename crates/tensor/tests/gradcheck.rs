@@ -1,0 +1,154 @@
+//! Every primitive's gradient against central finite differences in f64, on odd
+//! shapes: size-1 axes, non-contiguous views, broadcasting in both directions.
+//! The last assertion fails if a primitive of `OpKind::ALL` was not checked.
+
+use std::collections::BTreeSet;
+use tensor::{attention, gradcheck, group_norm_composed, rng, OpKind, Result, Tensor};
+
+type F = Box<dyn Fn(&[Tensor<f64>]) -> Result<Tensor<f64>>>;
+
+/// Normal entries.
+fn randn(dims: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::randn(dims, &mut rng(seed))
+}
+
+/// Entries in [0.5, 2): away from the kinks and poles of log, sqrt, div, abs, relu.
+fn positive(dims: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::rand_uniform(dims, 0.5, 2.0, &mut rng(seed))
+}
+
+/// Entries with |x| in [0.5, 2) and random signs: away from 0 but on both sides.
+fn signed_away_from_zero(dims: &[usize], seed: u64) -> Tensor<f64> {
+    let magnitude = positive(dims, seed).to_vec();
+    let signs = randn(dims, seed + 1).to_vec();
+    let data = magnitude.iter().zip(&signs).map(|(m, s)| if *s < 0.0 { -m } else { *m }).collect();
+    Tensor::from_vec(data, dims).unwrap()
+}
+
+fn cases() -> Vec<(&'static str, F, Vec<Tensor<f64>>)> {
+    let s = signed_away_from_zero;
+    vec![
+        ("neg", Box::new(|x: &[Tensor<f64>]| Ok(x[0].neg())), vec![randn(&[2, 3], 1)]),
+        ("exp", Box::new(|x: &[Tensor<f64>]| Ok(x[0].exp())), vec![randn(&[3, 1, 2], 2)]),
+        ("log", Box::new(|x: &[Tensor<f64>]| Ok(x[0].log())), vec![positive(&[5], 3)]),
+        ("sqrt", Box::new(|x: &[Tensor<f64>]| Ok(x[0].sqrt())), vec![positive(&[2, 2], 4)]),
+        ("tanh", Box::new(|x: &[Tensor<f64>]| Ok(x[0].tanh())), vec![randn(&[7], 5)]),
+        ("sigmoid", Box::new(|x: &[Tensor<f64>]| Ok(x[0].sigmoid())), vec![randn(&[1, 7], 6)]),
+        ("relu", Box::new(|x: &[Tensor<f64>]| Ok(x[0].relu())), vec![s(&[3, 3], 7)]),
+        ("silu", Box::new(|x: &[Tensor<f64>]| Ok(x[0].silu())), vec![randn(&[3, 5], 8)]),
+        ("gelu", Box::new(|x: &[Tensor<f64>]| Ok(x[0].gelu())), vec![randn(&[3, 5], 9)]),
+        ("abs", Box::new(|x: &[Tensor<f64>]| Ok(x[0].abs())), vec![s(&[4, 1], 10)]),
+        ("powf", Box::new(|x: &[Tensor<f64>]| Ok(x[0].powf(2.5))), vec![positive(&[3, 2], 11)]),
+        // Values at least 0.5 away from the bounds (the kinks) on either side.
+        ("clamp", Box::new(|x: &[Tensor<f64>]| Ok(x[0].mul_scalar(2.0).clamp(-1.0, 1.0))), vec![s(&[9], 12)]),
+        ("affine", Box::new(|x: &[Tensor<f64>]| Ok(x[0].affine(-1.5, 0.25))), vec![randn(&[2, 1, 3], 13)]),
+        // Broadcasting in both directions: [3,1,4] with [2,1] -> [3,2,4].
+        ("add", Box::new(|x: &[Tensor<f64>]| x[0].add(&x[1])), vec![randn(&[3, 1, 4], 14), randn(&[2, 1], 15)]),
+        ("sub", Box::new(|x: &[Tensor<f64>]| x[0].sub(&x[1])), vec![randn(&[1, 5], 16), randn(&[3, 1], 17)]),
+        ("mul", Box::new(|x: &[Tensor<f64>]| x[0].mul(&x[1])), vec![randn(&[2, 3], 18), randn(&[3], 19)]),
+        ("div", Box::new(|x: &[Tensor<f64>]| x[0].div(&x[1])), vec![randn(&[4, 1], 20), s(&[1, 3], 21)]),
+        ("maximum", Box::new(|x: &[Tensor<f64>]| x[0].maximum(&x[1])), vec![randn(&[2, 3], 22), randn(&[3], 23)]),
+        ("sum over axes", Box::new(|x: &[Tensor<f64>]| x[0].sum(&[0, 2], false)), vec![randn(&[2, 3, 4], 24)]),
+        ("sum keepdim", Box::new(|x: &[Tensor<f64>]| x[0].sum(&[1], true)), vec![randn(&[2, 3, 1], 25)]),
+        ("max", Box::new(|x: &[Tensor<f64>]| x[0].max(&[1], false)), vec![randn(&[3, 4, 2], 26)]),
+        ("mean", Box::new(|x: &[Tensor<f64>]| x[0].mean(&[0], true)), vec![randn(&[3, 2], 27)]),
+        ("var", Box::new(|x: &[Tensor<f64>]| x[0].var(&[1], false, true)), vec![randn(&[2, 5], 28)]),
+        ("reshape", Box::new(|x: &[Tensor<f64>]| Ok(x[0].reshape(&[3, 2])?.exp())), vec![randn(&[2, 3], 29)]),
+        // A non-contiguous view feeding a unary op and a reshape (which copies).
+        ("permute", Box::new(|x: &[Tensor<f64>]| Ok(x[0].permute(&[2, 0, 1])?.tanh().reshape(&[24])?)), vec![randn(&[2, 3, 4], 30)]),
+        ("narrow", Box::new(|x: &[Tensor<f64>]| Ok(x[0].narrow(1, 1, 2)?.sqr())), vec![randn(&[3, 4], 31)]),
+        ("broadcast_to", Box::new(|x: &[Tensor<f64>]| Ok(x[0].broadcast_to(&[2, 3, 4])?.sin_like())), vec![randn(&[3, 1], 32)]),
+        ("copy", Box::new(|x: &[Tensor<f64>]| x[0].t()?.contiguous()), vec![randn(&[2, 5], 33)]),
+        ("cat", Box::new(|x: &[Tensor<f64>]| Tensor::cat(&[x[0].clone(), x[1].t()?, x[0].sqr()], 1)), vec![randn(&[2, 3], 34), randn(&[1, 2], 35)]),
+        ("stack", Box::new(|x: &[Tensor<f64>]| Tensor::stack(&[x[0].clone(), x[1].exp()], 0)), vec![randn(&[2, 3], 36), randn(&[2, 3], 37)]),
+        // Batched, broadcast batch axes, transposed (strided) operands.
+        ("matmul", Box::new(|x: &[Tensor<f64>]| x[0].matmul(&x[1])), vec![randn(&[2, 1, 3, 4], 38), randn(&[3, 4, 5], 39)]),
+        ("matmul transposed", Box::new(|x: &[Tensor<f64>]| x[0].t()?.matmul(&x[1].t()?)), vec![randn(&[4, 3], 40), randn(&[5, 4], 41)]),
+        ("linear", Box::new(|x: &[Tensor<f64>]| x[0].linear(&x[1], Some(&x[2]))), vec![randn(&[3, 4], 42), randn(&[2, 4], 43), randn(&[2], 44)]),
+        ("conv2d stride 2 pad 1", Box::new(|x: &[Tensor<f64>]| x[0].conv2d(&x[1], Some(&x[2]), 2, 1)), vec![randn(&[2, 3, 5, 4], 45), randn(&[2, 3, 3, 3], 46), randn(&[2], 47)]),
+        ("conv2d 2x3 no bias", Box::new(|x: &[Tensor<f64>]| x[0].conv2d(&x[1], None, 1, 0)), vec![randn(&[1, 2, 4, 5], 48), randn(&[3, 2, 2, 3], 49)]),
+        ("group_norm", Box::new(|x: &[Tensor<f64>]| x[0].group_norm(2, &x[1], &x[2], 1e-5)), vec![randn(&[2, 4, 3, 3], 50), randn(&[4], 51), randn(&[4], 52)]),
+        ("group_norm composed", Box::new(|x: &[Tensor<f64>]| group_norm_composed(&x[0], 2, &x[1], &x[2], 1e-5)), vec![randn(&[2, 4, 3, 1], 53), randn(&[4], 54), randn(&[4], 55)]),
+        ("upsample_nearest2d", Box::new(|x: &[Tensor<f64>]| x[0].upsample_nearest2d(2)), vec![randn(&[1, 2, 2, 3], 56)]),
+        ("where", Box::new(|x: &[Tensor<f64>]| {
+            let mask = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0], &[2, 3])?;
+            mask.where_cond(&x[0], &x[1])
+        }), vec![randn(&[2, 3], 57), randn(&[3], 58)]),
+        ("index_select", Box::new(|x: &[Tensor<f64>]| x[0].index_select(1, &[2, 0, 2])), vec![randn(&[2, 3, 2], 59)]),
+        ("gather", Box::new(|x: &[Tensor<f64>]| x[0].gather(1, &[1, 1, 0, 3, 2, 2], &[3, 2])), vec![randn(&[3, 4], 60)]),
+        ("softmax", Box::new(|x: &[Tensor<f64>]| x[0].softmax(1)), vec![randn(&[3, 5], 61)]),
+        ("log_softmax", Box::new(|x: &[Tensor<f64>]| x[0].log_softmax(0)), vec![randn(&[4, 2], 62)]),
+        ("mse_loss", Box::new(|x: &[Tensor<f64>]| x[0].mse_loss(&x[1])), vec![randn(&[2, 3], 63), randn(&[2, 3], 64)]),
+        ("cross_entropy", Box::new(|x: &[Tensor<f64>]| x[0].cross_entropy(&[2, 0, 1])), vec![randn(&[3, 4], 65)]),
+        ("attention", Box::new(|x: &[Tensor<f64>]| attention(&x[0], &x[1], &x[2])), vec![randn(&[2, 3, 5], 66), randn(&[2, 3, 5], 67), randn(&[2, 3, 5], 68)]),
+    ]
+}
+
+/// A smooth op through which a broadcast gradient must sum: sin via exp is not a
+/// primitive, so use x * tanh(x), which is.
+trait SinLike {
+    fn sin_like(&self) -> Tensor<f64>;
+}
+impl SinLike for Tensor<f64> {
+    fn sin_like(&self) -> Tensor<f64> {
+        self.mul(&self.tanh()).unwrap()
+    }
+}
+
+#[test]
+fn every_primitive_matches_finite_differences() {
+    let mut covered = BTreeSet::new();
+    for (name, f, inputs) in cases() {
+        let report = gradcheck(&*f, &inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            report.max_error < 1e-6,
+            "{name}: analytic and numeric gradients differ by {:e} at input {} element {}",
+            report.max_error,
+            report.worst_at.0,
+            report.worst_at.1
+        );
+        covered.extend(report.kinds);
+    }
+    let missing: Vec<_> = OpKind::ALL.iter().filter(|k| !covered.contains(k)).collect();
+    assert!(missing.is_empty(), "primitives without a gradient check: {missing:?}");
+}
+
+#[test]
+fn fused_group_norm_equals_composed_reference() {
+    let x = randn(&[3, 6, 4, 5], 70);
+    let (w, b) = (randn(&[6], 71), randn(&[6], 72));
+    let fused = x.group_norm(3, &w, &b, 1e-5).unwrap();
+    let composed = group_norm_composed(&x, 3, &w, &b, 1e-5).unwrap();
+    assert!(fused.allclose(&composed, 1e-12));
+}
+
+#[test]
+fn gradients_accumulate_over_uses() {
+    // L = sum(x * x + x): dL/dx = 2x + 1, with x used three times.
+    let x = Tensor::from_vec(vec![1.0, -2.0, 0.5], &[3]).unwrap().requires_grad();
+    let loss = x.mul(&x).unwrap().add(&x).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    assert_eq!(grads.get(&x).unwrap().to_vec(), vec![3.0, -3.0, 2.0]);
+}
+
+#[test]
+fn detach_and_no_grad_stop_gradients() {
+    let x = randn(&[3], 80).requires_grad();
+    let y = x.detach().mul(&x).unwrap().sum_all().unwrap(); // d/dx (c x) = c
+    let g = y.backward().unwrap();
+    assert!(g.get(&x).unwrap().allclose(&x.detach(), 0.0));
+    let z = tensor::no_grad(|| x.exp());
+    assert!(!z.requires_grad_flag() && z.op().is_none());
+}
+
+#[test]
+fn long_chain_backward_does_not_overflow_the_stack() {
+    // 20,000 ops deep: the topological sort is iterative.
+    let x = Tensor::from_vec(vec![0.5f64], &[1]).unwrap().requires_grad();
+    let mut y = x.clone();
+    for _ in 0..20_000 {
+        y = y.affine(1.0, 1e-4);
+    }
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0]);
+}
