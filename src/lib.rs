@@ -1,1 +1,2 @@
 //! The `ddpm` program and its data loaders.
+pub mod image;
