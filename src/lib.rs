@@ -1,2 +1,3 @@
 //! The `ddpm` program and its data loaders.
 pub mod image;
+pub mod plot;
