@@ -1,0 +1,281 @@
+//! The command line: one subcommand per job, `--help` on each, defaults that work.
+//!
+//! Training flags are all optional: a preset (`--preset quick`) fills in every value,
+//! and any flag given overrides the preset's value.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Train and sample a DDPM with a from-scratch tensor engine.
+#[derive(Debug, Parser)]
+#[command(name = "ddpm", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a noise predictor (UNet on MNIST, or an MLP on a toy 2-D set).
+    Train(TrainArgs),
+    /// Draw samples from a checkpoint into a PNG grid (or a scatter plot for 2-D data).
+    Sample(SampleArgs),
+    /// Pictures of the forward process q(x_t | x_0) and plots of the schedules.
+    Forward(ForwardArgs),
+    /// The variational bound in bits/dim on test images: L_T, sum L_{t-1}, L_0.
+    Nll(NllArgs),
+    /// A checkpoint's config, step, parameter names, shapes and count.
+    Info(InfoArgs),
+    /// The kernel and training-step report: our GEMM against matrixmultiply, conv, UNet step.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// A small UNet on MNIST that finishes in at most 10 minutes on 2 cores.
+    Quick,
+    /// The course UNet (1.6M parameters) on MNIST, the full run.
+    Course,
+    /// An MLP on the swiss roll, under a minute.
+    Toy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    Mnist,
+    SwissRoll,
+    TwoMoons,
+    EightGaussians,
+    Checkerboard,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    Unet,
+    Mlp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    Linear,
+    Cosine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// L_simple: the unweighted noise MSE (Ho et al. eq. 14).
+    Simple,
+    /// The true variational bound L_vlb.
+    Vlb,
+    /// L_simple + lambda L_vlb.
+    Hybrid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VarianceKind {
+    /// sigma_t^2 = beta_t.
+    FixedLarge,
+    /// sigma_t^2 = beta-tilde_t, the posterior variance.
+    FixedSmall,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PredictionKind {
+    /// The model predicts the noise eps (the paper's choice).
+    Eps,
+    /// The model predicts x_0.
+    X0,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SamplerKind {
+    /// Ancestral sampling, Algorithm 2 of Ho et al.
+    Ddpm,
+    /// DDIM (Song et al. 2021) on a subsequence of timesteps.
+    Ddim,
+    /// Annealed Langevin dynamics driven by the score -eps / sqrt(1 - alpha_bar_t).
+    Langevin,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Starting values for every setting below.
+    #[arg(long, value_enum, default_value = "quick")]
+    pub preset: Preset,
+    /// Training data.
+    #[arg(long, value_enum)]
+    pub data: Option<Dataset>,
+    /// Noise predictor.
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// UNet: channels of the first level.
+    #[arg(long)]
+    pub base_channels: Option<usize>,
+    /// UNet: channel multiplier per level, comma-separated (e.g. 1,2,2).
+    #[arg(long, value_delimiter = ',')]
+    pub channel_mults: Option<Vec<usize>>,
+    /// MLP: hidden width.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// MLP: number of hidden layers.
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Noise schedule.
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
+    /// Number of diffusion steps T.
+    #[arg(long)]
+    pub timesteps: Option<usize>,
+    /// Training objective.
+    #[arg(long, value_enum)]
+    pub loss: Option<LossKind>,
+    /// Weight of L_vlb in the hybrid loss.
+    #[arg(long)]
+    pub hybrid_lambda: Option<f64>,
+    /// Reverse-process variance.
+    #[arg(long, value_enum)]
+    pub variance: Option<VarianceKind>,
+    /// What the model predicts.
+    #[arg(long, value_enum)]
+    pub prediction: Option<PredictionKind>,
+    /// Images (or points) per step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate of AdamW.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Steps of linear learning-rate warmup.
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Clip the global gradient norm to this value (0 = off).
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Decay of the exponential moving average of the weights.
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
+    /// Number of optimizer steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Wall-clock budget in seconds: stop after the step that crosses it (0 = none).
+    #[arg(long)]
+    pub time_budget: Option<f64>,
+    /// Seed of every random choice: same seed, same weights.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder: config, metrics, checkpoints, samples, plots.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Continue from the run folder's last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Save a checkpoint every N steps (and at the end).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Save a sample grid every N steps (0 = only at the end).
+    #[arg(long)]
+    pub sample_every: Option<usize>,
+    /// Number of samples in the grids.
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// No progress bar (for logs and tests).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Checkpoint (or run folder) to sample from.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Sampling algorithm.
+    #[arg(long, value_enum, default_value = "ddim")]
+    pub sampler: SamplerKind,
+    /// DDIM / Langevin: number of timesteps used.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM: eta (0 = deterministic, 1 = ancestral-like noise).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64)]
+    pub count: usize,
+    /// Seed of the starting noise and every step's noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output picture.
+    #[arg(long, default_value = "samples.png")]
+    pub out: PathBuf,
+    /// Also save the reverse trajectory (x_t and predicted x_0 over time) to this PNG.
+    #[arg(long)]
+    pub trajectory: Option<PathBuf>,
+    /// Use the raw weights instead of the EMA weights.
+    #[arg(long)]
+    pub raw_weights: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Timesteps (0-based code indices) to show, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,50,100,200,400,600,800,999")]
+    pub t: Vec<usize>,
+    /// Number of MNIST test images (rows of the figure).
+    #[arg(long, default_value_t = 6)]
+    pub images: usize,
+    /// Schedule for the pictures.
+    #[arg(long, value_enum, default_value = "linear")]
+    pub schedule: ScheduleKind,
+    /// Number of diffusion steps T.
+    #[arg(long, default_value_t = 1000)]
+    pub timesteps: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder for forward.png and schedule.svg.
+    #[arg(long, default_value = "forward")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct NllArgs {
+    /// Checkpoint (or run folder).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Number of test images.
+    #[arg(long, default_value_t = 256)]
+    pub images: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Seed of the noise of the Monte-Carlo terms.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the per-timestep plot and CSV (default: next to the checkpoint).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Use the raw weights instead of the EMA weights.
+    #[arg(long)]
+    pub raw_weights: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Checkpoint (or run folder).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
