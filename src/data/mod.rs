@@ -1,0 +1,7 @@
+//! Data: the files and datasets the models train on.
+//!
+//! - [`idx`]: the IDX file format, read with bounds on every size.
+//! - [`mnist`]: MNIST digits from the committed `data/mnist/` files, and batches of them.
+
+pub mod idx;
+pub mod mnist;
