@@ -26,7 +26,8 @@
 //!
 //! The reader trusts nothing: every length and offset is checked against the file before
 //! use, the header against a 100 MB cap, and no buffer is made larger than the part of
-//! the file it holds.
+//! the file it holds. The header is parsed straight into typed entries, so its memory
+//! is a small multiple of its length, with shapes capped at [`MAX_RANK`] dimensions.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -36,9 +37,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use byteorder::{ByteOrder, LittleEndian};
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 
@@ -47,6 +47,11 @@ pub const MAX_HEADER_LEN: u64 = 100_000_000;
 
 /// The header key that holds the string metadata instead of a tensor.
 pub const METADATA_KEY: &str = "__metadata__";
+
+/// The most dimensions a tensor may have. Real tensors have a handful; the cap keeps a
+/// header like `"shape": [1, 1, 1, ...]` from costing 8 bytes of memory per 2 bytes of
+/// file.
+pub const MAX_RANK: usize = 64;
 
 /// A tensor's elements, in row-major order.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +132,7 @@ pub struct SafeTensors {
 #[serde(deny_unknown_fields)]
 struct TensorInfo {
     dtype: String,
+    #[serde(deserialize_with = "deserialize_shape")]
     shape: Vec<usize>,
     data_offsets: [u64; 2],
 }
@@ -149,11 +155,14 @@ impl SafeTensors {
 
     /// Serialises to the safetensors format: header length, header padded with spaces
     /// to a multiple of 8 bytes, then the tensors' data in the order of `self.tensors`.
+    /// The header is compact JSON with `"__metadata__"` first, the layout Python's
+    /// `safetensors` writes.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidTensor`] if a tensor's data does not have the product of its
-    /// shape elements, two tensors share a name, or a tensor is named `"__metadata__"`.
+    /// shape elements, its shape has more than [`MAX_RANK`] dimensions, two tensors share
+    /// a name, or a tensor is named `"__metadata__"`.
     ///
     /// # Example
     ///
@@ -198,6 +207,12 @@ impl SafeTensors {
             if !names.insert(tensor.name.as_str()) {
                 return Err(invalid("two tensors have this name".into()));
             }
+            if tensor.shape.len() > MAX_RANK {
+                return Err(invalid(format!(
+                    "{} dimensions, more than the {MAX_RANK} a file may hold",
+                    tensor.shape.len()
+                )));
+            }
             let numel = numel(&tensor.shape);
             if numel != Some(tensor.data.len()) {
                 return Err(invalid(format!(
@@ -214,10 +229,15 @@ impl SafeTensors {
                 ","
             };
             header.push_str(&format!(
-                "{comma}{}:{{\"dtype\":\"{}\",\"shape\":{:?},\"data_offsets\":[{offset},{end}]}}",
+                "{comma}{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
                 json_string(&tensor.name),
                 tensor.data.dtype(),
-                tensor.shape,
+                tensor
+                    .shape
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ));
             offset = end;
         }
@@ -246,8 +266,8 @@ impl SafeTensors {
     /// [`Error::Format`] naming `source`, and the tensor and byte offset where known, if:
     /// the file is shorter than 8 bytes; the header length runs past the file or the
     /// 100 MB cap; the header is not UTF-8, not JSON, or not an object of tensor entries;
-    /// a name appears twice; an entry has an unknown dtype, a shape whose element count
-    /// overflows, `data_offsets` that do not span dtype size * element count bytes or
+    /// a name appears twice; an entry has an unknown dtype or field, more than
+    /// [`MAX_RANK`] dimensions, a shape whose element count overflows, `data_offsets` that do not span dtype size * element count bytes or
     /// run past the file; the tensors overlap or leave gaps; bytes follow the last
     /// tensor; `"__metadata__"` is not an object of strings.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self> {
@@ -299,38 +319,50 @@ impl SafeTensors {
                 "the header is not valid UTF-8".into(),
             )
         })?;
-        let entries = serde_json::from_str::<HeaderEntries>(header).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Data => "not a JSON object of tensor entries",
-                _ => "not valid JSON",
-            };
-            let offset = 8 + json_error_position(header, &e);
-            error(None, Some(offset), format!("the header is {what}: {e}"))
-        })?;
+        // `entry` names the entry being parsed, so that an error inside it names the tensor.
+        let mut entry = None;
+        let mut json = serde_json::Deserializer::from_str(header);
+        let entries = HeaderSeed { entry: &mut entry }
+            .deserialize(&mut json)
+            .and_then(|entries| json.end().map(|()| entries))
+            .map_err(|e| {
+                let offset = Some(8 + json_error_position(header, &e));
+                let reason = match (e.classify(), &entry) {
+                    (serde_json::error::Category::Data, Some(name)) if name == METADATA_KEY => {
+                        format!("must map strings to strings: {e}")
+                    }
+                    (serde_json::error::Category::Data, Some(_)) => {
+                        format!("bad header entry: {e}")
+                    }
+                    (serde_json::error::Category::Data, None) => {
+                        format!("the header is not a JSON object of tensor entries: {e}")
+                    }
+                    _ => format!("the header is not valid JSON: {e}"),
+                };
+                error(entry.as_deref(), offset, reason)
+            })?;
 
+        let mut names = HashSet::new();
+        if let Some((name, _)) = entries
+            .iter()
+            .find(|(name, _)| !names.insert(name.as_str()))
+        {
+            return Err(error(
+                Some(name),
+                None,
+                "the name appears twice in the header".into(),
+            ));
+        }
         let mut metadata = BTreeMap::new();
-        let mut seen = HashSet::new();
-        let mut located = Vec::with_capacity(entries.0.len());
-        for (name, value) in entries.0 {
-            if !seen.insert(name.clone()) {
-                return Err(error(
-                    Some(&name),
-                    None,
-                    "the name appears twice in the header".into(),
-                ));
-            }
-            if name == METADATA_KEY {
-                metadata = serde_json::from_value(value).map_err(|e| {
-                    error(
-                        Some(&name),
-                        None,
-                        format!("must map strings to strings: {e}"),
-                    )
-                })?;
-                continue;
-            }
-            let info: TensorInfo = serde_json::from_value(value)
-                .map_err(|e| error(Some(&name), None, format!("bad header entry: {e}")))?;
+        let mut located = Vec::with_capacity(entries.len());
+        for (name, entry) in entries {
+            let info = match entry {
+                Entry::Metadata(map) => {
+                    metadata = map;
+                    continue;
+                }
+                Entry::Tensor(info) => info,
+            };
             let (dtype, element_size) = match info.dtype.as_str() {
                 "F32" => ("F32", 4),
                 "F64" => ("F64", 8),
@@ -557,30 +589,80 @@ fn json_error_position(text: &str, e: &serde_json::Error) -> u64 {
     (line_start + e.column().saturating_sub(1)) as u64
 }
 
-/// The header's top-level entries in file order, duplicates kept, so that a repeated
-/// name can be reported instead of silently keeping the last one as a map would.
-struct HeaderEntries(Vec<(String, Value)>);
+/// One top-level entry of the header.
+enum Entry {
+    /// The `"__metadata__"` entry.
+    Metadata(BTreeMap<String, String>),
+    /// A tensor's entry.
+    Tensor(TensorInfo),
+}
 
-impl<'de> Deserialize<'de> for HeaderEntries {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = HeaderEntries;
+/// Parses the header's top-level object into its entries in file order, duplicates
+/// kept, so that a repeated name can be reported rather than silently dropped as a map
+/// would. Each entry is parsed straight into its type, with no `serde_json::Value`
+/// tree in between (which would cost ~16 bytes of memory per byte of `[1,1,...]`).
+/// `entry` holds the name of the entry being parsed, so an error can name it.
+struct HeaderSeed<'a> {
+    entry: &'a mut Option<String>,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object of tensor entries")
-            }
+impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
+    type Value = Vec<(String, Entry)>;
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderEntries, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    entries.push(entry);
-                }
-                Ok(HeaderEntries(entries))
-            }
-        }
-        deserializer.deserialize_map(EntriesVisitor)
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
     }
+}
+
+impl<'de> Visitor<'de> for HeaderSeed<'_> {
+    type Value = Vec<(String, Entry)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of tensor entries")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            *self.entry = Some(name.clone());
+            let entry = if name == METADATA_KEY {
+                Entry::Metadata(map.next_value()?)
+            } else {
+                Entry::Tensor(map.next_value()?)
+            };
+            *self.entry = None;
+            entries.push((name, entry));
+        }
+        Ok(entries)
+    }
+}
+
+/// Parses a shape, refusing more than [`MAX_RANK`] dimensions as soon as it sees them.
+fn deserialize_shape<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<usize>, D::Error> {
+    struct ShapeVisitor;
+
+    impl<'de> Visitor<'de> for ShapeVisitor {
+        type Value = Vec<usize>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an array of at most {MAX_RANK} non-negative integers")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<usize>, A::Error> {
+            let mut shape = Vec::new();
+            while let Some(dim) = seq.next_element::<usize>()? {
+                if shape.len() == MAX_RANK {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_RANK} dimensions"
+                    )));
+                }
+                shape.push(dim);
+            }
+            Ok(shape)
+        }
+    }
+
+    deserializer.deserialize_seq(ShapeVisitor)
 }
 
 #[cfg(test)]
@@ -778,6 +860,21 @@ mod tests {
         assert!(err.contains("more than usize::MAX"), "{err}");
         let err = bad(vec![tensor("w", &[], TensorData::F32(vec![1.0])); 2]);
         assert!(err.contains("two tensors"), "{err}");
+        let err = bad(vec![tensor(
+            "w",
+            &[1; MAX_RANK + 1],
+            TensorData::F32(vec![1.0]),
+        )]);
+        assert!(err.contains("65 dimensions"), "{err}");
+        // MAX_RANK itself is fine, both ways.
+        let deep = SafeTensors {
+            tensors: vec![tensor("w", &[1; MAX_RANK], TensorData::F32(vec![1.0]))],
+            metadata: BTreeMap::new(),
+        };
+        assert_eq!(
+            SafeTensors::from_bytes(&deep.to_bytes().unwrap(), "mem").unwrap(),
+            deep
+        );
         let err = bad(vec![tensor(METADATA_KEY, &[], TensorData::F32(vec![1.0]))]);
         assert!(err.contains("reserved"), "{err}");
     }
@@ -832,6 +929,11 @@ mod tests {
         );
         assert_format_error(&file_with_header("[1, 2]", &[]), &["not a JSON object"]);
         assert_format_error(&file_with_header("", &[]), &["offset 8", "not valid JSON"]);
+        // Deep nesting is refused without recursing into it.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_format_error(&file_with_header(&deep, &[]), &["not a JSON object"]);
+        let deep = format!("{{\"__metadata__\":{}}}", "{\"a\":".repeat(100_000));
+        assert_format_error(&file_with_header(&deep, &[]), &["tensor \"__metadata__\""]);
     }
 
     #[test]
@@ -875,6 +977,18 @@ mod tests {
                 "tensor \"w\"",
                 "run past the end of the data, which is 8 bytes",
             ],
+        );
+        let rank_65 = format!("[{}1]", "1,".repeat(64));
+        assert_format_error(
+            &with(f32_entry("w", &rank_65, 0, 4), &data[..4]),
+            &["tensor \"w\"", "more than 64 dimensions"],
+        );
+        assert_format_error(
+            &with(
+                r#""w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}"#.into(),
+                &data[..4],
+            ),
+            &["tensor \"w\"", "unknown field `extra`"],
         );
         let twice = format!(
             "{},{}",
