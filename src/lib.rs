@@ -1,4 +1,10 @@
-//! The `ddpm` program and its data loaders.
+//! The `ddpm` program: its command line, data loaders, pictures and plots.
+//!
+//! The binary (`src/main.rs`) only parses arguments and reports errors; the work
+//! lives here so the integration tests can call it.
+
+pub mod cli;
+pub mod data;
+pub mod error;
 pub mod image;
 pub mod plot;
-pub mod cli;

@@ -1,1 +1,6 @@
 //! placeholder
+
+pub mod error;
+pub mod safetensors;
+
+pub use error::{Error, Result};
