@@ -8,3 +8,11 @@ pub mod data;
 pub mod error;
 pub mod image;
 pub mod plot;
+
+/// The chapters of `notebooks-md/`, compiled and run as doctests so the course text
+/// cannot drift from the code.
+#[cfg(doctest)]
+pub mod notebooks {
+    #[doc = include_str!("../notebooks-md/01-tensors-and-autograd.md")]
+    pub struct Chapter01TensorsAndAutograd;
+}
