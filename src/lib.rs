@@ -13,6 +13,8 @@ pub mod plot;
 /// cannot drift from the code.
 #[cfg(doctest)]
 pub mod notebooks {
+    #[doc = include_str!("../notebooks-md/00-why-diffusion.md")]
+    pub struct Chapter00WhyDiffusion;
     #[doc = include_str!("../notebooks-md/01-tensors-and-autograd.md")]
     pub struct Chapter01TensorsAndAutograd;
 }
