@@ -332,7 +332,8 @@ fn the_exact_noise_predictor_minimises_l_simple() -> TestResult {
             Ok(total)
         };
         let best = loss(&|_| 0.0)?;
-        let perturbations: [(&str, Box<dyn Fn(f64) -> f64>); 3] =
+        type Perturbation = Box<dyn Fn(f64) -> f64>;
+        let perturbations: [(&str, Perturbation); 3] =
             [("constant", Box::new(|_| 1.0)), ("linear", Box::new(|x| x)), ("sine", Box::new(|x: f64| (3.0 * x).sin()))];
         for (name, g) in &perturbations {
             for delta in [0.1, -0.03] {
@@ -369,7 +370,7 @@ fn vb_loss_gradient_matches_finite_differences() -> TestResult {
     let model_eps = noise.add(&Tensor::<f64>::randn(&dims, &mut rng).mul_scalar(0.3))?;
     for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
         let options = ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised: false };
-        let report = gradcheck(|v| Ok(vb_terms_bpd(&schedule, &v[0], &x_start, &x_t, &t, options).map_err(to_tensor_error)?.bpd), &[model_eps.clone()])?;
+        let report = gradcheck(|v| Ok(vb_terms_bpd(&schedule, &v[0], &x_start, &x_t, &t, options).map_err(to_tensor_error)?.bpd), std::slice::from_ref(&model_eps))?;
         assert!(report.max_error < 1e-6, "{variance:?}: max gradient error {:.3e} at {:?}", report.max_error, report.worst_at);
     }
     let hybrid = TrainingOptions { loss: LossKind::Hybrid { lambda: 0.001 }, ..TrainingOptions::default() };
@@ -378,7 +379,7 @@ fn vb_loss_gradient_matches_finite_differences() -> TestResult {
             let model = |_: &Tensor<f64>, _: &[usize]| Ok(v[0].clone());
             Ok(training_losses(&schedule, &model, &x_start, &t, &noise, hybrid).map_err(to_tensor_error)?.loss)
         },
-        &[model_eps.clone()],
+        std::slice::from_ref(&model_eps),
     )?;
     assert!(report.max_error < 1e-6, "hybrid loss: max gradient error {:.3e}", report.max_error);
     Ok(())
