@@ -194,6 +194,34 @@ fn the_bound_is_a_bound_and_its_gap_is_the_path_kl() -> TestResult {
 }
 
 #[test]
+fn calc_bpd_loop_sums_one_sample_estimates_of_every_term() -> TestResult {
+    // calc_bpd_loop draws one x_t ~ q(x_t | x_0) per timestep, so over many copies of the same x_0
+    // its column t averages to E_{x_t}[L_{t-1}] (the integral in `closed_form_bound_nats`), and
+    // total_bpd = L_T + sum_t vb[t] exactly.
+    let schedule = small_schedule();
+    let (n, x_start) = (20_000, 0.2);
+    let terms = ddpm::calc_bpd_loop(&schedule, &linear_eps_theta, &Tensor::full(&[n, 1], x_start), OPTIONS, &mut rng(43))?;
+    assert_eq!(terms.vb.dims(), &[n, 4]);
+    assert_eq!((terms.mse.dims(), terms.xstart_mse.dims()), (&[n, 4][..], &[n, 4][..]));
+    let (vb, total, prior) = (terms.vb.to_vec(), terms.total_bpd.to_vec(), terms.prior_bpd.to_vec());
+    for i in 0..n {
+        let row_sum: f64 = vb[i * 4..(i + 1) * 4].iter().sum();
+        assert!((total[i] - (row_sum + prior[i])).abs() < 1e-12);
+    }
+    for t in 1..4 {
+        let (mean, std) = (schedule.sqrt_alphas_cumprod[t] * x_start, schedule.sqrt_one_minus_alphas_cumprod[t]);
+        let (points, h) = grid(mean - 12.0 * std, mean + 12.0 * std, 2001);
+        let m = points.len();
+        let x_t = column(&points);
+        let kl = vb_terms_bpd(&schedule, &linear_eps_theta(&x_t, &vec![t; m])?, &Tensor::full(&[m, 1], x_start), &x_t, &vec![t; m], OPTIONS)?.bpd.to_vec();
+        let expected = simpson(&points.iter().zip(&kl).map(|(x, k)| k * normal_pdf(*x, mean, std * std)).collect::<Vec<_>>(), h);
+        let column_t: Vec<f64> = vb.iter().skip(t).step_by(4).copied().collect();
+        assert_mean_close(&format!("calc_bpd_loop column {t}"), &column_t, expected);
+    }
+    Ok(())
+}
+
+#[test]
 fn prior_term_is_near_zero_and_has_no_trainable_parameter() -> TestResult {
     // L_T = KL(q(x_T | x_0) || N(0, I)) ~ alpha-bar_T x_0^2 / 2 nats for the linear schedule at T = 1000
     // (alpha-bar_T ~ 4e-5): negligible, and it depends on x_0 and the schedule only (notes 002 §3.1).
