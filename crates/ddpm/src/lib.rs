@@ -48,7 +48,7 @@
 //! | 8 | mu-tilde_t = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha-bar_t) eps) | Ho eq. 10; notes 002 §3.2 | [`q_posterior_mean_from_eps`] | `posterior_mean_in_eps_form_matches_the_x0_form` |
 //! | 9 | closed-form KL of two Gaussians | Ho §2 (Rao-Blackwellised terms) | [`normal_kl`] | `closed_form_gaussian_kl_equals_its_monte_carlo_estimate` |
 //! | 10 | equal-variance KL = \|mu1 - mu2\|^2 / (2 sigma^2) = w_t \|eps - eps_theta\|^2, w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha-bar_t)) | Ho eqs. 8, 12; notes 002 §3.2; notes 003 §3.1 | [`noise_mse_weight`], [`vb_terms_bpd`] | `equal_variance_kl_is_a_weighted_noise_mse` |
-//! | 11 | E_q[log q(x_{1:T} \| x_0) / p(x_{0:T})] = L_T + sum L_{t-1} + L_0 | Ho eq. 5; notes 002 §2.5; notes 003 §3.1 | [`prior_bpd`], [`vb_terms_bpd`], [`calc_bpd_loop`] | `the_bound_two_ways_monte_carlo_equals_the_sum_of_closed_form_terms` |
+//! | 11 | E_q[log q(x_{1:T} \| x_0) / p(x_{0:T})] = L_T + sum L_{t-1} + L_0 | Ho eq. 5; notes 002 §2.5; notes 003 §3.1 | [`prior_bpd`], [`vb_terms_bpd`], [`calc_bpd_loop`] | `the_bound_two_ways_monte_carlo_equals_the_sum_of_closed_form_terms`, `calc_bpd_loop_sums_one_sample_estimates_of_every_term` |
 //! | 12 | -log p(x_0) <= L, gap = KL(q(x_{1:T} \| x_0) \|\| p(x_{1:T} \| x_0)) | notes 003 eq. 9; notes 000; notes 002 §2.3.2 | (the bound's terms) | `the_bound_is_a_bound_and_its_gap_is_the_path_kl` |
 //! | 13 | L_T ~ 0, no trainable parameter | Ho §3.1; notes 002 §3.1 | [`prior_bpd`] | `prior_term_is_near_zero_and_has_no_trainable_parameter` |
 //! | 14 | the discretised decoder's 256 bins sum to 1 | Ho eq. 13 | [`discretized_gaussian_log_likelihood`], [`discretized_gaussian_log_likelihood_exact`] | `discretized_decoder_bin_probabilities_sum_to_one` |
