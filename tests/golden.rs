@@ -21,16 +21,6 @@ use tensor::{attention, Tensor};
 const PENDING: &[&str] = &[
     "adamw_step",
     "timestep_embedding",
-    "schedule",
-    "normal_kl",
-    "discretized_gaussian_log_likelihood",
-    "q_sample",
-    "q_posterior_mean_variance",
-    "p_mean_variance",
-    "vb_terms_bpd",
-    "prior_bpd",
-    "p_sample",
-    "ddim_sample",
 ];
 
 /// A tensor of the golden files: shape and row-major values.
@@ -123,6 +113,9 @@ fn forward_backward(
 }
 
 fn run_case(kind: &str, case: &Case) -> Result<Outputs, CaseError> {
+    if let Some(result) = run_diffusion_case(kind, case) {
+        return result;
+    }
     match kind {
         "linear" => forward_backward(case, &["x", "weight", "bias"], |v| v[0].linear(&v[1], Some(&v[2]))),
         "conv2d" => {
@@ -162,6 +155,137 @@ fn run_case(kind: &str, case: &Case) -> Result<Outputs, CaseError> {
         k if PENDING.contains(&k) => Err(CaseError::NotImplemented(k.to_string())),
         k => Err(CaseError::Failed(format!("unknown golden kind {k}: this test has no implementation for it"))),
     }
+}
+
+// ------------------------------------------------------------------ diffusion kinds (ddpm, #5)
+//
+// The diffusion math runs in f64, the precision the reference computed it in.
+
+impl Case {
+    fn input_f64(&self, name: &str) -> Result<Tensor<f64>, CaseError> {
+        let g = self.inputs.get(name).ok_or_else(|| CaseError::Failed(format!("missing input {name}")))?;
+        Tensor::from_vec(g.data.clone(), &g.shape).map_err(fail)
+    }
+
+    fn param_str(&self, name: &str) -> Result<&str, CaseError> {
+        self.params[name].as_str().ok_or_else(|| CaseError::Failed(format!("missing param {name}")))
+    }
+
+    fn param_bool(&self, name: &str) -> Result<bool, CaseError> {
+        self.params[name].as_bool().ok_or_else(|| CaseError::Failed(format!("missing param {name}")))
+    }
+
+    fn param_timesteps(&self) -> Result<Vec<usize>, CaseError> {
+        self.params["t"]
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| CaseError::Failed("missing param t".to_string()))
+    }
+
+    fn schedule(&self) -> Result<ddpm::NoiseSchedule, CaseError> {
+        let kind = ddpm::BetaSchedule::from_name(self.param_str("schedule")?).map_err(fail)?;
+        ddpm::NoiseSchedule::new(kind, self.param_usize("timesteps")?).map_err(fail)
+    }
+
+    fn reverse_options(&self) -> Result<ddpm::ReverseOptions, CaseError> {
+        Ok(ddpm::ReverseOptions {
+            variance: ddpm::VarianceKind::from_name(self.param_str("variance")?).map_err(fail)?,
+            parameterization: ddpm::Parameterization::Epsilon,
+            clip_denoised: self.param_bool("clip_denoised")?,
+        })
+    }
+}
+
+fn out_f64(outputs: &mut Outputs, name: &str, values: &[f64]) {
+    outputs.insert(name.to_string(), Golden { shape: vec![values.len()], data: values.to_vec() });
+}
+
+/// The diffusion kinds, or `None` for a kind that is not one of them.
+fn run_diffusion_case(kind: &str, case: &Case) -> Option<Result<Outputs, CaseError>> {
+    let run = || -> Result<Outputs, CaseError> {
+        let mut outputs = Outputs::new();
+        match kind {
+            "schedule" => {
+                let s = case.schedule()?;
+                out_f64(&mut outputs, "betas", &s.betas);
+                out_f64(&mut outputs, "alphas_cumprod", &s.alphas_cumprod);
+                out_f64(&mut outputs, "alphas_cumprod_prev", &s.alphas_cumprod_prev);
+                out_f64(&mut outputs, "posterior_variance", &s.posterior_variance);
+                out_f64(&mut outputs, "posterior_log_variance_clipped", &s.posterior_log_variance_clipped);
+                out_f64(&mut outputs, "posterior_mean_coef1", &s.posterior_mean_coef1);
+                out_f64(&mut outputs, "posterior_mean_coef2", &s.posterior_mean_coef2);
+            }
+            "normal_kl" => {
+                let [m1, lv1, m2, lv2] = ["mean1", "logvar1", "mean2", "logvar2"].map(|n| case.input_f64(n));
+                out(&mut outputs, "kl", &ddpm::normal_kl(&m1?, &lv1?, &m2?, &lv2?).map_err(fail)?);
+            }
+            "discretized_gaussian_log_likelihood" => {
+                let (x, means, log_scales) = (case.input_f64("x")?, case.input_f64("means")?, case.input_f64("log_scales")?);
+                out(&mut outputs, "log_probs", &ddpm::discretized_gaussian_log_likelihood(&x, &means, &log_scales).map_err(fail)?);
+            }
+            "q_sample" => {
+                let (s, t) = (case.schedule()?, case.param_timesteps()?);
+                let x_t = ddpm::q_sample(&s, &case.input_f64("x_start")?, &t, &case.input_f64("noise")?).map_err(fail)?;
+                out(&mut outputs, "x_t", &x_t);
+            }
+            "q_posterior_mean_variance" => {
+                let (s, t) = (case.schedule()?, case.param_timesteps()?);
+                let q = ddpm::q_posterior_mean_variance(&s, &case.input_f64("x_start")?, &case.input_f64("x_t")?, &t).map_err(fail)?;
+                out(&mut outputs, "mean", &q.mean);
+                out(&mut outputs, "variance", &q.variance);
+                out(&mut outputs, "log_variance_clipped", &q.log_variance);
+            }
+            "p_mean_variance" => {
+                let (s, t) = (case.schedule()?, case.param_timesteps()?);
+                let (eps, x_t) = (case.input_f64("model_eps")?, case.input_f64("x_t")?);
+                let p = ddpm::p_mean_variance(&s, &eps, &x_t, &t, case.reverse_options()?).map_err(fail)?;
+                out(&mut outputs, "mean", &p.mean);
+                out(&mut outputs, "variance", &p.variance);
+                out(&mut outputs, "log_variance", &p.log_variance);
+                out(&mut outputs, "pred_xstart", &p.pred_xstart);
+            }
+            "vb_terms_bpd" => {
+                let (s, t) = (case.schedule()?, case.param_timesteps()?);
+                let (eps, x_start, x_t) = (case.input_f64("model_eps")?, case.input_f64("x_start")?, case.input_f64("x_t")?);
+                let vb = ddpm::vb_terms_bpd(&s, &eps, &x_start, &x_t, &t, case.reverse_options()?).map_err(fail)?;
+                out(&mut outputs, "bpd", &vb.bpd);
+                out(&mut outputs, "pred_xstart", &vb.pred_xstart);
+            }
+            "prior_bpd" => {
+                let bpd = ddpm::prior_bpd(&case.schedule()?, &case.input_f64("x_start")?).map_err(fail)?;
+                out(&mut outputs, "bpd", &bpd);
+            }
+            "p_sample" => {
+                let (s, t) = (case.schedule()?, case.param_timesteps()?);
+                let (eps, x_t, noise) = (case.input_f64("model_eps")?, case.input_f64("x_t")?, case.input_f64("noise")?);
+                let step = ddpm::p_sample(&s, &eps, &x_t, &t, case.reverse_options()?, &noise).map_err(fail)?;
+                out(&mut outputs, "sample", &step.sample);
+            }
+            "ddim_sample" => {
+                let (s, t) = (case.schedule()?, case.param_timesteps()?);
+                let (eps, x_t, noise) = (case.input_f64("model_eps")?, case.input_f64("x_t")?, case.input_f64("noise")?);
+                let eta = case.params["eta"].as_f64().ok_or_else(|| fail("missing param eta"))?;
+                let options = ddpm::DdimOptions { eta, parameterization: ddpm::Parameterization::Epsilon, clip_denoised: case.param_bool("clip_denoised")? };
+                let step = ddpm::ddim_step(&s, &eps, &x_t, &t, options, &noise).map_err(fail)?;
+                out(&mut outputs, "sample", &step.sample);
+            }
+            _ => unreachable!("run_diffusion_case is only called for diffusion kinds"),
+        }
+        Ok(outputs)
+    };
+    const DIFFUSION_KINDS: &[&str] = &[
+        "schedule",
+        "normal_kl",
+        "discretized_gaussian_log_likelihood",
+        "q_sample",
+        "q_posterior_mean_variance",
+        "p_mean_variance",
+        "vb_terms_bpd",
+        "prior_bpd",
+        "p_sample",
+        "ddim_sample",
+    ];
+    DIFFUSION_KINDS.contains(&kind).then(run)
 }
 
 fn relative_l2(actual: &[f64], expected: &[f64]) -> f64 {

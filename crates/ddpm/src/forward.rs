@@ -1,0 +1,101 @@
+//! The forward (noising) process q: one step, the closed form from x_0, sampling by
+//! reparameterisation, and the two inversions between x_0 and the noise.
+//!
+//! Shapes: `x_start` (x_0), `x_prev`, `x_t` and `noise` are `[B, ...]`; `t` holds one
+//! code timestep per batch item (`t.len() == B`, code index = paper t - 1, see
+//! [`crate::schedule`]).
+
+use crate::error::Result;
+use crate::gaussian::DiagonalGaussian;
+use crate::schedule::{coefficient_at, NoiseSchedule};
+use tensor::{Float, Tensor};
+
+/// A `[B, 1, ..]` coefficient broadcast to the full shape `dims` (for variances,
+/// which the reference returns at the shape of `x`).
+pub(crate) fn full_coefficient<T: Float>(op: &'static str, values: &[f64], t: &[usize], dims: &[usize]) -> Result<Tensor<T>> {
+    Ok(coefficient_at::<T>(op, values, t, dims)?.broadcast_to(dims)?.contiguous()?)
+}
+
+/// One forward step q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
+/// (Ho et al. eq. 2; notes 003 eq. 1): its mean, variance and log-variance.
+///
+/// # Errors
+/// A timestep out of range or not one per batch item.
+pub fn q_step_mean_variance<T: Float>(schedule: &NoiseSchedule, x_prev: &Tensor<T>, t: &[usize]) -> Result<DiagonalGaussian<T>> {
+    let op = "q_step_mean_variance";
+    let sqrt_alphas: Vec<f64> = schedule.alphas.iter().map(|a| a.sqrt()).collect();
+    let log_betas: Vec<f64> = schedule.betas.iter().map(|b| b.ln()).collect();
+    Ok(DiagonalGaussian {
+        mean: x_prev.mul(&coefficient_at(op, &sqrt_alphas, t, x_prev.dims())?)?,
+        variance: full_coefficient(op, &schedule.betas, t, x_prev.dims())?,
+        log_variance: full_coefficient(op, &log_betas, t, x_prev.dims())?,
+    })
+}
+
+/// A draw from one forward step: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) noise
+/// (Ho et al. eq. 2 by reparameterisation).
+///
+/// # Errors
+/// A timestep out of range, not one per batch item, or `noise` of another shape.
+pub fn q_step_sample<T: Float>(schedule: &NoiseSchedule, x_prev: &Tensor<T>, t: &[usize], noise: &Tensor<T>) -> Result<Tensor<T>> {
+    let op = "q_step_sample";
+    let sqrt_alphas: Vec<f64> = schedule.alphas.iter().map(|a| a.sqrt()).collect();
+    let sqrt_betas: Vec<f64> = schedule.betas.iter().map(|b| b.sqrt()).collect();
+    let signal = x_prev.mul(&coefficient_at(op, &sqrt_alphas, t, x_prev.dims())?)?;
+    Ok(signal.add(&noise.mul(&coefficient_at(op, &sqrt_betas, t, noise.dims())?)?)?)
+}
+
+/// The closed form q(x_t | x_0) = N(sqrt(alpha-bar_t) x_0, (1 - alpha-bar_t) I)
+/// (Ho et al. eq. 4; notes 002 §2.4.2, notes 003 eq. 3): mean, variance, log-variance.
+///
+/// # Errors
+/// A timestep out of range or not one per batch item.
+pub fn q_mean_variance<T: Float>(schedule: &NoiseSchedule, x_start: &Tensor<T>, t: &[usize]) -> Result<DiagonalGaussian<T>> {
+    let op = "q_mean_variance";
+    let dims = x_start.dims();
+    let one_minus_alphas_cumprod: Vec<f64> = schedule.alphas_cumprod.iter().map(|a| 1.0 - a).collect();
+    Ok(DiagonalGaussian {
+        mean: x_start.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, dims)?)?,
+        variance: full_coefficient(op, &one_minus_alphas_cumprod, t, dims)?,
+        log_variance: full_coefficient(op, &schedule.log_one_minus_alphas_cumprod, t, dims)?,
+    })
+}
+
+/// A draw from q(x_t | x_0) by reparameterisation:
+/// `x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise` (Ho et al. eq. 4 and
+/// the x_t(x_0, eps) of §3.2; Algorithm 1 line 5).
+///
+/// # Errors
+/// A timestep out of range, not one per batch item, or `noise` of another shape.
+pub fn q_sample<T: Float>(schedule: &NoiseSchedule, x_start: &Tensor<T>, t: &[usize], noise: &Tensor<T>) -> Result<Tensor<T>> {
+    let op = "q_sample";
+    let signal = x_start.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, x_start.dims())?)?;
+    let scaled_noise = noise.mul(&coefficient_at(op, &schedule.sqrt_one_minus_alphas_cumprod, t, noise.dims())?)?;
+    Ok(signal.add(&scaled_noise)?)
+}
+
+/// x_0 recovered from x_t and the noise that made it, by solving q_sample for x_0
+/// (Ho et al. §3.2 below eq. 9; notes 000, notes 002 §3.2):
+/// `x_0 = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t)
+///      = sqrt(1/alpha-bar_t) x_t - sqrt(1/alpha-bar_t - 1) eps`.
+///
+/// # Errors
+/// A timestep out of range, not one per batch item, or shapes that disagree.
+pub fn predict_xstart_from_eps<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<T>, t: &[usize], eps: &Tensor<T>) -> Result<Tensor<T>> {
+    let op = "predict_xstart_from_eps";
+    let scaled_x_t = x_t.mul(&coefficient_at(op, &schedule.sqrt_recip_alphas_cumprod, t, x_t.dims())?)?;
+    let scaled_eps = eps.mul(&coefficient_at(op, &schedule.sqrt_recipm1_alphas_cumprod, t, eps.dims())?)?;
+    Ok(scaled_x_t.sub(&scaled_eps)?)
+}
+
+/// The noise recovered from x_t and x_0, solving q_sample for eps:
+/// `eps = (x_t - sqrt(alpha-bar_t) x_0) / sqrt(1 - alpha-bar_t)
+///      = (sqrt(1/alpha-bar_t) x_t - x_0) / sqrt(1/alpha-bar_t - 1)`.
+///
+/// # Errors
+/// A timestep out of range, not one per batch item, or shapes that disagree.
+pub fn predict_eps_from_xstart<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<T>, t: &[usize], x_start: &Tensor<T>) -> Result<Tensor<T>> {
+    let op = "predict_eps_from_xstart";
+    let scaled_x_t = x_t.mul(&coefficient_at(op, &schedule.sqrt_recip_alphas_cumprod, t, x_t.dims())?)?;
+    Ok(scaled_x_t.sub(x_start)?.div(&coefficient_at(op, &schedule.sqrt_recipm1_alphas_cumprod, t, x_t.dims())?)?)
+}

@@ -1,0 +1,144 @@
+//! Training objectives (Ho et al. §3.4, Nichol & Dhariwal 2021 §3.1) and the weight
+//! that turns the bound's L_{t-1} into a noise regression.
+//!
+//! Shapes: `x_start` and `noise` are `[B, ...]`; `t` holds one code timestep per
+//! batch item (code index = paper t - 1, see [`crate::schedule`]); per-item losses
+//! are `[B]`; the returned loss is a scalar.
+
+use crate::bound::{mean_flat, vb_terms_bpd};
+use crate::error::{Error, Result};
+use crate::forward::q_sample;
+use crate::predictor::NoisePredictor;
+use crate::reverse::{Parameterization, ReverseOptions, VarianceKind};
+use crate::schedule::{check_timesteps, NoiseSchedule};
+use tensor::{Float, Rng, Tensor};
+
+/// The weight of the noise error in L_{t-1} (Ho et al. eq. 12; notes 002 §3.2,
+/// notes 003 §3.1): with sigma_t^2 fixed and the mean written in eps,
+///
+/// `KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) = w_t |eps - eps_theta|^2 + C`,
+/// `w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha-bar_t))`,
+///
+/// where C depends only on the variances (0 when sigma_t^2 = beta-tilde_t). `t` is a
+/// code timestep; the paper's L_simple drops w_t (sets it to 1).
+///
+/// # Errors
+/// [`Error::TimestepOutOfRange`], or [`Error::InvalidArgument`] for sigma^2 <= 0.
+pub fn noise_mse_weight(schedule: &NoiseSchedule, t: usize, sigma_squared: f64) -> Result<f64> {
+    check_timesteps("noise_mse_weight", &[t], schedule.num_timesteps())?;
+    if sigma_squared.is_nan() || sigma_squared <= 0.0 {
+        return Err(Error::InvalidArgument { op: "noise_mse_weight", msg: format!("sigma^2 must be positive, got {sigma_squared}") });
+    }
+    let (beta, alpha, alpha_cumprod) = (schedule.betas[t], schedule.alphas[t], schedule.alphas_cumprod[t]);
+    Ok(beta * beta / (2.0 * sigma_squared * alpha * (1.0 - alpha_cumprod)))
+}
+
+/// Which objective to train on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossKind {
+    /// L_simple = E |eps - eps_theta(x_t, t)|^2 (Ho et al. eq. 14), as a mean over
+    /// the data axes; for x_0 prediction, E |x_0 - x0_theta|^2.
+    Simple,
+    /// The bound itself: T * L_t(in bits per dimension) for a uniform t, an unbiased
+    /// one-sample estimate of sum_t L_{t-1} + L_0 (the bound without the constant L_T).
+    Vlb,
+    /// L_simple + lambda L_vlb (Nichol & Dhariwal 2021 eq. 16, where lambda = 0.001).
+    Hybrid {
+        /// The weight lambda of the bound term.
+        lambda: f64,
+    },
+}
+
+/// The training configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainingOptions {
+    /// The objective.
+    pub loss: LossKind,
+    /// What the network predicts.
+    pub parameterization: Parameterization,
+    /// sigma_t^2 of p_theta, used by the bound terms.
+    pub variance: VarianceKind,
+}
+
+impl Default for TrainingOptions {
+    /// Ho et al.: L_simple on the noise, sigma^2 = beta.
+    fn default() -> Self {
+        TrainingOptions { loss: LossKind::Simple, parameterization: Parameterization::Epsilon, variance: VarianceKind::FixedLarge }
+    }
+}
+
+/// A training loss and its parts.
+#[derive(Clone, Debug)]
+pub struct TrainingLosses<T: Float> {
+    /// The scalar to minimise: the batch mean of the per-item loss.
+    pub loss: Tensor<T>,
+    /// The per-item regression error, `[B]`, for `Simple` and `Hybrid`.
+    pub mse: Option<Tensor<T>>,
+    /// The per-item bound term in bits per dimension (not yet multiplied by T), `[B]`,
+    /// for `Vlb` and `Hybrid`.
+    pub vb: Option<Tensor<T>>,
+}
+
+/// The training loss on a batch (Algorithm 1 of Ho et al., generalised): draws
+/// x_t = q_sample(x_0, t, noise), asks the model, and scores its output.
+///
+/// The bound term is built from tensor ops, so the loss is differentiable in the
+/// model output (and through it in the model's parameters). The predicted x_0 is not
+/// clipped during training (clipping is for sampling).
+///
+/// # Errors
+/// Model errors, a timestep out of range, or shapes that disagree.
+pub fn training_losses<T: Float>(
+    schedule: &NoiseSchedule,
+    model: &impl NoisePredictor<T>,
+    x_start: &Tensor<T>,
+    t: &[usize],
+    noise: &Tensor<T>,
+    options: TrainingOptions,
+) -> Result<TrainingLosses<T>> {
+    let x_t = q_sample(schedule, x_start, t, noise)?;
+    let model_output = model.predict(&x_t, t)?;
+    if model_output.dims() != x_t.dims() {
+        return Err(Error::InvalidArgument {
+            op: "training_losses",
+            msg: format!("the model returned shape {:?} for x_t of shape {:?}", model_output.dims(), x_t.dims()),
+        });
+    }
+    let mse = || -> Result<Tensor<T>> {
+        let target = match options.parameterization {
+            Parameterization::Epsilon => noise,
+            Parameterization::StartX => x_start,
+        };
+        mean_flat(&model_output.sub(target)?.sqr())
+    };
+    let scaled_vb = || -> Result<(Tensor<T>, Tensor<T>)> {
+        let reverse = ReverseOptions { variance: options.variance, parameterization: options.parameterization, clip_denoised: false };
+        let vb = vb_terms_bpd(schedule, &model_output, x_start, &x_t, t, reverse)?.bpd;
+        Ok((vb.mul_scalar(T::from_f64(schedule.num_timesteps() as f64)), vb))
+    };
+    let (per_item, mse, vb) = match options.loss {
+        LossKind::Simple => {
+            let mse = mse()?;
+            (mse.clone(), Some(mse), None)
+        }
+        LossKind::Vlb => {
+            let (scaled, vb) = scaled_vb()?;
+            (scaled, None, Some(vb))
+        }
+        LossKind::Hybrid { lambda } => {
+            let (mse, (scaled, vb)) = (mse()?, scaled_vb()?);
+            (mse.add(&scaled.mul_scalar(T::from_f64(lambda)))?, Some(mse), Some(vb))
+        }
+    };
+    Ok(TrainingLosses { loss: per_item.mean_all()?, mse, vb })
+}
+
+/// `batch` code timesteps drawn uniformly from `0..T` (Algorithm 1 line 3).
+#[must_use]
+pub fn sample_timesteps(num_timesteps: usize, batch: usize, rng: &mut Rng) -> Vec<usize> {
+    Tensor::<f64>::rand_uniform(&[batch], 0.0, num_timesteps as f64, rng)
+        .to_vec()
+        .into_iter()
+        .map(|u| (u.floor() as usize).min(num_timesteps - 1))
+        .collect()
+}

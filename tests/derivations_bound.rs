@@ -1,0 +1,421 @@
+//! The variational bound, verified: the Gaussian KL, its equal-variance and
+//! noise-MSE forms, the bound computed two ways, the bound being a bound, L_T, the
+//! decoder, the optimal noise predictor, erf, and the gradient of the vb loss.
+//! Code t = paper t - 1 throughout.
+
+mod derivations_common;
+
+use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact};
+use ddpm::{
+    discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc, noise_mse_weight, normal_kl,
+    p_mean_variance, prior_bpd, q_sample, q_step_sample, standard_normal_cdf, training_losses, vb_terms_bpd, BetaSchedule,
+    DatasetOptimalPredictor, LossKind, NoisePredictor, NoiseSchedule, Parameterization, ReverseOptions, TrainingOptions,
+    VarianceKind,
+};
+use derivations_common::{assert_mean_close, column, grid, log_normal_pdf, normal_pdf, simpson};
+use std::f64::consts::LN_2;
+use tensor::{gradcheck, rng, Tensor};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+#[test]
+fn closed_form_gaussian_kl_equals_its_monte_carlo_estimate() -> TestResult {
+    // KL(N(m1, v1) || N(m2, v2)) = E_{x ~ N(m1, v1)}[log N(x; m1, v1) - log N(x; m2, v2)]
+    let n = 100_000;
+    for (m1, v1, m2, v2) in [(0.0, 1.0, 0.5, 2.0), (1.0, 0.1, -1.0, 0.3), (0.3, 4.0, 0.0, 1.0)] {
+        let closed = normal_kl(&Tensor::scalar(m1), &Tensor::scalar(f64::ln(v1)), &Tensor::scalar(m2), &Tensor::scalar(f64::ln(v2)))?.item()?;
+        let x = Tensor::<f64>::randn(&[n], &mut rng(17)).affine(v1.sqrt(), m1).to_vec();
+        let log_ratios: Vec<f64> = x.iter().map(|&x| log_normal_pdf(x, m1, v1) - log_normal_pdf(x, m2, v2)).collect();
+        assert_mean_close(&format!("KL(N({m1}, {v1}) || N({m2}, {v2}))"), &log_ratios, closed);
+    }
+    Ok(())
+}
+
+#[test]
+fn equal_variance_kl_is_a_weighted_noise_mse() -> TestResult {
+    // KL(N(mu1, s^2 I) || N(mu2, s^2 I)) = |mu1 - mu2|^2 / (2 s^2), and with both means in eps
+    // form (Ho et al. eq. 12; notes 002 §3.2, notes 003 §3.1)
+    // L_{t-1} = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha-bar_t)) |eps - eps_theta|^2 for sigma_t^2 = beta-tilde_t,
+    // plus (D/2)(beta-tilde/beta - 1 - ln(beta-tilde/beta)) for sigma_t^2 = beta_t; any eps_theta.
+    let mut rng = rng(19);
+    let (mu1, mu2) = (Tensor::<f64>::randn(&[10], &mut rng), Tensor::<f64>::randn(&[10], &mut rng));
+    let log_var = Tensor::full(&[10], f64::ln(0.3));
+    let kl = normal_kl(&mu1, &log_var, &mu2, &log_var)?.sum_all()?.item()?;
+    let squared: f64 = mu1.to_vec().iter().zip(mu2.to_vec()).map(|(a, b)| (a - b).powi(2)).sum();
+    assert!((kl - squared / (2.0 * 0.3)).abs() < 1e-12 * kl);
+
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let dims = [4, 2, 3];
+    let data_dim = 6.0;
+    let t = [1, 10, 500, 999];
+    let x_start = Tensor::<f64>::rand_uniform(&dims, -1.0, 1.0, &mut rng);
+    let (eps, eps_theta) = (Tensor::<f64>::randn(&dims, &mut rng), Tensor::<f64>::randn(&dims, &mut rng));
+    let x_t = q_sample(&schedule, &x_start, &t, &eps)?;
+    let squared_error: Vec<f64> = eps.sub(&eps_theta)?.sqr().sum(&[1, 2], false)?.to_vec();
+    for variance in [VarianceKind::FixedSmall, VarianceKind::FixedLarge] {
+        let options = ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised: false };
+        let kl_nats: Vec<f64> = vb_terms_bpd(&schedule, &eps_theta, &x_start, &x_t, &t, options)?.bpd.to_vec().iter().map(|b| b * LN_2 * data_dim).collect();
+        for (b, &step) in t.iter().enumerate() {
+            let (sigma_squared, beta_tilde) = (variance.variances(&schedule).0[step], schedule.posterior_variance[step]);
+            let ratio = beta_tilde / sigma_squared;
+            let variance_mismatch = data_dim / 2.0 * (ratio - 1.0 - ratio.ln());
+            let expected = noise_mse_weight(&schedule, step, sigma_squared)? * squared_error[b] + variance_mismatch;
+            assert!((kl_nats[b] - expected).abs() < 1e-9 * expected, "{variance:?} t={step}: {} vs {expected}", kl_nats[b]);
+        }
+    }
+    Ok(())
+}
+
+// ---- the bound on a small chain: items "the bound two ways" and "the bound is a bound"
+
+/// A 4-step schedule with large betas, so every term of the bound matters.
+fn small_schedule() -> NoiseSchedule {
+    NoiseSchedule::from_betas(vec![0.05, 0.15, 0.3, 0.5]).unwrap()
+}
+
+/// An arbitrary linear noise predictor eps_theta(x, t) = a_t x + b_t (not the optimal one).
+const SLOPES: [f64; 4] = [0.3, 0.5, 0.7, 0.9];
+const OFFSETS: [f64; 4] = [0.1, -0.2, 0.05, 0.0];
+
+fn linear_eps_theta(x: &Tensor<f64>, t: &[usize]) -> tensor::Result<Tensor<f64>> {
+    let slopes = Tensor::from_vec(t.iter().map(|&s| SLOPES[s]).collect(), &[t.len(), 1])?;
+    let offsets = Tensor::from_vec(t.iter().map(|&s| OFFSETS[s]).collect(), &[t.len(), 1])?;
+    x.mul(&slopes)?.add(&offsets)
+}
+
+const OPTIONS: ReverseOptions = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
+
+/// The bound in nats for one 1-D x_0, from the closed-form terms: L_T by `prior_bpd`,
+/// each L_{t-1} by `vb_terms_bpd` integrated over x_t ~ q(x_t | x_0) by Simpson's rule, and
+/// L_0 with a *Gaussian* decoder density N(x_0; mu_theta(x_1, 1), sigma_1^2) (a continuous x_0,
+/// so both sides of the comparison use the same continuous decoder).
+fn closed_form_bound_nats(schedule: &NoiseSchedule, x_start: f64) -> ddpm::Result<f64> {
+    let mut total = prior_bpd(schedule, &column(&[x_start]))?.item()? * LN_2;
+    for t in 0..schedule.num_timesteps() {
+        let (mean, std) = (schedule.sqrt_alphas_cumprod[t] * x_start, schedule.sqrt_one_minus_alphas_cumprod[t]);
+        let (points, h) = grid(mean - 12.0 * std, mean + 12.0 * std, 2001);
+        let n = points.len();
+        let x_t = column(&points);
+        let eps_theta = linear_eps_theta(&x_t, &vec![t; n])?;
+        let x_start_batch = Tensor::full(&[n, 1], x_start);
+        let term_nats: Vec<f64> = if t == 0 {
+            let p = p_mean_variance(schedule, &eps_theta, &x_t, &vec![0; n], OPTIONS)?;
+            p.mean.to_vec().iter().zip(p.log_variance.to_vec()).map(|(m, lv)| -log_normal_pdf(x_start, *m, lv.exp())).collect()
+        } else {
+            vb_terms_bpd(schedule, &eps_theta, &x_start_batch, &x_t, &vec![t; n], OPTIONS)?.bpd.to_vec().iter().map(|b| b * LN_2).collect()
+        };
+        let weighted: Vec<f64> = points.iter().zip(&term_nats).map(|(x, l)| l * normal_pdf(*x, mean, std * std)).collect();
+        total += simpson(&weighted, h);
+    }
+    Ok(total)
+}
+
+/// Per-path log q(x_{1:T} | x_0) - log p_theta(x_{0:T}) for `n` paths drawn by running the
+/// forward chain one step at a time, with every density written out from its definition
+/// (Gaussian decoder at the last reverse step).
+fn sampled_log_ratios(schedule: &NoiseSchedule, x_start: f64, n: usize, seed: u64) -> ddpm::Result<Vec<f64>> {
+    let mut rng = rng(seed);
+    let mut path = vec![Tensor::full(&[n, 1], x_start)];
+    let mut log_ratio = vec![0.0; n];
+    for t in 0..schedule.num_timesteps() {
+        let next = q_step_sample(schedule, &path[t], &vec![t; n], &Tensor::randn(&[n, 1], &mut rng))?;
+        let (prev, now) = (path[t].to_vec(), next.to_vec());
+        let sqrt_alpha = schedule.alphas[t].sqrt();
+        for i in 0..n {
+            log_ratio[i] += log_normal_pdf(now[i], sqrt_alpha * prev[i], schedule.betas[t]);
+        }
+        path.push(next);
+    }
+    let last = path[schedule.num_timesteps()].to_vec();
+    for i in 0..n {
+        log_ratio[i] -= log_normal_pdf(last[i], 0.0, 1.0);
+    }
+    for t in 0..schedule.num_timesteps() {
+        let p = p_mean_variance(schedule, &linear_eps_theta(&path[t + 1], &vec![t; n])?, &path[t + 1], &vec![t; n], OPTIONS)?;
+        let (target, mean, log_variance) = (path[t].to_vec(), p.mean.to_vec(), p.log_variance.to_vec());
+        for i in 0..n {
+            log_ratio[i] -= log_normal_pdf(target[i], mean[i], log_variance[i].exp());
+        }
+    }
+    Ok(log_ratio)
+}
+
+#[test]
+fn the_bound_two_ways_monte_carlo_equals_the_sum_of_closed_form_terms() -> TestResult {
+    // E_q[log q(x_{1:T} | x_0) / p_theta(x_{0:T})] = L_T + sum_{t>=2} L_{t-1} + L_0
+    // (Ho et al. eq. 5; the telescoping rewrite of notes 002 §2.5 eqs. 1-13, notes 003 §3.1).
+    // Left: Monte Carlo over forward paths. Right: closed-form KLs (the posterior trick), the
+    // Gaussian decoder's expected NLL, integrated over x_t on a grid.
+    let schedule = small_schedule();
+    for (k, x_start) in [-0.7, 0.2, 0.9].into_iter().enumerate() {
+        let closed = closed_form_bound_nats(&schedule, x_start)?;
+        let log_ratios = sampled_log_ratios(&schedule, x_start, 100_000, 100 + k as u64)?;
+        assert_mean_close(&format!("bound at x_0 = {x_start}"), &log_ratios, closed);
+    }
+    Ok(())
+}
+
+/// The model's marginal p_theta(x_0) for the linear eps_theta: every reverse step is
+/// x_{t-1} = A_t x_t + B_t + sigma_t z with mu_theta = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha-bar_t) (a_t x_t + b_t))
+/// (Ho et al. eq. 11), so from x_T ~ N(0, 1) the mean and variance follow
+/// m <- A m + B, v <- A^2 v + sigma^2. Returns (mean, variance) of x_0.
+fn exact_model_marginal(schedule: &NoiseSchedule) -> (f64, f64) {
+    let (mut mean, mut variance) = (0.0, 1.0);
+    for t in (0..schedule.num_timesteps()).rev() {
+        let eps_scale = schedule.betas[t] / schedule.sqrt_one_minus_alphas_cumprod[t];
+        let recip_sqrt_alpha = 1.0 / schedule.alphas[t].sqrt();
+        let (a, b) = (recip_sqrt_alpha * (1.0 - eps_scale * SLOPES[t]), -recip_sqrt_alpha * eps_scale * OFFSETS[t]);
+        // fixed_large: sigma^2 = beta_t, except beta-tilde at index 1 for the first entry
+        let sigma_squared = if t == 0 { schedule.posterior_variance[1] } else { schedule.betas[t] };
+        mean = a * mean + b;
+        variance = a * a * variance + sigma_squared;
+    }
+    (mean, variance)
+}
+
+#[test]
+fn the_bound_is_a_bound_and_its_gap_is_the_path_kl() -> TestResult {
+    // -log p_theta(x_0) <= L(x_0), and L(x_0) + log p_theta(x_0) = KL(q(x_{1:T} | x_0) || p_theta(x_{1:T} | x_0))
+    // (notes 003 eq. 9, notes 000 "Loss function"). For 1-D Gaussian data and a linear eps_theta,
+    // p_theta(x_0) is Gaussian and exact ([`exact_model_marginal`]); the KL is estimated by Monte
+    // Carlo with log p_theta(x_{1:T} | x_0) = log p_theta(x_{0:T}) - log p_theta(x_0).
+    let schedule = small_schedule();
+    let (model_mean, model_variance) = exact_model_marginal(&schedule);
+    let data = Tensor::<f64>::randn(&[4], &mut rng(23)).affine(0.5, 0.2).to_vec(); // x_0 ~ N(0.2, 0.5^2)
+    for (k, &x_start) in data.iter().enumerate() {
+        let bound = closed_form_bound_nats(&schedule, x_start)?;
+        let log_likelihood = log_normal_pdf(x_start, model_mean, model_variance);
+        let gap = bound + log_likelihood;
+        assert!(gap > 0.0, "x_0 = {x_start}: bound {bound} is below -log p = {}", -log_likelihood);
+        let path_kl: Vec<f64> = sampled_log_ratios(&schedule, x_start, 100_000, 200 + k as u64)?.iter().map(|r| r + log_likelihood).collect();
+        assert_mean_close(&format!("gap at x_0 = {x_start}"), &path_kl, gap);
+    }
+    Ok(())
+}
+
+#[test]
+fn calc_bpd_loop_sums_one_sample_estimates_of_every_term() -> TestResult {
+    // calc_bpd_loop draws one x_t ~ q(x_t | x_0) per timestep, so over many copies of the same x_0
+    // its column t averages to E_{x_t}[L_{t-1}] (the integral in `closed_form_bound_nats`), and
+    // total_bpd = L_T + sum_t vb[t] exactly.
+    let schedule = small_schedule();
+    let (n, x_start) = (20_000, 0.2);
+    let terms = ddpm::calc_bpd_loop(&schedule, &linear_eps_theta, &Tensor::full(&[n, 1], x_start), OPTIONS, &mut rng(43))?;
+    assert_eq!(terms.vb.dims(), &[n, 4]);
+    assert_eq!((terms.mse.dims(), terms.xstart_mse.dims()), (&[n, 4][..], &[n, 4][..]));
+    let (vb, total, prior) = (terms.vb.to_vec(), terms.total_bpd.to_vec(), terms.prior_bpd.to_vec());
+    for i in 0..n {
+        let row_sum: f64 = vb[i * 4..(i + 1) * 4].iter().sum();
+        assert!((total[i] - (row_sum + prior[i])).abs() < 1e-12);
+    }
+    for t in 1..4 {
+        let (mean, std) = (schedule.sqrt_alphas_cumprod[t] * x_start, schedule.sqrt_one_minus_alphas_cumprod[t]);
+        let (points, h) = grid(mean - 12.0 * std, mean + 12.0 * std, 2001);
+        let m = points.len();
+        let x_t = column(&points);
+        let kl = vb_terms_bpd(&schedule, &linear_eps_theta(&x_t, &vec![t; m])?, &Tensor::full(&[m, 1], x_start), &x_t, &vec![t; m], OPTIONS)?.bpd.to_vec();
+        let expected = simpson(&points.iter().zip(&kl).map(|(x, k)| k * normal_pdf(*x, mean, std * std)).collect::<Vec<_>>(), h);
+        let column_t: Vec<f64> = vb.iter().skip(t).step_by(4).copied().collect();
+        assert_mean_close(&format!("calc_bpd_loop column {t}"), &column_t, expected);
+    }
+    Ok(())
+}
+
+#[test]
+fn prior_term_is_near_zero_and_has_no_trainable_parameter() -> TestResult {
+    // L_T = KL(q(x_T | x_0) || N(0, I)) ~ alpha-bar_T x_0^2 / 2 nats for the linear schedule at T = 1000
+    // (alpha-bar_T ~ 4e-5): negligible, and it depends on x_0 and the schedule only (notes 002 §3.1).
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let x_start = Tensor::<f64>::rand_uniform(&[8, 1, 4, 4], -1.0, 1.0, &mut rng(29));
+    let prior = prior_bpd(&schedule, &x_start)?;
+    let alpha_bar_last = schedule.alphas_cumprod[999];
+    let bound_bits = (alpha_bar_last + alpha_bar_last * alpha_bar_last) / 2.0 / LN_2;
+    assert!(prior.to_vec().iter().all(|&b| (0.0..bound_bits).contains(&b)), "L_T = {:?} bits, bound {bound_bits}", prior.to_vec());
+    assert!(!prior.requires_grad_flag());
+    // With a parameter w in the model, the gradient of L_T + L_{t-1} equals that of L_{t-1}.
+    let w = Tensor::scalar(0.7).requires_grad();
+    let t = [0, 3, 500, 999, 10, 20, 30, 40];
+    let noise = Tensor::<f64>::randn(x_start.dims(), &mut rng(31));
+    let x_t = q_sample(&schedule, &x_start, &t, &noise)?;
+    let options = ReverseOptions { clip_denoised: false, ..ReverseOptions::default() };
+    let vb = vb_terms_bpd(&schedule, &x_t.mul(&w)?, &x_start, &x_t, &t, options)?.bpd.sum_all()?;
+    let with_prior = vb.add(&prior.sum_all()?)?;
+    let (grad_vb, grad_total) = (vb.backward()?, with_prior.backward()?);
+    assert_eq!(grad_vb.get(&w).unwrap().item()?, grad_total.get(&w).unwrap().item()?);
+    Ok(())
+}
+
+/// The 256 pixel values of [-1, 1].
+fn pixel_grid() -> Vec<f64> {
+    (0..256).map(|k| 2.0 * k as f64 / 255.0 - 1.0).collect()
+}
+
+#[test]
+fn discretized_decoder_bin_probabilities_sum_to_one() -> TestResult {
+    // sum over the 256 bins of p(x_0 = bin | mean, scale) = 1: the bins tile the real line
+    // (edge bins open), so the CDF differences telescope to Phi(inf) - Phi(-inf) = 1 (Ho et al. eq. 13),
+    // up to the 1e-12 floor on each bin.
+    let pixels = Tensor::from_vec(pixel_grid(), &[256])?;
+    for mean in [-1.3, -0.5, 0.0, 0.31, 0.99] {
+        for scale in [0.003, 0.05, 0.4, 2.0] {
+            let means = Tensor::full(&[256], mean);
+            let log_scales = Tensor::full(&[256], f64::ln(scale));
+            for (name, log_probs) in [
+                ("tanh", discretized_gaussian_log_likelihood(&pixels, &means, &log_scales)?),
+                ("erf", discretized_gaussian_log_likelihood_exact(&pixels, &means, &log_scales)?),
+            ] {
+                let total: f64 = log_probs.to_vec().iter().map(|l| l.exp()).sum();
+                assert!((total - 1.0).abs() < 1e-9, "{name} decoder, mean {mean}, scale {scale}: the bins sum to {total}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn erf_matches_reference_values_and_the_integral_of_the_gaussian() {
+    // erf(x) = 2/sqrt(pi) int_0^x exp(-s^2) ds; reference values from A&S table 7.1 / DLMF.
+    for (x, expected) in [(0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7)] {
+        assert!((erf(x) - expected).abs() < 1e-15, "erf({x}) = {}", erf(x));
+        assert!((erf(-x) + expected).abs() < 1e-15);
+    }
+    for (x, expected) in [(3.0, 2.209_049_699_858_544e-5), (4.0, 1.541_725_790_028_002e-8), (6.0, 2.151_973_671_249_891e-17)] {
+        assert!((erfc(x) - expected).abs() < 1e-13 * expected, "erfc({x}) = {}", erfc(x));
+    }
+    for x in [0.1, 0.7, 1.3, 2.2, 2.99, 3.01, 3.6, 4.5] {
+        let (points, h) = grid(0.0, x, 4001);
+        let integral = std::f64::consts::FRAC_2_SQRT_PI * simpson(&points.iter().map(|s| (-s * s).exp()).collect::<Vec<_>>(), h);
+        assert!((erf(x) - integral).abs() < 1e-13, "erf({x}) = {} vs the integral {integral}", erf(x));
+    }
+}
+
+#[test]
+fn tanh_cdf_approximation_error_is_measured_and_bounded() -> TestResult {
+    // The reference's decoder uses Phi(x) ~ 1/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))). Measured
+    // against the exact Phi = erfc(-x/sqrt 2)/2: (1) the CDF error; (2) the decoder's log-likelihood
+    // difference for a pixel at d standard deviations from the mean, with sigma_1^2 = beta-tilde_2 of
+    // the linear T = 1000 schedule (the decoder variance at t = 0); (3) the expected difference when
+    // x_0 is drawn from the decoder itself, E_{x ~ p_exact}[log p_tanh(x) - log p_exact(x)] = -KL(p_exact || p_tanh),
+    // summed exactly over the 256 bins.
+    let (points, _) = grid(-8.0, 8.0, 160_001);
+    let cdf_error = points.iter().map(|&x| (approx_standard_normal_cdf_f64(x) - standard_normal_cdf(x)).abs()).fold(0.0, f64::max);
+    eprintln!("max |Phi_tanh - Phi| = {cdf_error:.3e}");
+    assert!(cdf_error < 2.0e-4);
+
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let decoder_log_scale = 0.5 * schedule.posterior_log_variance_clipped[0];
+    let tanh_log_probability = |x: f64, mean: f64, log_scale: f64| -> ddpm::Result<f64> {
+        Ok(discretized_gaussian_log_likelihood(&Tensor::scalar(x), &Tensor::scalar(mean), &Tensor::scalar(log_scale))?.item()?)
+    };
+    for (max_distance, bound) in [(2.5, 1e-2), (3.0, 3e-2), (6.0, 3.0)] {
+        let (distances, _) = grid(0.0, max_distance, 61);
+        let mut worst: f64 = 0.0;
+        for d in distances {
+            let mean = 0.2 + d * decoder_log_scale.exp();
+            worst = worst.max((tanh_log_probability(0.2, mean, decoder_log_scale)? - discretized_log_probability_exact(0.2, mean, decoder_log_scale)).abs());
+        }
+        eprintln!("|log p_tanh - log p_exact| up to {max_distance} sigma from the mean: max {worst:.3e} nats");
+        assert!(worst < bound, "up to {max_distance} sigma: {worst:.3e} nats");
+    }
+    let pixels = pixel_grid();
+    for (mean, scale) in [(0.1037, decoder_log_scale.exp()), (-0.52, 0.05), (0.0, 0.3)] {
+        let log_scale = f64::ln(scale);
+        let mut expected_difference = 0.0;
+        for &x in &pixels {
+            let exact = discretized_log_probability_exact(x, mean, log_scale);
+            expected_difference += exact.exp() * (tanh_log_probability(x, mean, log_scale)? - exact);
+        }
+        eprintln!("E_p_exact[log p_tanh - log p_exact] at mean {mean}, sigma {scale:.4}: {expected_difference:.3e} nats");
+        assert!((-1e-4..=0.0).contains(&expected_difference));
+    }
+    Ok(())
+}
+
+#[test]
+fn the_exact_noise_predictor_minimises_l_simple() -> TestResult {
+    // For a finite dataset, L_simple(f) = E_{x_0, eps} |eps - f(x_t)|^2 is minimised by the posterior
+    // expectation f*(x_t) = E[eps | x_t] (notes 000: the optimal eps_theta averages over the x_0 that
+    // could have produced x_t). Since E[(eps - f*(x_t)) g(x_t)] = 0 for any g,
+    // L(f* + delta g) - L(f*) = delta^2 E[g(x_t)^2] > 0. The expectation over eps is a 1-D integral,
+    // done by Simpson's rule; the mean over the data is exact.
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let data = [-0.6, 0.1, 0.8];
+    let optimal = DatasetOptimalPredictor::new(schedule.clone(), data.iter().map(|&x| vec![x]).collect());
+    let (eps_grid, h) = grid(-12.0, 12.0, 8001);
+    for t in [50, 300, 700] {
+        let (s, n) = (schedule.sqrt_alphas_cumprod[t], schedule.sqrt_one_minus_alphas_cumprod[t]);
+        // loss(perturbation) = mean over data of int phi(e) (e - f*(x_t) - delta g(x_t))^2 de
+        let loss = |perturbation: &dyn Fn(f64) -> f64| -> ddpm::Result<f64> {
+            let mut total = 0.0;
+            for &x_start in &data {
+                let x_t: Vec<f64> = eps_grid.iter().map(|e| s * x_start + n * e).collect();
+                let f_star = optimal.predict(&column(&x_t), &vec![t; x_t.len()])?.to_vec();
+                let integrand: Vec<f64> = eps_grid
+                    .iter()
+                    .zip(x_t.iter().zip(&f_star))
+                    .map(|(e, (x, f))| normal_pdf(*e, 0.0, 1.0) * (e - f - perturbation(*x)).powi(2))
+                    .collect();
+                total += simpson(&integrand, h) / data.len() as f64;
+            }
+            Ok(total)
+        };
+        let best = loss(&|_| 0.0)?;
+        type Perturbation = Box<dyn Fn(f64) -> f64>;
+        let perturbations: [(&str, Perturbation); 3] =
+            [("constant", Box::new(|_| 1.0)), ("linear", Box::new(|x| x)), ("sine", Box::new(|x: f64| (3.0 * x).sin()))];
+        for (name, g) in &perturbations {
+            for delta in [0.1, -0.03] {
+                let perturbed = loss(&|x| delta * g(x))?;
+                let increase = perturbed - best;
+                let g_squared = {
+                    let mut total = 0.0;
+                    for &x_start in &data {
+                        let values: Vec<f64> = eps_grid.iter().map(|e| normal_pdf(*e, 0.0, 1.0) * g(s * x_start + n * e).powi(2)).collect();
+                        total += simpson(&values, h) / data.len() as f64;
+                    }
+                    total
+                };
+                assert!(perturbed > best, "t={t} {name} delta={delta}: {perturbed} <= {best}");
+                assert!((increase - delta * delta * g_squared).abs() < 1e-9, "t={t} {name} delta={delta}: increase {increase} vs delta^2 E g^2 = {}", delta * delta * g_squared);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn vb_loss_gradient_matches_finite_differences() -> TestResult {
+    // d L_vb / d eps_theta by autograd vs central differences, in f64, for the KL terms and the
+    // decoder term (t = 0), both variances, and the hybrid training loss.
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let mut rng = rng(41);
+    let dims = [4, 1, 2, 2];
+    let t = [0, 1, 500, 999];
+    let x_start = Tensor::<f64>::rand_uniform(&dims, -1.0, 1.0, &mut rng).affine(127.5, 127.5).to_vec();
+    let x_start = Tensor::from_vec(x_start.iter().map(|v| 2.0 * v.round() / 255.0 - 1.0).collect(), &dims)?; // on the pixel grid
+    let noise = Tensor::<f64>::randn(&dims, &mut rng);
+    let x_t = q_sample(&schedule, &x_start, &t, &noise)?;
+    let model_eps = noise.add(&Tensor::<f64>::randn(&dims, &mut rng).mul_scalar(0.3))?;
+    for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
+        let options = ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised: false };
+        let report = gradcheck(|v| Ok(vb_terms_bpd(&schedule, &v[0], &x_start, &x_t, &t, options).map_err(to_tensor_error)?.bpd), std::slice::from_ref(&model_eps))?;
+        assert!(report.max_error < 1e-6, "{variance:?}: max gradient error {:.3e} at {:?}", report.max_error, report.worst_at);
+    }
+    let hybrid = TrainingOptions { loss: LossKind::Hybrid { lambda: 0.001 }, ..TrainingOptions::default() };
+    let report = gradcheck(
+        |v| {
+            let model = |_: &Tensor<f64>, _: &[usize]| Ok(v[0].clone());
+            Ok(training_losses(&schedule, &model, &x_start, &t, &noise, hybrid).map_err(to_tensor_error)?.loss)
+        },
+        std::slice::from_ref(&model_eps),
+    )?;
+    assert!(report.max_error < 1e-6, "hybrid loss: max gradient error {:.3e}", report.max_error);
+    Ok(())
+}
+
+fn to_tensor_error(e: ddpm::Error) -> tensor::Error {
+    match e {
+        ddpm::Error::Tensor(e) => e,
+        other => tensor::Error::InvalidArgument { op: "ddpm", msg: other.to_string() },
+    }
+}

@@ -1,0 +1,155 @@
+//! The forward process, verified: one step, the reparameterisation trick, merging
+//! noises, the closed form q(x_t | x_0), its inversion, and the Langevin view.
+//! Timesteps are 0-based code indices (code t = paper t - 1).
+
+mod derivations_common;
+
+use ddpm::{
+    predict_eps_from_xstart, predict_xstart_from_eps, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample, reparameterize,
+    BetaSchedule, NoiseSchedule,
+};
+use derivations_common::{assert_mean_close, assert_variance_close, max_abs_diff};
+use tensor::{rng, Tensor};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Column `d` of a row-major `[n, dim]` buffer.
+fn column_of(data: &[f64], dim: usize, d: usize) -> Vec<f64> {
+    data.iter().skip(d).step_by(dim).copied().collect()
+}
+
+#[test]
+fn one_forward_step_is_gaussian_with_mean_sqrt_alpha_x_and_variance_beta() -> TestResult {
+    // q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)   (Ho et al. eq. 2)
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let (n, x_prev_row) = (20_000, [0.9, -0.4, 0.0]);
+    let x_prev = Tensor::from_vec(x_prev_row.iter().copied().cycle().take(n * 3).collect(), &[n, 3])?;
+    for step in [0, 400, 999] {
+        let t = vec![step; n];
+        let noise = Tensor::randn(&[n, 3], &mut rng(step as u64));
+        let x_t = q_step_sample(&schedule, &x_prev, &t, &noise)?.to_vec();
+        let exact = q_step_mean_variance(&schedule, &x_prev, &t)?;
+        let beta = schedule.betas[step];
+        for (d, &x) in x_prev_row.iter().enumerate() {
+            let mean = (1.0 - beta).sqrt() * x;
+            assert!((exact.mean.to_vec()[d] - mean).abs() < 1e-15 && (exact.variance.to_vec()[d] - beta).abs() < 1e-15);
+            let samples = column_of(&x_t, 3, d);
+            assert_mean_close(&format!("t={step} d={d} mean"), &samples, mean);
+            assert_variance_close(&format!("t={step} d={d} variance"), &samples, beta);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn reparameterisation_gives_the_moments_of_the_gaussian() -> TestResult {
+    // z = mu + sigma eps with eps ~ N(0, 1) has E z = mu, Var z = sigma^2   (notes 002 §2.4.1)
+    let n = 20_000;
+    for (mu, sigma) in [(0.0, 1.0), (1.5, 0.2), (-3.0, 4.0)] {
+        let mean = Tensor::full(&[n], mu);
+        let log_variance = Tensor::full(&[n], 2.0 * f64::ln(sigma));
+        let noise = Tensor::randn(&[n], &mut rng(7));
+        let z = reparameterize(&mean, &log_variance, &noise)?.to_vec();
+        assert_mean_close("mean", &z, mu);
+        assert_variance_close("variance", &z, sigma * sigma);
+    }
+    Ok(())
+}
+
+#[test]
+fn two_independent_gaussian_noises_merge_into_one() -> TestResult {
+    // sqrt(a (1 - b)) e1 + sqrt(1 - a) e2 ~ N(0, (1 - a b) I) for independent e1, e2 ~ N(0, I):
+    // a sum of independent Gaussians is Gaussian with the variances added,
+    // a (1 - b) + (1 - a) = 1 - a b   (notes 002 §2.4.2, notes 003 eq. 2)
+    let schedule = NoiseSchedule::new(BetaSchedule::Cosine, 1000)?;
+    let n = 40_000;
+    let mut rng = rng(3);
+    for step in [1, 500, 998] {
+        let (a, b) = (schedule.alphas[step], schedule.alphas[step - 1]);
+        assert!((a * (1.0 - b) + (1.0 - a) - (1.0 - a * b)).abs() < 1e-15);
+        let (e1, e2) = (Tensor::<f64>::randn(&[n], &mut rng), Tensor::<f64>::randn(&[n], &mut rng));
+        let merged = e1.mul_scalar((a * (1.0 - b)).sqrt()).add(&e2.mul_scalar((1.0 - a).sqrt()))?.to_vec();
+        assert_mean_close("merged mean", &merged, 0.0);
+        assert_variance_close("merged variance", &merged, 1.0 - a * b);
+        // Gaussian shape: P(|z| < sigma) = erf(1 / sqrt 2) = 0.682689..., binomial standard error.
+        let sigma = (1.0 - a * b).sqrt();
+        let inside: Vec<f64> = merged.iter().map(|z| if z.abs() < sigma { 1.0 } else { 0.0 }).collect();
+        assert_mean_close("mass within one sigma", &inside, ddpm::erf(std::f64::consts::FRAC_1_SQRT_2));
+    }
+    Ok(())
+}
+
+#[test]
+fn iterating_the_one_step_chain_gives_the_closed_form() -> TestResult {
+    // Applying q(x_s | x_{s-1}) for s = 1..t gives q(x_t | x_0) = N(sqrt(alpha-bar_t) x_0, (1 - alpha-bar_t) I)
+    // (Ho et al. eq. 4). Exact recursion: mean scale m_s = sqrt(alpha_s) m_{s-1}, variance
+    // v_s = alpha_s v_{s-1} + beta_s, from m = 1, v = 0.
+    for kind in [BetaSchedule::Linear, BetaSchedule::Cosine] {
+        let schedule = NoiseSchedule::new(kind, 1000)?;
+        let (mut mean_scale, mut variance) = (1.0, 0.0);
+        for s in 0..1000 {
+            mean_scale *= schedule.alphas[s].sqrt();
+            variance = schedule.alphas[s] * variance + schedule.betas[s];
+            assert!((mean_scale - schedule.sqrt_alphas_cumprod[s]).abs() < 1e-12, "{kind:?} t={s}");
+            assert!((variance - (1.0 - schedule.alphas_cumprod[s])).abs() < 1e-12, "{kind:?} t={s}");
+        }
+    }
+    // Monte Carlo: run the chain 150 steps with the library's one-step sampler.
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let (n, x_start) = (10_000, 0.8);
+    let mut rng = rng(11);
+    let mut x = Tensor::full(&[n, 1], x_start);
+    let last = 149;
+    for s in 0..=last {
+        x = q_step_sample(&schedule, &x, &vec![s; n], &Tensor::randn(&[n, 1], &mut rng))?;
+    }
+    let closed = q_mean_variance(&schedule, &Tensor::full(&[1, 1], x_start), &[last])?;
+    assert_mean_close("chain mean", &x.to_vec(), closed.mean.item()?);
+    assert_variance_close("chain variance", &x.to_vec(), closed.variance.item()?);
+    Ok(())
+}
+
+#[test]
+fn predict_xstart_from_eps_inverts_q_sample() -> TestResult {
+    // x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps  =>  x_0 = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t),
+    // and eps = (x_t - sqrt(alpha-bar_t) x_0) / sqrt(1 - alpha-bar_t)   (Ho et al. §3.2)
+    let mut rng = rng(5);
+    for kind in [BetaSchedule::Linear, BetaSchedule::Cosine] {
+        let schedule = NoiseSchedule::new(kind, 1000)?;
+        let t = [0, 1, 250, 500, 998, 999];
+        let x_start = Tensor::<f64>::rand_uniform(&[6, 2, 3], -1.0, 1.0, &mut rng);
+        let eps = Tensor::<f64>::randn(&[6, 2, 3], &mut rng);
+        let x_t = q_sample(&schedule, &x_start, &t, &eps)?;
+        let recovered = predict_xstart_from_eps(&schedule, &x_t, &t, &eps)?;
+        // Dividing by sqrt(alpha-bar) ~ 1e-4 at the cosine schedule's end amplifies rounding.
+        assert!(max_abs_diff(&recovered.to_vec(), &x_start.to_vec()) < 1e-9, "{kind:?} x_0");
+        let eps_back = predict_eps_from_xstart(&schedule, &x_t, &t, &x_start)?;
+        assert!(max_abs_diff(&eps_back.to_vec(), &eps.to_vec()) < 1e-9, "{kind:?} eps");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_forward_step_is_a_langevin_step_toward_the_standard_normal() -> TestResult {
+    // sqrt(1 - beta) x = x - beta/2 x + O(beta^2), and -x is the score of N(0, I), so
+    // x_t = sqrt(1 - beta) x_{t-1} + sqrt(beta) z is the Langevin step
+    // x + (delta/2) grad log N(x; 0, I) + sqrt(delta) z with delta = beta, up to O(beta^2)
+    // (notes 000, "DDPM <-> Langevin dynamics"). The remainder is beta^2/8 + O(beta^3).
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    for &beta in &schedule.betas {
+        let remainder = (1.0 - beta / 2.0) - (1.0 - beta).sqrt();
+        assert!(remainder > 0.0 && (remainder / (beta * beta) - 0.125).abs() < 0.125 * beta * 1.01, "beta {beta}");
+    }
+    // N(0, I) is stationary under the forward chain: if Var x_{t-1} = 1 then
+    // Var x_t = (1 - beta) + beta = 1; checked exactly and by Monte Carlo over 50 steps.
+    let n = 20_000;
+    let mut rng = rng(13);
+    let mut x = Tensor::<f64>::randn(&[n, 1], &mut rng);
+    for s in 500..550 {
+        assert!(((1.0 - schedule.betas[s]) + schedule.betas[s] - 1.0).abs() < 1e-15);
+        x = q_step_sample(&schedule, &x, &vec![s; n], &Tensor::randn(&[n, 1], &mut rng))?;
+    }
+    assert_mean_close("stationary mean", &x.to_vec(), 0.0);
+    assert_variance_close("stationary variance", &x.to_vec(), 1.0);
+    Ok(())
+}
