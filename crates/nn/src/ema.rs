@@ -68,6 +68,16 @@ impl<T: Float> Ema<T> {
         Ok(())
     }
 
+    /// A clone of `model` carrying the averaged weights: the model to sample from.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] as in [`Ema::update`].
+    pub fn averaged_copy<M: Module<T> + Clone>(&self, model: &M) -> Result<M> {
+        let mut copy = model.clone();
+        self.copy_to(&mut copy)?;
+        Ok(copy)
+    }
+
     fn check(&self, params: &[(String, Tensor<T>)]) -> Result<()> {
         let same = params.len() == self.shadow.len()
             && params.iter().zip(&self.shadow).all(|((n, p), (m, s))| n == m && p.dims() == s.dims());

@@ -6,7 +6,8 @@
 //! checkpoint. Parameters are leaf tensors that require a gradient; optimizers and
 //! the EMA change them in place with [`Tensor::update_data`].
 
-use tensor::{Float, Tensor};
+use std::collections::HashMap;
+use tensor::{Error, Float, Result, Tensor};
 
 /// Training or evaluation. Only [`crate::Dropout`] behaves differently: it drops
 /// activations in training and is the identity in evaluation. (GroupNorm uses the
@@ -40,6 +41,46 @@ pub trait Module<T: Float> {
         let mut out = Vec::new();
         self.visit_params("", &mut |name, p| out.push((name.to_string(), p.clone())));
         out
+    }
+
+    /// Sets every parameter from `named` (as written by [`Module::named_params`],
+    /// e.g. read from a checkpoint), copying the values in place. Strict: every
+    /// parameter must be given once, with its shape, and nothing else.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming a missing or unexpected parameter,
+    /// [`Error::ShapeMismatch`] naming a parameter whose shape differs.
+    fn load_named_params(&mut self, named: &[(String, Tensor<T>)]) -> Result<()> {
+        let mut given: HashMap<&str, &Tensor<T>> = HashMap::with_capacity(named.len());
+        for (name, t) in named {
+            if given.insert(name.as_str(), t).is_some() {
+                return Err(Error::InvalidArgument { op: "load_named_params", msg: format!("{name} is given twice") });
+            }
+        }
+        let mut result = Ok(());
+        self.visit_params_mut("", &mut |name, p| {
+            if result.is_err() {
+                return;
+            }
+            match given.remove(name) {
+                None => result = Err(Error::InvalidArgument { op: "load_named_params", msg: format!("no value for parameter {name}") }),
+                Some(t) if t.dims() != p.dims() => {
+                    result = Err(Error::ShapeMismatch {
+                        op: "load_named_params",
+                        msg: format!("{name} is {:?} in the model but {:?} in the input", p.dims(), t.dims()),
+                    });
+                }
+                Some(t) => {
+                    let values = t.contiguous_data();
+                    p.update_data(|d| d.copy_from_slice(&values));
+                }
+            }
+        });
+        result?;
+        match given.keys().next() {
+            Some(extra) => Err(Error::InvalidArgument { op: "load_named_params", msg: format!("{extra} is not a parameter of the model") }),
+            None => Ok(()),
+        }
     }
 
     /// The total number of scalar parameters.

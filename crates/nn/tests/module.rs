@@ -183,3 +183,23 @@ fn set_mode_reaches_the_dropout_inside_the_unet() -> Result<()> {
     assert_eq!(eval_a, eval_b);
     Ok(())
 }
+
+#[test]
+fn load_named_params_restores_a_model_and_rejects_mismatches() -> Result<()> {
+    let source = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(1))?;
+    let mut target = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(2))?;
+    let named = source.named_params();
+    target.load_named_params(&named)?;
+    let x = Tensor::randn(&[2, 1, 8, 8], &mut rng(3));
+    assert_eq!(no_grad(|| source.forward(&x, &[1, 2]))?.to_vec(), no_grad(|| target.forward(&x, &[1, 2]))?.to_vec());
+    assert!(target.named_params().iter().all(|(_, p)| p.requires_grad_flag()));
+    let missing = &named[1..];
+    assert!(target.load_named_params(missing).unwrap_err().to_string().contains(&named[0].0));
+    let mut extra = named.clone();
+    extra.push(("ghost.weight".to_string(), Tensor::zeros(&[1])));
+    assert!(target.load_named_params(&extra).unwrap_err().to_string().contains("ghost.weight"));
+    let mut reshaped = named.clone();
+    reshaped[0].1 = reshaped[0].1.reshape(&[reshaped[0].1.elem_count()])?;
+    assert!(target.load_named_params(&reshaped).is_err());
+    Ok(())
+}

@@ -210,8 +210,7 @@ fn ema_copies_its_average_into_a_model_clone() -> Result<()> {
     let mut trained = model.clone();
     trained.visit_params_mut("", &mut |_, p| p.update_data(|d| d.fill(7.0)));
     ema.update(&trained)?;
-    let mut sampler = trained.clone();
-    ema.copy_to(&mut sampler)?;
+    let sampler = ema.averaged_copy(&trained)?;
     let expected = |p0: f64| 0.9999 * p0 + 0.0001 * 7.0;
     close(&sampler.a.to_vec(), &[expected(1.0), expected(-2.0)]);
     assert_eq!(trained.a.to_vec(), vec![7.0, 7.0], "the raw weights are untouched");

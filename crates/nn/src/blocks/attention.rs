@@ -12,7 +12,7 @@
 use crate::layers::conv2d::Conv2d;
 use crate::layers::group_norm::GroupNorm;
 use crate::module::{join, Module};
-use tensor::{attention, Float, Result, Rng, Tensor};
+use tensor::{attention, Error, Float, Result, Rng, Tensor};
 
 /// The self-attention block.
 #[derive(Clone, Debug)]
@@ -40,8 +40,11 @@ impl<T: Float> AttentionBlock<T> {
     /// `x [B, C, H, W] -> x + attention [B, C, H, W]`.
     ///
     /// # Errors
-    /// A shape error when `x` does not have `C` channels.
+    /// [`Error::ShapeMismatch`] when `x` is not `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        if x.rank() != 4 {
+            return Err(Error::ShapeMismatch { op: "AttentionBlock::forward", msg: format!("x needs shape [B, C, H, W], got {:?}", x.dims()) });
+        }
         let (b, c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
         let qkv = self.qkv.forward(&self.norm.forward(x)?)?.reshape(&[b, 3 * c, h * w])?; // [B, 3C, L]
         let (q, k, v) = (qkv.narrow(1, 0, c)?, qkv.narrow(1, c, c)?, qkv.narrow(1, 2 * c, c)?);

@@ -67,7 +67,7 @@ impl<T: Float> StateTable<T> {
         if !self.entries.contains_key(name) {
             let n = dims.iter().product();
             self.order.push(name.to_string());
-            self.entries.insert(name.to_string(), (dims.to_vec(), vec![vec![T::ZERO; n]; self.kinds.len()]));
+            self.entries.insert(name.to_string(), (dims.to_vec(), vec![vec![T::from_f64(0.0); n]; self.kinds.len()]));
         }
         let (shape, buffers) = self.entries.get_mut(name).expect("inserted above");
         if shape != dims {
