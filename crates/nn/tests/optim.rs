@@ -58,10 +58,12 @@ fn sgd_with_momentum_matches_hand_computed_steps() -> Result<()> {
     step(&mut sgd, &mut model, &[1.0, 2.0], -1.0)?;
     close(&model.a.to_vec(), &[1.0 - 0.1, -2.0 - 0.2]);
     close(&model.b.to_vec(), &[0.5 + 0.1]);
-    // Step 2: b = 0.9 b + g.
+    // Step 2: b = mu b + g, with b the first gradient.
     step(&mut sgd, &mut model, &[0.5, 0.0], 1.0)?;
-    close(&model.a.to_vec(), &[0.9 - 0.1 * (0.9 + 0.5), -2.2 - 0.1 * (0.9 * 2.0)]);
-    close(&model.b.to_vec(), &[0.6 - 0.1 * (0.9 * -1.0 + 1.0)]);
+    let mu = 0.9;
+    let (first_b, second_b) = (-1.0, 1.0);
+    close(&model.a.to_vec(), &[0.9 - 0.1 * (mu * 1.0 + 0.5), -2.2 - 0.1 * (mu * 2.0 + 0.0)]);
+    close(&model.b.to_vec(), &[0.6 - 0.1 * (mu * first_b + second_b)]);
     Ok(())
 }
 
