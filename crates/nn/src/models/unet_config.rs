@@ -18,7 +18,7 @@ pub struct UNetConfig {
     pub channel_mults: Vec<usize>,
     /// Residual blocks per level on the way down (2); the way up has one more.
     pub num_res_blocks: usize,
-    /// Resolutions at which every residual block is followed by attention ([7]).
+    /// Resolutions at which every residual block is followed by attention (`[7]`).
     pub attention_resolutions: Vec<usize>,
     /// Size of the sinusoidal timestep features (32).
     pub sinusoidal_dim: usize,
