@@ -17,11 +17,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tensor::{attention, Tensor};
 
-/// Kinds whose implementation comes with a later issue (nn: #4, ddpm: #5).
-const PENDING: &[&str] = &[
-    "adamw_step",
-    "timestep_embedding",
-];
+/// Kinds whose implementation has not landed yet (none at the moment).
+const PENDING: &[&str] = &[];
 
 /// A tensor of the golden files: shape and row-major values.
 #[derive(Clone, Debug)]
@@ -114,6 +111,9 @@ fn forward_backward(
 
 fn run_case(kind: &str, case: &Case) -> Result<Outputs, CaseError> {
     if let Some(result) = run_diffusion_case(kind, case) {
+        return result;
+    }
+    if let Some(result) = run_nn_case(kind, case) {
         return result;
     }
     match kind {
@@ -287,6 +287,82 @@ fn run_diffusion_case(kind: &str, case: &Case) -> Option<Result<Outputs, CaseErr
     ];
     DIFFUSION_KINDS.contains(&kind).then(run)
 }
+
+// ------------------------------------------------------------------ nn kinds (#4)
+
+/// The kinds of the nn crate, or `None` for any other kind.
+fn run_nn_case(kind: &str, case: &Case) -> Option<Result<Outputs, CaseError>> {
+    match kind {
+        "timestep_embedding" => Some(timestep_embedding_case(case)),
+        "adamw_step" => Some(adamw_step_case(case)),
+        _ => None,
+    }
+}
+
+/// `[sin(t f_i), cos(t f_i)]`, `f_i = exp(-ln(10000) i / (dim/2 - 1))`, in f32.
+fn timestep_embedding_case(case: &Case) -> Result<Outputs, CaseError> {
+    let dim = case.param_usize("dim")?;
+    let t = case.params["t"]
+        .as_array()
+        .ok_or_else(|| fail("missing param t"))?
+        .iter()
+        .map(|v| v.as_f64().ok_or_else(|| fail(format!("bad timestep {v}"))))
+        .collect::<Result<Vec<f64>, CaseError>>()?;
+    let embedding = nn::timestep_embedding::<f32>(&t, dim).map_err(fail)?;
+    let mut outputs = Outputs::new();
+    out(&mut outputs, "embedding", &embedding);
+    Ok(outputs)
+}
+
+/// A model with one parameter, named `param`, for the optimizer case.
+struct OneParam(Tensor<f32>);
+
+impl nn::Module<f32> for OneParam {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<f32>)) {
+        f(&nn::module::join(prefix, "param"), &self.0);
+    }
+
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<f32>)) {
+        f(&nn::module::join(prefix, "param"), &mut self.0);
+    }
+}
+
+/// One `torch.optim.AdamW` step in f32 through the optimizer's public API: the
+/// state before the update is loaded as named tensors (`step` is the count before
+/// this update), the gradient comes in a `GradStore`.
+fn adamw_step_case(case: &Case) -> Result<Outputs, CaseError> {
+    use nn::Optimizer;
+    let number = |name: &str| case.params[name].as_f64().ok_or_else(|| fail(format!("missing param {name}")));
+    let hyper = nn::AdamHyper {
+        lr: number("lr")?,
+        beta1: number("beta1")?,
+        beta2: number("beta2")?,
+        eps: number("eps")?,
+        weight_decay: nn::WeightDecay::Decoupled(number("weight_decay")?),
+    };
+    let step = case.param_usize("step")?;
+    let mut model = OneParam(case.input_f32("param")?.requires_grad());
+    let mut grads = tensor::GradStore::default();
+    grads.accumulate(&model.0, case.input_f32("grad")?).map_err(fail)?;
+    let mut adamw = nn::Adam::<f32>::with_hyper(hyper);
+    let state = vec![
+        ("step".to_string(), Tensor::scalar(step.saturating_sub(1) as f32)),
+        ("exp_avg.param".to_string(), case.input_f32("exp_avg")?),
+        ("exp_avg_sq.param".to_string(), case.input_f32("exp_avg_sq")?),
+    ];
+    adamw.load_state_tensors(&state).map_err(fail)?;
+    adamw.step(&mut model, &grads).map_err(fail)?;
+    let mut outputs = Outputs::new();
+    out(&mut outputs, "param", &model.0);
+    for (name, tensor) in adamw.state_tensors() {
+        if let Some(buffer) = name.strip_suffix(".param") {
+            out(&mut outputs, buffer, &tensor);
+        }
+    }
+    Ok(outputs)
+}
+
+// ------------------------------------------------------------------------------
 
 fn relative_l2(actual: &[f64], expected: &[f64]) -> f64 {
     let diff: f64 = actual.iter().zip(expected).map(|(a, e)| (a - e).powi(2)).sum::<f64>().sqrt();

@@ -1,0 +1,92 @@
+//! The exponential moving average of the weights, which DDPM samples from
+//! (decay 0.9999). After each optimizer step,
+//!
+//! `shadow <- decay shadow + (1 - decay) param`,
+//!
+//! so after `n` updates towards constant weights `c` the shadow is
+//! `c + (shadow_0 - c) decay^n`: it forgets its start at the rate `decay^n` and
+//! averages roughly the last `1 / (1 - decay)` steps.
+
+use crate::module::Module;
+use tensor::{Error, Float, Result, Tensor};
+
+/// DDPM's EMA decay.
+pub const DEFAULT_EMA_DECAY: f64 = 0.9999;
+
+/// The averaged weights, by parameter name in the model's stable order.
+#[derive(Clone, Debug)]
+pub struct Ema<T: Float> {
+    pub decay: f64,
+    /// `(name, averaged weights)`; the tensors do not require gradients.
+    pub shadow: Vec<(String, Tensor<T>)>,
+    /// Updates made so far.
+    pub num_updates: u64,
+}
+
+impl<T: Float> Ema<T> {
+    /// Starts the average at the model's current weights.
+    #[must_use]
+    pub fn new(model: &dyn Module<T>, decay: f64) -> Self {
+        let shadow = model.named_params().into_iter().map(|(name, p)| (name, Tensor::from_vec(p.to_vec(), p.dims()).expect("same shape"))).collect();
+        Ema { decay, shadow, num_updates: 0 }
+    }
+
+    /// `shadow <- decay shadow + (1 - decay) param` for every parameter.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the model's parameters are not the ones the
+    /// average was started from (names, order or shapes differ).
+    pub fn update(&mut self, model: &dyn Module<T>) -> Result<()> {
+        let params = model.named_params();
+        self.check(&params)?;
+        let decay = self.decay;
+        for ((_, shadow), (_, param)) in self.shadow.iter_mut().zip(&params) {
+            let param = param.contiguous_data();
+            shadow.update_data(|s| {
+                for (s, &p) in s.iter_mut().zip(param.iter()) {
+                    *s = T::from_f64(decay * s.to_f64() + (1.0 - decay) * p.to_f64());
+                }
+            });
+        }
+        self.num_updates += 1;
+        Ok(())
+    }
+
+    /// Writes the averaged weights into `model` (usually a clone of the trained
+    /// model, used for sampling).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] as in [`Ema::update`].
+    pub fn copy_to(&self, model: &mut dyn Module<T>) -> Result<()> {
+        self.check(&model.named_params())?;
+        let mut shadow = self.shadow.iter();
+        model.visit_params_mut("", &mut |_, param| {
+            let (_, s) = shadow.next().expect("checked: same count");
+            let s = s.contiguous_data();
+            param.update_data(|p| p.copy_from_slice(&s));
+        });
+        Ok(())
+    }
+
+    /// A clone of `model` carrying the averaged weights: the model to sample from.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] as in [`Ema::update`].
+    pub fn averaged_copy<M: Module<T> + Clone>(&self, model: &M) -> Result<M> {
+        let mut copy = model.clone();
+        self.copy_to(&mut copy)?;
+        Ok(copy)
+    }
+
+    fn check(&self, params: &[(String, Tensor<T>)]) -> Result<()> {
+        let same = params.len() == self.shadow.len()
+            && params.iter().zip(&self.shadow).all(|((n, p), (m, s))| n == m && p.dims() == s.dims());
+        if same {
+            return Ok(());
+        }
+        Err(Error::ShapeMismatch {
+            op: "Ema",
+            msg: format!("the model has {} parameters that do not match the {} averaged ones", params.len(), self.shadow.len()),
+        })
+    }
+}

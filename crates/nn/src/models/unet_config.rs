@@ -1,0 +1,226 @@
+//! The hyper-parameters of the UNet, with the course defaults, and their text
+//! form (`key=value` strings) for command lines and checkpoint metadata.
+
+use tensor::{Error, Result};
+
+/// Everything that fixes the UNet's architecture. The defaults are the course UNet
+/// for MNIST (1,623,169 parameters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UNetConfig {
+    /// Channels of the images (1 for MNIST).
+    pub image_channels: usize,
+    /// Side of the square images (28).
+    pub image_size: usize,
+    /// Channels after the input convolution (32).
+    pub base_channels: usize,
+    /// Channels of level `i` are `base_channels * channel_mults[i]`; one level per
+    /// entry, each but the last halving the resolution ((1, 2, 2): 28, 14, 7).
+    pub channel_mults: Vec<usize>,
+    /// Residual blocks per level on the way down (2); the way up has one more.
+    pub num_res_blocks: usize,
+    /// Resolutions at which every residual block is followed by attention (`[7]`).
+    pub attention_resolutions: Vec<usize>,
+    /// Size of the sinusoidal timestep features (32).
+    pub sinusoidal_dim: usize,
+    /// Size of the time embedding after its MLP (128).
+    pub time_embed_dim: usize,
+    /// Groups of every GroupNorm (8).
+    pub groups: usize,
+    /// Dropout probability inside the residual blocks (0).
+    pub dropout: f64,
+}
+
+impl Default for UNetConfig {
+    fn default() -> Self {
+        UNetConfig {
+            image_channels: 1,
+            image_size: 28,
+            base_channels: 32,
+            channel_mults: vec![1, 2, 2],
+            num_res_blocks: 2,
+            attention_resolutions: vec![7],
+            sinusoidal_dim: 32,
+            time_embed_dim: 128,
+            groups: 8,
+            dropout: 0.0,
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "image_channels",
+    "image_size",
+    "base_channels",
+    "channel_mults",
+    "num_res_blocks",
+    "attention_resolutions",
+    "sinusoidal_dim",
+    "time_embed_dim",
+    "groups",
+    "dropout",
+];
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidArgument { op: "UNetConfig", msg }
+}
+
+fn list(values: &[usize]) -> String {
+    values.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn parse_usize(key: &str, value: &str) -> Result<usize> {
+    value.trim().parse().map_err(|_| invalid(format!("{key}={value}: not a non-negative integer")))
+}
+
+fn parse_list(key: &str, value: &str) -> Result<Vec<usize>> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    value.split(',').map(|v| parse_usize(key, v)).collect()
+}
+
+impl UNetConfig {
+    /// A small UNet for fast tests: 1x8x8 images, base 8, levels (1, 2) at
+    /// resolutions 8 and 4, attention at 4, GroupNorm with 4 groups.
+    #[must_use]
+    pub fn tiny() -> Self {
+        UNetConfig {
+            image_size: 8,
+            base_channels: 8,
+            channel_mults: vec![1, 2],
+            attention_resolutions: vec![4],
+            sinusoidal_dim: 8,
+            time_embed_dim: 16,
+            groups: 4,
+            ..Self::default()
+        }
+    }
+
+    /// The resolution of each level: `image_size`, halved per level.
+    #[must_use]
+    pub fn resolutions(&self) -> Vec<usize> {
+        (0..self.channel_mults.len()).map(|level| self.image_size >> level).collect()
+    }
+
+    /// Checks that the numbers fit together.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first problem: no level, a zero size,
+    /// a group count that does not divide a channel count, an image size that does
+    /// not halve evenly down to the last level, an odd or tiny `sinusoidal_dim`, a
+    /// dropout outside `[0, 1)`.
+    pub fn validate(&self) -> Result<()> {
+        if self.channel_mults.is_empty() || self.channel_mults.contains(&0) {
+            return Err(invalid(format!("channel_mults {:?} needs at least one level and no zero", self.channel_mults)));
+        }
+        if self.image_channels == 0 || self.base_channels == 0 || self.time_embed_dim == 0 || self.num_res_blocks == 0 {
+            return Err(invalid(format!("sizes must be positive: {self:?}")));
+        }
+        let halvings = self.channel_mults.len() - 1;
+        if self.image_size == 0 || self.image_size % (1 << halvings) != 0 {
+            return Err(invalid(format!(
+                "image_size {} must be divisible by 2^{halvings} for {} levels",
+                self.image_size,
+                self.channel_mults.len()
+            )));
+        }
+        for &m in &self.channel_mults {
+            let channels = self.base_channels * m;
+            if self.groups == 0 || channels % self.groups != 0 {
+                return Err(invalid(format!("{} groups do not divide {channels} channels", self.groups)));
+            }
+        }
+        if self.sinusoidal_dim < 4 || self.sinusoidal_dim % 2 != 0 {
+            return Err(invalid(format!("sinusoidal_dim {} must be even and at least 4", self.sinusoidal_dim)));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(invalid(format!("dropout {} is not in [0, 1)", self.dropout)));
+        }
+        Ok(())
+    }
+
+    /// The configuration as `key=value` strings, lists comma-separated
+    /// (`channel_mults=1,2,2`); [`UNetConfig::from_key_values`] reads them back.
+    #[must_use]
+    pub fn to_key_values(&self) -> Vec<String> {
+        KEYS.iter()
+            .map(|&key| {
+                let value = match key {
+                    "image_channels" => self.image_channels.to_string(),
+                    "image_size" => self.image_size.to_string(),
+                    "base_channels" => self.base_channels.to_string(),
+                    "channel_mults" => list(&self.channel_mults),
+                    "num_res_blocks" => self.num_res_blocks.to_string(),
+                    "attention_resolutions" => list(&self.attention_resolutions),
+                    "sinusoidal_dim" => self.sinusoidal_dim.to_string(),
+                    "time_embed_dim" => self.time_embed_dim.to_string(),
+                    "groups" => self.groups.to_string(),
+                    _ => self.dropout.to_string(),
+                };
+                format!("{key}={value}")
+            })
+            .collect()
+    }
+
+    /// The default configuration with the given `key=value` overrides applied.
+    ///
+    /// ```
+    /// use nn::UNetConfig;
+    /// let config = UNetConfig::from_key_values(&["base_channels=64", "channel_mults=1,2"])?;
+    /// assert_eq!((config.base_channels, config.channel_mults.clone()), (64, vec![1, 2]));
+    /// assert_eq!(UNetConfig::from_key_values(&config.to_key_values())?, config);
+    /// # Ok::<(), tensor::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a string without `=`, an unknown key or a
+    /// value that does not parse.
+    pub fn from_key_values<S: AsRef<str>>(pairs: &[S]) -> Result<Self> {
+        let mut config = Self::default();
+        for pair in pairs {
+            let pair = pair.as_ref();
+            let (key, value) = pair.split_once('=').ok_or_else(|| invalid(format!("{pair:?} is not key=value")))?;
+            let key = key.trim();
+            match key {
+                "image_channels" => config.image_channels = parse_usize(key, value)?,
+                "image_size" => config.image_size = parse_usize(key, value)?,
+                "base_channels" => config.base_channels = parse_usize(key, value)?,
+                "channel_mults" => config.channel_mults = parse_list(key, value)?,
+                "num_res_blocks" => config.num_res_blocks = parse_usize(key, value)?,
+                "attention_resolutions" => config.attention_resolutions = parse_list(key, value)?,
+                "sinusoidal_dim" => config.sinusoidal_dim = parse_usize(key, value)?,
+                "time_embed_dim" => config.time_embed_dim = parse_usize(key, value)?,
+                "groups" => config.groups = parse_usize(key, value)?,
+                "dropout" => {
+                    config.dropout = value.trim().parse().map_err(|_| invalid(format!("dropout={value}: not a number")))?;
+                }
+                _ => return Err(invalid(format!("unknown key {key:?}; the keys are {}", KEYS.join(", ")))),
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_round_trip_and_reject_unknown_keys() {
+        let config = UNetConfig::tiny();
+        assert_eq!(UNetConfig::from_key_values(&config.to_key_values()).unwrap(), config);
+        assert!(UNetConfig::from_key_values(&["channels=3"]).is_err());
+        assert!(UNetConfig::from_key_values(&["groups"]).is_err());
+        assert!(UNetConfig::from_key_values(&["groups=x"]).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_problem() {
+        assert!(UNetConfig::default().validate().is_ok());
+        assert!(UNetConfig::tiny().validate().is_ok());
+        let odd = UNetConfig { image_size: 30, ..UNetConfig::default() };
+        assert!(odd.validate().unwrap_err().to_string().contains("divisible"));
+        let groups = UNetConfig { groups: 5, ..UNetConfig::default() };
+        assert!(groups.validate().unwrap_err().to_string().contains("groups"));
+    }
+}

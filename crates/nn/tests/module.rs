@@ -1,0 +1,205 @@
+//! The Module contract: parameter counts, unique names in a stable order, seeded
+//! initialisation, clones, modes, and shapes through the models.
+
+use nn::{Dropout, Mode, MlpConfig, MlpDenoiser, Module, UNet, UNetConfig};
+use std::collections::HashSet;
+use tensor::{no_grad, rng, Result, Tensor};
+
+#[test]
+fn default_unet_has_exactly_1_623_169_parameters() -> Result<()> {
+    let unet = UNet::<f32>::new(&UNetConfig::default(), &mut rng(0))?;
+    assert_eq!(unet.num_params(), 1_623_169);
+    Ok(())
+}
+
+#[test]
+fn default_unet_forward_is_about_35_5_gflop_for_a_batch_of_64() -> Result<()> {
+    let unet = UNet::<f32>::new(&UNetConfig::default(), &mut rng(0))?;
+    let flops = unet.flops_forward(64);
+    assert!((flops / 35.5e9 - 1.0).abs() < 0.01, "{flops:e}");
+    // Linear in the batch size.
+    assert!((unet.flops_forward(128) / flops - 2.0).abs() < 1e-3);
+    Ok(())
+}
+
+#[test]
+fn parameter_names_are_unique_hierarchical_and_in_forward_order() -> Result<()> {
+    let unet = UNet::<f32>::new(&UNetConfig::default(), &mut rng(0))?;
+    let names: Vec<String> = unet.named_params().into_iter().map(|(n, _)| n).collect();
+    let unique: HashSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "duplicate parameter names");
+    assert_eq!(names[0], "time_embed.linear1.weight");
+    assert_eq!(names[4], "input_conv.weight");
+    assert_eq!(names.last().map(String::as_str), Some("out.conv.bias"));
+    for expected in ["down.0.res.1.conv1.weight", "down.2.attn.1.qkv.bias", "down.1.downsample.conv.weight", "mid.attn.proj.weight", "up.2.res.0.skip.weight", "up.1.upsample.conv.bias", "up.0.res.2.time_proj.weight"] {
+        assert!(names.iter().any(|n| n == expected), "no parameter {expected}");
+    }
+    // No attention outside the 7x7 level, no downsample at the last level.
+    assert!(!names.iter().any(|n| n.starts_with("down.0.attn") || n.starts_with("up.1.attn") || n.starts_with("down.2.downsample")));
+    // The way down comes before the middle, which comes before the way up.
+    let first = |prefix: &str| names.iter().position(|n| n.starts_with(prefix)).unwrap();
+    assert!(first("down.2") < first("mid.") && first("mid.") < first("up.2") && first("up.2") < first("up.0"));
+    // Stable: a second model, and a second walk, give the same list.
+    let again: Vec<String> = UNet::<f32>::new(&UNetConfig::default(), &mut rng(9))?.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, again);
+    Ok(())
+}
+
+#[test]
+fn visit_params_mut_walks_the_same_order_as_visit_params() -> Result<()> {
+    let mut unet = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(0))?;
+    let names: Vec<String> = unet.named_params().into_iter().map(|(n, _)| n).collect();
+    let mut mut_names = Vec::new();
+    unet.visit_params_mut("", &mut |n, _| mut_names.push(n.to_string()));
+    assert_eq!(names, mut_names);
+    let mut prefixed = Vec::new();
+    unet.visit_params("ema", &mut |n, _| prefixed.push(n.to_string()));
+    assert_eq!(prefixed[0], format!("ema.{}", names[0]));
+    Ok(())
+}
+
+#[test]
+fn every_parameter_requires_grad_and_norms_start_as_identity() -> Result<()> {
+    let unet = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(0))?;
+    for (name, p) in unet.named_params() {
+        assert!(p.requires_grad_flag(), "{name}");
+        if name.contains("norm") {
+            let expected = if name.ends_with("weight") { 1.0 } else { 0.0 };
+            assert!(p.to_vec().iter().all(|&v| v == expected), "{name}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn initialisation_is_pytorch_default_uniform_within_one_over_sqrt_fan_in() -> Result<()> {
+    let unet = UNet::<f64>::new(&UNetConfig::default(), &mut rng(0))?;
+    let [weight, bias] = [&unet.input_conv.weight, &unet.input_conv.bias];
+    // fan_in = C kh kw = 1 * 3 * 3 = 9: U(-1/3, 1/3).
+    for v in weight.to_vec().into_iter().chain(bias.to_vec()) {
+        assert!(v.abs() <= 1.0 / 3.0);
+    }
+    // The variance of U(-b, b) is b^2 / 3; check it on a large weight.
+    let w = unet.down[1].res[1].conv1.weight.to_vec(); // [64, 64, 3, 3], fan_in 576
+    let var = w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64;
+    let expected = 1.0 / 576.0 / 3.0;
+    assert!((var / expected - 1.0).abs() < 0.02, "{var} vs {expected}");
+    Ok(())
+}
+
+#[test]
+fn same_seed_gives_the_same_model_and_different_seeds_differ() -> Result<()> {
+    let config = UNetConfig::tiny();
+    let values = |seed| -> Result<Vec<f32>> {
+        Ok(UNet::<f32>::new(&config, &mut rng(seed))?.named_params().iter().flat_map(|(_, p)| p.to_vec()).collect())
+    };
+    assert_eq!(values(5)?, values(5)?);
+    assert_ne!(values(5)?, values(6)?);
+    Ok(())
+}
+
+#[test]
+fn a_clone_is_independent_of_its_original() -> Result<()> {
+    let unet = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(0))?;
+    let mut copy = unet.clone();
+    copy.visit_params_mut("", &mut |_, p| p.update_data(|d| d.iter_mut().for_each(|v| *v = 0.0)));
+    assert!(unet.named_params().iter().any(|(_, p)| p.to_vec().iter().any(|&v| v != 0.0)));
+    assert!(copy.named_params().iter().all(|(_, p)| p.to_vec().iter().all(|&v| v == 0.0)));
+    Ok(())
+}
+
+#[test]
+fn unet_keeps_the_input_shape_and_rejects_wrong_inputs() -> Result<()> {
+    let unet = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(0))?;
+    let x = Tensor::randn(&[3, 1, 8, 8], &mut rng(1));
+    let eps = no_grad(|| unet.forward(&x, &[0, 10, 999]))?;
+    assert_eq!(eps.dims(), &[3, 1, 8, 8]);
+    assert!(eps.all_finite());
+    // Each sample's prediction depends on its own timestep.
+    let eps_again = no_grad(|| unet.forward(&x, &[0, 11, 999]))?.to_vec();
+    assert_eq!(eps.to_vec()[..64], eps_again[..64]);
+    assert_ne!(eps.to_vec()[64..128], eps_again[64..128]);
+    assert!(unet.forward(&x, &[0, 1]).is_err(), "two timesteps for three images");
+    assert!(unet.forward(&Tensor::zeros(&[3, 2, 8, 8]), &[0, 1, 2]).is_err(), "two channels");
+    assert!(unet.forward(&Tensor::zeros(&[3, 1, 7, 7]), &[0, 1, 2]).is_err(), "7 does not halve evenly");
+    Ok(())
+}
+
+#[test]
+fn default_unet_maps_a_mnist_batch_to_noise_of_the_same_shape() -> Result<()> {
+    let unet = UNet::<f32>::new(&UNetConfig::default(), &mut rng(0))?;
+    let x = Tensor::randn(&[2, 1, 28, 28], &mut rng(1));
+    let eps = no_grad(|| unet.forward(&x, &[0, 999]))?;
+    assert_eq!(eps.dims(), &[2, 1, 28, 28]);
+    assert!(eps.all_finite());
+    Ok(())
+}
+
+#[test]
+fn unet_rejects_configurations_that_do_not_fit() {
+    let bad = UNetConfig { groups: 3, ..UNetConfig::tiny() };
+    assert!(UNet::<f32>::new(&bad, &mut rng(0)).is_err());
+}
+
+#[test]
+fn mlp_denoiser_for_toy_data_and_flattened_mnist() -> Result<()> {
+    let toy = MlpDenoiser::<f32>::new(&MlpConfig::toy_2d(), &mut rng(0))?;
+    // (2 + 32) * 128 + 128 + 2 * (128 * 128 + 128) + 128 * 2 + 2
+    assert_eq!(toy.num_params(), 34 * 128 + 128 + 2 * (128 * 128 + 128) + 128 * 2 + 2);
+    let names: Vec<String> = toy.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["input.weight", "input.bias", "hidden.0.weight", "hidden.0.bias", "hidden.1.weight", "hidden.1.bias", "output.weight", "output.bias"]);
+    let mnist = MlpDenoiser::<f32>::new(&MlpConfig { hidden_dim: 64, ..MlpConfig::mnist() }, &mut rng(0))?;
+    let x = Tensor::randn(&[2, 1, 28, 28], &mut rng(1));
+    assert_eq!(mnist.forward(&x, &[5, 6])?.dims(), &[2, 1, 28, 28]);
+    assert!(toy.forward(&x, &[5, 6]).is_err(), "784 values per sample for a 2-D model");
+    Ok(())
+}
+
+#[test]
+fn dropout_is_the_identity_in_eval_mode_and_keeps_the_mean_in_training() -> Result<()> {
+    let mut dropout = Dropout::new(0.25, &mut rng(0))?;
+    let x = Tensor::<f64>::ones(&[100_000]);
+    let y = dropout.forward(&x)?.to_vec();
+    // Each entry is 0 or 1 / (1 - p); the mean stays 1 (std of the estimate ~0.002).
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-12));
+    let mean = y.iter().sum::<f64>() / y.len() as f64;
+    assert!((mean - 1.0).abs() < 0.01, "{mean}");
+    Module::<f64>::set_mode(&mut dropout, Mode::Eval);
+    assert_eq!(dropout.forward(&x)?.to_vec(), x.to_vec());
+    Ok(())
+}
+
+#[test]
+fn set_mode_reaches_the_dropout_inside_the_unet() -> Result<()> {
+    let config = UNetConfig { dropout: 0.5, ..UNetConfig::tiny() };
+    let mut unet = UNet::<f32>::new(&config, &mut rng(0))?;
+    let x = Tensor::randn(&[1, 1, 8, 8], &mut rng(1));
+    let train_a = no_grad(|| unet.forward(&x, &[3]))?.to_vec();
+    let train_b = no_grad(|| unet.forward(&x, &[3]))?.to_vec();
+    assert_ne!(train_a, train_b, "fresh masks on every training forward");
+    unet.set_mode(Mode::Eval);
+    let eval_a = no_grad(|| unet.forward(&x, &[3]))?.to_vec();
+    let eval_b = no_grad(|| unet.forward(&x, &[3]))?.to_vec();
+    assert_eq!(eval_a, eval_b);
+    Ok(())
+}
+
+#[test]
+fn load_named_params_restores_a_model_and_rejects_mismatches() -> Result<()> {
+    let source = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(1))?;
+    let mut target = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(2))?;
+    let named = source.named_params();
+    target.load_named_params(&named)?;
+    let x = Tensor::randn(&[2, 1, 8, 8], &mut rng(3));
+    assert_eq!(no_grad(|| source.forward(&x, &[1, 2]))?.to_vec(), no_grad(|| target.forward(&x, &[1, 2]))?.to_vec());
+    assert!(target.named_params().iter().all(|(_, p)| p.requires_grad_flag()));
+    let missing = &named[1..];
+    assert!(target.load_named_params(missing).unwrap_err().to_string().contains(&named[0].0));
+    let mut extra = named.clone();
+    extra.push(("ghost.weight".to_string(), Tensor::zeros(&[1])));
+    assert!(target.load_named_params(&extra).unwrap_err().to_string().contains("ghost.weight"));
+    let mut reshaped = named.clone();
+    reshaped[0].1 = reshaped[0].1.reshape(&[reshaped[0].1.elem_count()])?;
+    assert!(target.load_named_params(&reshaped).is_err());
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The optimizers against steps computed by hand, clipping, warmup, the EMA
+//! against its closed form, and the state round trip a checkpoint relies on.
+
+use nn::{clip_grad_norm, Adam, Ema, LinearWarmup, Module, Optimizer, Sgd};
+use tensor::{GradStore, Result, Tensor};
+
+/// Two named parameters, `a` [2] and `b` [1].
+#[derive(Clone, Debug)]
+struct Pair {
+    a: Tensor<f64>,
+    b: Tensor<f64>,
+}
+
+impl Pair {
+    fn new(a: &[f64], b: f64) -> Self {
+        Pair { a: Tensor::from_slice(a, &[2]).unwrap().requires_grad(), b: Tensor::from_slice(&[b], &[1]).unwrap().requires_grad() }
+    }
+
+    /// Gradients `ga` for `a` and `gb` for `b`, as a backward pass would store them.
+    fn grads(&self, ga: &[f64], gb: f64) -> GradStore<f64> {
+        let mut grads = GradStore::default();
+        grads.accumulate(&self.a, Tensor::from_slice(ga, &[2]).unwrap()).unwrap();
+        grads.accumulate(&self.b, Tensor::from_slice(&[gb], &[1]).unwrap()).unwrap();
+        grads
+    }
+}
+
+impl Module<f64> for Pair {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<f64>)) {
+        f(&nn::module::join(prefix, "a"), &self.a);
+        f(&nn::module::join(prefix, "b"), &self.b);
+    }
+
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<f64>)) {
+        f(&nn::module::join(prefix, "a"), &mut self.a);
+        f(&nn::module::join(prefix, "b"), &mut self.b);
+    }
+}
+
+/// One optimizer step with the gradients `ga`, `gb`.
+fn step(opt: &mut dyn Optimizer<f64>, model: &mut Pair, ga: &[f64], gb: f64) -> Result<()> {
+    let grads = model.grads(ga, gb);
+    opt.step(model, &grads)
+}
+
+fn close(actual: &[f64], expected: &[f64]) {
+    assert_eq!(actual.len(), expected.len());
+    for (a, e) in actual.iter().zip(expected) {
+        assert!((a - e).abs() < 1e-12, "{actual:?} vs {expected:?}");
+    }
+}
+
+#[test]
+fn sgd_with_momentum_matches_hand_computed_steps() -> Result<()> {
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut sgd = Sgd::new(0.1, 0.9);
+    // Step 1: b = g, p <- p - lr b.
+    step(&mut sgd, &mut model, &[1.0, 2.0], -1.0)?;
+    close(&model.a.to_vec(), &[1.0 - 0.1, -2.0 - 0.2]);
+    close(&model.b.to_vec(), &[0.5 + 0.1]);
+    // Step 2: b = mu b + g, with b the first gradient.
+    step(&mut sgd, &mut model, &[0.5, 0.0], 1.0)?;
+    let mu = 0.9;
+    let (first_b, second_b) = (-1.0, 1.0);
+    close(&model.a.to_vec(), &[0.9 - 0.1 * (mu * 1.0 + 0.5), -2.2 - 0.1 * (mu * 2.0 + 0.0)]);
+    close(&model.b.to_vec(), &[0.6 - 0.1 * (mu * first_b + second_b)]);
+    Ok(())
+}
+
+#[test]
+fn adam_first_step_moves_each_weight_by_lr_against_the_gradient_sign() -> Result<()> {
+    // Step 1: m = (1 - b1) g, v = (1 - b2) g^2, so m / (1 - b1) / sqrt(v / (1 - b2)) = sign(g)
+    // and p moves by lr g / (|g| + eps).
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut adam = Adam::new(0.01);
+    step(&mut adam, &mut model, &[3.0, -0.5], 1e-3)?;
+    let moved = |g: f64| 0.01 * g / (g.abs() + 1e-8);
+    close(&model.a.to_vec(), &[1.0 - moved(3.0), -2.0 - moved(-0.5)]);
+    close(&model.b.to_vec(), &[0.5 - moved(1e-3)]);
+    Ok(())
+}
+
+#[test]
+fn adam_second_step_matches_the_bias_corrected_moments() -> Result<()> {
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let (lr, b1, b2, eps) = (0.01, 0.9, 0.999, 1e-8);
+    let mut adam = Adam::new(lr);
+    let (g1, g2) = ([3.0, -0.5], [1.0, 2.0]);
+    step(&mut adam, &mut model, &g1, 0.0)?;
+    step(&mut adam, &mut model, &g2, 0.0)?;
+    let expected: Vec<f64> = [1.0, -2.0f64]
+        .iter()
+        .enumerate()
+        .map(|(i, &p0)| {
+            let p1 = p0 - lr * g1[i] / (g1[i].abs() + eps);
+            let m = b1 * (1.0 - b1) * g1[i] + (1.0 - b1) * g2[i];
+            let v = b2 * (1.0 - b2) * g1[i] * g1[i] + (1.0 - b2) * g2[i] * g2[i];
+            let (m_hat, v_hat) = (m / (1.0 - b1 * b1), v / (1.0 - b2 * b2));
+            p1 - lr * m_hat / (v_hat.sqrt() + eps)
+        })
+        .collect();
+    close(&model.a.to_vec(), &expected);
+    // b's gradient is 0 at both steps: m = v = 0 and it does not move.
+    close(&model.b.to_vec(), &[0.5]);
+    assert_eq!(adam.steps(), 2);
+    Ok(())
+}
+
+#[test]
+fn adamw_decays_the_weights_before_the_adam_step_and_adam_folds_l2_into_the_gradient() -> Result<()> {
+    let (lr, wd) = (0.1, 0.5);
+    // Zero gradient: AdamW still shrinks p by (1 - lr wd); Adam's moments see wd p.
+    let mut model = Pair::new(&[2.0, -4.0], 1.0);
+    step(&mut Adam::adamw(lr, wd), &mut model, &[0.0, 0.0], 0.0)?;
+    close(&model.a.to_vec(), &[2.0 * (1.0 - lr * wd), -4.0 * (1.0 - lr * wd)]);
+    let mut model = Pair::new(&[2.0, -4.0], 1.0);
+    let mut adam_l2 = Adam::with_hyper(nn::AdamHyper { weight_decay: nn::WeightDecay::L2(wd), ..Adam::<f64>::new(lr).hyper });
+    step(&mut adam_l2, &mut model, &[0.0, 0.0], 0.0)?;
+    // The first step moves by lr sign(wd p), i.e. lr towards zero.
+    let moved = |g: f64| lr * g / (g.abs() + 1e-8);
+    close(&model.a.to_vec(), &[2.0 - moved(wd * 2.0), -4.0 - moved(wd * -4.0)]);
+    Ok(())
+}
+
+#[test]
+fn parameters_without_a_gradient_are_left_alone() -> Result<()> {
+    let mut model = Pair::new(&[1.0, 2.0], 3.0);
+    let mut grads = GradStore::default();
+    grads.accumulate(&model.a, Tensor::from_slice(&[1.0, 1.0], &[2])?)?;
+    Adam::new(0.1).step(&mut model, &grads)?;
+    assert_eq!(model.b.to_vec(), vec![3.0]);
+    assert_ne!(model.a.to_vec(), vec![1.0, 2.0]);
+    Ok(())
+}
+
+#[test]
+fn optimizer_state_round_trips_through_named_tensors() -> Result<()> {
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut adam = Adam::adamw(0.01, 0.1);
+    step(&mut adam, &mut model, &[3.0, -0.5], 1.0)?;
+    let state = adam.state_tensors();
+    let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["step", "exp_avg.a", "exp_avg.b", "exp_avg_sq.a", "exp_avg_sq.b"]);
+    // A fresh optimizer loaded with the state continues exactly like the original.
+    let mut resumed = Adam::adamw(0.01, 0.1);
+    resumed.load_state_tensors(&state)?;
+    let mut copy = model.clone();
+    step(&mut adam, &mut model, &[1.0, 1.0], -1.0)?;
+    step(&mut resumed, &mut copy, &[1.0, 1.0], -1.0)?;
+    assert_eq!(model.a.to_vec(), copy.a.to_vec());
+    assert_eq!(model.b.to_vec(), copy.b.to_vec());
+    assert!(resumed.load_state_tensors(&[("momentum.a".to_string(), Tensor::zeros(&[2]))]).is_err());
+    Ok(())
+}
+
+#[test]
+fn clip_grad_norm_scales_to_the_max_norm_and_returns_the_norm_before() -> Result<()> {
+    // ||(3, 4, 12)|| = 13.
+    let model = Pair::new(&[0.0, 0.0], 0.0);
+    let mut grads = model.grads(&[3.0, 4.0], 12.0);
+    let norm = clip_grad_norm(&model, &mut grads, 1.0)?;
+    assert!((norm - 13.0).abs() < 1e-12);
+    let scale = 1.0 / (13.0 + 1e-6);
+    close(&grads.get(&model.a).unwrap().to_vec(), &[3.0 * scale, 4.0 * scale]);
+    close(&grads.get(&model.b).unwrap().to_vec(), &[12.0 * scale]);
+    // Below the threshold nothing changes.
+    let mut grads = model.grads(&[3.0, 4.0], 12.0);
+    assert!((clip_grad_norm(&model, &mut grads, 100.0)? - 13.0).abs() < 1e-12);
+    close(&grads.get(&model.a).unwrap().to_vec(), &[3.0, 4.0]);
+    Ok(())
+}
+
+#[test]
+fn linear_warmup_ramps_then_holds() {
+    let warmup = LinearWarmup { base_lr: 2e-4, warmup_steps: 100 };
+    assert!((warmup.lr_at(1) - 2e-6).abs() < 1e-18);
+    assert!((warmup.lr_at(50) - 1e-4).abs() < 1e-18);
+    assert_eq!(warmup.lr_at(100), 2e-4);
+    assert_eq!(warmup.lr_at(10_000), 2e-4);
+    assert_eq!(LinearWarmup { base_lr: 1.0, warmup_steps: 0 }.lr_at(1), 1.0);
+}
+
+#[test]
+fn ema_towards_constant_weights_follows_the_closed_form() -> Result<()> {
+    // shadow_0 = p_0, then the weights are held at c: shadow_n = c + (p_0 - c) d^n.
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let decay = 0.9;
+    let mut ema = Ema::new(&model, decay);
+    let c = 3.0;
+    model.visit_params_mut("", &mut |_, p| p.update_data(|d| d.fill(c)));
+    for n in 1..=20 {
+        ema.update(&model)?;
+        let expected = |p0: f64| c + (p0 - c) * decay.powi(n);
+        close(&ema.shadow[0].1.to_vec(), &[expected(1.0), expected(-2.0)]);
+        close(&ema.shadow[1].1.to_vec(), &[expected(0.5)]);
+    }
+    assert_eq!(ema.num_updates, 20);
+    // From zero weights: shadow_n = c (1 - d^n).
+    let zero = Pair::new(&[0.0, 0.0], 0.0);
+    let mut ema = Ema::new(&zero, decay);
+    for _ in 0..5 {
+        ema.update(&model)?;
+    }
+    close(&ema.shadow[1].1.to_vec(), &[c * (1.0 - decay.powi(5))]);
+    Ok(())
+}
+
+#[test]
+fn ema_copies_its_average_into_a_model_clone() -> Result<()> {
+    let model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut ema = Ema::new(&model, nn::DEFAULT_EMA_DECAY);
+    let mut trained = model.clone();
+    trained.visit_params_mut("", &mut |_, p| p.update_data(|d| d.fill(7.0)));
+    ema.update(&trained)?;
+    let sampler = ema.averaged_copy(&trained)?;
+    let expected = |p0: f64| 0.9999 * p0 + 0.0001 * 7.0;
+    close(&sampler.a.to_vec(), &[expected(1.0), expected(-2.0)]);
+    assert_eq!(trained.a.to_vec(), vec![7.0, 7.0], "the raw weights are untouched");
+    assert!(sampler.a.requires_grad_flag());
+    Ok(())
+}
