@@ -31,6 +31,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A tensor op failed (a shape or argument error from the tensor crate), e.g.
+    /// loading a checkpoint whose parameters do not fit the model.
+    Tensor(tensor::Error),
     /// A tensor cannot be written as it is, e.g. its data does not fill its shape.
     InvalidTensor {
         /// The tensor's name.
@@ -59,6 +62,7 @@ impl fmt::Display for Error {
                 }
                 f.write_str(reason)
             }
+            Error::Tensor(e) => write!(f, "{e}"),
             Error::InvalidTensor { name, reason } => write!(f, "tensor {name:?}: {reason}"),
         }
     }
@@ -68,7 +72,14 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Tensor(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<tensor::Error> for Error {
+    fn from(e: tensor::Error) -> Self {
+        Error::Tensor(e)
     }
 }

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod ema;
 pub mod error;
 pub mod init;
@@ -42,6 +43,7 @@ pub use blocks::attention::AttentionBlock;
 pub use blocks::res_block::ResBlock;
 pub use blocks::resample::{Downsample, Upsample};
 pub use blocks::time_embedding::TimeEmbedding;
+pub use checkpoint::Checkpoint;
 pub use ema::{Ema, DEFAULT_EMA_DECAY};
 pub use error::{Error, Result};
 pub use layers::conv2d::Conv2d;
