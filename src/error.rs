@@ -47,6 +47,50 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A tensor op failed.
+    Tensor(tensor::Error),
+    /// A model, optimizer or checkpoint error.
+    Nn(nn::Error),
+    /// A diffusion-math error.
+    Ddpm(ddpm::Error),
+    /// Training produced a non-finite loss or gradient; nothing was written after it.
+    Diverged {
+        /// The step at which it happened (1-based).
+        step: usize,
+        /// What was not finite.
+        what: String,
+        /// The last checkpoint with finite weights, if any.
+        last_checkpoint: Option<PathBuf>,
+    },
+}
+
+impl Error {
+    /// The process exit code: 2 for bad input (flags, files), 1 for a run that failed.
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Diverged { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+impl From<tensor::Error> for Error {
+    fn from(e: tensor::Error) -> Self {
+        Error::Tensor(e)
+    }
+}
+
+impl From<nn::Error> for Error {
+    fn from(e: nn::Error) -> Self {
+        Error::Nn(e)
+    }
+}
+
+impl From<ddpm::Error> for Error {
+    fn from(e: ddpm::Error) -> Self {
+        Error::Ddpm(e)
+    }
 }
 
 impl Error {
@@ -75,6 +119,16 @@ impl fmt::Display for Error {
                 write!(f, "index {index} out of range for {what} of length {len}")
             }
             Error::InvalidArgument { what, reason } => write!(f, "invalid {what}: {reason}"),
+            Error::Tensor(e) => write!(f, "{e}"),
+            Error::Nn(e) => write!(f, "{e}"),
+            Error::Ddpm(e) => write!(f, "{e}"),
+            Error::Diverged { step, what, last_checkpoint } => {
+                write!(f, "training diverged at step {step}: {what} is not finite; ")?;
+                match last_checkpoint {
+                    Some(p) => write!(f, "the last good checkpoint is {}", p.display()),
+                    None => write!(f, "no checkpoint had been written yet"),
+                }
+            }
         }
     }
 }
@@ -83,6 +137,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Tensor(e) => Some(e),
+            Error::Nn(e) => Some(e),
+            Error::Ddpm(e) => Some(e),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 //! lives here so the integration tests can call it.
 
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod image;
