@@ -4,11 +4,15 @@
 //! lives here so the integration tests can call it.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod image;
+pub mod model;
 pub mod plot;
+pub mod sampling;
+pub mod train;
 
 /// The chapters of `notebooks-md/`, compiled and run as doctests so the course text
 /// cannot drift from the code.

@@ -7,11 +7,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// One named line.
-#[derive(Clone, Debug)]
+/// One named line (or cloud of dots).
+#[derive(Clone, Debug, Default)]
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Draw dots instead of a line (scatter plots of 2-D data).
+    pub dots: bool,
 }
 
 /// A plot: title, axis labels, lines.
@@ -104,9 +106,29 @@ impl Plot {
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
                 .collect();
-            let _ = writeln!(svg, r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, points.join(" "));
+            if s.dots {
+                for p in &points {
+                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="1.2" fill="{colour}" fill-opacity="0.5"/>"#);
+                }
+            } else {
+                let _ = writeln!(svg, r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, points.join(" "));
+            }
             let ly = TOP + 16.0 + 16.0 * i as f64;
             let _ = writeln!(svg, r#"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="{colour}" stroke-width="2"/><text x="{3}" y="{4}">{5}</text>"#, LEFT + pw - 150.0, ly, LEFT + pw - 130.0, LEFT + pw - 124.0, ly + 4.0, escape(&s.label));
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+
+    /// Several plots side by side in one SVG document.
+    #[must_use]
+    pub fn side_by_side(plots: &[Plot]) -> String {
+        let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{HEIGHT}">"#, WIDTH * plots.len() as f64);
+        svg.push('\n');
+        for (i, plot) in plots.iter().enumerate() {
+            let inner = plot.to_svg().replacen("<svg ", &format!(r#"<svg x="{}" "#, WIDTH * i as f64), 1);
+            svg.push_str(&inner);
         }
         svg.push_str("</svg>\n");
         svg
@@ -117,14 +139,22 @@ impl Plot {
     /// # Errors
     /// Any I/O error, with the path in the message.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let with_path = |e: std::io::Error| std::io::Error::other(format!("{}: {e}", path.display()));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(with_path)?;
-        }
-        let tmp = path.with_extension("svg.tmp");
-        std::fs::write(&tmp, self.to_svg()).map_err(with_path)?;
-        std::fs::rename(&tmp, path).map_err(with_path)
+        save_svg(path, &self.to_svg())
     }
+}
+
+/// Writes an SVG document through a temporary file and a rename.
+///
+/// # Errors
+/// Any I/O error, with the path in the message.
+pub fn save_svg(path: &Path, svg: &str) -> std::io::Result<()> {
+    let with_path = |e: std::io::Error| std::io::Error::other(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(with_path)?;
+    }
+    let tmp = path.with_extension("svg.tmp");
+    std::fs::write(&tmp, svg).map_err(with_path)?;
+    std::fs::rename(&tmp, path).map_err(with_path)
 }
 
 fn escape(s: &str) -> String {
@@ -149,8 +179,8 @@ mod tests {
             title: "loss <mse>".into(),
             log_y: true,
             series: vec![
-                Series { label: "a".into(), points: vec![(0.0, 1.0), (1.0, 0.1), (2.0, f64::NAN)] },
-                Series { label: "b".into(), points: vec![(0.0, 2.0)] },
+                Series { label: "a".into(), points: vec![(0.0, 1.0), (1.0, 0.1), (2.0, f64::NAN)], dots: false },
+                Series { label: "b".into(), points: vec![(0.0, 2.0)], dots: false },
             ],
             ..Plot::default()
         };

@@ -1,0 +1,250 @@
+//! The commands other than `train` and `bench`: `sample`, `forward`, `nll`, `info`.
+
+use crate::cli::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerKind};
+use crate::config::TrainConfig;
+use crate::data::mnist::{Mnist, Split};
+use crate::error::{Error, Result};
+use crate::image::save_grid;
+use crate::model::{Loaded, ELAPSED_KEY};
+use crate::plot::{save_svg, Plot, Series};
+use crate::sampling::{draw, save_samples, SamplerChoice};
+use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
+use ddpm::{calc_bpd_loop, q_sample, ReverseOptions};
+use nn::Module;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use tensor::{rng, Tensor};
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+fn require_images(config: &TrainConfig, what: &'static str) -> Result<()> {
+    if config.data == Dataset::Mnist {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument { what, reason: "this needs a checkpoint trained on MNIST images, not 2-D points".into() })
+    }
+}
+
+/// `ddpm sample`: a grid of samples, and optionally the reverse trajectory.
+///
+/// # Errors
+/// A bad checkpoint or sampler setting, or an I/O error.
+pub fn sample(args: &SampleArgs) -> Result<String> {
+    let loaded = Loaded::read(&args.checkpoint)?;
+    let model = loaded.model(args.raw_weights)?;
+    let config = &loaded.config;
+    if args.count == 0 || args.steps == 0 {
+        return Err(Error::InvalidArgument { what: "--count/--steps", reason: "must be at least 1".into() });
+    }
+    let sampler = SamplerChoice { kind: args.sampler, steps: args.steps, eta: args.eta };
+    // The timesteps whose state the trajectory shows: ten along the sampler's path.
+    let path_steps = match args.sampler {
+        SamplerKind::Ddpm => (0..config.timesteps).collect(),
+        SamplerKind::Ddim | SamplerKind::Langevin => evenly_spaced_timesteps(config.timesteps, args.steps.clamp(2, config.timesteps))?,
+    };
+    let record: Vec<usize> = if args.trajectory.is_some() {
+        require_images(config, "--trajectory")?;
+        let frames = 10.min(path_steps.len());
+        (0..frames).map(|i| path_steps[i * (path_steps.len() - 1) / (frames - 1).max(1)]).collect()
+    } else {
+        Vec::new()
+    };
+    let started = std::time::Instant::now();
+    let trajectory = draw(&model, config, sampler, args.count, args.seed, &record)?;
+    save_samples(&args.out, config, &trajectory.sample)?;
+    let mut report = format!(
+        "{} samples ({:?}, {} steps) from {} at step {} in {:.1} s -> {}",
+        args.count,
+        args.sampler,
+        if args.sampler == SamplerKind::Ddpm { config.timesteps } else { args.steps },
+        loaded.path.display(),
+        loaded.step,
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    if let Some(path) = &args.trajectory {
+        // Rows: for each of the first four samples, x_t then the predicted x_0;
+        // columns: the recorded timesteps, noisiest first, then the final sample.
+        let side = config.example_dims().iter().product::<usize>().isqrt();
+        let shown = args.count.min(4);
+        let pixels = side * side;
+        let final_images = trajectory.sample.to_vec();
+        let mut images = Vec::new();
+        for i in 0..shown {
+            for row in 0..2 {
+                for frame in &trajectory.frames {
+                    let t = if row == 0 { &frame.x_t } else { &frame.pred_xstart };
+                    images.extend_from_slice(&t.to_vec()[i * pixels..(i + 1) * pixels]);
+                }
+                images.extend_from_slice(&final_images[i * pixels..(i + 1) * pixels]);
+            }
+        }
+        let cols = trajectory.frames.len() + 1;
+        save_grid(path, &images, shown * 2 * cols, side, side, cols).map_err(io(path))?;
+        let ts: Vec<String> = trajectory.frames.iter().map(|f| f.t.to_string()).collect();
+        let _ = write!(report, "; trajectory at t = {} -> {}", ts.join(","), path.display());
+    }
+    Ok(report)
+}
+
+/// `ddpm forward`: the noising figure q(x_t | x_0) and the schedule plots.
+///
+/// # Errors
+/// Bad timesteps, or I/O errors.
+pub fn forward(args: &ForwardArgs) -> Result<String> {
+    let kind = match args.schedule {
+        crate::cli::ScheduleKind::Linear => BetaSchedule::Linear,
+        crate::cli::ScheduleKind::Cosine => BetaSchedule::Cosine,
+    };
+    let schedule = NoiseSchedule::new(kind, args.timesteps)?;
+    if let Some(&bad) = args.t.iter().find(|&&t| t >= args.timesteps) {
+        return Err(Error::InvalidArgument { what: "--t", reason: format!("timestep {bad} is not below T = {}", args.timesteps) });
+    }
+    if args.images == 0 || args.t.is_empty() {
+        return Err(Error::InvalidArgument { what: "--images/--t", reason: "need at least one image and one timestep".into() });
+    }
+    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let n = args.images.min(test.len());
+    let x0 = Tensor::from_vec(test.gather_images(&(0..n).collect::<Vec<_>>())?, &[n, 1, 28, 28])?;
+    // One noise draw per image, shared by every t: each row shows one path of noising.
+    let noise = Tensor::<f32>::randn(x0.dims(), &mut rng(args.seed));
+    let mut columns = Vec::new();
+    for &t in &args.t {
+        columns.push(q_sample(&schedule, &x0, &vec![t; n], &noise)?.to_vec());
+    }
+    let mut images = Vec::new();
+    for i in 0..n {
+        for column in &columns {
+            images.extend_from_slice(&column[i * 784..(i + 1) * 784]);
+        }
+    }
+    let picture = args.out.join("forward.png");
+    save_grid(&picture, &images, n * args.t.len(), 28, 28, args.t.len()).map_err(io(&picture))?;
+    let curves = |f: &dyn Fn(f64) -> f64| -> Result<Vec<Series>> {
+        [("linear", BetaSchedule::Linear), ("cosine", BetaSchedule::Cosine)]
+            .into_iter()
+            .map(|(label, k)| {
+                let s = NoiseSchedule::new(k, args.timesteps)?;
+                let points = s.alphas_cumprod.iter().enumerate().map(|(t, &a)| (t as f64, f(a))).collect();
+                Ok(Series { label: label.into(), points, dots: false })
+            })
+            .collect()
+    };
+    let alpha_bar = Plot { title: "alpha-bar_t".into(), x_label: "t (code index)".into(), y_label: "alpha-bar".into(), log_y: false, series: curves(&|a| a)? };
+    let snr = Plot { title: "SNR_t = alpha-bar / (1 - alpha-bar)".into(), x_label: "t (code index)".into(), y_label: "SNR".into(), log_y: true, series: curves(&|a| a / (1.0 - a))? };
+    let plots = args.out.join("schedule.svg");
+    save_svg(&plots, &Plot::side_by_side(&[alpha_bar, snr])).map_err(io(&plots))?;
+    Ok(format!("q(x_t | x_0) for {n} test images at t = {:?} -> {}; schedules -> {}", args.t, picture.display(), plots.display()))
+}
+
+/// The bound measured by `ddpm nll`, in bits per dimension.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NllReport {
+    pub images: usize,
+    pub total_bpd: f64,
+    pub total_bpd_stderr: f64,
+    pub prior_bpd: f64,
+    pub vb_bpd: f64,
+    pub decoder_bpd: f64,
+    pub per_timestep: Vec<f64>,
+}
+
+/// `ddpm nll`: L_T + sum L_{t-1} + L_0 on test images, with the per-timestep curve.
+///
+/// # Errors
+/// A bad checkpoint, a toy-data checkpoint, or I/O errors.
+pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
+    let loaded = Loaded::read(&args.checkpoint)?;
+    require_images(&loaded.config, "--checkpoint")?;
+    let config = &loaded.config;
+    let model = loaded.model(args.raw_weights)?;
+    let schedule = config.noise_schedule()?;
+    if args.images == 0 || args.batch == 0 {
+        return Err(Error::InvalidArgument { what: "--images/--batch", reason: "must be at least 1".into() });
+    }
+    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let n = args.images.min(test.len());
+    let options = ReverseOptions { variance: config.variance_kind(), parameterization: config.parameterization(), clip_denoised: true };
+    let mut r = rng(args.seed);
+    let (mut totals, mut priors, mut decoders, mut vbs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut per_timestep = vec![0.0f64; config.timesteps];
+    for start in (0..n).step_by(args.batch) {
+        let indices: Vec<usize> = (start..(start + args.batch).min(n)).collect();
+        let x0 = Tensor::from_vec(test.gather_images(&indices)?, &[indices.len(), 1, 28, 28])?;
+        let terms = calc_bpd_loop(&schedule, &model, &x0, options, &mut r)?;
+        let vb = terms.vb.to_vec();
+        for (i, row) in vb.chunks(config.timesteps).enumerate() {
+            decoders.push(f64::from(row[0]));
+            vbs.push(row[1..].iter().map(|&v| f64::from(v)).sum::<f64>());
+            for (acc, &v) in per_timestep.iter_mut().zip(row) {
+                *acc += f64::from(v);
+            }
+            priors.push(f64::from(terms.prior_bpd.to_vec()[i]));
+            totals.push(f64::from(terms.total_bpd.to_vec()[i]));
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let total = mean(&totals);
+    let stderr = (totals.iter().map(|x| (x - total).powi(2)).sum::<f64>() / (totals.len().max(2) - 1) as f64 / totals.len() as f64).sqrt();
+    per_timestep.iter_mut().for_each(|v| *v /= n as f64);
+    let report = NllReport {
+        images: n,
+        total_bpd: total,
+        total_bpd_stderr: stderr,
+        prior_bpd: mean(&priors),
+        vb_bpd: mean(&vbs),
+        decoder_bpd: mean(&decoders),
+        per_timestep,
+    };
+    let out = args.out.clone().unwrap_or_else(|| loaded.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+    let plot_path = out.join("nll_per_timestep.svg");
+    let plot = Plot {
+        title: format!("bits/dim per timestep ({n} test images)"),
+        x_label: "t (code index; t = 0 is L_0)".into(),
+        y_label: "bits/dim".into(),
+        log_y: true,
+        series: vec![Series { label: "L_t".into(), points: report.per_timestep.iter().enumerate().map(|(t, &v)| (t as f64, v)).collect(), dots: false }],
+    };
+    plot.save(&plot_path).map_err(io(&plot_path))?;
+    let csv_path = out.join("nll_per_timestep.csv");
+    let mut csv = String::from("t,bpd\n");
+    for (t, v) in report.per_timestep.iter().enumerate() {
+        let _ = writeln!(csv, "{t},{v:.8}");
+    }
+    std::fs::write(&csv_path, csv).map_err(io(&csv_path))?;
+    Ok((report, plot_path))
+}
+
+impl NllReport {
+    /// The table printed by `ddpm nll`.
+    #[must_use]
+    pub fn table(&self) -> String {
+        format!(
+            "bound on {} test images, bits/dim\n  L_T (prior)        {:>9.5}\n  sum L_(t-1)        {:>9.5}\n  L_0 (decoder)      {:>9.5}\n  total              {:>9.5} +- {:.5} (standard error)",
+            self.images, self.prior_bpd, self.vb_bpd, self.decoder_bpd, self.total_bpd, self.total_bpd_stderr
+        )
+    }
+}
+
+/// `ddpm info`: config, step, parameters.
+///
+/// # Errors
+/// A missing or bad checkpoint.
+pub fn info(args: &InfoArgs) -> Result<String> {
+    let loaded = Loaded::read(&args.checkpoint)?;
+    let model = loaded.model(true)?;
+    let mut out = format!("checkpoint {}\nstep {}", loaded.path.display(), loaded.step);
+    if let Some(elapsed) = loaded.checkpoint.metadata.get(ELAPSED_KEY) {
+        let _ = write!(out, " (trained for {elapsed} s)");
+    }
+    let _ = writeln!(out, "\nconfig {}", serde_json::to_string_pretty(&loaded.config).expect("serialises"));
+    let _ = writeln!(out, "EMA weights: {}; optimizer state tensors: {}", if loaded.checkpoint.ema.is_empty() { "no" } else { "yes" }, loaded.checkpoint.optimizer.len());
+    let params = model.named_params();
+    for (name, p) in &params {
+        let _ = writeln!(out, "  {name:<48} {:?}", p.dims());
+    }
+    let _ = write!(out, "{} parameter tensors, {} parameters", params.len(), model.num_params());
+    Ok(out)
+}

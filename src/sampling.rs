@@ -1,0 +1,114 @@
+//! Drawing samples from a trained model and saving them as pictures: a PNG grid
+//! for images, a scatter plot beside the data for 2-D toy sets.
+
+use crate::cli::{Dataset, SamplerKind};
+use crate::config::TrainConfig;
+use crate::error::Result;
+use crate::image::save_grid;
+use crate::model::Model;
+use crate::plot::{save_svg, Plot, Series};
+use ddpm::sampler::{sample_ancestral, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
+use ddpm::schedule::evenly_spaced_timesteps;
+use ddpm::ReverseOptions;
+use std::path::Path;
+use tensor::rng;
+
+/// How to sample.
+#[derive(Clone, Copy, Debug)]
+pub struct SamplerChoice {
+    pub kind: SamplerKind,
+    /// DDIM: timesteps used; Langevin: noise levels visited.
+    pub steps: usize,
+    /// DDIM's eta.
+    pub eta: f64,
+}
+
+impl SamplerChoice {
+    /// DDIM with 50 steps and eta 0, the sampler of the training-time grids.
+    pub const DDIM_50: SamplerChoice = SamplerChoice { kind: SamplerKind::Ddim, steps: 50, eta: 0.0 };
+}
+
+/// Langevin steps at each noise level.
+const LANGEVIN_STEPS_PER_LEVEL: usize = 5;
+/// Langevin step-size ratio r in delta_t = r (1 - alpha-bar_t).
+const LANGEVIN_STEP_RATIO: f64 = 0.1;
+
+/// `count` samples (and the frames at the `record` timesteps) from `model`.
+///
+/// # Errors
+/// A sampler setting out of range (e.g. more DDIM steps than T).
+pub fn draw(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, record: &[usize]) -> Result<Trajectory<f32>> {
+    let schedule = config.noise_schedule()?;
+    let mut shape = vec![count];
+    shape.extend(config.example_dims());
+    let mut r = rng(seed);
+    let clip_denoised = config.data == Dataset::Mnist;
+    let trajectory = match sampler.kind {
+        SamplerKind::Ddpm => {
+            let options = ReverseOptions { variance: config.variance_kind(), parameterization: config.parameterization(), clip_denoised };
+            sample_ancestral(&schedule, model, &shape, options, record, &mut r)?
+        }
+        SamplerKind::Ddim => {
+            let steps = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
+            let options = DdimOptions { eta: sampler.eta, parameterization: config.parameterization(), clip_denoised };
+            sample_ddim(&schedule, model, &shape, &steps, options, record, &mut r)?
+        }
+        SamplerKind::Langevin => {
+            let mut levels = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
+            levels.reverse();
+            let options = LangevinOptions { levels, steps_per_level: LANGEVIN_STEPS_PER_LEVEL, step_size_ratio: LANGEVIN_STEP_RATIO };
+            sample_langevin(&schedule, model, &shape, &options, record, &mut r)?
+        }
+    };
+    Ok(trajectory)
+}
+
+/// The toy data set of a run (the points the model was trained on).
+#[must_use]
+pub fn toy_points(data: Dataset, n: usize, seed: u64) -> Vec<[f32; 2]> {
+    use crate::data::toy::{checkerboard, eight_gaussians, swiss_roll, two_moons};
+    match data {
+        Dataset::SwissRoll | Dataset::Mnist => swiss_roll(n, seed),
+        Dataset::TwoMoons => two_moons(n, seed),
+        Dataset::EightGaussians => eight_gaussians(n, seed),
+        Dataset::Checkerboard => checkerboard(n, seed),
+    }
+}
+
+/// Saves samples `[N, ...]`: a PNG grid for images; for 2-D points an SVG with the
+/// data and the samples side by side.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn save_samples(path: &Path, config: &TrainConfig, samples: &tensor::Tensor<f32>) -> Result<()> {
+    let values = samples.to_vec();
+    let n = samples.dims()[0];
+    let io = |e: std::io::Error| crate::error::Error::Io { path: path.to_path_buf(), source: e };
+    if config.data == Dataset::Mnist {
+        let side = config.example_dims().iter().product::<usize>().isqrt();
+        let cols = (n as f64).sqrt().ceil() as usize;
+        save_grid(path, &values, n, side, side, cols).map_err(io)
+    } else {
+        let data = toy_points(config.data, n, config.seed);
+        let scatter = |title: &str, label: &str, points: Vec<(f64, f64)>| Plot {
+            title: title.to_string(),
+            x_label: "x1".into(),
+            y_label: "x2".into(),
+            log_y: false,
+            series: vec![Series { label: label.into(), points, dots: true }],
+        };
+        let data_plot = scatter("training data", "data", data.iter().map(|p| (f64::from(p[0]), f64::from(p[1]))).collect());
+        let sample_plot = scatter("samples", "model", values.chunks(2).map(|p| (f64::from(p[0]), f64::from(p[1]))).collect());
+        save_svg(path, &Plot::side_by_side(&[data_plot, sample_plot])).map_err(io)
+    }
+}
+
+/// The file extension of a run's sample pictures.
+#[must_use]
+pub fn picture_extension(config: &TrainConfig) -> &'static str {
+    if config.data == Dataset::Mnist {
+        "png"
+    } else {
+        "svg"
+    }
+}

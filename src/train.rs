@@ -1,0 +1,413 @@
+//! `ddpm train`: Algorithm 1 of Ho et al. in a loop, with everything a long run needs.
+//!
+//! A run folder holds `config.json`, `metrics.csv` (step, loss, lr, grad-norm,
+//! throughput), `checkpoint.safetensors` (weights, EMA, optimizer state, config and
+//! step), sample pictures under `samples/`, and `loss.svg`.
+//!
+//! Reproducibility: the weights depend on the seed only; the minibatch and the noise
+//! of step `s` come from a random stream keyed by (seed, s), so a run resumed from a
+//! checkpoint at step `s` continues exactly as the uninterrupted run would have.
+//! Ctrl-C finishes the current step, saves a checkpoint and exits cleanly.
+
+use crate::cli::{Dataset, TrainArgs};
+use crate::config::TrainConfig;
+use crate::data::mnist::{Mnist, MnistSplit, Split};
+use crate::error::{Error, Result};
+use crate::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
+use crate::plot::{Plot, Series};
+use crate::sampling::{draw, picture_extension, save_samples, toy_points, SamplerChoice};
+use ddpm::{sample_timesteps, training_losses};
+use indicatif::{ProgressBar, ProgressStyle};
+use nn::{clip_grad_norm, Adam, Checkpoint, Ema, LinearWarmup, Module, Optimizer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tensor::{Rng, Tensor};
+
+/// Points in a toy 2-D training set.
+const TOY_POINTS: usize = 20_000;
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug)]
+pub struct Summary {
+    pub run_dir: PathBuf,
+    pub steps_done: usize,
+    pub steps_this_session: usize,
+    pub seconds_this_session: f64,
+    pub final_loss: f64,
+    pub samples: Option<PathBuf>,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// The one line printed at the end.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let rate = self.steps_this_session as f64 / self.seconds_this_session.max(1e-9);
+        let mut s = format!(
+            "{} at step {} ({} steps in {:.1} s, {:.2} steps/s), loss {:.4}, run folder {}",
+            if self.interrupted { "interrupted" } else { "done" },
+            self.steps_done,
+            self.steps_this_session,
+            self.seconds_this_session,
+            rate,
+            self.final_loss,
+            self.run_dir.display()
+        );
+        if let Some(p) = &self.samples {
+            s.push_str(&format!(", samples {}", p.display()));
+        }
+        s
+    }
+}
+
+/// A random stream for one purpose and one index (a step, an epoch), from the seed.
+fn stream(seed: u64, purpose: u64, index: u64) -> Rng {
+    let mut r = Rng::seed_from_u64(seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    r.set_stream(index);
+    r
+}
+
+const DATA_ORDER: u64 = 1;
+const STEP_NOISE: u64 = 2;
+
+/// The training examples, gathered into batches in a seeded shuffled order.
+enum TrainData {
+    Mnist(MnistSplit),
+    Points(Vec<[f32; 2]>),
+}
+
+impl TrainData {
+    fn load(config: &TrainConfig) -> Result<Self> {
+        Ok(match config.data {
+            Dataset::Mnist => TrainData::Mnist(Mnist::load(Mnist::default_dir(), Split::Train)?),
+            toy => TrainData::Points(toy_points(toy, TOY_POINTS, config.seed)),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            TrainData::Mnist(m) => m.len(),
+            TrainData::Points(p) => p.len(),
+        }
+    }
+
+    fn gather(&self, indices: &[usize], example_dims: &[usize]) -> Result<Tensor<f32>> {
+        let values = match self {
+            TrainData::Mnist(m) => m.gather_images(indices)?,
+            TrainData::Points(p) => indices.iter().flat_map(|&i| p[i]).collect(),
+        };
+        let mut dims = vec![indices.len()];
+        dims.extend(example_dims);
+        Ok(Tensor::from_vec(values, &dims)?)
+    }
+}
+
+/// The epoch-by-epoch shuffled order: example `k` of the whole run (k = step * B + j)
+/// is `perm_e[k mod N]` with `e = k / N` and `perm_e` seeded by (seed, e).
+struct BatchOrder {
+    seed: u64,
+    len: usize,
+    epoch: Option<(usize, Vec<usize>)>,
+}
+
+impl BatchOrder {
+    fn indices(&mut self, step: usize, batch: usize) -> Vec<usize> {
+        (step * batch..(step + 1) * batch)
+            .map(|k| {
+                let epoch = k / self.len;
+                if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
+                    let mut perm: Vec<usize> = (0..self.len).collect();
+                    perm.shuffle(&mut stream(self.seed, DATA_ORDER, epoch as u64));
+                    self.epoch = Some((epoch, perm));
+                }
+                self.epoch.as_ref().map_or(0, |(_, p)| p[k % self.len])
+            })
+            .collect()
+    }
+}
+
+/// Flags that change the math of a run and so cannot change on `--resume`.
+fn fixed_on_resume(args: &TrainArgs) -> Vec<&'static str> {
+    let given = [
+        ("--data", args.data.is_some()),
+        ("--model", args.model.is_some()),
+        ("--base-channels", args.base_channels.is_some()),
+        ("--channel-mults", args.channel_mults.is_some()),
+        ("--hidden", args.hidden.is_some()),
+        ("--depth", args.depth.is_some()),
+        ("--schedule", args.schedule.is_some()),
+        ("--timesteps", args.timesteps.is_some()),
+        ("--loss", args.loss.is_some()),
+        ("--hybrid-lambda", args.hybrid_lambda.is_some()),
+        ("--variance", args.variance.is_some()),
+        ("--prediction", args.prediction.is_some()),
+        ("--batch", args.batch.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--warmup", args.warmup.is_some()),
+        ("--grad-clip", args.grad_clip.is_some()),
+        ("--ema-decay", args.ema_decay.is_some()),
+        ("--seed", args.seed.is_some()),
+    ];
+    given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+/// The state of a run between steps.
+struct Run {
+    dir: PathBuf,
+    config: TrainConfig,
+    model: Model,
+    optimizer: Adam<f32>,
+    ema: Ema<f32>,
+    step: usize,
+    elapsed_before: f64,
+}
+
+impl Run {
+    fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join("checkpoint.safetensors")
+    }
+
+    fn save_checkpoint(&self, elapsed: f64) -> Result<()> {
+        let metadata = BTreeMap::from([
+            (FORMAT_KEY.to_string(), FORMAT.to_string()),
+            (CONFIG_KEY.to_string(), serde_json::to_string(&self.config).expect("the config serialises")),
+            (STEP_KEY.to_string(), self.step.to_string()),
+            (ELAPSED_KEY.to_string(), format!("{elapsed:.3}")),
+            ("ema_updates".to_string(), self.ema.num_updates.to_string()),
+        ]);
+        let checkpoint = Checkpoint {
+            model: self.model.named_params(),
+            ema: self.ema.shadow.clone(),
+            optimizer: self.optimizer.state_tensors(),
+            metadata,
+        };
+        checkpoint.save(self.checkpoint_path())?;
+        Ok(())
+    }
+
+    fn ema_model(&self) -> Result<Model> {
+        let mut model = self.ema.averaged_copy(&self.model)?;
+        model.set_mode(nn::Mode::Eval);
+        Ok(model)
+    }
+}
+
+/// Starts a new run or resumes one, per the flags.
+fn open_run(args: &TrainArgs) -> Result<Run> {
+    let dir = args.run.clone().unwrap_or_else(|| TrainConfig::default_run_dir(args.preset));
+    let checkpoint_file = dir.join("checkpoint.safetensors");
+    if args.resume {
+        let fixed = fixed_on_resume(args);
+        if !fixed.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "--resume",
+                reason: format!("{} cannot change when resuming; the run's config.json fixes them", fixed.join(", ")),
+            });
+        }
+        let loaded = crate::model::Loaded::read(&checkpoint_file)?;
+        let mut config = loaded.config.clone();
+        macro_rules! take {
+            ($($field:ident),*) => { $(if let Some(v) = args.$field { config.$field = v; })* };
+        }
+        take!(steps, time_budget, checkpoint_every, sample_every, samples);
+        config.validate()?;
+        let mut model = Model::new(&config.model, config.seed)?;
+        model.load_named_params(&loaded.checkpoint.model)?;
+        let mut optimizer = Adam::adamw(config.lr, 0.0);
+        optimizer.load_state_tensors(&loaded.checkpoint.optimizer)?;
+        let mut ema = Ema::new(&model, config.ema_decay);
+        let source = checkpoint_file.display().to_string();
+        if ema.shadow.iter().map(|(n, _)| n).ne(loaded.checkpoint.ema.iter().map(|(n, _)| n)) {
+            return Err(Error::Format { file: source, offset: 0, reason: "its EMA weights do not match the model's parameters".into() });
+        }
+        ema.shadow = loaded.checkpoint.ema.clone();
+        ema.num_updates = loaded.checkpoint.metadata.get("ema_updates").and_then(|v| v.parse().ok()).unwrap_or(loaded.step as u64);
+        let elapsed_before = loaded.checkpoint.metadata.get(ELAPSED_KEY).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
+        truncate_metrics(&dir.join("metrics.csv"), loaded.step)?;
+        return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before });
+    }
+    let config = TrainConfig::from_args(args)?;
+    if checkpoint_file.exists() {
+        return Err(Error::InvalidArgument {
+            what: "--run",
+            reason: format!("{} already holds a checkpoint; add --resume to continue it, or choose another --run", dir.display()),
+        });
+    }
+    fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+    write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
+    write_atomic(&dir.join("metrics.csv"), b"step,loss,lr,grad_norm,examples_per_second\n")?;
+    let model = Model::new(&config.model, config.seed)?;
+    let optimizer = Adam::adamw(config.lr, 0.0);
+    let ema = Ema::new(&model, config.ema_decay);
+    Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0 })
+}
+
+/// Keeps the header and the rows up to `step`: the steps after the checkpoint are
+/// trained again, and their rows written again.
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let text = fs::read_to_string(path).unwrap_or_else(|_| "step,loss,lr,grad_norm,examples_per_second\n".into());
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| *i == 0 || line.split(',').next().and_then(|s| s.parse::<usize>().ok()).is_some_and(|s| s <= step))
+        .map(|(_, l)| l)
+        .collect();
+    write_atomic(path, format!("{}\n", kept.join("\n")).as_bytes())
+}
+
+/// The loss curve of `metrics.csv` as `loss.svg`.
+fn plot_loss(dir: &Path) -> Result<()> {
+    let text = fs::read_to_string(dir.join("metrics.csv")).map_err(|source| Error::Io { path: dir.join("metrics.csv"), source })?;
+    let points: Vec<(f64, f64)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect();
+    // A running mean over 50 steps shows the trend under the minibatch noise.
+    let window = 50;
+    let smooth: Vec<(f64, f64)> = points
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, _))| {
+            let from = i.saturating_sub(window - 1);
+            (x, points[from..=i].iter().map(|p| p.1).sum::<f64>() / (i - from + 1) as f64)
+        })
+        .collect();
+    let plot = Plot {
+        title: "training loss".into(),
+        x_label: "step".into(),
+        y_label: "loss".into(),
+        log_y: true,
+        series: vec![
+            Series { label: "per step".into(), points, dots: false },
+            Series { label: format!("mean of {window}"), points: smooth, dots: false },
+        ],
+    };
+    plot.save(&dir.join("loss.svg")).map_err(|source| Error::Io { path: dir.join("loss.svg"), source })
+}
+
+/// Trains per `args`; see the module docs.
+///
+/// # Errors
+/// Bad flags or files, I/O errors, or [`Error::Diverged`] on a non-finite loss or
+/// gradient (after which nothing is written).
+pub fn train(args: &TrainArgs, interrupt: &Arc<AtomicBool>) -> Result<Summary> {
+    let mut run = open_run(args)?;
+    let config = run.config.clone();
+    let schedule = config.noise_schedule()?;
+    let options = config.training_options();
+    let data = TrainData::load(&config)?;
+    let mut order = BatchOrder { seed: config.seed, len: data.len(), epoch: None };
+    let warmup = LinearWarmup { base_lr: config.lr, warmup_steps: config.warmup as u64 };
+    let example_dims = config.example_dims();
+    let start_step = run.step;
+    let mut metrics = fs::OpenOptions::new()
+        .append(true)
+        .open(run.dir.join("metrics.csv"))
+        .map_err(|source| Error::Io { path: run.dir.join("metrics.csv"), source })?;
+    let samples_dir = run.dir.join("samples");
+    let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(config.steps as u64) };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
+            .expect("a valid template"),
+    );
+    progress.set_position(start_step as u64);
+    let started = Instant::now();
+    let mut last_checkpoint = run.checkpoint_path().exists().then(|| run.checkpoint_path());
+    let mut final_loss = f64::NAN;
+    let mut interrupted = false;
+    while run.step < config.steps {
+        let step_started = Instant::now();
+        let step = run.step; // 0-based index of this step
+        let lr = warmup.lr_at(step as u64 + 1);
+        run.optimizer.set_lr(lr);
+        let indices = order.indices(step, config.batch);
+        let x_start = data.gather(&indices, &example_dims)?;
+        let mut r = stream(config.seed, STEP_NOISE, step as u64);
+        let t = sample_timesteps(config.timesteps, config.batch, &mut r);
+        let noise = Tensor::<f32>::randn(x_start.dims(), &mut r);
+        let loss = training_losses(&schedule, &run.model, &x_start, &t, &noise, options)?.loss;
+        let loss_value = f64::from(loss.item()?);
+        let diverged = |what: &str| Error::Diverged { step: step + 1, what: what.to_string(), last_checkpoint: last_checkpoint.clone() };
+        if !loss_value.is_finite() {
+            return Err(diverged("the loss"));
+        }
+        let mut grads = loss.backward()?;
+        drop(loss); // free the graph so the optimizer updates the weights in place
+        let max_norm = if config.grad_clip > 0.0 { config.grad_clip } else { f64::INFINITY };
+        let grad_norm = clip_grad_norm(&run.model, &mut grads, max_norm)?;
+        if !grad_norm.is_finite() {
+            return Err(diverged("the gradient norm"));
+        }
+        run.optimizer.step(&mut run.model, &grads)?;
+        drop(grads);
+        run.ema.update(&run.model)?;
+        run.step += 1;
+        final_loss = loss_value;
+        let rate = config.batch as f64 / step_started.elapsed().as_secs_f64();
+        writeln!(metrics, "{},{loss_value:.6},{lr:.6e},{grad_norm:.6},{rate:.1}", run.step)
+            .map_err(|source| Error::Io { path: run.dir.join("metrics.csv"), source })?;
+        progress.set_position(run.step as u64);
+        progress.set_message(format!("loss {loss_value:.4}  {:.2} steps/s", (run.step - start_step) as f64 / started.elapsed().as_secs_f64()));
+        let elapsed = run.elapsed_before + started.elapsed().as_secs_f64();
+        let out_of_time = config.time_budget > 0.0 && elapsed >= config.time_budget;
+        interrupted = interrupt.load(Ordering::SeqCst);
+        let finished = run.step == config.steps || out_of_time || interrupted;
+        if finished || run.step % config.checkpoint_every.max(1) == 0 {
+            run.save_checkpoint(elapsed)?;
+            last_checkpoint = Some(run.checkpoint_path());
+        }
+        if config.sample_every > 0 && run.step % config.sample_every == 0 && !finished {
+            let path = samples_dir.join(format!("step_{:07}.{}", run.step, picture_extension(&config)));
+            let trajectory = draw(&run.ema_model()?, &config, SamplerChoice::DDIM_50, config.samples.min(64), config.seed, &[])?;
+            save_samples(&path, &config, &trajectory.sample)?;
+        }
+        if finished {
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = metrics.flush();
+    plot_loss(&run.dir)?;
+    let samples = if interrupted {
+        None
+    } else {
+        let path = run.dir.join(format!("samples.{}", picture_extension(&config)));
+        let sampler = if config.data == Dataset::Mnist {
+            SamplerChoice::DDIM_50
+        } else {
+            SamplerChoice { kind: crate::cli::SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
+        };
+        let trajectory = draw(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[])?;
+        save_samples(&path, &config, &trajectory.sample)?;
+        Some(path)
+    };
+    Ok(Summary {
+        run_dir: run.dir,
+        steps_done: run.step,
+        steps_this_session: run.step - start_step,
+        seconds_this_session: seconds,
+        final_loss,
+        samples,
+        interrupted,
+    })
+}
