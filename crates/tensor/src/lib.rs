@@ -1,1 +1,2 @@
 //! tensor
+pub mod kernels;
