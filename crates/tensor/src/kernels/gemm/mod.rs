@@ -248,7 +248,7 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
     a: MatRef<T>,
     b: MatRef<T>,
     beta: T,
-    mut c: MatMut<T>,
+    c: MatMut<T>,
 ) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     if m == 0 || n == 0 {
@@ -270,6 +270,27 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
         Threading::Rayon if m * n * k >= PARALLEL_MIN_MNK => rayon::current_num_threads().min(m.div_ceil(K::MR)),
         _ => 1,
     };
+    if threads > 1 && rayon::current_thread_index().is_none() {
+        // Outside the pool, every rayon::join is a round trip through a
+        // condition variable (tens of microseconds); inside, it is a push on
+        // a work-stealing deque. So enter the pool once, here.
+        rayon::scope(|_| five_loops(kernel, threads, alpha, a, b, beta, c));
+    } else {
+        five_loops(kernel, threads, alpha, a, b, beta, c);
+    }
+}
+
+/// LOOPS 5 and 4, and the bands of LOOP 3 on `threads` threads.
+fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    threads: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    mut c: MatMut<T>,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
     let kc_max = even_block(k, K::KC, 1);
     let nc_max = even_block(n, K::NC, K::NR);
 
