@@ -1,1 +1,3 @@
 //! The `ddpm` program and its data loaders.
+
+pub mod bench_report;
