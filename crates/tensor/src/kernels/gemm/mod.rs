@@ -38,13 +38,20 @@
 //!
 //! # Threads
 //!
-//! LOOP 3 is split across threads: C is cut into horizontal bands, one per
-//! thread, each a whole number of `MR` rows; each thread packs its own A~ and
-//! all share the B~ of LOOP 4, which they also pack together. `k` is never
-//! split, so each element of C is summed in the same order whatever the
-//! thread count: the result is bit-identical with 1 or 32 threads. Small
-//! products run on the calling thread. Scheduling is rayon's, so a GEMM
-//! inside a rayon task (say, per image of a batch) nests without deadlock.
+//! LOOP 3 is split across threads: C is cut into horizontal bands of whole
+//! `MR`-row micro-panels, a few per thread so that rayon's work stealing
+//! balances them; each band packs its own A~ and all share the B~ of LOOP 4
+//! (large B~ blocks are packed by all threads together). `k` is never split,
+//! so each element of C is summed in the same order whatever the thread
+//! count: the result is bit-identical with 1 or 32 threads. Small products
+//! run on the calling thread. Scheduling is rayon's, so a GEMM inside a
+//! rayon task (say, per image of a batch) nests without deadlock.
+//!
+//! A call from a thread outside rayon's pool has to hand its work to a
+//! worker and sleep until it is done, which costs two thread wake-ups per
+//! call. A program that multiplies small matrices from its main thread
+//! should make that thread part of the pool, as `ddpm` does:
+//! `rayon::ThreadPoolBuilder::new().use_current_thread().build_global()`.
 //!
 //! # Files
 //!
@@ -92,7 +99,15 @@ mod sealed {
 ///
 /// Sealed: the microkernels exist only for these two.
 pub trait GemmScalar:
-    sealed::Sealed + Copy + Send + Sync + 'static + Debug + PartialEq + Add<Output = Self> + Mul<Output = Self>
+    sealed::Sealed
+    + Copy
+    + Send
+    + Sync
+    + 'static
+    + Debug
+    + PartialEq
+    + Add<Output = Self>
+    + Mul<Output = Self>
 {
     /// Additive identity.
     const ZERO: Self;
@@ -101,7 +116,15 @@ pub trait GemmScalar:
 
     /// Runs the five loops with the microkernel `kernel` for this type.
     #[doc(hidden)]
-    fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: Self, a: MatRef<Self>, b: MatRef<Self>, beta: Self, c: MatMut<Self>);
+    fn gemm_dispatch(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: Self,
+        a: MatRef<Self>,
+        b: MatRef<Self>,
+        beta: Self,
+        c: MatMut<Self>,
+    );
 
     /// This thread's pool of scratch buffers (see `scratch.rs`).
     #[doc(hidden)]
@@ -117,7 +140,15 @@ impl GemmScalar for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
 
-    fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f32, c: MatMut<f32>) {
+    fn gemm_dispatch(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: f32,
+        a: MatRef<f32>,
+        b: MatRef<f32>,
+        beta: f32,
+        c: MatMut<f32>,
+    ) {
         dispatch(kernel, threading, alpha, a, b, beta, c);
     }
 
@@ -130,7 +161,15 @@ impl GemmScalar for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
 
-    fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f64, a: MatRef<f64>, b: MatRef<f64>, beta: f64, c: MatMut<f64>) {
+    fn gemm_dispatch(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: f64,
+        a: MatRef<f64>,
+        b: MatRef<f64>,
+        beta: f64,
+        c: MatMut<f64>,
+    ) {
         dispatch(kernel, threading, alpha, a, b, beta, c);
     }
 
@@ -176,7 +215,11 @@ pub fn gemm_with<T: GemmScalar>(
     c: MatMut<T>,
 ) {
     assert_shapes("gemm", &a, &b, &c);
-    assert!(kernel.available(), "gemm: the {} kernel is not available on this CPU", kernel.name());
+    assert!(
+        kernel.available(),
+        "gemm: the {} kernel is not available on this CPU",
+        kernel.name()
+    );
     T::gemm_dispatch(kernel, threading, alpha, a, b, beta, c);
 }
 
@@ -196,8 +239,15 @@ pub(crate) fn assert_shapes<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c: &MatMu
 
 /// Runs the five loops with the microkernel token for `kernel`.
 #[cfg(target_arch = "x86_64")]
-fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: MatMut<T>)
-where
+fn dispatch<T: GemmScalar>(
+    kernel: Kernel,
+    threading: Threading,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: MatMut<T>,
+) where
     Portable<T>: MicroKernel<T>,
     avx2::Avx2Fma: MicroKernel<T>,
     avx512::Avx512: MicroKernel<T>,
@@ -218,19 +268,45 @@ where
 
 /// Runs the five loops with the microkernel token for `kernel`.
 #[cfg(not(target_arch = "x86_64"))]
-fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: MatMut<T>)
-where
+fn dispatch<T: GemmScalar>(
+    kernel: Kernel,
+    threading: Threading,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: MatMut<T>,
+) where
     Portable<T>: MicroKernel<T>,
 {
     match kernel {
         Kernel::Portable => gemm_loops(Portable::new(), threading, alpha, a, b, beta, c),
-        Kernel::Avx2Fma | Kernel::Avx512 => panic!("gemm: the {} kernel is not available on this CPU", kernel.name()),
+        Kernel::Avx2Fma | Kernel::Avx512 => panic!(
+            "gemm: the {} kernel is not available on this CPU",
+            kernel.name()
+        ),
     }
 }
 
-/// Below this many multiply-adds (`m * n * k`) a GEMM runs on one thread:
-/// forking costs a few microseconds, about what 64^3 multiply-adds take.
-const PARALLEL_MIN_MNK: usize = 64 * 64 * 64;
+/// Below this many multiply-adds (`m * n * k`) a GEMM called from a rayon
+/// worker runs on one thread. Forking there is a push on the worker's own
+/// deque, and a sibling that wakes late just steals fewer bands; about
+/// 64^3 multiply-adds (~5 us on one core) pay for it.
+const PARALLEL_MIN_MNK_IN_POOL: usize = 64 * 64 * 64;
+
+/// The same for a call from outside the pool (say, the main thread), which
+/// must hand the work to a worker and sleep until it is done: two thread
+/// wake-ups, 10-30 us together on the machines we measured.
+const PARALLEL_MIN_MNK_OUTSIDE: usize = 112 * 112 * 112;
+
+/// Below this many elements (`kc * nc`) a B~ block is packed by one thread:
+/// a quarter of a millisecond of copying is worth waking a second one for.
+const PARALLEL_PACK_MIN: usize = 256 * 256;
+
+/// Bands of C per thread in LOOP 3. More bands than threads let rayon
+/// balance the load: a worker that wakes late, or shares its core with
+/// another process, steals fewer bands instead of holding everyone up.
+const BANDS_PER_THREAD: usize = 4;
 
 /// Splits `len` into equal blocks of at most `max` (a multiple of `unit`),
 /// returning the block size. Equal blocks avoid a tiny last block: k = 288
@@ -266,14 +342,22 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
         return;
     }
 
+    let in_pool = rayon::current_thread_index().is_some();
+    let parallel_min = if in_pool {
+        PARALLEL_MIN_MNK_IN_POOL
+    } else {
+        PARALLEL_MIN_MNK_OUTSIDE
+    };
     let threads = match threading {
-        Threading::Rayon if m * n * k >= PARALLEL_MIN_MNK => rayon::current_num_threads().min(m.div_ceil(K::MR)),
+        Threading::Rayon if m * n * k >= parallel_min => {
+            rayon::current_num_threads().min(m.div_ceil(K::MR))
+        }
         _ => 1,
     };
-    if threads > 1 && rayon::current_thread_index().is_none() {
+    if threads > 1 && !in_pool {
         // Outside the pool, every rayon::join is a round trip through a
-        // condition variable (tens of microseconds); inside, it is a push on
-        // a work-stealing deque. So enter the pool once, here.
+        // condition variable; inside, it is a push on a work-stealing deque.
+        // So enter the pool once, here.
         rayon::scope(|_| five_loops(kernel, threads, alpha, a, b, beta, c));
     } else {
         five_loops(kernel, threads, alpha, a, b, beta, c);
@@ -303,13 +387,23 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
             for pc in (0..k).step_by(kc_max) {
                 let kc = kc_max.min(k - pc);
                 let b_packed = &mut b_packed[..nc.div_ceil(K::NR) * K::NR * kc];
-                pack_b(kernel, threads, b.submatrix(pc, jc, kc, nc), b_packed);
+                let pack_threads = if kc * nc >= PARALLEL_PACK_MIN {
+                    threads
+                } else {
+                    1
+                };
+                pack_b(kernel, pack_threads, b.submatrix(pc, jc, kc, nc), b_packed);
                 let b_packed = &*b_packed;
                 // Only the first kc block sees the caller's beta; later
                 // blocks add onto what the first wrote.
                 let beta = if pc == 0 { beta } else { T::ONE };
                 let a_p = a.submatrix(0, pc, m, kc);
-                for_each_band::<T, K>(threads, a_p, c_j.rb(), &|a_band, c_band| {
+                let bands = if threads > 1 {
+                    (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR))
+                } else {
+                    1
+                };
+                for_each_band::<T, K>(bands, a_p, c_j.rb(), &|a_band, c_band| {
                     loop_3(kernel, alpha, a_band, b_packed, beta, c_band);
                 });
             }
@@ -319,7 +413,12 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
 
 /// Packs the `kc x nc` block `b` into B~, the `NR`-column micro-panels
 /// split between `threads` threads.
-fn pack_b<T: GemmScalar, K: MicroKernel<T>>(kernel: K, threads: usize, b: MatRef<T>, dst: &mut [T]) {
+fn pack_b<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    threads: usize,
+    b: MatRef<T>,
+    dst: &mut [T],
+) {
     let panels = b.cols().div_ceil(K::NR);
     if threads <= 1 || panels < 2 {
         kernel.pack_b(b, dst);
@@ -328,7 +427,10 @@ fn pack_b<T: GemmScalar, K: MicroKernel<T>>(kernel: K, threads: usize, b: MatRef
     let left = panels / 2;
     let (kc, cols) = (b.rows(), b.cols());
     let (dst_left, dst_right) = dst.split_at_mut(left * K::NR * kc);
-    let (b_left, b_right) = (b.submatrix(0, 0, kc, left * K::NR), b.submatrix(0, left * K::NR, kc, cols - left * K::NR));
+    let (b_left, b_right) = (
+        b.submatrix(0, 0, kc, left * K::NR),
+        b.submatrix(0, left * K::NR, kc, cols - left * K::NR),
+    );
     rayon::join(
         || pack_b(kernel, threads / 2, b_left, dst_left),
         || pack_b(kernel, threads - threads / 2, b_right, dst_right),
@@ -359,7 +461,14 @@ fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(
 }
 
 /// LOOP 3 over one band: A (mb, kc), B~ packed (kc, nc), C (mb, nc).
-fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, alpha: T, a: MatRef<T>, b_packed: &[T], beta: T, mut c: MatMut<T>) {
+fn loop_3<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    alpha: T,
+    a: MatRef<T>,
+    b_packed: &[T],
+    beta: T,
+    mut c: MatMut<T>,
+) {
     let (m, kc) = (a.rows(), a.cols());
     let mc_max = K::MC.min(m.next_multiple_of(K::MR));
     with_scratch(mc_max * kc, |a_packed: &mut [T]| {
@@ -397,7 +506,17 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
         for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
             let mr = K::MR.min(mc - ir * K::MR);
             let c_tile = &mut c[ir * K::MR * rs + jr * K::NR * cs..];
-            kernel::tile(kernel, kc, alpha, a_panel, b_panel, beta, c_tile, (rs, cs), (mr, nr));
+            kernel::tile(
+                kernel,
+                kc,
+                alpha,
+                a_panel,
+                b_panel,
+                beta,
+                c_tile,
+                (rs, cs),
+                (mr, nr),
+            );
         }
     }
 }
@@ -407,7 +526,11 @@ fn scale<T: GemmScalar>(beta: T, mut c: MatMut<T>) {
     for i in 0..c.rows() {
         for j in 0..c.cols() {
             let c_ij = c.at_mut(i, j);
-            *c_ij = if beta == T::ZERO { T::ZERO } else { beta * *c_ij };
+            *c_ij = if beta == T::ZERO {
+                T::ZERO
+            } else {
+                beta * *c_ij
+            };
         }
     }
 }
