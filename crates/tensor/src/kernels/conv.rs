@@ -92,12 +92,17 @@ impl Conv2dGeometry {
     /// Multiply-adds times 2 of the forward pass: `2 N K OH OW C KH KW`.
     /// Each backward pass (grad input, grad weight) costs the same.
     pub fn flops(&self) -> f64 {
-        2.0 * (self.n * self.k * self.out_h() * self.out_w()) as f64 * (self.c * self.kh * self.kw) as f64
+        2.0 * (self.n * self.k * self.out_h() * self.out_w()) as f64
+            * (self.c * self.kh * self.kw) as f64
     }
 
     fn assert_valid(&self) {
         assert!(
-            self.stride >= 1 && self.kh >= 1 && self.kw >= 1 && self.h + 2 * self.padding >= self.kh && self.w + 2 * self.padding >= self.kw,
+            self.stride >= 1
+                && self.kh >= 1
+                && self.kw >= 1
+                && self.h + 2 * self.padding >= self.kh
+                && self.w + 2 * self.padding >= self.kw,
             "conv2d: kernel {}x{} (stride {}, padding {}) does not fit a {}x{} input",
             self.kh,
             self.kw,
@@ -126,7 +131,10 @@ impl Conv2dGeometry {
     /// Panics unless each slice has the length its shape needs.
     fn assert_lengths(&self, op: &str, lengths: &[(&str, usize, usize)]) {
         for &(name, len, want) in lengths {
-            assert!(len == want, "{op}: {name} has {len} elements, geometry {self:?} needs {want}");
+            assert!(
+                len == want,
+                "{op}: {name} has {len} elements, geometry {self:?} needs {want}"
+            );
         }
     }
 }
@@ -155,26 +163,53 @@ fn per_image_threading(images: usize) -> Threading {
     }
 }
 
+/// The output positions `o` (rows `oh` or columns `ow`) whose input
+/// position `o*S + offset - P` falls inside `0..in_len`, for kernel offset
+/// `offset` (`i` or `j`); the others read padding. A contiguous range.
+fn inside(
+    out_len: usize,
+    in_len: usize,
+    stride: usize,
+    padding: usize,
+    offset: usize,
+) -> std::ops::Range<usize> {
+    // o*S + offset >= P      <=>  o >= ceil((P - offset) / S)
+    let lo = padding.saturating_sub(offset).div_ceil(stride);
+    // o*S + offset - P < in  <=>  o < ceil((in + P - offset) / S)
+    let hi = (in_len + padding)
+        .saturating_sub(offset)
+        .div_ceil(stride)
+        .min(out_len);
+    lo.min(hi)..hi
+}
+
 /// im2col for one image: `x` is (C, H, W), `cols` is (R, L), see the top of the file.
 fn im2col<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], cols: &mut [T]) {
-    let (oh_n, ow_n) = (g.out_h(), g.out_w());
+    let (oh_n, ow_n, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding);
     let mut rows = cols.chunks_exact_mut(oh_n * ow_n);
-    for c in 0..g.c {
-        let x_c = &x[c * g.h * g.w..][..g.h * g.w];
+    for x_c in x.chunks_exact(g.h * g.w) {
         for i in 0..g.kh {
+            let oh_inside = inside(oh_n, g.h, s, p, i);
             for j in 0..g.kw {
+                let ow_inside = inside(ow_n, g.w, s, p, j);
                 let row = rows.next().expect("cols has R rows");
                 for (oh, out) in row.chunks_exact_mut(ow_n).enumerate() {
-                    // Input row ih = oh*S + i - P, or padding if outside.
-                    let ih = (oh * g.stride + i).checked_sub(g.padding).filter(|&ih| ih < g.h);
-                    let Some(ih) = ih else {
+                    if !oh_inside.contains(&oh) {
                         out.fill(T::ZERO);
                         continue;
-                    };
-                    let x_row = &x_c[ih * g.w..][..g.w];
-                    for (ow, o) in out.iter_mut().enumerate() {
-                        let iw = (ow * g.stride + j).checked_sub(g.padding).filter(|&iw| iw < g.w);
-                        *o = iw.map_or(T::ZERO, |iw| x_row[iw]);
+                    }
+                    let x_row = &x_c[(oh * s + i - p) * g.w..][..g.w];
+                    out[..ow_inside.start].fill(T::ZERO);
+                    out[ow_inside.end..].fill(T::ZERO);
+                    if s == 1 {
+                        // Stride 1: the inside part is a shifted copy of the input row.
+                        let shift = ow_inside.start + j - p;
+                        out[ow_inside.clone()]
+                            .copy_from_slice(&x_row[shift..shift + ow_inside.len()]);
+                    } else {
+                        for ow in ow_inside.clone() {
+                            out[ow] = x_row[ow * s + j - p];
+                        }
                     }
                 }
             }
@@ -185,22 +220,27 @@ fn im2col<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], cols: &mut [T]) {
 /// col2im for one image, the adjoint of [`im2col`]: `dx` (C, H, W) is
 /// overwritten with the sum of the `dcols` (R, L) entries gathered from each position.
 fn col2im<T: GemmScalar>(g: &Conv2dGeometry, dcols: &[T], dx: &mut [T]) {
-    let (oh_n, ow_n) = (g.out_h(), g.out_w());
+    let (oh_n, ow_n, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding);
     dx.fill(T::ZERO);
     let mut rows = dcols.chunks_exact(oh_n * ow_n);
-    for c in 0..g.c {
-        let dx_c = &mut dx[c * g.h * g.w..][..g.h * g.w];
+    for dx_c in dx.chunks_exact_mut(g.h * g.w) {
         for i in 0..g.kh {
+            let oh_inside = inside(oh_n, g.h, s, p, i);
             for j in 0..g.kw {
+                let ow_inside = inside(ow_n, g.w, s, p, j);
                 let row = rows.next().expect("dcols has R rows");
-                for (oh, d) in row.chunks_exact(ow_n).enumerate() {
-                    let Some(ih) = (oh * g.stride + i).checked_sub(g.padding).filter(|&ih| ih < g.h) else {
-                        continue;
-                    };
-                    let dx_row = &mut dx_c[ih * g.w..][..g.w];
-                    for (ow, &d_ow) in d.iter().enumerate() {
-                        if let Some(iw) = (ow * g.stride + j).checked_sub(g.padding).filter(|&iw| iw < g.w) {
-                            dx_row[iw] = dx_row[iw] + d_ow;
+                for oh in oh_inside.clone() {
+                    let d = &row[oh * ow_n..][ow_inside.clone()];
+                    let dx_row = &mut dx_c[(oh * s + i - p) * g.w..][..g.w];
+                    if s == 1 {
+                        let shift = ow_inside.start + j - p;
+                        for (dx, &d) in dx_row[shift..shift + d.len()].iter_mut().zip(d) {
+                            *dx = *dx + d;
+                        }
+                    } else {
+                        for (ow, &d) in ow_inside.clone().zip(d) {
+                            let dx = &mut dx_row[ow * s + j - p];
+                            *dx = *dx + d;
                         }
                     }
                 }
@@ -216,18 +256,30 @@ fn col2im<T: GemmScalar>(g: &Conv2dGeometry, dcols: &[T], dx: &mut [T]) {
 ///
 /// # Panics
 /// If a slice length does not match the geometry.
-pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
+pub fn conv2d_forward<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
     let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
     g.assert_lengths(
         "conv2d_forward",
-        &[("x", x.len(), g.n * chw), ("weight", weight.len(), g.k * r), ("out", out.len(), g.n * g.k * l)],
+        &[
+            ("x", x.len(), g.n * chw),
+            ("weight", weight.len(), g.k * r),
+            ("out", out.len(), g.n * g.k * l),
+        ],
     );
     if let Some(bias) = bias {
         g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
     }
     let weight = row_major(weight, g.k, r);
     let threading = per_image_threading(g.n);
-    let images = x.par_chunks_exact(chw.max(1)).zip(out.par_chunks_exact_mut((g.k * l).max(1)));
+    let images = x
+        .par_chunks_exact(chw.max(1))
+        .zip(out.par_chunks_exact_mut((g.k * l).max(1)));
     images.for_each(|(x_n, out_n)| {
         // Bias first, then the product added onto it (beta = 1).
         let beta = match bias {
@@ -241,11 +293,27 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
         };
         let out_n = row_major_mut(out_n, g.k, l);
         if g.is_pointwise() {
-            gemm_with(Kernel::best(), threading, T::ONE, weight, row_major(x_n, r, l), beta, out_n);
+            gemm_with(
+                Kernel::best(),
+                threading,
+                T::ONE,
+                weight,
+                row_major(x_n, r, l),
+                beta,
+                out_n,
+            );
         } else {
             with_scratch(r * l, |cols: &mut [T]| {
                 im2col(g, x_n, cols);
-                gemm_with(Kernel::best(), threading, T::ONE, weight, row_major(cols, r, l), beta, out_n);
+                gemm_with(
+                    Kernel::best(),
+                    threading,
+                    T::ONE,
+                    weight,
+                    row_major(cols, r, l),
+                    beta,
+                    out_n,
+                );
             });
         }
     });
@@ -259,22 +327,49 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
 ///
 /// # Panics
 /// If a slice length does not match the geometry.
-pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], weight: &[T], grad_x: &mut [T]) {
+pub fn conv2d_backward_input<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    grad_out: &[T],
+    weight: &[T],
+    grad_x: &mut [T],
+) {
     let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
     g.assert_lengths(
         "conv2d_backward_input",
-        &[("grad_out", grad_out.len(), g.n * g.k * l), ("weight", weight.len(), g.k * r), ("grad_x", grad_x.len(), g.n * chw)],
+        &[
+            ("grad_out", grad_out.len(), g.n * g.k * l),
+            ("weight", weight.len(), g.k * r),
+            ("grad_x", grad_x.len(), g.n * chw),
+        ],
     );
     let weight_t = row_major(weight, g.k, r).t();
     let threading = per_image_threading(g.n);
-    let images = grad_out.par_chunks_exact((g.k * l).max(1)).zip(grad_x.par_chunks_exact_mut(chw.max(1)));
+    let images = grad_out
+        .par_chunks_exact((g.k * l).max(1))
+        .zip(grad_x.par_chunks_exact_mut(chw.max(1)));
     images.for_each(|(dout_n, dx_n)| {
         let dout_n = row_major(dout_n, g.k, l);
         if g.is_pointwise() {
-            gemm_with(Kernel::best(), threading, T::ONE, weight_t, dout_n, T::ZERO, row_major_mut(dx_n, r, l));
+            gemm_with(
+                Kernel::best(),
+                threading,
+                T::ONE,
+                weight_t,
+                dout_n,
+                T::ZERO,
+                row_major_mut(dx_n, r, l),
+            );
         } else {
             with_scratch(r * l, |dcols: &mut [T]| {
-                gemm_with(Kernel::best(), threading, T::ONE, weight_t, dout_n, T::ZERO, row_major_mut(dcols, r, l));
+                gemm_with(
+                    Kernel::best(),
+                    threading,
+                    T::ONE,
+                    weight_t,
+                    dout_n,
+                    T::ZERO,
+                    row_major_mut(dcols, r, l),
+                );
                 col2im(g, dcols, dx_n);
             });
         }
@@ -290,11 +385,21 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
 ///
 /// # Panics
 /// If a slice length does not match the geometry.
-pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_out: &[T], grad_w: &mut [T], grad_b: Option<&mut [T]>) {
+pub fn conv2d_backward_weight<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    grad_out: &[T],
+    grad_w: &mut [T],
+    grad_b: Option<&mut [T]>,
+) {
     let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
     g.assert_lengths(
         "conv2d_backward_weight",
-        &[("x", x.len(), g.n * chw), ("grad_out", grad_out.len(), g.n * g.k * l), ("grad_w", grad_w.len(), g.k * r)],
+        &[
+            ("x", x.len(), g.n * chw),
+            ("grad_out", grad_out.len(), g.n * g.k * l),
+            ("grad_w", grad_w.len(), g.k * r),
+        ],
     );
     if let Some(grad_b) = grad_b {
         g.assert_lengths("conv2d_backward_weight", &[("grad_b", grad_b.len(), g.k)]);
@@ -319,19 +424,40 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
     with_scratch(chunks * kr, |partials: &mut [T]| {
         partials
             .par_chunks_exact_mut(kr.max(1))
-            .zip(x.par_chunks(chunk_x.max(1)).zip(grad_out.par_chunks(chunk_dout.max(1))))
+            .zip(
+                x.par_chunks(chunk_x.max(1))
+                    .zip(grad_out.par_chunks(chunk_dout.max(1))),
+            )
             .for_each(|(partial, (x_chunk, dout_chunk))| {
-                let images = x_chunk.chunks_exact(chw.max(1)).zip(dout_chunk.chunks_exact((g.k * l).max(1)));
+                let images = x_chunk
+                    .chunks_exact(chw.max(1))
+                    .zip(dout_chunk.chunks_exact((g.k * l).max(1)));
                 for (i, (x_n, dout_n)) in images.enumerate() {
                     let beta = if i == 0 { T::ZERO } else { T::ONE };
                     let dout_n = row_major(dout_n, g.k, l);
                     let partial = row_major_mut(partial, g.k, r);
                     if g.is_pointwise() {
-                        gemm_with(Kernel::best(), threading, T::ONE, dout_n, row_major(x_n, r, l).t(), beta, partial);
+                        gemm_with(
+                            Kernel::best(),
+                            threading,
+                            T::ONE,
+                            dout_n,
+                            row_major(x_n, r, l).t(),
+                            beta,
+                            partial,
+                        );
                     } else {
                         with_scratch(r * l, |cols: &mut [T]| {
                             im2col(g, x_n, cols);
-                            gemm_with(Kernel::best(), threading, T::ONE, dout_n, row_major(cols, r, l).t(), beta, partial);
+                            gemm_with(
+                                Kernel::best(),
+                                threading,
+                                T::ONE,
+                                dout_n,
+                                row_major(cols, r, l).t(),
+                                beta,
+                                partial,
+                            );
                         });
                     }
                 }
@@ -349,7 +475,13 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
 
 /// Forward by the definition: seven nested loops, no im2col. The oracle for
 /// [`conv2d_forward`]; same arguments.
-pub fn conv2d_forward_naive<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
+pub fn conv2d_forward_naive<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
     let (oh_n, ow_n) = (g.out_h(), g.out_w());
     for n in 0..g.n {
         for k in 0..g.k {
@@ -359,8 +491,11 @@ pub fn conv2d_forward_naive<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: 
                     for c in 0..g.c {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
-                                if let Some(x_val) = input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j) {
-                                    sum = sum + weight[((k * g.c + c) * g.kh + i) * g.kw + j] * x_val;
+                                if let Some(x_val) =
+                                    input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j)
+                                {
+                                    sum =
+                                        sum + weight[((k * g.c + c) * g.kh + i) * g.kw + j] * x_val;
                                 }
                             }
                         }
@@ -374,7 +509,12 @@ pub fn conv2d_forward_naive<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: 
 
 /// Grad input by the definition: every output gradient, times each weight,
 /// added onto the input it touched. Oracle for [`conv2d_backward_input`].
-pub fn conv2d_backward_input_naive<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], weight: &[T], grad_x: &mut [T]) {
+pub fn conv2d_backward_input_naive<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    grad_out: &[T],
+    weight: &[T],
+    grad_x: &mut [T],
+) {
     let (oh_n, ow_n) = (g.out_h(), g.out_w());
     grad_x.fill(T::ZERO);
     for n in 0..g.n {
@@ -385,8 +525,11 @@ pub fn conv2d_backward_input_naive<T: GemmScalar>(g: &Conv2dGeometry, grad_out: 
                     for c in 0..g.c {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
-                                if let Some(idx) = input_index(g, n, c, oh * g.stride + i, ow * g.stride + j) {
-                                    grad_x[idx] = grad_x[idx] + d * weight[((k * g.c + c) * g.kh + i) * g.kw + j];
+                                if let Some(idx) =
+                                    input_index(g, n, c, oh * g.stride + i, ow * g.stride + j)
+                                {
+                                    grad_x[idx] = grad_x[idx]
+                                        + d * weight[((k * g.c + c) * g.kh + i) * g.kw + j];
                                 }
                             }
                         }
@@ -398,7 +541,13 @@ pub fn conv2d_backward_input_naive<T: GemmScalar>(g: &Conv2dGeometry, grad_out: 
 }
 
 /// Grad weight and bias by the definition. Oracle for [`conv2d_backward_weight`].
-pub fn conv2d_backward_weight_naive<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_out: &[T], grad_w: &mut [T], grad_b: Option<&mut [T]>) {
+pub fn conv2d_backward_weight_naive<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    grad_out: &[T],
+    grad_w: &mut [T],
+    grad_b: Option<&mut [T]>,
+) {
     let (oh_n, ow_n) = (g.out_h(), g.out_w());
     grad_w.fill(T::ZERO);
     let mut grad_b = grad_b;
@@ -416,7 +565,9 @@ pub fn conv2d_backward_weight_naive<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], 
                     for c in 0..g.c {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
-                                if let Some(x_val) = input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j) {
+                                if let Some(x_val) =
+                                    input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j)
+                                {
                                     let w = &mut grad_w[((k * g.c + c) * g.kh + i) * g.kw + j];
                                     *w = *w + d * x_val;
                                 }
@@ -437,7 +588,14 @@ fn input_index(g: &Conv2dGeometry, n: usize, c: usize, ph: usize, pw: usize) -> 
     Some(((n * g.c + c) * g.h + ih) * g.w + iw)
 }
 
-fn input_at<T: Copy>(g: &Conv2dGeometry, x: &[T], n: usize, c: usize, ph: usize, pw: usize) -> Option<T> {
+fn input_at<T: Copy>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    n: usize,
+    c: usize,
+    ph: usize,
+    pw: usize,
+) -> Option<T> {
     input_index(g, n, c, ph, pw).map(|idx| x[idx])
 }
 
