@@ -41,7 +41,9 @@ pub(crate) struct Avx2Fma {
 impl Avx2Fma {
     /// `Some` if the CPU running the program supports AVX2 and FMA.
     pub(crate) fn detect() -> Option<Self> {
-        Kernel::Avx2Fma.available().then_some(Avx2Fma { _detected: () })
+        Kernel::Avx2Fma
+            .available()
+            .then_some(Avx2Fma { _detected: () })
     }
 }
 
@@ -75,7 +77,16 @@ impl MicroKernel<f32> for Avx2Fma {
         pack_panels::<f32, NR>(b.t(), dst);
     }
 
-    fn full_tile(self, kc: usize, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32], rs: usize) {
+    fn full_tile(
+        self,
+        kc: usize,
+        alpha: f32,
+        a: &[f32],
+        b: &[f32],
+        beta: f32,
+        c: &mut [f32],
+        rs: usize,
+    ) {
         assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * rs + NR);
         // SAFETY: `self` exists, so AVX2 and FMA were detected at run time;
         // the assert above makes every read of a, b and every read/write of
@@ -91,13 +102,26 @@ impl MicroKernel<f32> for Avx2Fma {
 /// `b` for `kc * 16` reads, and `c` for reads and writes of `c[i * rs + j]`,
 /// `i < 6`, `j < 16`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, rs: usize) {
+unsafe fn kernel_6x16(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rs: usize,
+) {
     // acc[i][h] holds tile row i, columns 8h .. 8h + 8.
     let mut acc: [[__m256; 2]; MR] = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
         // SAFETY: p < kc, so b + p*16 .. + 16 and a + p*6 .. + 6 are in
         // bounds (caller's contract).
-        let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * NR)), _mm256_loadu_ps(b.add(p * NR + 8))) };
+        let (b0, b1) = unsafe {
+            (
+                _mm256_loadu_ps(b.add(p * NR)),
+                _mm256_loadu_ps(b.add(p * NR + 8)),
+            )
+        };
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above, i < 6.
             let a_ip = unsafe { _mm256_broadcast_ss(&*a.add(p * MR + i)) };
@@ -147,7 +171,16 @@ impl MicroKernel<f64> for Avx2Fma {
         pack_panels::<f64, NR_F64>(b.t(), dst);
     }
 
-    fn full_tile(self, kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
+    fn full_tile(
+        self,
+        kc: usize,
+        alpha: f64,
+        a: &[f64],
+        b: &[f64],
+        beta: f64,
+        c: &mut [f64],
+        rs: usize,
+    ) {
         // SAFETY: `self` exists, so AVX2 and FMA were detected at run time.
         // The kernel itself is safe code (slices, bounds-checked).
         unsafe { portable_f64_avx2(kc, alpha, a, b, beta, c, rs) }
@@ -159,6 +192,14 @@ impl MicroKernel<f64> for Avx2Fma {
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn portable_f64_avx2(kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
+unsafe fn portable_f64_avx2(
+    kc: usize,
+    alpha: f64,
+    a: &[f64],
+    b: &[f64],
+    beta: f64,
+    c: &mut [f64],
+    rs: usize,
+) {
     portable::full_tile::<f64, MR_F64, NR_F64>(kc, alpha, a, b, beta, c, rs);
 }

@@ -15,8 +15,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_storeu_ps,
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use super::kernel::{Kernel, MicroKernel};
@@ -33,7 +33,9 @@ pub(crate) struct Avx512 {
 impl Avx512 {
     /// `Some` if the CPU running the program supports AVX-512F.
     pub(crate) fn detect() -> Option<Self> {
-        Kernel::Avx512.available().then_some(Avx512 { _detected: () })
+        Kernel::Avx512
+            .available()
+            .then_some(Avx512 { _detected: () })
     }
 }
 
@@ -60,7 +62,16 @@ impl MicroKernel<f32> for Avx512 {
         pack_panels::<f32, NR>(b.t(), dst);
     }
 
-    fn full_tile(self, kc: usize, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32], rs: usize) {
+    fn full_tile(
+        self,
+        kc: usize,
+        alpha: f32,
+        a: &[f32],
+        b: &[f32],
+        beta: f32,
+        c: &mut [f32],
+        rs: usize,
+    ) {
         assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * rs + NR);
         // SAFETY: `self` exists, so AVX-512F was detected at run time; the
         // assert above keeps every access of `kernel_12x32` inside the slices.
@@ -75,13 +86,26 @@ impl MicroKernel<f32> for Avx512 {
 /// `b` for `kc * 32` reads, and `c` for reads and writes of `c[i * rs + j]`,
 /// `i < 12`, `j < 32`.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_12x32(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, rs: usize) {
+unsafe fn kernel_12x32(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rs: usize,
+) {
     // acc[i][h] holds tile row i, columns 16h .. 16h + 16.
     let mut acc: [[__m512; 2]; MR] = [[_mm512_setzero_ps(); 2]; MR];
     for p in 0..kc {
         // SAFETY: p < kc, so b + p*32 .. + 32 and a + p*12 .. + 12 are in
         // bounds (caller's contract).
-        let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * NR)), _mm512_loadu_ps(b.add(p * NR + 16))) };
+        let (b0, b1) = unsafe {
+            (
+                _mm512_loadu_ps(b.add(p * NR)),
+                _mm512_loadu_ps(b.add(p * NR + 16)),
+            )
+        };
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above, i < 12.
             let a_ip = _mm512_set1_ps(unsafe { *a.add(p * MR + i) });
@@ -129,7 +153,16 @@ impl MicroKernel<f64> for Avx512 {
         pack_panels::<f64, NR_F64>(b.t(), dst);
     }
 
-    fn full_tile(self, kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
+    fn full_tile(
+        self,
+        kc: usize,
+        alpha: f64,
+        a: &[f64],
+        b: &[f64],
+        beta: f64,
+        c: &mut [f64],
+        rs: usize,
+    ) {
         // SAFETY: `self` exists, so AVX-512F was detected at run time. The
         // kernel itself is safe code (slices, bounds-checked).
         unsafe { portable_f64_avx512(kc, alpha, a, b, beta, c, rs) }
@@ -141,6 +174,14 @@ impl MicroKernel<f64> for Avx512 {
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn portable_f64_avx512(kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
+unsafe fn portable_f64_avx512(
+    kc: usize,
+    alpha: f64,
+    a: &[f64],
+    b: &[f64],
+    beta: f64,
+    c: &mut [f64],
+    rs: usize,
+) {
     portable::full_tile::<f64, MR_F64, NR_F64>(kc, alpha, a, b, beta, c, rs);
 }

@@ -42,7 +42,12 @@ impl Kernel {
     /// The fastest available kernel, detected once and cached.
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
-        *BEST.get_or_init(|| Kernel::ALL.into_iter().find(|k| k.available()).unwrap_or(Kernel::Portable))
+        *BEST.get_or_init(|| {
+            Kernel::ALL
+                .into_iter()
+                .find(|k| k.available())
+                .unwrap_or(Kernel::Portable)
+        })
     }
 
     /// Short name for reports: `"avx512f"`, `"avx2+fma"`, `"portable"`.
@@ -85,6 +90,7 @@ pub(crate) trait MicroKernel<T: GemmScalar>: Copy + Send + Sync {
     ///
     /// # Panics
     /// If `a`, `b` or `c` is too short for `kc`, `MR`, `NR` and `rs`.
+    #[allow(clippy::too_many_arguments)]
     fn full_tile(self, kc: usize, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T], rs: usize);
 }
 
@@ -121,7 +127,11 @@ pub(crate) fn tile<T: GemmScalar, K: MicroKernel<T>>(
     for (i, ab_row) in ab.chunks_exact(K::NR).take(mr).enumerate() {
         for (j, &ab_ij) in ab_row[..nr].iter().enumerate() {
             let c_ij = &mut c[i * rs + j * cs];
-            *c_ij = if beta == T::ZERO { alpha * ab_ij } else { alpha * ab_ij + beta * *c_ij };
+            *c_ij = if beta == T::ZERO {
+                alpha * ab_ij
+            } else {
+                alpha * ab_ij + beta * *c_ij
+            };
         }
     }
 }
