@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --bench gemm` (or `-- gemm_unet` for the UNet shapes).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tensor::kernels::gemm::{gemm, MatMut, MatRef};
@@ -16,7 +16,13 @@ fn random_vec(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Benchmarks C (m, n) = A (m, k) B (k, n), all row-major, ours and matrixmultiply.
-fn bench_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, label: &str, m: usize, k: usize, n: usize) {
+fn bench_pair(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     let a = random_vec(m * k, 1);
     let b = random_vec(k * n, 2);
     let mut c = vec![0.0f32; m * n];
@@ -24,7 +30,15 @@ fn bench_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
     group.bench_function(BenchmarkId::new("ours", label), |bench| {
         let a = MatRef::new(&a, m, k, k, 1).expect("A fits");
         let b = MatRef::new(&b, k, n, n, 1).expect("B fits");
-        bench.iter(|| gemm(1.0, a, b, 0.0, MatMut::new(&mut c, m, n, n, 1).expect("C fits")));
+        bench.iter(|| {
+            gemm(
+                1.0,
+                a,
+                b,
+                0.0,
+                MatMut::new(&mut c, m, n, n, 1).expect("C fits"),
+            )
+        });
     });
     group.bench_function(BenchmarkId::new("matrixmultiply", label), |bench| {
         bench.iter(|| {
@@ -32,7 +46,20 @@ fn bench_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
             // by the strides.
             unsafe {
                 matrixmultiply::sgemm(
-                    m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1,
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
                 )
             }
         });
@@ -67,4 +94,13 @@ fn unet_shapes(c: &mut Criterion) {
 }
 
 criterion_group!(benches, square, unet_shapes);
-criterion_main!(benches);
+/// `criterion_main!`, after making this thread a worker of rayon's pool
+/// (see "Threads" in `tensor::kernels::gemm`).
+fn main() {
+    rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global()
+        .expect("rayon pool built once");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
