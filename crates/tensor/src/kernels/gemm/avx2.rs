@@ -77,8 +77,9 @@ impl MicroKernel<f32> for Avx2Fma {
         pack_panels::<f32, NR>(b.t(), dst);
     }
 
-    fn full_tile(
+    fn tile_rows(
         self,
+        mr: usize,
         kc: usize,
         alpha: f32,
         a: &[f32],
@@ -87,22 +88,34 @@ impl MicroKernel<f32> for Avx2Fma {
         c: &mut [f32],
         rs: usize,
     ) {
-        assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * rs + NR);
-        // SAFETY: `self` exists, so AVX2 and FMA were detected at run time;
-        // the assert above makes every read of a, b and every read/write of
-        // the tile in c fall inside the slices (see `kernel_6x16`).
-        unsafe { kernel_6x16(kc, alpha, a.as_ptr(), b.as_ptr(), beta, c.as_mut_ptr(), rs) }
+        assert!((1..=MR).contains(&mr));
+        assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (mr - 1) * rs + NR);
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        // SAFETY: `self` exists, so AVX2 and FMA was detected at run time; the
+        // asserts above make every read of a, b and every read/write of the
+        // mr rows of the tile in c fall inside the slices (see `kernel_6x16`).
+        unsafe {
+            match mr {
+                1 => kernel_6x16::<1>(kc, alpha, a, b, beta, c, rs),
+                2 => kernel_6x16::<2>(kc, alpha, a, b, beta, c, rs),
+                3 => kernel_6x16::<3>(kc, alpha, a, b, beta, c, rs),
+                4 => kernel_6x16::<4>(kc, alpha, a, b, beta, c, rs),
+                5 => kernel_6x16::<5>(kc, alpha, a, b, beta, c, rs),
+                _ => kernel_6x16::<MR>(kc, alpha, a, b, beta, c, rs),
+            }
+        }
     }
 }
 
-/// `C <- alpha * a~ b~ + beta * C` on a full 6 x 16 tile.
+/// `C <- alpha * a~ b~ + beta * C` on the top `ROWS` rows of a 6 x 16
+/// tile (`ROWS = 6` but for the short last micro-panel of A~).
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `a` must be valid for `kc * 6` reads,
-/// `b` for `kc * 16` reads, and `c` for reads and writes of `c[i * rs + j]`,
-/// `i < 6`, `j < 16`.
+/// The CPU must support AVX2 and FMA; `ROWS <= 6`; `a` must be valid for
+/// `kc * 6` reads, `b` for `kc * 16` reads, and `c` for reads and writes of
+/// `c[i * rs + j]`, `i < ROWS`, `j < 16`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16(
+unsafe fn kernel_6x16<const ROWS: usize>(
     kc: usize,
     alpha: f32,
     a: *const f32,
@@ -112,7 +125,7 @@ unsafe fn kernel_6x16(
     rs: usize,
 ) {
     // acc[i][h] holds tile row i, columns 8h .. 8h + 8.
-    let mut acc: [[__m256; 2]; MR] = [[_mm256_setzero_ps(); 2]; MR];
+    let mut acc: [[__m256; 2]; ROWS] = [[_mm256_setzero_ps(); 2]; ROWS];
     for p in 0..kc {
         // SAFETY: p < kc, so b + p*16 .. + 16 and a + p*6 .. + 6 are in
         // bounds (caller's contract).
@@ -123,7 +136,7 @@ unsafe fn kernel_6x16(
             )
         };
         for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: as above, i < 6.
+            // SAFETY: as above, i < ROWS <= 6.
             let a_ip = unsafe { _mm256_broadcast_ss(&*a.add(p * MR + i)) };
             acc_i[0] = _mm256_fmadd_ps(a_ip, b0, acc_i[0]);
             acc_i[1] = _mm256_fmadd_ps(a_ip, b1, acc_i[1]);
@@ -171,8 +184,9 @@ impl MicroKernel<f64> for Avx2Fma {
         pack_panels::<f64, NR_F64>(b.t(), dst);
     }
 
-    fn full_tile(
+    fn tile_rows(
         self,
+        mr: usize,
         kc: usize,
         alpha: f64,
         a: &[f64],
@@ -183,7 +197,7 @@ impl MicroKernel<f64> for Avx2Fma {
     ) {
         // SAFETY: `self` exists, so AVX2 and FMA were detected at run time.
         // The kernel itself is safe code (slices, bounds-checked).
-        unsafe { portable_f64_avx2(kc, alpha, a, b, beta, c, rs) }
+        unsafe { portable_f64_avx2(mr, kc, alpha, a, b, beta, c, rs) }
     }
 }
 
@@ -192,7 +206,9 @@ impl MicroKernel<f64> for Avx2Fma {
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn portable_f64_avx2(
+    mr: usize,
     kc: usize,
     alpha: f64,
     a: &[f64],
@@ -201,5 +217,5 @@ unsafe fn portable_f64_avx2(
     c: &mut [f64],
     rs: usize,
 ) {
-    portable::full_tile::<f64, MR_F64, NR_F64>(kc, alpha, a, b, beta, c, rs);
+    portable::tile_rows::<f64, MR_F64, NR_F64>(mr, kc, alpha, a, b, beta, c, rs);
 }

@@ -62,8 +62,9 @@ impl MicroKernel<f32> for Avx512 {
         pack_panels::<f32, NR>(b.t(), dst);
     }
 
-    fn full_tile(
+    fn tile_rows(
         self,
+        mr: usize,
         kc: usize,
         alpha: f32,
         a: &[f32],
@@ -72,21 +73,40 @@ impl MicroKernel<f32> for Avx512 {
         c: &mut [f32],
         rs: usize,
     ) {
-        assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * rs + NR);
+        assert!((1..=MR).contains(&mr));
+        assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (mr - 1) * rs + NR);
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
         // SAFETY: `self` exists, so AVX-512F was detected at run time; the
-        // assert above keeps every access of `kernel_12x32` inside the slices.
-        unsafe { kernel_12x32(kc, alpha, a.as_ptr(), b.as_ptr(), beta, c.as_mut_ptr(), rs) }
+        // asserts above make every read of a, b and every read/write of the
+        // mr rows of the tile in c fall inside the slices (see `kernel_12x32`).
+        unsafe {
+            match mr {
+                1 => kernel_12x32::<1>(kc, alpha, a, b, beta, c, rs),
+                2 => kernel_12x32::<2>(kc, alpha, a, b, beta, c, rs),
+                3 => kernel_12x32::<3>(kc, alpha, a, b, beta, c, rs),
+                4 => kernel_12x32::<4>(kc, alpha, a, b, beta, c, rs),
+                5 => kernel_12x32::<5>(kc, alpha, a, b, beta, c, rs),
+                6 => kernel_12x32::<6>(kc, alpha, a, b, beta, c, rs),
+                7 => kernel_12x32::<7>(kc, alpha, a, b, beta, c, rs),
+                8 => kernel_12x32::<8>(kc, alpha, a, b, beta, c, rs),
+                9 => kernel_12x32::<9>(kc, alpha, a, b, beta, c, rs),
+                10 => kernel_12x32::<10>(kc, alpha, a, b, beta, c, rs),
+                11 => kernel_12x32::<11>(kc, alpha, a, b, beta, c, rs),
+                _ => kernel_12x32::<MR>(kc, alpha, a, b, beta, c, rs),
+            }
+        }
     }
 }
 
-/// `C <- alpha * a~ b~ + beta * C` on a full 12 x 32 tile.
+/// `C <- alpha * a~ b~ + beta * C` on the top `ROWS` rows of a 12 x 32
+/// tile (`ROWS = 12` but for the short last micro-panel of A~).
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `a` must be valid for `kc * 12` reads,
-/// `b` for `kc * 32` reads, and `c` for reads and writes of `c[i * rs + j]`,
-/// `i < 12`, `j < 32`.
+/// The CPU must support AVX-512F; `ROWS <= 12`; `a` must be valid for
+/// `kc * 12` reads, `b` for `kc * 32` reads, and `c` for reads and writes
+/// of `c[i * rs + j]`, `i < ROWS`, `j < 32`.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_12x32(
+unsafe fn kernel_12x32<const ROWS: usize>(
     kc: usize,
     alpha: f32,
     a: *const f32,
@@ -96,7 +116,7 @@ unsafe fn kernel_12x32(
     rs: usize,
 ) {
     // acc[i][h] holds tile row i, columns 16h .. 16h + 16.
-    let mut acc: [[__m512; 2]; MR] = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
     for p in 0..kc {
         // SAFETY: p < kc, so b + p*32 .. + 32 and a + p*12 .. + 12 are in
         // bounds (caller's contract).
@@ -107,7 +127,7 @@ unsafe fn kernel_12x32(
             )
         };
         for (i, acc_i) in acc.iter_mut().enumerate() {
-            // SAFETY: as above, i < 12.
+            // SAFETY: as above, i < ROWS <= 12.
             let a_ip = _mm512_set1_ps(unsafe { *a.add(p * MR + i) });
             acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
             acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
@@ -153,8 +173,9 @@ impl MicroKernel<f64> for Avx512 {
         pack_panels::<f64, NR_F64>(b.t(), dst);
     }
 
-    fn full_tile(
+    fn tile_rows(
         self,
+        mr: usize,
         kc: usize,
         alpha: f64,
         a: &[f64],
@@ -165,7 +186,7 @@ impl MicroKernel<f64> for Avx512 {
     ) {
         // SAFETY: `self` exists, so AVX-512F was detected at run time. The
         // kernel itself is safe code (slices, bounds-checked).
-        unsafe { portable_f64_avx512(kc, alpha, a, b, beta, c, rs) }
+        unsafe { portable_f64_avx512(mr, kc, alpha, a, b, beta, c, rs) }
     }
 }
 
@@ -174,7 +195,9 @@ impl MicroKernel<f64> for Avx512 {
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn portable_f64_avx512(
+    mr: usize,
     kc: usize,
     alpha: f64,
     a: &[f64],
@@ -183,5 +206,5 @@ unsafe fn portable_f64_avx512(
     c: &mut [f64],
     rs: usize,
 ) {
-    portable::full_tile::<f64, MR_F64, NR_F64>(kc, alpha, a, b, beta, c, rs);
+    portable::tile_rows::<f64, MR_F64, NR_F64>(mr, kc, alpha, a, b, beta, c, rs);
 }

@@ -83,15 +83,27 @@ pub(crate) trait MicroKernel<T: GemmScalar>: Copy + Send + Sync {
     /// Packs the `kc x nc` block `b` into `NR`-column micro-panels.
     fn pack_b(self, b: MatRef<T>, dst: &mut [T]);
 
-    /// The microkernel proper, on a full tile whose columns are contiguous:
-    /// `C <- alpha * a~ b~ + beta * C` where `a~` is `MR x kc` packed, `b~`
-    /// is `kc x NR` packed, and tile element `(i, j)` is `c[i * rs + j]`.
-    /// With `beta == 0`, C is not read.
+    /// The microkernel proper: `C <- alpha * a~ b~ + beta * C` on the top
+    /// `mr` rows (`1 <= mr <= MR`) of a full-width tile whose columns are
+    /// contiguous. `a~` is an `MR x kc` packed micro-panel (rows past `mr`
+    /// are padding and may be skipped), `b~` is `kc x NR` packed, and tile
+    /// element `(i, j)` is `c[i * rs + j]`. With `beta == 0`, C is not read.
     ///
     /// # Panics
-    /// If `a`, `b` or `c` is too short for `kc`, `MR`, `NR` and `rs`.
+    /// If `mr` is 0 or above `MR`, or if `a`, `b` or `c` is too short for
+    /// `kc`, `MR`, `NR`, `mr` and `rs`.
     #[allow(clippy::too_many_arguments)]
-    fn full_tile(self, kc: usize, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T], rs: usize);
+    fn tile_rows(
+        self,
+        mr: usize,
+        kc: usize,
+        alpha: T,
+        a: &[T],
+        b: &[T],
+        beta: T,
+        c: &mut [T],
+        rs: usize,
+    );
 }
 
 /// Largest `MR * NR` of any kernel: the stack buffer for edge tiles.
@@ -100,10 +112,13 @@ const MAX_TILE: usize = 12 * 32;
 /// Computes the `mr x nr` tile `C <- alpha * a~ b~ + beta * C` at the start
 /// of `c`, with strides `(rs, cs)`, for any `mr <= MR`, `nr <= NR`.
 ///
-/// Full tiles with contiguous rows go straight to the microkernel. Edge tiles
-/// (and column-strided C) let the kernel write its full `MR x NR` product
-/// into a stack buffer, then copy out the `mr x nr` part that exists. Both
-/// paths round identically: `alpha * ab + beta * c`, no fused multiply-add.
+/// Full-width tiles with contiguous rows go straight to the microkernel,
+/// which skips the padding rows of a short last A~ micro-panel (for m = 32
+/// and MR = 6, the last panel has 2 real rows: computing 6 would waste 11%
+/// of the whole product). Narrow tiles at the right edge, and column-strided
+/// C, let the kernel write its `mr x NR` product into a stack buffer, then
+/// copy out the `mr x nr` part that exists. Both paths round identically:
+/// `alpha * ab + beta * c`, no fused multiply-add.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(crate) fn tile<T: GemmScalar, K: MicroKernel<T>>(
@@ -117,14 +132,14 @@ pub(crate) fn tile<T: GemmScalar, K: MicroKernel<T>>(
     (rs, cs): (usize, usize),
     (mr, nr): (usize, usize),
 ) {
-    if mr == K::MR && nr == K::NR && cs == 1 {
-        kernel.full_tile(kc, alpha, a, b, beta, c, rs);
+    if nr == K::NR && cs == 1 {
+        kernel.tile_rows(mr, kc, alpha, a, b, beta, c, rs);
         return;
     }
     let mut ab = [T::ZERO; MAX_TILE];
-    let ab = &mut ab[..K::MR * K::NR];
-    kernel.full_tile(kc, T::ONE, a, b, T::ZERO, ab, K::NR);
-    for (i, ab_row) in ab.chunks_exact(K::NR).take(mr).enumerate() {
+    let ab = &mut ab[..mr * K::NR];
+    kernel.tile_rows(mr, kc, T::ONE, a, b, T::ZERO, ab, K::NR);
+    for (i, ab_row) in ab.chunks_exact(K::NR).enumerate() {
         for (j, &ab_ij) in ab_row[..nr].iter().enumerate() {
             let c_ij = &mut c[i * rs + j * cs];
             *c_ij = if beta == T::ZERO {

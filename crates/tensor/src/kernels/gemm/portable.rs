@@ -23,13 +23,16 @@ impl<T> Portable<T> {
     }
 }
 
-/// `C <- alpha * a~ b~ + beta * C` on a full `MR x NR` tile, tile element
-/// `(i, j)` at `c[i * rs + j]`.
+/// `C <- alpha * a~ b~ + beta * C` on the top `mr` rows of an `MR x NR`
+/// tile, tile element `(i, j)` at `c[i * rs + j]`. All `MR` rows are
+/// computed (the padding rows of a~ are zeros); only `mr` are stored.
 ///
 /// # Panics
-/// If a slice is too short for `kc`, `MR`, `NR` and `rs`.
+/// If `mr > MR`, or a slice is too short for `kc`, `MR`, `NR`, `mr` and `rs`.
 #[inline(always)]
-pub(crate) fn full_tile<T: GemmScalar, const MR: usize, const NR: usize>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_rows<T: GemmScalar, const MR: usize, const NR: usize>(
+    mr: usize,
     kc: usize,
     alpha: T,
     a: &[T],
@@ -50,7 +53,8 @@ pub(crate) fn full_tile<T: GemmScalar, const MR: usize, const NR: usize>(
             }
         }
     }
-    for (i, acc_i) in acc.iter().enumerate() {
+    assert!(mr <= MR);
+    for (i, acc_i) in acc.iter().take(mr).enumerate() {
         let c_i = &mut c[i * rs..][..NR];
         for (c_ij, &ab) in c_i.iter_mut().zip(acc_i) {
             *c_ij = if beta == T::ZERO {
@@ -78,8 +82,9 @@ impl MicroKernel<f32> for Portable<f32> {
         pack_panels::<f32, 8>(b.t(), dst);
     }
 
-    fn full_tile(
+    fn tile_rows(
         self,
+        mr: usize,
         kc: usize,
         alpha: f32,
         a: &[f32],
@@ -88,7 +93,7 @@ impl MicroKernel<f32> for Portable<f32> {
         c: &mut [f32],
         rs: usize,
     ) {
-        full_tile::<f32, 4, 8>(kc, alpha, a, b, beta, c, rs);
+        tile_rows::<f32, 4, 8>(mr, kc, alpha, a, b, beta, c, rs);
     }
 }
 
@@ -108,8 +113,9 @@ impl MicroKernel<f64> for Portable<f64> {
         pack_panels::<f64, 4>(b.t(), dst);
     }
 
-    fn full_tile(
+    fn tile_rows(
         self,
+        mr: usize,
         kc: usize,
         alpha: f64,
         a: &[f64],
@@ -118,6 +124,6 @@ impl MicroKernel<f64> for Portable<f64> {
         c: &mut [f64],
         rs: usize,
     ) {
-        full_tile::<f64, 4, 4>(kc, alpha, a, b, beta, c, rs);
+        tile_rows::<f64, 4, 4>(mr, kc, alpha, a, b, beta, c, rs);
     }
 }

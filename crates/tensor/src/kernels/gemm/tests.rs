@@ -209,6 +209,15 @@ fn cases() -> Vec<Case> {
             }
         }
     }
+    // Every row count up to 13 (and 2 x 16 + 1 columns): each remainder of
+    // m by MR = 4, 6, 8, 12 ends in a short last micro-panel, which the
+    // SIMD kernels compute with a row-count-specialised variant.
+    for m in 1..=13 {
+        for (alpha, beta) in [(1.0, 0.0), (-2.0, 0.25)] {
+            let (a, b, c) = (Layout::RowMajor, Layout::RowMajor, Layout::RowMajor);
+            cases.push(Case { m, n: 33, k: 9, a, b, c, alpha, beta });
+        }
+    }
     cases
 }
 
