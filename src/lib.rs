@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses arguments and reports errors; the work
 //! lives here so the integration tests can call it.
 
+pub mod bench_report;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -1,43 +1,536 @@
-//! conv2d (interim naive version; replaced by im2col on the fast GEMM).
-use super::gemm::GemmScalar;
+//! 2-d convolution (cross-correlation, as in PyTorch), forward and backward,
+//! NCHW, dilation 1, groups 1, as im2col + GEMM.
+//!
+//! Shape legend:
+//! ```text
+//! N  batch size            C  input channels      H, W    input height, width
+//! K  output channels       KH, KW kernel size     S, P    stride, padding
+//! OH = (H + 2P - KH) / S + 1,  OW = (W + 2P - KW) / S + 1
+//! L  = OH * OW   output positions per image
+//! R  = C * KH * KW   rows of the im2col matrix (one per weight of a filter)
+//! ```
+//!
+//! The definition, with `x` zero outside the image (the padding):
+//! ```text
+//! out[n, k, oh, ow] = bias[k] + sum_{c, i, j} weight[k, c, i, j] * x[n, c, oh*S + i - P, ow*S + j - P]
+//! ```
+//!
+//! im2col turns it into a matrix product. Gather every input value a
+//! filter weight touches into `cols[n]`, an (R, L) matrix:
+//! `cols[(c*KH + i)*KW + j, oh*OW + ow] = x[n, c, oh*S + i - P, ow*S + j - P]`.
+//! The weight, stored (K, C, KH, KW), is already an (K, R) matrix, so
+//!
+//! ```text
+//! forward      out[n]  (K, L) = weight (K, R)   @ cols[n] (R, L)     (+ bias[k] on row k)
+//! grad input   dcols   (R, L) = weight^T (R, K) @ dout[n] (K, L);    dx[n] = col2im(dcols)
+//! grad weight  dweight (K, R) = sum_n dout[n] (K, L) @ cols[n]^T (L, R)
+//! grad bias    dbias[k]       = sum_{n, oh, ow} dout[n, k, oh, ow]
+//! ```
+//!
+//! col2im is the adjoint of im2col: it adds each entry of `dcols` back onto
+//! the input position it was gathered from (positions overlap when the
+//! stride is smaller than the kernel, hence `+=`).
+//!
+//! A 1x1 convolution with stride 1 and no padding needs no im2col: `cols[n]`
+//! is `x[n]` itself viewed as (C, H*W).
+//!
+//! Threads: images are independent in the forward and grad-input passes, so
+//! rayon runs one image per task (each task with its own reused `cols`
+//! scratch buffer and a single-threaded GEMM). The weight gradient sums over
+//! images; to keep the result independent of the thread count, the batch is
+//! cut into fixed chunks of `WEIGHT_GRAD_CHUNK` images, each chunk sums its
+//! images in order into its own partial, and the partials are added in chunk
+//! order.
+
+use rayon::prelude::*;
+
+use super::gemm::scratch::with_scratch;
+use super::gemm::{gemm_with, GemmScalar, Kernel, MatMut, MatRef, Threading};
+
+/// Sizes of a 2-d convolution (see the legend at the top of `conv.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dGeometry {
+    /// Batch size N.
     pub n: usize,
+    /// Input channels C.
     pub c: usize,
+    /// Input height H.
     pub h: usize,
+    /// Input width W.
     pub w: usize,
+    /// Output channels K.
     pub k: usize,
+    /// Kernel height KH.
     pub kh: usize,
+    /// Kernel width KW.
     pub kw: usize,
+    /// Stride S (both directions), at least 1.
     pub stride: usize,
+    /// Zero padding P on every side.
     pub padding: usize,
 }
+
 impl Conv2dGeometry {
+    /// Output height `OH = (H + 2P - KH) / S + 1`.
+    ///
+    /// # Panics
+    /// If the padded input is smaller than the kernel, or the stride is 0.
     pub fn out_h(&self) -> usize {
+        self.assert_valid();
         (self.h + 2 * self.padding - self.kh) / self.stride + 1
     }
+
+    /// Output width `OW = (W + 2P - KW) / S + 1`.
+    ///
+    /// # Panics
+    /// If the padded input is smaller than the kernel, or the stride is 0.
     pub fn out_w(&self) -> usize {
+        self.assert_valid();
         (self.w + 2 * self.padding - self.kw) / self.stride + 1
     }
+
+    /// Multiply-adds times 2 of the forward pass: `2 N K OH OW C KH KW`.
+    /// Each backward pass (grad input, grad weight) costs the same.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.k * self.out_h() * self.out_w()) as f64
+            * (self.c * self.kh * self.kw) as f64
+    }
+
+    fn assert_valid(&self) {
+        assert!(
+            self.stride >= 1
+                && self.kh >= 1
+                && self.kw >= 1
+                && self.h + 2 * self.padding >= self.kh
+                && self.w + 2 * self.padding >= self.kw,
+            "conv2d: kernel {}x{} (stride {}, padding {}) does not fit a {}x{} input",
+            self.kh,
+            self.kw,
+            self.stride,
+            self.padding,
+            self.h,
+            self.w
+        );
+    }
+
+    /// Output positions per image, `L = OH * OW`.
+    fn l(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+
+    /// Rows of the im2col matrix, `R = C * KH * KW`.
+    fn r(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// True if `cols[n]` is `x[n]` itself: 1x1 kernel, stride 1, no padding.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// Panics unless each slice has the length its shape needs.
+    fn assert_lengths(&self, op: &str, lengths: &[(&str, usize, usize)]) {
+        for &(name, len, want) in lengths {
+            assert!(
+                len == want,
+                "{op}: {name} has {len} elements, geometry {self:?} needs {want}"
+            );
+        }
+    }
 }
-fn each<T: GemmScalar>(g: &Conv2dGeometry, mut f: impl FnMut(usize, usize, usize)) {
-    let (oh, ow) = (g.out_h(), g.out_w());
+
+/// Images per task in the weight gradient: fixed, so that the summation
+/// order (and so every bit of the result) does not depend on thread count.
+const WEIGHT_GRAD_CHUNK: usize = 4;
+
+/// Row-major (rows, cols) view of a slice that holds exactly that matrix.
+fn row_major<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
+    MatRef::new(data, rows, cols, cols, 1).expect("slice length checked against the geometry")
+}
+
+fn row_major_mut<T>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+    MatMut::new(data, rows, cols, cols, 1).expect("slice length checked against the geometry")
+}
+
+/// Thread policy of the GEMM inside a per-image task: single-threaded when
+/// the images alone fill the cores, else rayon inside each image too. The
+/// GEMM is bit-identical either way.
+fn per_image_threading(images: usize) -> Threading {
+    if images >= rayon::current_num_threads() {
+        Threading::Single
+    } else {
+        Threading::Rayon
+    }
+}
+
+/// The output positions `o` (rows `oh` or columns `ow`) whose input
+/// position `o*S + offset - P` falls inside `0..in_len`, for kernel offset
+/// `offset` (`i` or `j`); the others read padding. A contiguous range.
+fn inside(
+    out_len: usize,
+    in_len: usize,
+    stride: usize,
+    padding: usize,
+    offset: usize,
+) -> std::ops::Range<usize> {
+    // o*S + offset >= P      <=>  o >= ceil((P - offset) / S)
+    let lo = padding.saturating_sub(offset).div_ceil(stride);
+    // o*S + offset - P < in  <=>  o < ceil((in + P - offset) / S)
+    let hi = (in_len + padding)
+        .saturating_sub(offset)
+        .div_ceil(stride)
+        .min(out_len);
+    lo.min(hi)..hi
+}
+
+/// im2col for one image: `x` is (C, H, W), `cols` is (R, L), see the top of the file.
+fn im2col<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], cols: &mut [T]) {
+    let (oh_n, ow_n, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding);
+    let mut rows = cols.chunks_exact_mut(oh_n * ow_n);
+    for x_c in x.chunks_exact(g.h * g.w) {
+        for i in 0..g.kh {
+            let oh_inside = inside(oh_n, g.h, s, p, i);
+            for j in 0..g.kw {
+                let ow_inside = inside(ow_n, g.w, s, p, j);
+                let row = rows.next().expect("cols has R rows");
+                for (oh, out) in row.chunks_exact_mut(ow_n).enumerate() {
+                    if !oh_inside.contains(&oh) {
+                        out.fill(T::ZERO);
+                        continue;
+                    }
+                    let x_row = &x_c[(oh * s + i - p) * g.w..][..g.w];
+                    out[..ow_inside.start].fill(T::ZERO);
+                    out[ow_inside.end..].fill(T::ZERO);
+                    if s == 1 {
+                        // Stride 1: the inside part is a shifted copy of the input row.
+                        let shift = ow_inside.start + j - p;
+                        out[ow_inside.clone()]
+                            .copy_from_slice(&x_row[shift..shift + ow_inside.len()]);
+                    } else {
+                        for ow in ow_inside.clone() {
+                            out[ow] = x_row[ow * s + j - p];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im for one image, the adjoint of [`im2col`]: `dx` (C, H, W) is
+/// overwritten with the sum of the `dcols` (R, L) entries gathered from each position.
+fn col2im<T: GemmScalar>(g: &Conv2dGeometry, dcols: &[T], dx: &mut [T]) {
+    let (oh_n, ow_n, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding);
+    dx.fill(T::ZERO);
+    let mut rows = dcols.chunks_exact(oh_n * ow_n);
+    for dx_c in dx.chunks_exact_mut(g.h * g.w) {
+        for i in 0..g.kh {
+            let oh_inside = inside(oh_n, g.h, s, p, i);
+            for j in 0..g.kw {
+                let ow_inside = inside(ow_n, g.w, s, p, j);
+                let row = rows.next().expect("dcols has R rows");
+                for oh in oh_inside.clone() {
+                    let d = &row[oh * ow_n..][ow_inside.clone()];
+                    let dx_row = &mut dx_c[(oh * s + i - p) * g.w..][..g.w];
+                    if s == 1 {
+                        let shift = ow_inside.start + j - p;
+                        for (dx, &d) in dx_row[shift..shift + d.len()].iter_mut().zip(d) {
+                            *dx = *dx + d;
+                        }
+                    } else {
+                        for (ow, &d) in ow_inside.clone().zip(d) {
+                            let dx = &mut dx_row[ow * s + j - p];
+                            *dx = *dx + d;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward: `out[n] (K, L) = weight (K, R) @ cols[n] (R, L) + bias`.
+///
+/// `x` is (N, C, H, W), `weight` is (K, C, KH, KW), `bias` is (K), `out` is
+/// (N, K, OH, OW) and is overwritten (NaN in it does not leak).
+///
+/// # Panics
+/// If a slice length does not match the geometry.
+pub fn conv2d_forward<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
+    g.assert_lengths(
+        "conv2d_forward",
+        &[
+            ("x", x.len(), g.n * chw),
+            ("weight", weight.len(), g.k * r),
+            ("out", out.len(), g.n * g.k * l),
+        ],
+    );
+    if let Some(bias) = bias {
+        g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
+    }
+    let weight = row_major(weight, g.k, r);
+    let threading = per_image_threading(g.n);
+    let images = x
+        .par_chunks_exact(chw.max(1))
+        .zip(out.par_chunks_exact_mut((g.k * l).max(1)));
+    images.for_each(|(x_n, out_n)| {
+        // Bias first, then the product added onto it (beta = 1).
+        let beta = match bias {
+            Some(bias) => {
+                for (out_k, &b) in out_n.chunks_exact_mut(l).zip(bias) {
+                    out_k.fill(b);
+                }
+                T::ONE
+            }
+            None => T::ZERO,
+        };
+        let out_n = row_major_mut(out_n, g.k, l);
+        if g.is_pointwise() {
+            gemm_with(
+                Kernel::best(),
+                threading,
+                T::ONE,
+                weight,
+                row_major(x_n, r, l),
+                beta,
+                out_n,
+            );
+        } else {
+            with_scratch(r * l, |cols: &mut [T]| {
+                im2col(g, x_n, cols);
+                gemm_with(
+                    Kernel::best(),
+                    threading,
+                    T::ONE,
+                    weight,
+                    row_major(cols, r, l),
+                    beta,
+                    out_n,
+                );
+            });
+        }
+    });
+}
+
+/// Grad input: `dcols (R, L) = weight^T (R, K) @ grad_out[n] (K, L)`, then
+/// `grad_x[n] = col2im(dcols)`.
+///
+/// `grad_out` is (N, K, OH, OW), `weight` is (K, C, KH, KW), `grad_x` is
+/// (N, C, H, W) and is overwritten.
+///
+/// # Panics
+/// If a slice length does not match the geometry.
+pub fn conv2d_backward_input<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    grad_out: &[T],
+    weight: &[T],
+    grad_x: &mut [T],
+) {
+    let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
+    g.assert_lengths(
+        "conv2d_backward_input",
+        &[
+            ("grad_out", grad_out.len(), g.n * g.k * l),
+            ("weight", weight.len(), g.k * r),
+            ("grad_x", grad_x.len(), g.n * chw),
+        ],
+    );
+    let weight_t = row_major(weight, g.k, r).t();
+    let threading = per_image_threading(g.n);
+    let images = grad_out
+        .par_chunks_exact((g.k * l).max(1))
+        .zip(grad_x.par_chunks_exact_mut(chw.max(1)));
+    images.for_each(|(dout_n, dx_n)| {
+        let dout_n = row_major(dout_n, g.k, l);
+        if g.is_pointwise() {
+            gemm_with(
+                Kernel::best(),
+                threading,
+                T::ONE,
+                weight_t,
+                dout_n,
+                T::ZERO,
+                row_major_mut(dx_n, r, l),
+            );
+        } else {
+            with_scratch(r * l, |dcols: &mut [T]| {
+                gemm_with(
+                    Kernel::best(),
+                    threading,
+                    T::ONE,
+                    weight_t,
+                    dout_n,
+                    T::ZERO,
+                    row_major_mut(dcols, r, l),
+                );
+                col2im(g, dcols, dx_n);
+            });
+        }
+    });
+}
+
+/// Grad weight and bias: `grad_w (K, R) = sum_n grad_out[n] (K, L) @
+/// cols[n]^T (L, R)` and `grad_b[k] = sum_{n, oh, ow} grad_out[n, k, oh, ow]`.
+///
+/// `x` is (N, C, H, W), `grad_out` is (N, K, OH, OW); `grad_w` (K, C, KH,
+/// KW) and `grad_b` (K) are overwritten. The result does not depend on the
+/// number of threads (see the top of the file).
+///
+/// # Panics
+/// If a slice length does not match the geometry.
+pub fn conv2d_backward_weight<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    grad_out: &[T],
+    grad_w: &mut [T],
+    grad_b: Option<&mut [T]>,
+) {
+    let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
+    g.assert_lengths(
+        "conv2d_backward_weight",
+        &[
+            ("x", x.len(), g.n * chw),
+            ("grad_out", grad_out.len(), g.n * g.k * l),
+            ("grad_w", grad_w.len(), g.k * r),
+        ],
+    );
+    if let Some(grad_b) = grad_b {
+        g.assert_lengths("conv2d_backward_weight", &[("grad_b", grad_b.len(), g.k)]);
+        // Row k of every image's grad_out, summed image by image.
+        grad_b.par_iter_mut().enumerate().for_each(|(k, db)| {
+            *db = grad_out.chunks_exact(g.k * l).fold(T::ZERO, |sum, dout_n| {
+                dout_n[k * l..][..l].iter().fold(sum, |s, &d| s + d)
+            });
+        });
+    }
+    if g.n == 0 {
+        grad_w.fill(T::ZERO);
+        return;
+    }
+
+    // One (K, R) partial sum per chunk of images, in one scratch buffer.
+    let chunks = g.n.div_ceil(WEIGHT_GRAD_CHUNK);
+    let kr = g.k * r;
+    let chunk_x = WEIGHT_GRAD_CHUNK * chw;
+    let chunk_dout = WEIGHT_GRAD_CHUNK * g.k * l;
+    let threading = per_image_threading(chunks);
+    with_scratch(chunks * kr, |partials: &mut [T]| {
+        partials
+            .par_chunks_exact_mut(kr.max(1))
+            .zip(
+                x.par_chunks(chunk_x.max(1))
+                    .zip(grad_out.par_chunks(chunk_dout.max(1))),
+            )
+            .for_each(|(partial, (x_chunk, dout_chunk))| {
+                let images = x_chunk
+                    .chunks_exact(chw.max(1))
+                    .zip(dout_chunk.chunks_exact((g.k * l).max(1)));
+                for (i, (x_n, dout_n)) in images.enumerate() {
+                    let beta = if i == 0 { T::ZERO } else { T::ONE };
+                    let dout_n = row_major(dout_n, g.k, l);
+                    let partial = row_major_mut(partial, g.k, r);
+                    if g.is_pointwise() {
+                        gemm_with(
+                            Kernel::best(),
+                            threading,
+                            T::ONE,
+                            dout_n,
+                            row_major(x_n, r, l).t(),
+                            beta,
+                            partial,
+                        );
+                    } else {
+                        with_scratch(r * l, |cols: &mut [T]| {
+                            im2col(g, x_n, cols);
+                            gemm_with(
+                                Kernel::best(),
+                                threading,
+                                T::ONE,
+                                dout_n,
+                                row_major(cols, r, l).t(),
+                                beta,
+                                partial,
+                            );
+                        });
+                    }
+                }
+            });
+        // Add the partials in chunk order.
+        let mut partials = partials.chunks_exact(kr.max(1));
+        grad_w.copy_from_slice(&partials.next().expect("n > 0 gives a chunk")[..kr]);
+        for partial in partials {
+            for (dw, &p) in grad_w.iter_mut().zip(partial) {
+                *dw = *dw + p;
+            }
+        }
+    });
+}
+
+/// Forward by the definition: seven nested loops, no im2col. The oracle for
+/// [`conv2d_forward`]; same arguments.
+pub fn conv2d_forward_naive<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    let (oh_n, ow_n) = (g.out_h(), g.out_w());
     for n in 0..g.n {
         for k in 0..g.k {
-            for oy in 0..oh {
-                for ox in 0..ow {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut sum = bias.map_or(T::ZERO, |b| b[k]);
                     for c in 0..g.c {
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let y = (oy * g.stride + ky) as isize - g.padding as isize;
-                                let x = (ox * g.stride + kx) as isize - g.padding as isize;
-                                if y < 0 || x < 0 || y >= g.h as isize || x >= g.w as isize {
-                                    continue;
+                        for i in 0..g.kh {
+                            for j in 0..g.kw {
+                                if let Some(x_val) =
+                                    input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j)
+                                {
+                                    sum =
+                                        sum + weight[((k * g.c + c) * g.kh + i) * g.kw + j] * x_val;
                                 }
-                                let xi = ((n * g.c + c) * g.h + y as usize) * g.w + x as usize;
-                                let wi = ((k * g.c + c) * g.kh + ky) * g.kw + kx;
-                                let oi = ((n * g.k + k) * oh + oy) * ow + ox;
-                                f(xi, wi, oi);
+                            }
+                        }
+                    }
+                    out[((n * g.k + k) * oh_n + oh) * ow_n + ow] = sum;
+                }
+            }
+        }
+    }
+}
+
+/// Grad input by the definition: every output gradient, times each weight,
+/// added onto the input it touched. Oracle for [`conv2d_backward_input`].
+pub fn conv2d_backward_input_naive<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    grad_out: &[T],
+    weight: &[T],
+    grad_x: &mut [T],
+) {
+    let (oh_n, ow_n) = (g.out_h(), g.out_w());
+    grad_x.fill(T::ZERO);
+    for n in 0..g.n {
+        for k in 0..g.k {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let d = grad_out[((n * g.k + k) * oh_n + oh) * ow_n + ow];
+                    for c in 0..g.c {
+                        for i in 0..g.kh {
+                            for j in 0..g.kw {
+                                if let Some(idx) =
+                                    input_index(g, n, c, oh * g.stride + i, ow * g.stride + j)
+                                {
+                                    grad_x[idx] = grad_x[idx]
+                                        + d * weight[((k * g.c + c) * g.kh + i) * g.kw + j];
+                                }
                             }
                         }
                     }
@@ -46,32 +539,65 @@ fn each<T: GemmScalar>(g: &Conv2dGeometry, mut f: impl FnMut(usize, usize, usize
         }
     }
 }
-pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
-    let hw = g.out_h() * g.out_w();
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = bias.map_or(T::ZERO, |b| b[(i / hw) % g.k]);
-    }
-    each::<T>(g, |xi, wi, oi| out[oi] = out[oi] + x[xi] * weight[wi]);
-}
-pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], weight: &[T], grad_x: &mut [T]) {
-    grad_x.iter_mut().for_each(|v| *v = T::ZERO);
-    each::<T>(g, |xi, wi, oi| grad_x[xi] = grad_x[xi] + grad_out[oi] * weight[wi]);
-}
-pub fn conv2d_backward_weight<T: GemmScalar>(
+
+/// Grad weight and bias by the definition. Oracle for [`conv2d_backward_weight`].
+pub fn conv2d_backward_weight_naive<T: GemmScalar>(
     g: &Conv2dGeometry,
     x: &[T],
     grad_out: &[T],
     grad_w: &mut [T],
     grad_b: Option<&mut [T]>,
 ) {
-    grad_w.iter_mut().for_each(|v| *v = T::ZERO);
-    each::<T>(g, |xi, wi, oi| grad_w[wi] = grad_w[wi] + grad_out[oi] * x[xi]);
-    if let Some(gb) = grad_b {
-        let hw = g.out_h() * g.out_w();
-        gb.iter_mut().for_each(|v| *v = T::ZERO);
-        for (i, &go) in grad_out.iter().enumerate() {
-            let k = (i / hw) % g.k;
-            gb[k] = gb[k] + go;
+    let (oh_n, ow_n) = (g.out_h(), g.out_w());
+    grad_w.fill(T::ZERO);
+    let mut grad_b = grad_b;
+    if let Some(db) = grad_b.as_deref_mut() {
+        db.fill(T::ZERO);
+    }
+    for n in 0..g.n {
+        for k in 0..g.k {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let d = grad_out[((n * g.k + k) * oh_n + oh) * ow_n + ow];
+                    if let Some(db) = grad_b.as_deref_mut() {
+                        db[k] = db[k] + d;
+                    }
+                    for c in 0..g.c {
+                        for i in 0..g.kh {
+                            for j in 0..g.kw {
+                                if let Some(x_val) =
+                                    input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j)
+                                {
+                                    let w = &mut grad_w[((k * g.c + c) * g.kh + i) * g.kw + j];
+                                    *w = *w + d * x_val;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
+
+/// Index into x (N, C, H, W) of padded position `(ph, pw)` = `(ih + P, iw + P)`,
+/// or `None` if it falls in the padding.
+fn input_index(g: &Conv2dGeometry, n: usize, c: usize, ph: usize, pw: usize) -> Option<usize> {
+    let ih = ph.checked_sub(g.padding).filter(|&ih| ih < g.h)?;
+    let iw = pw.checked_sub(g.padding).filter(|&iw| iw < g.w)?;
+    Some(((n * g.c + c) * g.h + ih) * g.w + iw)
+}
+
+fn input_at<T: Copy>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    n: usize,
+    c: usize,
+    ph: usize,
+    pw: usize,
+) -> Option<T> {
+    input_index(g, n, c, ph, pw).map(|idx| x[idx])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,12 @@
-//! Compute kernels on raw slices.
+//! The fast numeric kernels under the tensor ops: slice-level functions with
+//! out-parameters, no shapes checked beyond `assert!`s, no autograd.
+//!
+//! - [`gemm`]: general matrix multiply `C <- alpha A B + beta C` on strided
+//!   views, BLIS-style (packing + a SIMD microkernel chosen at run time).
+//! - [`conv`]: 2-d convolution forward and backward, as im2col + [`gemm`].
+//!
+//! Each fast kernel has a naive twin beside it (`gemm_naive`,
+//! `conv2d_forward_naive`, ...) that the tests use as the oracle.
+
 pub mod conv;
 pub mod gemm;

@@ -1,66 +1,536 @@
-//! GEMM (interim naive version; replaced by the BLIS kernels).
-pub trait GemmScalar:
-    Copy + Send + Sync + 'static + std::fmt::Debug + PartialEq + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
-{
-    const ZERO: Self;
-    const ONE: Self;
+//! General matrix multiply, `C <- alpha * A B + beta * C`, the BLIS way.
+//!
+//! Shapes: A is (m, k), B is (k, n), C is (m, n). Every operand is a strided
+//! view ([`MatRef`], [`MatMut`]): element (i, j) is `data[i * rs + j * cs]`,
+//! strides in elements. A transpose is the same data with `rs` and `cs`
+//! swapped, so `A^T B` and `A B^T` (the backward pass of a matmul) never copy.
+//!
+//! # The BLIS model
+//!
+//! A GEMM does `2 m n k` flops on `m k + k n + m n` numbers, so each number is
+//! reused about `n`, `m` or `k` times. The whole game is to serve those reuses
+//! from the fastest memory that can hold them. BLIS (Van Zee & van de Geijn,
+//! "BLIS: A Framework for Rapidly Instantiating BLAS Functionality", 2015;
+//! Goto & van de Geijn, "Anatomy of High-Performance Matrix Multiplication",
+//! 2008) does it with five loops around a tiny *microkernel*:
+//!
+//! ```text
+//! LOOP 5  for jc in 0..n step NC            B block  kc x nc  -> packed B~ (L3)
+//! LOOP 4    for pc in 0..k step KC          pack B[pc.., jc..] -> B~
+//! LOOP 3      for ic in 0..m step MC        pack A[ic.., pc..] -> A~ (L2)
+//! LOOP 2        for jr in 0..nc step NR     B~ micro-panel kc x NR (L1)
+//! LOOP 1          for ir in 0..mc step MR   A~ micro-panel MR x kc
+//!                   microkernel: C[ir.., jr..] (MR x NR, in registers)
+//!                                 += A~ micro-panel * B~ micro-panel
+//! ```
+//!
+//! - The microkernel keeps an `MR x NR` tile of C in registers and does `kc`
+//!   rank-1 updates: per step, `MR` numbers of A and `NR` of B feed
+//!   `MR * NR` multiply-adds. That ratio is what makes it fast.
+//! - *Packing* copies the current block of A (and of B) into the exact order
+//!   the microkernel reads, contiguous and aligned, zero-padded to whole
+//!   tiles (see `pack.rs`). Strides and transposes are dealt with here once,
+//!   in `O(mk + kn)` work, never in the `O(mnk)` inner loop.
+//! - The block sizes `MC, KC, NC` are chosen so that each packed block stays
+//!   in the cache level that serves its reuse: a B~ micro-panel in L1, the A~
+//!   block in L2, the B~ block in L3 (the arithmetic is next to each kernel's
+//!   constants, e.g. in `avx2.rs`).
+//!
+//! # Threads
+//!
+//! LOOP 3 is split across threads: C is cut into horizontal bands of whole
+//! `MR`-row micro-panels, a few per thread so that rayon's work stealing
+//! balances them; each band packs its own A~ and all share the B~ of LOOP 4
+//! (large B~ blocks are packed by all threads together). `k` is never split,
+//! so each element of C is summed in the same order whatever the thread
+//! count: the result is bit-identical with 1 or 32 threads. Small products
+//! run on the calling thread. Scheduling is rayon's, so a GEMM inside a
+//! rayon task (say, per image of a batch) nests without deadlock.
+//!
+//! A call from a thread outside rayon's pool has to hand its work to a
+//! worker and sleep until it is done, which costs two thread wake-ups per
+//! call. A program that multiplies small matrices from its main thread
+//! should make that thread part of the pool, as `ddpm` does:
+//! `rayon::ThreadPoolBuilder::new().use_current_thread().build_global()`.
+//!
+//! # Files
+//!
+//! `view.rs` the strided views, `pack.rs` packing, `kernel.rs` the
+//! microkernel trait and run-time selection, `avx2.rs` / `avx512.rs` /
+//! `portable.rs` the microkernels, `scratch.rs` the reused packing buffers,
+//! `naive.rs` the triple-loop oracle, `tests.rs` the tests against it.
+
+mod kernel;
+mod naive;
+mod pack;
+mod portable;
+pub(crate) mod scratch;
+mod view;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::fmt::Debug;
+use std::ops::{Add, Mul};
+use std::thread::LocalKey;
+
+pub use kernel::Kernel;
+pub use naive::gemm_naive;
+pub use view::{MatMut, MatRef};
+
+use kernel::MicroKernel;
+use portable::Portable;
+use scratch::with_scratch;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
 }
+
+/// Element types the GEMM supports: f32 (SIMD microkernels) and f64 (the
+/// portable kernel, compiled for the detected instruction set).
+///
+/// Sealed: the microkernels exist only for these two.
+pub trait GemmScalar:
+    sealed::Sealed
+    + Copy
+    + Send
+    + Sync
+    + 'static
+    + Debug
+    + PartialEq
+    + Add<Output = Self>
+    + Mul<Output = Self>
+{
+    /// Additive identity.
+    const ZERO: Self;
+    /// Multiplicative identity.
+    const ONE: Self;
+
+    /// Runs the five loops with the microkernel `kernel` for this type.
+    #[doc(hidden)]
+    fn gemm_dispatch(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: Self,
+        a: MatRef<Self>,
+        b: MatRef<Self>,
+        beta: Self,
+        c: MatMut<Self>,
+    );
+
+    /// This thread's pool of scratch buffers (see `scratch.rs`).
+    #[doc(hidden)]
+    fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>>;
+}
+
+thread_local! {
+    static SCRATCH_F32: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_F64: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl GemmScalar for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+
+    fn gemm_dispatch(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: f32,
+        a: MatRef<f32>,
+        b: MatRef<f32>,
+        beta: f32,
+        c: MatMut<f32>,
+    ) {
+        dispatch(kernel, threading, alpha, a, b, beta, c);
+    }
+
+    fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<f32>>>> {
+        &SCRATCH_F32
+    }
 }
+
 impl GemmScalar for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-}
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-impl<'a, T: Copy> MatRef<'a, T> {
-    pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Option<Self> {
-        if rows > 0 && cols > 0 && (rows - 1) * rs + (cols - 1) * cs >= data.len() {
-            return None;
-        }
-        Some(MatRef { data, rows, cols, rs, cs })
+
+    fn gemm_dispatch(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: f64,
+        a: MatRef<f64>,
+        b: MatRef<f64>,
+        beta: f64,
+        c: MatMut<f64>,
+    ) {
+        dispatch(kernel, threading, alpha, a, b, beta, c);
     }
-    pub fn t(self) -> Self {
-        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
-    }
-    fn at(&self, i: usize, j: usize) -> T {
-        self.data[i * self.rs + j * self.cs]
+
+    fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<f64>>>> {
+        &SCRATCH_F64
     }
 }
-#[derive(Debug)]
-pub struct MatMut<'a, T> {
-    data: &'a mut [T],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+
+/// Thread policy of one GEMM call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threading {
+    /// Everything on the calling thread.
+    Single,
+    /// Bands of C on rayon's pool (the current one, if called from inside
+    /// rayon), when the product is large enough to pay for it.
+    Rayon,
 }
-impl<'a, T> MatMut<'a, T> {
-    pub fn new(data: &'a mut [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Option<Self> {
-        if rows > 0 && cols > 0 && (rows - 1) * rs + (cols - 1) * cs >= data.len() {
-            return None;
-        }
-        Some(MatMut { data, rows, cols, rs, cs })
-    }
-}
+
+/// `C <- alpha * A B + beta * C` with the fastest kernel and rayon threads.
+///
+/// A is (m, k), B is (k, n), C is (m, n), all strided views. With
+/// `beta == 0`, C is only written: NaN or garbage in it does not leak.
+///
+/// # Panics
+/// If the shapes of the views do not match (callers check shapes first and
+/// return their own errors).
 pub fn gemm<T: GemmScalar>(alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: MatMut<T>) {
-    assert!(a.cols == b.rows && a.rows == c.rows && b.cols == c.cols);
-    for i in 0..c.rows {
-        for j in 0..c.cols {
-            let mut acc = T::ZERO;
-            for p in 0..a.cols {
-                acc = acc + a.at(i, p) * b.at(p, j);
+    gemm_with(Kernel::best(), Threading::Rayon, alpha, a, b, beta, c);
+}
+
+/// [`gemm`] with a chosen microkernel and thread policy, for tests and benches.
+///
+/// # Panics
+/// If the shapes of the views do not match, or if `kernel` is not
+/// [`available`](Kernel::available) on this CPU.
+pub fn gemm_with<T: GemmScalar>(
+    kernel: Kernel,
+    threading: Threading,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: MatMut<T>,
+) {
+    assert_shapes("gemm", &a, &b, &c);
+    assert!(
+        kernel.available(),
+        "gemm: the {} kernel is not available on this CPU",
+        kernel.name()
+    );
+    T::gemm_dispatch(kernel, threading, alpha, a, b, beta, c);
+}
+
+/// Panics with the three shapes unless A is (m, k), B is (k, n), C is (m, n).
+pub(crate) fn assert_shapes<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c: &MatMut<T>) {
+    assert!(
+        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
+        "{op}: A is {}x{}, B is {}x{}, C is {}x{}; need A (m, k), B (k, n), C (m, n)",
+        a.rows(),
+        a.cols(),
+        b.rows(),
+        b.cols(),
+        c.rows(),
+        c.cols()
+    );
+}
+
+/// Runs the five loops with the microkernel token for `kernel`.
+#[cfg(target_arch = "x86_64")]
+fn dispatch<T: GemmScalar>(
+    kernel: Kernel,
+    threading: Threading,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: MatMut<T>,
+) where
+    Portable<T>: MicroKernel<T>,
+    avx2::Avx2Fma: MicroKernel<T>,
+    avx512::Avx512: MicroKernel<T>,
+{
+    const CHECKED: &str = "gemm_with checked Kernel::available";
+    match kernel {
+        Kernel::Portable => gemm_loops(Portable::new(), threading, alpha, a, b, beta, c),
+        Kernel::Avx2Fma => {
+            let token = avx2::Avx2Fma::detect().expect(CHECKED);
+            gemm_loops(token, threading, alpha, a, b, beta, c);
+        }
+        Kernel::Avx512 => {
+            let token = avx512::Avx512::detect().expect(CHECKED);
+            gemm_loops(token, threading, alpha, a, b, beta, c);
+        }
+    }
+}
+
+/// Runs the five loops with the microkernel token for `kernel`.
+#[cfg(not(target_arch = "x86_64"))]
+fn dispatch<T: GemmScalar>(
+    kernel: Kernel,
+    threading: Threading,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: MatMut<T>,
+) where
+    Portable<T>: MicroKernel<T>,
+{
+    match kernel {
+        Kernel::Portable => gemm_loops(Portable::new(), threading, alpha, a, b, beta, c),
+        Kernel::Avx2Fma | Kernel::Avx512 => panic!(
+            "gemm: the {} kernel is not available on this CPU",
+            kernel.name()
+        ),
+    }
+}
+
+/// Below this many multiply-adds (`m * n * k`) a GEMM called from a rayon
+/// worker runs on one thread. Forking there is a push on the worker's own
+/// deque, and a sibling that wakes late just steals fewer bands; about
+/// 64^3 multiply-adds (~5 us on one core) pay for it.
+const PARALLEL_MIN_MNK_IN_POOL: usize = 64 * 64 * 64;
+
+/// The same for a call from outside the pool (say, the main thread), which
+/// must hand the work to a worker and sleep until it is done: two thread
+/// wake-ups, 10-30 us together on the machines we measured.
+const PARALLEL_MIN_MNK_OUTSIDE: usize = 112 * 112 * 112;
+
+/// Below this many elements (`kc * nc`) a B~ block is packed by one thread:
+/// a quarter of a millisecond of copying is worth waking a second one for.
+const PARALLEL_PACK_MIN: usize = 256 * 256;
+
+/// Bands of C per thread in LOOP 3. More bands than threads let rayon
+/// balance the load: a worker that wakes late, or shares its core with
+/// another process, steals fewer bands instead of holding everyone up.
+const BANDS_PER_THREAD: usize = 4;
+
+/// Splits `len` into equal blocks of at most `max` (a multiple of `unit`),
+/// returning the block size. Equal blocks avoid a tiny last block: k = 288
+/// with KC = 256 gives two blocks of 144, not 256 + 32.
+fn even_block(len: usize, max: usize, unit: usize) -> usize {
+    let blocks = len.div_ceil(max).max(1);
+    len.div_ceil(blocks).next_multiple_of(unit).min(max)
+}
+
+/// The five loops. Shapes are already checked.
+fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    threading: Threading,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: MatMut<T>,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == T::ZERO {
+        scale(beta, c);
+        return;
+    }
+    // Threads own bands of rows of C, which must be disjoint sub-slices. If
+    // C's rows interleave in memory (column-major C), its columns do not:
+    // compute C^T = B^T A^T instead.
+    if !c.rows_disjoint() {
+        gemm_loops(kernel, threading, alpha, b.t(), a.t(), beta, c.t());
+        return;
+    }
+
+    let in_pool = rayon::current_thread_index().is_some();
+    let parallel_min = if in_pool {
+        PARALLEL_MIN_MNK_IN_POOL
+    } else {
+        PARALLEL_MIN_MNK_OUTSIDE
+    };
+    let threads = match threading {
+        Threading::Rayon if m * n * k >= parallel_min => {
+            rayon::current_num_threads().min(m.div_ceil(K::MR))
+        }
+        _ => 1,
+    };
+    if threads > 1 && !in_pool {
+        // Outside the pool, every rayon::join is a round trip through a
+        // condition variable; inside, it is a push on a work-stealing deque.
+        // So enter the pool once, here.
+        rayon::scope(|_| five_loops(kernel, threads, alpha, a, b, beta, c));
+    } else {
+        five_loops(kernel, threads, alpha, a, b, beta, c);
+    }
+}
+
+/// LOOPS 5 and 4, and the bands of LOOP 3 on `threads` threads.
+fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    threads: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    mut c: MatMut<T>,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    let kc_max = even_block(k, K::KC, 1);
+    let nc_max = even_block(n, K::NC, K::NR);
+
+    with_scratch(kc_max * nc_max, |b_packed: &mut [T]| {
+        // LOOP 5: split n into nc parts
+        for jc in (0..n).step_by(nc_max) {
+            let nc = nc_max.min(n - jc);
+            let mut c_j = c.rb().columns(jc, nc);
+            // LOOP 4: split k into kc parts; pack B -> B~
+            for pc in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - pc);
+                let b_packed = &mut b_packed[..nc.div_ceil(K::NR) * K::NR * kc];
+                let pack_threads = if kc * nc >= PARALLEL_PACK_MIN {
+                    threads
+                } else {
+                    1
+                };
+                pack_b(kernel, pack_threads, b.submatrix(pc, jc, kc, nc), b_packed);
+                let b_packed = &*b_packed;
+                // Only the first kc block sees the caller's beta; later
+                // blocks add onto what the first wrote.
+                let beta = if pc == 0 { beta } else { T::ONE };
+                let a_p = a.submatrix(0, pc, m, kc);
+                let bands = if threads > 1 {
+                    (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR))
+                } else {
+                    1
+                };
+                for_each_band::<T, K>(bands, a_p, c_j.rb(), &|a_band, c_band| {
+                    loop_3(kernel, alpha, a_band, b_packed, beta, c_band);
+                });
             }
-            let at = i * c.rs + j * c.cs;
-            c.data[at] = if beta == T::ZERO { alpha * acc } else { alpha * acc + beta * c.data[at] };
+        }
+    });
+}
+
+/// Packs the `kc x nc` block `b` into B~, the `NR`-column micro-panels
+/// split between `threads` threads.
+fn pack_b<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    threads: usize,
+    b: MatRef<T>,
+    dst: &mut [T],
+) {
+    let panels = b.cols().div_ceil(K::NR);
+    if threads <= 1 || panels < 2 {
+        kernel.pack_b(b, dst);
+        return;
+    }
+    let left = panels / 2;
+    let (kc, cols) = (b.rows(), b.cols());
+    let (dst_left, dst_right) = dst.split_at_mut(left * K::NR * kc);
+    let (b_left, b_right) = (
+        b.submatrix(0, 0, kc, left * K::NR),
+        b.submatrix(0, left * K::NR, kc, cols - left * K::NR),
+    );
+    rayon::join(
+        || pack_b(kernel, threads / 2, b_left, dst_left),
+        || pack_b(kernel, threads - threads / 2, b_right, dst_right),
+    );
+}
+
+/// Cuts A (m, kc) and C (m, nc) into `bands` horizontal bands of whole
+/// `MR`-row micro-panels and runs `f` on each pair, in parallel.
+fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(
+    bands: usize,
+    a: MatRef<T>,
+    c: MatMut<T>,
+    f: &(dyn Fn(MatRef<T>, MatMut<T>) + Sync),
+) {
+    if bands <= 1 {
+        f(a, c);
+        return;
+    }
+    let top_bands = bands / 2;
+    let panels = c.rows().div_ceil(K::MR);
+    let split = (panels * top_bands / bands * K::MR).min(c.rows());
+    let (a_top, a_bottom) = a.split_at_row(split);
+    let (c_top, c_bottom) = c.split_at_row(split);
+    rayon::join(
+        || for_each_band::<T, K>(top_bands, a_top, c_top, f),
+        || for_each_band::<T, K>(bands - top_bands, a_bottom, c_bottom, f),
+    );
+}
+
+/// LOOP 3 over one band: A (mb, kc), B~ packed (kc, nc), C (mb, nc).
+fn loop_3<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    alpha: T,
+    a: MatRef<T>,
+    b_packed: &[T],
+    beta: T,
+    mut c: MatMut<T>,
+) {
+    let (m, kc) = (a.rows(), a.cols());
+    let mc_max = K::MC.min(m.next_multiple_of(K::MR));
+    with_scratch(mc_max * kc, |a_packed: &mut [T]| {
+        // LOOP 3: split m into mc parts; pack A -> A~
+        for ic in (0..m).step_by(K::MC) {
+            let mc = K::MC.min(m - ic);
+            let a_packed = &mut a_packed[..mc.div_ceil(K::MR) * K::MR * kc];
+            kernel.pack_a(a.submatrix(ic, 0, mc, kc), a_packed);
+            let (_, c_i) = c.rb().split_at_row(ic);
+            loops_2_1(kernel, kc, alpha, a_packed, b_packed, beta, c_i, mc);
+        }
+    });
+}
+
+/// LOOPS 2 and 1 over one packed block: A~ (mc, kc), B~ (kc, nc), into the
+/// top `mc` rows of C.
+#[allow(clippy::too_many_arguments)]
+fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    kc: usize,
+    alpha: T,
+    a_packed: &[T],
+    b_packed: &[T],
+    beta: T,
+    mut c: MatMut<T>,
+    mc: usize,
+) {
+    let nc = c.cols();
+    let (rs, cs) = (c.row_stride(), c.col_stride());
+    let c = c.data_mut();
+    // LOOP 2: split nc into NR-column micro-panels of B~
+    for (jr, b_panel) in b_packed.chunks_exact(kc * K::NR).enumerate() {
+        let nr = K::NR.min(nc - jr * K::NR);
+        // LOOP 1: split mc into MR-row micro-panels of A~
+        for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
+            let mr = K::MR.min(mc - ir * K::MR);
+            let c_tile = &mut c[ir * K::MR * rs + jr * K::NR * cs..];
+            kernel::tile(
+                kernel,
+                kc,
+                alpha,
+                a_panel,
+                b_panel,
+                beta,
+                c_tile,
+                (rs, cs),
+                (mr, nr),
+            );
+        }
+    }
+}
+
+/// `C <- beta * C`, and with `beta == 0` plain zeros (no NaN from `0 * NaN`).
+fn scale<T: GemmScalar>(beta: T, mut c: MatMut<T>) {
+    for i in 0..c.rows() {
+        for j in 0..c.cols() {
+            let c_ij = c.at_mut(i, j);
+            *c_ij = if beta == T::ZERO {
+                T::ZERO
+            } else {
+                beta * *c_ij
+            };
         }
     }
 }

@@ -1,0 +1,281 @@
+//! Conv tests: the im2col + GEMM passes against the direct seven-loop
+//! definitions, over odd geometries, f32 and f64, outputs poisoned with NaN.
+//!
+//! Each output is a sum of R (forward, grad input) or N * L (grad weight)
+//! products, so, as for the GEMM, it is checked against the f64 oracle
+//! within `2 (terms + 2) u sum |products|`, the sum computed by the same
+//! oracle on absolute values.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+trait TestScalar: GemmScalar {
+    /// Unit roundoff.
+    const U: f64;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl TestScalar for f32 {
+    const U: f64 = f32::EPSILON as f64 / 2.0;
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl TestScalar for f64 {
+    const U: f64 = f64::EPSILON / 2.0;
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// N in {1, 3}, C in {1, 3, 5}, H x W in {1x1, 5x7, 7x5, 28x28}, kernels
+/// 1x1, 3x3, 2x3, stride 1, 2, padding 0, 1, 2; those where the kernel fits.
+fn geometries() -> Vec<Conv2dGeometry> {
+    let mut out = Vec::new();
+    for n in [1, 3] {
+        for c in [1, 3, 5] {
+            for (h, w) in [(1, 1), (5, 7), (7, 5), (28, 28)] {
+                for (kh, kw) in [(1, 1), (3, 3), (2, 3)] {
+                    for stride in [1, 2] {
+                        for padding in [0, 1, 2] {
+                            if h + 2 * padding < kh || w + 2 * padding < kw {
+                                continue;
+                            }
+                            let k = 1 + (out.len() % 4);
+                            out.push(Conv2dGeometry {
+                                n,
+                                c,
+                                h,
+                                w,
+                                k,
+                                kh,
+                                kw,
+                                stride,
+                                padding,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn random<T: TestScalar>(len: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
+    (0..len)
+        .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
+        .collect()
+}
+
+fn to_f64<T: TestScalar>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|&x| x.to_f64()).collect()
+}
+
+fn abs(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// `got` against `want` within `2 (terms + 2) u bound` element-wise.
+fn assert_close<T: TestScalar>(
+    what: &str,
+    g: &Conv2dGeometry,
+    got: &[T],
+    want: &[f64],
+    bound: &[f64],
+    terms: usize,
+) {
+    for (idx, ((&got, &want), &bound)) in got.iter().zip(want).zip(bound).enumerate() {
+        let tol = 2.0 * (terms as f64 + 2.0) * T::U * bound;
+        let got = got.to_f64();
+        assert!(
+            (got - want).abs() <= tol,
+            "{what} {g:?}: element {idx} = {got}, oracle {want}, tolerance {tol}"
+        );
+    }
+}
+
+fn check_geometry<T: TestScalar>(g: &Conv2dGeometry, rng: &mut ChaCha8Rng) {
+    let (l, r) = (g.out_h() * g.out_w(), g.c * g.kh * g.kw);
+    let x: Vec<T> = random(g.n * g.c * g.h * g.w, rng);
+    let weight: Vec<T> = random(g.k * r, rng);
+    let bias: Vec<T> = random(g.k, rng);
+    let grad_out: Vec<T> = random(g.n * g.k * l, rng);
+    let (x64, w64, b64, dout64) = (
+        to_f64(&x),
+        to_f64(&weight),
+        to_f64(&bias),
+        to_f64(&grad_out),
+    );
+    let nan = T::from_f64(f64::NAN);
+
+    // forward, with and without bias
+    for with_bias in [true, false] {
+        let bias_t = with_bias.then_some(&bias[..]);
+        let mut out = vec![nan; g.n * g.k * l];
+        conv2d_forward(g, &x, &weight, bias_t, &mut out);
+        let mut want = vec![f64::NAN; out.len()];
+        conv2d_forward_naive(g, &x64, &w64, with_bias.then_some(&b64[..]), &mut want);
+        let mut bound = vec![0.0; out.len()];
+        conv2d_forward_naive(
+            g,
+            &abs(&x64),
+            &abs(&w64),
+            with_bias.then_some(&abs(&b64)[..]),
+            &mut bound,
+        );
+        assert_close("conv2d_forward", g, &out, &want, &bound, r + 1);
+    }
+
+    // grad input
+    let mut grad_x = vec![nan; x.len()];
+    conv2d_backward_input(g, &grad_out, &weight, &mut grad_x);
+    let mut want = vec![f64::NAN; x.len()];
+    conv2d_backward_input_naive(g, &dout64, &w64, &mut want);
+    let mut bound = vec![0.0; x.len()];
+    conv2d_backward_input_naive(g, &abs(&dout64), &abs(&w64), &mut bound);
+    assert_close(
+        "conv2d_backward_input",
+        g,
+        &grad_x,
+        &want,
+        &bound,
+        g.k * g.kh * g.kw,
+    );
+
+    // grad weight and bias
+    let mut grad_w = vec![nan; weight.len()];
+    let mut grad_b = vec![nan; g.k];
+    conv2d_backward_weight(g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
+    let (mut want_w, mut want_b) = (vec![f64::NAN; weight.len()], vec![f64::NAN; g.k]);
+    conv2d_backward_weight_naive(g, &x64, &dout64, &mut want_w, Some(&mut want_b));
+    let (mut bound_w, mut bound_b) = (vec![0.0; weight.len()], vec![0.0; g.k]);
+    conv2d_backward_weight_naive(
+        g,
+        &abs(&x64),
+        &abs(&dout64),
+        &mut bound_w,
+        Some(&mut bound_b),
+    );
+    assert_close(
+        "conv2d_backward_weight (weight)",
+        g,
+        &grad_w,
+        &want_w,
+        &bound_w,
+        g.n * l,
+    );
+    assert_close(
+        "conv2d_backward_weight (bias)",
+        g,
+        &grad_b,
+        &want_b,
+        &bound_b,
+        g.n * l,
+    );
+}
+
+#[test]
+fn f32_matches_naive() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for g in geometries() {
+        check_geometry::<f32>(&g, &mut rng);
+    }
+}
+
+#[test]
+fn f64_matches_naive() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for g in geometries() {
+        check_geometry::<f64>(&g, &mut rng);
+    }
+}
+
+/// The naive forward on a case small enough to do by hand: a 2x2 all-ones
+/// kernel over a 3x3 ramp, padding 0, stride 1, bias 0.5.
+#[test]
+fn naive_forward_by_hand() {
+    let g = Conv2dGeometry {
+        n: 1,
+        c: 1,
+        h: 3,
+        w: 3,
+        k: 1,
+        kh: 2,
+        kw: 2,
+        stride: 1,
+        padding: 0,
+    };
+    let x: Vec<f64> = (1..=9).map(f64::from).collect();
+    let mut out = [0.0; 4];
+    conv2d_forward_naive(&g, &x, &[1.0; 4], Some(&[0.5]), &mut out);
+    // 1+2+4+5, 2+3+5+6, 4+5+7+8, 5+6+8+9, each + 0.5
+    assert_eq!(out, [12.5, 16.5, 24.5, 28.5]);
+}
+
+/// Every pass gives the same bits on 1, 2 or 3 threads (the weight
+/// gradient sums images in fixed chunks, added in a fixed order).
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let g = Conv2dGeometry {
+        n: 13,
+        c: 3,
+        h: 9,
+        w: 9,
+        k: 8,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x: Vec<f32> = random(g.n * g.c * g.h * g.w, &mut rng);
+    let weight: Vec<f32> = random(g.k * g.c * 9, &mut rng);
+    let grad_out: Vec<f32> = random(g.n * g.k * g.out_h() * g.out_w(), &mut rng);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut out = vec![0.0f32; grad_out.len()];
+            let mut grad_x = vec![0.0f32; x.len()];
+            let mut grad_w = vec![0.0f32; weight.len()];
+            let mut grad_b = vec![0.0f32; g.k];
+            conv2d_forward(&g, &x, &weight, None, &mut out);
+            conv2d_backward_input(&g, &grad_out, &weight, &mut grad_x);
+            conv2d_backward_weight(&g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
+            [out, grad_x, grad_w, grad_b].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+}
+
+#[test]
+#[should_panic(expected = "conv2d_forward: out has 3 elements")]
+fn wrong_output_length_panics() {
+    let g = Conv2dGeometry {
+        n: 1,
+        c: 1,
+        h: 2,
+        w: 2,
+        k: 1,
+        kh: 1,
+        kw: 1,
+        stride: 1,
+        padding: 0,
+    };
+    conv2d_forward(&g, &[0.0f32; 4], &[1.0], None, &mut [0.0; 3]);
+}

@@ -1,0 +1,210 @@
+//! AVX-512F microkernel: a 12 x 32 f32 tile in twenty-four 512-bit registers.
+//!
+//! The AVX2 kernel's layout (see `avx2.rs`) with registers twice as wide and
+//! twice as many of them: per step `p`, two loads of B~ (32 floats), twelve
+//! broadcasts of A~ and 24 FMAs, using 24 + 2 + 1 = 27 of the 32 zmm
+//! registers. Two 16-wide FMA units with 4-cycle latency need at least 8
+//! independent accumulators; 24 also hides the broadcast loads.
+//!
+//! It is selected only when `avx512f` is detected at run time. The machines
+//! this course was developed on lack AVX-512, so this kernel's tests skip
+//! there and its blocking is derived, not measured.
+//!
+//! For f64 the same token runs the portable kernel compiled with AVX-512F.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::{
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_storeu_ps,
+};
+
+use super::kernel::{Kernel, MicroKernel};
+use super::pack::pack_panels;
+use super::portable;
+use super::MatRef;
+
+/// Proof that the CPU has AVX-512F: only [`Avx512::detect`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512 {
+    _detected: (),
+}
+
+impl Avx512 {
+    /// `Some` if the CPU running the program supports AVX-512F.
+    pub(crate) fn detect() -> Option<Self> {
+        Kernel::Avx512
+            .available()
+            .then_some(Avx512 { _detected: () })
+    }
+}
+
+const MR: usize = 12;
+const NR: usize = 32;
+
+/// Cache blocking for the 12 x 32 kernel, by the arithmetic of `avx2.rs`
+/// for a 32 KiB+ L1d and a 1 MiB+ L2 (Skylake-X and later):
+/// `KC * NR * 4 = 192 * 32 * 4 = 24 KiB` of B~ micro-panel in L1,
+/// `MC * KC * 4 = 240 * 192 * 4 = 180 KiB` of A~ block in L2,
+/// `KC * NC * 4 = 192 * 4096 * 4 = 3 MiB` of B~ block in L3.
+impl MicroKernel<f32> for Avx512 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const MC: usize = 240;
+    const KC: usize = 192;
+    const NC: usize = 4096;
+
+    fn pack_a(self, a: MatRef<f32>, dst: &mut [f32]) {
+        pack_panels::<f32, MR>(a, dst);
+    }
+
+    fn pack_b(self, b: MatRef<f32>, dst: &mut [f32]) {
+        pack_panels::<f32, NR>(b.t(), dst);
+    }
+
+    fn tile_rows(
+        self,
+        mr: usize,
+        kc: usize,
+        alpha: f32,
+        a: &[f32],
+        b: &[f32],
+        beta: f32,
+        c: &mut [f32],
+        rs: usize,
+    ) {
+        assert!((1..=MR).contains(&mr));
+        assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (mr - 1) * rs + NR);
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        // SAFETY: `self` exists, so AVX-512F was detected at run time; the
+        // asserts above make every read of a, b and every read/write of the
+        // mr rows of the tile in c fall inside the slices (see `kernel_12x32`).
+        unsafe {
+            match mr {
+                1 => kernel_12x32::<1>(kc, alpha, a, b, beta, c, rs),
+                2 => kernel_12x32::<2>(kc, alpha, a, b, beta, c, rs),
+                3 => kernel_12x32::<3>(kc, alpha, a, b, beta, c, rs),
+                4 => kernel_12x32::<4>(kc, alpha, a, b, beta, c, rs),
+                5 => kernel_12x32::<5>(kc, alpha, a, b, beta, c, rs),
+                6 => kernel_12x32::<6>(kc, alpha, a, b, beta, c, rs),
+                7 => kernel_12x32::<7>(kc, alpha, a, b, beta, c, rs),
+                8 => kernel_12x32::<8>(kc, alpha, a, b, beta, c, rs),
+                9 => kernel_12x32::<9>(kc, alpha, a, b, beta, c, rs),
+                10 => kernel_12x32::<10>(kc, alpha, a, b, beta, c, rs),
+                11 => kernel_12x32::<11>(kc, alpha, a, b, beta, c, rs),
+                _ => kernel_12x32::<MR>(kc, alpha, a, b, beta, c, rs),
+            }
+        }
+    }
+}
+
+/// `C <- alpha * a~ b~ + beta * C` on the top `ROWS` rows of a 12 x 32
+/// tile (`ROWS = 12` but for the short last micro-panel of A~).
+///
+/// # Safety
+/// The CPU must support AVX-512F; `ROWS <= 12`; `a` must be valid for
+/// `kc * 12` reads, `b` for `kc * 32` reads, and `c` for reads and writes
+/// of `c[i * rs + j]`, `i < ROWS`, `j < 32`.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_12x32<const ROWS: usize>(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rs: usize,
+) {
+    // acc[i][h] holds tile row i, columns 16h .. 16h + 16.
+    let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
+    for p in 0..kc {
+        // SAFETY: p < kc, so b + p*32 .. + 32 and a + p*12 .. + 12 are in
+        // bounds (caller's contract).
+        let (b0, b1) = unsafe {
+            (
+                _mm512_loadu_ps(b.add(p * NR)),
+                _mm512_loadu_ps(b.add(p * NR + 16)),
+            )
+        };
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: as above, i < ROWS <= 12.
+            let a_ip = _mm512_set1_ps(unsafe { *a.add(p * MR + i) });
+            acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
+            acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
+        }
+    }
+
+    // C <- alpha AB + beta C, rounded as (alpha * ab) + (beta * c).
+    let alpha = _mm512_set1_ps(alpha);
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (h, &acc_ih) in acc_i.iter().enumerate() {
+            let c_ih = c.wrapping_add(i * rs + 16 * h);
+            let ab = _mm512_mul_ps(alpha, acc_ih);
+            let out = if beta == 0.0 {
+                ab
+            } else {
+                // SAFETY: c + i*rs + 16h .. + 16 is inside the tile (caller's contract).
+                let c_old = unsafe { _mm512_loadu_ps(c_ih) };
+                _mm512_add_ps(ab, _mm512_mul_ps(_mm512_set1_ps(beta), c_old))
+            };
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(c_ih, out) };
+        }
+    }
+}
+
+const MR_F64: usize = 8;
+const NR_F64: usize = 16;
+
+/// f64: the portable kernel compiled with AVX-512F (8-wide registers),
+/// 8 x 16 tile = 16 zmm accumulators; `KC * NR * 8 = 192 * 16 * 8 = 24 KiB`.
+impl MicroKernel<f64> for Avx512 {
+    const MR: usize = MR_F64;
+    const NR: usize = NR_F64;
+    const MC: usize = 128;
+    const KC: usize = 192;
+    const NC: usize = 4096;
+
+    fn pack_a(self, a: MatRef<f64>, dst: &mut [f64]) {
+        pack_panels::<f64, MR_F64>(a, dst);
+    }
+
+    fn pack_b(self, b: MatRef<f64>, dst: &mut [f64]) {
+        pack_panels::<f64, NR_F64>(b.t(), dst);
+    }
+
+    fn tile_rows(
+        self,
+        mr: usize,
+        kc: usize,
+        alpha: f64,
+        a: &[f64],
+        b: &[f64],
+        beta: f64,
+        c: &mut [f64],
+        rs: usize,
+    ) {
+        // SAFETY: `self` exists, so AVX-512F was detected at run time. The
+        // kernel itself is safe code (slices, bounds-checked).
+        unsafe { portable_f64_avx512(mr, kc, alpha, a, b, beta, c, rs) }
+    }
+}
+
+/// The portable kernel with AVX-512F enabled for code generation.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_f64_avx512(
+    mr: usize,
+    kc: usize,
+    alpha: f64,
+    a: &[f64],
+    b: &[f64],
+    beta: f64,
+    c: &mut [f64],
+    rs: usize,
+) {
+    portable::tile_rows::<f64, MR_F64, NR_F64>(mr, kc, alpha, a, b, beta, c, rs);
+}

@@ -1,0 +1,152 @@
+//! The microkernel interface and the run-time choice of microkernel.
+//!
+//! A microkernel computes one `MR x NR` tile of C from an `MR x kc` A~
+//! micro-panel and a `kc x NR` B~ micro-panel, keeping the whole tile in
+//! registers for the `kc` rank-1 updates. Everything else in the GEMM exists
+//! to feed it from cache. Each instruction set gets its own implementation
+//! of [`MicroKernel`]; [`Kernel`] names them and [`Kernel::best`] picks the
+//! fastest one the CPU running the program supports.
+
+use std::sync::OnceLock;
+
+use super::{GemmScalar, MatRef};
+
+/// The microkernels, fastest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// x86-64 AVX-512F: 12 x 32 f32 tile in 24 zmm accumulators.
+    Avx512,
+    /// x86-64 AVX2 + FMA: 6 x 16 f32 tile in 12 ymm accumulators.
+    Avx2Fma,
+    /// Plain Rust that LLVM auto-vectorises for the target's baseline SIMD.
+    Portable,
+}
+
+impl Kernel {
+    /// All kernels, fastest first.
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2Fma, Kernel::Portable];
+
+    /// True if the CPU running the program has the instructions this kernel needs.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2Fma | Kernel::Avx512 => false,
+        }
+    }
+
+    /// The fastest available kernel, detected once and cached.
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            Kernel::ALL
+                .into_iter()
+                .find(|k| k.available())
+                .unwrap_or(Kernel::Portable)
+        })
+    }
+
+    /// Short name for reports: `"avx512f"`, `"avx2+fma"`, `"portable"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "avx512f",
+            Kernel::Avx2Fma => "avx2+fma",
+            Kernel::Portable => "portable",
+        }
+    }
+}
+
+/// One microkernel for element type `T`, with its tile and cache-block sizes.
+///
+/// Implementors are zero-sized tokens. A SIMD token can only be constructed
+/// after run-time detection found its instructions, so holding one is the
+/// proof that calling its `#[target_feature]` code is sound.
+pub(crate) trait MicroKernel<T: GemmScalar>: Copy + Send + Sync {
+    /// Rows of the register tile (rows of an A~ micro-panel).
+    const MR: usize;
+    /// Columns of the register tile (columns of a B~ micro-panel).
+    const NR: usize;
+    /// Rows of A packed at once into A~ (LOOP 3 step); a multiple of `MR`.
+    const MC: usize;
+    /// Depth of the packed panels (LOOP 4 step).
+    const KC: usize;
+    /// Columns of B packed at once into B~ (LOOP 5 step); a multiple of `NR`.
+    const NC: usize;
+
+    /// Packs the `mc x kc` block `a` into `MR`-row micro-panels (see `pack.rs`).
+    fn pack_a(self, a: MatRef<T>, dst: &mut [T]);
+
+    /// Packs the `kc x nc` block `b` into `NR`-column micro-panels.
+    fn pack_b(self, b: MatRef<T>, dst: &mut [T]);
+
+    /// The microkernel proper: `C <- alpha * a~ b~ + beta * C` on the top
+    /// `mr` rows (`1 <= mr <= MR`) of a full-width tile whose columns are
+    /// contiguous. `a~` is an `MR x kc` packed micro-panel (rows past `mr`
+    /// are padding and may be skipped), `b~` is `kc x NR` packed, and tile
+    /// element `(i, j)` is `c[i * rs + j]`. With `beta == 0`, C is not read.
+    ///
+    /// # Panics
+    /// If `mr` is 0 or above `MR`, or if `a`, `b` or `c` is too short for
+    /// `kc`, `MR`, `NR`, `mr` and `rs`.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_rows(
+        self,
+        mr: usize,
+        kc: usize,
+        alpha: T,
+        a: &[T],
+        b: &[T],
+        beta: T,
+        c: &mut [T],
+        rs: usize,
+    );
+}
+
+/// Largest `MR * NR` of any kernel: the stack buffer for edge tiles.
+const MAX_TILE: usize = 12 * 32;
+
+/// Computes the `mr x nr` tile `C <- alpha * a~ b~ + beta * C` at the start
+/// of `c`, with strides `(rs, cs)`, for any `mr <= MR`, `nr <= NR`.
+///
+/// Full-width tiles with contiguous rows go straight to the microkernel,
+/// which skips the padding rows of a short last A~ micro-panel (for m = 32
+/// and MR = 6, the last panel has 2 real rows: computing 6 would waste 11%
+/// of the whole product). Narrow tiles at the right edge, and column-strided
+/// C, let the kernel write its `mr x NR` product into a stack buffer, then
+/// copy out the `mr x nr` part that exists. Both paths round identically:
+/// `alpha * ab + beta * c`, no fused multiply-add.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn tile<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    kc: usize,
+    alpha: T,
+    a: &[T],
+    b: &[T],
+    beta: T,
+    c: &mut [T],
+    (rs, cs): (usize, usize),
+    (mr, nr): (usize, usize),
+) {
+    if nr == K::NR && cs == 1 {
+        kernel.tile_rows(mr, kc, alpha, a, b, beta, c, rs);
+        return;
+    }
+    let mut ab = [T::ZERO; MAX_TILE];
+    let ab = &mut ab[..mr * K::NR];
+    kernel.tile_rows(mr, kc, T::ONE, a, b, T::ZERO, ab, K::NR);
+    for (i, ab_row) in ab.chunks_exact(K::NR).enumerate() {
+        for (j, &ab_ij) in ab_row[..nr].iter().enumerate() {
+            let c_ij = &mut c[i * rs + j * cs];
+            *c_ij = if beta == T::ZERO {
+                alpha * ab_ij
+            } else {
+                alpha * ab_ij + beta * *c_ij
+            };
+        }
+    }
+}

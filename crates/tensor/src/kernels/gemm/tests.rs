@@ -1,0 +1,495 @@
+//! GEMM tests: every kernel against the naive triple loop, over odd shapes,
+//! all four transpose combinations, strided views and alpha/beta pairs.
+//!
+//! Error bound. A dot product of length k summed in any order in floating
+//! point satisfies |fl(a.b) - a.b| <= gamma_k sum_p |a_p b_p|, gamma_k ~ k u
+//! (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1), with u
+//! the unit roundoff. So each C[i, j] is checked against the f64 oracle
+//! within `(k + 2) u (|alpha| (|A| |B|)[i, j] + |beta C[i, j]|)`, times a
+//! safety factor of 2; the `+ 2` covers the alpha and beta products.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::*;
+
+/// How a logical `rows x cols` matrix sits in memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    RowMajor,
+    /// Stored as its transpose, row-major: the view is `.t()` of that.
+    ColMajor,
+    /// Row-major inside a bigger buffer: leading dimension `cols + 5`, offset 3.
+    Strided,
+    /// Column-major inside a bigger buffer: leading dimension `rows + 2`, offset 1.
+    StridedColMajor,
+}
+
+/// A matrix stored with some [`Layout`]; the slots outside the view hold
+/// sentinels that must survive a GEMM into it untouched.
+struct Stored<T> {
+    data: Vec<T>,
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+const SENTINEL: f64 = 12345.0;
+
+impl<T: GemmScalar> Stored<T> {
+    fn new(
+        rows: usize,
+        cols: usize,
+        layout: Layout,
+        mut value: impl FnMut() -> T,
+        sentinel: T,
+    ) -> Self {
+        let (offset, rs, cs, len) = match layout {
+            Layout::RowMajor => (0, cols, 1, rows * cols),
+            Layout::ColMajor => (0, 1, rows, rows * cols),
+            Layout::Strided => (3, cols + 5, 1, 3 + rows * (cols + 5)),
+            Layout::StridedColMajor => (1, 1, rows + 2, 1 + cols * (rows + 2)),
+        };
+        let mut data = vec![sentinel; len.max(1)];
+        for i in 0..rows {
+            for j in 0..cols {
+                data[offset + i * rs + j * cs] = value();
+            }
+        }
+        Stored {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    fn view(&self) -> MatRef<'_, T> {
+        MatRef::new(
+            &self.data[self.offset..],
+            self.rows,
+            self.cols,
+            self.rs,
+            self.cs,
+        )
+        .unwrap()
+    }
+
+    fn view_mut(&mut self) -> MatMut<'_, T> {
+        MatMut::new(
+            &mut self.data[self.offset..],
+            self.rows,
+            self.cols,
+            self.rs,
+            self.cs,
+        )
+        .unwrap()
+    }
+
+    fn get(&self, i: usize, j: usize) -> T {
+        self.data[self.offset + i * self.rs + j * self.cs]
+    }
+
+    /// Same layout, elements mapped by `f` (to f64 for the oracle, or to |x|).
+    fn map<U: GemmScalar>(&self, f: impl Fn(T) -> U) -> Stored<U> {
+        Stored {
+            data: self.data.iter().map(|&x| f(x)).collect(),
+            offset: self.offset,
+            rows: self.rows,
+            cols: self.cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
+
+    /// True if every slot outside the view still holds `sentinel`.
+    fn padding_untouched(&self, sentinel: T) -> bool {
+        let mut inside = vec![false; self.data.len()];
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                inside[self.offset + i * self.rs + j * self.cs] = true;
+            }
+        }
+        self.data
+            .iter()
+            .zip(&inside)
+            .all(|(&x, &inside)| inside || x == sentinel)
+    }
+}
+
+/// The element type under test, seen from the f64 oracle.
+trait TestScalar: GemmScalar {
+    /// Unit roundoff.
+    const U: f64;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl TestScalar for f32 {
+    const U: f64 = f32::EPSILON as f64 / 2.0;
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl TestScalar for f64 {
+    const U: f64 = f64::EPSILON / 2.0;
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+const DIMS: [usize; 5] = [1, 7, 17, 65, 255];
+const ALPHA_BETA: [(f64, f64); 4] = [(1.0, 0.0), (0.5, 0.0), (1.0, 1.0), (-2.0, 0.25)];
+
+/// One case: shapes, layouts of A, B, C, and (alpha, beta).
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Layout,
+    b: Layout,
+    c: Layout,
+    alpha: f64,
+    beta: f64,
+}
+
+/// All four transpose combinations for every (m, n, k) from `DIMS` with at
+/// most one dimension 255 (the rest stay fast), cycling through alpha/beta
+/// pairs, C layouts, and strided A and B.
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let transposes = [
+        (Layout::RowMajor, Layout::RowMajor), // A B
+        (Layout::ColMajor, Layout::RowMajor), // A^T B
+        (Layout::RowMajor, Layout::ColMajor), // A B^T
+        (Layout::ColMajor, Layout::ColMajor), // A^T B^T
+        (Layout::Strided, Layout::StridedColMajor),
+        (Layout::StridedColMajor, Layout::Strided),
+    ];
+    let c_layouts = [
+        Layout::RowMajor,
+        Layout::Strided,
+        Layout::ColMajor,
+        Layout::StridedColMajor,
+    ];
+    for &m in &DIMS {
+        for &n in &DIMS {
+            for &k in &DIMS {
+                if [m, n, k].iter().filter(|&&d| d == 255).count() > 1 {
+                    continue;
+                }
+                for (t, &(a, b)) in transposes.iter().enumerate() {
+                    let idx = cases.len();
+                    let (alpha, beta) = ALPHA_BETA[(idx + t) % 4];
+                    let c = c_layouts[(idx / 4 + t) % 4];
+                    cases.push(Case {
+                        m,
+                        n,
+                        k,
+                        a,
+                        b,
+                        c,
+                        alpha,
+                        beta,
+                    });
+                }
+            }
+        }
+    }
+    // Every row count up to 13 (and 2 x 16 + 1 columns): each remainder of
+    // m by MR = 4, 6, 8, 12 ends in a short last micro-panel, which the
+    // SIMD kernels compute with a row-count-specialised variant.
+    for m in 1..=13 {
+        for (alpha, beta) in [(1.0, 0.0), (-2.0, 0.25)] {
+            let (a, b, c) = (Layout::RowMajor, Layout::RowMajor, Layout::RowMajor);
+            cases.push(Case { m, n: 33, k: 9, a, b, c, alpha, beta });
+        }
+    }
+    cases
+}
+
+/// Runs `case` through `gemm_with(kernel, threading)` and checks it against
+/// the f64 oracle within the bound at the top of this file. With beta = 0
+/// the output starts as NaN, which must not survive.
+fn check_case<T: TestScalar>(
+    kernel: Kernel,
+    threading: Threading,
+    case: Case,
+    rng: &mut ChaCha8Rng,
+) {
+    let Case {
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        ..
+    } = case;
+    let mut uniform = || T::from_f64(rng.random_range(-1.0..1.0));
+    let a = Stored::new(m, k, case.a, &mut uniform, T::from_f64(SENTINEL));
+    let b = Stored::new(k, n, case.b, &mut uniform, T::from_f64(SENTINEL));
+    let mut c = if beta == 0.0 {
+        Stored::new(
+            m,
+            n,
+            case.c,
+            || T::from_f64(f64::NAN),
+            T::from_f64(SENTINEL),
+        )
+    } else {
+        Stored::new(m, n, case.c, &mut uniform, T::from_f64(SENTINEL))
+    };
+
+    // Oracle in f64, and |alpha| |A| |B| + |beta C| for the error bound.
+    let (a64, b64, c64) = (a.map(T::to_f64), b.map(T::to_f64), c.map(T::to_f64));
+    let mut expect = c64.map(|x| x);
+    gemm_naive(alpha, a64.view(), b64.view(), beta, expect.view_mut());
+    let mut bound = c64.map(|x| if beta == 0.0 { 0.0 } else { x.abs() });
+    let (a_abs, b_abs) = (a64.map(f64::abs), b64.map(f64::abs));
+    gemm_naive(
+        alpha.abs(),
+        a_abs.view(),
+        b_abs.view(),
+        beta.abs(),
+        bound.view_mut(),
+    );
+
+    gemm_with(
+        kernel,
+        threading,
+        T::from_f64(alpha),
+        a.view(),
+        b.view(),
+        T::from_f64(beta),
+        c.view_mut(),
+    );
+
+    for i in 0..m {
+        for j in 0..n {
+            let (got, want) = (c.get(i, j).to_f64(), expect.get(i, j));
+            let tol = 2.0 * (k as f64 + 2.0) * T::U * bound.get(i, j);
+            assert!(
+                (got - want).abs() <= tol,
+                "{kernel:?} {threading:?} {case:?}: C[{i}, {j}] = {got}, oracle {want}, tolerance {tol}"
+            );
+        }
+    }
+    assert!(
+        c.padding_untouched(T::from_f64(SENTINEL)),
+        "{kernel:?} {case:?}: wrote outside C"
+    );
+}
+
+fn check_all_cases<T: TestScalar>(kernel: Kernel) {
+    if !kernel.available() {
+        eprintln!("skipping {kernel:?}: not available on this CPU");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0x6e44);
+    for case in cases() {
+        check_case::<T>(kernel, Threading::Single, case, &mut rng);
+    }
+}
+
+#[test]
+fn avx512_f32_matches_naive() {
+    check_all_cases::<f32>(Kernel::Avx512);
+}
+
+#[test]
+fn avx2_f32_matches_naive() {
+    check_all_cases::<f32>(Kernel::Avx2Fma);
+}
+
+#[test]
+fn portable_f32_matches_naive() {
+    check_all_cases::<f32>(Kernel::Portable);
+}
+
+#[test]
+fn avx512_f64_matches_naive() {
+    check_all_cases::<f64>(Kernel::Avx512);
+}
+
+#[test]
+fn avx2_f64_matches_naive() {
+    check_all_cases::<f64>(Kernel::Avx2Fma);
+}
+
+#[test]
+fn portable_f64_matches_naive() {
+    check_all_cases::<f64>(Kernel::Portable);
+}
+
+/// Threaded runs, called from inside a rayon pool and from outside it.
+#[test]
+fn rayon_matches_naive() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for case in cases()
+        .into_iter()
+        .filter(|c| c.m * c.n * c.k >= PARALLEL_MIN_MNK_IN_POOL)
+    {
+        pool.install(|| check_case::<f32>(Kernel::best(), Threading::Rayon, case, &mut rng));
+        if case.m * case.n * case.k >= PARALLEL_MIN_MNK_OUTSIDE {
+            check_case::<f32>(Kernel::best(), Threading::Rayon, case, &mut rng);
+        }
+    }
+}
+
+/// Runs `gemm_with` on fresh copies of the same inputs, returns C.
+fn run_f32(
+    kernel: Kernel,
+    threading: Threading,
+    m: usize,
+    n: usize,
+    k: usize,
+    c_layout: Layout,
+) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64((m * 1_000_000 + n * 1000 + k) as u64);
+    let mut uniform = || rng.random_range(-1.0f32..1.0);
+    let a = Stored::new(m, k, Layout::RowMajor, &mut uniform, 0.0);
+    let b = Stored::new(k, n, Layout::ColMajor, &mut uniform, 0.0);
+    let mut c = Stored::new(m, n, c_layout, &mut uniform, 0.0);
+    gemm_with(
+        kernel,
+        threading,
+        1.5,
+        a.view(),
+        b.view(),
+        0.5,
+        c.view_mut(),
+    );
+    c.data
+}
+
+/// Splitting rows of C across threads must not change a single bit: k is
+/// never split, so every element is summed in the same order.
+#[test]
+fn single_and_rayon_are_bit_identical() {
+    let shapes = [
+        (255, 255, 255),
+        (130, 300, 70),
+        (65, 1000, 17),
+        (32, 784, 288),
+        (7, 65, 1025),
+    ];
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+        for &(m, n, k) in &shapes {
+            for c_layout in [Layout::RowMajor, Layout::ColMajor] {
+                let single = run_f32(kernel, Threading::Single, m, n, k, c_layout);
+                for threads in [2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let parallel =
+                        pool.install(|| run_f32(kernel, Threading::Rayon, m, n, k, c_layout));
+                    let same = single
+                        .iter()
+                        .zip(&parallel)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "{kernel:?} {m}x{n}x{k} {c_layout:?}: {threads} threads differ from 1"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A GEMM called from inside a rayon task (conv batched over images).
+#[test]
+fn gemm_nests_inside_rayon() {
+    let (m, n, k) = (96, 200, 130);
+    let expect = run_f32(Kernel::best(), Threading::Single, m, n, k, Layout::RowMajor);
+    let results: Vec<Vec<f32>> = (0..8)
+        .into_par_iter()
+        .map(|_| run_f32(Kernel::best(), Threading::Rayon, m, n, k, Layout::RowMajor))
+        .collect();
+    for got in results {
+        assert_eq!(got, expect);
+    }
+}
+
+/// k = 0 or alpha = 0: C <- beta C, and with beta = 0 zeros, not NaN.
+#[test]
+fn empty_inner_dimension_scales_c() {
+    let a = [0.0f32; 0];
+    let b = [0.0f32; 0];
+    for (beta, want) in [(0.0, 0.0), (2.0, 6.0)] {
+        let mut c = [3.0f32; 6];
+        let a_view = MatRef::new(&a, 2, 0, 0, 1).unwrap();
+        let b_view = MatRef::new(&b, 0, 3, 3, 1).unwrap();
+        gemm(
+            1.0,
+            a_view,
+            b_view,
+            beta,
+            MatMut::new(&mut c, 2, 3, 3, 1).unwrap(),
+        );
+        assert_eq!(c, [want; 6]);
+    }
+    let a = [f32::NAN; 4];
+    let mut c = [f32::NAN; 4];
+    let nan = MatRef::new(&a, 2, 2, 2, 1).unwrap();
+    gemm(0.0, nan, nan, 0.0, MatMut::new(&mut c, 2, 2, 2, 1).unwrap());
+    assert_eq!(c, [0.0; 4]);
+}
+
+#[test]
+#[should_panic(expected = "gemm: A is 2x3, B is 2x2")]
+fn shape_mismatch_panics() {
+    let x = [0.0f32; 6];
+    let mut c = [0.0f32; 4];
+    gemm(
+        1.0,
+        MatRef::new(&x, 2, 3, 3, 1).unwrap(),
+        MatRef::new(&x, 2, 2, 2, 1).unwrap(),
+        0.0,
+        MatMut::new(&mut c, 2, 2, 2, 1).unwrap(),
+    );
+}
+
+#[test]
+fn views_check_bounds_and_aliasing() {
+    let mut x = [0.0f32; 12];
+    assert!(MatRef::new(&x, 3, 4, 4, 1).is_some());
+    assert!(MatRef::new(&x, 3, 5, 4, 1).is_none(), "past the end");
+    assert!(
+        MatRef::new(&x, 12, 12, 0, 0).is_some(),
+        "a broadcast read view may repeat elements"
+    );
+    assert!(MatMut::new(&mut x, 3, 4, 4, 1).is_some());
+    assert!(MatMut::new(&mut x, 4, 3, 1, 4).is_some(), "column-major");
+    assert!(MatMut::new(&mut x, 3, 4, 2, 1).is_none(), "rows overlap");
+    assert!(
+        MatMut::new(&mut x, 2, 2, 0, 1).is_none(),
+        "both rows are the same"
+    );
+    assert!(
+        MatMut::new(&mut x, 1, 12, 0, 1).is_some(),
+        "one row: its stride is never used"
+    );
+    assert!(
+        MatMut::new(&mut x, 3, 4, usize::MAX, 1).is_none(),
+        "index overflow"
+    );
+}

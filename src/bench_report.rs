@@ -1,0 +1,408 @@
+//! The quick performance report, `ddpm bench [--json]`: our GEMM against
+//! `matrixmultiply::sgemm` and our convolutions, in well under a minute,
+//! without criterion (the criterion benches in `benches/` go deeper).
+//!
+//! Every figure is the median over several timed samples after a warm-up;
+//! each sample repeats the operation until it lasts about 20 ms. Ours and the
+//! baseline are sampled alternately, so load from other processes hits both
+//! alike and their ratio stays meaningful on a busy machine.
+//!
+//! Rows are produced by section functions (`gemm_rows`, `conv_rows`) that
+//! each push [`Row`]s into a [`Report`], which prints them as they come, as
+//! a table or as one JSON object per line. A new section is one more function
+//! called from [`run`].
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tensor::kernels::conv::{
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry,
+};
+use tensor::kernels::gemm::{gemm, Kernel, MatMut, MatRef};
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// What was timed, e.g. `"gemm"`, `"conv3x3_fwd"`.
+    pub bench: String,
+    /// The problem size, e.g. `"1024x1024x1024"` (m x k x n) or `"N64xC32x28x28xK32"`.
+    pub shape: String,
+    /// Our throughput, GFLOP/s.
+    pub gflops: f64,
+    /// A reference implementation timed in the same run: (name, GFLOP/s).
+    pub baseline: Option<(String, f64)>,
+}
+
+/// Prints rows as they are measured, as a table or as JSON lines.
+#[derive(Debug)]
+pub struct Report<W: Write> {
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> Report<W> {
+    /// A report that writes to `out`; `json` picks one JSON object per line.
+    pub fn new(out: W, json: bool) -> Self {
+        Report { out, json }
+    }
+
+    /// The header (table mode only): kernel, threads, column names.
+    pub fn header(&mut self) -> io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        writeln!(
+            self.out,
+            "gemm kernel: {}, rayon threads: {}; figures are medians, GFLOP/s",
+            Kernel::best().name(),
+            rayon::current_num_threads()
+        )?;
+        writeln!(
+            self.out,
+            "{:<16} {:<22} {:>9} {:>9} {:>7}  baseline",
+            "bench", "shape", "ours", "base", "ratio"
+        )?;
+        Ok(())
+    }
+
+    /// Prints one row.
+    pub fn row(&mut self, row: &Row) -> io::Result<()> {
+        if self.json {
+            writeln!(self.out, "{}", row_json(row))?;
+        } else {
+            match &row.baseline {
+                Some((name, base)) => writeln!(
+                    self.out,
+                    "{:<16} {:<22} {:>9.1} {:>9.1} {:>7.2}  {}",
+                    row.bench,
+                    row.shape,
+                    row.gflops,
+                    base,
+                    row.gflops / base,
+                    name
+                )?,
+                None => writeln!(
+                    self.out,
+                    "{:<16} {:<22} {:>9.1}",
+                    row.bench, row.shape, row.gflops
+                )?,
+            }
+        }
+        self.out.flush()
+    }
+}
+
+/// `{"bench": "gemm", "shape": "64x64x64", "gflops": 80.1, "baseline":
+/// "matrixmultiply", "baseline_gflops": 70.2, "ratio": 1.14}`, keys in that
+/// order, the baseline keys only when there is one.
+fn row_json(row: &Row) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let mut line = format!(
+        "{{\"bench\": {}, \"shape\": {}, \"gflops\": {:.1}",
+        quote(&row.bench),
+        quote(&row.shape),
+        row.gflops
+    );
+    if let Some((name, base)) = &row.baseline {
+        line += &format!(
+            ", \"baseline\": {}, \"baseline_gflops\": {:.1}, \"ratio\": {:.2}",
+            quote(name),
+            base,
+            row.gflops / base
+        );
+    }
+    line + "}"
+}
+
+/// Runs the whole report on stdout.
+///
+/// If rayon's global pool is not built yet, builds it with the calling
+/// thread as one of its workers (see "Threads" in `tensor::kernels::gemm`),
+/// so both libraries run on all cores with the caller taking part.
+///
+/// # Errors
+/// If writing to stdout fails.
+pub fn run(json: bool) -> io::Result<()> {
+    // An error only means the pool exists already; use it as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global();
+    let mut report = Report::new(io::stdout().lock(), json);
+    report.header()?;
+    gemm_rows(&mut report)?;
+    conv_rows(&mut report)?;
+    Ok(())
+}
+
+/// Wall time one sample should last.
+const SAMPLE_TIME: Duration = Duration::from_millis(20);
+
+/// Samples per figure (the median is reported).
+const SAMPLES: usize = 7;
+
+/// Times `f` (after a warm-up call) and returns its median duration per call.
+fn median_time(mut f: impl FnMut()) -> Duration {
+    median_times([&mut f as &mut dyn FnMut()])[0]
+}
+
+/// Times each function in turn, `SAMPLES` times round-robin, each sample
+/// long enough to last `SAMPLE_TIME`; returns each one's median per call.
+fn median_times<const N: usize>(mut fs: [&mut dyn FnMut(); N]) -> [Duration; N] {
+    // Warm-up: caches, page faults, scratch buffers, the thread pool; and a
+    // first guess at how many calls make a sample.
+    let reps: [u32; N] = std::array::from_fn(|i| {
+        fs[i]();
+        let start = Instant::now();
+        fs[i]();
+        let once = start.elapsed().max(Duration::from_nanos(100));
+        (SAMPLE_TIME.as_secs_f64() / once.as_secs_f64())
+            .ceil()
+            .clamp(1.0, 1e6) as u32
+    });
+    let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(SAMPLES));
+    for _ in 0..SAMPLES {
+        for ((f, &reps), samples) in fs.iter_mut().zip(&reps).zip(&mut samples) {
+            let start = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            samples.push(start.elapsed() / reps);
+        }
+    }
+    samples.map(|mut t| {
+        t.sort();
+        t[SAMPLES / 2]
+    })
+}
+
+fn gflops(flops: f64, time: Duration) -> f64 {
+    flops / time.as_secs_f64() / 1e9
+}
+
+fn random_vec(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// A GEMM problem: C (m, n) = A (m, k) B (k, n), where A and B may be
+/// stored transposed (as in the backward pass of a conv).
+struct GemmCase {
+    bench: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    a_transposed: bool,
+    b_transposed: bool,
+}
+
+const fn square(n: usize) -> GemmCase {
+    GemmCase {
+        bench: "gemm",
+        m: n,
+        k: n,
+        n,
+        a_transposed: false,
+        b_transposed: false,
+    }
+}
+
+/// Square sizes, then the UNet's im2col GEMMs for one image of a 3x3 conv
+/// (m = out channels K, k = C * 9, n = OH * OW) and its backward products,
+/// and attention at 7x7 with 64 channels.
+const GEMM_CASES: [GemmCase; 12] = [
+    square(64),
+    square(128),
+    square(256),
+    square(512),
+    square(1024),
+    square(2048),
+    GemmCase {
+        bench: "gemm_conv28",
+        m: 32,
+        k: 288,
+        n: 784,
+        a_transposed: false,
+        b_transposed: false,
+    },
+    GemmCase {
+        bench: "gemm_conv14",
+        m: 64,
+        k: 576,
+        n: 196,
+        a_transposed: false,
+        b_transposed: false,
+    },
+    GemmCase {
+        bench: "gemm_conv7",
+        m: 64,
+        k: 576,
+        n: 49,
+        a_transposed: false,
+        b_transposed: false,
+    },
+    GemmCase {
+        bench: "gemm_attn7",
+        m: 49,
+        k: 64,
+        n: 49,
+        a_transposed: false,
+        b_transposed: true,
+    },
+    // grad input columns (C*9, OH*OW) = W^T (C*9, K) dY (K, OH*OW)
+    GemmCase {
+        bench: "gemm_conv28_dx",
+        m: 288,
+        k: 32,
+        n: 784,
+        a_transposed: true,
+        b_transposed: false,
+    },
+    // grad weight (K, C*9) = dY (K, OH*OW) cols^T (OH*OW, C*9)
+    GemmCase {
+        bench: "gemm_conv28_dw",
+        m: 32,
+        k: 784,
+        n: 288,
+        a_transposed: false,
+        b_transposed: true,
+    },
+];
+
+/// Our `gemm` against `matrixmultiply::sgemm`, both on all cores.
+fn gemm_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
+    for case in &GEMM_CASES {
+        let GemmCase { m, k, n, .. } = *case;
+        let a = random_vec(m * k, 1);
+        let b = random_vec(k * n, 2);
+        let mut c = vec![0.0f32; m * n];
+        // Row-major storage of A (m, k), or of A^T (k, m) viewed transposed.
+        let (rsa, csa) = if case.a_transposed { (1, m) } else { (k, 1) };
+        let (rsb, csb) = if case.b_transposed { (1, k) } else { (n, 1) };
+        let a_view = MatRef::new(&a, m, k, rsa, csa).expect("A fits its buffer");
+        let b_view = MatRef::new(&b, k, n, rsb, csb).expect("B fits its buffer");
+
+        let mut ours = || {
+            gemm(
+                1.0,
+                a_view,
+                b_view,
+                0.0,
+                MatMut::new(&mut c, m, n, n, 1).expect("C fits"),
+            )
+        };
+        let mut c_base = vec![0.0f32; m * n];
+        let mut baseline = || {
+            // SAFETY: a, b, c_base hold m*k, k*n, m*n floats and the strides
+            // describe row-major (or transposed) matrices inside them, the
+            // same views our MatRef::new just checked.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    rsa as isize,
+                    csa as isize,
+                    b.as_ptr(),
+                    rsb as isize,
+                    csb as isize,
+                    0.0,
+                    c_base.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            }
+        };
+        let [t_ours, t_base] = median_times([&mut ours, &mut baseline]);
+        let flops = 2.0 * (m * n * k) as f64;
+        report.row(&Row {
+            bench: case.bench.to_string(),
+            shape: format!("{m}x{k}x{n}"),
+            gflops: gflops(flops, t_ours),
+            baseline: Some(("matrixmultiply".to_string(), gflops(flops, t_base))),
+        })?;
+    }
+    Ok(())
+}
+
+/// The UNet's 3x3 convolutions (stride 1, padding 1) at batch 64: forward,
+/// and forward + grad input + grad weight (3x the forward flops).
+fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
+    let shapes = [(32, 28, 32), (64, 14, 64), (64, 7, 64)];
+    for (c, hw, k) in shapes {
+        let g = Conv2dGeometry {
+            n: 64,
+            c,
+            h: hw,
+            w: hw,
+            k,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let x = random_vec(g.n * g.c * g.h * g.w, 3);
+        let weight = random_vec(g.k * g.c * g.kh * g.kw, 4);
+        let bias = random_vec(g.k, 5);
+        let out_len = g.n * g.k * g.out_h() * g.out_w();
+        let grad_out = random_vec(out_len, 6);
+        let mut out = vec![0.0f32; out_len];
+        let mut grad_x = vec![0.0f32; x.len()];
+        let mut grad_w = vec![0.0f32; weight.len()];
+        let mut grad_b = vec![0.0f32; g.k];
+        let shape = format!("N{}xC{}x{}x{}xK{}", g.n, g.c, g.h, g.w, g.k);
+
+        let t_fwd = median_time(|| conv2d_forward(&g, &x, &weight, Some(&bias), &mut out));
+        report.row(&Row {
+            bench: "conv3x3_fwd".into(),
+            shape: shape.clone(),
+            gflops: gflops(g.flops(), t_fwd),
+            baseline: None,
+        })?;
+
+        let t_fwd_bwd = median_time(|| {
+            conv2d_forward(&g, &x, &weight, Some(&bias), &mut out);
+            conv2d_backward_input(&g, &grad_out, &weight, &mut grad_x);
+            conv2d_backward_weight(&g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
+        });
+        report.row(&Row {
+            bench: "conv3x3_fwd_bwd".into(),
+            shape,
+            gflops: gflops(3.0 * g.flops(), t_fwd_bwd),
+            baseline: None,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_rows_have_the_documented_form() {
+        let row = Row {
+            bench: "gemm".into(),
+            shape: "1024x1024x1024".into(),
+            gflops: 231.04,
+            baseline: Some(("matrixmultiply".into(), 150.2)),
+        };
+        assert_eq!(
+            row_json(&row),
+            r#"{"bench": "gemm", "shape": "1024x1024x1024", "gflops": 231.0, "baseline": "matrixmultiply", "baseline_gflops": 150.2, "ratio": 1.54}"#
+        );
+        let row = Row {
+            bench: "conv3x3_fwd".into(),
+            shape: "N64xC32x28x28xK32".into(),
+            gflops: 180.0,
+            baseline: None,
+        };
+        assert_eq!(
+            row_json(&row),
+            r#"{"bench": "conv3x3_fwd", "shape": "N64xC32x28x28xK32", "gflops": 180.0}"#
+        );
+    }
+}
