@@ -53,9 +53,12 @@ impl<T: Float> Tensor<T> {
         if block > 0 {
             out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(
                 |(ng, ((y, x), stat))| {
+                    // Two passes (mean, then squared deviations) avoid the cancellation
+                    // of E[x^2] - mean^2; each channel row is summed in T lanes.
                     let count = x.len() as f64;
-                    let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / count;
-                    let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / count;
+                    let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
+                    let m = T::from_f64(mean);
+                    let var = x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count;
                     let rstd = 1.0 / (var + eps).sqrt();
                     let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
                     let first_channel = (ng % groups) * per_group;
@@ -101,12 +104,48 @@ pub fn group_norm_composed<T: Float>(x: &Tensor<T>, groups: usize, weight: &Tens
     xhat.mul(&weight.reshape(&affine_dims)?)?.add(&bias.reshape(&affine_dims)?)
 }
 
+/// `sum_i f(x_i)` over a row: accumulated in 8 lanes of `T` (so the loop
+/// vectorises), then added up in f64.
+fn lane_sum<T: Float>(row: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut lanes = [T::ZERO; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f(v);
+        }
+    }
+    let tail_sum: f64 = tail.iter().map(|&v| f(v).to_f64()).sum();
+    lanes.iter().map(|v| v.to_f64()).sum::<f64>() + tail_sum
+}
+
+/// `(sum_i g_i, sum_i g_i x_i)` over a row, as [`lane_sum`].
+fn lane_sums_g_gx<T: Float>(g: &[T], x: &[T]) -> (f64, f64) {
+    let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
+    let (gc, xc) = (g.chunks_exact(8), x.chunks_exact(8));
+    let (gt, xt) = (gc.remainder(), xc.remainder());
+    for (gc, xc) in gc.zip(xc) {
+        for l in 0..8 {
+            sg[l] += gc[l];
+            sgx[l] += gc[l] * xc[l];
+        }
+    }
+    let total = |lanes: [T; 8]| lanes.iter().map(|v| v.to_f64()).sum::<f64>();
+    let tail_g: f64 = gt.iter().map(|v| v.to_f64()).sum();
+    let tail_gx: f64 = gt.iter().zip(xt).map(|(g, x)| g.to_f64() * x.to_f64()).sum();
+    (total(sg) + tail_g, total(sgx) + tail_gx)
+}
+
 // With xhat = (x - mean) rstd and dxhat = g * weight[c], over one block of M elements:
 //   term 1: dL/dx = rstd * dxhat                      (x directly)
 //   term 2:       - rstd * mean(dxhat)                (through the mean)
 //   term 3:       - rstd * xhat * mean(dxhat * xhat)  (through the variance)
 //   dL/dweight[c] = sum over n and spatial of g * xhat
 //   dL/dbias[c]   = sum over n and spatial of g
+// Every sum reduces to two per channel, S_g = sum g and S_gx = sum g x, because
+// sum g xhat = rstd (S_gx - mean S_g). Then dL/dx is affine in (g, x) per channel:
+//   dL/dx = (rstd w[c]) g + (-rstd^2 mean(dxhat xhat)) x + rstd (mean rstd mean(dxhat xhat) - mean(dxhat)),
+// one fused multiply-add chain per element.
 pub(crate) fn group_norm_backward<T: Float>(
     x: &Tensor<T>,
     weight: &Tensor<T>,
@@ -121,34 +160,35 @@ pub(crate) fn group_norm_backward<T: Float>(
     let block = per_group * spatial;
     let (xd, gd, w) = (x.contiguous_data(), g.contiguous_data(), weight.contiguous_data());
     let mut grad_x = vec![T::ZERO; xd.len()];
-    // Per-block partial sums of the parameter gradients, reduced below in a fixed
-    // order so the result does not depend on the thread count.
+    // Per-block parameter gradients (dL/dweight, dL/dbias for the block's
+    // channels), reduced below in a fixed order so the result does not depend on
+    // the thread count.
     let mut partial = vec![(Vec::new(), Vec::new()); n * groups];
     if block > 0 {
         grad_x.par_chunks_mut(block).zip(xd.par_chunks(block)).zip(gd.par_chunks(block)).zip(partial.par_iter_mut()).enumerate().for_each(
             |(ng, (((dx, x), g), part))| {
                 let (mu, rs) = (mean[ng].to_f64(), rstd[ng].to_f64());
                 let first_channel = (ng % groups) * per_group;
-                let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
                 let (mut gw, mut gb) = (vec![0.0f64; per_group], vec![0.0f64; per_group]);
+                let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
                 for j in 0..per_group {
+                    let rows = j * spatial..(j + 1) * spatial;
+                    let (s_g, s_gx) = lane_sums_g_gx(&g[rows.clone()], &x[rows]);
                     let wc = w[first_channel + j].to_f64();
-                    for s in j * spatial..(j + 1) * spatial {
-                        let (gv, xhat) = (g[s].to_f64(), (x[s].to_f64() - mu) * rs);
-                        sum_dxhat += gv * wc;
-                        sum_dxhat_xhat += gv * wc * xhat;
-                        gw[j] += gv * xhat;
-                        gb[j] += gv;
-                    }
+                    gb[j] = s_g;
+                    gw[j] = rs * (s_gx - mu * s_g);
+                    sum_dxhat += wc * s_g;
+                    sum_dxhat_xhat += wc * gw[j];
                 }
                 let m = block as f64;
                 let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat / m, sum_dxhat_xhat / m);
+                let coef_x = T::from_f64(-rs * rs * mean_dxhat_xhat);
+                let shift = T::from_f64(rs * (mu * rs * mean_dxhat_xhat - mean_dxhat));
                 for j in 0..per_group {
-                    let wc = w[first_channel + j].to_f64();
-                    for s in j * spatial..(j + 1) * spatial {
-                        let xhat = (x[s].to_f64() - mu) * rs;
-                        let dxhat = g[s].to_f64() * wc;
-                        dx[s] = T::from_f64(rs * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));
+                    let coef_g = T::from_f64(rs * w[first_channel + j].to_f64());
+                    let rows = j * spatial..(j + 1) * spatial;
+                    for ((d, &gv), &xv) in dx[rows.clone()].iter_mut().zip(&g[rows.clone()]).zip(&x[rows]) {
+                        *d = coef_g * gv + coef_x * xv + shift;
                     }
                 }
                 *part = (gw, gb);

@@ -21,12 +21,15 @@ fn chain<T: Float>(v: &Tensor<T>, g: &Tensor<T>, h: impl Fn(T, T) -> T + Sync) -
 }
 
 fn sigmoid_scalar<T: Float>(x: T) -> T {
-    // Two branches so that exp never overflows.
+    // e = exp(-|x|) never overflows; s(x) = 1 / (1 + e) for x >= 0 and
+    // e / (1 + e) for x < 0. Both sides are computed and one is selected, so the
+    // loop has no branch and vectorises.
+    let e = x.abs().neg().exp();
+    let inv = T::ONE / (T::ONE + e);
     if x >= T::ZERO {
-        T::ONE / (T::ONE + (-x).exp())
+        inv
     } else {
-        let e = x.exp();
-        e / (T::ONE + e)
+        e * inv
     }
 }
 
