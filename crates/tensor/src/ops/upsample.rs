@@ -7,6 +7,7 @@ use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 impl<T: Float> Tensor<T> {
     /// Repeats every pixel `scale x scale` times.
@@ -23,14 +24,22 @@ impl<T: Float> Tensor<T> {
         let (planes, h, w) = (self.dims()[0] * self.dims()[1], self.dims()[2], self.dims()[3]);
         let x = self.contiguous_data();
         let (oh, ow) = (h * scale, w * scale);
-        let mut out = Vec::with_capacity(planes * oh * ow);
-        for p in 0..planes {
-            for i in 0..oh {
-                let row = &x[(p * h + i / scale) * w..][..w];
-                for j in 0..ow {
-                    out.push(row[j / scale]);
-                }
+        let mut out = vec![T::ZERO; planes * oh * ow];
+        // Each input row becomes one widened row (every pixel repeated `scale`
+        // times), copied to `scale` output rows.
+        let widen = |(input_row, block): (&[T], &mut [T])| {
+            let (first, rest) = block.split_at_mut(ow);
+            for (pixels, &v) in first.chunks_mut(scale).zip(input_row) {
+                pixels.fill(v);
             }
+            for row in rest.chunks_mut(ow) {
+                row.copy_from_slice(first);
+            }
+        };
+        if w > 0 && out.len() >= super::PARALLEL_MIN_ELEMS {
+            x.par_chunks(w).zip(out.par_chunks_mut(scale * ow)).for_each(widen);
+        } else if w > 0 {
+            x.chunks(w).zip(out.chunks_mut(scale * ow)).for_each(widen);
         }
         Ok(Tensor::from_op(out, &[self.dims()[0], self.dims()[1], oh, ow], Op::UpsampleNearest2d { x: self.clone(), scale }))
     }
@@ -39,14 +48,16 @@ impl<T: Float> Tensor<T> {
 // Each input pixel feeds a scale x scale block of outputs: its gradient is the
 // sum of g over that block.
 pub(crate) fn upsample_nearest2d_backward<T: Float>(x: &Tensor<T>, scale: usize, g: &Tensor<T>) -> Result<Tensor<T>> {
-    let (planes, h, w) = (x.dims()[0] * x.dims()[1], x.dims()[2], x.dims()[3]);
-    let (oh, ow) = (h * scale, w * scale);
+    let w = x.dims()[3];
+    let ow = w * scale;
     let gd = g.contiguous_data();
     let mut grad = vec![T::ZERO; x.elem_count()];
-    for p in 0..planes {
-        for i in 0..oh {
-            for j in 0..ow {
-                grad[(p * h + i / scale) * w + j / scale] += gd[(p * oh + i) * ow + j];
+    // Input row r collects the `scale` output rows it was copied to, and within
+    // them the `scale` pixels each input pixel became.
+    for (grad_row, block) in grad.chunks_mut(w).zip(gd.chunks(scale * ow)) {
+        for out_row in block.chunks(ow) {
+            for (gv, pixels) in grad_row.iter_mut().zip(out_row.chunks(scale)) {
+                *gv += pixels.iter().copied().sum::<T>();
             }
         }
     }
