@@ -243,8 +243,8 @@ impl TrainConfig {
         if !(self.grad_clip >= 0.0) || !(self.time_budget >= 0.0) || !(self.hybrid_lambda >= 0.0) {
             return Err(invalid("--grad-clip/--time-budget/--hybrid-lambda", "must be non-negative"));
         }
-        if self.schedule == ScheduleKind::Linear && self.timesteps < 20 {
-            return Err(invalid("--timesteps", "the linear schedule needs T >= 20 (beta_T = 20 / T must stay below 1)"));
+        if self.schedule == ScheduleKind::Linear && self.timesteps <= 20 {
+            return Err(invalid("--timesteps", "the linear schedule needs T > 20 (beta_T = 20 / T must stay below 1)"));
         }
         if let Some(unet) = self.model.unet() {
             unet.validate().map_err(|e| invalid("--base-channels/--channel-mults", &e.to_string()))?;
@@ -359,7 +359,7 @@ mod tests {
         assert!(parse(&["--ema-decay", "1.5"]).unwrap_err().to_string().contains("--ema-decay"));
         assert!(parse(&["--data", "swiss-roll", "--model", "unet"]).unwrap_err().to_string().contains("--model"));
         assert!(parse(&["--hidden", "4"]).unwrap_err().to_string().contains("--hidden"));
-        assert!(parse(&["--timesteps", "10"]).unwrap_err().to_string().contains("--timesteps"));
+        assert!(parse(&["--timesteps", "20"]).unwrap_err().to_string().contains("--timesteps"));
     }
 
     #[test]

@@ -150,13 +150,15 @@ impl NoiseSchedule {
     ///
     /// # Errors
     /// [`Error::InvalidSchedule`] when there are fewer than 2 betas (the clipped
-    /// posterior log-variance needs beta-tilde at index 1), or a beta is outside (0, 1].
+    /// posterior log-variance needs beta-tilde at index 1), or a beta is outside (0, 1).
+    /// A beta of exactly 1 would make alpha-bar_t zero: x_t would carry no trace of
+    /// x_0, and x_0 predicted from eps would divide by sqrt(alpha-bar_t) = 0.
     pub fn from_betas(betas: Vec<f64>) -> Result<Self> {
         if betas.len() < 2 {
             return Err(Error::InvalidSchedule { msg: format!("needs at least 2 timesteps, got {}", betas.len()) });
         }
-        if let Some((i, b)) = betas.iter().enumerate().find(|(_, &b)| !(b > 0.0 && b <= 1.0)) {
-            return Err(Error::InvalidSchedule { msg: format!("beta at code index {i} is {b}, outside (0, 1]") });
+        if let Some((i, b)) = betas.iter().enumerate().find(|(_, &b)| !(b > 0.0 && b < 1.0)) {
+            return Err(Error::InvalidSchedule { msg: format!("beta at code index {i} is {b}, outside (0, 1)") });
         }
         let n = betas.len();
         let alphas: Vec<f64> = betas.iter().map(|b| 1.0 - b).collect();

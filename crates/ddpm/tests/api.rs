@@ -20,6 +20,10 @@ fn bad_input_is_an_error_that_names_the_problem() {
     assert!(matches!(err, Error::BatchMismatch { timesteps: 1, .. }), "{err}");
     assert!(matches!(NoiseSchedule::from_betas(vec![0.1]), Err(Error::InvalidSchedule { .. })));
     assert!(matches!(NoiseSchedule::from_betas(vec![0.1, 1.5]), Err(Error::InvalidSchedule { .. })));
+    // beta = 1 would make alpha-bar zero (T = 20 is the linear schedule's edge).
+    assert!(matches!(NoiseSchedule::from_betas(vec![0.1, 1.0]), Err(Error::InvalidSchedule { .. })));
+    assert!(matches!(NoiseSchedule::new(BetaSchedule::Linear, 20), Err(Error::InvalidSchedule { .. })));
+    assert!(NoiseSchedule::new(BetaSchedule::Linear, 21).is_ok());
     assert!(BetaSchedule::from_name("quadratic").is_err());
     assert!(VarianceKind::from_name("learned").is_err());
     assert!(schedule.respaced(&[3, 2]).is_err());

@@ -1,0 +1,185 @@
+//! The `ddpm` program end to end, on a tiny UNet and a few steps: train,
+//! checkpoint, resume (bit-identical to an uninterrupted run), sample, nll, info;
+//! bad flags and files give one-line errors with exit code 2; a diverging run stops
+//! with exit code 1 naming the step; Ctrl-C saves and exits cleanly.
+
+use nn::Checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A tiny UNet on MNIST: 8 base channels, two levels (28, 14), T = 25.
+const TINY: &[&str] = &[
+    "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "25", "--batch", "8",
+    "--warmup", "2", "--samples", "4", "--checkpoint-every", "3", "--quiet",
+];
+
+fn ddpm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddpm")).args(args).output().expect("the ddpm binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ddpm-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn ok(out: &Output) -> String {
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exit {:?}\nstdout: {stdout}\nstderr: {stderr}", out.status.code());
+    stdout.into_owned()
+}
+
+/// Asserts a one-line error with the given exit code and returns it.
+fn fails(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "a panic: {stderr}");
+    stderr
+}
+
+fn train(run: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--run", run.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    ddpm(&args)
+}
+
+fn bits(c: &[(String, tensor::Tensor<f32>)]) -> Vec<(String, Vec<u32>)> {
+    c.iter().map(|(n, t)| (n.clone(), t.to_vec().iter().map(|v| v.to_bits()).collect())).collect()
+}
+
+/// The first four columns (step, loss, lr, grad-norm) of metrics.csv; the fifth is throughput.
+fn metrics(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn train_resume_sample_nll_info() {
+    let (straight, resumed) = (scratch("straight"), scratch("resumed"));
+    let summary = ok(&train(&straight, &["--steps", "6"]));
+    assert!(summary.starts_with("done at step 6"), "{summary}");
+    // The same run in two sessions: 4 steps (checkpoint at 3, then the last at 4),
+    // then --resume to 6. Steps after the last checkpoint are never lost.
+    ok(&train(&resumed, &["--steps", "4"]));
+    ok(&ddpm(&["train", "--run", resumed.to_str().unwrap(), "--resume", "--steps", "6", "--quiet"]));
+    let a = Checkpoint::<f32>::load(straight.join("checkpoint.safetensors")).unwrap();
+    let b = Checkpoint::<f32>::load(resumed.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(bits(&a.model), bits(&b.model), "weights differ after resume");
+    assert_eq!(bits(&a.ema), bits(&b.ema), "EMA weights differ after resume");
+    assert_eq!(bits(&a.optimizer), bits(&b.optimizer), "optimizer state differs after resume");
+    assert_eq!(metrics(&straight), metrics(&resumed));
+    for file in ["config.json", "loss.svg", "samples.png"] {
+        assert!(straight.join(file).exists(), "{file} missing");
+    }
+
+    let (grid, strip) = (resumed.join("grid.png"), resumed.join("trajectory.png"));
+    let out = ok(&ddpm(&[
+        "sample", "--checkpoint", resumed.to_str().unwrap(), "--count", "4", "--steps", "5",
+        "--out", grid.to_str().unwrap(), "--trajectory", strip.to_str().unwrap(),
+    ]));
+    assert!(grid.exists() && strip.exists(), "{out}");
+    ok(&ddpm(&["sample", "--checkpoint", resumed.to_str().unwrap(), "--sampler", "ddpm", "--count", "2", "--out", grid.to_str().unwrap()]));
+    ok(&ddpm(&["sample", "--checkpoint", resumed.to_str().unwrap(), "--sampler", "langevin", "--steps", "4", "--count", "2", "--out", grid.to_str().unwrap()]));
+
+    let json = ok(&ddpm(&["nll", "--checkpoint", resumed.to_str().unwrap(), "--images", "4", "--batch", "2", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let f = |k: &str| v[k].as_f64().unwrap();
+    // The total is the sum of its three terms: L_T + sum L_{t-1} + L_0.
+    assert!((f("total_bpd") - (f("prior_bpd") + f("vb_bpd") + f("decoder_bpd"))).abs() < 1e-3 * f("total_bpd"), "{json}");
+    assert!(f("total_bpd") > 0.0 && f("prior_bpd") >= 0.0);
+    assert!(resumed.join("nll_per_timestep.svg").exists());
+
+    let info = ok(&ddpm(&["info", "--checkpoint", resumed.to_str().unwrap()]));
+    assert!(info.contains("step 6") && info.contains("parameters") && info.contains("out.conv.weight"), "{info}");
+    for dir in [straight, resumed] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn bad_flags_and_files_are_one_line_errors() {
+    let dir = scratch("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    fails(&ddpm(&["train", "--no-such-flag"]), 2);
+    fails(&ddpm(&["train", "--data", "cifar"]), 2);
+    let e = fails(&ddpm(&["train", "--batch", "0", "--run", dir.join("r").to_str().unwrap()]), 2);
+    assert!(e.contains("--batch"), "{e}");
+    let e = fails(&ddpm(&["sample", "--checkpoint", dir.join("missing.safetensors").to_str().unwrap()]), 2);
+    assert!(e.contains("does not exist"), "{e}");
+    // A file that is not a safetensors file at all, and one of another program.
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let e = fails(&ddpm(&["info", "--checkpoint", junk.to_str().unwrap()]), 2);
+    assert!(e.contains("junk.safetensors"), "{e}");
+    let other = dir.join("other.safetensors");
+    nn::safetensors::SafeTensors::default().save(&other).unwrap();
+    let e = fails(&ddpm(&["sample", "--checkpoint", other.to_str().unwrap()]), 2);
+    assert!(e.contains("not a checkpoint of this program"), "{e}");
+    // An existing run is never overwritten, and its config cannot change on resume.
+    let run = dir.join("run");
+    ok(&train(&run, &["--steps", "1"]));
+    let e = fails(&train(&run, &["--steps", "1"]), 2);
+    assert!(e.contains("--resume"), "{e}");
+    let e = fails(&ddpm(&["train", "--run", run.to_str().unwrap(), "--resume", "--lr", "0.5"]), 2);
+    assert!(e.contains("--lr"), "{e}");
+    // A truncated checkpoint names the file.
+    let ckpt = run.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    let e = fails(&ddpm(&["info", "--checkpoint", run.to_str().unwrap()]), 2);
+    assert!(e.contains("checkpoint.safetensors"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_the_last_checkpoint() {
+    let run = scratch("diverge");
+    // A learning rate of 1e30 moves every weight by about 1e30 in one Adam step;
+    // the next forward overflows.
+    let e = fails(&train(&run, &["--steps", "20", "--lr", "1e30", "--grad-clip", "0"]), 1);
+    assert!(e.contains("training diverged at step") && e.contains("not finite"), "{e}");
+    assert!(e.contains("checkpoint.safetensors") || e.contains("no checkpoint"), "{e}");
+    std::fs::remove_dir_all(run).unwrap();
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let run = scratch("interrupt");
+    let mut args = vec!["train".to_string(), "--run".into(), run.to_str().unwrap().into()];
+    args.extend(TINY.iter().map(|s| s.to_string()));
+    args.extend(["--steps".into(), "100000".into()]);
+    let child = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(&args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait for a few steps, then send SIGINT as Ctrl-C does.
+    let started = std::time::Instant::now();
+    while metrics_rows(&run) < 3 {
+        assert!(started.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = ok(&out);
+    assert!(stdout.starts_with("interrupted at step"), "{stdout}");
+    let ckpt = Checkpoint::<f32>::load(run.join("checkpoint.safetensors")).unwrap();
+    let step: usize = ckpt.metadata["step"].parse().unwrap();
+    assert!(step >= 3 && step < 100_000 && metrics_rows(&run) == step, "step {step}, rows {}", metrics_rows(&run));
+    std::fs::remove_dir_all(run).unwrap();
+}
+
+fn metrics_rows(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+#[test]
+fn toy_run_plots_data_and_samples() {
+    let run = scratch("toy");
+    let out = ok(&ddpm(&["train", "--preset", "toy", "--steps", "30", "--samples", "50", "--quiet", "--run", run.to_str().unwrap()]));
+    assert!(out.contains("samples.svg"), "{out}");
+    let svg = std::fs::read_to_string(run.join("samples.svg")).unwrap();
+    assert!(svg.contains("training data") && svg.contains("samples"));
+    std::fs::remove_dir_all(run).unwrap();
+}
