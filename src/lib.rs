@@ -13,6 +13,7 @@ pub mod image;
 pub mod model;
 pub mod plot;
 pub mod sampling;
+pub mod step_bench;
 pub mod train;
 
 /// The chapters of `notebooks-md/`, compiled and run as doctests so the course text

@@ -4,9 +4,12 @@
 //! - [`gemm`]: general matrix multiply `C <- alpha A B + beta C` on strided
 //!   views, BLIS-style (packing + a SIMD microkernel chosen at run time).
 //! - [`conv`]: 2-d convolution forward and backward, as im2col + [`gemm`].
+//! - [`elementwise`]: the loops of the elementwise ops, compiled for AVX2 when
+//!   the CPU has it.
 //!
 //! Each fast kernel has a naive twin beside it (`gemm_naive`,
 //! `conv2d_forward_naive`, ...) that the tests use as the oracle.
 
 pub mod conv;
+pub mod elementwise;
 pub mod gemm;

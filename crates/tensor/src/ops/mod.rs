@@ -17,6 +17,7 @@ pub mod upsample;
 pub mod view;
 
 use crate::element::Float;
+use crate::kernels::elementwise::{map_into, zip_into};
 use crate::layout::Layout;
 use crate::shape::elem_count;
 use rayon::prelude::*;
@@ -31,11 +32,9 @@ const CHUNK: usize = 1 << 13;
 pub(crate) fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
     let mut out = vec![T::ZERO; x.len()];
     if x.len() < PARALLEL_MIN_ELEMS {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+        map_into(x, &mut out, &f);
     } else {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
-            o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
-        });
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| map_into(x, o, &f));
     }
     out
 }
@@ -45,15 +44,9 @@ pub(crate) fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) 
     debug_assert_eq!(a.len(), b.len());
     let mut out = vec![T::ZERO; a.len()];
     if a.len() < PARALLEL_MIN_ELEMS {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(x, y);
-        }
+        zip_into(a, b, &mut out, &f);
     } else {
-        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| {
-            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
-            }
-        });
+        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| zip_into(a, b, o, &f));
     }
     out
 }

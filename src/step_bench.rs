@@ -1,0 +1,159 @@
+//! Timing one UNet training step (forward, backward, AdamW) and one forward pass
+//! without gradients, as `ddpm bench` and `benches/train_step.rs` report them.
+//!
+//! Effective GFLOP/s counts the model's multiply-adds (2 flops each): a training
+//! step is taken as 3 forwards (the backward computes two products per forward
+//! product: the gradient of the input and of the weights).
+
+use ddpm::loss::TrainingOptions;
+use ddpm::schedule::{BetaSchedule, NoiseSchedule};
+use ddpm::{sample_timesteps, training_losses};
+use nn::{Adam, Module, Optimizer, UNet, UNetConfig};
+use std::time::Instant;
+use tensor::{no_grad, rng, Tensor};
+
+/// The measured figures of a UNet at one batch size.
+#[derive(Clone, Debug)]
+pub struct StepTiming {
+    pub batch: usize,
+    pub params: usize,
+    /// Median milliseconds of a training step (forward, backward, AdamW).
+    pub train_step_ms: f64,
+    /// Median milliseconds of a forward pass under `no_grad`.
+    pub forward_ms: f64,
+    /// Flops of one forward pass.
+    pub forward_flops: f64,
+    /// Peak resident memory during the training steps, if the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl StepTiming {
+    /// Effective GFLOP/s of a training step (3 forwards' worth of flops).
+    #[must_use]
+    pub fn train_gflops(&self) -> f64 {
+        3.0 * self.forward_flops / (self.train_step_ms * 1e6)
+    }
+
+    /// Effective GFLOP/s of a forward pass.
+    #[must_use]
+    pub fn forward_gflops(&self) -> f64 {
+        self.forward_flops / (self.forward_ms * 1e6)
+    }
+}
+
+/// A model, an optimizer and a fixed batch, ready to step.
+pub struct StepBench {
+    model: UNet<f32>,
+    optimizer: Adam<f32>,
+    schedule: NoiseSchedule,
+    x_start: Tensor<f32>,
+    noise: Tensor<f32>,
+    t: Vec<usize>,
+}
+
+impl StepBench {
+    /// The UNet of `config` with a random batch of `batch` images.
+    ///
+    /// # Errors
+    /// An invalid config.
+    pub fn new(config: &UNetConfig, batch: usize) -> tensor::Result<Self> {
+        let mut r = rng(0);
+        let model = UNet::new(config, &mut r)?;
+        let dims = [batch, config.image_channels, config.image_size, config.image_size];
+        let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000).expect("the paper's schedule");
+        Ok(StepBench {
+            model,
+            optimizer: Adam::adamw(1e-4, 0.0),
+            x_start: Tensor::rand_uniform(&dims, -1.0, 1.0, &mut r),
+            noise: Tensor::randn(&dims, &mut r),
+            t: sample_timesteps(1000, batch, &mut r),
+            schedule,
+        })
+    }
+
+    /// One L_simple training step.
+    ///
+    /// # Errors
+    /// Shape errors (none for a valid config).
+    pub fn train_step(&mut self) -> tensor::Result<f32> {
+        let model = |x: &Tensor<f32>, t: &[usize]| self.model.forward(x, t);
+        let loss = training_losses(&self.schedule, &model, &self.x_start, &self.t, &self.noise, TrainingOptions::default())
+            .map_err(|e| tensor::Error::InvalidArgument { op: "train_step", msg: e.to_string() })?
+            .loss;
+        let value = loss.item()?;
+        let grads = loss.backward()?;
+        drop(loss);
+        self.optimizer.step(&mut self.model, &grads)?;
+        Ok(value)
+    }
+
+    /// One forward pass without a graph.
+    ///
+    /// # Errors
+    /// Shape errors (none for a valid config).
+    pub fn forward(&self) -> tensor::Result<Tensor<f32>> {
+        no_grad(|| self.model.forward(&self.x_start, &self.t))
+    }
+
+    /// The model's parameter count.
+    #[must_use]
+    pub fn params(&self) -> usize {
+        self.model.num_params()
+    }
+
+    /// Flops of one forward pass.
+    #[must_use]
+    pub fn forward_flops(&self) -> f64 {
+        self.model.flops_forward(self.x_start.dims()[0])
+    }
+}
+
+/// The peak resident set size since the last reset (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Resets the peak RSS to the current RSS (Linux `clear_refs`, value 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `reps` training steps and forwards after one warm-up of each.
+///
+/// # Errors
+/// An invalid config.
+pub fn measure(config: &UNetConfig, batch: usize, reps: usize) -> tensor::Result<StepTiming> {
+    let mut bench = StepBench::new(config, batch)?;
+    bench.train_step()?;
+    bench.forward()?;
+    reset_peak_rss();
+    let mut steps = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let started = Instant::now();
+        bench.train_step()?;
+        steps.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let peak_rss_bytes = peak_rss();
+    let mut forwards = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let started = Instant::now();
+        std::hint::black_box(bench.forward()?);
+        forwards.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(StepTiming {
+        batch,
+        params: bench.params(),
+        train_step_ms: median(steps),
+        forward_ms: median(forwards),
+        forward_flops: bench.forward_flops(),
+        peak_rss_bytes,
+    })
+}
