@@ -236,7 +236,7 @@ pub struct ForwardArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output folder for forward.png and schedule.svg.
+    /// Output folder for forward.png and schedule.png.
     #[arg(long, default_value = "forward")]
     pub out: PathBuf,
 }

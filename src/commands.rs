@@ -6,7 +6,8 @@ use crate::data::mnist::{Mnist, Split};
 use crate::error::{Error, Result};
 use crate::image::save_grid;
 use crate::model::{Loaded, ELAPSED_KEY};
-use crate::plot::{save_svg, Plot, Series};
+use crate::plot::{Plot, Series};
+use crate::raster::save_png;
 use crate::sampling::{draw, save_samples, SamplerChoice};
 use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
 use ddpm::{calc_bpd_loop, q_sample, ReverseOptions};
@@ -89,7 +90,7 @@ pub fn sample(args: &SampleArgs) -> Result<String> {
     Ok(report)
 }
 
-/// `ddpm forward`: the noising figure q(x_t | x_0) and the schedule plots.
+/// `ddpm forward`: the noising figure q(x_t | x_0) and the schedule plots (PNG).
 ///
 /// # Errors
 /// Bad timesteps, or I/O errors.
@@ -134,8 +135,8 @@ pub fn forward(args: &ForwardArgs) -> Result<String> {
     };
     let alpha_bar = Plot { title: "alpha-bar_t".into(), x_label: "t (code index)".into(), y_label: "alpha-bar".into(), log_y: false, series: curves(&|a| a)? };
     let snr = Plot { title: "SNR_t = alpha-bar / (1 - alpha-bar)".into(), x_label: "t (code index)".into(), y_label: "SNR".into(), log_y: true, series: curves(&|a| a / (1.0 - a))? };
-    let plots = args.out.join("schedule.svg");
-    save_svg(&plots, &Plot::side_by_side(&[alpha_bar, snr])).map_err(io(&plots))?;
+    let plots = args.out.join("schedule.png");
+    save_png(&plots, &[alpha_bar, snr]).map_err(io(&plots))?;
     Ok(format!("q(x_t | x_0) for {n} test images at t = {:?} -> {}; schedules -> {}", args.t, picture.display(), plots.display()))
 }
 
@@ -199,7 +200,7 @@ pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
         per_timestep,
     };
     let out = args.out.clone().unwrap_or_else(|| loaded.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
-    let plot_path = out.join("nll_per_timestep.svg");
+    let plot_path = out.join("nll_per_timestep.png");
     let plot = Plot {
         title: format!("bits/dim per timestep ({n} test images)"),
         x_label: "t (code index; t = 0 is L_0)".into(),
@@ -207,7 +208,7 @@ pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
         log_y: true,
         series: vec![Series { label: "L_t".into(), points: report.per_timestep.iter().enumerate().map(|(t, &v)| (t as f64, v)).collect(), dots: false }],
     };
-    plot.save(&plot_path).map_err(io(&plot_path))?;
+    save_png(&plot_path, &[plot]).map_err(io(&plot_path))?;
     let csv_path = out.join("nll_per_timestep.csv");
     let mut csv = String::from("t,bpd\n");
     for (t, v) in report.per_timestep.iter().enumerate() {

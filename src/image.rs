@@ -45,6 +45,15 @@ pub fn grid(images: &[f32], n: usize, h: usize, w: usize, cols: usize) -> (usize
 /// # Errors
 /// Any I/O or encoding error, with the path in the message.
 pub fn write_gray_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> std::io::Result<()> {
+    write_png(path, width, height, png::ColorType::Grayscale, pixels)
+}
+
+/// Writes an 8-bit PNG (grayscale or RGB bytes, row-major) through a temporary
+/// file and a rename.
+///
+/// # Errors
+/// Any I/O or encoding error, with the path in the message.
+pub fn write_png(path: &Path, width: usize, height: usize, colour: png::ColorType, pixels: &[u8]) -> std::io::Result<()> {
     let with_path = |e: &dyn std::fmt::Display| std::io::Error::other(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| with_path(&e))?;
@@ -53,7 +62,7 @@ pub fn write_gray_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -
     {
         let file = fs::File::create(&tmp).map_err(|e| with_path(&e))?;
         let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
-        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_color(colour);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(|e| with_path(&e))?;
         writer.write_image_data(pixels).map_err(|e| with_path(&e))?;

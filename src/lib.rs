@@ -12,6 +12,7 @@ pub mod error;
 pub mod image;
 pub mod model;
 pub mod plot;
+pub mod raster;
 pub mod sampling;
 pub mod step_bench;
 pub mod train;

@@ -1,11 +1,8 @@
-//! Line plots as SVG, written by hand: loss curves, schedules, per-timestep bits/dim.
+//! Line and scatter plots: loss curves, schedules, per-timestep bits/dim, 2-D samples.
 //!
-//! SVG is text, so a plot needs no font or raster library, opens in any browser,
-//! and diffs cleanly. Each series is a polyline in data coordinates mapped to the
-//! plot area; the y axis may be logarithmic (loss curves span decades).
-
-use std::fmt::Write as _;
-use std::path::Path;
+//! A plot is data: series of points, a title, axis labels, and a log-y switch (loss
+//! curves span decades). [`Plot::frame`] maps the data onto the canvas and picks
+//! the ticks; [`crate::raster`] draws it as a PNG.
 
 /// One named line (or cloud of dots).
 #[derive(Clone, Debug, Default)]
@@ -25,15 +22,6 @@ pub struct Plot {
     pub log_y: bool,
     pub series: Vec<Series>,
 }
-
-const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
-const WIDTH: f64 = 640.0;
-const HEIGHT: f64 = 400.0;
-/// Margins around the plot area, for tick labels and titles.
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 50.0;
 
 /// Five "nice" tick values covering `[lo, hi]`.
 fn ticks(lo: f64, hi: f64) -> Vec<f64> {
@@ -56,109 +44,103 @@ fn label(v: f64) -> String {
     }
 }
 
-impl Plot {
-    /// The SVG document.
+/// Where the data goes on the canvas: the data ranges (after the log of y, if
+/// asked) mapped onto the plot area, and the tick values.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    x_range: (f64, f64),
+    y_range: (f64, f64),
+    log_y: bool,
+}
+
+impl Frame {
+    /// The y value as plotted: its log10 on a log axis, where a value that is not
+    /// positive has no place (NaN, dropped like any non-finite point).
     #[must_use]
-    pub fn to_svg(&self) -> String {
-        let ty = |y: f64| if self.log_y { y.max(1e-300).log10() } else { y };
-        let finite: Vec<(f64, f64)> = self
+    pub fn ty(&self, y: f64) -> f64 {
+        match (self.log_y, y > 0.0) {
+            (false, _) => y,
+            (true, true) => y.log10(),
+            (true, false) => f64::NAN,
+        }
+    }
+
+    /// Canvas x of a data x.
+    #[must_use]
+    pub fn px(&self, x: f64) -> f64 {
+        let (x0, x1) = self.x_range;
+        LEFT + (x - x0) / (x1 - x0) * PLOT_WIDTH
+    }
+
+    /// Canvas y of a plotted y (already through [`Frame::ty`]).
+    #[must_use]
+    pub fn py(&self, y: f64) -> f64 {
+        let (y0, y1) = self.y_range;
+        TOP + (1.0 - (y - y0) / (y1 - y0)) * PLOT_HEIGHT
+    }
+
+    /// Canvas points of a series, non-finite points dropped.
+    #[must_use]
+    pub fn canvas_points(&self, series: &Series) -> Vec<(f64, f64)> {
+        series
+            .points
+            .iter()
+            .map(|&(x, y)| (x, self.ty(y)))
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|(x, y)| (self.px(x), self.py(y)))
+            .collect()
+    }
+
+    /// Tick positions (data x) with their labels.
+    #[must_use]
+    pub fn x_ticks(&self) -> Vec<(f64, String)> {
+        ticks(self.x_range.0, self.x_range.1).into_iter().map(|t| (t, label(t))).collect()
+    }
+
+    /// Tick positions (plotted y) with their labels (the value, not its log).
+    #[must_use]
+    pub fn y_ticks(&self) -> Vec<(f64, String)> {
+        ticks(self.y_range.0, self.y_range.1)
+            .into_iter()
+            .map(|t| (t, label(if self.log_y { 10f64.powf(t) } else { t })))
+            .collect()
+    }
+}
+
+/// Canvas geometry, shared by the renderers.
+pub const WIDTH: f64 = 640.0;
+pub const HEIGHT: f64 = 400.0;
+/// Margins around the plot area, for tick labels and titles.
+pub const LEFT: f64 = 70.0;
+pub const RIGHT: f64 = 20.0;
+pub const TOP: f64 = 40.0;
+pub const BOTTOM: f64 = 50.0;
+pub const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
+pub const PLOT_HEIGHT: f64 = HEIGHT - TOP - BOTTOM;
+/// Series colours as RGB.
+pub const COLOURS: [[u8; 3]; 6] = [[0x1f, 0x77, 0xb4], [0xd6, 0x27, 0x28], [0x2c, 0xa0, 0x2c], [0xff, 0x7f, 0x0e], [0x94, 0x67, 0xbd], [0x8c, 0x56, 0x4b]];
+
+impl Plot {
+    /// The data ranges and mapping of this plot.
+    #[must_use]
+    pub fn frame(&self) -> Frame {
+        let mut frame = Frame { x_range: (0.0, 1.0), y_range: (0.0, 1.0), log_y: self.log_y };
+        let points: Vec<(f64, f64)> = self
             .series
             .iter()
-            .flat_map(|s| s.points.iter().map(|&(x, y)| (x, ty(y))))
+            .flat_map(|s| s.points.iter().map(|&(x, y)| (x, frame.ty(y))))
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in &finite {
-            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-        }
-        if finite.is_empty() {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if x1 <= x0 {
-            x1 = x0 + 1.0;
-        }
-        if y1 <= y0 {
-            y1 = y0 + 1.0;
-        }
-        let (pw, ph) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-        let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-        let py = |y: f64| TOP + (1.0 - (y - y0) / (y1 - y0)) * ph;
-        let mut svg = String::new();
-        let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#);
-        let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(svg, r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#, WIDTH / 2.0, escape(&self.title));
-        let _ = writeln!(svg, r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##);
-        for t in ticks(x0, x1) {
-            let _ = writeln!(svg, r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#ddd"/><text x="{0:.1}" y="{3}" text-anchor="middle">{4}</text>"##, px(t), TOP, TOP + ph, TOP + ph + 16.0, label(t));
-        }
-        for t in ticks(y0, y1) {
-            let shown = if self.log_y { 10f64.powf(t) } else { t };
-            let _ = writeln!(svg, r##"<line x1="{0}" y1="{1:.1}" x2="{2}" y2="{1:.1}" stroke="#ddd"/><text x="{3}" y="{4:.1}" text-anchor="end">{5}</text>"##, LEFT, py(t), LEFT + pw, LEFT - 6.0, py(t) + 4.0, label(shown));
-        }
-        let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, LEFT + pw / 2.0, HEIGHT - 12.0, escape(&self.x_label));
-        let _ = writeln!(svg, r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">{1}</text>"#, TOP + ph / 2.0, escape(&self.y_label));
-        for (i, s) in self.series.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
-            let points: Vec<String> = s
-                .points
-                .iter()
-                .map(|&(x, y)| (x, ty(y)))
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-                .collect();
-            if s.dots {
-                for p in &points {
-                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-                    let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="1.2" fill="{colour}" fill-opacity="0.5"/>"#);
-                }
-            } else {
-                let _ = writeln!(svg, r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, points.join(" "));
+        if !points.is_empty() {
+            let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+            for &(x, y) in &points {
+                (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
             }
-            let ly = TOP + 16.0 + 16.0 * i as f64;
-            let _ = writeln!(svg, r#"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="{colour}" stroke-width="2"/><text x="{3}" y="{4}">{5}</text>"#, LEFT + pw - 150.0, ly, LEFT + pw - 130.0, LEFT + pw - 124.0, ly + 4.0, escape(&s.label));
+            frame.x_range = (x0, if x1 > x0 { x1 } else { x0 + 1.0 });
+            frame.y_range = (y0, if y1 > y0 { y1 } else { y0 + 1.0 });
         }
-        svg.push_str("</svg>\n");
-        svg
+        frame
     }
-
-    /// Several plots side by side in one SVG document.
-    #[must_use]
-    pub fn side_by_side(plots: &[Plot]) -> String {
-        let mut svg = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{HEIGHT}">"#, WIDTH * plots.len() as f64);
-        svg.push('\n');
-        for (i, plot) in plots.iter().enumerate() {
-            let inner = plot.to_svg().replacen("<svg ", &format!(r#"<svg x="{}" "#, WIDTH * i as f64), 1);
-            svg.push_str(&inner);
-        }
-        svg.push_str("</svg>\n");
-        svg
-    }
-
-    /// Writes the SVG through a temporary file and a rename.
-    ///
-    /// # Errors
-    /// Any I/O error, with the path in the message.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        save_svg(path, &self.to_svg())
-    }
-}
-
-/// Writes an SVG document through a temporary file and a rename.
-///
-/// # Errors
-/// Any I/O error, with the path in the message.
-pub fn save_svg(path: &Path, svg: &str) -> std::io::Result<()> {
-    let with_path = |e: std::io::Error| std::io::Error::other(format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(with_path)?;
-    }
-    let tmp = path.with_extension("svg.tmp");
-    std::fs::write(&tmp, svg).map_err(with_path)?;
-    std::fs::rename(&tmp, path).map_err(with_path)
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -174,18 +156,16 @@ mod tests {
     }
 
     #[test]
-    fn svg_has_one_polyline_per_series_and_survives_nan() {
+    fn frame_maps_the_data_range_onto_the_plot_area_and_drops_nan() {
         let plot = Plot {
-            title: "loss <mse>".into(),
             log_y: true,
-            series: vec![
-                Series { label: "a".into(), points: vec![(0.0, 1.0), (1.0, 0.1), (2.0, f64::NAN)], dots: false },
-                Series { label: "b".into(), points: vec![(0.0, 2.0)], dots: false },
-            ],
+            series: vec![Series { label: "a".into(), points: vec![(0.0, 1.0), (2.0, 100.0), (1.0, f64::NAN), (1.5, 0.0)], dots: false }],
             ..Plot::default()
         };
-        let svg = plot.to_svg();
-        assert_eq!(svg.matches("<polyline").count(), 2);
-        assert!(svg.contains("loss &lt;mse&gt;") && !svg.contains("NaN"));
+        let frame = plot.frame();
+        let points = frame.canvas_points(&plot.series[0]);
+        assert_eq!(points, vec![(LEFT, TOP + PLOT_HEIGHT), (LEFT + PLOT_WIDTH, TOP)]);
+        // Log axis: the middle of the plot is 10, labelled as the value, not its log.
+        assert!(frame.y_ticks().iter().any(|(t, text)| (*t - 1.0).abs() < 1e-12 && text == "10"));
     }
 }

@@ -6,7 +6,8 @@ use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::image::save_grid;
 use crate::model::Model;
-use crate::plot::{save_svg, Plot, Series};
+use crate::plot::{Plot, Series};
+use crate::raster::save_png;
 use ddpm::sampler::{sample_ancestral, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
 use ddpm::schedule::evenly_spaced_timesteps;
 use ddpm::ReverseOptions;
@@ -75,8 +76,8 @@ pub fn toy_points(data: Dataset, n: usize, seed: u64) -> Vec<[f32; 2]> {
     }
 }
 
-/// Saves samples `[N, ...]`: a PNG grid for images; for 2-D points an SVG with the
-/// data and the samples side by side.
+/// Saves samples `[N, ...]` as a PNG: a grid for images; for 2-D points, scatter
+/// plots of the data and of the samples side by side.
 ///
 /// # Errors
 /// I/O errors naming the file.
@@ -99,16 +100,6 @@ pub fn save_samples(path: &Path, config: &TrainConfig, samples: &tensor::Tensor<
         };
         let data_plot = scatter("training data", "data", data.iter().map(|p| (f64::from(p[0]), f64::from(p[1]))).collect());
         let sample_plot = scatter("samples", "model", values.chunks(2).map(|p| (f64::from(p[0]), f64::from(p[1]))).collect());
-        save_svg(path, &Plot::side_by_side(&[data_plot, sample_plot])).map_err(io)
-    }
-}
-
-/// The file extension of a run's sample pictures.
-#[must_use]
-pub fn picture_extension(config: &TrainConfig) -> &'static str {
-    if config.data == Dataset::Mnist {
-        "png"
-    } else {
-        "svg"
+        save_png(path, &[data_plot, sample_plot]).map_err(io)
     }
 }

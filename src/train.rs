@@ -2,7 +2,7 @@
 //!
 //! A run folder holds `config.json`, `metrics.csv` (step, loss, lr, grad-norm,
 //! throughput), `checkpoint.safetensors` (weights, EMA, optimizer state, config and
-//! step), sample pictures under `samples/`, and `loss.svg`.
+//! step), sample pictures under `samples/`, and `loss.png`.
 //!
 //! Reproducibility: the weights depend on the seed only; the minibatch and the noise
 //! of step `s` come from a random stream keyed by (seed, s), so a run resumed from a
@@ -15,7 +15,8 @@ use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
 use crate::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
 use crate::plot::{Plot, Series};
-use crate::sampling::{draw, picture_extension, save_samples, toy_points, SamplerChoice};
+use crate::raster::save_png;
+use crate::sampling::{draw, save_samples, toy_points, SamplerChoice};
 use ddpm::{sample_timesteps, training_losses};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::{clip_grad_norm, Adam, Checkpoint, Ema, LinearWarmup, Module, Optimizer};
@@ -270,7 +271,7 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     write_atomic(path, format!("{}\n", kept.join("\n")).as_bytes())
 }
 
-/// The loss curve of `metrics.csv` as `loss.svg`.
+/// The loss curve of `metrics.csv` as `loss.png`.
 fn plot_loss(dir: &Path) -> Result<()> {
     let text = fs::read_to_string(dir.join("metrics.csv")).map_err(|source| Error::Io { path: dir.join("metrics.csv"), source })?;
     let points: Vec<(f64, f64)> = text
@@ -301,7 +302,7 @@ fn plot_loss(dir: &Path) -> Result<()> {
             Series { label: format!("mean of {window}"), points: smooth, dots: false },
         ],
     };
-    plot.save(&dir.join("loss.svg")).map_err(|source| Error::Io { path: dir.join("loss.svg"), source })
+    save_png(&dir.join("loss.png"), &[plot]).map_err(|source| Error::Io { path: dir.join("loss.png"), source })
 }
 
 /// Trains per `args`; see the module docs.
@@ -376,7 +377,7 @@ pub fn train(args: &TrainArgs, interrupt: &Arc<AtomicBool>) -> Result<Summary> {
             last_checkpoint = Some(run.checkpoint_path());
         }
         if config.sample_every > 0 && run.step % config.sample_every == 0 && !finished {
-            let path = samples_dir.join(format!("step_{:07}.{}", run.step, picture_extension(&config)));
+            let path = samples_dir.join(format!("step_{:07}.{}", run.step, "png"));
             let trajectory = draw(&run.ema_model()?, &config, SamplerChoice::DDIM_50, config.samples.min(64), config.seed, &[])?;
             save_samples(&path, &config, &trajectory.sample)?;
         }
@@ -391,7 +392,7 @@ pub fn train(args: &TrainArgs, interrupt: &Arc<AtomicBool>) -> Result<Summary> {
     let samples = if interrupted {
         None
     } else {
-        let path = run.dir.join(format!("samples.{}", picture_extension(&config)));
+        let path = run.dir.join(format!("samples.{}", "png"));
         let sampler = if config.data == Dataset::Mnist {
             SamplerChoice::DDIM_50
         } else {

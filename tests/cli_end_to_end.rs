@@ -72,7 +72,7 @@ fn train_resume_sample_nll_info() {
     assert_eq!(bits(&a.ema), bits(&b.ema), "EMA weights differ after resume");
     assert_eq!(bits(&a.optimizer), bits(&b.optimizer), "optimizer state differs after resume");
     assert_eq!(metrics(&straight), metrics(&resumed));
-    for file in ["config.json", "loss.svg", "samples.png"] {
+    for file in ["config.json", "loss.png", "samples.png"] {
         assert!(straight.join(file).exists(), "{file} missing");
     }
 
@@ -91,7 +91,7 @@ fn train_resume_sample_nll_info() {
     // The total is the sum of its three terms: L_T + sum L_{t-1} + L_0.
     assert!((f("total_bpd") - (f("prior_bpd") + f("vb_bpd") + f("decoder_bpd"))).abs() < 1e-3 * f("total_bpd"), "{json}");
     assert!(f("total_bpd") > 0.0 && f("prior_bpd") >= 0.0);
-    assert!(resumed.join("nll_per_timestep.svg").exists());
+    assert!(resumed.join("nll_per_timestep.png").exists());
 
     let info = ok(&ddpm(&["info", "--checkpoint", resumed.to_str().unwrap()]));
     assert!(info.contains("step 6") && info.contains("parameters") && info.contains("out.conv.weight"), "{info}");
@@ -178,8 +178,10 @@ fn metrics_rows(run: &Path) -> usize {
 fn toy_run_plots_data_and_samples() {
     let run = scratch("toy");
     let out = ok(&ddpm(&["train", "--preset", "toy", "--steps", "30", "--samples", "50", "--quiet", "--run", run.to_str().unwrap()]));
-    assert!(out.contains("samples.svg"), "{out}");
-    let svg = std::fs::read_to_string(run.join("samples.svg")).unwrap();
-    assert!(svg.contains("training data") && svg.contains("samples"));
+    assert!(out.contains("samples.png"), "{out}");
+    let decoder = png::Decoder::new(std::fs::File::open(run.join("samples.png")).unwrap());
+    let info = decoder.read_info().unwrap();
+    // Two panels side by side: the data and the samples.
+    assert!(info.info().width > 2 * info.info().height, "{}x{}", info.info().width, info.info().height);
     std::fs::remove_dir_all(run).unwrap();
 }
