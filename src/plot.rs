@@ -98,11 +98,23 @@ impl Frame {
     }
 
     /// Tick positions (plotted y) with their labels (the value, not its log).
+    /// A log axis gets round values: 1, 2 and 5 times a power of ten when it spans
+    /// under three decades, whole decades otherwise.
     #[must_use]
     pub fn y_ticks(&self) -> Vec<(f64, String)> {
-        ticks(self.y_range.0, self.y_range.1)
-            .into_iter()
-            .map(|t| (t, label(if self.log_y { 10f64.powf(t) } else { t })))
+        let (y0, y1) = self.y_range;
+        if !self.log_y {
+            return ticks(y0, y1).into_iter().map(|t| (t, label(t))).collect();
+        }
+        let decades = (y0.floor() as i32)..=(y1.ceil() as i32);
+        let step = ((y1 - y0) / 5.0).ceil().max(1.0) as i32;
+        let mantissas: &[f64] = if y1 - y0 < 3.0 { &[1.0, 2.0, 5.0] } else { &[1.0] };
+        decades
+            .filter(|d| y1 - y0 < 3.0 || d.rem_euclid(step) == 0)
+            .flat_map(|d| mantissas.iter().map(move |m| m * 10f64.powi(d)))
+            .map(|v| (v.log10(), v))
+            .filter(|(t, _)| *t >= y0 - 1e-9 && *t <= y1 + 1e-9)
+            .map(|(t, v)| (t, label(v)))
             .collect()
     }
 }
