@@ -25,4 +25,6 @@ pub mod notebooks {
     pub struct Chapter00WhyDiffusion;
     #[doc = include_str!("../notebooks-md/01-tensors-and-autograd.md")]
     pub struct Chapter01TensorsAndAutograd;
+    #[doc = include_str!("../notebooks-md/08-training.md")]
+    pub struct Chapter08Training;
 }
