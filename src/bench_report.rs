@@ -329,7 +329,8 @@ fn gemm_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
 }
 
 /// The UNet's 3x3 convolutions (stride 1, padding 1) at batch 64: forward,
-/// and forward + grad input + grad weight (3x the forward flops).
+/// grad input and grad weight alone (each as many flops as the forward), and
+/// forward + grad input + grad weight (3x the forward flops).
 fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
     let shapes = [(32, 28, 32), (64, 14, 64), (64, 7, 64)];
     for (c, hw, k) in shapes {
@@ -360,6 +361,24 @@ fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
             bench: "conv3x3_fwd".into(),
             shape: shape.clone(),
             gflops: gflops(g.flops(), t_fwd),
+            baseline: None,
+        })?;
+
+        let t_dx = median_time(|| conv2d_backward_input(&g, &grad_out, &weight, &mut grad_x));
+        report.row(&Row {
+            bench: "conv3x3_dx".into(),
+            shape: shape.clone(),
+            gflops: gflops(g.flops(), t_dx),
+            baseline: None,
+        })?;
+
+        let t_dw = median_time(|| {
+            conv2d_backward_weight(&g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
+        });
+        report.row(&Row {
+            bench: "conv3x3_dw".into(),
+            shape: shape.clone(),
+            gflops: gflops(g.flops(), t_dw),
             baseline: None,
         })?;
 

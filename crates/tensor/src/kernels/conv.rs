@@ -34,9 +34,32 @@
 //! A 1x1 convolution with stride 1 and no padding needs no im2col: `cols[n]`
 //! is `x[n]` itself viewed as (C, H*W).
 //!
+//! # Implicit im2col
+//!
+//! The im2col matrix is `KH * KW` times the image (900 KiB per image at
+//! 32 x 28 x 28, more than L2), and the GEMM would read it once more to pack
+//! it. So the fast paths never store it: the GEMM takes B as a
+//! [`PackB`](super::gemm::PackB), and `conv/implicit.rs` packs B~
+//! micro-panels straight from a zero-padded copy of the image, which stays
+//! in L2:
+//!
+//! - forward, stride 1: `cols` in padded coordinates, whose rows are
+//!   contiguous slices of the padded image (`Im2col`); the GEMM writes
+//!   (K, OH * WP) and the copy-out drops the `WP - OW` junk columns.
+//! - grad input, stride 1 and `P < KH, KW`: a forward convolution of `dout`
+//!   with the flipped kernel (see `Conv2dGeometry::flipped`); no `dcols`, no
+//!   col2im.
+//! - grad weight: `dweight (K, R') = sum_n dout[n] @ rows[n]`, `rows` =
+//!   `cols^T` with its columns in the order (i, j, c), packed from a
+//!   channels-last copy of the image (`Im2row`): each micro-panel row is a
+//!   run of consecutive channels instead of a gather across the rows of
+//!   `cols`. The (c, i, j) order of `grad_w` is restored at the end.
+//!
+//! The forward and grad input at stride 2 keep the explicit im2col / col2im.
+//!
 //! Threads: images are independent in the forward and grad-input passes, so
-//! rayon runs one image per task (each task with its own reused `cols`
-//! scratch buffer and a single-threaded GEMM). The weight gradient sums over
+//! rayon runs one image per task (each task with its own reused scratch
+//! buffers and a single-threaded GEMM). The weight gradient sums over
 //! images; to keep the result independent of the thread count, the batch is
 //! cut into fixed chunks of `WEIGHT_GRAD_CHUNK` images, each chunk sums its
 //! images in order into its own partial, and the partials are added in chunk
@@ -45,7 +68,10 @@
 use rayon::prelude::*;
 
 use super::gemm::scratch::with_scratch;
-use super::gemm::{gemm_with, GemmScalar, Kernel, MatMut, MatRef, Threading};
+use super::gemm::{gemm_packed_b, gemm_with, GemmScalar, Kernel, MatMut, MatRef, Threading};
+use implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
+
+mod implicit;
 
 /// Sizes of a 2-d convolution (see the legend at the top of `conv.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +152,46 @@ impl Conv2dGeometry {
     /// True if `cols[n]` is `x[n]` itself: 1x1 kernel, stride 1, no padding.
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// The input as the implicit im2col of `implicit.rs` sees it, padded.
+    fn padded(&self) -> PaddedGeometry {
+        PaddedGeometry {
+            c: self.c,
+            hp: self.h + 2 * self.padding,
+            wp: self.w + 2 * self.padding,
+            kh: self.kh,
+            kw: self.kw,
+            stride: self.stride,
+            out_h: self.out_h(),
+            out_w: self.out_w(),
+        }
+    }
+
+    /// The grad-input pass as a forward convolution, if there is one.
+    ///
+    /// With stride 1, `x[c, y, x']` meets `weight[k, c, i, j]` at output
+    /// `(y + P - i, x' + P - j)`. Write `i = KH-1-i'` and `j = KW-1-j'`:
+    /// ```text
+    /// dx[c, y, x'] = sum_{k, i', j'} weight[k, c, KH-1-i', KW-1-j'] * dout[k, y + i' - (KH-1-P), x' + j' - (KW-1-P)]
+    /// ```
+    /// a convolution of `dout` (K, OH, OW), zero-padded by `KH-1-P` rows and
+    /// `KW-1-P` columns, with the flipped kernel (C, K, KH, KW); its output
+    /// is H x W. Needs stride 1 and `P <= KH-1, KW-1`; else `None`.
+    fn flipped(&self) -> Option<PaddedGeometry> {
+        if self.stride != 1 || self.padding >= self.kh || self.padding >= self.kw {
+            return None;
+        }
+        Some(PaddedGeometry {
+            c: self.k,
+            hp: self.out_h() + 2 * (self.kh - 1 - self.padding),
+            wp: self.out_w() + 2 * (self.kw - 1 - self.padding),
+            kh: self.kh,
+            kw: self.kw,
+            stride: 1,
+            out_h: self.h,
+            out_w: self.w,
+        })
     }
 
     /// Panics unless each slice has the length its shape needs.
@@ -281,40 +347,87 @@ pub fn conv2d_forward<T: GemmScalar>(
         .par_chunks_exact(chw.max(1))
         .zip(out.par_chunks_exact_mut((g.k * l).max(1)));
     images.for_each(|(x_n, out_n)| {
-        // Bias first, then the product added onto it (beta = 1).
-        let beta = match bias {
-            Some(bias) => {
-                for (out_k, &b) in out_n.chunks_exact_mut(l).zip(bias) {
-                    out_k.fill(b);
-                }
-                T::ONE
-            }
-            None => T::ZERO,
-        };
-        let out_n = row_major_mut(out_n, g.k, l);
         if g.is_pointwise() {
+            let beta = fill_bias(bias, out_n, l);
+            let x_n = row_major(x_n, r, l);
             gemm_with(
                 Kernel::best(),
                 threading,
                 T::ONE,
                 weight,
-                row_major(x_n, r, l),
+                x_n,
                 beta,
-                out_n,
+                row_major_mut(out_n, g.k, l),
             );
+        } else if g.stride == 1 {
+            let pg = g.padded();
+            let padded_len = g.c * pg.hp * pg.wp;
+            with_scratch(padded_len + Im2col::<T>::slack(&pg), |xpad: &mut [T]| {
+                pad_chw(x_n, (g.h, g.w), (g.padding, g.padding), xpad);
+                xpad[padded_len..].fill(T::ZERO);
+                conv_padded(weight, xpad, pg, bias, threading, out_n);
+            });
         } else {
             with_scratch(r * l, |cols: &mut [T]| {
                 im2col(g, x_n, cols);
+                let beta = fill_bias(bias, out_n, l);
+                let cols = row_major(cols, r, l);
                 gemm_with(
                     Kernel::best(),
                     threading,
                     T::ONE,
                     weight,
-                    row_major(cols, r, l),
+                    cols,
                     beta,
-                    out_n,
+                    row_major_mut(out_n, g.k, l),
                 );
             });
+        }
+    });
+}
+
+/// Fills row k of `out` (K, L) with `bias[k]` and returns the GEMM's beta
+/// that adds the product onto it: 1, or 0 (and nothing filled) without a bias.
+fn fill_bias<T: GemmScalar>(bias: Option<&[T]>, out: &mut [T], l: usize) -> T {
+    match bias {
+        Some(bias) => {
+            for (out_k, &b) in out.chunks_exact_mut(l).zip(bias) {
+                out_k.fill(b);
+            }
+            T::ONE
+        }
+        None => T::ZERO,
+    }
+}
+
+/// A stride-1 convolution of one padded image by implicit im2col:
+/// `out (M, OH, OW) = weight (M, R) @ cols + bias`, `xpad` (C, HP, WP) plus
+/// slack. The GEMM fills an (M, OH * WP) scratch in the padded coordinates
+/// of [`Im2col`]; copying it out drops the junk columns `ow >= OW`.
+fn conv_padded<T: GemmScalar>(
+    weight: MatRef<T>,
+    xpad: &[T],
+    pg: PaddedGeometry,
+    bias: Option<&[T]>,
+    threading: Threading,
+    out: &mut [T],
+) {
+    let (m, wide) = (weight.rows(), pg.out_h * pg.wp);
+    with_scratch(m * wide, |out_wide: &mut [T]| {
+        let cols = Im2col { xpad, g: pg };
+        let c = row_major_mut(out_wide, m, wide);
+        gemm_packed_b(Kernel::best(), threading, T::ONE, weight, &cols, T::ZERO, c);
+        let rows = out.chunks_exact_mut((pg.out_h * pg.out_w).max(1));
+        for (k, (out_k, wide_k)) in rows.zip(out_wide.chunks_exact(wide)).enumerate() {
+            let b = bias.map_or(T::ZERO, |bias| bias[k]);
+            for (out_row, wide_row) in out_k
+                .chunks_exact_mut(pg.out_w)
+                .zip(wide_k.chunks_exact(pg.wp))
+            {
+                for (o, &v) in out_row.iter_mut().zip(wide_row) {
+                    *o = v + b;
+                }
+            }
         }
     });
 }
@@ -342,8 +455,32 @@ pub fn conv2d_backward_input<T: GemmScalar>(
             ("grad_x", grad_x.len(), g.n * chw),
         ],
     );
-    let weight_t = row_major(weight, g.k, r).t();
     let threading = per_image_threading(g.n);
+    if let Some(flipped) = g.flipped() {
+        // dx = conv(dout, weight flipped), see `Conv2dGeometry::flipped`.
+        let r_flipped = g.k * g.kh * g.kw;
+        with_scratch(g.c * r_flipped, |weight_flipped: &mut [T]| {
+            flip_weight(g, weight, weight_flipped);
+            let weight_flipped = row_major(weight_flipped, g.c, r_flipped);
+            let (ph, pw) = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
+            let images = grad_out
+                .par_chunks_exact((g.k * l).max(1))
+                .zip(grad_x.par_chunks_exact_mut(chw.max(1)));
+            images.for_each(|(dout_n, dx_n)| {
+                let padded_len = g.k * flipped.hp * flipped.wp;
+                with_scratch(
+                    padded_len + Im2col::<T>::slack(&flipped),
+                    |dout_pad: &mut [T]| {
+                        pad_chw(dout_n, (g.out_h(), g.out_w()), (ph, pw), dout_pad);
+                        dout_pad[padded_len..].fill(T::ZERO);
+                        conv_padded(weight_flipped, dout_pad, flipped, None, threading, dx_n);
+                    },
+                );
+            });
+        });
+        return;
+    }
+    let weight_t = row_major(weight, g.k, r).t();
     let images = grad_out
         .par_chunks_exact((g.k * l).max(1))
         .zip(grad_x.par_chunks_exact_mut(chw.max(1)));
@@ -415,7 +552,9 @@ pub fn conv2d_backward_weight<T: GemmScalar>(
         return;
     }
 
-    // One (K, R) partial sum per chunk of images, in one scratch buffer.
+    // One (K, R) partial sum per chunk of images, in one scratch buffer;
+    // except for a pointwise conv its columns are in the order (i, j, c) of
+    // `Im2row`, put back in the order (c, i, j) of grad_w at the end.
     let chunks = g.n.div_ceil(WEIGHT_GRAD_CHUNK);
     let kr = g.k * r;
     let chunk_x = WEIGHT_GRAD_CHUNK * chw;
@@ -447,14 +586,16 @@ pub fn conv2d_backward_weight<T: GemmScalar>(
                             partial,
                         );
                     } else {
-                        with_scratch(r * l, |cols: &mut [T]| {
-                            im2col(g, x_n, cols);
-                            gemm_with(
+                        let pg = g.padded();
+                        with_scratch(pg.hp * pg.wp * g.c, |xhwc: &mut [T]| {
+                            pad_hwc(x_n, (g.c, g.h, g.w), g.padding, xhwc);
+                            let rows = Im2row { xhwc, g: pg };
+                            gemm_packed_b(
                                 Kernel::best(),
                                 threading,
                                 T::ONE,
                                 dout_n,
-                                row_major(cols, r, l).t(),
+                                &rows,
                                 beta,
                                 partial,
                             );
@@ -462,15 +603,41 @@ pub fn conv2d_backward_weight<T: GemmScalar>(
                     }
                 }
             });
-        // Add the partials in chunk order.
-        let mut partials = partials.chunks_exact(kr.max(1));
-        grad_w.copy_from_slice(&partials.next().expect("n > 0 gives a chunk")[..kr]);
-        for partial in partials {
-            for (dw, &p) in grad_w.iter_mut().zip(partial) {
-                *dw = *dw + p;
+        // Add the partials in chunk order, into the first.
+        let (sum, rest) = partials.split_at_mut(kr);
+        for partial in rest.chunks_exact(kr.max(1)) {
+            for (s, &p) in sum.iter_mut().zip(partial) {
+                *s = *s + p;
+            }
+        }
+        if g.is_pointwise() {
+            grad_w.copy_from_slice(sum);
+        } else {
+            // sum[k, (i*KW + j)*C + c] -> grad_w[k, (c*KH + i)*KW + j]
+            let taps = g.kh * g.kw;
+            for (dw_k, sum_k) in grad_w.chunks_exact_mut(r).zip(sum.chunks_exact(r)) {
+                for (ij, sum_ij) in sum_k.chunks_exact(g.c).enumerate() {
+                    for (c, &v) in sum_ij.iter().enumerate() {
+                        dw_k[c * taps + ij] = v;
+                    }
+                }
             }
         }
     });
+}
+
+/// `weight_flipped (C, K, KH, KW)[c, k, i, j] = weight (K, C, KH, KW)[k, c, KH-1-i, KW-1-j]`:
+/// the kernel of the grad-input convolution (see `Conv2dGeometry::flipped`).
+fn flip_weight<T: GemmScalar>(g: &Conv2dGeometry, weight: &[T], weight_flipped: &mut [T]) {
+    let taps = g.kh * g.kw;
+    for (k, weight_k) in weight.chunks_exact(g.c * taps).enumerate() {
+        for (c, weight_kc) in weight_k.chunks_exact(taps).enumerate() {
+            let flipped = &mut weight_flipped[(c * g.k + k) * taps..][..taps];
+            for (dst, &w) in flipped.iter_mut().zip(weight_kc.iter().rev()) {
+                *dst = w;
+            }
+        }
+    }
 }
 
 /// Forward by the definition: seven nested loops, no im2col. The oracle for

@@ -9,7 +9,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
 use super::*;
+use crate::kernels::gemm::PackB;
 
 trait TestScalar: GemmScalar {
     /// Unit roundoff.
@@ -68,6 +70,22 @@ fn geometries() -> Vec<Conv2dGeometry> {
                 }
             }
         }
+    }
+    // Channel counts that fill whole micro-panel rows of the weight-gradient
+    // packing (`Im2row`'s fixed-length copies), and a batch above the
+    // weight-gradient chunk.
+    for (c, stride) in [(16, 1), (16, 2), (8, 1)] {
+        out.push(Conv2dGeometry {
+            n: 5,
+            c,
+            h: 6,
+            w: 7,
+            k: 5,
+            kh: 3,
+            kw: 3,
+            stride,
+            padding: 1,
+        });
     }
     out
 }
@@ -278,4 +296,88 @@ fn wrong_output_length_panics() {
         padding: 0,
     };
     conv2d_forward(&g, &[0.0f32; 4], &[1.0], None, &mut [0.0; 3]);
+}
+
+/// The implicit im2col matrices, packed for every micro-panel width, equal
+/// the matrices written out from their definitions (the naive twins), with
+/// the packed buffers poisoned with NaN and zero columns past the last
+/// real one. `cols` is in padded coordinates:
+/// `cols[(c*KH + i)*KW + j, oh*WP + ow] = xpad[c, oh + i, ow + j]` (junk
+/// past the padded image reads the zero slack), and
+/// `rows[oh*OW + ow, (i*KW + j)*C + c] = xpad[c, oh*S + i, ow*S + j]`.
+#[test]
+fn implicit_packing_matches_the_definitions() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for (c, stride) in [(3, 1), (16, 1), (5, 2), (16, 2)] {
+        let (h, w, kh, kw, p) = (5, 6, 3, 2, 1);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let pg = PaddedGeometry {
+            c,
+            hp,
+            wp,
+            kh,
+            kw,
+            stride,
+            out_h: (hp - kh) / stride + 1,
+            out_w: (wp - kw) / stride + 1,
+        };
+        let x: Vec<f64> = random(c * h * w, &mut rng);
+        let xpad_at = |ci: usize, y: usize, xx: usize| {
+            let inside = (p..p + h).contains(&y) && (p..p + w).contains(&xx);
+            if inside {
+                x[(ci * h + y - p) * w + xx - p]
+            } else {
+                0.0
+            }
+        };
+        let tap = |r: usize| (r / (kh * kw), r % (kh * kw) / kw, r % kw);
+        // (a block of) a matrix packed with width nr against `at(row, col)`
+        let check = |b: &dyn PackB<f64>, at: &dyn Fn(usize, usize) -> f64, what: &str| {
+            let (k, n) = (b.rows(), b.cols());
+            for nr in [4, 8, 16, 32] {
+                for (pc, kc, jc, nc) in [(0, k, 0, n), (1, k - 2, 3, n - 5)] {
+                    let mut dst = vec![f64::NAN; nc.div_ceil(nr) * kc * nr];
+                    b.pack_b(pc, kc, jc, nc, nr, &mut dst);
+                    for (idx, &got) in dst.iter().enumerate() {
+                        let (panel, row, col) = (idx / (kc * nr), idx % (kc * nr) / nr, idx % nr);
+                        let j = panel * nr + col;
+                        let want = if j < nc { at(pc + row, jc + j) } else { 0.0 };
+                        assert_eq!(
+                            got, want,
+                            "{what} c {c} stride {stride} nr {nr} element {idx}"
+                        );
+                    }
+                }
+            }
+        };
+
+        let mut xhwc = vec![f64::NAN; hp * wp * c];
+        pad_hwc(&x, (c, h, w), p, &mut xhwc);
+        let rows = Im2row { xhwc: &xhwc, g: pg };
+        let rows_at = |q: usize, r: usize| {
+            let (ij, ci) = (r / c, r % c);
+            let (oh, ow) = (q / pg.out_w, q % pg.out_w);
+            xpad_at(ci, oh * stride + ij / kw, ow * stride + ij % kw)
+        };
+        check(&rows, &rows_at, "Im2row");
+
+        if stride == 1 {
+            let padded_len = c * hp * wp;
+            let mut xpad = vec![f64::NAN; padded_len + Im2col::<f64>::slack(&pg)];
+            pad_chw(&x, (h, w), (p, p), &mut xpad);
+            xpad[padded_len..].fill(0.0);
+            let cols = Im2col { xpad: &xpad, g: pg };
+            let cols_at = |r: usize, q: usize| {
+                let (ci, i, j) = tap(r);
+                // Flat padded index; past the image it is the zero slack.
+                let flat = (ci * hp + i) * wp + j + q;
+                if flat >= padded_len {
+                    0.0
+                } else {
+                    xpad_at(flat / (hp * wp), flat % (hp * wp) / wp, flat % wp)
+                }
+            };
+            check(&cols, &cols_at, "Im2col");
+        }
+    }
 }

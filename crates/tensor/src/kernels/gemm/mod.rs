@@ -55,7 +55,8 @@
 //!
 //! # Files
 //!
-//! `view.rs` the strided views, `pack.rs` packing, `kernel.rs` the
+//! `view.rs` the strided views, `pack.rs` packing (and [`PackB`] for a B
+//! that packs itself, as conv's implicit im2col does), `kernel.rs` the
 //! microkernel trait and run-time selection, `avx2.rs` / `avx512.rs` /
 //! `portable.rs` the microkernels, `scratch.rs` the reused packing buffers,
 //! `naive.rs` the triple-loop oracle, `tests.rs` the tests against it.
@@ -126,6 +127,18 @@ pub trait GemmScalar:
         c: MatMut<Self>,
     );
 
+    /// [`gemm_dispatch`](Self::gemm_dispatch) with B packed by `b` itself.
+    #[doc(hidden)]
+    fn gemm_dispatch_packed_b(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: Self,
+        a: MatRef<Self>,
+        b: &dyn PackB<Self>,
+        beta: Self,
+        c: MatMut<Self>,
+    );
+
     /// This thread's pool of scratch buffers (see `scratch.rs`).
     #[doc(hidden)]
     fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>>;
@@ -149,7 +162,19 @@ impl GemmScalar for f32 {
         beta: f32,
         c: MatMut<f32>,
     ) {
-        dispatch(kernel, threading, alpha, a, b, beta, c);
+        dispatch(kernel, threading, alpha, a, BSource::Stored(b), beta, c);
+    }
+
+    fn gemm_dispatch_packed_b(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: f32,
+        a: MatRef<f32>,
+        b: &dyn PackB<f32>,
+        beta: f32,
+        c: MatMut<f32>,
+    ) {
+        dispatch(kernel, threading, alpha, a, BSource::Packer(b), beta, c);
     }
 
     fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<f32>>>> {
@@ -170,7 +195,19 @@ impl GemmScalar for f64 {
         beta: f64,
         c: MatMut<f64>,
     ) {
-        dispatch(kernel, threading, alpha, a, b, beta, c);
+        dispatch(kernel, threading, alpha, a, BSource::Stored(b), beta, c);
+    }
+
+    fn gemm_dispatch_packed_b(
+        kernel: Kernel,
+        threading: Threading,
+        alpha: f64,
+        a: MatRef<f64>,
+        b: &dyn PackB<f64>,
+        beta: f64,
+        c: MatMut<f64>,
+    ) {
+        dispatch(kernel, threading, alpha, a, BSource::Packer(b), beta, c);
     }
 
     fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<f64>>>> {
@@ -223,6 +260,103 @@ pub fn gemm_with<T: GemmScalar>(
     T::gemm_dispatch(kernel, threading, alpha, a, b, beta, c);
 }
 
+/// A B operand that packs itself: the five loops never read B, they only
+/// ask for B~ micro-panels of one `kc x nc` block at a time (LOOP 4). So B
+/// need not exist in memory at all. Conv's implicit im2col matrix is the
+/// example: its entries are read from the image while packing, and the
+/// im2col matrix is never stored.
+pub trait PackB<T>: Sync {
+    /// Rows of B (`k` of the product).
+    fn rows(&self) -> usize;
+
+    /// Columns of B (`n` of the product).
+    fn cols(&self) -> usize;
+
+    /// Packs the block of rows `pc .. pc + kc` and columns `jc .. jc + nc`
+    /// into `nc.div_ceil(nr)` micro-panels of `kc x nr`, one after the other:
+    /// `dst[panel * kc * nr + p * nr + j] = B[pc + p, jc + panel * nr + j]`,
+    /// and zero where that column is past `jc + nc` (see `pack.rs`).
+    #[allow(clippy::too_many_arguments)]
+    fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]);
+}
+
+/// [`gemm_with`] where B is not a stored matrix but a [`PackB`].
+///
+/// C must have disjoint rows (row-major, say): the transpose trick that
+/// handles a column-major C needs B as a view.
+///
+/// # Panics
+/// If the shapes do not match, if `kernel` is not available, or if C's rows
+/// are not disjoint.
+pub fn gemm_packed_b<T: GemmScalar>(
+    kernel: Kernel,
+    threading: Threading,
+    alpha: T,
+    a: MatRef<T>,
+    b: &dyn PackB<T>,
+    beta: T,
+    c: MatMut<T>,
+) {
+    assert!(
+        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
+        "gemm_packed_b: A is {}x{}, B is {}x{}, C is {}x{}; need A (m, k), B (k, n), C (m, n)",
+        a.rows(),
+        a.cols(),
+        b.rows(),
+        b.cols(),
+        c.rows(),
+        c.cols()
+    );
+    assert!(c.rows_disjoint(), "gemm_packed_b: C needs disjoint rows");
+    assert!(
+        kernel.available(),
+        "gemm: the {} kernel is not available on this CPU",
+        kernel.name()
+    );
+    T::gemm_dispatch_packed_b(kernel, threading, alpha, a, b, beta, c);
+}
+
+/// B as the five loops see it: a stored view, packed by the microkernel's
+/// own `pack_b`, or a [`PackB`] that packs itself.
+#[derive(Clone, Copy)]
+enum BSource<'a, T> {
+    Stored(MatRef<'a, T>),
+    Packer(&'a dyn PackB<T>),
+}
+
+impl<T: GemmScalar> BSource<'_, T> {
+    fn rows(&self) -> usize {
+        match self {
+            BSource::Stored(b) => b.rows(),
+            BSource::Packer(b) => b.rows(),
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            BSource::Stored(b) => b.cols(),
+            BSource::Packer(b) => b.cols(),
+        }
+    }
+
+    /// Packs the `kc x nc` block at `(pc, jc)` into `K::NR`-column micro-panels.
+    #[allow(clippy::too_many_arguments)]
+    fn pack<K: MicroKernel<T>>(
+        &self,
+        kernel: K,
+        pc: usize,
+        kc: usize,
+        jc: usize,
+        nc: usize,
+        dst: &mut [T],
+    ) {
+        match self {
+            BSource::Stored(b) => kernel.pack_b(b.submatrix(pc, jc, kc, nc), dst),
+            BSource::Packer(b) => b.pack_b(pc, kc, jc, nc, K::NR, dst),
+        }
+    }
+}
+
 /// Panics with the three shapes unless A is (m, k), B is (k, n), C is (m, n).
 pub(crate) fn assert_shapes<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c: &MatMut<T>) {
     assert!(
@@ -244,7 +378,7 @@ fn dispatch<T: GemmScalar>(
     threading: Threading,
     alpha: T,
     a: MatRef<T>,
-    b: MatRef<T>,
+    b: BSource<T>,
     beta: T,
     c: MatMut<T>,
 ) where
@@ -273,7 +407,7 @@ fn dispatch<T: GemmScalar>(
     threading: Threading,
     alpha: T,
     a: MatRef<T>,
-    b: MatRef<T>,
+    b: BSource<T>,
     beta: T,
     c: MatMut<T>,
 ) where
@@ -322,7 +456,7 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
     threading: Threading,
     alpha: T,
     a: MatRef<T>,
-    b: MatRef<T>,
+    b: BSource<T>,
     beta: T,
     c: MatMut<T>,
 ) {
@@ -338,7 +472,18 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
     // C's rows interleave in memory (column-major C), its columns do not:
     // compute C^T = B^T A^T instead.
     if !c.rows_disjoint() {
-        gemm_loops(kernel, threading, alpha, b.t(), a.t(), beta, c.t());
+        let BSource::Stored(b) = b else {
+            unreachable!("gemm_packed_b checked that C has disjoint rows")
+        };
+        gemm_loops(
+            kernel,
+            threading,
+            alpha,
+            b.t(),
+            BSource::Stored(a.t()),
+            beta,
+            c.t(),
+        );
         return;
     }
 
@@ -370,11 +515,12 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
     threads: usize,
     alpha: T,
     a: MatRef<T>,
-    b: MatRef<T>,
+    b: BSource<T>,
     beta: T,
     mut c: MatMut<T>,
 ) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    debug_assert_eq!(k, b.rows());
     let kc_max = even_block(k, K::KC, 1);
     let nc_max = even_block(n, K::NC, K::NR);
 
@@ -392,7 +538,7 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
                 } else {
                     1
                 };
-                pack_b(kernel, pack_threads, b.submatrix(pc, jc, kc, nc), b_packed);
+                pack_b(kernel, pack_threads, b, (pc, kc), (jc, nc), b_packed);
                 let b_packed = &*b_packed;
                 // Only the first kc block sees the caller's beta; later
                 // blocks add onto what the first wrote.
@@ -411,29 +557,35 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
     });
 }
 
-/// Packs the `kc x nc` block `b` into B~, the `NR`-column micro-panels
-/// split between `threads` threads.
+/// Packs the `kc x nc` block of `b` at `(pc, jc)` into B~, the
+/// `NR`-column micro-panels split between `threads` threads.
 fn pack_b<T: GemmScalar, K: MicroKernel<T>>(
     kernel: K,
     threads: usize,
-    b: MatRef<T>,
+    b: BSource<T>,
+    (pc, kc): (usize, usize),
+    (jc, nc): (usize, usize),
     dst: &mut [T],
 ) {
-    let panels = b.cols().div_ceil(K::NR);
+    let panels = nc.div_ceil(K::NR);
     if threads <= 1 || panels < 2 {
-        kernel.pack_b(b, dst);
+        b.pack(kernel, pc, kc, jc, nc, dst);
         return;
     }
-    let left = panels / 2;
-    let (kc, cols) = (b.rows(), b.cols());
-    let (dst_left, dst_right) = dst.split_at_mut(left * K::NR * kc);
-    let (b_left, b_right) = (
-        b.submatrix(0, 0, kc, left * K::NR),
-        b.submatrix(0, left * K::NR, kc, cols - left * K::NR),
-    );
+    let left = (panels / 2) * K::NR;
+    let (dst_left, dst_right) = dst.split_at_mut(left * kc);
     rayon::join(
-        || pack_b(kernel, threads / 2, b_left, dst_left),
-        || pack_b(kernel, threads - threads / 2, b_right, dst_right),
+        || pack_b(kernel, threads / 2, b, (pc, kc), (jc, left), dst_left),
+        || {
+            pack_b(
+                kernel,
+                threads - threads / 2,
+                b,
+                (pc, kc),
+                (jc + left, nc - left),
+                dst_right,
+            )
+        },
     );
 }
 

@@ -1,0 +1,254 @@
+//! Implicit im2col: the im2col matrices of `conv.rs` as [`PackB`] operands
+//! of the GEMM, packed straight from the image into B~ micro-panels.
+//!
+//! An explicit im2col matrix is `KH * KW` times bigger than the image (900
+//! KiB for one 32 x 28 x 28 image and a 3x3 kernel, more than L2 holds), and
+//! the GEMM would read it once more to pack it. Here the GEMM asks for one
+//! `kc x nc` block at a time and we fill its micro-panels from the image,
+//! which stays in L2. The image is first copied with its zero padding
+//! around it, so packing never tests for the border: every entry of the
+//! matrix is a plain read of the padded image.
+//!
+//! Shape legend (as in `conv.rs`; `HP = H + 2 PH`, `WP = W + 2 PW` padded):
+//! ```text
+//! cols   (R, L)   cols[(c*KH + i)*KW + j, oh*OW + ow]  = xpad[c, oh*S + i, ow*S + j]
+//! rows   (L, R')  rows[oh*OW + ow, (i*KW + j)*C + c]   = xhwc[oh*S + i, ow*S + j, c]
+//! ```
+//! `cols` ([`Im2col`]) is the B of the forward pass, read from the padded
+//! image `xpad` (C, HP, WP). `rows` ([`Im2row`]) is the B of the weight
+//! gradient, `cols^T` with its columns reordered so that the fastest index
+//! is the channel: read from a padded channels-last copy `xhwc` (HP, WP, C),
+//! each run of a micro-panel row is then consecutive channels of one pixel,
+//! a contiguous copy instead of a gather across the rows of `cols`.
+
+use super::super::gemm::{GemmScalar, PackB};
+
+/// Sizes of one padded input image and the kernel sliding over it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PaddedGeometry {
+    /// Channels C.
+    pub c: usize,
+    /// Padded height HP and width WP.
+    pub hp: usize,
+    pub wp: usize,
+    /// Kernel height KH and width KW.
+    pub kh: usize,
+    pub kw: usize,
+    /// Stride S.
+    pub stride: usize,
+    /// Output height OH and width OW.
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// Copies one image `x` (C, H, W) into `xpad` (C, H + 2 PH, W + 2 PW), zeros
+/// around it.
+pub(super) fn pad_chw<T: GemmScalar>(
+    x: &[T],
+    (h, w): (usize, usize),
+    (ph, pw): (usize, usize),
+    xpad: &mut [T],
+) {
+    let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+    for (x_c, xpad_c) in x.chunks_exact(h * w).zip(xpad.chunks_exact_mut(hp * wp)) {
+        xpad_c[..ph * wp].fill(T::ZERO);
+        xpad_c[(ph + h) * wp..].fill(T::ZERO);
+        for (x_row, xpad_row) in x_c
+            .chunks_exact(w)
+            .zip(xpad_c[ph * wp..].chunks_exact_mut(wp))
+        {
+            xpad_row[..pw].fill(T::ZERO);
+            xpad_row[pw..pw + w].copy_from_slice(x_row);
+            xpad_row[pw + w..].fill(T::ZERO);
+        }
+    }
+}
+
+/// Copies one image `x` (C, H, W) into `xhwc` (H + 2P, W + 2P, C):
+/// channels last, zeros around it.
+pub(super) fn pad_hwc<T: GemmScalar>(
+    x: &[T],
+    (c, h, w): (usize, usize, usize),
+    p: usize,
+    xhwc: &mut [T],
+) {
+    let wp = w + 2 * p;
+    xhwc.fill(T::ZERO);
+    for (ci, x_c) in x.chunks_exact(h * w).enumerate() {
+        for (y, x_row) in x_c.chunks_exact(w).enumerate() {
+            let pixels = xhwc[((y + p) * wp + p) * c..].chunks_mut(c);
+            for (pixel, &v) in pixels.zip(x_row) {
+                pixel[ci] = v;
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(&src[..dst.len()])`, with a fixed-length copy (a
+/// few vector moves, not a call to `memcpy`) for the common lengths: a whole
+/// micro-panel row of 8 or 16.
+#[inline]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    match dst.len() {
+        16 => copy_fixed::<T, 16>(dst, src),
+        8 => copy_fixed::<T, 8>(dst, src),
+        len => dst.copy_from_slice(&src[..len]),
+    }
+}
+
+#[inline]
+fn copy_fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
+    let dst: &mut [T; N] = dst.try_into().expect("dst is N long");
+    *dst = src[..N].try_into().expect("src is N long");
+}
+
+/// Zeroes columns `width..nr` of every `nr`-wide row of a micro-panel.
+fn zero_columns_past<T: GemmScalar>(panel: &mut [T], width: usize, nr: usize) {
+    if width < nr {
+        for row in panel.chunks_exact_mut(nr) {
+            row[width..].fill(T::ZERO);
+        }
+    }
+}
+
+/// The im2col matrix of a stride-1 convolution in padded coordinates,
+/// `cols` (R, OH * WP), never stored: see the top of the file.
+///
+/// With stride 1, row `(c, i, j)` of the im2col matrix, output pixel
+/// `(oh, ow)`, reads `xpad[c, oh + i, ow + j]`, which in the flattened
+/// padded image is `xpad[(c*HP + i)*WP + j + (oh*WP + ow)]`. So if the
+/// columns are numbered `oh*WP + ow` over the padded width, `ow < WP`
+/// instead of `ow < OW`, every row of the matrix is one contiguous slice of
+/// `xpad`, shifted by `(c*HP + i)*WP + j`, and a micro-panel row is a plain
+/// `NR`-element copy. The `WP - OW` extra columns per output row read across
+/// the row's end and produce junk outputs that the caller drops (7% more
+/// work at 28 x 28 with padding 1; a packing gather per element cost more).
+///
+/// `xpad` must extend `MAX_NR + KW` elements past the padded image, so that
+/// the junk columns of the last panel stay in bounds; see [`Im2col::slack`].
+pub(super) struct Im2col<'a, T> {
+    pub xpad: &'a [T],
+    pub g: PaddedGeometry,
+}
+
+impl<T: GemmScalar> Im2col<'_, T> {
+    /// Elements needed past the padded image.
+    pub(super) fn slack(g: &PaddedGeometry) -> usize {
+        MAX_NR + g.kw
+    }
+
+    /// [`PackB::pack_b`] for micro-panels `NR` wide.
+    fn pack_panels<const NR: usize>(
+        &self,
+        pc: usize,
+        kc: usize,
+        jc: usize,
+        nc: usize,
+        dst: &mut [T],
+    ) {
+        let g = &self.g;
+        let taps = g.kh * g.kw;
+        for (panel, dst) in dst[..nc.div_ceil(NR) * kc * NR]
+            .chunks_exact_mut(kc * NR)
+            .enumerate()
+        {
+            let first = jc + panel * NR;
+            // Row p = (c, i, j) starts at (c*HP + i)*WP + j in xpad; step
+            // (c, i, j) like an odometer rather than divide for each row.
+            let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
+            for dst_row in dst.chunks_exact_mut(NR) {
+                let start = (c * g.hp + i) * g.wp + j + first;
+                let dst_row: &mut [T; NR] = dst_row.try_into().expect("rows are NR long");
+                *dst_row = self.xpad[start..start + NR]
+                    .try_into()
+                    .expect("slices of NR elements");
+                j += 1;
+                if j == g.kw {
+                    (i, j) = (i + 1, 0);
+                    if i == g.kh {
+                        (c, i) = (c + 1, 0);
+                    }
+                }
+            }
+            zero_columns_past(dst, NR.min(jc + nc - first), NR);
+        }
+    }
+}
+
+impl<T: GemmScalar> PackB<T> for Im2col<'_, T> {
+    fn rows(&self) -> usize {
+        self.g.c * self.g.kh * self.g.kw
+    }
+
+    fn cols(&self) -> usize {
+        self.g.out_h * self.g.wp
+    }
+
+    fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
+        debug_assert_eq!(
+            self.g.stride, 1,
+            "the padded-coordinates trick needs stride 1"
+        );
+        // A compile-time width makes each row copy a few vector moves.
+        match nr {
+            4 => self.pack_panels::<4>(pc, kc, jc, nc, dst),
+            8 => self.pack_panels::<8>(pc, kc, jc, nc, dst),
+            16 => self.pack_panels::<16>(pc, kc, jc, nc, dst),
+            32 => self.pack_panels::<32>(pc, kc, jc, nc, dst),
+            _ => unreachable!("no microkernel has NR = {nr}"),
+        }
+    }
+}
+
+/// Widest micro-panel of any kernel (the AVX-512 one's NR).
+const MAX_NR: usize = 32;
+
+/// The reordered transposed im2col matrix `rows` (L, R') of one padded
+/// channels-last image `xhwc` (HP, WP, C), never stored: see the top of the file.
+pub(super) struct Im2row<'a, T> {
+    pub xhwc: &'a [T],
+    pub g: PaddedGeometry,
+}
+
+impl<T: GemmScalar> PackB<T> for Im2row<'_, T> {
+    fn rows(&self) -> usize {
+        self.g.out_h * self.g.out_w
+    }
+
+    fn cols(&self) -> usize {
+        self.g.c * self.g.kh * self.g.kw
+    }
+
+    fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
+        let g = &self.g;
+        let panels = nc.div_ceil(nr);
+        for (panel, dst) in dst[..panels * kc * nr]
+            .chunks_exact_mut(kc * nr)
+            .enumerate()
+        {
+            let first = jc + panel * nr;
+            let width = nr.min(jc + nc - first);
+            // Cut the panel's columns where the kernel offset (i, j)
+            // changes: within one offset, the columns are consecutive
+            // channels of one pixel, contiguous in xhwc.
+            let mut col = 0;
+            while col < width {
+                let (ij, channel) = ((first + col) / g.c, (first + col) % g.c);
+                let len = (g.c - channel).min(width - col);
+                let shift = ((ij / g.kw) * g.wp + ij % g.kw) * g.c + channel;
+                let (mut oh, mut ow) = (pc / g.out_w, pc % g.out_w);
+                for dst_row in dst.chunks_exact_mut(nr) {
+                    let pixel = (oh * g.stride * g.wp + ow * g.stride) * g.c;
+                    copy_run(&mut dst_row[col..col + len], &self.xhwc[pixel + shift..]);
+                    ow += 1;
+                    if ow == g.out_w {
+                        ow = 0;
+                        oh += 1;
+                    }
+                }
+                col += len;
+            }
+            zero_columns_past(dst, width, nr);
+        }
+    }
+}
