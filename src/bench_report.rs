@@ -21,6 +21,8 @@ use tensor::kernels::conv::{
     conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry,
 };
 use tensor::kernels::gemm::{gemm, Kernel, MatMut, MatRef};
+use crate::step_bench::{measure, StepTiming};
+use nn::UNetConfig;
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,6 +96,51 @@ impl<W: Write> Report<W> {
     }
 }
 
+impl<W: Write> Report<W> {
+    /// The two rows of a UNet at a batch size: the training step (forward,
+    /// backward, AdamW) and the forward pass without gradients.
+    ///
+    /// JSON: `{"bench": "unet_train_step", "shape": "B64", "ms": 1234.5,
+    /// "gflops": 86.2, "params": 1623169, "peak_rss_mb": 812}` and
+    /// `{"bench": "unet_forward", "shape": "B64", "ms": 402.0, "gflops": 88.3}`.
+    pub fn step_rows(&mut self, name: &str, timing: &StepTiming) -> io::Result<()> {
+        let shape = format!("B{}", timing.batch);
+        let peak = timing.peak_rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0));
+        if self.json {
+            let mut train = serde_json::json!({
+                "bench": format!("{name}_train_step"), "shape": shape, "ms": round1(timing.train_step_ms),
+                "gflops": round1(timing.train_gflops()), "params": timing.params,
+            });
+            if let Some(mb) = peak {
+                train["peak_rss_mb"] = serde_json::json!(mb.round());
+            }
+            writeln!(self.out, "{train}")?;
+            let forward = serde_json::json!({
+                "bench": format!("{name}_forward"), "shape": shape, "ms": round1(timing.forward_ms),
+                "gflops": round1(timing.forward_gflops()),
+            });
+            writeln!(self.out, "{forward}")?;
+        } else {
+            let peak = peak.map_or_else(|| "n/a".to_string(), |mb| format!("{mb:.0} MB"));
+            writeln!(
+                self.out,
+                "{:<16} {:<22} {:>9.1}  ({:.1} ms per step, {} parameters, peak memory {peak})",
+                format!("{name}_train_step"), shape, timing.train_gflops(), timing.train_step_ms, timing.params
+            )?;
+            writeln!(
+                self.out,
+                "{:<16} {:<22} {:>9.1}  ({:.1} ms, no gradients)",
+                format!("{name}_forward"), shape, timing.forward_gflops(), timing.forward_ms
+            )?;
+        }
+        self.out.flush()
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
 /// `{"bench": "gemm", "shape": "64x64x64", "gflops": 80.1, "baseline":
 /// "matrixmultiply", "baseline_gflops": 70.2, "ratio": 1.14}`, keys in that
 /// order, the baseline keys only when there is one.
@@ -133,6 +180,7 @@ pub fn run(json: bool) -> io::Result<()> {
     report.header()?;
     gemm_rows(&mut report)?;
     conv_rows(&mut report)?;
+    unet_rows(&mut report)?;
     Ok(())
 }
 
@@ -424,4 +472,14 @@ mod tests {
             r#"{"bench": "conv3x3_fwd", "shape": "N64xC32x28x28xK32", "gflops": 180.0}"#
         );
     }
+}
+
+/// The course UNet and the quick preset's 16-channel UNet, batch 64.
+fn unet_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
+    let configs = [("unet", UNetConfig::default()), ("unet16", UNetConfig { base_channels: 16, ..UNetConfig::default() })];
+    for (name, config) in configs {
+        let timing = measure(&config, 64, 3).map_err(io::Error::other)?;
+        report.step_rows(name, &timing)?;
+    }
+    Ok(())
 }
