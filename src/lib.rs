@@ -25,6 +25,8 @@ pub mod notebooks {
     pub struct Chapter00WhyDiffusion;
     #[doc = include_str!("../notebooks-md/01-tensors-and-autograd.md")]
     pub struct Chapter01TensorsAndAutograd;
+    #[doc = include_str!("../notebooks-md/02-fast-kernels.md")]
+    pub struct Chapter02FastKernels;
     #[doc = include_str!("../notebooks-md/08-training.md")]
     pub struct Chapter08Training;
 }
