@@ -7,64 +7,15 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// The architecture of the noise predictor.
+/// The architecture of the noise predictor: the `nn` crate's own configs, saved
+/// in the run's JSON with a `kind` tag.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ModelConfig {
-    /// The UNet of the course (see `nn::UNetConfig` for each field).
-    Unet {
-        image_size: usize,
-        base_channels: usize,
-        channel_mults: Vec<usize>,
-        num_res_blocks: usize,
-        attention_resolutions: Vec<usize>,
-        sinusoidal_dim: usize,
-        time_embed_dim: usize,
-        groups: usize,
-    },
-    /// The MLP denoiser of the course notes (see `nn::MlpConfig`).
-    Mlp { data_dim: usize, hidden_dim: usize, depth: usize, time_embed_dim: usize },
-}
-
-impl ModelConfig {
-    /// The UNet config of the `nn` crate.
-    #[must_use]
-    pub fn unet(&self) -> Option<nn::UNetConfig> {
-        match self.clone() {
-            ModelConfig::Unet { image_size, base_channels, channel_mults, num_res_blocks, attention_resolutions, sinusoidal_dim, time_embed_dim, groups } => {
-                Some(nn::UNetConfig {
-                    image_channels: 1,
-                    image_size,
-                    base_channels,
-                    channel_mults,
-                    num_res_blocks,
-                    attention_resolutions,
-                    sinusoidal_dim,
-                    time_embed_dim,
-                    groups,
-                    dropout: 0.0,
-                })
-            }
-            ModelConfig::Mlp { .. } => None,
-        }
-    }
-
-    fn from_unet(c: &nn::UNetConfig) -> Self {
-        ModelConfig::Unet {
-            image_size: c.image_size,
-            base_channels: c.base_channels,
-            channel_mults: c.channel_mults.clone(),
-            num_res_blocks: c.num_res_blocks,
-            attention_resolutions: c.attention_resolutions.clone(),
-            sinusoidal_dim: c.sinusoidal_dim,
-            time_embed_dim: c.time_embed_dim,
-            groups: c.groups,
-        }
-    }
-
-    fn from_mlp(c: &nn::MlpConfig) -> Self {
-        ModelConfig::Mlp { data_dim: c.data_dim, hidden_dim: c.hidden_dim, depth: c.depth, time_embed_dim: c.time_embed_dim }
-    }
+    /// The UNet of the course.
+    Unet(nn::UNetConfig),
+    /// The MLP denoiser of the course notes.
+    Mlp(nn::MlpConfig),
 }
 
 /// Everything that determines a training run. Same config and seed, same weights.
@@ -98,7 +49,7 @@ impl TrainConfig {
     pub fn preset(preset: Preset) -> Self {
         let mnist_base = TrainConfig {
             data: Dataset::Mnist,
-            model: ModelConfig::from_unet(&nn::UNetConfig::default()),
+            model: ModelConfig::Unet(nn::UNetConfig::default()),
             schedule: ScheduleKind::Linear,
             timesteps: 1000,
             loss: LossKind::Simple,
@@ -126,7 +77,7 @@ impl TrainConfig {
             // already draw digits (measured).
             Preset::Quick => TrainConfig {
                 ema_decay: 0.995,
-                model: ModelConfig::from_unet(&nn::UNetConfig { base_channels: 16, ..nn::UNetConfig::default() }),
+                model: ModelConfig::Unet(nn::UNetConfig { base_channels: 16, ..nn::UNetConfig::default() }),
                 // About 0.5 s a step on two cores: 1000 steps and the final
                 // samples fit in ten minutes. The budget is a safety net for a
                 // slower machine (a run it cuts short is no longer reproducible).
@@ -149,7 +100,7 @@ impl TrainConfig {
             // well under a minute.
             Preset::Toy => TrainConfig {
                 data: Dataset::SwissRoll,
-                model: ModelConfig::from_mlp(&nn::MlpConfig { hidden_dim: 256, ..nn::MlpConfig::toy_2d() }),
+                model: ModelConfig::Mlp(nn::MlpConfig { hidden_dim: 256, ..nn::MlpConfig::toy_2d() }),
                 batch: 256,
                 lr: 1e-3,
                 warmup: 100,
@@ -177,34 +128,34 @@ impl TrainConfig {
         let kind = args.model.unwrap_or(match (&c.model, c.data) {
             (_, Dataset::Mnist) if args.data.is_some() => ModelKind::Unet,
             (_, d) if d != Dataset::Mnist => ModelKind::Mlp,
-            (ModelConfig::Unet { .. }, _) => ModelKind::Unet,
-            (ModelConfig::Mlp { .. }, _) => ModelKind::Mlp,
+            (ModelConfig::Unet(_), _) => ModelKind::Unet,
+            (ModelConfig::Mlp(_), _) => ModelKind::Mlp,
         });
         c.model = match (kind, &c.model) {
-            (ModelKind::Unet, ModelConfig::Unet { .. }) => c.model.clone(),
-            (ModelKind::Unet, _) => ModelConfig::from_unet(&nn::UNetConfig::default()),
-            (ModelKind::Mlp, ModelConfig::Mlp { .. }) if (c.data == Dataset::Mnist) == (c.model_data_dim() == Some(784)) => c.model.clone(),
-            (ModelKind::Mlp, _) if c.data == Dataset::Mnist => ModelConfig::from_mlp(&nn::MlpConfig::mnist()),
-            (ModelKind::Mlp, _) => ModelConfig::from_mlp(&nn::MlpConfig::toy_2d()),
+            (ModelKind::Unet, ModelConfig::Unet(_)) => c.model.clone(),
+            (ModelKind::Unet, _) => ModelConfig::Unet(nn::UNetConfig::default()),
+            (ModelKind::Mlp, ModelConfig::Mlp(_)) if (c.data == Dataset::Mnist) == (c.model_data_dim() == Some(784)) => c.model.clone(),
+            (ModelKind::Mlp, _) if c.data == Dataset::Mnist => ModelConfig::Mlp(nn::MlpConfig::mnist()),
+            (ModelKind::Mlp, _) => ModelConfig::Mlp(nn::MlpConfig::toy_2d()),
         };
         match &mut c.model {
-            ModelConfig::Unet { base_channels, channel_mults, .. } => {
+            ModelConfig::Unet(unet) => {
                 if let Some(b) = args.base_channels {
-                    *base_channels = b;
+                    unet.base_channels = b;
                 }
                 if let Some(m) = &args.channel_mults {
-                    *channel_mults = m.clone();
+                    unet.channel_mults = m.clone();
                 }
                 if args.hidden.is_some() || args.depth.is_some() {
                     return Err(invalid("--hidden/--depth", "they set the MLP; the model is the UNet (use --model mlp)"));
                 }
             }
-            ModelConfig::Mlp { hidden_dim, depth, .. } => {
+            ModelConfig::Mlp(mlp) => {
                 if let Some(h) = args.hidden {
-                    *hidden_dim = h;
+                    mlp.hidden_dim = h;
                 }
                 if let Some(d) = args.depth {
-                    *depth = d;
+                    mlp.depth = d;
                 }
                 if args.base_channels.is_some() || args.channel_mults.is_some() {
                     return Err(invalid("--base-channels/--channel-mults", "they set the UNet; the model is the MLP (use --model unet)"));
@@ -223,9 +174,9 @@ impl TrainConfig {
     }
 
     fn model_data_dim(&self) -> Option<usize> {
-        match self.model {
-            ModelConfig::Mlp { data_dim, .. } => Some(data_dim),
-            ModelConfig::Unet { .. } => None,
+        match &self.model {
+            ModelConfig::Mlp(mlp) => Some(mlp.data_dim),
+            ModelConfig::Unet(_) => None,
         }
     }
 
@@ -252,7 +203,7 @@ impl TrainConfig {
         if self.schedule == ScheduleKind::Linear && self.timesteps <= 20 {
             return Err(invalid("--timesteps", "the linear schedule needs T > 20 (beta_T = 20 / T must stay below 1)"));
         }
-        if let Some(unet) = self.model.unet() {
+        if let ModelConfig::Unet(unet) = &self.model {
             unet.validate().map_err(|e| invalid("--base-channels/--channel-mults", &e.to_string()))?;
         }
         Ok(())
@@ -306,8 +257,8 @@ impl TrainConfig {
     #[must_use]
     pub fn example_dims(&self) -> Vec<usize> {
         match &self.model {
-            ModelConfig::Unet { image_size, .. } => vec![1, *image_size, *image_size],
-            ModelConfig::Mlp { data_dim, .. } => vec![*data_dim],
+            ModelConfig::Unet(unet) => vec![unet.image_channels, unet.image_size, unet.image_size],
+            ModelConfig::Mlp(mlp) => vec![mlp.data_dim],
         }
     }
 
@@ -344,19 +295,18 @@ mod tests {
     fn quick_preset_is_a_small_unet_on_mnist() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.data, Dataset::Mnist);
-        let unet = c.model.unet().unwrap();
-        assert_eq!(unet.base_channels, 16);
+        assert!(matches!(&c.model, ModelConfig::Unet(unet) if unet.base_channels == 16));
     }
 
     #[test]
     fn flags_override_the_preset_and_the_model_follows_the_data() {
         let c = parse(&["--data", "two-moons", "--steps", "7", "--lr", "0.01"]).unwrap();
         assert_eq!((c.steps, c.lr), (7, 0.01));
-        assert!(matches!(c.model, ModelConfig::Mlp { data_dim: 2, .. }));
+        assert!(matches!(&c.model, ModelConfig::Mlp(mlp) if mlp.data_dim == 2));
         let c = parse(&["--preset", "toy", "--data", "mnist"]).unwrap();
-        assert!(matches!(c.model, ModelConfig::Unet { .. }));
+        assert!(matches!(c.model, ModelConfig::Unet(_)));
         let c = parse(&["--model", "mlp"]).unwrap();
-        assert!(matches!(c.model, ModelConfig::Mlp { data_dim: 784, .. }));
+        assert!(matches!(&c.model, ModelConfig::Mlp(mlp) if mlp.data_dim == 784));
     }
 
     #[test]

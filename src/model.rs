@@ -4,7 +4,7 @@
 use crate::config::{ModelConfig, TrainConfig};
 use crate::error::{Error, Result};
 use ddpm::NoisePredictor;
-use nn::{Checkpoint, MlpConfig, MlpDenoiser, Mode, Module, UNet};
+use nn::{Checkpoint, MlpDenoiser, Mode, Module, UNet};
 use std::path::{Path, PathBuf};
 use tensor::{rng, Tensor};
 
@@ -30,11 +30,8 @@ impl Model {
     pub fn new(config: &ModelConfig, seed: u64) -> Result<Self> {
         let mut r = rng(seed);
         Ok(match config {
-            ModelConfig::Unet { .. } => Model::Unet(UNet::new(&config.unet().expect("a UNet config"), &mut r)?),
-            ModelConfig::Mlp { data_dim, hidden_dim, depth, time_embed_dim } => {
-                let c = MlpConfig { data_dim: *data_dim, hidden_dim: *hidden_dim, depth: *depth, time_embed_dim: *time_embed_dim };
-                Model::Mlp(MlpDenoiser::new(&c, &mut r)?)
-            }
+            ModelConfig::Unet(unet) => Model::Unet(UNet::new(unet, &mut r)?),
+            ModelConfig::Mlp(mlp) => Model::Mlp(MlpDenoiser::new(mlp, &mut r)?),
         })
     }
 

@@ -17,7 +17,7 @@ use crate::module::{join, Module};
 use tensor::{Error, Float, Result, Rng, Tensor};
 
 /// The hyper-parameters of the MLP denoiser.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MlpConfig {
     /// `D`, the size of one flattened sample.
     pub data_dim: usize,

@@ -5,7 +5,7 @@ use tensor::{Error, Result};
 
 /// Everything that fixes the UNet's architecture. The defaults are the course UNet
 /// for MNIST (1,623,169 parameters).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UNetConfig {
     /// Channels of the images (1 for MNIST).
     pub image_channels: usize,
