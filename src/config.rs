@@ -105,7 +105,7 @@ impl TrainConfig {
                 lr: 1e-3,
                 warmup: 100,
                 ema_decay: 0.995,
-                steps: 7000,
+                steps: 10_000,
                 checkpoint_every: 1000,
                 samples: 1000,
                 ..mnist_base
