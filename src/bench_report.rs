@@ -445,6 +445,16 @@ fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
     Ok(())
 }
 
+/// The course UNet and the quick preset's 16-channel UNet, batch 64.
+fn unet_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
+    let configs = [("unet", UNetConfig::default()), ("unet16", UNetConfig { base_channels: 16, ..UNetConfig::default() })];
+    for (name, config) in configs {
+        let timing = measure(&config, 64, 3).map_err(io::Error::other)?;
+        report.step_rows(name, &timing)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,14 +482,4 @@ mod tests {
             r#"{"bench": "conv3x3_fwd", "shape": "N64xC32x28x28xK32", "gflops": 180.0}"#
         );
     }
-}
-
-/// The course UNet and the quick preset's 16-channel UNet, batch 64.
-fn unet_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
-    let configs = [("unet", UNetConfig::default()), ("unet16", UNetConfig { base_channels: 16, ..UNetConfig::default() })];
-    for (name, config) in configs {
-        let timing = measure(&config, 64, 3).map_err(io::Error::other)?;
-        report.step_rows(name, &timing)?;
-    }
-    Ok(())
 }

@@ -14,6 +14,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One command is parsed per run, so the size of the largest variant is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a noise predictor (UNet on MNIST, or an MLP on a toy 2-D set).

@@ -197,7 +197,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(invalid("--ema-decay", &format!("must be in [0, 1), got {}", self.ema_decay)));
         }
-        if !(self.grad_clip >= 0.0) || !(self.time_budget >= 0.0) || !(self.hybrid_lambda >= 0.0) {
+        // `>= 0` is false for NaN, so a NaN value is refused too.
+        let non_negative = |v: f64| v >= 0.0;
+        if !non_negative(self.grad_clip) || !non_negative(self.time_budget) || !non_negative(self.hybrid_lambda) {
             return Err(invalid("--grad-clip/--time-budget/--hybrid-lambda", "must be non-negative"));
         }
         if self.schedule == ScheduleKind::Linear && self.timesteps <= 20 {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use tensor::{rng, Tensor};
 
 /// A UNet (images `[B, 1, H, W]`) or an MLP (vectors `[B, D]`), in f32.
+// A run holds one model; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Model {
     Unet(UNet<f32>),

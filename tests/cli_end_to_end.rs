@@ -166,7 +166,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     assert!(stdout.starts_with("interrupted at step"), "{stdout}");
     let ckpt = Checkpoint::<f32>::load(run.join("checkpoint.safetensors")).unwrap();
     let step: usize = ckpt.metadata["step"].parse().unwrap();
-    assert!(step >= 3 && step < 100_000 && metrics_rows(&run) == step, "step {step}, rows {}", metrics_rows(&run));
+    assert!((3..100_000).contains(&step) && metrics_rows(&run) == step, "step {step}, rows {}", metrics_rows(&run));
     std::fs::remove_dir_all(run).unwrap();
 }
 

@@ -27,7 +27,7 @@ impl<T: Float> GroupNorm<T> {
     /// # Errors
     /// [`Error::InvalidArgument`] when `groups` is zero or does not divide `channels`.
     pub fn new(groups: usize, channels: usize) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::InvalidArgument {
                 op: "GroupNorm::new",
                 msg: format!("{channels} channels do not split into {groups} groups"),

@@ -28,7 +28,7 @@ pub const MAX_PERIOD: f64 = 10_000.0;
 /// [`Error::InvalidArgument`] unless `dim` is even and at least 4 (the formula
 /// divides by `dim / 2 - 1`).
 pub fn timestep_embedding<T: Float>(t: &[f64], dim: usize) -> Result<Tensor<T>> {
-    if dim < 4 || dim % 2 != 0 {
+    if dim < 4 || !dim.is_multiple_of(2) {
         return Err(Error::InvalidArgument {
             op: "timestep_embedding",
             msg: format!("dim must be even and at least 4, got {dim}"),

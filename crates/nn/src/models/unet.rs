@@ -207,8 +207,8 @@ impl<T: Float> UNet<T> {
         let ok = x.rank() == 4
             && x.dims()[1] == self.config.image_channels
             && x.dims()[0] == timesteps
-            && x.dims()[2] % factor == 0
-            && x.dims()[3] % factor == 0;
+            && x.dims()[2].is_multiple_of(factor)
+            && x.dims()[3].is_multiple_of(factor);
         if ok {
             return Ok(());
         }

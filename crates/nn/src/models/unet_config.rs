@@ -117,7 +117,7 @@ impl UNetConfig {
             return Err(invalid(format!("sizes must be positive: {self:?}")));
         }
         let halvings = self.channel_mults.len() - 1;
-        if self.image_size == 0 || self.image_size % (1 << halvings) != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(1 << halvings) {
             return Err(invalid(format!(
                 "image_size {} must be divisible by 2^{halvings} for {} levels",
                 self.image_size,
@@ -126,11 +126,11 @@ impl UNetConfig {
         }
         for &m in &self.channel_mults {
             let channels = self.base_channels * m;
-            if self.groups == 0 || channels % self.groups != 0 {
+            if self.groups == 0 || !channels.is_multiple_of(self.groups) {
                 return Err(invalid(format!("{} groups do not divide {channels} channels", self.groups)));
             }
         }
-        if self.sinusoidal_dim < 4 || self.sinusoidal_dim % 2 != 0 {
+        if self.sinusoidal_dim < 4 || !self.sinusoidal_dim.is_multiple_of(2) {
             return Err(invalid(format!("sinusoidal_dim {} must be even and at least 4", self.sinusoidal_dim)));
         }
         if !(0.0..1.0).contains(&self.dropout) {

@@ -103,7 +103,7 @@ impl<T: Float> Tensor<T> {
     pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Result<Tensor<T>> {
         check_axis("narrow", axis, self.rank())?;
         let size = self.dims()[axis];
-        if start.checked_add(len).map_or(true, |end| end > size) {
+        if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::InvalidArgument {
                 op: "narrow",
                 msg: format!("range {start}..{} along axis {axis} of {:?}", start.saturating_add(len), self.dims()),
