@@ -24,4 +24,8 @@ pub mod notebooks {
     pub struct Chapter00WhyDiffusion;
     #[doc = include_str!("../notebooks-md/01-tensors-and-autograd.md")]
     pub struct Chapter01TensorsAndAutograd;
+    #[doc = include_str!("../notebooks-md/03-forward-process.md")]
+    pub struct Chapter03ForwardProcess;
+    #[doc = include_str!("../notebooks-md/04-posterior.md")]
+    pub struct Chapter04Posterior;
 }
