@@ -27,6 +27,10 @@ pub mod notebooks {
     pub struct Chapter01TensorsAndAutograd;
     #[doc = include_str!("../notebooks-md/02-fast-kernels.md")]
     pub struct Chapter02FastKernels;
+    #[doc = include_str!("../notebooks-md/03-forward-process.md")]
+    pub struct Chapter03ForwardProcess;
+    #[doc = include_str!("../notebooks-md/04-posterior.md")]
+    pub struct Chapter04Posterior;
     #[doc = include_str!("../notebooks-md/08-training.md")]
     pub struct Chapter08Training;
 }
