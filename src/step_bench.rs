@@ -42,6 +42,7 @@ impl StepTiming {
 }
 
 /// A model, an optimizer and a fixed batch, ready to step.
+#[derive(Debug)]
 pub struct StepBench {
     model: UNet<f32>,
     optimizer: Adam<f32>,
