@@ -31,6 +31,8 @@ pub mod notebooks {
     pub struct Chapter03ForwardProcess;
     #[doc = include_str!("../notebooks-md/04-posterior.md")]
     pub struct Chapter04Posterior;
+    #[doc = include_str!("../notebooks-md/05-the-bound.md")]
+    pub struct Chapter05TheBound;
     #[doc = include_str!("../notebooks-md/08-training.md")]
     pub struct Chapter08Training;
 }
