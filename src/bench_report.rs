@@ -178,6 +178,10 @@ pub fn run(json: bool) -> io::Result<()> {
         .build_global();
     let mut report = Report::new(io::stdout().lock(), json);
     report.header()?;
+    // The roofline's flat part: what the FMA units do with no memory traffic.
+    let kernel = Kernel::best();
+    let peak = tensor::kernels::peak::peak_gflops(kernel, 0.4);
+    report.row(&Row { bench: "fma_peak".into(), shape: format!("{}_registers", kernel.name()), gflops: peak, baseline: None })?;
     gemm_rows(&mut report)?;
     conv_rows(&mut report)?;
     unet_rows(&mut report)?;

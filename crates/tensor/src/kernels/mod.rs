@@ -6,6 +6,7 @@
 //! - [`conv`]: 2-d convolution forward and backward, as im2col + [`gemm`].
 //! - [`elementwise`]: the loops of the elementwise ops, compiled for AVX2 when
 //!   the CPU has it.
+//! - [`peak`]: the machine's f32 peak, measured with an FMA loop on registers.
 //!
 //! Each fast kernel has a naive twin beside it (`gemm_naive`,
 //! `conv2d_forward_naive`, ...) that the tests use as the oracle.
@@ -13,3 +14,4 @@
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod peak;

@@ -6,9 +6,9 @@
 //! registers. Two 16-wide FMA units with 4-cycle latency need at least 8
 //! independent accumulators; 24 also hides the broadcast loads.
 //!
-//! It is selected only when `avx512f` is detected at run time. The machines
-//! this course was developed on lack AVX-512, so this kernel's tests skip
-//! there and its blocking is derived, not measured.
+//! It is selected only when `avx512f` is detected at run time; its tests
+//! compare it with the naive kernel wherever the CPU has it (and skip, saying
+//! so, where it does not).
 //!
 //! For f64 the same token runs the portable kernel compiled with AVX-512F.
 
