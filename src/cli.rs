@@ -28,8 +28,25 @@ pub enum Command {
     Nll(NllArgs),
     /// A checkpoint's config, step, parameter names, shapes and count.
     Info(InfoArgs),
+    /// Sample quality in numbers: recognisable fraction, class entropy, MNIST-FID.
+    Eval(EvalArgs),
+    /// The MNIST classifier that judges samples: train it, or test saved weights.
+    #[command(subcommand)]
+    Classifier(ClassifierCommand),
+    /// Ho et al.'s Table 2 at MNIST scale: L_simple vs the true bound, sigma^2 = beta vs beta-tilde.
+    Ablation(AblationArgs),
+    /// Write the EMA weights of a run as a small checkpoint to ship (no optimizer state).
+    Export(ExportArgs),
     /// The kernel and training-step report: our GEMM against matrixmultiply, conv, UNet step.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClassifierCommand {
+    /// Train the classifier on the MNIST training set (a few minutes on 2 cores).
+    Train(ClassifierTrainArgs),
+    /// The test accuracy of saved classifier weights.
+    Test(ClassifierTestArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -266,6 +283,107 @@ pub struct NllArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint (or run folder) to sample from.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Number of samples to score.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// Sampling algorithm.
+    #[arg(long, value_enum, default_value = "ddim")]
+    pub sampler: SamplerKind,
+    /// DDIM / Langevin: number of timesteps used.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM: eta.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Ancestral sampling: the reverse variance, instead of the checkpoint's.
+    #[arg(long, value_enum)]
+    pub variance: Option<VarianceKind>,
+    /// Seed of the samples (and of the training images of the FID floor).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Classifier weights.
+    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    pub classifier: PathBuf,
+    /// Also save the first 100 samples as a PNG grid here.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
+    /// Use the raw weights instead of the EMA weights.
+    #[arg(long)]
+    pub raw_weights: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifierTrainArgs {
+    /// Passes over the 60,000 training images.
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Peak learning rate of AdamW (linear warmup, then linear decay to 0).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Seed of the initialisation, the order and the augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to save the weights.
+    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifierTestArgs {
+    /// Classifier weights.
+    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    pub classifier: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AblationArgs {
+    /// Folder of the runs, the tables and the sample grids.
+    #[arg(long, default_value = "runs/ablation")]
+    pub out: PathBuf,
+    /// Training steps of each run (batch 64).
+    #[arg(long, default_value_t = 800)]
+    pub steps: usize,
+    /// UNet channels of the first level.
+    #[arg(long, default_value_t = 16)]
+    pub base_channels: usize,
+    /// Number of diffusion steps T (linear schedule).
+    #[arg(long, default_value_t = 1000)]
+    pub timesteps: usize,
+    /// Ancestral samples scored per row.
+    #[arg(long, default_value_t = 128)]
+    pub samples: usize,
+    /// Test images of the bound per row.
+    #[arg(long, default_value_t = 64)]
+    pub nll_images: usize,
+    /// Seed of the training runs and of the samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Classifier weights.
+    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    pub classifier: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Checkpoint (or run folder) to export.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

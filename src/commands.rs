@@ -152,29 +152,26 @@ pub struct NllReport {
     pub per_timestep: Vec<f64>,
 }
 
-/// `ddpm nll`: L_T + sum L_{t-1} + L_0 on test images, with the per-timestep curve.
+/// The bound in bits/dim of `model` on the first `images` MNIST test images (all
+/// of them if fewer), `batch` at a time, with the reverse variance of `config`.
 ///
 /// # Errors
-/// A bad checkpoint, a toy-data checkpoint, or I/O errors.
-pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
-    let loaded = Loaded::read(&args.checkpoint)?;
-    require_images(&loaded.config, "--checkpoint")?;
-    let config = &loaded.config;
-    let model = loaded.model(args.raw_weights)?;
+/// Zero images or batch, or data errors.
+pub fn bound_on_test_images(model: &crate::model::Model, config: &TrainConfig, images: usize, batch: usize, seed: u64) -> Result<NllReport> {
     let schedule = config.noise_schedule()?;
-    if args.images == 0 || args.batch == 0 {
+    if images == 0 || batch == 0 {
         return Err(Error::InvalidArgument { what: "--images/--batch", reason: "must be at least 1".into() });
     }
     let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
-    let n = args.images.min(test.len());
+    let n = images.min(test.len());
     let options = ReverseOptions { variance: config.variance_kind(), parameterization: config.parameterization(), clip_denoised: true };
-    let mut r = rng(args.seed);
+    let mut r = rng(seed);
     let (mut totals, mut priors, mut decoders, mut vbs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut per_timestep = vec![0.0f64; config.timesteps];
-    for start in (0..n).step_by(args.batch) {
-        let indices: Vec<usize> = (start..(start + args.batch).min(n)).collect();
+    for start in (0..n).step_by(batch) {
+        let indices: Vec<usize> = (start..(start + batch).min(n)).collect();
         let x0 = Tensor::from_vec(test.gather_images(&indices)?, &[indices.len(), 1, 28, 28])?;
-        let terms = calc_bpd_loop(&schedule, &model, &x0, options, &mut r)?;
+        let terms = calc_bpd_loop(&schedule, model, &x0, options, &mut r)?;
         let vb = terms.vb.to_vec();
         for (i, row) in vb.chunks(config.timesteps).enumerate() {
             decoders.push(f64::from(row[0]));
@@ -190,7 +187,7 @@ pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
     let total = mean(&totals);
     let stderr = (totals.iter().map(|x| (x - total).powi(2)).sum::<f64>() / (totals.len().max(2) - 1) as f64 / totals.len() as f64).sqrt();
     per_timestep.iter_mut().for_each(|v| *v /= n as f64);
-    let report = NllReport {
+    Ok(NllReport {
         images: n,
         total_bpd: total,
         total_bpd_stderr: stderr,
@@ -198,7 +195,19 @@ pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
         vb_bpd: mean(&vbs),
         decoder_bpd: mean(&decoders),
         per_timestep,
-    };
+    })
+}
+
+/// `ddpm nll`: L_T + sum L_{t-1} + L_0 on test images, with the per-timestep curve.
+///
+/// # Errors
+/// A bad checkpoint, a toy-data checkpoint, or I/O errors.
+pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
+    let loaded = Loaded::read(&args.checkpoint)?;
+    require_images(&loaded.config, "--checkpoint")?;
+    let model = loaded.model(args.raw_weights)?;
+    let report = bound_on_test_images(&model, &loaded.config, args.images, args.batch, args.seed)?;
+    let n = report.images;
     let out = args.out.clone().unwrap_or_else(|| loaded.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
     let plot_path = out.join("nll_per_timestep.png");
     let plot = Plot {
@@ -248,4 +257,27 @@ pub fn info(args: &InfoArgs) -> Result<String> {
     }
     let _ = write!(out, "{} parameter tensors, {} parameters", params.len(), model.num_params());
     Ok(out)
+}
+
+/// `ddpm export`: the EMA weights of a checkpoint (the raw ones if it kept no
+/// EMA) as the model of a new checkpoint without EMA or optimizer state, a
+/// quarter of the size. It samples and evaluates like the original; it cannot
+/// resume training.
+///
+/// # Errors
+/// A missing or bad checkpoint, or I/O errors.
+pub fn export(args: &crate::cli::ExportArgs) -> Result<String> {
+    let loaded = Loaded::read(&args.checkpoint)?;
+    let weights = if loaded.checkpoint.ema.is_empty() { "raw" } else { "ema" };
+    let mut metadata = loaded.checkpoint.metadata.clone();
+    metadata.insert("weights".into(), weights.into());
+    let exported = nn::Checkpoint {
+        model: loaded.model(false)?.named_params(),
+        ema: Vec::new(),
+        optimizer: Vec::new(),
+        metadata,
+    };
+    exported.save(&args.out)?;
+    let bytes = std::fs::metadata(&args.out).map_err(io(&args.out))?.len();
+    Ok(format!("{} weights of {} at step {} -> {} ({:.1} MB)", weights, loaded.path.display(), loaded.step, args.out.display(), bytes as f64 / 1e6))
 }

@@ -3,7 +3,7 @@
 //! that failed), never a panic or a backtrace.
 
 use clap::Parser;
-use course::cli::{Cli, Command};
+use course::cli::{ClassifierCommand, Cli, Command};
 use course::error::Error;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,15 +11,8 @@ use std::sync::Arc;
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Train(args) => {
-            // Ctrl-C asks the loop to stop after the current step and save.
-            let interrupt = Arc::new(AtomicBool::new(false));
-            let flag = Arc::clone(&interrupt);
-            ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-                .map_err(|e| Error::InvalidArgument { what: "signal handler", reason: e.to_string() })?;
-            let summary = course::train::train(&args, &interrupt)?;
-            println!("{}", summary.line());
-        }
+        Command::Train(args) => println!("{}", course::train::train(&args, &*interrupt_flag()?)?.line()),
+        Command::Ablation(args) => println!("{}", course::ablation::run(&args, &*interrupt_flag()?)?),
         Command::Sample(args) => println!("{}", course::commands::sample(&args)?),
         Command::Forward(args) => println!("{}", course::commands::forward(&args)?),
         Command::Nll(args) => {
@@ -37,10 +30,30 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!("{}\nper-timestep curve -> {}", report.table(), plot.display());
             }
         }
+        Command::Eval(args) => {
+            let (report, line) = course::eval::eval(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report).expect("serialises"));
+            } else {
+                println!("{line}\n{}", report.table());
+            }
+        }
+        Command::Classifier(ClassifierCommand::Train(args)) => println!("{}", course::classifier::train(&args)?),
+        Command::Classifier(ClassifierCommand::Test(args)) => println!("{}", course::classifier::test(&args)?),
+        Command::Export(args) => println!("{}", course::commands::export(&args)?),
         Command::Info(args) => println!("{}", course::commands::info(&args)?),
         Command::Bench(args) => course::bench_report::run(args.json).map_err(|e| Error::Io { path: "bench".into(), source: e })?,
     }
     Ok(())
+}
+
+/// A flag that Ctrl-C sets: training loops stop after the current step and save.
+fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::InvalidArgument { what: "signal handler", reason: e.to_string() })?;
+    Ok(interrupt)
 }
 
 fn main() -> ExitCode {

@@ -27,7 +27,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 use tensor::{Rng, Tensor};
 
@@ -310,7 +309,7 @@ fn plot_loss(dir: &Path) -> Result<()> {
 /// # Errors
 /// Bad flags or files, I/O errors, or [`Error::Diverged`] on a non-finite loss or
 /// gradient (after which nothing is written).
-pub fn train(args: &TrainArgs, interrupt: &Arc<AtomicBool>) -> Result<Summary> {
+pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
     let mut run = open_run(args)?;
     let config = run.config.clone();
     let schedule = config.noise_schedule()?;

@@ -11,7 +11,8 @@
 //! - [`init`]: how parameters start;
 //! - `layers/`: Linear, Conv2d, GroupNorm, SiLU, Dropout, the sinusoidal timestep embedding;
 //! - `blocks/`: the time-embedding MLP, the residual block, attention, down/upsampling;
-//! - `models/`: the MLP denoiser and the UNet with its configuration;
+//! - `models/`: the MLP denoiser and the UNet with its configuration, and the
+//!   MNIST classifier that judges samples;
 //! - `optim/`: SGD, Adam/AdamW, gradient clipping, warmup; [`ema`]: the weight average;
 //! - [`safetensors`]: the checkpoint file format; [`error`]: the crate's error type.
 //!
@@ -52,6 +53,7 @@ pub use layers::group_norm::GroupNorm;
 pub use layers::linear::Linear;
 pub use layers::silu::Silu;
 pub use layers::timestep_embedding::timestep_embedding;
+pub use models::classifier::Classifier;
 pub use models::mlp::{MlpConfig, MlpDenoiser};
 pub use models::unet::UNet;
 pub use models::unet_config::UNetConfig;
