@@ -33,6 +33,8 @@ pub mod notebooks {
     pub struct Chapter04Posterior;
     #[doc = include_str!("../notebooks-md/05-the-bound.md")]
     pub struct Chapter05TheBound;
+    #[doc = include_str!("../notebooks-md/06-noise-prediction.md")]
+    pub struct Chapter06NoisePrediction;
     #[doc = include_str!("../notebooks-md/08-training.md")]
     pub struct Chapter08Training;
 }
