@@ -35,6 +35,8 @@ pub mod notebooks {
     pub struct Chapter05TheBound;
     #[doc = include_str!("../notebooks-md/06-noise-prediction.md")]
     pub struct Chapter06NoisePrediction;
+    #[doc = include_str!("../notebooks-md/07-decoder-and-bits-per-dim.md")]
+    pub struct Chapter07DecoderAndBitsPerDim;
     #[doc = include_str!("../notebooks-md/08-training.md")]
     pub struct Chapter08Training;
 }
