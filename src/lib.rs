@@ -39,4 +39,6 @@ pub mod notebooks {
     pub struct Chapter07DecoderAndBitsPerDim;
     #[doc = include_str!("../notebooks-md/08-training.md")]
     pub struct Chapter08Training;
+    #[doc = include_str!("../notebooks-md/09-sampling.md")]
+    pub struct Chapter09Sampling;
 }
