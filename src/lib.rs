@@ -37,6 +37,12 @@ pub mod notebooks {
     pub struct Chapter04Posterior;
     #[doc = include_str!("../notebooks-md/05-the-bound.md")]
     pub struct Chapter05TheBound;
+    #[doc = include_str!("../notebooks-md/06-noise-prediction.md")]
+    pub struct Chapter06NoisePrediction;
+    #[doc = include_str!("../notebooks-md/07-decoder-and-bits-per-dim.md")]
+    pub struct Chapter07DecoderAndBitsPerDim;
     #[doc = include_str!("../notebooks-md/08-training.md")]
     pub struct Chapter08Training;
+    #[doc = include_str!("../notebooks-md/09-sampling.md")]
+    pub struct Chapter09Sampling;
 }
