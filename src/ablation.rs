@@ -101,6 +101,9 @@ fn train_row(args: &AblationArgs, row: Row, dir: &Path, interrupt: &AtomicBool) 
     argv.extend(["--base-channels".into(), args.base_channels.to_string(), "--seed".into(), args.seed.to_string()]);
     argv.extend(["--timesteps".into(), args.timesteps.to_string()]);
     if dir.join("checkpoint.safetensors").exists() {
+        if Loaded::read(dir)?.step >= args.steps {
+            return Ok(()); // trained already, e.g. the other row of L_simple
+        }
         // Resuming fixes everything but the budget, so only the budget is passed on.
         argv = vec!["ddpm".into(), "train".into(), "--quiet".into(), "--resume".into(), "--run".into(), dir.display().to_string(), "--steps".into(), args.steps.to_string()];
     }

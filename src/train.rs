@@ -51,15 +51,18 @@ impl Summary {
     pub fn line(&self) -> String {
         let rate = self.steps_this_session as f64 / self.seconds_this_session.max(1e-9);
         let mut s = format!(
-            "{} at step {} ({} steps in {:.1} s, {:.2} steps/s), loss {:.4}, run folder {}",
+            "{} at step {} ({} steps in {:.1} s, {:.2} steps/s)",
             if self.interrupted { "interrupted" } else { "done" },
             self.steps_done,
             self.steps_this_session,
             self.seconds_this_session,
             rate,
-            self.final_loss,
-            self.run_dir.display()
         );
+        // A run resumed at its last step takes no step and has no loss to show.
+        if self.steps_this_session > 0 {
+            s.push_str(&format!(", loss {:.4}", self.final_loss));
+        }
+        s.push_str(&format!(", run folder {}", self.run_dir.display()));
         if let Some(p) = &self.samples {
             s.push_str(&format!(", samples {}", p.display()));
         }
