@@ -25,6 +25,13 @@ pub enum Command {
     /// Pictures of the forward process q(x_t | x_0) and plots of the schedules.
     Forward(ForwardArgs),
     /// The variational bound in bits/dim on test images: L_T, sum L_{t-1}, L_0.
+    ///
+    /// L_0 is the discretized Gaussian decoder of Ho et al. (each pixel's 256
+    /// levels as bins of [-1, 1], the edge bins open to infinity), so the figure
+    /// bounds the negative log-likelihood of the 8-bit images themselves, in bits
+    /// per pixel, as in the paper's table; no dequantization noise is added. The
+    /// sum over all T timesteps is exact (no timestep sampling); the noise of each
+    /// term is one Monte-Carlo draw per image, and the standard error is over images.
     Nll(NllArgs),
     /// A checkpoint's config, step, parameter names, shapes and count.
     Info(InfoArgs),
