@@ -214,11 +214,9 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// How to sample: the flags shared by `sample` and `eval`.
 #[derive(Debug, Args)]
-pub struct SampleArgs {
-    /// Checkpoint (or run folder) to sample from.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+pub struct SamplerArgs {
     /// Sampling algorithm.
     #[arg(long, value_enum, default_value = "ddim")]
     pub sampler: SamplerKind,
@@ -228,6 +226,15 @@ pub struct SampleArgs {
     /// DDIM: eta (0 = deterministic, 1 = ancestral-like noise).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Checkpoint (or run folder) to sample from.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
     /// Number of samples.
     #[arg(long, default_value_t = 64)]
     pub count: usize,
@@ -300,15 +307,8 @@ pub struct EvalArgs {
     /// Number of samples to score.
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
-    /// Sampling algorithm.
-    #[arg(long, value_enum, default_value = "ddim")]
-    pub sampler: SamplerKind,
-    /// DDIM / Langevin: number of timesteps used.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// DDIM: eta.
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
     /// Ancestral sampling: the reverse variance, instead of the checkpoint's.
     #[arg(long, value_enum)]
     pub variance: Option<VarianceKind>,

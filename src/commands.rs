@@ -1,6 +1,6 @@
 //! The commands other than `train` and `bench`: `sample`, `forward`, `nll`, `info`.
 
-use crate::cli::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerKind};
+use crate::cli::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerArgs, SamplerKind};
 use crate::config::TrainConfig;
 use crate::data::mnist::{Mnist, Split};
 use crate::error::{Error, Result};
@@ -36,14 +36,15 @@ pub fn sample(args: &SampleArgs) -> Result<String> {
     let loaded = Loaded::read(&args.checkpoint)?;
     let model = loaded.model(args.raw_weights)?;
     let config = &loaded.config;
-    if args.count == 0 || args.steps == 0 {
+    let SamplerArgs { sampler: kind, steps, eta } = args.sampling;
+    if args.count == 0 || steps == 0 {
         return Err(Error::InvalidArgument { what: "--count/--steps", reason: "must be at least 1".into() });
     }
-    let sampler = SamplerChoice { kind: args.sampler, steps: args.steps, eta: args.eta };
+    let sampler = SamplerChoice { kind, steps, eta };
     // The timesteps whose state the trajectory shows: ten along the sampler's path.
-    let path_steps = match args.sampler {
+    let path_steps = match kind {
         SamplerKind::Ddpm => (0..config.timesteps).collect(),
-        SamplerKind::Ddim | SamplerKind::Langevin => evenly_spaced_timesteps(config.timesteps, args.steps.clamp(2, config.timesteps))?,
+        SamplerKind::Ddim | SamplerKind::Langevin => evenly_spaced_timesteps(config.timesteps, steps.clamp(2, config.timesteps))?,
     };
     let record: Vec<usize> = if args.trajectory.is_some() {
         require_images(config, "--trajectory")?;
@@ -58,8 +59,8 @@ pub fn sample(args: &SampleArgs) -> Result<String> {
     let mut report = format!(
         "{} samples ({:?}, {} steps) from {} at step {} in {:.1} s -> {}",
         args.count,
-        args.sampler,
-        if args.sampler == SamplerKind::Ddpm { config.timesteps } else { args.steps },
+        kind,
+        if kind == SamplerKind::Ddpm { config.timesteps } else { steps },
         loaded.path.display(),
         loaded.step,
         started.elapsed().as_secs_f64(),

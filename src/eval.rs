@@ -10,7 +10,7 @@
 //!   floor carries the same small-sample bias as the samples' FID.
 
 use crate::classifier::{self, Judged};
-use crate::cli::{Dataset, EvalArgs};
+use crate::cli::{Dataset, EvalArgs, SamplerArgs};
 use crate::config::TrainConfig;
 use crate::data::mnist::{Mnist, Split};
 use crate::error::{Error, Result};
@@ -108,7 +108,8 @@ fn features_of(classifier: &Classifier<f32>, images: &[f32]) -> Result<Vec<f32>>
 /// # Errors
 /// A bad checkpoint or classifier, a toy-data checkpoint, or bad flags.
 pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
-    if args.samples < 2 || args.steps == 0 {
+    let SamplerArgs { sampler: kind, steps, eta } = args.sampling;
+    if args.samples < 2 || steps == 0 {
         return Err(Error::InvalidArgument { what: "--samples/--steps", reason: "need at least 2 samples and 1 step".into() });
     }
     let loaded = Loaded::read(&args.checkpoint)?;
@@ -121,12 +122,12 @@ pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
     if let Some(variance) = args.variance {
         config.variance = variance;
     }
-    let sampler = SamplerChoice { kind: args.sampler, steps: args.steps, eta: args.eta };
+    let sampler = SamplerChoice { kind, steps, eta };
     let started = Instant::now();
     let samples = draw_many(&model, &config, sampler, args.samples, args.seed)?;
     let seconds = started.elapsed().as_secs_f64();
     let report = score(&classifier, &samples, args.seed)?;
-    let mut line = format!("{} at step {}, {:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step, args.sampler);
+    let mut line = format!("{} at step {}, {kind:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step);
     if let Some(grid) = &args.grid {
         save_sample_grid(grid, &samples)?;
         line.push_str(&format!("; first 100 samples -> {}", grid.display()));
