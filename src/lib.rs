@@ -45,4 +45,6 @@ pub mod notebooks {
     pub struct Chapter08Training;
     #[doc = include_str!("../notebooks-md/09-sampling.md")]
     pub struct Chapter09Sampling;
+    #[doc = include_str!("../notebooks-md/10-experiments.md")]
+    pub struct Chapter10Experiments;
 }
