@@ -1,0 +1,30 @@
+#!/bin/sh
+# Regenerates every figure under notebooks-md/img from the code, never by hand.
+#
+#   sh notebooks-md/make-figures.sh        the fast figures (about 3 minutes on 2 cores):
+#                                          noising, schedules, the shipped course UNet's
+#                                          samples, reverse trajectory and per-timestep bound
+#   sh notebooks-md/make-figures.sh all    also the runs behind chapters 8 and 10 (the
+#                                          quick preset twice and the ablation, about 30 minutes)
+set -eu
+cd "$(dirname "$0")/.."
+img=notebooks-md/img
+ddpm() { cargo run --release --quiet -- "$@"; }
+
+ddpm forward --out "$img"                                          # forward.png, schedule.png
+ddpm sample --checkpoint data/course-unet.safetensors \
+    --trajectory "$img/trajectory.png" --out "$img/course-samples.png"
+ddpm nll --checkpoint data/course-unet.safetensors --images 64 --out "$img"   # nll_per_timestep.png/.csv
+
+if [ "${1:-}" = all ]; then
+    rm -rf runs/quick-figures runs/quick-figures-ema0999     # this script's own run folders
+    ddpm train --preset quick --run runs/quick-figures --quiet
+    cp runs/quick-figures/loss.png "$img/quick-loss.png"
+    cp runs/quick-figures/samples.png "$img/quick-samples.png"
+    ddpm train --preset quick --steps 1000 --ema-decay 0.999 --run runs/quick-figures-ema0999 --quiet
+    cp runs/quick-figures-ema0999/samples.png "$img/quick-samples-ema0999.png"
+    ddpm ablation --out runs/ablation
+    for row in simple-beta simple-beta-tilde vlb-beta vlb-beta-tilde; do
+        cp "runs/ablation/$row.png" "$img/ablation-$row.png"
+    done
+fi
