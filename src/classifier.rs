@@ -83,7 +83,7 @@ impl Judged {
 /// # Errors
 /// A length that is not a multiple of 784.
 pub fn judge(classifier: &Classifier<f32>, images: &[f32]) -> Result<Judged> {
-    if images.len() % PIXELS != 0 {
+    if !images.len().is_multiple_of(PIXELS) {
         return Err(Error::InvalidArgument { what: "images", reason: format!("{} values are not a whole number of 28x28 images", images.len()) });
     }
     let (mut probs, mut features) = (Vec::new(), Vec::new());
@@ -137,7 +137,7 @@ fn random_shifts(images: &mut [f32], rng: &mut Rng) {
 /// # Errors
 /// Bad flags, data errors, or I/O errors.
 pub fn train(args: &ClassifierTrainArgs) -> Result<String> {
-    if args.epochs == 0 || args.batch == 0 || !(args.lr > 0.0) {
+    if args.epochs == 0 || args.batch == 0 || !args.lr.is_finite() || args.lr <= 0.0 {
         return Err(Error::InvalidArgument { what: "--epochs/--batch/--lr", reason: "must be positive".into() });
     }
     let train_split = Mnist::load(Mnist::default_dir(), Split::Train)?;

@@ -141,7 +141,7 @@ impl Gaussian {
     /// # Errors
     /// Fewer than two vectors, or a length that is not a multiple of `d`.
     pub fn fit(features: &[f32], d: usize) -> Result<Self> {
-        if d == 0 || features.len() % d != 0 || features.len() / d < 2 {
+        if d == 0 || !features.len().is_multiple_of(d) || features.len() / d < 2 {
             return Err(Error::InvalidArgument { what: "features", reason: format!("{} values are not at least two vectors of {d}", features.len()) });
         }
         let n = features.len() / d;
