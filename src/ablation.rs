@@ -22,7 +22,7 @@
 use crate::cli::{AblationArgs, Cli, Command, LossKind, SamplerKind, VarianceKind};
 use crate::commands::{bound_on_test_images, NllReport};
 use crate::error::{Error, Result};
-use crate::eval::{draw_many, save_sample_grid, score, EvalReport};
+use crate::eval::{draw_many, save_sample_grid, EvalReport, Judge};
 use crate::model::Loaded;
 use crate::sampling::SamplerChoice;
 use clap::Parser;
@@ -128,7 +128,7 @@ pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
     if args.samples < 2 || args.nll_images == 0 || args.steps == 0 {
         return Err(Error::InvalidArgument { what: "--samples/--nll-images/--steps", reason: "need at least 2 samples, 1 image and 1 step".into() });
     }
-    let classifier = crate::classifier::load(&args.classifier)?;
+    let judge = Judge::new(crate::classifier::load(&args.classifier)?)?;
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for row in ROWS {
@@ -144,7 +144,7 @@ pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
                 let ancestral = SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 };
                 let samples = draw_many(&model, &config, ancestral, args.samples, args.seed)?;
                 save_sample_grid(&args.out.join(format!("{}.png", row.slug())), &samples)?;
-                let eval = score(&classifier, &samples, args.seed)?;
+                let eval = judge.score(&samples, args.seed)?;
                 let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.seed)?;
                 eprintln!("ablation: {} / {}: {:.3} bits/dim, FID {:.2}, {:.1}% recognisable ({:.0} s so far)", row.objective(), row.sigma(), bound.total_bpd, eval.fid, 100.0 * eval.recognisable, started.elapsed().as_secs_f64());
                 Outcome::Measured { eval, bound }

@@ -9,10 +9,10 @@
 //! - the FID floor: the same distance for `N` real training images, so that the
 //!   floor carries the same small-sample bias as the samples' FID.
 
-use crate::classifier::{self, Judged};
+use crate::classifier;
 use crate::cli::{Dataset, EvalArgs, SamplerArgs};
 use crate::config::TrainConfig;
-use crate::data::mnist::{Mnist, Split};
+use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
 use crate::image::save_grid;
 use crate::metrics::{class_entropy, frechet_distance, Gaussian};
@@ -70,36 +70,49 @@ pub fn draw_many(model: &Model, config: &TrainConfig, sampler: SamplerChoice, co
     Ok(images)
 }
 
-/// The classifier's verdict on `samples`, against the test set and `N` training
-/// images (the floor).
-///
-/// # Errors
-/// Data errors, or fewer than two samples.
-pub fn score(classifier: &Classifier<f32>, samples: &[f32], seed: u64) -> Result<EvalReport> {
-    let n = samples.len() / (28 * 28);
-    let judged = classifier::judge(classifier, samples)?;
-    let predictions = judged.predictions();
-    let recognisable = predictions.iter().filter(|(_, p)| *p >= CONFIDENCE).count() as f64 / n as f64;
-    let classes: Vec<usize> = predictions.iter().map(|(c, _)| *c).collect();
-    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
-    let train = Mnist::load(Mnist::default_dir(), Split::Train)?;
-    let test_features = features_of(classifier, &test.gather_images(&(0..test.len()).collect::<Vec<_>>())?)?;
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-    let floor_features = features_of(classifier, &train.gather_images(&order[..n.min(train.len())])?)?;
-    let test_gaussian = Gaussian::fit(&test_features, FEATURES)?;
-    Ok(EvalReport {
-        samples: n,
-        recognisable,
-        class_entropy: class_entropy(&classes, CLASSES),
-        fid: frechet_distance(&Gaussian::fit(&judged.features, FEATURES)?, &test_gaussian),
-        fid_floor: frechet_distance(&Gaussian::fit(&floor_features, FEATURES)?, &test_gaussian),
-    })
+/// The classifier, with what every score is measured against: the Gaussian of its
+/// features of the test set (computed once), and the training split for the floor.
+#[derive(Debug)]
+pub struct Judge {
+    classifier: Classifier<f32>,
+    test_gaussian: Gaussian,
+    train: MnistSplit,
 }
 
-fn features_of(classifier: &Classifier<f32>, images: &[f32]) -> Result<Vec<f32>> {
-    let Judged { features, .. } = classifier::judge(classifier, images)?;
-    Ok(features)
+impl Judge {
+    /// Runs `classifier` over the 10,000 test images.
+    ///
+    /// # Errors
+    /// Data errors.
+    pub fn new(classifier: Classifier<f32>) -> Result<Self> {
+        let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+        let test_features = classifier::judge(&classifier, &test.gather_images(&(0..test.len()).collect::<Vec<_>>())?)?.features;
+        let test_gaussian = Gaussian::fit(&test_features, FEATURES)?;
+        Ok(Judge { classifier, test_gaussian, train: Mnist::load(Mnist::default_dir(), Split::Train)? })
+    }
+
+    /// The verdict on `samples` (`N` images of 28x28 in [-1, 1]), with the floor
+    /// from `N` training images drawn with `seed`.
+    ///
+    /// # Errors
+    /// Fewer than two samples, or a length that is not whole images.
+    pub fn score(&self, samples: &[f32], seed: u64) -> Result<EvalReport> {
+        let judged = classifier::judge(&self.classifier, samples)?;
+        let n = judged.probs.len() / CLASSES;
+        let predictions = judged.predictions();
+        let recognisable = predictions.iter().filter(|(_, p)| *p >= CONFIDENCE).count() as f64 / n as f64;
+        let classes: Vec<usize> = predictions.iter().map(|(c, _)| *c).collect();
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        let floor = classifier::judge(&self.classifier, &self.train.gather_images(&order[..n.min(self.train.len())])?)?;
+        Ok(EvalReport {
+            samples: n,
+            recognisable,
+            class_entropy: class_entropy(&classes, CLASSES),
+            fid: frechet_distance(&Gaussian::fit(&judged.features, FEATURES)?, &self.test_gaussian),
+            fid_floor: frechet_distance(&Gaussian::fit(&floor.features, FEATURES)?, &self.test_gaussian),
+        })
+    }
 }
 
 /// `ddpm eval`: draws `--samples` samples from a checkpoint and scores them.
@@ -116,7 +129,7 @@ pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
     if loaded.config.data != Dataset::Mnist {
         return Err(Error::InvalidArgument { what: "--checkpoint", reason: "eval needs a checkpoint trained on MNIST".into() });
     }
-    let classifier = classifier::load(&args.classifier)?;
+    let judge = Judge::new(classifier::load(&args.classifier)?)?;
     let model = loaded.model(args.raw_weights)?;
     let mut config = loaded.config.clone();
     if let Some(variance) = args.variance {
@@ -126,7 +139,7 @@ pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
     let started = Instant::now();
     let samples = draw_many(&model, &config, sampler, args.samples, args.seed)?;
     let seconds = started.elapsed().as_secs_f64();
-    let report = score(&classifier, &samples, args.seed)?;
+    let report = judge.score(&samples, args.seed)?;
     let mut line = format!("{} at step {}, {kind:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step);
     if let Some(grid) = &args.grid {
         save_sample_grid(grid, &samples)?;

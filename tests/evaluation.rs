@@ -34,16 +34,16 @@ fn the_shipped_classifier_recognises_99_percent_of_the_test_set() {
 /// uniform, and their FID is at the floor (both are real-vs-real distances).
 #[test]
 fn real_digits_score_at_the_ceiling() {
-    let classifier = course::classifier::load(&course::classifier::default_path()).unwrap();
+    let judge = course::eval::Judge::new(course::classifier::load(&course::classifier::default_path()).unwrap()).unwrap();
     let train = Mnist::load(Mnist::default_dir(), Split::Train).unwrap();
     let images = train.gather_images(&(30_000..31_000).collect::<Vec<_>>()).unwrap();
-    let report = course::eval::score(&classifier, &images, 0).unwrap();
+    let report = judge.score(&images, 0).unwrap();
     assert!(report.recognisable > 0.95, "{report:?}");
     assert!((report.class_entropy - 10f64.ln()).abs() < 0.02 * 10f64.ln(), "{report:?}");
     assert!(report.fid < 2.0 * report.fid_floor.max(0.1), "{report:?}");
     // Noise is not a digit: its FID is far above the floor.
     let noise: Vec<f32> = (0..1000 * 784usize).map(|i| if (i * 7919) % 13 < 6 { 1.0 } else { -1.0 }).collect();
-    let noise_report = course::eval::score(&classifier, &noise, 0).unwrap();
+    let noise_report = judge.score(&noise, 0).unwrap();
     assert!(noise_report.fid > 20.0 * report.fid.max(0.1), "noise {noise_report:?} vs real {report:?}");
 }
 
