@@ -1,4 +1,5 @@
-//! The commands other than `train` and `bench`: `sample`, `forward`, `nll`, `info`.
+//! The commands other than `train`, `eval`, `ablation` and `bench`: `sample`,
+//! `forward`, `nll`, `info`, `export`.
 
 use crate::cli::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerArgs, SamplerKind};
 use crate::config::TrainConfig;
