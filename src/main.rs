@@ -5,46 +5,52 @@
 use clap::Parser;
 use course::cli::{ClassifierCommand, Cli, Command};
 use course::error::Error;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-fn run(cli: Cli) -> Result<(), Error> {
-    match cli.command {
-        Command::Train(args) => println!("{}", course::train::train(&args, &*interrupt_flag()?)?.line()),
-        Command::Ablation(args) => println!("{}", course::ablation::run(&args, &*interrupt_flag()?)?),
-        Command::Sample(args) => println!("{}", course::commands::sample(&args)?),
-        Command::Forward(args) => println!("{}", course::commands::forward(&args)?),
+/// Runs the command and returns what it prints on stdout.
+fn run(cli: Cli) -> Result<String, Error> {
+    Ok(match cli.command {
+        Command::Train(args) => course::train::train(&args, &*interrupt_flag()?)?.line(),
+        Command::Ablation(args) => course::ablation::run(&args, &*interrupt_flag()?)?,
+        Command::Sample(args) => course::commands::sample(&args)?,
+        Command::Forward(args) => course::commands::forward(&args)?,
         Command::Nll(args) => {
             let (report, plot) = course::commands::nll(&args)?;
             if args.json {
-                println!("{}", serde_json::json!({
+                serde_json::json!({
                     "images": report.images,
                     "total_bpd": report.total_bpd,
                     "total_bpd_stderr": report.total_bpd_stderr,
                     "prior_bpd": report.prior_bpd,
                     "vb_bpd": report.vb_bpd,
                     "decoder_bpd": report.decoder_bpd,
-                }));
+                })
+                .to_string()
             } else {
-                println!("{}\nper-timestep curve -> {}", report.table(), plot.display());
+                format!("{}\nper-timestep curve -> {}", report.table(), plot.display())
             }
         }
         Command::Eval(args) => {
             let (report, line) = course::eval::eval(&args)?;
             if args.json {
-                println!("{}", serde_json::to_string(&report).expect("serialises"));
+                serde_json::to_string(&report).expect("serialises")
             } else {
-                println!("{line}\n{}", report.table());
+                format!("{line}\n{}", report.table())
             }
         }
-        Command::Classifier(ClassifierCommand::Train(args)) => println!("{}", course::classifier::train(&args)?),
-        Command::Classifier(ClassifierCommand::Test(args)) => println!("{}", course::classifier::test(&args)?),
-        Command::Export(args) => println!("{}", course::commands::export(&args)?),
-        Command::Info(args) => println!("{}", course::commands::info(&args)?),
-        Command::Bench(args) => course::bench_report::run(args.json).map_err(|e| Error::Io { path: "bench".into(), source: e })?,
-    }
-    Ok(())
+        Command::Classifier(ClassifierCommand::Train(args)) => course::classifier::train(&args)?,
+        Command::Classifier(ClassifierCommand::Test(args)) => course::classifier::test(&args)?,
+        Command::Export(args) => course::commands::export(&args)?,
+        Command::Info(args) => course::commands::info(&args)?,
+        // The report prints its rows itself, as they are measured.
+        Command::Bench(args) => match course::bench_report::run(args.json) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(Error::Io { path: "bench".into(), source: e }),
+            _ => String::new(),
+        },
+    })
 }
 
 /// A flag that Ctrl-C sets: training loops stop after the current step and save.
@@ -68,7 +74,13 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(text) => {
+            // A reader that stops early (`ddpm info | head`) is not an error.
+            if !text.is_empty() {
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))

@@ -56,6 +56,16 @@ fn eval_export_and_ablation_end_to_end() {
         "train", "--run", run_s, "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "25", "--batch", "8",
         "--warmup", "2", "--samples", "4", "--steps", "3", "--quiet",
     ]));
+    // A reader that closes the pipe early gets no panic.
+    let mut info = Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args(["info", "--checkpoint", run_s])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(info.stdout.take());
+    let closed = info.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&closed.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&closed.stderr));
     // Export: a quarter of the size, and it samples exactly like the run's EMA weights.
     let exported = dir.join("small.safetensors");
     ok(&ddpm(&["export", "--checkpoint", run_s, "--out", exported.to_str().unwrap()]));
