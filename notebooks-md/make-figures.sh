@@ -14,7 +14,7 @@ ddpm() { cargo run --release --quiet -- "$@"; }
 ddpm forward --out "$img"                                          # forward.png, schedule.png
 ddpm sample --checkpoint data/course-unet.safetensors \
     --trajectory "$img/trajectory.png" --out "$img/course-samples.png"
-ddpm nll --checkpoint data/course-unet.safetensors --images 128 --out "$img"  # nll_per_timestep.png/.csv
+ddpm nll --checkpoint data/course-unet.safetensors --images 16 --out "$img"  # nll_per_timestep.png/.csv
 
 if [ "${1:-}" = all ]; then
     rm -rf runs/quick-figures runs/quick-figures-ema0999     # this script's own run folders
