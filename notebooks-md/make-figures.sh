@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates every figure under notebooks-md/img from the code, never by hand.
 #
-#   sh notebooks-md/make-figures.sh        the fast figures (about 7 minutes on 2 cores):
+#   sh notebooks-md/make-figures.sh        the fast figures (about 8 minutes on 2 cores):
 #                                          noising, schedules, the shipped course UNet's
 #                                          samples, reverse trajectory and per-timestep bound
 #   sh notebooks-md/make-figures.sh all    also the runs behind chapters 8 and 10 (the
@@ -14,7 +14,7 @@ ddpm() { cargo run --release --quiet -- "$@"; }
 ddpm forward --out "$img"                                          # forward.png, schedule.png
 ddpm sample --checkpoint data/course-unet.safetensors \
     --trajectory "$img/trajectory.png" --out "$img/course-samples.png"
-ddpm nll --checkpoint data/course-unet.safetensors --images 16 --out "$img"  # nll_per_timestep.png/.csv
+ddpm nll --checkpoint data/course-unet.safetensors --images 128 --out "$img"  # nll_per_timestep.png/.csv
 
 if [ "${1:-}" = all ]; then
     rm -rf runs/quick-figures runs/quick-figures-ema0999     # this script's own run folders
