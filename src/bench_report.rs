@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use tensor::kernels::conv::{
     conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry,
 };
-use tensor::kernels::gemm::{gemm, Kernel, MatMut, MatRef};
+use tensor::kernels::gemm::{blocking_f32, gemm, CacheSizes, Kernel, MatMut, MatRef};
 use crate::step_bench::{measure, StepTiming};
 use nn::UNetConfig;
 
@@ -55,11 +55,25 @@ impl<W: Write> Report<W> {
         if self.json {
             return Ok(());
         }
+        let kernel = Kernel::best();
+        let caches = CacheSizes::detect();
+        let blocks = blocking_f32(kernel);
         writeln!(
             self.out,
             "gemm kernel: {}, rayon threads: {}; figures are medians, GFLOP/s",
-            Kernel::best().name(),
+            kernel.name(),
             rayon::current_num_threads()
+        )?;
+        writeln!(
+            self.out,
+            "caches ({}): L1d {} KiB, L2 {} KiB, L3 {} KiB -> f32 blocks MC {} KC {} NC {}",
+            caches.source,
+            caches.l1d >> 10,
+            caches.l2 >> 10,
+            caches.l3 >> 10,
+            blocks.mc,
+            blocks.kc,
+            blocks.nc
         )?;
         writeln!(
             self.out,

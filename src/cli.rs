@@ -110,6 +110,26 @@ pub enum VarianceKind {
     FixedSmall,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrScheduleKind {
+    /// Warmup, then the peak rate to the end.
+    #[default]
+    Constant,
+    /// Warmup, then a half cosine down to 0 at the last step.
+    Cosine,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossWeightKind {
+    /// Every timestep alike (L_simple).
+    #[default]
+    Uniform,
+    /// Min-SNR-gamma: the nearly clean timesteps weigh less (see --min-snr-gamma).
+    MinSnr,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PredictionKind {
@@ -179,12 +199,24 @@ pub struct TrainArgs {
     /// Steps of linear learning-rate warmup.
     #[arg(long)]
     pub warmup: Option<usize>,
+    /// Learning rate after the warmup.
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrScheduleKind>,
+    /// Weight of each timestep's error in L_simple.
+    #[arg(long, value_enum)]
+    pub loss_weight: Option<LossWeightKind>,
+    /// Min-SNR: the signal-to-noise ratio above which a timestep's weight stops growing.
+    #[arg(long)]
+    pub min_snr_gamma: Option<f64>,
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long)]
     pub grad_clip: Option<f64>,
     /// Decay of the exponential moving average of the weights.
     #[arg(long)]
     pub ema_decay: Option<f64>,
+    /// Warm the EMA decay up as min(decay, (1 + n) / (10 + n)) (true or false).
+    #[arg(long)]
+    pub ema_warmup: Option<bool>,
     /// Number of optimizer steps.
     #[arg(long)]
     pub steps: Option<usize>,

@@ -2,7 +2,7 @@
 //! flags given. It is saved as `config.json` in the run folder and inside every
 //! checkpoint, so a checkpoint alone says how to rebuild its model and schedule.
 
-use crate::cli::{Dataset, LossKind, ModelKind, PredictionKind, Preset, ScheduleKind, TrainArgs, VarianceKind};
+use crate::cli::{Dataset, LossKind, LossWeightKind, LrScheduleKind, ModelKind, PredictionKind, Preset, ScheduleKind, TrainArgs, VarianceKind};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -32,8 +32,18 @@ pub struct TrainConfig {
     pub batch: usize,
     pub lr: f64,
     pub warmup: usize,
+    /// The fields marked `default` came after the first runs were saved: a config
+    /// without them reads as the recipe those runs used.
+    #[serde(default)]
+    pub lr_schedule: LrScheduleKind,
+    #[serde(default)]
+    pub loss_weight: LossWeightKind,
+    #[serde(default = "default_min_snr_gamma")]
+    pub min_snr_gamma: f64,
     pub grad_clip: f64,
     pub ema_decay: f64,
+    #[serde(default)]
+    pub ema_warmup: bool,
     pub steps: usize,
     /// Seconds; 0 for no budget.
     pub time_budget: f64,
@@ -41,6 +51,11 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub sample_every: usize,
     pub samples: usize,
+}
+
+/// Hang et al.'s gamma.
+fn default_min_snr_gamma() -> f64 {
+    5.0
 }
 
 impl TrainConfig {
@@ -59,8 +74,12 @@ impl TrainConfig {
             batch: 64,
             lr: 1e-3,
             warmup: 100,
+            lr_schedule: LrScheduleKind::Constant,
+            loss_weight: LossWeightKind::Uniform,
+            min_snr_gamma: default_min_snr_gamma(),
             grad_clip: 1.0,
             ema_decay: 0.999,
+            ema_warmup: false,
             steps: 2000,
             time_budget: 0.0,
             seed: 0,
@@ -171,7 +190,7 @@ impl TrainConfig {
         macro_rules! take {
             ($($field:ident),*) => { $(if let Some(v) = args.$field.clone() { c.$field = v; })* };
         }
-        take!(schedule, timesteps, loss, hybrid_lambda, variance, prediction, batch, lr, warmup, grad_clip, ema_decay, steps, time_budget, seed, checkpoint_every, sample_every, samples);
+        take!(schedule, timesteps, loss, hybrid_lambda, variance, prediction, batch, lr, warmup, lr_schedule, loss_weight, min_snr_gamma, grad_clip, ema_decay, ema_warmup, steps, time_budget, seed, checkpoint_every, sample_every, samples);
         c.validate()?;
         Ok(c)
     }
@@ -205,6 +224,9 @@ impl TrainConfig {
         if !non_negative(self.grad_clip) || !non_negative(self.time_budget) || !non_negative(self.hybrid_lambda) {
             return Err(invalid("--grad-clip/--time-budget/--hybrid-lambda", "must be non-negative"));
         }
+        if !(self.min_snr_gamma > 0.0 && self.min_snr_gamma.is_finite()) {
+            return Err(invalid("--min-snr-gamma", &format!("must be a positive number, got {}", self.min_snr_gamma)));
+        }
         if self.schedule == ScheduleKind::Linear && self.timesteps <= 20 {
             return Err(invalid("--timesteps", "the linear schedule needs T > 20 (beta_T = 20 / T must stay below 1)"));
         }
@@ -225,6 +247,20 @@ impl TrainConfig {
             },
             parameterization: self.parameterization(),
             variance: self.variance_kind(),
+            weighting: match self.loss_weight {
+                LossWeightKind::Uniform => ddpm::loss::TimestepWeighting::Uniform,
+                LossWeightKind::MinSnr => ddpm::loss::TimestepWeighting::MinSnr { gamma: self.min_snr_gamma },
+            },
+        }
+    }
+
+    /// The learning rate of update number `step` (1-based).
+    #[must_use]
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let warmup = nn::LinearWarmup { base_lr: self.lr, warmup_steps: self.warmup as u64 };
+        match self.lr_schedule {
+            LrScheduleKind::Constant => warmup.lr_at(step as u64),
+            LrScheduleKind::Cosine => nn::WarmupCosine { warmup, total_steps: self.steps as u64 }.lr_at(step as u64),
         }
     }
 

@@ -9,7 +9,7 @@
 //! checkpoint at step `s` continues exactly as the uninterrupted run would have.
 //! Ctrl-C finishes the current step, saves a checkpoint and exits cleanly.
 
-use crate::cli::{Dataset, TrainArgs};
+use crate::cli::{Dataset, LrScheduleKind, TrainArgs};
 use crate::config::TrainConfig;
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::raster::save_png;
 use crate::sampling::{draw, save_samples, toy_points, SamplerChoice};
 use ddpm::{sample_timesteps, training_losses};
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::{clip_grad_norm, Adam, Checkpoint, Ema, LinearWarmup, Module, Optimizer};
+use nn::{clip_grad_norm, Adam, Checkpoint, Ema, Module, Optimizer};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -43,6 +43,8 @@ pub struct Summary {
     pub final_loss: f64,
     pub samples: Option<PathBuf>,
     pub interrupted: bool,
+    /// The `--time-budget` that stopped the run before its last step, in seconds.
+    pub out_of_time: Option<f64>,
 }
 
 impl Summary {
@@ -52,7 +54,13 @@ impl Summary {
         let rate = self.steps_this_session as f64 / self.seconds_this_session.max(1e-9);
         let mut s = format!(
             "{} at step {} ({} steps in {:.1} s, {:.2} steps/s)",
-            if self.interrupted { "interrupted" } else { "done" },
+            if self.interrupted {
+                "interrupted"
+            } else if self.out_of_time.is_some() {
+                "stopped early"
+            } else {
+                "done"
+            },
             self.steps_done,
             self.steps_this_session,
             self.seconds_this_session,
@@ -61,6 +69,9 @@ impl Summary {
         // A run resumed at its last step takes no step and has no loss to show.
         if self.steps_this_session > 0 {
             s.push_str(&format!(", loss {:.4}", self.final_loss));
+        }
+        if let Some(budget) = self.out_of_time {
+            s.push_str(&format!(", by --time-budget {budget} s before --steps was reached (--resume goes on)"));
         }
         s.push_str(&format!(", run folder {}", self.run_dir.display()));
         if let Some(p) = &self.samples {
@@ -154,6 +165,10 @@ fn fixed_on_resume(args: &TrainArgs) -> Vec<&'static str> {
         ("--batch", args.batch.is_some()),
         ("--lr", args.lr.is_some()),
         ("--warmup", args.warmup.is_some()),
+        ("--lr-schedule", args.lr_schedule.is_some()),
+        ("--loss-weight", args.loss_weight.is_some()),
+        ("--min-snr-gamma", args.min_snr_gamma.is_some()),
+        ("--ema-warmup", args.ema_warmup.is_some()),
         ("--grad-clip", args.grad_clip.is_some()),
         ("--ema-decay", args.ema_decay.is_some()),
         ("--seed", args.seed.is_some()),
@@ -228,11 +243,20 @@ fn open_run(args: &TrainArgs) -> Result<Run> {
         }
         take!(steps, time_budget, checkpoint_every, sample_every, samples);
         config.validate()?;
+        if config.lr_schedule == LrScheduleKind::Cosine && config.steps != loaded.config.steps {
+            return Err(Error::InvalidArgument {
+                what: "--steps",
+                reason: format!(
+                    "the run's cosine learning rate reaches 0 at step {}; resuming it to another length would change the schedule mid-run",
+                    loaded.config.steps
+                ),
+            });
+        }
         let mut model = Model::new(&config.model, config.seed)?;
         model.load_named_params(&loaded.checkpoint.model)?;
         let mut optimizer = Adam::adamw(config.lr, 0.0);
         optimizer.load_state_tensors(&loaded.checkpoint.optimizer)?;
-        let mut ema = Ema::new(&model, config.ema_decay);
+        let mut ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
         let source = checkpoint_file.display().to_string();
         if ema.shadow.iter().map(|(n, _)| n).ne(loaded.checkpoint.ema.iter().map(|(n, _)| n)) {
             return Err(Error::Format { file: source, offset: 0, reason: "its EMA weights do not match the model's parameters".into() });
@@ -256,7 +280,7 @@ fn open_run(args: &TrainArgs) -> Result<Run> {
     write_atomic(&dir.join("metrics.csv"), b"step,loss,lr,grad_norm,examples_per_second\n")?;
     let model = Model::new(&config.model, config.seed)?;
     let optimizer = Adam::adamw(config.lr, 0.0);
-    let ema = Ema::new(&model, config.ema_decay);
+    let ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
     Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0 })
 }
 
@@ -319,7 +343,6 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
     let options = config.training_options();
     let data = TrainData::load(&config)?;
     let mut order = BatchOrder { seed: config.seed, len: data.len(), epoch: None };
-    let warmup = LinearWarmup { base_lr: config.lr, warmup_steps: config.warmup as u64 };
     let example_dims = config.example_dims();
     let start_step = run.step;
     let mut metrics = fs::OpenOptions::new()
@@ -337,10 +360,11 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
     let mut last_checkpoint = run.checkpoint_path().exists().then(|| run.checkpoint_path());
     let mut final_loss = f64::NAN;
     let mut interrupted = false;
+    let mut out_of_time = false;
     while run.step < config.steps {
         let step_started = Instant::now();
         let step = run.step; // 0-based index of this step
-        let lr = warmup.lr_at(step as u64 + 1);
+        let lr = config.lr_at(step + 1);
         run.optimizer.set_lr(lr);
         let indices = order.indices(step, config.batch);
         let x_start = data.gather(&indices, &example_dims)?;
@@ -371,7 +395,8 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         progress.set_position(run.step as u64);
         progress.set_message(format!("loss {loss_value:.4}  {:.2} steps/s", (run.step - start_step) as f64 / started.elapsed().as_secs_f64()));
         let elapsed = run.elapsed_before + started.elapsed().as_secs_f64();
-        let out_of_time = config.time_budget > 0.0 && elapsed >= config.time_budget;
+        // The budget is this invocation's, so a --resume after it trains for another budget.
+        out_of_time = config.time_budget > 0.0 && started.elapsed().as_secs_f64() >= config.time_budget && run.step < config.steps;
         interrupted = interrupt.load(Ordering::SeqCst);
         let finished = run.step == config.steps || out_of_time || interrupted;
         if finished || run.step % config.checkpoint_every.max(1) == 0 {
@@ -412,5 +437,6 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         final_loss,
         samples,
         interrupted,
+        out_of_time: out_of_time.then_some(config.time_budget),
     })
 }

@@ -6,6 +6,11 @@
 //! so after `n` updates towards constant weights `c` the shadow is
 //! `c + (shadow_0 - c) decay^n`: it forgets its start at the rate `decay^n` and
 //! averages roughly the last `1 / (1 - decay)` steps.
+//!
+//! With *warm-up* the decay of update `n` (0-based) is `min(decay, (1 + n) / (10 + n))`
+//! (TensorFlow's `ExponentialMovingAverage` with `num_updates`): the first updates
+//! average over a short window, so a short run's average is not held back by the
+//! random initialisation, which the fixed decay forgets only at the rate `decay^n`.
 
 use crate::module::Module;
 use tensor::{Error, Float, Result, Tensor};
@@ -21,6 +26,8 @@ pub struct Ema<T: Float> {
     pub shadow: Vec<(String, Tensor<T>)>,
     /// Updates made so far.
     pub num_updates: u64,
+    /// Whether the decay warms up (see the module docs).
+    pub warmup: bool,
 }
 
 impl<T: Float> Ema<T> {
@@ -28,10 +35,28 @@ impl<T: Float> Ema<T> {
     #[must_use]
     pub fn new(model: &dyn Module<T>, decay: f64) -> Self {
         let shadow = model.named_params().into_iter().map(|(name, p)| (name, Tensor::from_vec(p.to_vec(), p.dims()).expect("same shape"))).collect();
-        Ema { decay, shadow, num_updates: 0 }
+        Ema { decay, shadow, num_updates: 0, warmup: false }
     }
 
-    /// `shadow <- decay shadow + (1 - decay) param` for every parameter.
+    /// The same average with the decay warming up from 0.1 (see the module docs).
+    #[must_use]
+    pub fn with_warmup(self, warmup: bool) -> Self {
+        Ema { warmup, ..self }
+    }
+
+    /// The decay the next update uses.
+    #[must_use]
+    pub fn current_decay(&self) -> f64 {
+        if self.warmup {
+            let n = self.num_updates as f64;
+            self.decay.min((1.0 + n) / (10.0 + n))
+        } else {
+            self.decay
+        }
+    }
+
+    /// `shadow <- decay shadow + (1 - decay) param` for every parameter, with the
+    /// decay of [`Ema::current_decay`].
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] when the model's parameters are not the ones the
@@ -39,7 +64,7 @@ impl<T: Float> Ema<T> {
     pub fn update(&mut self, model: &dyn Module<T>) -> Result<()> {
         let params = model.named_params();
         self.check(&params)?;
-        let decay = self.decay;
+        let decay = self.current_decay();
         for ((_, shadow), (_, param)) in self.shadow.iter_mut().zip(&params) {
             let param = param.contiguous_data();
             shadow.update_data(|s| {

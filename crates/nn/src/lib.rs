@@ -61,5 +61,5 @@ pub use module::{Mode, Module};
 pub use optim::adam::{adam_update, Adam, AdamHyper, WeightDecay};
 pub use optim::clip::clip_grad_norm;
 pub use optim::sgd::Sgd;
-pub use optim::warmup::LinearWarmup;
+pub use optim::warmup::{LinearWarmup, WarmupCosine};
 pub use optim::Optimizer;

@@ -1,7 +1,7 @@
 //! The optimizers against steps computed by hand, clipping, warmup, the EMA
 //! against its closed form, and the state round trip a checkpoint relies on.
 
-use nn::{clip_grad_norm, Adam, Ema, LinearWarmup, Module, Optimizer, Sgd};
+use nn::{clip_grad_norm, Adam, Ema, LinearWarmup, Module, Optimizer, Sgd, WarmupCosine};
 use tensor::{GradStore, Result, Tensor};
 
 /// Two named parameters, `a` [2] and `b` [1].
@@ -178,6 +178,40 @@ fn linear_warmup_ramps_then_holds() {
     assert_eq!(warmup.lr_at(100), 2e-4);
     assert_eq!(warmup.lr_at(10_000), 2e-4);
     assert_eq!(LinearWarmup { base_lr: 1.0, warmup_steps: 0 }.lr_at(1), 1.0);
+}
+
+#[test]
+fn cosine_decay_follows_its_closed_form_after_the_warmup() {
+    let schedule = WarmupCosine { warmup: LinearWarmup { base_lr: 2e-3, warmup_steps: 100 }, total_steps: 1100 };
+    // Warmup: the linear ramp, untouched.
+    assert!((schedule.lr_at(50) - 1e-3).abs() < 1e-15);
+    assert_eq!(schedule.lr_at(100), 2e-3);
+    // cos(pi / 2) = 0 halfway through the decay, cos(pi / 3) = 1/2 a third of the way.
+    assert!((schedule.lr_at(600) - 1e-3).abs() < 1e-15);
+    assert!((schedule.lr_at(100 + 1000 / 3) - 2e-3 * 0.75).abs() < 2e-3 * 0.01);
+    assert!(schedule.lr_at(1100).abs() < 1e-18 && schedule.lr_at(5000).abs() < 1e-18);
+    assert!((101..1100).all(|s| schedule.lr_at(s + 1) < schedule.lr_at(s)), "strictly decreasing");
+}
+
+#[test]
+fn ema_warmup_averages_the_whole_run_at_first() -> Result<()> {
+    // Weights held at c from shadow_0 = p_0: shadow_n = c + (p_0 - c) prod_{k<n} d_k, and
+    // with d_k = (1 + k) / (10 + k) the product telescopes to 9! n! / (n + 9)! = 1 / C(n + 9, 9).
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut ema = Ema::new(&model, 0.999).with_warmup(true);
+    let c = 3.0;
+    model.visit_params_mut("", &mut |_, p| p.update_data(|d| d.fill(c)));
+    let mut binomial = 1.0; // C(n + 9, 9)
+    for n in 1..=30 {
+        ema.update(&model)?;
+        binomial *= f64::from(n + 9) / f64::from(n);
+        close(&ema.shadow[1].1.to_vec(), &[c + (0.5 - c) / binomial]);
+    }
+    // Past (1 + n) / (10 + n) = decay the fixed decay takes over.
+    ema.num_updates = 9000;
+    assert_eq!(ema.current_decay(), 0.999);
+    assert_eq!(Ema::new(&model, 0.999).current_decay(), 0.999, "no warmup unless asked");
+    Ok(())
 }
 
 #[test]

@@ -50,24 +50,12 @@ impl Avx2Fma {
 const MR: usize = 6;
 const NR: usize = 16;
 
-/// Cache blocking for the 6 x 16 f32 kernel, from the cache sizes of the
-/// target (Zen 3: L1d 32 KiB, L2 512 KiB per core, L3 32 MiB shared):
-///
-/// - `KC`: the `KC x NR` B~ micro-panel is reused by every A~ micro-panel of
-///   LOOP 1, so it should stay in L1 with room for the streaming A~ sliver:
-///   `KC * NR * 4 B = 256 * 16 * 4 = 16 KiB`, half of L1d.
-/// - `MC`: the `MC x KC` A~ block is reused by every B~ micro-panel of
-///   LOOP 2, so it should stay in L2: `MC * KC * 4 = 144 * 256 * 4 =
-///   144 KiB`, under a third of L2, leaving room for the B~ panels and C
-///   lines that stream through.
-/// - `NC`: the `KC x NC` B~ block is reused by every A~ block of LOOP 3 (on
-///   both cores), so it lives in the shared L3: `256 * 4080 * 4 = 4 MiB`.
+/// The 6 x 16 f32 kernel: 12 ymm accumulators, two ymm of B~ and one
+/// broadcast of A~ per rank-1 update. Its cache blocks come from `blocking.rs`
+/// (on a 32 KiB L1d: `KC = 256`, a `256 x 16` B~ micro-panel of 16 KiB).
 impl MicroKernel<f32> for Avx2Fma {
     const MR: usize = MR;
     const NR: usize = NR;
-    const MC: usize = 144;
-    const KC: usize = 256;
-    const NC: usize = 4080;
 
     fn pack_a(self, a: MatRef<f32>, dst: &mut [f32]) {
         pack_panels::<f32, MR>(a, dst);
@@ -167,14 +155,11 @@ const MR_F64: usize = 6;
 const NR_F64: usize = 8;
 
 /// f64: the portable kernel, compiled with AVX2 + FMA so LLVM vectorises it
-/// with 4-wide registers. Blocking by the same arithmetic as f32 with 8-byte
-/// elements: `KC * NR * 8 = 256 * 8 * 8 = 16 KiB` of B~ in L1.
+/// with 4-wide registers; blocked by the same rules as f32, with 8-byte
+/// elements.
 impl MicroKernel<f64> for Avx2Fma {
     const MR: usize = MR_F64;
     const NR: usize = NR_F64;
-    const MC: usize = 96;
-    const KC: usize = 256;
-    const NC: usize = 4080;
 
     fn pack_a(self, a: MatRef<f64>, dst: &mut [f64]) {
         pack_panels::<f64, MR_F64>(a, dst);

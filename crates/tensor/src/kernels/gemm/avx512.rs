@@ -42,17 +42,12 @@ impl Avx512 {
 const MR: usize = 12;
 const NR: usize = 32;
 
-/// Cache blocking for the 12 x 32 kernel, by the arithmetic of `avx2.rs`
-/// for a 32 KiB+ L1d and a 1 MiB+ L2 (Skylake-X and later):
-/// `KC * NR * 4 = 192 * 32 * 4 = 24 KiB` of B~ micro-panel in L1,
-/// `MC * KC * 4 = 240 * 192 * 4 = 180 KiB` of A~ block in L2,
-/// `KC * NC * 4 = 192 * 4096 * 4 = 3 MiB` of B~ block in L3.
+/// The 12 x 32 kernel: 24 zmm accumulators. Its cache blocks come from
+/// `blocking.rs`: on a 48 KiB L1d `KC = 192` (a 24 KiB B~ micro-panel), on a
+/// 32 KiB L1d `KC = 128`.
 impl MicroKernel<f32> for Avx512 {
     const MR: usize = MR;
     const NR: usize = NR;
-    const MC: usize = 240;
-    const KC: usize = 192;
-    const NC: usize = 4096;
 
     fn pack_a(self, a: MatRef<f32>, dst: &mut [f32]) {
         pack_panels::<f32, MR>(a, dst);
@@ -157,13 +152,10 @@ const MR_F64: usize = 8;
 const NR_F64: usize = 16;
 
 /// f64: the portable kernel compiled with AVX-512F (8-wide registers),
-/// 8 x 16 tile = 16 zmm accumulators; `KC * NR * 8 = 192 * 16 * 8 = 24 KiB`.
+/// 8 x 16 tile = 16 zmm accumulators, blocked by the same rules as f32.
 impl MicroKernel<f64> for Avx512 {
     const MR: usize = MR_F64;
     const NR: usize = NR_F64;
-    const MC: usize = 128;
-    const KC: usize = 192;
-    const NC: usize = 4096;
 
     fn pack_a(self, a: MatRef<f64>, dst: &mut [f64]) {
         pack_panels::<f64, MR_F64>(a, dst);

@@ -60,7 +60,8 @@ impl Kernel {
     }
 }
 
-/// One microkernel for element type `T`, with its tile and cache-block sizes.
+/// One microkernel for element type `T`, with its tile size (the cache blocks
+/// are chosen at run time, see `blocking.rs`).
 ///
 /// Implementors are zero-sized tokens. A SIMD token can only be constructed
 /// after run-time detection found its instructions, so holding one is the
@@ -70,12 +71,6 @@ pub(crate) trait MicroKernel<T: GemmScalar>: Copy + Send + Sync {
     const MR: usize;
     /// Columns of the register tile (columns of a B~ micro-panel).
     const NR: usize;
-    /// Rows of A packed at once into A~ (LOOP 3 step); a multiple of `MR`.
-    const MC: usize;
-    /// Depth of the packed panels (LOOP 4 step).
-    const KC: usize;
-    /// Columns of B packed at once into B~ (LOOP 5 step); a multiple of `NR`.
-    const NC: usize;
 
     /// Packs the `mc x kc` block `a` into `MR`-row micro-panels (see `pack.rs`).
     fn pack_a(self, a: MatRef<T>, dst: &mut [T]);

@@ -33,8 +33,9 @@
 //!   in `O(mk + kn)` work, never in the `O(mnk)` inner loop.
 //! - The block sizes `MC, KC, NC` are chosen so that each packed block stays
 //!   in the cache level that serves its reuse: a B~ micro-panel in L1, the A~
-//!   block in L2, the B~ block in L3 (the arithmetic is next to each kernel's
-//!   constants, e.g. in `avx2.rs`).
+//!   block in L2, the B~ block in L3. They are computed at run time from the
+//!   cache sizes of the CPU (`blocking.rs`), so one binary is tuned on every
+//!   machine it runs on.
 //!
 //! # Threads
 //!
@@ -55,12 +56,13 @@
 //!
 //! # Files
 //!
-//! `view.rs` the strided views, `pack.rs` packing (and [`PackB`] for a B
+//! `view.rs` the strided views, `blocking.rs` the cache blocks, `pack.rs` packing (and [`PackB`] for a B
 //! that packs itself, as conv's implicit im2col does), `kernel.rs` the
 //! microkernel trait and run-time selection, `avx2.rs` / `avx512.rs` /
 //! `portable.rs` the microkernels, `scratch.rs` the reused packing buffers,
 //! `naive.rs` the triple-loop oracle, `tests.rs` the tests against it.
 
+mod blocking;
 mod kernel;
 mod naive;
 mod pack;
@@ -81,6 +83,7 @@ use std::fmt::Debug;
 use std::ops::{Add, Mul};
 use std::thread::LocalKey;
 
+pub use blocking::{Blocking, CacheSizes};
 pub use kernel::Kernel;
 pub use naive::gemm_naive;
 pub use view::{MatMut, MatRef};
@@ -442,6 +445,36 @@ const PARALLEL_PACK_MIN: usize = 256 * 256;
 /// another process, steals fewer bands instead of holding everyone up.
 const BANDS_PER_THREAD: usize = 4;
 
+/// The f32 cache blocks `kernel` uses on this CPU (for reports).
+///
+/// # Panics
+/// If `kernel` is not [`available`](Kernel::available) on this CPU.
+pub fn blocking_f32(kernel: Kernel) -> Blocking {
+    fn of<K: MicroKernel<f32>>(_: K) -> Blocking {
+        Blocking::for_caches(caches(), K::MR, K::NR, 4)
+    }
+    const CHECKED: &str = "blocking_f32: the kernel is not available on this CPU";
+    match kernel {
+        Kernel::Portable => of(Portable::<f32>::new()),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma => of(avx2::Avx2Fma::detect().expect(CHECKED)),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => of(avx512::Avx512::detect().expect(CHECKED)),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx2Fma | Kernel::Avx512 => panic!("{CHECKED}"),
+    }
+}
+
+/// The caches the blocks are sized for: the CPU's, or in tests the ones a
+/// test chose, to run every kernel under other machines' blocks.
+fn caches() -> CacheSizes {
+    #[cfg(test)]
+    if let Some(caches) = tests::CACHES_OVERRIDE.get() {
+        return caches;
+    }
+    CacheSizes::detect()
+}
+
 /// Splits `len` into equal blocks of at most `max` (a multiple of `unit`),
 /// returning the block size. Equal blocks avoid a tiny last block: k = 288
 /// with KC = 256 gives two blocks of 144, not 256 + 32.
@@ -487,6 +520,7 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
         return;
     }
 
+    let blocking = Blocking::for_caches(caches(), K::MR, K::NR, std::mem::size_of::<T>());
     let in_pool = rayon::current_thread_index().is_some();
     let parallel_min = if in_pool {
         PARALLEL_MIN_MNK_IN_POOL
@@ -503,15 +537,17 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
         // Outside the pool, every rayon::join is a round trip through a
         // condition variable; inside, it is a push on a work-stealing deque.
         // So enter the pool once, here.
-        rayon::scope(|_| five_loops(kernel, threads, alpha, a, b, beta, c));
+        rayon::scope(|_| five_loops(kernel, blocking, threads, alpha, a, b, beta, c));
     } else {
-        five_loops(kernel, threads, alpha, a, b, beta, c);
+        five_loops(kernel, blocking, threads, alpha, a, b, beta, c);
     }
 }
 
 /// LOOPS 5 and 4, and the bands of LOOP 3 on `threads` threads.
+#[allow(clippy::too_many_arguments)]
 fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
     kernel: K,
+    blocking: Blocking,
     threads: usize,
     alpha: T,
     a: MatRef<T>,
@@ -521,8 +557,8 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
 ) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     debug_assert_eq!(k, b.rows());
-    let kc_max = even_block(k, K::KC, 1);
-    let nc_max = even_block(n, K::NC, K::NR);
+    let kc_max = even_block(k, blocking.kc, 1);
+    let nc_max = even_block(n, blocking.nc, K::NR);
 
     with_scratch(kc_max * nc_max, |b_packed: &mut [T]| {
         // LOOP 5: split n into nc parts
@@ -550,7 +586,7 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
                     1
                 };
                 for_each_band::<T, K>(bands, a_p, c_j.rb(), &|a_band, c_band| {
-                    loop_3(kernel, alpha, a_band, b_packed, beta, c_band);
+                    loop_3(kernel, blocking.mc, alpha, a_band, b_packed, beta, c_band);
                 });
             }
         }
@@ -615,6 +651,7 @@ fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(
 /// LOOP 3 over one band: A (mb, kc), B~ packed (kc, nc), C (mb, nc).
 fn loop_3<T: GemmScalar, K: MicroKernel<T>>(
     kernel: K,
+    mc_block: usize,
     alpha: T,
     a: MatRef<T>,
     b_packed: &[T],
@@ -622,11 +659,11 @@ fn loop_3<T: GemmScalar, K: MicroKernel<T>>(
     mut c: MatMut<T>,
 ) {
     let (m, kc) = (a.rows(), a.cols());
-    let mc_max = K::MC.min(m.next_multiple_of(K::MR));
+    let mc_max = mc_block.min(m.next_multiple_of(K::MR));
     with_scratch(mc_max * kc, |a_packed: &mut [T]| {
         // LOOP 3: split m into mc parts; pack A -> A~
-        for ic in (0..m).step_by(K::MC) {
-            let mc = K::MC.min(m - ic);
+        for ic in (0..m).step_by(mc_block) {
+            let mc = mc_block.min(m - ic);
             let a_packed = &mut a_packed[..mc.div_ceil(K::MR) * K::MR * kc];
             kernel.pack_a(a.submatrix(ic, 0, mc, kc), a_packed);
             let (_, c_i) = c.rb().split_at_row(ic);

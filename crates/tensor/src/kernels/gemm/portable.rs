@@ -70,9 +70,6 @@ pub(crate) fn tile_rows<T: GemmScalar, const MR: usize, const NR: usize>(
 impl MicroKernel<f32> for Portable<f32> {
     const MR: usize = 4;
     const NR: usize = 8;
-    const MC: usize = 128;
-    const KC: usize = 256;
-    const NC: usize = 4096;
 
     fn pack_a(self, a: MatRef<f32>, dst: &mut [f32]) {
         pack_panels::<f32, 4>(a, dst);
@@ -101,9 +98,6 @@ impl MicroKernel<f32> for Portable<f32> {
 impl MicroKernel<f64> for Portable<f64> {
     const MR: usize = 4;
     const NR: usize = 4;
-    const MC: usize = 64;
-    const KC: usize = 256;
-    const NC: usize = 4096;
 
     fn pack_a(self, a: MatRef<f64>, dst: &mut [f64]) {
         pack_panels::<f64, 4>(a, dst);

@@ -14,6 +14,11 @@ use rayon::prelude::*;
 
 use super::*;
 
+thread_local! {
+    /// The caches `gemm_loops` sizes its blocks for on this thread, when set.
+    pub(super) static CACHES_OVERRIDE: std::cell::Cell<Option<CacheSizes>> = const { std::cell::Cell::new(None) };
+}
+
 /// How a logical `rows x cols` matrix sits in memory.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Layout {
@@ -332,6 +337,25 @@ fn avx2_f64_matches_naive() {
 #[test]
 fn portable_f64_matches_naive() {
     check_all_cases::<f64>(Kernel::Portable);
+}
+
+/// Every kernel under the blocks other machines choose: an Intel core (32 KiB
+/// L1d, `KC = 128` for AVX-512), and caches so small that every block is at
+/// its minimum (`KC = 64`, `MC = MR`, `NC = 8 NR`), so the k = 255 and n = 255
+/// cases run several LOOP 4 and LOOP 5 iterations and every LOOP 3 block is
+/// one micro-panel.
+#[test]
+fn every_kernel_matches_naive_under_other_machines_blocks() {
+    let xeon = CacheSizes { l1d: 32 << 10, l2: 1 << 20, l3: 35 << 20, source: "test" };
+    let tiny = CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" };
+    for caches in [xeon, tiny] {
+        CACHES_OVERRIDE.set(Some(caches));
+        for kernel in Kernel::ALL {
+            check_all_cases::<f32>(kernel);
+            check_all_cases::<f64>(kernel);
+        }
+    }
+    CACHES_OVERRIDE.set(None);
 }
 
 /// Threaded runs, called from inside a rayon pool and from outside it.
