@@ -185,3 +185,27 @@ fn toy_run_plots_data_and_samples() {
     assert!(info.info().width > 2 * info.info().height, "{}x{}", info.info().width, info.info().height);
     std::fs::remove_dir_all(run).unwrap();
 }
+
+/// The short-run recipe (cosine learning rate, EMA warm-up, min-SNR) resumes bit for
+/// bit too: the EMA's decay depends on its update count, which the checkpoint keeps.
+#[test]
+fn recipe_options_resume_bit_for_bit_and_fix_the_schedule_length() {
+    const RECIPE: &[&str] = &["--lr-schedule", "cosine", "--ema-warmup", "true", "--loss-weight", "min-snr", "--min-snr-gamma", "3"];
+    let (straight, resumed) = (scratch("recipe-straight"), scratch("recipe-resumed"));
+    ok(&train(&straight, &[RECIPE, &["--steps", "6"]].concat()));
+    ok(&train(&resumed, &[RECIPE, &["--steps", "6", "--time-budget", "0.000001"]].concat()));
+    let a = Checkpoint::<f32>::load(straight.join("checkpoint.safetensors")).unwrap();
+    let b = Checkpoint::<f32>::load(resumed.join("checkpoint.safetensors")).unwrap();
+    assert_ne!(bits(&a.ema), bits(&b.ema), "the budget stopped the second run early");
+    // A budget stop is announced, and --resume goes on for another budget.
+    let out = ok(&ddpm(&["train", "--run", resumed.to_str().unwrap(), "--resume", "--quiet"]));
+    assert!(out.contains("stopped early") && out.contains("--time-budget"), "{out}");
+    ok(&ddpm(&["train", "--run", resumed.to_str().unwrap(), "--resume", "--quiet", "--time-budget", "0"]));
+    let b = Checkpoint::<f32>::load(resumed.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(bits(&a.model), bits(&b.model), "weights differ after resume");
+    assert_eq!(bits(&a.ema), bits(&b.ema), "EMA weights differ after resume");
+    assert_eq!(metrics(&straight), metrics(&resumed));
+    // The cosine schedule ends at --steps: a longer resume would bend it mid-run.
+    let err = fails(&ddpm(&["train", "--run", resumed.to_str().unwrap(), "--resume", "--steps", "9", "--quiet"]), 2);
+    assert!(err.contains("--steps") && err.contains("cosine"), "{err}");
+}
