@@ -93,8 +93,12 @@ fn train_row(args: &AblationArgs, row: Row, dir: &Path, interrupt: &AtomicBool) 
         VarianceKind::FixedSmall => "fixed-small",
     };
     let loss = if matches!(row.loss, LossKind::Simple) { "simple" } else { "vlb" };
+    // The paper's recipe, not the quick preset's short-run one: a constant rate,
+    // a plain EMA, and L_simple unweighted (min-SNR would change the L_simple rows).
+    let recipe = ["--lr", "1e-3", "--lr-schedule", "constant", "--ema-warmup", "false", "--loss-weight", "uniform"];
     let mut argv: Vec<String> = ["ddpm", "train", "--preset", "quick", "--quiet", "--time-budget", "0", "--sample-every", "0", "--loss", loss, "--variance", variance]
         .iter()
+        .chain(&recipe)
         .map(ToString::to_string)
         .collect();
     argv.extend(["--run".into(), dir.display().to_string(), "--steps".into(), args.steps.to_string()]);
