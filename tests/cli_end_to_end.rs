@@ -41,6 +41,10 @@ fn train(run: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train", "--run", run.to_str().unwrap()];
     args.extend_from_slice(TINY);
     args.extend_from_slice(extra);
+    // A constant rate unless asked, so a run can be resumed to a new length (a cosine one cannot).
+    if !extra.contains(&"--lr-schedule") {
+        args.extend_from_slice(&["--lr-schedule", "constant"]);
+    }
     ddpm(&args)
 }
 
