@@ -473,6 +473,40 @@ fn note001_l0_depends_on_the_model() -> TestResult {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+fn note002_markov_step_depends_on_the_previous_state_only() -> TestResult {
+    // The Markov property: given x_{t-1}, x_t does not depend on the earlier past. Regress x_2 on
+    // (x_1, x_0) by least squares: the coefficient of x_1 is sqrt(alpha_2), that of x_0 is 0
+    // (within 5 standard errors), and the residual variance is beta_2. x_0 alone predicts x_2
+    // (coefficient sqrt(alpha-bar_2)), so "depends on the past" is true only through x_1.
+    let s = four_steps()?;
+    let n = 40_000;
+    let mut rng = rng(111);
+    let x0 = Tensor::<f64>::randn(&[n, 1], &mut rng);
+    let x1 = q_step_sample(&s, &x0, &vec![0; n], &Tensor::randn(&[n, 1], &mut rng))?;
+    let x2 = q_step_sample(&s, &x1, &vec![1; n], &Tensor::randn(&[n, 1], &mut rng))?.to_vec();
+    let (x0, x1) = (x0.to_vec(), x1.to_vec());
+    let centred = |v: &[f64]| {
+        let m = mean_var(v).0;
+        v.iter().map(|x| x - m).collect::<Vec<f64>>()
+    };
+    let (a, b, y) = (centred(&x1), centred(&x0), centred(&x2));
+    let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(p, q)| p * q).sum::<f64>();
+    // normal equations of y = c1 a + c0 b
+    let (saa, sbb, sab, say, sby) = (dot(&a, &a), dot(&b, &b), dot(&a, &b), dot(&a, &y), dot(&b, &y));
+    let det = saa * sbb - sab * sab;
+    let (c1, c0) = ((sbb * say - sab * sby) / det, (saa * sby - sab * say) / det);
+    let residual: Vec<f64> = (0..n).map(|i| y[i] - c1 * a[i] - c0 * b[i]).collect();
+    let sigma2 = dot(&residual, &residual) / (n - 3) as f64;
+    let (se1, se0) = ((sigma2 * sbb / det).sqrt(), (sigma2 * saa / det).sqrt());
+    assert!((c1 - s.alphas[1].sqrt()).abs() < 5.0 * se1, "coefficient of x_1 {c1}");
+    assert!(c0.abs() < 5.0 * se0, "coefficient of x_0 {c0} (se {se0})");
+    assert!((sigma2 - s.betas[1]).abs() < 5.0 * s.betas[1] * (2.0 / n as f64).sqrt());
+    let alone = sby / sbb; // the slope of x_2 on x_0 alone, residual variance 1 - alpha-bar_2
+    assert!((alone - s.alphas_cumprod[1].sqrt()).abs() < 5.0 * ((1.0 - s.alphas_cumprod[1]) / sbb).sqrt());
+    Ok(())
+}
+
+#[test]
 fn note002_tangent_of_the_log_touches_at_one_over_lambda_only_for_ln() -> TestResult {
     // d/dx (lambda x + b - ln x) = 0 at x = 1/lambda, where min_x (lambda x - ln x) = 1 + ln lambda,
     // so ln x = min_lambda (lambda x - ln lambda - 1). The note says "base 10" but
