@@ -230,6 +230,12 @@ fn note000_beta_tilde_denominator_is_one_minus_alpha_bar_t() -> TestResult {
         assert!(((1.0 - abar_prev) / (1.0 - abar) * beta - s.posterior_variance[t]).abs() < 1e-15);
         let slipped = (1.0 - abar_prev) / (1.0 - s.alphas[t]) * beta;
         assert!((slipped - (1.0 - abar_prev)).abs() < 1e-12 && slipped > 1.5 * s.posterior_variance[t], "t={t}");
+        // The mean's last line has the same denominator: (x_t sqrt(alpha_t) (1 - abar_{t-1}) + beta_t sqrt(abar_{t-1}) x_0) / (1 - abar_t).
+        let (x0, x_t) = (0.5, -0.2);
+        let numerator = x_t * s.alphas[t].sqrt() * (1.0 - abar_prev) + beta * abar_prev.sqrt() * x0;
+        let mu = q_posterior_mean_variance(&s, &column(&[x0]), &column(&[x_t]), &[t])?.mean.item()?;
+        assert!((numerator / (1.0 - abar) - mu).abs() < 1e-12);
+        assert!((numerator / (1.0 - s.alphas[t]) - mu).abs() > 0.1, "t={t}");
     }
     Ok(())
 }
