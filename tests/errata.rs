@@ -439,7 +439,9 @@ fn note001_reverse_mean_conditions_on_x_t_and_x0_not_on_x_t_plus_one() -> TestRe
     let se = (residual / (n as f64 * vt)).sqrt();
     assert!((slope - s.posterior_mean_coef2[t]).abs() < 5.0 * se, "slope {slope} vs coef2 {}", s.posterior_mean_coef2[t]);
     assert!((slope - s.posterior_mean_coef2[t + 1]).abs() > 20.0 * se);
-    assert!((mp - slope * mt - s.posterior_mean_coef1[t] * x0).abs() < 5.0 * se * mt.abs().max(1.0) + 1e-3);
+    // the intercept's standard error: sqrt(residual / n + mean(x_t)^2 se^2)
+    let se_intercept = (residual / n as f64 + mt * mt * se * se).sqrt();
+    assert!((mp - slope * mt - s.posterior_mean_coef1[t] * x0).abs() < 5.0 * se_intercept);
     assert!((residual - s.posterior_variance[t]).abs() < 5.0 * s.posterior_variance[t] * (2.0 / n as f64).sqrt());
     Ok(())
 }
