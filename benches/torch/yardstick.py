@@ -122,7 +122,7 @@ def gemm_rows():
         a, b = torch.randn(n, n), torch.randn(n, n)
         out = torch.empty(n, n)
         seconds = median_seconds(lambda: torch.mm(a, b, out=out))
-        yield dict(bench="gemm", shape=f"{n}x{n}x{n}", gflops=round(2 * n ** 3 / seconds / 1e9, 1))
+        yield dict(bench="gemm", shape=f"{n}x{n}x{n}", gflops=round(2 * n ** 3 / seconds / 1e9, 2))
 
 
 def conv_rows():
@@ -138,7 +138,7 @@ def conv_rows():
 
         seconds = median_seconds(fwd_bwd)
         flops = 2.0 * 64 * k * c * 9 * hw * hw
-        yield dict(bench="conv3x3_fwd_bwd", shape=f"N64xC{c}x{hw}x{hw}xK{k}", gflops=round(3 * flops / seconds / 1e9, 1))
+        yield dict(bench="conv3x3_fwd_bwd", shape=f"N64xC{c}x{hw}x{hw}xK{k}", gflops=round(3 * flops / seconds / 1e9, 2))
 
 
 def main():
@@ -158,7 +158,7 @@ def main():
                 print(json.dumps(row), flush=True)
             else:
                 ms = f"{row['ms']:.1f}" if "ms" in row else ""
-                print(f"{row['bench']:<18} {row['shape']:<20} {ms:>9} {row['gflops']:>9.1f}", flush=True)
+                print(f"{row['bench']:<18} {row['shape']:<20} {ms:>9} {row["gflops"]:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":
