@@ -158,7 +158,7 @@ def main():
                 print(json.dumps(row), flush=True)
             else:
                 ms = f"{row['ms']:.1f}" if "ms" in row else ""
-                print(f"{row['bench']:<18} {row['shape']:<20} {ms:>9} {row["gflops"]:>9.2f}", flush=True)
+                print(f"{row['bench']:<18} {row['shape']:<20} {ms:>9} {row['gflops']:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":
