@@ -353,6 +353,10 @@ pub struct EvalArgs {
     /// Also save the first 100 samples as a PNG grid here.
     #[arg(long)]
     pub grid: Option<PathBuf>,
+    /// Also save every sample here as safetensors (`samples`, f32 [N, 1, 28, 28]
+    /// in [-1, 1]), for another judge such as benches/torch/judge.py.
+    #[arg(long)]
+    pub samples_out: Option<PathBuf>,
     /// Use the raw weights instead of the EMA weights.
     #[arg(long)]
     pub raw_weights: bool,

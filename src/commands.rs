@@ -7,6 +7,9 @@ use crate::data::mnist::{Mnist, Split};
 use crate::error::{Error, Result};
 use crate::image::save_grid;
 use crate::model::{Loaded, ELAPSED_KEY};
+
+/// The metadata key of an exported file naming its weights: `ema` or `raw`.
+const WEIGHTS_KEY: &str = "weights";
 use crate::plot::{Plot, Series};
 use crate::raster::save_png;
 use crate::sampling::{draw, save_samples, SamplerChoice};
@@ -252,7 +255,14 @@ pub fn info(args: &InfoArgs) -> Result<String> {
         let _ = write!(out, " (trained for {elapsed} s)");
     }
     let _ = writeln!(out, "\nconfig {}", serde_json::to_string_pretty(&loaded.config).expect("serialises"));
-    let _ = writeln!(out, "EMA weights: {}; optimizer state tensors: {}", if loaded.checkpoint.ema.is_empty() { "no" } else { "yes" }, loaded.checkpoint.optimizer.len());
+    // An exported file keeps the EMA weights as its model tensors and says so in
+    // its metadata (`weights=ema`), so it has EMA weights without an `ema.` part.
+    let ema = match (loaded.checkpoint.ema.is_empty(), loaded.checkpoint.metadata.get(WEIGHTS_KEY).map(String::as_str)) {
+        (false, _) => "yes",
+        (true, Some("ema")) => "yes (exported: the model tensors are the run's EMA weights)",
+        (true, _) => "no",
+    };
+    let _ = writeln!(out, "EMA weights: {ema}; optimizer state tensors: {}", loaded.checkpoint.optimizer.len());
     let params = model.named_params();
     for (name, p) in &params {
         let _ = writeln!(out, "  {name:<48} {:?}", p.dims());
@@ -272,7 +282,7 @@ pub fn export(args: &crate::cli::ExportArgs) -> Result<String> {
     let loaded = Loaded::read(&args.checkpoint)?;
     let weights = if loaded.checkpoint.ema.is_empty() { "raw" } else { "ema" };
     let mut metadata = loaded.checkpoint.metadata.clone();
-    metadata.insert("weights".into(), weights.into());
+    metadata.insert(WEIGHTS_KEY.into(), weights.into());
     let exported = nn::Checkpoint {
         model: loaded.model(false)?.named_params(),
         ema: Vec::new(),

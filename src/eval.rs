@@ -6,8 +6,13 @@
 //!   `ln 10 = 2.303` when every digit is drawn equally often;
 //! - MNIST-FID: the Frechet distance between Gaussians fitted to its 128 features
 //!   of the samples and of the 10,000 test images;
-//! - the FID floor: the same distance for `N` real training images, so that the
-//!   floor carries the same small-sample bias as the samples' FID.
+//! - the FID floor: the same distance for `N` real training images drawn at
+//!   random (seeded), so that the floor carries the same small-sample bias as the
+//!   samples' FID.
+//!
+//! Each number comes with its standard error: binomial for the fraction, the delta
+//! method for the entropy, and for the two FIDs the spread over
+//! [`BOOTSTRAP_RESAMPLES`] bootstrap resamples of the `N` feature vectors (seeded).
 
 use crate::classifier;
 use crate::cli::{Dataset, EvalArgs, SamplerArgs};
@@ -15,13 +20,13 @@ use crate::config::TrainConfig;
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
 use crate::image::save_grid;
-use crate::metrics::{class_entropy, frechet_distance, Gaussian};
+use crate::metrics::{class_entropy, class_entropy_stderr, fraction_stderr, frechet_distance, Gaussian};
 use crate::model::{Loaded, Model};
 use crate::sampling::{draw, SamplerChoice};
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::Classifier;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng as _, SeedableRng};
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,15 +35,22 @@ use std::time::Instant;
 const CHUNK: usize = 250;
 /// The confidence above which a sample counts as recognisable.
 pub const CONFIDENCE: f32 = 0.9;
+/// Bootstrap resamples behind an FID's standard error: the error of a standard
+/// error from B resamples is about 1/sqrt(2B), 16% here, enough to read it.
+pub const BOOTSTRAP_RESAMPLES: usize = 20;
 
 /// The figures of `ddpm eval`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EvalReport {
     pub samples: usize,
     pub recognisable: f64,
+    pub recognisable_stderr: f64,
     pub class_entropy: f64,
+    pub class_entropy_stderr: f64,
     pub fid: f64,
+    pub fid_stderr: f64,
     pub fid_floor: f64,
+    pub fid_floor_stderr: f64,
 }
 
 impl EvalReport {
@@ -46,13 +58,17 @@ impl EvalReport {
     #[must_use]
     pub fn table(&self) -> String {
         format!(
-            "{} samples\n  recognisable (confidence >= {CONFIDENCE})  {:>7.1}%\n  class entropy (ln 10 = {:.3})      {:>7.3}\n  MNIST-FID                           {:>7.2}\n  MNIST-FID floor (train vs test)     {:>7.2}",
+            "{} samples (+- one standard error)\n  recognisable (confidence >= {CONFIDENCE})  {:>7.1}% +- {:.1}\n  class entropy (ln 10 = {:.3})      {:>7.3} +- {:.3}\n  MNIST-FID                           {:>7.2} +- {:.2}\n  MNIST-FID floor (train vs test)     {:>7.2} +- {:.2}",
             self.samples,
             100.0 * self.recognisable,
+            100.0 * self.recognisable_stderr,
             10f64.ln(),
             self.class_entropy,
+            self.class_entropy_stderr,
             self.fid,
-            self.fid_floor
+            self.fid_stderr,
+            self.fid_floor,
+            self.fid_floor_stderr
         )
     }
 }
@@ -105,13 +121,41 @@ impl Judge {
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
         let floor = classifier::judge(&self.classifier, &self.train.gather_images(&order[..n.min(self.train.len())])?)?;
+        let (fid, fid_stderr) = self.fid_with_stderr(&judged.features, seed)?;
+        let (fid_floor, fid_floor_stderr) = self.fid_with_stderr(&floor.features, seed.wrapping_add(1))?;
         Ok(EvalReport {
             samples: n,
             recognisable,
+            recognisable_stderr: fraction_stderr(recognisable, n),
             class_entropy: class_entropy(&classes, CLASSES),
-            fid: frechet_distance(&Gaussian::fit(&judged.features, FEATURES)?, &self.test_gaussian),
-            fid_floor: frechet_distance(&Gaussian::fit(&floor.features, FEATURES)?, &self.test_gaussian),
+            class_entropy_stderr: class_entropy_stderr(&classes, CLASSES),
+            fid,
+            fid_stderr,
+            fid_floor,
+            fid_floor_stderr,
         })
+    }
+
+    /// The FID of `features` (`N x FEATURES`) against the test set, and its bootstrap
+    /// standard error: the standard deviation of the FID over resamples of the `N`
+    /// vectors drawn with replacement.
+    fn fid_with_stderr(&self, features: &[f32], seed: u64) -> Result<(f64, f64)> {
+        let fid = frechet_distance(&Gaussian::fit(features, FEATURES)?, &self.test_gaussian);
+        let n = features.len() / FEATURES;
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xB007_5712_A9);
+        let mut replicates = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+        for _ in 0..BOOTSTRAP_RESAMPLES {
+            let resample: Vec<f32> = (0..n)
+                .flat_map(|_| {
+                    let i = r.random_range(0..n);
+                    features[i * FEATURES..(i + 1) * FEATURES].iter().copied()
+                })
+                .collect();
+            replicates.push(frechet_distance(&Gaussian::fit(&resample, FEATURES)?, &self.test_gaussian));
+        }
+        let mean = replicates.iter().sum::<f64>() / replicates.len() as f64;
+        let variance = replicates.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / (replicates.len() - 1) as f64;
+        Ok((fid, variance.sqrt()))
     }
 }
 
@@ -145,7 +189,35 @@ pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
         save_sample_grid(grid, &samples)?;
         line.push_str(&format!("; first 100 samples -> {}", grid.display()));
     }
+    if let Some(path) = &args.samples_out {
+        let metadata = [
+            ("checkpoint", loaded.path.display().to_string()),
+            ("step", loaded.step.to_string()),
+            ("sampler", format!("{kind:?}")),
+            ("steps", steps.to_string()),
+            ("eta", eta.to_string()),
+            ("seed", args.seed.to_string()),
+        ];
+        save_samples_file(path, &samples, &metadata)?;
+        line.push_str(&format!("; all samples -> {}", path.display()));
+    }
     Ok((report, line))
+}
+
+/// The exchange format of samples between `ddpm eval` and another judge: one
+/// safetensors file with the tensor `samples`, f32 `[N, 1, 28, 28]`, pixels in
+/// [-1, 1] (`p / 127.5 - 1` for a pixel value p), and string metadata saying where
+/// they came from (checkpoint, step, sampler, steps, eta, seed).
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn save_samples_file(path: &Path, samples: &[f32], metadata: &[(&str, String)]) -> Result<()> {
+    let n = samples.len() / 784;
+    let file = nn::safetensors::SafeTensors {
+        tensors: vec![nn::safetensors::NamedTensor { name: "samples".into(), shape: vec![n, 1, 28, 28], data: nn::safetensors::TensorData::F32(samples.to_vec()) }],
+        metadata: metadata.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect(),
+    };
+    Ok(file.save(path)?)
 }
 
 /// The first (up to) 100 of `samples` as a 10-column grid.

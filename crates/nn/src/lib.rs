@@ -16,6 +16,33 @@
 //! - `optim/`: SGD, Adam/AdamW, gradient clipping, warmup; [`ema`]: the weight average;
 //! - [`safetensors`]: the checkpoint file format; [`error`]: the crate's error type.
 //!
+//! # Parameter names: one scheme
+//!
+//! Every parameter has one name, the path to it in the module tree joined by dots
+//! (see [`module`]): a field is its name (`time_embed`, `input_conv`, `conv1`,
+//! `qkv`), the `i`-th element of a list is `i` (`down.0`, `res.1`, `attn.0`,
+//! `hidden.2`), and a leaf tensor is `weight` or `bias`. The same name is used by
+//! the optimizer state, the EMA, and checkpoints, where a part prefix is added
+//! (`model.`, `ema.`, `optim.exp_avg.`; see [`checkpoint`]). The names are those
+//! PyTorch gives the same tree of `nn.Module`s (attributes, `nn.ModuleList`,
+//! `nn.ModuleDict`), and the layouts are PyTorch's (conv `[K, C, kh, kw]`, linear
+//! `[out, in]`, GroupNorm `[C]`), so a PyTorch module built as the same tree loads a
+//! checkpoint's part with `load_state_dict(strict=True)` and nothing renamed;
+//! `benches/torch/twin.py` is that twin, held equal by `tests/torch_twin.rs`.
+//!
+//! | model | names |
+//! |---|---|
+//! | UNet | `time_embed.linear{1,2}.*`, `input_conv.*`, `down.<level>.res.<j>.{norm1,conv1,time_proj,norm2,conv2,skip}.*`, `down.<level>.attn.<j>.{norm,qkv,proj}.*`, `down.<level>.downsample.conv.*`, `mid.{res1,attn,res2}.*`, `up.<level>.res.<j>.*`, `up.<level>.attn.<j>.*`, `up.<level>.upsample.conv.*`, `out.{norm,conv}.*` |
+//! | MLP denoiser | `input.*`, `hidden.<i>.*`, `output.*` |
+//! | classifier | `conv.<i>.*`, `features.*`, `output.*` |
+//!
+//! Two conventions a twin must share: the UNet's up path is keyed by the level it
+//! mirrors (`up.2` is met first, at the lowest resolution; a `ModuleDict` with
+//! keys `"2"`, `"1"`, `"0"`), and `attn.<j>` exists only at attention resolutions,
+//! where it follows `res.<j>`. The attention's `qkv` is one 1x1 convolution whose
+//! `3C` outputs are q, k, v in that order; the sinusoidal time features are
+//! `[sin | cos]` (see [`timestep_embedding`]).
+//!
 //! ```
 //! use nn::{Adam, Module, Optimizer, UNet, UNetConfig};
 //! use tensor::{rng, Tensor};
