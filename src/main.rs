@@ -3,7 +3,7 @@
 //! that failed), never a panic or a backtrace.
 
 use clap::Parser;
-use course::cli::{ClassifierCommand, Cli, Command};
+use course::cli::args::{ClassifierCommand, Cli, Command};
 use course::error::Error;
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -13,12 +13,12 @@ use std::sync::Arc;
 /// Runs the command and returns what it prints on stdout.
 fn run(cli: Cli) -> Result<String, Error> {
     Ok(match cli.command {
-        Command::Train(args) => course::train::train(&args, &*interrupt_flag()?)?.line(),
-        Command::Ablation(args) => course::ablation::run(&args, &*interrupt_flag()?)?,
-        Command::Sample(args) => course::commands::sample(&args)?,
-        Command::Forward(args) => course::commands::forward(&args)?,
+        Command::Train(args) => course::run::train::train(&args, &*interrupt_flag()?)?.line(),
+        Command::Ablation(args) => course::run::ablation::run(&args, &*interrupt_flag()?)?,
+        Command::Sample(args) => course::run::commands::sample(&args)?,
+        Command::Forward(args) => course::run::commands::forward(&args)?,
         Command::Nll(args) => {
-            let (report, plot) = course::commands::nll(&args)?;
+            let (report, plot) = course::run::commands::nll(&args)?;
             if args.json {
                 serde_json::json!({
                     "images": report.images,
@@ -34,19 +34,19 @@ fn run(cli: Cli) -> Result<String, Error> {
             }
         }
         Command::Eval(args) => {
-            let (report, line) = course::eval::eval(&args)?;
+            let (report, line) = course::eval::judge::eval(&args)?;
             if args.json {
                 serde_json::to_string(&report).expect("serialises")
             } else {
                 format!("{line}\n{}", report.table())
             }
         }
-        Command::Classifier(ClassifierCommand::Train(args)) => course::classifier::train(&args)?,
-        Command::Classifier(ClassifierCommand::Test(args)) => course::classifier::test(&args)?,
-        Command::Export(args) => course::commands::export(&args)?,
-        Command::Info(args) => course::commands::info(&args)?,
+        Command::Classifier(ClassifierCommand::Train(args)) => course::eval::classifier::train(&args)?,
+        Command::Classifier(ClassifierCommand::Test(args)) => course::eval::classifier::test(&args)?,
+        Command::Export(args) => course::run::commands::export(&args)?,
+        Command::Info(args) => course::run::commands::info(&args)?,
         // The report prints its rows itself, as they are measured.
-        Command::Bench(args) => match course::bench_report::run(args.json) {
+        Command::Bench(args) => match course::bench::report::run(args.json) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(Error::Io { path: "bench".into(), source: e }),
             _ => String::new(),
         },

@@ -23,9 +23,9 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn the_shipped_classifier_recognises_99_percent_of_the_test_set() {
-    let classifier = course::classifier::load(&course::classifier::default_path()).unwrap();
+    let classifier = course::eval::classifier::load(&course::eval::classifier::default_path()).unwrap();
     let test = Mnist::load(Mnist::default_dir(), Split::Test).unwrap();
-    let accuracy = course::classifier::accuracy(&classifier, &test).unwrap();
+    let accuracy = course::eval::classifier::accuracy(&classifier, &test).unwrap();
     assert!(accuracy >= 0.99, "test accuracy {accuracy}");
 }
 
@@ -34,7 +34,7 @@ fn the_shipped_classifier_recognises_99_percent_of_the_test_set() {
 /// uniform, and their FID is at the floor (both are real-vs-real distances).
 #[test]
 fn real_digits_score_at_the_ceiling() {
-    let judge = course::eval::Judge::new(course::classifier::load(&course::classifier::default_path()).unwrap()).unwrap();
+    let judge = course::eval::judge::Judge::new(course::eval::classifier::load(&course::eval::classifier::default_path()).unwrap()).unwrap();
     let train = Mnist::load(Mnist::default_dir(), Split::Train).unwrap();
     let images = train.gather_images(&(30_000..31_000).collect::<Vec<_>>()).unwrap();
     let report = judge.score(&images, 0).unwrap();

@@ -316,7 +316,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub classifier: PathBuf,
     /// Also save the first 100 samples as a PNG grid here.
     #[arg(long)]
@@ -344,14 +344,14 @@ pub struct ClassifierTrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where to save the weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct ClassifierTestArgs {
     /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub classifier: PathBuf,
 }
 
@@ -379,7 +379,7 @@ pub struct AblationArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub classifier: PathBuf,
 }
 

@@ -6,7 +6,7 @@
 //! linear warmup then a linear decay of the learning rate to zero, and random
 //! shifts of up to two pixels as augmentation.
 
-use crate::cli::{ClassifierTestArgs, ClassifierTrainArgs};
+use crate::cli::args::{ClassifierTestArgs, ClassifierTrainArgs};
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
 use nn::models::classifier::{CLASSES, FEATURES};

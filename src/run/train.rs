@@ -9,14 +9,14 @@
 //! checkpoint at step `s` continues exactly as the uninterrupted run would have.
 //! Ctrl-C finishes the current step, saves a checkpoint and exits cleanly.
 
-use crate::cli::{Dataset, TrainArgs};
-use crate::config::TrainConfig;
+use crate::cli::args::{Dataset, TrainArgs};
+use crate::run::config::TrainConfig;
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
-use crate::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
-use crate::plot::{Plot, Series};
-use crate::raster::save_png;
-use crate::sampling::{draw, save_samples, toy_points, SamplerChoice};
+use crate::run::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
+use crate::render::plot::{Plot, Series};
+use crate::render::raster::save_png;
+use crate::run::sampling::{draw, save_samples, toy_points, SamplerChoice};
 use ddpm::{sample_timesteps, training_losses};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::{clip_grad_norm, Adam, Checkpoint, Ema, LinearWarmup, Module, Optimizer};
@@ -221,7 +221,7 @@ fn open_run(args: &TrainArgs) -> Result<Run> {
                 reason: format!("{} cannot change when resuming; the run's config.json fixes them", fixed.join(", ")),
             });
         }
-        let loaded = crate::model::Loaded::read(&checkpoint_file)?;
+        let loaded = crate::run::model::Loaded::read(&checkpoint_file)?;
         let mut config = loaded.config.clone();
         macro_rules! take {
             ($($field:ident),*) => { $(if let Some(v) = args.$field { config.$field = v; })* };
@@ -398,7 +398,7 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         let sampler = if config.data == Dataset::Mnist {
             SamplerChoice::DDIM_50
         } else {
-            SamplerChoice { kind: crate::cli::SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
+            SamplerChoice { kind: crate::cli::args::SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
         };
         let trajectory = draw(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[])?;
         save_samples(&path, &config, &trajectory.sample)?;

@@ -1,13 +1,13 @@
 //! Drawing samples from a trained model and saving them as pictures: a PNG grid
 //! for images, a scatter plot beside the data for 2-D toy sets.
 
-use crate::cli::{Dataset, SamplerKind};
-use crate::config::TrainConfig;
+use crate::cli::args::{Dataset, SamplerKind};
+use crate::run::config::TrainConfig;
 use crate::error::Result;
-use crate::image::save_grid;
-use crate::model::Model;
-use crate::plot::{Plot, Series};
-use crate::raster::save_png;
+use crate::render::image::save_grid;
+use crate::run::model::Model;
+use crate::render::plot::{Plot, Series};
+use crate::render::raster::save_png;
 use ddpm::sampler::{sample_ancestral, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
 use ddpm::schedule::evenly_spaced_timesteps;
 use ddpm::ReverseOptions;

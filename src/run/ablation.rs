@@ -19,12 +19,12 @@
 //! Each run lives in its own folder under `--out`; running the command again
 //! resumes unfinished runs and reuses finished ones.
 
-use crate::cli::{AblationArgs, Cli, Command, LossKind, SamplerKind, VarianceKind};
-use crate::commands::{bound_on_test_images, NllReport};
+use crate::cli::args::{AblationArgs, Cli, Command, LossKind, SamplerKind, VarianceKind};
+use crate::run::commands::{bound_on_test_images, NllReport};
 use crate::error::{Error, Result};
-use crate::eval::{draw_many, save_sample_grid, EvalReport, Judge};
-use crate::model::Loaded;
-use crate::sampling::SamplerChoice;
+use crate::eval::judge::{draw_many, save_sample_grid, EvalReport, Judge};
+use crate::run::model::Loaded;
+use crate::run::sampling::SamplerChoice;
 use clap::Parser;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -110,7 +110,7 @@ fn train_row(args: &AblationArgs, row: Row, dir: &Path, interrupt: &AtomicBool) 
     let Command::Train(train_args) = Cli::try_parse_from(&argv).map_err(|e| Error::InvalidArgument { what: "ablation", reason: e.to_string() })?.command else {
         unreachable!("the argument list starts with `train`")
     };
-    let summary = crate::train::train(&train_args, interrupt)?;
+    let summary = crate::run::train::train(&train_args, interrupt)?;
     eprintln!("ablation: {}", summary.line());
     if summary.interrupted {
         return Err(Error::InvalidArgument { what: "ablation", reason: format!("interrupted; run the same command again to resume {}", dir.display()) });
@@ -128,7 +128,7 @@ pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
     if args.samples < 2 || args.nll_images == 0 || args.steps == 0 {
         return Err(Error::InvalidArgument { what: "--samples/--nll-images/--steps", reason: "need at least 2 samples, 1 image and 1 step".into() });
     }
-    let judge = Judge::new(crate::classifier::load(&args.classifier)?)?;
+    let judge = Judge::new(crate::eval::classifier::load(&args.classifier)?)?;
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for row in ROWS {

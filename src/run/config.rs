@@ -2,7 +2,7 @@
 //! flags given. It is saved as `config.json` in the run folder and inside every
 //! checkpoint, so a checkpoint alone says how to rebuild its model and schedule.
 
-use crate::cli::{Dataset, LossKind, ModelKind, PredictionKind, Preset, ScheduleKind, TrainArgs, VarianceKind};
+use crate::cli::args::{Dataset, LossKind, ModelKind, PredictionKind, Preset, ScheduleKind, TrainArgs, VarianceKind};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -289,9 +289,9 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<TrainConfig> {
-        let cli = crate::cli::Cli::try_parse_from(std::iter::once("ddpm").chain(std::iter::once("train")).chain(args.iter().copied())).unwrap();
+        let cli = crate::cli::args::Cli::try_parse_from(std::iter::once("ddpm").chain(std::iter::once("train")).chain(args.iter().copied())).unwrap();
         match cli.command {
-            crate::cli::Command::Train(t) => TrainConfig::from_args(&t),
+            crate::cli::args::Command::Train(t) => TrainConfig::from_args(&t),
             _ => unreachable!(),
         }
     }

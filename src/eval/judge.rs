@@ -9,15 +9,15 @@
 //! - the FID floor: the same distance for `N` real training images, so that the
 //!   floor carries the same small-sample bias as the samples' FID.
 
-use crate::classifier;
-use crate::cli::{Dataset, EvalArgs, SamplerArgs};
-use crate::config::TrainConfig;
+use crate::eval::classifier;
+use crate::cli::args::{Dataset, EvalArgs, SamplerArgs};
+use crate::run::config::TrainConfig;
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
-use crate::image::save_grid;
-use crate::metrics::{class_entropy, frechet_distance, Gaussian};
-use crate::model::{Loaded, Model};
-use crate::sampling::{draw, SamplerChoice};
+use crate::render::image::save_grid;
+use crate::eval::metrics::{class_entropy, frechet_distance, Gaussian};
+use crate::run::model::{Loaded, Model};
+use crate::run::sampling::{draw, SamplerChoice};
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::Classifier;
 use rand::seq::SliceRandom;

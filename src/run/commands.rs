@@ -1,15 +1,15 @@
 //! The commands other than `train`, `eval`, `ablation` and `bench`: `sample`,
 //! `forward`, `nll`, `info`, `export`.
 
-use crate::cli::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerArgs, SamplerKind};
-use crate::config::TrainConfig;
+use crate::cli::args::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerArgs, SamplerKind};
+use crate::run::config::TrainConfig;
 use crate::data::mnist::{Mnist, Split};
 use crate::error::{Error, Result};
-use crate::image::save_grid;
-use crate::model::{Loaded, ELAPSED_KEY};
-use crate::plot::{Plot, Series};
-use crate::raster::save_png;
-use crate::sampling::{draw, save_samples, SamplerChoice};
+use crate::render::image::save_grid;
+use crate::run::model::{Loaded, ELAPSED_KEY};
+use crate::render::plot::{Plot, Series};
+use crate::render::raster::save_png;
+use crate::run::sampling::{draw, save_samples, SamplerChoice};
 use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
 use ddpm::{calc_bpd_loop, q_sample, ReverseOptions};
 use nn::Module;
@@ -98,8 +98,8 @@ pub fn sample(args: &SampleArgs) -> Result<String> {
 /// Bad timesteps, or I/O errors.
 pub fn forward(args: &ForwardArgs) -> Result<String> {
     let kind = match args.schedule {
-        crate::cli::ScheduleKind::Linear => BetaSchedule::Linear,
-        crate::cli::ScheduleKind::Cosine => BetaSchedule::Cosine,
+        crate::cli::args::ScheduleKind::Linear => BetaSchedule::Linear,
+        crate::cli::args::ScheduleKind::Cosine => BetaSchedule::Cosine,
     };
     let schedule = NoiseSchedule::new(kind, args.timesteps)?;
     if let Some(&bad) = args.t.iter().find(|&&t| t >= args.timesteps) {
@@ -159,7 +159,7 @@ pub struct NllReport {
 ///
 /// # Errors
 /// Zero images or batch, or data errors.
-pub fn bound_on_test_images(model: &crate::model::Model, config: &TrainConfig, images: usize, batch: usize, seed: u64) -> Result<NllReport> {
+pub fn bound_on_test_images(model: &crate::run::model::Model, config: &TrainConfig, images: usize, batch: usize, seed: u64) -> Result<NllReport> {
     let schedule = config.noise_schedule()?;
     if images == 0 || batch == 0 {
         return Err(Error::InvalidArgument { what: "--images/--batch", reason: "must be at least 1".into() });
@@ -268,7 +268,7 @@ pub fn info(args: &InfoArgs) -> Result<String> {
 ///
 /// # Errors
 /// A missing or bad checkpoint, or I/O errors.
-pub fn export(args: &crate::cli::ExportArgs) -> Result<String> {
+pub fn export(args: &crate::cli::args::ExportArgs) -> Result<String> {
     let loaded = Loaded::read(&args.checkpoint)?;
     let weights = if loaded.checkpoint.ema.is_empty() { "raw" } else { "ema" };
     let mut metadata = loaded.checkpoint.metadata.clone();
