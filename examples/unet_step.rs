@@ -1,34 +1,36 @@
-//! Times one training step of the course UNet on a batch of MNIST-sized noise:
-//! forward, backward, AdamW update. Run with `cargo run --release -p nn --example
-//! unet_step [batch]`.
+//! Times training steps of the course UNet on a batch of MNIST-sized noise, each
+//! one step of Algorithm 1 ([`train_step`]: t, eps, x_t, L_simple, backward,
+//! AdamW). Run with `cargo run --release --example unet_step [batch]`.
 
-use nn::{Adam, Module, Optimizer, UNet, UNetConfig};
+use course::error::Error;
+use course::run::algorithm1::train_step;
+use course::run::model::Model;
+use ddpm::{BetaSchedule, NoiseSchedule, TrainingOptions};
+use nn::{Adam, Module, UNet, UNetConfig};
 use std::time::Instant;
 use tensor::{rng, Tensor};
 
-fn main() -> tensor::Result<()> {
+fn main() -> Result<(), Error> {
     let batch: usize = std::env::args().nth(1).and_then(|b| b.parse().ok()).unwrap_or(64);
     let mut r = rng(0);
-    let mut unet = UNet::<f32>::new(&UNetConfig::default(), &mut r)?;
-    let mut adamw = Adam::adamw(2e-4, 0.0);
-    let x_t = Tensor::randn(&[batch, 1, 28, 28], &mut r);
-    let noise = Tensor::randn(&[batch, 1, 28, 28], &mut r);
-    let t: Vec<usize> = (0..batch).map(|i| i * 997 % 1000).collect();
-    println!("UNet: {} parameters, batch {batch}", unet.num_params());
-
-    let start = Instant::now();
-    let loss = unet.forward(&x_t, &t)?.mse_loss(&noise)?;
-    let forward = start.elapsed().as_secs_f64();
-    let grads = loss.backward()?;
-    drop(loss);
-    let backward = start.elapsed().as_secs_f64() - forward;
-    adamw.step(&mut unet, &grads)?;
-    let total = start.elapsed().as_secs_f64();
-
+    let unet = UNet::<f32>::new(&UNetConfig::default(), &mut r)?;
     let flops = unet.flops_forward(batch);
-    println!("forward  {forward:8.3} s  {:6.2} GFLOP/s", flops / forward / 1e9);
-    println!("backward {backward:8.3} s  {:6.2} GFLOP/s", 2.0 * flops / backward / 1e9);
-    println!("adamw    {:8.3} s", total - forward - backward);
-    println!("step     {total:8.3} s  {:6.2} GFLOP/s (3 x {:.1} GFLOP)", 3.0 * flops / total / 1e9, flops / 1e9);
+    let mut model = Model::Unet(unet);
+    let mut adamw = Adam::adamw(2e-4, 0.0);
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let x_start = Tensor::rand_uniform(&[batch, 1, 28, 28], -1.0, 1.0, &mut r);
+    println!("UNet: {} parameters, batch {batch}", model.num_params());
+    // The first step also allocates every buffer; the later ones are the steady state.
+    for step in 1..=3 {
+        let start = Instant::now();
+        let outcome = train_step(&schedule, &mut model, &mut adamw, &x_start, TrainingOptions::default(), f64::INFINITY, &mut r)?;
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "step {step}: loss {:.4}  {seconds:8.3} s  {:6.2} GFLOP/s (3 x {:.1} GFLOP)",
+            outcome.loss,
+            3.0 * flops / seconds / 1e9,
+            flops / 1e9
+        );
+    }
     Ok(())
 }

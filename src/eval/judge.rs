@@ -10,14 +10,15 @@
 //!   floor carries the same small-sample bias as the samples' FID.
 
 use crate::eval::classifier;
-use crate::cli::args::{Dataset, EvalArgs, SamplerArgs};
-use crate::run::config::TrainConfig;
+use crate::run::commands::SampleSet;
+use crate::run::config::{Dataset, TrainConfig};
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
 use crate::render::image::save_grid;
 use crate::eval::metrics::{class_entropy, frechet_distance, Gaussian};
 use crate::run::model::{Loaded, Model};
 use crate::run::sampling::{draw, SamplerChoice};
+use ddpm::VarianceKind;
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::Classifier;
 use rand::seq::SliceRandom;
@@ -115,33 +116,33 @@ impl Judge {
     }
 }
 
-/// `ddpm eval`: draws `--samples` samples from a checkpoint and scores them.
-/// Also returns a line about the run (sampler, time, grid).
+/// `ddpm eval`: draws the samples of `set` from `loaded` (its raw weights with
+/// `raw`; ancestral sampling with `variance` instead of the checkpoint's, if given),
+/// scores them with the classifier at `classifier`, and saves the first 100 into
+/// `grid` if given. Also returns a line about the run (sampler, time, grid).
 ///
 /// # Errors
-/// A bad checkpoint or classifier, a toy-data checkpoint, or bad flags.
-pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
-    let SamplerArgs { sampler: kind, steps, eta } = args.sampling;
-    if args.samples < 2 || steps == 0 {
+/// A bad checkpoint or classifier, a toy-data checkpoint, or bad settings.
+pub fn eval(loaded: &Loaded, raw: bool, set: SampleSet, variance: Option<VarianceKind>, classifier: &Path, grid: Option<&Path>) -> Result<(EvalReport, String)> {
+    let SampleSet { sampler, count, seed } = set;
+    if count < 2 || sampler.steps == 0 {
         return Err(Error::InvalidArgument { what: "--samples/--steps", reason: "need at least 2 samples and 1 step".into() });
     }
-    let loaded = Loaded::read(&args.checkpoint)?;
     if loaded.config.data != Dataset::Mnist {
         return Err(Error::InvalidArgument { what: "--checkpoint", reason: "eval needs a checkpoint trained on MNIST".into() });
     }
-    let judge = Judge::new(classifier::load(&args.classifier)?)?;
-    let model = loaded.model(args.raw_weights)?;
+    let judge = Judge::new(classifier::load(classifier)?)?;
+    let model = loaded.model(raw)?;
     let mut config = loaded.config.clone();
-    if let Some(variance) = args.variance {
+    if let Some(variance) = variance {
         config.variance = variance;
     }
-    let sampler = SamplerChoice { kind, steps, eta };
     let started = Instant::now();
-    let samples = draw_many(&model, &config, sampler, args.samples, args.seed)?;
+    let samples = draw_many(&model, &config, sampler, count, seed)?;
     let seconds = started.elapsed().as_secs_f64();
-    let report = judge.score(&samples, args.seed)?;
-    let mut line = format!("{} at step {}, {kind:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step);
-    if let Some(grid) = &args.grid {
+    let report = judge.score(&samples, seed)?;
+    let mut line = format!("{} at step {}, {:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step, sampler.kind);
+    if let Some(grid) = grid {
         save_sample_grid(grid, &samples)?;
         line.push_str(&format!("; first 100 samples -> {}", grid.display()));
     }

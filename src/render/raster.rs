@@ -1,5 +1,5 @@
-//! Plots as PNG: the same frame as the SVG renderer ([`crate::render::plot::Frame`]), drawn
-//! into an RGB buffer. Lines are stamped with small anti-aliased discs; text is
+//! Plots as PNG: the frame of [`crate::render::plot::Frame`] (axes, ticks, labels)
+//! drawn into an RGB buffer. Lines are stamped with small anti-aliased discs; text is
 //! rasterised from the bundled DejaVu Sans font (`data/fonts/`, Bitstream Vera
 //! licence) with `ab_glyph`, so no system font library is needed.
 

@@ -1,27 +1,31 @@
-//! The commands other than `train`, `eval`, `ablation` and `bench`: `sample`,
-//! `forward`, `nll`, `info`, `export`.
+//! The commands that read a checkpoint or draw the forward process: `sample`,
+//! `forward`, `info`, `export`.
 
-use crate::cli::args::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerArgs, SamplerKind};
-use crate::run::config::TrainConfig;
 use crate::data::mnist::{Mnist, Split};
 use crate::error::{Error, Result};
 use crate::render::image::save_grid;
-use crate::run::model::{Loaded, ELAPSED_KEY};
 use crate::render::plot::{Plot, Series};
 use crate::render::raster::save_png;
-use crate::run::sampling::{draw, save_samples, SamplerChoice};
+use crate::run::config::{Dataset, TrainConfig};
+use crate::run::model::{Loaded, ELAPSED_KEY};
+use crate::run::sampling::{draw, save_samples, SamplerChoice, SamplerKind};
+use ddpm::q_sample;
 use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
-use ddpm::{calc_bpd_loop, q_sample, ReverseOptions};
 use nn::Module;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tensor::{rng, Tensor};
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+/// An I/O error naming `path`.
+pub fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-fn require_images(config: &TrainConfig, what: &'static str) -> Result<()> {
+/// Refuses a checkpoint trained on 2-D points where images are needed.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `what`.
+pub fn require_images(config: &TrainConfig, what: &'static str) -> Result<()> {
     if config.data == Dataset::Mnist {
         Ok(())
     } else {
@@ -29,25 +33,34 @@ fn require_images(config: &TrainConfig, what: &'static str) -> Result<()> {
     }
 }
 
-/// `ddpm sample`: a grid of samples, and optionally the reverse trajectory.
+/// A set of samples to draw: how, how many, from which seed.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleSet {
+    pub sampler: SamplerChoice,
+    pub count: usize,
+    /// Seed of the starting noise and every step's noise.
+    pub seed: u64,
+}
+
+/// `ddpm sample`: a grid of `set` drawn from `loaded` (its raw weights with `raw`)
+/// into `out`, and optionally the reverse trajectory into `trajectory`.
 ///
 /// # Errors
 /// A bad checkpoint or sampler setting, or an I/O error.
-pub fn sample(args: &SampleArgs) -> Result<String> {
-    let loaded = Loaded::read(&args.checkpoint)?;
-    let model = loaded.model(args.raw_weights)?;
+pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory: Option<&Path>) -> Result<String> {
+    let model = loaded.model(raw)?;
     let config = &loaded.config;
-    let SamplerArgs { sampler: kind, steps, eta } = args.sampling;
-    if args.count == 0 || steps == 0 {
+    let SampleSet { sampler, count, seed } = set;
+    let (kind, steps) = (sampler.kind, sampler.steps);
+    if count == 0 || steps == 0 {
         return Err(Error::InvalidArgument { what: "--count/--steps", reason: "must be at least 1".into() });
     }
-    let sampler = SamplerChoice { kind, steps, eta };
     // The timesteps whose state the trajectory shows: ten along the sampler's path.
     let path_steps = match kind {
         SamplerKind::Ddpm => (0..config.timesteps).collect(),
         SamplerKind::Ddim | SamplerKind::Langevin => evenly_spaced_timesteps(config.timesteps, steps.clamp(2, config.timesteps))?,
     };
-    let record: Vec<usize> = if args.trajectory.is_some() {
+    let record: Vec<usize> = if trajectory.is_some() {
         require_images(config, "--trajectory")?;
         let frames = 10.min(path_steps.len());
         (0..frames).map(|i| path_steps[i * (path_steps.len() - 1) / (frames - 1).max(1)]).collect()
@@ -55,66 +68,77 @@ pub fn sample(args: &SampleArgs) -> Result<String> {
         Vec::new()
     };
     let started = std::time::Instant::now();
-    let trajectory = draw(&model, config, sampler, args.count, args.seed, &record)?;
-    save_samples(&args.out, config, &trajectory.sample)?;
+    let drawn = draw(&model, config, sampler, count, seed, &record)?;
+    save_samples(out, config, &drawn.sample)?;
     let mut report = format!(
         "{} samples ({:?}, {} steps) from {} at step {} in {:.1} s -> {}",
-        args.count,
+        count,
         kind,
         if kind == SamplerKind::Ddpm { config.timesteps } else { steps },
         loaded.path.display(),
         loaded.step,
         started.elapsed().as_secs_f64(),
-        args.out.display()
+        out.display()
     );
-    if let Some(path) = &args.trajectory {
+    if let Some(path) = trajectory {
         // Rows: for each of the first four samples, x_t then the predicted x_0;
         // columns: the recorded timesteps, noisiest first, then the final sample.
         let side = config.example_dims().iter().product::<usize>().isqrt();
-        let shown = args.count.min(4);
+        let shown = count.min(4);
         let pixels = side * side;
-        let final_images = trajectory.sample.to_vec();
+        let final_images = drawn.sample.to_vec();
         let mut images = Vec::new();
         for i in 0..shown {
             for row in 0..2 {
-                for frame in &trajectory.frames {
+                for frame in &drawn.frames {
                     let t = if row == 0 { &frame.x_t } else { &frame.pred_xstart };
                     images.extend_from_slice(&t.to_vec()[i * pixels..(i + 1) * pixels]);
                 }
                 images.extend_from_slice(&final_images[i * pixels..(i + 1) * pixels]);
             }
         }
-        let cols = trajectory.frames.len() + 1;
+        let cols = drawn.frames.len() + 1;
         save_grid(path, &images, shown * 2 * cols, side, side, cols).map_err(io(path))?;
-        let ts: Vec<String> = trajectory.frames.iter().map(|f| f.t.to_string()).collect();
+        let ts: Vec<String> = drawn.frames.iter().map(|f| f.t.to_string()).collect();
         let _ = write!(report, "; trajectory at t = {} -> {}", ts.join(","), path.display());
     }
     Ok(report)
 }
 
-/// `ddpm forward`: the noising figure q(x_t | x_0) and the schedule plots (PNG).
+/// What `ddpm forward` draws.
+#[derive(Clone, Debug)]
+pub struct ForwardFigure {
+    /// Timesteps (0-based code indices), one column each.
+    pub t: Vec<usize>,
+    /// MNIST test images, one row each.
+    pub images: usize,
+    pub schedule: BetaSchedule,
+    /// T.
+    pub timesteps: usize,
+    /// Seed of the noise.
+    pub seed: u64,
+}
+
+/// `ddpm forward`: the noising figure q(x_t | x_0) and the schedule plots (PNG)
+/// into the folder `out`.
 ///
 /// # Errors
 /// Bad timesteps, or I/O errors.
-pub fn forward(args: &ForwardArgs) -> Result<String> {
-    let kind = match args.schedule {
-        crate::cli::args::ScheduleKind::Linear => BetaSchedule::Linear,
-        crate::cli::args::ScheduleKind::Cosine => BetaSchedule::Cosine,
-    };
-    let schedule = NoiseSchedule::new(kind, args.timesteps)?;
-    if let Some(&bad) = args.t.iter().find(|&&t| t >= args.timesteps) {
-        return Err(Error::InvalidArgument { what: "--t", reason: format!("timestep {bad} is not below T = {}", args.timesteps) });
+pub fn forward(figure: &ForwardFigure, out: &Path) -> Result<String> {
+    let schedule = NoiseSchedule::new(figure.schedule, figure.timesteps)?;
+    if let Some(&bad) = figure.t.iter().find(|&&t| t >= figure.timesteps) {
+        return Err(Error::InvalidArgument { what: "--t", reason: format!("timestep {bad} is not below T = {}", figure.timesteps) });
     }
-    if args.images == 0 || args.t.is_empty() {
+    if figure.images == 0 || figure.t.is_empty() {
         return Err(Error::InvalidArgument { what: "--images/--t", reason: "need at least one image and one timestep".into() });
     }
     let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
-    let n = args.images.min(test.len());
+    let n = figure.images.min(test.len());
     let x0 = Tensor::from_vec(test.gather_images(&(0..n).collect::<Vec<_>>())?, &[n, 1, 28, 28])?;
     // One noise draw per image, shared by every t: each row shows one path of noising.
-    let noise = Tensor::<f32>::randn(x0.dims(), &mut rng(args.seed));
+    let noise = Tensor::<f32>::randn(x0.dims(), &mut rng(figure.seed));
     let mut columns = Vec::new();
-    for &t in &args.t {
+    for &t in &figure.t {
         columns.push(q_sample(&schedule, &x0, &vec![t; n], &noise)?.to_vec());
     }
     let mut images = Vec::new();
@@ -123,13 +147,13 @@ pub fn forward(args: &ForwardArgs) -> Result<String> {
             images.extend_from_slice(&column[i * 784..(i + 1) * 784]);
         }
     }
-    let picture = args.out.join("forward.png");
-    save_grid(&picture, &images, n * args.t.len(), 28, 28, args.t.len()).map_err(io(&picture))?;
+    let picture = out.join("forward.png");
+    save_grid(&picture, &images, n * figure.t.len(), 28, 28, figure.t.len()).map_err(io(&picture))?;
     let curves = |f: &dyn Fn(f64) -> f64| -> Result<Vec<Series>> {
         [("linear", BetaSchedule::Linear), ("cosine", BetaSchedule::Cosine)]
             .into_iter()
             .map(|(label, k)| {
-                let s = NoiseSchedule::new(k, args.timesteps)?;
+                let s = NoiseSchedule::new(k, figure.timesteps)?;
                 let points = s.alphas_cumprod.iter().enumerate().map(|(t, &a)| (t as f64, f(a))).collect();
                 Ok(Series { label: label.into(), points, dots: false })
             })
@@ -137,115 +161,16 @@ pub fn forward(args: &ForwardArgs) -> Result<String> {
     };
     let alpha_bar = Plot { title: "alpha-bar_t".into(), x_label: "t (code index)".into(), y_label: "alpha-bar".into(), log_y: false, series: curves(&|a| a)? };
     let snr = Plot { title: "SNR_t = alpha-bar / (1 - alpha-bar)".into(), x_label: "t (code index)".into(), y_label: "SNR".into(), log_y: true, series: curves(&|a| a / (1.0 - a))? };
-    let plots = args.out.join("schedule.png");
+    let plots = out.join("schedule.png");
     save_png(&plots, &[alpha_bar, snr]).map_err(io(&plots))?;
-    Ok(format!("q(x_t | x_0) for {n} test images at t = {:?} -> {}; schedules -> {}", args.t, picture.display(), plots.display()))
-}
-
-/// The bound measured by `ddpm nll`, in bits per dimension.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct NllReport {
-    pub images: usize,
-    pub total_bpd: f64,
-    pub total_bpd_stderr: f64,
-    pub prior_bpd: f64,
-    pub vb_bpd: f64,
-    pub decoder_bpd: f64,
-    pub per_timestep: Vec<f64>,
-}
-
-/// The bound in bits/dim of `model` on the first `images` MNIST test images (all
-/// of them if fewer), `batch` at a time, with the reverse variance of `config`.
-///
-/// # Errors
-/// Zero images or batch, or data errors.
-pub fn bound_on_test_images(model: &crate::run::model::Model, config: &TrainConfig, images: usize, batch: usize, seed: u64) -> Result<NllReport> {
-    let schedule = config.noise_schedule()?;
-    if images == 0 || batch == 0 {
-        return Err(Error::InvalidArgument { what: "--images/--batch", reason: "must be at least 1".into() });
-    }
-    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
-    let n = images.min(test.len());
-    let options = ReverseOptions { variance: config.variance_kind(), parameterization: config.parameterization(), clip_denoised: true };
-    let mut r = rng(seed);
-    let (mut totals, mut priors, mut decoders, mut vbs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut per_timestep = vec![0.0f64; config.timesteps];
-    for start in (0..n).step_by(batch) {
-        let indices: Vec<usize> = (start..(start + batch).min(n)).collect();
-        let x0 = Tensor::from_vec(test.gather_images(&indices)?, &[indices.len(), 1, 28, 28])?;
-        let terms = calc_bpd_loop(&schedule, model, &x0, options, &mut r)?;
-        let vb = terms.vb.to_vec();
-        for (i, row) in vb.chunks(config.timesteps).enumerate() {
-            decoders.push(f64::from(row[0]));
-            vbs.push(row[1..].iter().map(|&v| f64::from(v)).sum::<f64>());
-            for (acc, &v) in per_timestep.iter_mut().zip(row) {
-                *acc += f64::from(v);
-            }
-            priors.push(f64::from(terms.prior_bpd.to_vec()[i]));
-            totals.push(f64::from(terms.total_bpd.to_vec()[i]));
-        }
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let total = mean(&totals);
-    let stderr = (totals.iter().map(|x| (x - total).powi(2)).sum::<f64>() / (totals.len().max(2) - 1) as f64 / totals.len() as f64).sqrt();
-    per_timestep.iter_mut().for_each(|v| *v /= n as f64);
-    Ok(NllReport {
-        images: n,
-        total_bpd: total,
-        total_bpd_stderr: stderr,
-        prior_bpd: mean(&priors),
-        vb_bpd: mean(&vbs),
-        decoder_bpd: mean(&decoders),
-        per_timestep,
-    })
-}
-
-/// `ddpm nll`: L_T + sum L_{t-1} + L_0 on test images, with the per-timestep curve.
-///
-/// # Errors
-/// A bad checkpoint, a toy-data checkpoint, or I/O errors.
-pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
-    let loaded = Loaded::read(&args.checkpoint)?;
-    require_images(&loaded.config, "--checkpoint")?;
-    let model = loaded.model(args.raw_weights)?;
-    let report = bound_on_test_images(&model, &loaded.config, args.images, args.batch, args.seed)?;
-    let n = report.images;
-    let out = args.out.clone().unwrap_or_else(|| loaded.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
-    let plot_path = out.join("nll_per_timestep.png");
-    let plot = Plot {
-        title: format!("bits/dim per timestep ({n} test images)"),
-        x_label: "t (code index; t = 0 is L_0)".into(),
-        y_label: "bits/dim".into(),
-        log_y: true,
-        series: vec![Series { label: "L_t".into(), points: report.per_timestep.iter().enumerate().map(|(t, &v)| (t as f64, v)).collect(), dots: false }],
-    };
-    save_png(&plot_path, &[plot]).map_err(io(&plot_path))?;
-    let csv_path = out.join("nll_per_timestep.csv");
-    let mut csv = String::from("t,bpd\n");
-    for (t, v) in report.per_timestep.iter().enumerate() {
-        let _ = writeln!(csv, "{t},{v:.8}");
-    }
-    std::fs::write(&csv_path, csv).map_err(io(&csv_path))?;
-    Ok((report, plot_path))
-}
-
-impl NllReport {
-    /// The table printed by `ddpm nll`.
-    #[must_use]
-    pub fn table(&self) -> String {
-        format!(
-            "bound on {} test images, bits/dim\n  L_T (prior)        {:>9.5}\n  sum L_(t-1)        {:>9.5}\n  L_0 (decoder)      {:>9.5}\n  total              {:>9.5} +- {:.5} (standard error)",
-            self.images, self.prior_bpd, self.vb_bpd, self.decoder_bpd, self.total_bpd, self.total_bpd_stderr
-        )
-    }
+    Ok(format!("q(x_t | x_0) for {n} test images at t = {:?} -> {}; schedules -> {}", figure.t, picture.display(), plots.display()))
 }
 
 /// `ddpm info`: config, step, parameters.
 ///
 /// # Errors
-/// A missing or bad checkpoint.
-pub fn info(args: &InfoArgs) -> Result<String> {
-    let loaded = Loaded::read(&args.checkpoint)?;
+/// A bad checkpoint.
+pub fn info(loaded: &Loaded) -> Result<String> {
     let model = loaded.model(true)?;
     let mut out = format!("checkpoint {}\nstep {}", loaded.path.display(), loaded.step);
     if let Some(elapsed) = loaded.checkpoint.metadata.get(ELAPSED_KEY) {
@@ -268,8 +193,7 @@ pub fn info(args: &InfoArgs) -> Result<String> {
 ///
 /// # Errors
 /// A missing or bad checkpoint, or I/O errors.
-pub fn export(args: &crate::cli::args::ExportArgs) -> Result<String> {
-    let loaded = Loaded::read(&args.checkpoint)?;
+pub fn export(loaded: &Loaded, out: &Path) -> Result<String> {
     let weights = if loaded.checkpoint.ema.is_empty() { "raw" } else { "ema" };
     let mut metadata = loaded.checkpoint.metadata.clone();
     metadata.insert("weights".into(), weights.into());
@@ -279,7 +203,7 @@ pub fn export(args: &crate::cli::args::ExportArgs) -> Result<String> {
         optimizer: Vec::new(),
         metadata,
     };
-    exported.save(&args.out)?;
-    let bytes = std::fs::metadata(&args.out).map_err(io(&args.out))?.len();
-    Ok(format!("{} weights of {} at step {} -> {} ({:.1} MB)", weights, loaded.path.display(), loaded.step, args.out.display(), bytes as f64 / 1e6))
+    exported.save(out)?;
+    let bytes = std::fs::metadata(out).map_err(io(out))?.len();
+    Ok(format!("{} weights of {} at step {} -> {} ({:.1} MB)", weights, loaded.path.display(), loaded.step, out.display(), bytes as f64 / 1e6))
 }
