@@ -2,7 +2,7 @@
 //! pass of the course UNet on a batch of 64, and of the quick preset's 16-channel
 //! UNet. Throughput is counted in flops (3 forwards per training step).
 
-use course::step_bench::StepBench;
+use course::bench::step::StepBench;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nn::UNetConfig;
 

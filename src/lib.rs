@@ -3,23 +3,13 @@
 //! The binary (`src/main.rs`) only parses arguments and reports errors; the work
 //! lives here so the integration tests can call it.
 
-pub mod ablation;
-pub mod bench_report;
-pub mod classifier;
+pub mod bench;
 pub mod cli;
-pub mod commands;
-pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
-pub mod image;
-pub mod metrics;
-pub mod model;
-pub mod plot;
-pub mod raster;
-pub mod sampling;
-pub mod step_bench;
-pub mod train;
+pub mod render;
+pub mod run;
 
 /// The chapters of `notebooks-md/`, compiled and run as doctests so the course text
 /// cannot drift from the code.

@@ -3,55 +3,12 @@
 //! that failed), never a panic or a backtrace.
 
 use clap::Parser;
-use course::cli::{ClassifierCommand, Cli, Command};
+use course::cli::args::Cli;
 use course::error::Error;
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// Runs the command and returns what it prints on stdout.
-fn run(cli: Cli) -> Result<String, Error> {
-    Ok(match cli.command {
-        Command::Train(args) => course::train::train(&args, &*interrupt_flag()?)?.line(),
-        Command::Ablation(args) => course::ablation::run(&args, &*interrupt_flag()?)?,
-        Command::Sample(args) => course::commands::sample(&args)?,
-        Command::Forward(args) => course::commands::forward(&args)?,
-        Command::Nll(args) => {
-            let (report, plot) = course::commands::nll(&args)?;
-            if args.json {
-                serde_json::json!({
-                    "images": report.images,
-                    "total_bpd": report.total_bpd,
-                    "total_bpd_stderr": report.total_bpd_stderr,
-                    "prior_bpd": report.prior_bpd,
-                    "vb_bpd": report.vb_bpd,
-                    "decoder_bpd": report.decoder_bpd,
-                })
-                .to_string()
-            } else {
-                format!("{}\nper-timestep curve -> {}", report.table(), plot.display())
-            }
-        }
-        Command::Eval(args) => {
-            let (report, line) = course::eval::eval(&args)?;
-            if args.json {
-                serde_json::to_string(&report).expect("serialises")
-            } else {
-                format!("{line}\n{}", report.table())
-            }
-        }
-        Command::Classifier(ClassifierCommand::Train(args)) => course::classifier::train(&args)?,
-        Command::Classifier(ClassifierCommand::Test(args)) => course::classifier::test(&args)?,
-        Command::Export(args) => course::commands::export(&args)?,
-        Command::Info(args) => course::commands::info(&args)?,
-        // The report prints its rows itself, as they are measured.
-        Command::Bench(args) => match course::bench_report::run(args.json) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(Error::Io { path: "bench".into(), source: e }),
-            _ => String::new(),
-        },
-    })
-}
 
 /// A flag that Ctrl-C sets: training loops stop after the current step and save.
 fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
@@ -73,7 +30,7 @@ fn main() -> ExitCode {
         // clap prints --help and --version itself (exit 0) and bad flags (exit 2).
         Err(e) => e.exit(),
     };
-    match run(cli) {
+    match course::cli::run(cli, interrupt_flag) {
         Ok(text) => {
             // A reader that stops early (`ddpm info | head`) is not an error.
             if !text.is_empty() {

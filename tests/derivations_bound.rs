@@ -401,7 +401,7 @@ fn vb_loss_gradient_matches_finite_differences() -> TestResult {
         let report = gradcheck(|v| Ok(vb_terms_bpd(&schedule, &v[0], &x_start, &x_t, &t, options).map_err(to_tensor_error)?.bpd), std::slice::from_ref(&model_eps))?;
         assert!(report.max_error < 1e-6, "{variance:?}: max gradient error {:.3e} at {:?}", report.max_error, report.worst_at);
     }
-    let hybrid = TrainingOptions { loss: LossKind::Hybrid { lambda: 0.001 }, ..TrainingOptions::default() };
+    let hybrid = TrainingOptions { loss: LossKind::Hybrid, hybrid_lambda: 0.001, ..TrainingOptions::default() };
     let report = gradcheck(
         |v| {
             let model = |_: &Tensor<f64>, _: &[usize]| Ok(v[0].clone());

@@ -23,9 +23,9 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn the_shipped_classifier_recognises_99_percent_of_the_test_set() {
-    let classifier = course::classifier::load(&course::classifier::default_path()).unwrap();
+    let classifier = course::eval::classifier::load(&course::eval::classifier::default_path()).unwrap();
     let test = Mnist::load(Mnist::default_dir(), Split::Test).unwrap();
-    let accuracy = course::classifier::accuracy(&classifier, &test).unwrap();
+    let accuracy = course::eval::classifier::accuracy(&classifier, &test).unwrap();
     assert!(accuracy >= 0.99, "test accuracy {accuracy}");
 }
 
@@ -38,7 +38,7 @@ fn the_shipped_classifier_recognises_99_percent_of_the_test_set() {
 fn real_digits_score_at_the_ceiling() {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    let judge = course::eval::Judge::new(course::classifier::load(&course::classifier::default_path()).unwrap()).unwrap();
+    let judge = course::eval::judge::Judge::new(course::eval::classifier::load(&course::eval::classifier::default_path()).unwrap()).unwrap();
     let train = Mnist::load(Mnist::default_dir(), Split::Train).unwrap();
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2024));

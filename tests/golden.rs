@@ -183,13 +183,14 @@ impl Case {
     }
 
     fn schedule(&self) -> Result<ddpm::NoiseSchedule, CaseError> {
-        let kind = ddpm::BetaSchedule::from_name(self.param_str("schedule")?).map_err(fail)?;
+        let kind: ddpm::BetaSchedule = self.param_str("schedule")?.parse().map_err(fail)?;
         ddpm::NoiseSchedule::new(kind, self.param_usize("timesteps")?).map_err(fail)
     }
 
     fn reverse_options(&self) -> Result<ddpm::ReverseOptions, CaseError> {
         Ok(ddpm::ReverseOptions {
-            variance: ddpm::VarianceKind::from_name(self.param_str("variance")?).map_err(fail)?,
+            // The cases spell the variance as improved-diffusion's enum does (fixed_large).
+            variance: self.param_str("variance")?.replace('_', "-").parse().map_err(fail)?,
             parameterization: ddpm::Parameterization::Epsilon,
             clip_denoised: self.param_bool("clip_denoised")?,
         })

@@ -23,12 +23,10 @@ pub(crate) fn full_coefficient<T: Float>(op: &'static str, values: &[f64], t: &[
 /// A timestep out of range or not one per batch item.
 pub fn q_step_mean_variance<T: Float>(schedule: &NoiseSchedule, x_prev: &Tensor<T>, t: &[usize]) -> Result<DiagonalGaussian<T>> {
     let op = "q_step_mean_variance";
-    let sqrt_alphas: Vec<f64> = schedule.alphas.iter().map(|a| a.sqrt()).collect();
-    let log_betas: Vec<f64> = schedule.betas.iter().map(|b| b.ln()).collect();
     Ok(DiagonalGaussian {
-        mean: x_prev.mul(&coefficient_at(op, &sqrt_alphas, t, x_prev.dims())?)?,
+        mean: x_prev.mul(&coefficient_at(op, &schedule.sqrt_alphas, t, x_prev.dims())?)?,
         variance: full_coefficient(op, &schedule.betas, t, x_prev.dims())?,
-        log_variance: full_coefficient(op, &log_betas, t, x_prev.dims())?,
+        log_variance: full_coefficient(op, &schedule.log_betas, t, x_prev.dims())?,
     })
 }
 
@@ -39,10 +37,8 @@ pub fn q_step_mean_variance<T: Float>(schedule: &NoiseSchedule, x_prev: &Tensor<
 /// A timestep out of range, not one per batch item, or `noise` of another shape.
 pub fn q_step_sample<T: Float>(schedule: &NoiseSchedule, x_prev: &Tensor<T>, t: &[usize], noise: &Tensor<T>) -> Result<Tensor<T>> {
     let op = "q_step_sample";
-    let sqrt_alphas: Vec<f64> = schedule.alphas.iter().map(|a| a.sqrt()).collect();
-    let sqrt_betas: Vec<f64> = schedule.betas.iter().map(|b| b.sqrt()).collect();
-    let signal = x_prev.mul(&coefficient_at(op, &sqrt_alphas, t, x_prev.dims())?)?;
-    Ok(signal.add(&noise.mul(&coefficient_at(op, &sqrt_betas, t, noise.dims())?)?)?)
+    let signal = x_prev.mul(&coefficient_at(op, &schedule.sqrt_alphas, t, x_prev.dims())?)?;
+    Ok(signal.add(&noise.mul(&coefficient_at(op, &schedule.sqrt_betas, t, noise.dims())?)?)?)
 }
 
 /// The closed form q(x_t | x_0) = N(sqrt(alpha-bar_t) x_0, (1 - alpha-bar_t) I)
@@ -53,10 +49,9 @@ pub fn q_step_sample<T: Float>(schedule: &NoiseSchedule, x_prev: &Tensor<T>, t: 
 pub fn q_mean_variance<T: Float>(schedule: &NoiseSchedule, x_start: &Tensor<T>, t: &[usize]) -> Result<DiagonalGaussian<T>> {
     let op = "q_mean_variance";
     let dims = x_start.dims();
-    let one_minus_alphas_cumprod: Vec<f64> = schedule.alphas_cumprod.iter().map(|a| 1.0 - a).collect();
     Ok(DiagonalGaussian {
         mean: x_start.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, dims)?)?,
-        variance: full_coefficient(op, &one_minus_alphas_cumprod, t, dims)?,
+        variance: full_coefficient(op, &schedule.one_minus_alphas_cumprod, t, dims)?,
         log_variance: full_coefficient(op, &schedule.log_one_minus_alphas_cumprod, t, dims)?,
     })
 }

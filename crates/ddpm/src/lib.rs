@@ -71,6 +71,7 @@ pub mod forward;
 pub mod gaussian;
 pub mod likelihood;
 pub mod loss;
+mod names;
 pub mod posterior;
 pub mod predictor;
 pub mod reverse;
@@ -85,7 +86,9 @@ pub use likelihood::{
     approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc,
     normal_kl, standard_normal_cdf,
 };
-pub use loss::{noise_mse_weight, sample_timesteps, training_losses, LossKind, TimestepWeighting, TrainingLosses, TrainingOptions};
+pub use loss::{
+    noise_mse_weight, sample_timesteps, training_losses, LossKind, TimestepWeighting, TrainingLosses, TrainingOptions, HYBRID_LAMBDA,
+};
 pub use posterior::{q_posterior_mean_from_eps, q_posterior_mean_variance};
 pub use predictor::{DatasetOptimalPredictor, GaussianOptimalPredictor, NoisePredictor};
 pub use reverse::{p_mean_variance, predict_xstart, Parameterization, ReverseOptions, ReverseStep, VarianceKind};

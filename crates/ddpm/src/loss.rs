@@ -8,6 +8,7 @@
 use crate::bound::{mean_flat, vb_terms_bpd};
 use crate::error::{Error, Result};
 use crate::forward::q_sample;
+use crate::names::by_name;
 use crate::predictor::NoisePredictor;
 use crate::reverse::{Parameterization, ReverseOptions, VarianceKind};
 use crate::schedule::{check_timesteps, NoiseSchedule};
@@ -34,7 +35,7 @@ pub fn noise_mse_weight(schedule: &NoiseSchedule, t: usize, sigma_squared: f64) 
 }
 
 /// Which objective to train on.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossKind {
     /// L_simple = E |eps - eps_theta(x_t, t)|^2 (Ho et al. eq. 14), as a mean over
     /// the data axes; for x_0 prediction, E |x_0 - x0_theta|^2.
@@ -42,11 +43,9 @@ pub enum LossKind {
     /// The bound itself: T * L_t(in bits per dimension) for a uniform t, an unbiased
     /// one-sample estimate of sum_t L_{t-1} + L_0 (the bound without the constant L_T).
     Vlb,
-    /// L_simple + lambda L_vlb (Nichol & Dhariwal 2021 eq. 16, where lambda = 0.001).
-    Hybrid {
-        /// The weight lambda of the bound term.
-        lambda: f64,
-    },
+    /// L_simple + lambda L_vlb (Nichol & Dhariwal 2021 eq. 16), lambda being
+    /// [`TrainingOptions::hybrid_lambda`].
+    Hybrid,
 }
 
 /// How the regression error of each timestep is weighted in L_simple.
@@ -88,6 +87,15 @@ impl TimestepWeighting {
         }
     }
 }
+impl LossKind {
+    /// The names of the objectives, as `FromStr` and `Display` spell them.
+    pub const NAMES: [(&'static str, LossKind); 3] = [("simple", LossKind::Simple), ("vlb", LossKind::Vlb), ("hybrid", LossKind::Hybrid)];
+}
+
+by_name!(LossKind, "loss");
+
+/// Nichol & Dhariwal's weight of L_vlb in the hybrid objective (their eq. 16).
+pub const HYBRID_LAMBDA: f64 = 0.001;
 
 /// The training configuration.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,16 +109,20 @@ pub struct TrainingOptions {
     /// The weight of each timestep's regression error (the bound term is never
     /// reweighted: it stays the bound).
     pub weighting: TimestepWeighting,
+    /// The weight lambda of L_vlb in [`LossKind::Hybrid`] (unused by the others).
+    pub hybrid_lambda: f64,
 }
 
 impl Default for TrainingOptions {
-    /// Ho et al.: L_simple on the noise, sigma^2 = beta, every t weighted alike.
+    /// Ho et al.: L_simple on the noise, sigma^2 = beta, every t weighted alike (and
+    /// N&D's lambda for the hybrid).
     fn default() -> Self {
         TrainingOptions {
             loss: LossKind::Simple,
             parameterization: Parameterization::Epsilon,
             variance: VarianceKind::FixedLarge,
             weighting: TimestepWeighting::Uniform,
+            hybrid_lambda: HYBRID_LAMBDA,
         }
     }
 }
@@ -180,9 +192,9 @@ pub fn training_losses<T: Float>(
             let (scaled, vb) = scaled_vb()?;
             (scaled, None, Some(vb))
         }
-        LossKind::Hybrid { lambda } => {
+        LossKind::Hybrid => {
             let (mse, (scaled, vb)) = (mse()?, scaled_vb()?);
-            (mse.add(&scaled.mul_scalar(T::from_f64(lambda)))?, Some(mse), Some(vb))
+            (mse.add(&scaled.mul_scalar(T::from_f64(options.hybrid_lambda)))?, Some(mse), Some(vb))
         }
     };
     Ok(TrainingLosses { loss: per_item.mean_all()?, mse, vb })

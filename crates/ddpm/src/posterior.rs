@@ -52,9 +52,6 @@ pub fn q_posterior_mean_variance<T: Float>(
 /// A timestep out of range, not one per batch item, or shapes that disagree.
 pub fn q_posterior_mean_from_eps<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<T>, t: &[usize], eps: &Tensor<T>) -> Result<Tensor<T>> {
     let op = "q_posterior_mean_from_eps";
-    let recip_sqrt_alphas: Vec<f64> = schedule.alphas.iter().map(|a| 1.0 / a.sqrt()).collect();
-    let eps_coef: Vec<f64> =
-        schedule.betas.iter().zip(&schedule.sqrt_one_minus_alphas_cumprod).map(|(b, s)| b / s).collect();
-    let inner = x_t.sub(&eps.mul(&coefficient_at(op, &eps_coef, t, eps.dims())?)?)?;
-    Ok(inner.mul(&coefficient_at(op, &recip_sqrt_alphas, t, x_t.dims())?)?)
+    let inner = x_t.sub(&eps.mul(&coefficient_at(op, &schedule.posterior_mean_eps_coef, t, eps.dims())?)?)?;
+    Ok(inner.mul(&coefficient_at(op, &schedule.recip_sqrt_alphas, t, x_t.dims())?)?)
 }

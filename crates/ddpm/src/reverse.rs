@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::forward::{full_coefficient, predict_xstart_from_eps};
+use crate::names::by_name;
 use crate::posterior::q_posterior_mean_variance;
 use crate::schedule::NoiseSchedule;
 use tensor::{Float, Tensor};
@@ -29,20 +30,8 @@ pub enum VarianceKind {
 }
 
 impl VarianceKind {
-    /// Parses `"fixed_large"` or `"fixed_small"`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for any other name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "fixed_large" => Ok(VarianceKind::FixedLarge),
-            "fixed_small" => Ok(VarianceKind::FixedSmall),
-            other => Err(Error::InvalidArgument {
-                op: "VarianceKind::from_name",
-                msg: format!("unknown variance {other:?} (expected \"fixed_large\" or \"fixed_small\")"),
-            }),
-        }
-    }
+    /// The names of the variances, as `FromStr` and `Display` spell them.
+    pub const NAMES: [(&'static str, VarianceKind); 2] = [("fixed-large", VarianceKind::FixedLarge), ("fixed-small", VarianceKind::FixedSmall)];
 
     /// sigma_t^2 and log sigma_t^2 for every code timestep, each `[T]`.
     #[must_use]
@@ -59,6 +48,8 @@ impl VarianceKind {
     }
 }
 
+by_name!(VarianceKind, "variance");
+
 /// What the network outputs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Parameterization {
@@ -68,6 +59,13 @@ pub enum Parameterization {
     /// x_0 itself.
     StartX,
 }
+
+impl Parameterization {
+    /// The names of the parameterisations, as `FromStr` and `Display` spell them.
+    pub const NAMES: [(&'static str, Parameterization); 2] = [("eps", Parameterization::Epsilon), ("x0", Parameterization::StartX)];
+}
+
+by_name!(Parameterization, "prediction");
 
 /// How a model output becomes p_theta(x_{t-1} | x_t).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 //! `x` of shape `[B, ...]` (`B` batch, `...` any number of data axes).
 
 use crate::error::{Error, Result};
+use crate::names::by_name;
 use tensor::{Float, Tensor};
 
 /// The named beta schedules of the reference implementation.
@@ -28,17 +29,8 @@ pub enum BetaSchedule {
 }
 
 impl BetaSchedule {
-    /// Parses `"linear"` or `"cosine"`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSchedule`] for any other name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "linear" => Ok(BetaSchedule::Linear),
-            "cosine" => Ok(BetaSchedule::Cosine),
-            other => Err(Error::InvalidSchedule { msg: format!("unknown schedule name {other:?} (expected \"linear\" or \"cosine\")") }),
-        }
-    }
+    /// The names of the schedules, as `FromStr` and `Display` spell them.
+    pub const NAMES: [(&'static str, BetaSchedule); 2] = [("linear", BetaSchedule::Linear), ("cosine", BetaSchedule::Cosine)];
 
     /// The `T` betas of this schedule.
     #[must_use]
@@ -49,6 +41,8 @@ impl BetaSchedule {
         }
     }
 }
+
+by_name!(BetaSchedule, "schedule");
 
 /// `numpy.linspace(start, stop, n)`: `start + i * (stop - start) / (n - 1)`, with the
 /// last value set to `stop` exactly, as NumPy does.
@@ -106,6 +100,12 @@ pub struct NoiseSchedule {
     pub betas: Vec<f64>,
     /// alpha_t = 1 - beta_t.
     pub alphas: Vec<f64>,
+    /// sqrt(alpha_t) = sqrt(1 - beta_t): the scale of x_{t-1} in x_t.
+    pub sqrt_alphas: Vec<f64>,
+    /// sqrt(beta_t): the scale of the noise in x_t.
+    pub sqrt_betas: Vec<f64>,
+    /// log(beta_t): the log-variance of one forward step.
+    pub log_betas: Vec<f64>,
 
     // ---- the closed form q(x_t | x_0) = N(sqrt(alpha-bar_t) x_0, (1 - alpha-bar_t) I)  (Ho eq. 4)
     /// alpha-bar_t = prod_{s <= t} alpha_s.
@@ -116,6 +116,8 @@ pub struct NoiseSchedule {
     pub alphas_cumprod_next: Vec<f64>,
     /// sqrt(alpha-bar_t): the scale of x_0 in x_t.
     pub sqrt_alphas_cumprod: Vec<f64>,
+    /// 1 - alpha-bar_t: the variance of q(x_t | x_0).
+    pub one_minus_alphas_cumprod: Vec<f64>,
     /// sqrt(1 - alpha-bar_t): the scale of the noise in x_t.
     pub sqrt_one_minus_alphas_cumprod: Vec<f64>,
     /// log(1 - alpha-bar_t): the log-variance of q(x_t | x_0).
@@ -135,6 +137,12 @@ pub struct NoiseSchedule {
     pub posterior_mean_coef1: Vec<f64>,
     /// The coefficient of x_t in mu-tilde_t: sqrt(alpha_t) (1 - alpha-bar_{t-1}) / (1 - alpha-bar_t).
     pub posterior_mean_coef2: Vec<f64>,
+
+    // ---- the same mean written with the noise: mu-tilde_t = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha-bar_t) eps)  (Ho eq. 10)
+    /// 1 / sqrt(alpha_t): the outer scale of the eps-form mean.
+    pub recip_sqrt_alphas: Vec<f64>,
+    /// beta_t / sqrt(1 - alpha-bar_t): the coefficient of eps in the eps-form mean.
+    pub posterior_mean_eps_coef: Vec<f64>,
 }
 
 impl NoiseSchedule {
@@ -182,9 +190,18 @@ impl NoiseSchedule {
         let posterior_mean_coef2 =
             (0..n).map(|t| (1.0 - alphas_cumprod_prev[t]) * alphas[t].sqrt() / (1.0 - alphas_cumprod[t])).collect();
 
+        let sqrt_one_minus_alphas_cumprod = map(&alphas_cumprod, &|a| (1.0 - a).sqrt());
+        let posterior_mean_eps_coef = betas.iter().zip(&sqrt_one_minus_alphas_cumprod).map(|(b, s)| b / s).collect();
+
         Ok(NoiseSchedule {
+            sqrt_alphas: map(&alphas, &f64::sqrt),
+            sqrt_betas: map(&betas, &f64::sqrt),
+            log_betas: map(&betas, &f64::ln),
+            recip_sqrt_alphas: map(&alphas, &|a| 1.0 / a.sqrt()),
+            posterior_mean_eps_coef,
             sqrt_alphas_cumprod: map(&alphas_cumprod, &f64::sqrt),
-            sqrt_one_minus_alphas_cumprod: map(&alphas_cumprod, &|a| (1.0 - a).sqrt()),
+            one_minus_alphas_cumprod: map(&alphas_cumprod, &|a| 1.0 - a),
+            sqrt_one_minus_alphas_cumprod,
             log_one_minus_alphas_cumprod: map(&alphas_cumprod, &|a| (1.0 - a).ln()),
             sqrt_recip_alphas_cumprod: map(&alphas_cumprod, &|a| (1.0 / a).sqrt()),
             sqrt_recipm1_alphas_cumprod: map(&alphas_cumprod, &|a| (1.0 / a - 1.0).sqrt()),

@@ -24,8 +24,15 @@ fn bad_input_is_an_error_that_names_the_problem() {
     assert!(matches!(NoiseSchedule::from_betas(vec![0.1, 1.0]), Err(Error::InvalidSchedule { .. })));
     assert!(matches!(NoiseSchedule::new(BetaSchedule::Linear, 20), Err(Error::InvalidSchedule { .. })));
     assert!(NoiseSchedule::new(BetaSchedule::Linear, 21).is_ok());
-    assert!(BetaSchedule::from_name("quadratic").is_err());
-    assert!(VarianceKind::from_name("learned").is_err());
+    assert!("quadratic".parse::<BetaSchedule>().is_err());
+    assert!("learned".parse::<VarianceKind>().is_err());
+    // One spelling each way: every name parses back to the value that displays it.
+    for (name, kind) in VarianceKind::NAMES {
+        assert_eq!((name.parse::<VarianceKind>().ok(), kind.to_string()), (Some(kind), name.to_string()));
+    }
+    for (name, kind) in LossKind::NAMES {
+        assert_eq!((name.parse::<LossKind>().ok(), kind.to_string()), (Some(kind), name.to_string()));
+    }
     assert!(schedule.respaced(&[3, 2]).is_err());
     let wrong_shape = |_: &Tensor<f64>, _: &[usize]| Ok(Tensor::<f64>::zeros(&[2, 4]));
     assert!(training_losses(&schedule, &wrong_shape, &x, &[0, 1], &x, TrainingOptions::default()).is_err());
@@ -49,7 +56,7 @@ fn training_losses_follow_their_definitions() -> Result<(), Box<dyn std::error::
     let vlb = training_losses(&schedule, &model, &x_start, &t, &noise, TrainingOptions { loss: LossKind::Vlb, ..TrainingOptions::default() })?;
     let vb = vlb.vb.clone().unwrap().mean_all()?.item()?;
     assert!((vlb.loss.item()? - 100.0 * vb).abs() < 1e-3 * vlb.loss.item()?.abs());
-    let hybrid_options = TrainingOptions { loss: LossKind::Hybrid { lambda: 0.001 }, ..TrainingOptions::default() };
+    let hybrid_options = TrainingOptions { loss: LossKind::Hybrid, ..TrainingOptions::default() };
     let hybrid = training_losses(&schedule, &model, &x_start, &t, &noise, hybrid_options)?;
     assert!((hybrid.loss.item()? - (simple.loss.item()? + 0.001 * 100.0 * vb)).abs() < 1e-4);
     Ok(())

@@ -15,3 +15,5 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod peak;
+#[cfg(test)]
+mod test_scalar;

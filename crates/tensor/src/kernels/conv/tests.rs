@@ -12,33 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use super::implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
 use super::*;
 use crate::kernels::gemm::PackB;
-
-trait TestScalar: GemmScalar {
-    /// Unit roundoff.
-    const U: f64;
-    fn from_f64(x: f64) -> Self;
-    fn to_f64(self) -> f64;
-}
-
-impl TestScalar for f32 {
-    const U: f64 = f32::EPSILON as f64 / 2.0;
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-}
-
-impl TestScalar for f64 {
-    const U: f64 = f64::EPSILON / 2.0;
-    fn from_f64(x: f64) -> Self {
-        x
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-}
+use crate::kernels::test_scalar::TestScalar;
 
 /// N in {1, 3}, C in {1, 3, 5}, H x W in {1x1, 5x7, 7x5, 28x28}, kernels
 /// 1x1, 3x3, 2x3, stride 1, 2, padding 0, 1, 2; those where the kernel fits.

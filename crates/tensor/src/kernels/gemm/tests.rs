@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::*;
+use crate::kernels::test_scalar::TestScalar;
 
 thread_local! {
     /// The caches `gemm_loops` sizes its blocks for on this thread, when set.
@@ -124,34 +125,6 @@ impl<T: GemmScalar> Stored<T> {
             .iter()
             .zip(&inside)
             .all(|(&x, &inside)| inside || x == sentinel)
-    }
-}
-
-/// The element type under test, seen from the f64 oracle.
-trait TestScalar: GemmScalar {
-    /// Unit roundoff.
-    const U: f64;
-    fn from_f64(x: f64) -> Self;
-    fn to_f64(self) -> f64;
-}
-
-impl TestScalar for f32 {
-    const U: f64 = f32::EPSILON as f64 / 2.0;
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-}
-
-impl TestScalar for f64 {
-    const U: f64 = f64::EPSILON / 2.0;
-    fn from_f64(x: f64) -> Self {
-        x
-    }
-    fn to_f64(self) -> f64 {
-        self
     }
 }
 

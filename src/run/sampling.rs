@@ -1,18 +1,27 @@
 //! Drawing samples from a trained model and saving them as pictures: a PNG grid
 //! for images, a scatter plot beside the data for 2-D toy sets.
 
-use crate::cli::{Dataset, SamplerKind};
-use crate::config::TrainConfig;
+use crate::run::config::{Dataset, TrainConfig};
 use crate::error::Result;
-use crate::image::save_grid;
-use crate::model::Model;
-use crate::plot::{Plot, Series};
-use crate::raster::save_png;
+use crate::render::image::save_grid;
+use crate::run::model::Model;
+use crate::render::plot::{Plot, Series};
+use crate::render::raster::save_png;
 use ddpm::sampler::{sample_ancestral, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
 use ddpm::schedule::evenly_spaced_timesteps;
-use ddpm::ReverseOptions;
 use std::path::Path;
 use tensor::rng;
+
+/// The sampling algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SamplerKind {
+    /// Ancestral sampling, Algorithm 2 of Ho et al.
+    Ddpm,
+    /// DDIM (Song et al. 2021) on a subsequence of timesteps.
+    Ddim,
+    /// Annealed Langevin dynamics driven by the score -eps / sqrt(1 - alpha_bar_t).
+    Langevin,
+}
 
 /// How to sample.
 #[derive(Clone, Copy, Debug)]
@@ -46,12 +55,11 @@ pub fn draw(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: 
     let clip_denoised = config.data == Dataset::Mnist;
     let trajectory = match sampler.kind {
         SamplerKind::Ddpm => {
-            let options = ReverseOptions { variance: config.variance_kind(), parameterization: config.parameterization(), clip_denoised };
-            sample_ancestral(&schedule, model, &shape, options, record, &mut r)?
+            sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r)?
         }
         SamplerKind::Ddim => {
             let steps = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
-            let options = DdimOptions { eta: sampler.eta, parameterization: config.parameterization(), clip_denoised };
+            let options = DdimOptions { eta: sampler.eta, parameterization: config.prediction, clip_denoised };
             sample_ddim(&schedule, model, &shape, &steps, options, record, &mut r)?
         }
         SamplerKind::Langevin => {

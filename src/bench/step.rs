@@ -5,12 +5,13 @@
 //! step is taken as 3 forwards (the backward computes two products per forward
 //! product: the gradient of the input and of the weights).
 
-use ddpm::loss::TrainingOptions;
-use ddpm::schedule::{BetaSchedule, NoiseSchedule};
-use ddpm::{sample_timesteps, training_losses};
-use nn::{Adam, Module, Optimizer, UNet, UNetConfig};
+use crate::error::Result;
+use crate::run::algorithm1::train_step;
+use crate::run::model::Model;
+use ddpm::{BetaSchedule, NoiseSchedule, TrainingOptions};
+use nn::{Adam, Module, UNet, UNetConfig};
 use std::time::Instant;
-use tensor::{no_grad, rng, Tensor};
+use tensor::{no_grad, rng, Rng, Tensor};
 
 /// The measured figures of a UNet at one batch size.
 #[derive(Clone, Debug)]
@@ -44,12 +45,16 @@ impl StepTiming {
 /// A model, an optimizer and a fixed batch, ready to step.
 #[derive(Debug)]
 pub struct StepBench {
-    model: UNet<f32>,
+    model: Model,
     optimizer: Adam<f32>,
     schedule: NoiseSchedule,
     x_start: Tensor<f32>,
-    noise: Tensor<f32>,
+    /// The timesteps of the forward pass without gradients.
     t: Vec<usize>,
+    /// The stream of each training step's t and eps.
+    rng: Rng,
+    /// Flops of one forward pass of the batch.
+    forward_flops: f64,
 }
 
 impl StepBench {
@@ -57,43 +62,38 @@ impl StepBench {
     ///
     /// # Errors
     /// An invalid config.
-    pub fn new(config: &UNetConfig, batch: usize) -> tensor::Result<Self> {
+    pub fn new(config: &UNetConfig, batch: usize) -> Result<Self> {
         let mut r = rng(0);
-        let model = UNet::new(config, &mut r)?;
+        let unet = UNet::new(config, &mut r)?;
+        let forward_flops = unet.flops_forward(batch);
         let dims = [batch, config.image_channels, config.image_size, config.image_size];
-        let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000).expect("the paper's schedule");
         Ok(StepBench {
-            model,
+            model: Model::Unet(unet),
+            forward_flops,
             optimizer: Adam::adamw(1e-4, 0.0),
+            schedule: NoiseSchedule::new(BetaSchedule::Linear, 1000)?,
             x_start: Tensor::rand_uniform(&dims, -1.0, 1.0, &mut r),
-            noise: Tensor::randn(&dims, &mut r),
-            t: sample_timesteps(1000, batch, &mut r),
-            schedule,
+            t: ddpm::sample_timesteps(1000, batch, &mut r),
+            rng: r,
         })
     }
 
-    /// One L_simple training step.
+    /// One L_simple training step: Algorithm 1 on the fixed batch, without
+    /// clipping. Returns the loss.
     ///
     /// # Errors
     /// Shape errors (none for a valid config).
-    pub fn train_step(&mut self) -> tensor::Result<f32> {
-        let model = |x: &Tensor<f32>, t: &[usize]| self.model.forward(x, t);
-        let loss = training_losses(&self.schedule, &model, &self.x_start, &self.t, &self.noise, TrainingOptions::default())
-            .map_err(|e| tensor::Error::InvalidArgument { op: "train_step", msg: e.to_string() })?
-            .loss;
-        let value = loss.item()?;
-        let grads = loss.backward()?;
-        drop(loss);
-        self.optimizer.step(&mut self.model, &grads)?;
-        Ok(value)
+    pub fn train_step(&mut self) -> Result<f64> {
+        let outcome = train_step(&self.schedule, &mut self.model, &mut self.optimizer, &self.x_start, TrainingOptions::default(), f64::INFINITY, &mut self.rng)?;
+        Ok(outcome.loss)
     }
 
     /// One forward pass without a graph.
     ///
     /// # Errors
     /// Shape errors (none for a valid config).
-    pub fn forward(&self) -> tensor::Result<Tensor<f32>> {
-        no_grad(|| self.model.forward(&self.x_start, &self.t))
+    pub fn forward(&self) -> Result<Tensor<f32>> {
+        Ok(no_grad(|| self.model.forward(&self.x_start, &self.t))?)
     }
 
     /// The model's parameter count.
@@ -105,7 +105,7 @@ impl StepBench {
     /// Flops of one forward pass.
     #[must_use]
     pub fn forward_flops(&self) -> f64 {
-        self.model.flops_forward(self.x_start.dims()[0])
+        self.forward_flops
     }
 }
 
@@ -131,7 +131,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 ///
 /// # Errors
 /// An invalid config.
-pub fn measure(config: &UNetConfig, batch: usize, reps: usize) -> tensor::Result<StepTiming> {
+pub fn measure(config: &UNetConfig, batch: usize, reps: usize) -> Result<StepTiming> {
     let mut bench = StepBench::new(config, batch)?;
     bench.train_step()?;
     bench.forward()?;

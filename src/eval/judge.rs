@@ -14,15 +14,16 @@
 //! method for the entropy, and for the two FIDs the spread over
 //! [`BOOTSTRAP_RESAMPLES`] bootstrap resamples of the `N` feature vectors (seeded).
 
-use crate::classifier;
-use crate::cli::{Dataset, EvalArgs, SamplerArgs};
-use crate::config::TrainConfig;
+use crate::eval::classifier;
+use crate::run::commands::SampleSet;
+use crate::run::config::{Dataset, TrainConfig};
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
-use crate::image::save_grid;
-use crate::metrics::{class_entropy, class_entropy_stderr, fraction_stderr, frechet_distance, Gaussian};
-use crate::model::{Loaded, Model};
-use crate::sampling::{draw, SamplerChoice};
+use crate::render::image::save_grid;
+use crate::eval::metrics::{class_entropy, class_entropy_stderr, fraction_stderr, frechet_distance, Gaussian};
+use crate::run::model::{Loaded, Model};
+use crate::run::sampling::{draw, SamplerChoice};
+use ddpm::VarianceKind;
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::Classifier;
 use rand::seq::SliceRandom;
@@ -159,44 +160,53 @@ impl Judge {
     }
 }
 
-/// `ddpm eval`: draws `--samples` samples from a checkpoint and scores them.
+/// `ddpm eval`: draws the samples of `set` from `loaded` (its raw weights with
+/// `raw`; ancestral sampling with `variance` instead of the checkpoint's, if given),
+/// scores them with the classifier at `classifier`, saves the first 100 into
+/// `grid` and all of them into `samples_out` (see [`save_samples_file`]) if given.
 /// Also returns a line about the run (sampler, time, grid).
 ///
 /// # Errors
-/// A bad checkpoint or classifier, a toy-data checkpoint, or bad flags.
-pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
-    let SamplerArgs { sampler: kind, steps, eta } = args.sampling;
-    if args.samples < 2 || steps == 0 {
+/// A bad checkpoint or classifier, a toy-data checkpoint, or bad settings.
+pub fn eval(
+    loaded: &Loaded,
+    raw: bool,
+    set: SampleSet,
+    variance: Option<VarianceKind>,
+    classifier: &Path,
+    grid: Option<&Path>,
+    samples_out: Option<&Path>,
+) -> Result<(EvalReport, String)> {
+    let SampleSet { sampler, count, seed } = set;
+    if count < 2 || sampler.steps == 0 {
         return Err(Error::InvalidArgument { what: "--samples/--steps", reason: "need at least 2 samples and 1 step".into() });
     }
-    let loaded = Loaded::read(&args.checkpoint)?;
     if loaded.config.data != Dataset::Mnist {
         return Err(Error::InvalidArgument { what: "--checkpoint", reason: "eval needs a checkpoint trained on MNIST".into() });
     }
-    let judge = Judge::new(classifier::load(&args.classifier)?)?;
-    let model = loaded.model(args.raw_weights)?;
+    let judge = Judge::new(classifier::load(classifier)?)?;
+    let model = loaded.model(raw)?;
     let mut config = loaded.config.clone();
-    if let Some(variance) = args.variance {
+    if let Some(variance) = variance {
         config.variance = variance;
     }
-    let sampler = SamplerChoice { kind, steps, eta };
     let started = Instant::now();
-    let samples = draw_many(&model, &config, sampler, args.samples, args.seed)?;
+    let samples = draw_many(&model, &config, sampler, count, seed)?;
     let seconds = started.elapsed().as_secs_f64();
-    let report = judge.score(&samples, args.seed)?;
-    let mut line = format!("{} at step {}, {kind:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step);
-    if let Some(grid) = &args.grid {
+    let report = judge.score(&samples, seed)?;
+    let mut line = format!("{} at step {}, {:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step, sampler.kind);
+    if let Some(grid) = grid {
         save_sample_grid(grid, &samples)?;
         line.push_str(&format!("; first 100 samples -> {}", grid.display()));
     }
-    if let Some(path) = &args.samples_out {
+    if let Some(path) = samples_out {
         let metadata = [
             ("checkpoint", loaded.path.display().to_string()),
             ("step", loaded.step.to_string()),
-            ("sampler", format!("{kind:?}")),
-            ("steps", steps.to_string()),
-            ("eta", eta.to_string()),
-            ("seed", args.seed.to_string()),
+            ("sampler", format!("{:?}", sampler.kind)),
+            ("steps", sampler.steps.to_string()),
+            ("eta", sampler.eta.to_string()),
+            ("seed", seed.to_string()),
         ];
         save_samples_file(path, &samples, &metadata)?;
         line.push_str(&format!("; all samples -> {}", path.display()));

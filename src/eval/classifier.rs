@@ -6,7 +6,6 @@
 //! linear warmup then a linear decay of the learning rate to zero, and random
 //! shifts of up to two pixels as augmentation.
 
-use crate::cli::{ClassifierTestArgs, ClassifierTrainArgs};
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
 use nn::models::classifier::{CLASSES, FEATURES};
@@ -131,12 +130,25 @@ fn random_shifts(images: &mut [f32], rng: &mut Rng) {
     }
 }
 
+/// How the classifier is trained.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassifierTraining {
+    /// Passes over the 60,000 training images.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Peak learning rate of AdamW.
+    pub lr: f64,
+    /// Seed of the initialisation, the order and the augmentation.
+    pub seed: u64,
+}
+
 /// `ddpm classifier train`: trains the classifier on the MNIST training split and
-/// saves it with its test accuracy. Returns the summary line.
+/// saves it with its test accuracy into `out`. Returns the summary line.
 ///
 /// # Errors
-/// Bad flags, data errors, or I/O errors.
-pub fn train(args: &ClassifierTrainArgs) -> Result<String> {
+/// Bad settings, data errors, or I/O errors.
+pub fn train(args: &ClassifierTraining, out: &Path) -> Result<String> {
     if args.epochs == 0 || args.batch == 0 || !args.lr.is_finite() || args.lr <= 0.0 {
         return Err(Error::InvalidArgument { what: "--epochs/--batch/--lr", reason: "must be positive".into() });
     }
@@ -194,19 +206,19 @@ pub fn train(args: &ClassifierTrainArgs) -> Result<String> {
         ("seconds".to_string(), format!("{seconds:.0}")),
     ]);
     let checkpoint = Checkpoint { model: classifier.named_params(), metadata, ..Checkpoint::default() };
-    checkpoint.save(&args.out)?;
-    Ok(format!("{log}; {} steps in {seconds:.0} s -> {}", total, args.out.display()))
+    checkpoint.save(out)?;
+    Ok(format!("{log}; {} steps in {seconds:.0} s -> {}", total, out.display()))
 }
 
 /// `ddpm classifier test`: the accuracy of saved weights on the MNIST test split.
 ///
 /// # Errors
 /// A missing or bad classifier file, or data errors.
-pub fn test(args: &ClassifierTestArgs) -> Result<String> {
-    let classifier = load(&args.classifier)?;
+pub fn test(path: &Path) -> Result<String> {
+    let classifier = load(path)?;
     let test_split = Mnist::load(Mnist::default_dir(), Split::Test)?;
     let accuracy = accuracy(&classifier, &test_split)?;
-    Ok(format!("{}: test accuracy {:.2}% on {} images", args.classifier.display(), 100.0 * accuracy, test_split.len()))
+    Ok(format!("{}: test accuracy {:.2}% on {} images", path.display(), 100.0 * accuracy, test_split.len()))
 }
 
 #[cfg(test)]

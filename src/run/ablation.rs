@@ -19,17 +19,33 @@
 //! Each run lives in its own folder under `--out`; running the command again
 //! resumes unfinished runs and reuses finished ones.
 
-use crate::cli::{AblationArgs, Cli, Command, LossKind, SamplerKind, VarianceKind};
-use crate::commands::{bound_on_test_images, NllReport};
 use crate::error::{Error, Result};
-use crate::eval::{draw_many, save_sample_grid, EvalReport, Judge};
-use crate::model::Loaded;
-use crate::sampling::SamplerChoice;
-use clap::Parser;
+use crate::eval::bound::{bound_on_test_images, NllReport};
+use crate::eval::judge::{draw_many, save_sample_grid, EvalReport, Judge};
+use crate::run::config::{ModelConfig, TrainConfig};
+use crate::run::model::Loaded;
+use crate::run::sampling::{SamplerChoice, SamplerKind};
+use crate::run::train::Session;
+use ddpm::{LossKind, VarianceKind};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
+
+/// What the ablation measures besides the training runs.
+#[derive(Clone, Debug)]
+pub struct Ablation {
+    /// The training run of every row but its loss and variance (a UNet on MNIST).
+    pub base: TrainConfig,
+    /// Folder of the runs, the tables and the sample grids.
+    pub out: PathBuf,
+    /// Ancestral samples scored per row.
+    pub samples: usize,
+    /// Test images of the bound per row.
+    pub nll_images: usize,
+    /// Classifier weights.
+    pub classifier: PathBuf,
+}
 
 /// One row of the table.
 #[derive(Clone, Copy, Debug)]
@@ -86,35 +102,16 @@ enum Outcome {
     Diverged(String),
 }
 
-/// Trains (or resumes) the run of `row` in `dir`.
-fn train_row(args: &AblationArgs, row: Row, dir: &Path, interrupt: &AtomicBool) -> Result<()> {
-    let variance = match row.variance {
-        VarianceKind::FixedLarge => "fixed-large",
-        VarianceKind::FixedSmall => "fixed-small",
-    };
-    let loss = if matches!(row.loss, LossKind::Simple) { "simple" } else { "vlb" };
-    // The paper's recipe, not the quick preset's short-run one: a constant rate,
-    // a plain EMA, and L_simple unweighted (min-SNR would change the L_simple rows).
-    let recipe = ["--lr", "1e-3", "--lr-schedule", "constant", "--ema-warmup", "false", "--loss-weight", "uniform"];
-    let mut argv: Vec<String> = ["ddpm", "train", "--preset", "quick", "--quiet", "--time-budget", "0", "--sample-every", "0", "--loss", loss, "--variance", variance]
-        .iter()
-        .chain(&recipe)
-        .map(ToString::to_string)
-        .collect();
-    argv.extend(["--run".into(), dir.display().to_string(), "--steps".into(), args.steps.to_string()]);
-    argv.extend(["--base-channels".into(), args.base_channels.to_string(), "--seed".into(), args.seed.to_string()]);
-    argv.extend(["--timesteps".into(), args.timesteps.to_string()]);
-    if dir.join("checkpoint.safetensors").exists() {
-        if Loaded::read(dir)?.step >= args.steps {
-            return Ok(()); // trained already, e.g. the other row of L_simple
-        }
-        // Resuming fixes everything but the budget, so only the budget is passed on.
-        argv = vec!["ddpm".into(), "train".into(), "--quiet".into(), "--resume".into(), "--run".into(), dir.display().to_string(), "--steps".into(), args.steps.to_string()];
+/// Trains (or resumes) the run of `row` in `dir`: the base config with the row's
+/// loss and variance.
+fn train_row(ablation: &Ablation, row: Row, dir: &Path, interrupt: &AtomicBool) -> Result<()> {
+    let config = TrainConfig { loss: row.loss, variance: row.variance, ..ablation.base.clone() };
+    let resume = dir.join("checkpoint.safetensors").exists();
+    if resume && Loaded::read(dir)?.step >= config.steps {
+        return Ok(()); // trained already, e.g. the other row of L_simple
     }
-    let Command::Train(train_args) = Cli::try_parse_from(&argv).map_err(|e| Error::InvalidArgument { what: "ablation", reason: e.to_string() })?.command else {
-        unreachable!("the argument list starts with `train`")
-    };
-    let summary = crate::train::train(&train_args, interrupt)?;
+    let session = Session { dir: dir.to_path_buf(), resume, quiet: true };
+    let summary = crate::run::train::train(&config, &session, interrupt)?;
     eprintln!("ablation: {}", summary.line());
     if summary.interrupted {
         return Err(Error::InvalidArgument { what: "ablation", reason: format!("interrupted; run the same command again to resume {}", dir.display()) });
@@ -128,11 +125,15 @@ fn train_row(args: &AblationArgs, row: Row, dir: &Path, interrupt: &AtomicBool) 
 /// # Errors
 /// Bad flags, an interrupt, data or I/O errors. A run whose loss diverges is
 /// not an error: its row says so.
-pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
-    if args.samples < 2 || args.nll_images == 0 || args.steps == 0 {
+pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
+    if args.samples < 2 || args.nll_images == 0 || args.base.steps == 0 {
         return Err(Error::InvalidArgument { what: "--samples/--nll-images/--steps", reason: "need at least 2 samples, 1 image and 1 step".into() });
     }
-    let judge = Judge::new(crate::classifier::load(&args.classifier)?)?;
+    let ModelConfig::Unet(unet) = &args.base.model else {
+        return Err(Error::InvalidArgument { what: "ablation", reason: "its rows train the UNet on MNIST".into() });
+    };
+    let base_channels = unet.base_channels;
+    let judge = Judge::new(crate::eval::classifier::load(&args.classifier)?)?;
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for row in ROWS {
@@ -146,17 +147,17 @@ pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
                 let mut config = loaded.config.clone();
                 config.variance = row.variance;
                 let ancestral = SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 };
-                let samples = draw_many(&model, &config, ancestral, args.samples, args.seed)?;
+                let samples = draw_many(&model, &config, ancestral, args.samples, args.base.seed)?;
                 save_sample_grid(&args.out.join(format!("{}.png", row.slug())), &samples)?;
-                let eval = judge.score(&samples, args.seed)?;
-                let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.seed)?;
+                let eval = judge.score(&samples, args.base.seed)?;
+                let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.base.seed)?;
                 eprintln!("ablation: {} / {}: {:.3} bits/dim, FID {:.2}, {:.1}% recognisable ({:.0} s so far)", row.objective(), row.sigma(), bound.total_bpd, eval.fid, 100.0 * eval.recognisable, started.elapsed().as_secs_f64());
                 Outcome::Measured { eval, bound }
             }
         };
         outcomes.push((row, outcome));
     }
-    let (markdown, csv) = tables(args, &outcomes);
+    let (markdown, csv) = tables(args, base_channels, &outcomes);
     for (name, text) in [("table.md", &markdown), ("table.csv", &csv)] {
         let path = args.out.join(name);
         std::fs::write(&path, text).map_err(|source| Error::Io { path: path.clone(), source })?;
@@ -164,13 +165,13 @@ pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
     Ok(format!("{markdown}\n-> {}, {} ({:.0} s)", args.out.join("table.md").display(), args.out.join("table.csv").display(), started.elapsed().as_secs_f64()))
 }
 
-fn tables(args: &AblationArgs, outcomes: &[(Row, Outcome)]) -> (String, String) {
+fn tables(args: &Ablation, base_channels: usize, outcomes: &[(Row, Outcome)]) -> (String, String) {
     let mut md = format!(
         "Ho et al. Table 2 at MNIST scale: UNet with {} base channels, T = {}, {} steps of batch 64, seed {}; \
          {} ancestral samples per row (all T steps), bound on {} test images.\n\n\
          | objective | sigma_t^2 | bits/dim (+- s.e.) | L_T | sum L_(t-1) | L_0 | MNIST-FID | recognisable | class entropy | samples |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
-        args.base_channels, args.timesteps, args.steps, args.seed, args.samples, args.nll_images
+        base_channels, args.base.timesteps, args.base.steps, args.base.seed, args.samples, args.nll_images
     );
     let mut csv = String::from("objective,sigma,bpd,bpd_stderr,prior_bpd,vb_bpd,decoder_bpd,fid,fid_floor,recognisable,class_entropy,samples\n");
     let mut floor = None;

@@ -3,8 +3,13 @@
 //! Training flags are all optional: a preset (`--preset quick`) fills in every value,
 //! and any flag given overrides the preset's value.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelKind, Preset};
+use crate::run::sampling::SamplerKind;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use ddpm::{BetaSchedule, LossKind, Parameterization, VarianceKind};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 /// Train and sample a DDPM with a from-scratch tensor engine.
 #[derive(Debug, Parser)]
@@ -56,98 +61,24 @@ pub enum ClassifierCommand {
     Test(ClassifierTestArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Preset {
-    /// A small UNet on MNIST that finishes in at most 10 minutes on 2 cores.
-    Quick,
-    /// The course UNet (1.6M parameters) on MNIST, the full run.
-    Course,
-    /// An MLP on the swiss roll, under a minute.
-    Toy,
+/// A parser of a choice the `ddpm` crate names: clap lists the names of its `NAMES`
+/// table (with one line of help each, in the table's order, where `help` is not
+/// empty) and the type's `FromStr` turns the chosen one into the value.
+fn named<T>(names: &'static [(&'static str, T)], help: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let values = names.iter().enumerate().map(|(i, &(name, _))| match help.get(i) {
+        Some(&line) => PossibleValue::new(name).help(line),
+        None => PossibleValue::new(name),
+    });
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<T>())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dataset {
-    Mnist,
-    SwissRoll,
-    TwoMoons,
-    EightGaussians,
-    Checkerboard,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelKind {
-    Unet,
-    Mlp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScheduleKind {
-    Linear,
-    Cosine,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LossKind {
-    /// L_simple: the unweighted noise MSE (Ho et al. eq. 14).
-    Simple,
-    /// The true variational bound L_vlb.
-    Vlb,
-    /// L_simple + lambda L_vlb.
-    Hybrid,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VarianceKind {
-    /// sigma_t^2 = beta_t.
-    FixedLarge,
-    /// sigma_t^2 = beta-tilde_t, the posterior variance.
-    FixedSmall,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LrScheduleKind {
-    /// Warmup, then the peak rate to the end.
-    #[default]
-    Constant,
-    /// Warmup, then a half cosine down to 0 at the last step.
-    Cosine,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LossWeightKind {
-    /// Every timestep alike (L_simple).
-    #[default]
-    Uniform,
-    /// Min-SNR-gamma: the nearly clean timesteps weigh less (see --min-snr-gamma).
-    MinSnr,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PredictionKind {
-    /// The model predicts the noise eps (the paper's choice).
-    Eps,
-    /// The model predicts x_0.
-    X0,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SamplerKind {
-    /// Ancestral sampling, Algorithm 2 of Ho et al.
-    Ddpm,
-    /// DDIM (Song et al. 2021) on a subsequence of timesteps.
-    Ddim,
-    /// Annealed Langevin dynamics driven by the score -eps / sqrt(1 - alpha_bar_t).
-    Langevin,
-}
+const LOSS_HELP: [&str; 3] = ["L_simple: the unweighted noise MSE (Ho et al. eq. 14)", "The true variational bound L_vlb", "L_simple + lambda L_vlb"];
+const VARIANCE_HELP: [&str; 2] = ["sigma_t^2 = beta_t", "sigma_t^2 = beta-tilde_t, the posterior variance"];
+const PREDICTION_HELP: [&str; 2] = ["The model predicts the noise eps (the paper's choice)", "The model predicts x_0"];
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -173,23 +104,23 @@ pub struct TrainArgs {
     #[arg(long)]
     pub depth: Option<usize>,
     /// Noise schedule.
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleKind>,
+    #[arg(long, value_parser = named(&BetaSchedule::NAMES, &[]))]
+    pub schedule: Option<BetaSchedule>,
     /// Number of diffusion steps T.
     #[arg(long)]
     pub timesteps: Option<usize>,
     /// Training objective.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = named(&LossKind::NAMES, &LOSS_HELP))]
     pub loss: Option<LossKind>,
     /// Weight of L_vlb in the hybrid loss.
     #[arg(long)]
     pub hybrid_lambda: Option<f64>,
     /// Reverse-process variance.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = named(&VarianceKind::NAMES, &VARIANCE_HELP))]
     pub variance: Option<VarianceKind>,
     /// What the model predicts.
-    #[arg(long, value_enum)]
-    pub prediction: Option<PredictionKind>,
+    #[arg(long, value_parser = named(&Parameterization::NAMES, &PREDICTION_HELP))]
+    pub prediction: Option<Parameterization>,
     /// Images (or points) per step.
     #[arg(long)]
     pub batch: Option<usize>,
@@ -293,8 +224,8 @@ pub struct ForwardArgs {
     #[arg(long, default_value_t = 6)]
     pub images: usize,
     /// Schedule for the pictures.
-    #[arg(long, value_enum, default_value = "linear")]
-    pub schedule: ScheduleKind,
+    #[arg(long, value_parser = named(&BetaSchedule::NAMES, &[]), default_value = "linear")]
+    pub schedule: BetaSchedule,
     /// Number of diffusion steps T.
     #[arg(long, default_value_t = 1000)]
     pub timesteps: usize,
@@ -342,13 +273,13 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub sampling: SamplerArgs,
     /// Ancestral sampling: the reverse variance, instead of the checkpoint's.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = named(&VarianceKind::NAMES, &VARIANCE_HELP))]
     pub variance: Option<VarianceKind>,
     /// Seed of the samples (and of the training images of the FID floor).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub classifier: PathBuf,
     /// Also save the first 100 samples as a PNG grid here.
     #[arg(long)]
@@ -380,14 +311,14 @@ pub struct ClassifierTrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where to save the weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct ClassifierTestArgs {
     /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub classifier: PathBuf,
 }
 
@@ -415,7 +346,7 @@ pub struct AblationArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::classifier::default_path())]
+    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
     pub classifier: PathBuf,
 }
 

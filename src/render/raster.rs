@@ -1,12 +1,12 @@
-//! Plots as PNG: the same frame as the SVG renderer ([`crate::plot::Frame`]), drawn
-//! into an RGB buffer. Lines are stamped with small anti-aliased discs; text is
+//! Plots as PNG: the frame of [`crate::render::plot::Frame`] (axes, ticks, labels)
+//! drawn into an RGB buffer. Lines are stamped with small anti-aliased discs; text is
 //! rasterised from the bundled DejaVu Sans font (`data/fonts/`, Bitstream Vera
 //! licence) with `ab_glyph`, so no system font library is needed.
 
-use crate::plot::{Frame, Plot, BOTTOM, COLOURS, HEIGHT, LEFT, PLOT_HEIGHT, PLOT_WIDTH, TOP, WIDTH};
+use crate::render::plot::{Frame, Plot, BOTTOM, COLOURS, HEIGHT, LEFT, PLOT_HEIGHT, PLOT_WIDTH, TOP, WIDTH};
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
 
-static FONT_BYTES: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../../data/fonts/DejaVuSans.ttf");
 
 /// An RGB canvas.
 #[derive(Clone, Debug)]
@@ -171,13 +171,13 @@ pub fn render(plots: &[Plot]) -> Canvas {
 /// I/O errors naming the file.
 pub fn save_png(path: &std::path::Path, plots: &[Plot]) -> std::io::Result<()> {
     let canvas = render(plots);
-    crate::image::write_png(path, canvas.width, canvas.height, png::ColorType::Rgb, &canvas.pixels)
+    crate::render::image::write_png(path, canvas.width, canvas.height, png::ColorType::Rgb, &canvas.pixels)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plot::Series;
+    use crate::render::plot::Series;
 
     #[test]
     fn a_line_and_the_text_leave_ink() {

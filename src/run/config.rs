@@ -2,10 +2,83 @@
 //! flags given. It is saved as `config.json` in the run folder and inside every
 //! checkpoint, so a checkpoint alone says how to rebuild its model and schedule.
 
-use crate::cli::{Dataset, LossKind, LossWeightKind, LrScheduleKind, ModelKind, PredictionKind, Preset, ScheduleKind, TrainArgs, VarianceKind};
 use crate::error::{Error, Result};
+use clap::ValueEnum;
+use ddpm::{BetaSchedule, LossKind, NoiseSchedule, Parameterization, ReverseOptions, TimestepWeighting, TrainingOptions, VarianceKind};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// The starting values of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// A small UNet on MNIST that finishes in at most 10 minutes on 2 cores.
+    Quick,
+    /// The course UNet (1.6M parameters) on MNIST, the full run.
+    Course,
+    /// An MLP on the swiss roll, under a minute.
+    Toy,
+}
+
+/// The training data: MNIST digits or a 2-D toy set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    Mnist,
+    SwissRoll,
+    TwoMoons,
+    EightGaussians,
+    Checkerboard,
+}
+
+/// The kind of noise predictor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    Unet,
+    Mlp,
+}
+
+/// The learning rate after the warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrScheduleKind {
+    /// Warmup, then the peak rate to the end.
+    #[default]
+    Constant,
+    /// Warmup, then a half cosine down to 0 at the last step.
+    Cosine,
+}
+
+/// The weight of each timestep's error in L_simple, as the command line names it
+/// (the `ddpm` crate's [`TimestepWeighting`] with `--min-snr-gamma`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossWeightKind {
+    /// Every timestep alike (L_simple).
+    #[default]
+    Uniform,
+    /// Min-SNR-gamma: the nearly clean timesteps weigh less (see --min-snr-gamma).
+    MinSnr,
+}
+
+/// `config.json` spells the `ddpm` crate's choices by their names (`Display` and
+/// `FromStr`), the names the command line accepts.
+mod by_name {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T: FromStr, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error>
+    where
+        T::Err: Display,
+    {
+        String::deserialize(deserializer)?.parse().map_err(D::Error::custom)
+    }
+}
 
 /// The architecture of the noise predictor: the `nn` crate's own configs, saved
 /// in the run's JSON with a `kind` tag.
@@ -23,12 +96,16 @@ pub enum ModelConfig {
 pub struct TrainConfig {
     pub data: Dataset,
     pub model: ModelConfig,
-    pub schedule: ScheduleKind,
+    #[serde(with = "by_name")]
+    pub schedule: BetaSchedule,
     pub timesteps: usize,
+    #[serde(with = "by_name")]
     pub loss: LossKind,
     pub hybrid_lambda: f64,
+    #[serde(with = "by_name")]
     pub variance: VarianceKind,
-    pub prediction: PredictionKind,
+    #[serde(with = "by_name")]
+    pub prediction: Parameterization,
     pub batch: usize,
     pub lr: f64,
     pub warmup: usize,
@@ -65,12 +142,12 @@ impl TrainConfig {
         let mnist_base = TrainConfig {
             data: Dataset::Mnist,
             model: ModelConfig::Unet(nn::UNetConfig::default()),
-            schedule: ScheduleKind::Linear,
+            schedule: BetaSchedule::Linear,
             timesteps: 1000,
             loss: LossKind::Simple,
-            hybrid_lambda: 0.001,
+            hybrid_lambda: ddpm::HYBRID_LAMBDA,
             variance: VarianceKind::FixedLarge,
-            prediction: PredictionKind::Eps,
+            prediction: Parameterization::Epsilon,
             batch: 64,
             lr: 1e-3,
             warmup: 100,
@@ -137,67 +214,9 @@ impl TrainConfig {
         }
     }
 
-    /// The preset of `args`, overridden by every flag that was given.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] naming the flag when a value is out of range or
-    /// does not fit the chosen model or data.
-    pub fn from_args(args: &TrainArgs) -> Result<Self> {
-        let mut c = TrainConfig::preset(args.preset);
-        if let Some(data) = args.data {
-            c.data = data;
-        }
-        // Changing the data between MNIST and a toy set also changes the model's
-        // input, so the model follows the data unless it is chosen explicitly.
-        let kind = args.model.unwrap_or(match (&c.model, c.data) {
-            (_, Dataset::Mnist) if args.data.is_some() => ModelKind::Unet,
-            (_, d) if d != Dataset::Mnist => ModelKind::Mlp,
-            (ModelConfig::Unet(_), _) => ModelKind::Unet,
-            (ModelConfig::Mlp(_), _) => ModelKind::Mlp,
-        });
-        c.model = match (kind, &c.model) {
-            (ModelKind::Unet, ModelConfig::Unet(_)) => c.model.clone(),
-            (ModelKind::Unet, _) => ModelConfig::Unet(nn::UNetConfig::default()),
-            (ModelKind::Mlp, ModelConfig::Mlp(_)) if (c.data == Dataset::Mnist) == (c.model_data_dim() == Some(784)) => c.model.clone(),
-            (ModelKind::Mlp, _) if c.data == Dataset::Mnist => ModelConfig::Mlp(nn::MlpConfig::mnist()),
-            (ModelKind::Mlp, _) => ModelConfig::Mlp(nn::MlpConfig::toy_2d()),
-        };
-        match &mut c.model {
-            ModelConfig::Unet(unet) => {
-                if let Some(b) = args.base_channels {
-                    unet.base_channels = b;
-                }
-                if let Some(m) = &args.channel_mults {
-                    unet.channel_mults = m.clone();
-                }
-                if args.hidden.is_some() || args.depth.is_some() {
-                    return Err(invalid("--hidden/--depth", "they set the MLP; the model is the UNet (use --model mlp)"));
-                }
-            }
-            ModelConfig::Mlp(mlp) => {
-                if let Some(h) = args.hidden {
-                    mlp.hidden_dim = h;
-                }
-                if let Some(d) = args.depth {
-                    mlp.depth = d;
-                }
-                if args.base_channels.is_some() || args.channel_mults.is_some() {
-                    return Err(invalid("--base-channels/--channel-mults", "they set the UNet; the model is the MLP (use --model unet)"));
-                }
-            }
-        }
-        if kind == ModelKind::Unet && c.data != Dataset::Mnist {
-            return Err(invalid("--model", "the UNet takes 28x28 images; use --model mlp for 2-D toy data"));
-        }
-        macro_rules! take {
-            ($($field:ident),*) => { $(if let Some(v) = args.$field.clone() { c.$field = v; })* };
-        }
-        take!(schedule, timesteps, loss, hybrid_lambda, variance, prediction, batch, lr, warmup, lr_schedule, loss_weight, min_snr_gamma, grad_clip, ema_decay, ema_warmup, steps, time_budget, seed, checkpoint_every, sample_every, samples);
-        c.validate()?;
-        Ok(c)
-    }
-
-    fn model_data_dim(&self) -> Option<usize> {
+    /// The data size of the MLP (`None` for the UNet).
+    #[must_use]
+    pub fn model_data_dim(&self) -> Option<usize> {
         match &self.model {
             ModelConfig::Mlp(mlp) => Some(mlp.data_dim),
             ModelConfig::Unet(_) => None,
@@ -229,7 +248,7 @@ impl TrainConfig {
         if !(self.min_snr_gamma > 0.0 && self.min_snr_gamma.is_finite()) {
             return Err(invalid("--min-snr-gamma", &format!("must be a positive number, got {}", self.min_snr_gamma)));
         }
-        if self.schedule == ScheduleKind::Linear && self.timesteps <= 20 {
+        if self.schedule == BetaSchedule::Linear && self.timesteps <= 20 {
             return Err(invalid("--timesteps", "the linear schedule needs T > 20 (beta_T = 20 / T must stay below 1)"));
         }
         if let ModelConfig::Unet(unet) = &self.model {
@@ -238,22 +257,14 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The diffusion options of the `ddpm` crate.
+    /// The training objective of the `ddpm` crate.
     #[must_use]
-    pub fn training_options(&self) -> ddpm::loss::TrainingOptions {
-        ddpm::loss::TrainingOptions {
-            loss: match self.loss {
-                LossKind::Simple => ddpm::loss::LossKind::Simple,
-                LossKind::Vlb => ddpm::loss::LossKind::Vlb,
-                LossKind::Hybrid => ddpm::loss::LossKind::Hybrid { lambda: self.hybrid_lambda },
-            },
-            parameterization: self.parameterization(),
-            variance: self.variance_kind(),
-            weighting: match self.loss_weight {
-                LossWeightKind::Uniform => ddpm::loss::TimestepWeighting::Uniform,
-                LossWeightKind::MinSnr => ddpm::loss::TimestepWeighting::MinSnr { gamma: self.min_snr_gamma },
-            },
-        }
+    pub fn training_options(&self) -> TrainingOptions {
+        let weighting = match self.loss_weight {
+            LossWeightKind::Uniform => TimestepWeighting::Uniform,
+            LossWeightKind::MinSnr => TimestepWeighting::MinSnr { gamma: self.min_snr_gamma },
+        };
+        TrainingOptions { loss: self.loss, parameterization: self.prediction, variance: self.variance, weighting, hybrid_lambda: self.hybrid_lambda }
     }
 
     /// The learning rate of update number `step` (1-based).
@@ -266,34 +277,34 @@ impl TrainConfig {
         }
     }
 
-    /// Eps or x_0 prediction, as the `ddpm` crate names it.
+    /// p_theta(x_{t-1} | x_t) of this run: its variance and parameterisation.
     #[must_use]
-    pub fn parameterization(&self) -> ddpm::reverse::Parameterization {
-        match self.prediction {
-            PredictionKind::Eps => ddpm::reverse::Parameterization::Epsilon,
-            PredictionKind::X0 => ddpm::reverse::Parameterization::StartX,
-        }
-    }
-
-    /// sigma_t^2 = beta_t or beta-tilde_t.
-    #[must_use]
-    pub fn variance_kind(&self) -> ddpm::reverse::VarianceKind {
-        match self.variance {
-            VarianceKind::FixedLarge => ddpm::reverse::VarianceKind::FixedLarge,
-            VarianceKind::FixedSmall => ddpm::reverse::VarianceKind::FixedSmall,
-        }
+    pub fn reverse_options(&self, clip_denoised: bool) -> ReverseOptions {
+        ReverseOptions { variance: self.variance, parameterization: self.prediction, clip_denoised }
     }
 
     /// The noise schedule.
     ///
     /// # Errors
     /// A schedule the `ddpm` crate refuses.
-    pub fn noise_schedule(&self) -> Result<ddpm::schedule::NoiseSchedule> {
-        let kind = match self.schedule {
-            ScheduleKind::Linear => ddpm::schedule::BetaSchedule::Linear,
-            ScheduleKind::Cosine => ddpm::schedule::BetaSchedule::Cosine,
+    pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
+        Ok(NoiseSchedule::new(self.schedule, self.timesteps)?)
+    }
+
+    /// The settings that differ from `saved` and may not when a run resumes: every
+    /// one that changes the math (all but the step budget and the outputs), by the
+    /// name of its flag (`--model` for any setting of the model).
+    #[must_use]
+    pub fn fixed_on_resume(&self, saved: &TrainConfig) -> Vec<String> {
+        const MAY_CHANGE: [&str; 5] = ["steps", "time_budget", "checkpoint_every", "sample_every", "samples"];
+        let (now, before) = (serde_json::to_value(self), serde_json::to_value(saved));
+        let (Ok(serde_json::Value::Object(now)), Ok(before)) = (now, before) else {
+            return vec!["config.json".into()];
         };
-        Ok(ddpm::schedule::NoiseSchedule::new(kind, self.timesteps)?)
+        now.iter()
+            .filter(|(key, value)| !MAY_CHANGE.contains(&key.as_str()) && before.get(key.as_str()) != Some(*value))
+            .map(|(key, _)| format!("--{}", key.replace('_', "-")))
+            .collect()
     }
 
     /// The shape of one training example: `[1, 28, 28]` for the UNet, `[D]` for the MLP.
@@ -324,47 +335,25 @@ fn invalid(what: &'static str, reason: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    fn parse(args: &[&str]) -> Result<TrainConfig> {
-        let cli = crate::cli::Cli::try_parse_from(std::iter::once("ddpm").chain(std::iter::once("train")).chain(args.iter().copied())).unwrap();
-        match cli.command {
-            crate::cli::Command::Train(t) => TrainConfig::from_args(&t),
-            _ => unreachable!(),
+    #[test]
+    fn config_json_round_trip_and_spelling() {
+        let c = TrainConfig::preset(Preset::Course);
+        let json = serde_json::to_string(&c).unwrap();
+        let back: TrainConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        // The spelling of the config files written before the kinds moved to `ddpm`.
+        for field in [r#""schedule":"linear""#, r#""loss":"simple""#, r#""variance":"fixed-large""#, r#""prediction":"eps""#, r#""data":"mnist""#] {
+            assert!(json.contains(field), "{field} not in {json}");
         }
     }
 
     #[test]
-    fn quick_preset_is_a_small_unet_on_mnist() {
-        let c = parse(&[]).unwrap();
-        assert_eq!(c.data, Dataset::Mnist);
-        assert!(matches!(&c.model, ModelConfig::Unet(unet) if unet.base_channels == 16));
-    }
-
-    #[test]
-    fn flags_override_the_preset_and_the_model_follows_the_data() {
-        let c = parse(&["--data", "two-moons", "--steps", "7", "--lr", "0.01"]).unwrap();
-        assert_eq!((c.steps, c.lr), (7, 0.01));
-        assert!(matches!(&c.model, ModelConfig::Mlp(mlp) if mlp.data_dim == 2));
-        let c = parse(&["--preset", "toy", "--data", "mnist"]).unwrap();
-        assert!(matches!(c.model, ModelConfig::Unet(_)));
-        let c = parse(&["--model", "mlp"]).unwrap();
-        assert!(matches!(&c.model, ModelConfig::Mlp(mlp) if mlp.data_dim == 784));
-    }
-
-    #[test]
-    fn bad_values_name_the_flag() {
-        assert!(parse(&["--batch", "0"]).unwrap_err().to_string().contains("--batch"));
-        assert!(parse(&["--ema-decay", "1.5"]).unwrap_err().to_string().contains("--ema-decay"));
-        assert!(parse(&["--data", "swiss-roll", "--model", "unet"]).unwrap_err().to_string().contains("--model"));
-        assert!(parse(&["--hidden", "4"]).unwrap_err().to_string().contains("--hidden"));
-        assert!(parse(&["--timesteps", "20"]).unwrap_err().to_string().contains("--timesteps"));
-    }
-
-    #[test]
-    fn config_json_round_trip() {
-        let c = TrainConfig::preset(Preset::Course);
-        let back: TrainConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
-        assert_eq!(back, c);
+    fn resume_names_the_settings_that_changed() {
+        let saved = TrainConfig::preset(Preset::Quick);
+        let budget = TrainConfig { steps: 9, time_budget: 1.0, samples: 4, ..saved.clone() };
+        assert!(budget.fixed_on_resume(&saved).is_empty());
+        let math = TrainConfig { lr: 0.5, variance: VarianceKind::FixedSmall, model: ModelConfig::Mlp(nn::MlpConfig::toy_2d()), ..saved.clone() };
+        assert_eq!(math.fixed_on_resume(&saved), ["--lr", "--model", "--variance"]);
     }
 }

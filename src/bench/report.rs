@@ -21,7 +21,7 @@ use tensor::kernels::conv::{
     conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry,
 };
 use tensor::kernels::gemm::{blocking_f32, gemm, CacheSizes, Kernel, MatMut, MatRef};
-use crate::step_bench::{measure, StepTiming};
+use crate::bench::step::{measure, StepTiming};
 use nn::UNetConfig;
 
 /// One line of the report.

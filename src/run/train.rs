@@ -1,4 +1,5 @@
-//! `ddpm train`: Algorithm 1 of Ho et al. in a loop, with everything a long run needs.
+//! `ddpm train`: Algorithm 1 of Ho et al. ([`train_step`]) in a loop, with
+//! everything a long run needs.
 //!
 //! A run folder holds `config.json`, `metrics.csv` (step, loss, lr, grad-norm,
 //! throughput), `checkpoint.safetensors` (weights, EMA, optimizer state, config and
@@ -9,17 +10,16 @@
 //! checkpoint at step `s` continues exactly as the uninterrupted run would have.
 //! Ctrl-C finishes the current step, saves a checkpoint and exits cleanly.
 
-use crate::cli::{Dataset, LrScheduleKind, TrainArgs};
-use crate::config::TrainConfig;
+use crate::run::algorithm1::train_step;
+use crate::run::config::{Dataset, LrScheduleKind, TrainConfig};
 use crate::data::mnist::{Mnist, MnistSplit, Split};
 use crate::error::{Error, Result};
-use crate::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
-use crate::plot::{Plot, Series};
-use crate::raster::save_png;
-use crate::sampling::{draw, save_samples, toy_points, SamplerChoice};
-use ddpm::{sample_timesteps, training_losses};
+use crate::run::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
+use crate::render::plot::{Plot, Series};
+use crate::render::raster::save_png;
+use crate::run::sampling::{draw, save_samples, toy_points, SamplerChoice, SamplerKind};
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::{clip_grad_norm, Adam, Checkpoint, Ema, Module, Optimizer};
+use nn::{Adam, Checkpoint, Ema, Module, Optimizer};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -29,6 +29,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tensor::{Rng, Tensor};
+
+/// Where a run lives and how it reports: the parts of a training command that do
+/// not change its math.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Continue the run folder's last checkpoint instead of starting anew.
+    pub resume: bool,
+    /// No progress bar.
+    pub quiet: bool,
+}
 
 /// Points in a toy 2-D training set.
 const TOY_POINTS: usize = 20_000;
@@ -147,35 +159,6 @@ impl BatchOrder {
     }
 }
 
-/// Flags that change the math of a run and so cannot change on `--resume`.
-fn fixed_on_resume(args: &TrainArgs) -> Vec<&'static str> {
-    let given = [
-        ("--data", args.data.is_some()),
-        ("--model", args.model.is_some()),
-        ("--base-channels", args.base_channels.is_some()),
-        ("--channel-mults", args.channel_mults.is_some()),
-        ("--hidden", args.hidden.is_some()),
-        ("--depth", args.depth.is_some()),
-        ("--schedule", args.schedule.is_some()),
-        ("--timesteps", args.timesteps.is_some()),
-        ("--loss", args.loss.is_some()),
-        ("--hybrid-lambda", args.hybrid_lambda.is_some()),
-        ("--variance", args.variance.is_some()),
-        ("--prediction", args.prediction.is_some()),
-        ("--batch", args.batch.is_some()),
-        ("--lr", args.lr.is_some()),
-        ("--warmup", args.warmup.is_some()),
-        ("--lr-schedule", args.lr_schedule.is_some()),
-        ("--loss-weight", args.loss_weight.is_some()),
-        ("--min-snr-gamma", args.min_snr_gamma.is_some()),
-        ("--ema-warmup", args.ema_warmup.is_some()),
-        ("--grad-clip", args.grad_clip.is_some()),
-        ("--ema-decay", args.ema_decay.is_some()),
-        ("--seed", args.seed.is_some()),
-    ];
-    given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
-}
-
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let tmp = path.with_extension("tmp");
@@ -224,25 +207,22 @@ impl Run {
     }
 }
 
-/// Starts a new run or resumes one, per the flags.
-fn open_run(args: &TrainArgs) -> Result<Run> {
-    let dir = args.run.clone().unwrap_or_else(|| TrainConfig::default_run_dir(args.preset));
+/// Starts a new run of `config` or resumes one, per `session`; a resumed run keeps
+/// every setting of its checkpoint's config but the budget and the outputs.
+fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
+    let dir = session.dir.clone();
     let checkpoint_file = dir.join("checkpoint.safetensors");
-    if args.resume {
-        let fixed = fixed_on_resume(args);
+    config.validate()?;
+    let config = config.clone();
+    if session.resume {
+        let loaded = crate::run::model::Loaded::read(&checkpoint_file)?;
+        let fixed = config.fixed_on_resume(&loaded.config);
         if !fixed.is_empty() {
             return Err(Error::InvalidArgument {
                 what: "--resume",
                 reason: format!("{} cannot change when resuming; the run's config.json fixes them", fixed.join(", ")),
             });
         }
-        let loaded = crate::model::Loaded::read(&checkpoint_file)?;
-        let mut config = loaded.config.clone();
-        macro_rules! take {
-            ($($field:ident),*) => { $(if let Some(v) = args.$field { config.$field = v; })* };
-        }
-        take!(steps, time_budget, checkpoint_every, sample_every, samples);
-        config.validate()?;
         if config.lr_schedule == LrScheduleKind::Cosine && config.steps != loaded.config.steps {
             return Err(Error::InvalidArgument {
                 what: "--steps",
@@ -268,7 +248,6 @@ fn open_run(args: &TrainArgs) -> Result<Run> {
         truncate_metrics(&dir.join("metrics.csv"), loaded.step)?;
         return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before });
     }
-    let config = TrainConfig::from_args(args)?;
     if checkpoint_file.exists() {
         return Err(Error::InvalidArgument {
             what: "--run",
@@ -331,13 +310,13 @@ fn plot_loss(dir: &Path) -> Result<()> {
     save_png(&dir.join("loss.png"), &[plot]).map_err(|source| Error::Io { path: dir.join("loss.png"), source })
 }
 
-/// Trains per `args`; see the module docs.
+/// Trains `config` in the run folder of `session`; see the module docs.
 ///
 /// # Errors
-/// Bad flags or files, I/O errors, or [`Error::Diverged`] on a non-finite loss or
+/// Bad settings or files, I/O errors, or [`Error::Diverged`] on a non-finite loss or
 /// gradient (after which nothing is written).
-pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
-    let mut run = open_run(args)?;
+pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) -> Result<Summary> {
+    let mut run = open_run(config, session)?;
     let config = run.config.clone();
     let schedule = config.noise_schedule()?;
     let options = config.training_options();
@@ -350,7 +329,7 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         .open(run.dir.join("metrics.csv"))
         .map_err(|source| Error::Io { path: run.dir.join("metrics.csv"), source })?;
     let samples_dir = run.dir.join("samples");
-    let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(config.steps as u64) };
+    let progress = if session.quiet { ProgressBar::hidden() } else { ProgressBar::new(config.steps as u64) };
     progress.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
             .expect("a valid template"),
@@ -366,26 +345,15 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         let step = run.step; // 0-based index of this step
         let lr = config.lr_at(step + 1);
         run.optimizer.set_lr(lr);
-        let indices = order.indices(step, config.batch);
-        let x_start = data.gather(&indices, &example_dims)?;
-        let mut r = stream(config.seed, STEP_NOISE, step as u64);
-        let t = sample_timesteps(config.timesteps, config.batch, &mut r);
-        let noise = Tensor::<f32>::randn(x_start.dims(), &mut r);
-        let loss = training_losses(&schedule, &run.model, &x_start, &t, &noise, options)?.loss;
-        let loss_value = f64::from(loss.item()?);
-        let diverged = |what: &str| Error::Diverged { step: step + 1, what: what.to_string(), last_checkpoint: last_checkpoint.clone() };
-        if !loss_value.is_finite() {
-            return Err(diverged("the loss"));
-        }
-        let mut grads = loss.backward()?;
-        drop(loss); // free the graph so the optimizer updates the weights in place
+        let x_start = data.gather(&order.indices(step, config.batch), &example_dims)?;
         let max_norm = if config.grad_clip > 0.0 { config.grad_clip } else { f64::INFINITY };
-        let grad_norm = clip_grad_norm(&run.model, &mut grads, max_norm)?;
-        if !grad_norm.is_finite() {
-            return Err(diverged("the gradient norm"));
+        let mut r = stream(config.seed, STEP_NOISE, step as u64);
+        let outcome = train_step(&schedule, &mut run.model, &mut run.optimizer, &x_start, options, max_norm, &mut r)?;
+        let (loss_value, grad_norm) = (outcome.loss, outcome.grad_norm);
+        if !outcome.stepped() {
+            let what = if loss_value.is_finite() { "the gradient norm" } else { "the loss" };
+            return Err(Error::Diverged { step: step + 1, what: what.to_string(), last_checkpoint: last_checkpoint.clone() });
         }
-        run.optimizer.step(&mut run.model, &grads)?;
-        drop(grads);
         run.ema.update(&run.model)?;
         run.step += 1;
         final_loss = loss_value;
@@ -423,7 +391,7 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         let sampler = if config.data == Dataset::Mnist {
             SamplerChoice::DDIM_50
         } else {
-            SamplerChoice { kind: crate::cli::SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
+            SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
         };
         let trajectory = draw(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[])?;
         save_samples(&path, &config, &trajectory.sample)?;

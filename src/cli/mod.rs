@@ -1,0 +1,239 @@
+//! The top layer: the command line. It turns flags into the resolved settings of
+//! the layers below and calls them; nothing below imports it.
+//!
+//! - [`args`]: the clap types, one per subcommand;
+//! - [`run`]: the dispatch, one arm per subcommand.
+
+pub mod args;
+
+use crate::error::{Error, Result};
+use crate::eval::bound::nll;
+use crate::eval::classifier::{self, ClassifierTraining};
+use crate::eval::judge::eval;
+use crate::run::ablation::{self, Ablation};
+use crate::run::commands::{export, forward, info, sample, ForwardFigure, SampleSet};
+use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelConfig, ModelKind, Preset, TrainConfig};
+use crate::run::model::Loaded;
+use crate::run::sampling::SamplerChoice;
+use crate::run::train::{train, Session};
+use args::{AblationArgs, ClassifierCommand, Cli, Command, SamplerArgs, TrainArgs};
+use std::sync::atomic::AtomicBool;
+
+/// Runs the command and returns what it prints on stdout. `interrupt` is the flag
+/// Ctrl-C sets (training stops after the current step and saves).
+///
+/// # Errors
+/// Whatever the command reports.
+pub fn run(cli: Cli, interrupt: impl FnOnce() -> Result<std::sync::Arc<AtomicBool>>) -> Result<String> {
+    let set = |sampling: &SamplerArgs, count: usize, seed: u64| SampleSet {
+        sampler: SamplerChoice { kind: sampling.sampler, steps: sampling.steps, eta: sampling.eta },
+        count,
+        seed,
+    };
+    Ok(match cli.command {
+        Command::Train(args) => {
+            let dir = args.run.clone().unwrap_or_else(|| TrainConfig::default_run_dir(args.preset));
+            // A resumed run starts from its own config, a new one from the preset.
+            let base = if args.resume { Loaded::read(&dir)?.config } else { TrainConfig::preset(args.preset) };
+            let config = resolve(&args, base)?;
+            train(&config, &Session { dir, resume: args.resume, quiet: args.quiet }, &*interrupt()?)?.line()
+        }
+        Command::Ablation(args) => ablation::run(&ablation_settings(&args), &*interrupt()?)?,
+        Command::Sample(args) => {
+            let loaded = Loaded::read(&args.checkpoint)?;
+            sample(&loaded, args.raw_weights, set(&args.sampling, args.count, args.seed), &args.out, args.trajectory.as_deref())?
+        }
+        Command::Forward(args) => {
+            let figure = ForwardFigure { t: args.t, images: args.images, schedule: args.schedule, timesteps: args.timesteps, seed: args.seed };
+            forward(&figure, &args.out)?
+        }
+        Command::Nll(args) => {
+            let loaded = Loaded::read(&args.checkpoint)?;
+            let (report, plot) = nll(&loaded, args.raw_weights, args.images, args.batch, args.seed, args.out.as_deref())?;
+            if args.json {
+                serde_json::json!({
+                    "images": report.images,
+                    "total_bpd": report.total_bpd,
+                    "total_bpd_stderr": report.total_bpd_stderr,
+                    "prior_bpd": report.prior_bpd,
+                    "vb_bpd": report.vb_bpd,
+                    "decoder_bpd": report.decoder_bpd,
+                })
+                .to_string()
+            } else {
+                format!("{}\nper-timestep curve -> {}", report.table(), plot.display())
+            }
+        }
+        Command::Eval(args) => {
+            let loaded = Loaded::read(&args.checkpoint)?;
+            let samples = set(&args.sampling, args.samples, args.seed);
+            let (report, line) = eval(&loaded, args.raw_weights, samples, args.variance, &args.classifier, args.grid.as_deref(), args.samples_out.as_deref())?;
+            if args.json {
+                serde_json::to_string(&report).expect("serialises")
+            } else {
+                format!("{line}\n{}", report.table())
+            }
+        }
+        Command::Classifier(ClassifierCommand::Train(args)) => {
+            let training = ClassifierTraining { epochs: args.epochs, batch: args.batch, lr: args.lr, seed: args.seed };
+            classifier::train(&training, &args.out)?
+        }
+        Command::Classifier(ClassifierCommand::Test(args)) => classifier::test(&args.classifier)?,
+        Command::Export(args) => export(&Loaded::read(&args.checkpoint)?, &args.out)?,
+        Command::Info(args) => info(&Loaded::read(&args.checkpoint)?)?,
+        // The report prints its rows itself, as they are measured.
+        Command::Bench(args) => match crate::bench::report::run(args.json) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(Error::Io { path: "bench".into(), source: e }),
+            _ => String::new(),
+        },
+    })
+}
+
+/// `base` (a preset, or the config of the run being resumed), overridden by every
+/// flag that was given.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the flag when a value is out of range or does
+/// not fit the chosen model or data.
+pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
+    let mut c = base;
+    if let Some(data) = args.data {
+        c.data = data;
+    }
+    // Changing the data between MNIST and a toy set also changes the model's
+    // input, so the model follows the data unless it is chosen explicitly.
+    let kind = args.model.unwrap_or(match (&c.model, c.data) {
+        (_, Dataset::Mnist) if args.data.is_some() => ModelKind::Unet,
+        (_, d) if d != Dataset::Mnist => ModelKind::Mlp,
+        (ModelConfig::Unet(_), _) => ModelKind::Unet,
+        (ModelConfig::Mlp(_), _) => ModelKind::Mlp,
+    });
+    c.model = match (kind, &c.model) {
+        (ModelKind::Unet, ModelConfig::Unet(_)) => c.model.clone(),
+        (ModelKind::Unet, _) => ModelConfig::Unet(nn::UNetConfig::default()),
+        (ModelKind::Mlp, ModelConfig::Mlp(_)) if (c.data == Dataset::Mnist) == (c.model_data_dim() == Some(784)) => c.model.clone(),
+        (ModelKind::Mlp, _) if c.data == Dataset::Mnist => ModelConfig::Mlp(nn::MlpConfig::mnist()),
+        (ModelKind::Mlp, _) => ModelConfig::Mlp(nn::MlpConfig::toy_2d()),
+    };
+    match &mut c.model {
+        ModelConfig::Unet(unet) => {
+            if let Some(b) = args.base_channels {
+                unet.base_channels = b;
+            }
+            if let Some(m) = &args.channel_mults {
+                unet.channel_mults = m.clone();
+            }
+            if args.hidden.is_some() || args.depth.is_some() {
+                return Err(invalid("--hidden/--depth", "they set the MLP; the model is the UNet (use --model mlp)"));
+            }
+        }
+        ModelConfig::Mlp(mlp) => {
+            if let Some(h) = args.hidden {
+                mlp.hidden_dim = h;
+            }
+            if let Some(d) = args.depth {
+                mlp.depth = d;
+            }
+            if args.base_channels.is_some() || args.channel_mults.is_some() {
+                return Err(invalid("--base-channels/--channel-mults", "they set the UNet; the model is the MLP (use --model unet)"));
+            }
+        }
+    }
+    if kind == ModelKind::Unet && c.data != Dataset::Mnist {
+        return Err(invalid("--model", "the UNet takes 28x28 images; use --model mlp for 2-D toy data"));
+    }
+    macro_rules! take {
+        ($($field:ident),*) => { $(if let Some(v) = args.$field.clone() { c.$field = v; })* };
+    }
+    take!(schedule, timesteps, loss, hybrid_lambda, variance, prediction, batch, lr, warmup, lr_schedule, loss_weight, min_snr_gamma, grad_clip, ema_decay, ema_warmup, steps, time_budget, seed, checkpoint_every, sample_every, samples);
+    c.validate()?;
+    Ok(c)
+}
+
+/// The ablation's runs: the quick preset's UNet on MNIST, sized by the flags,
+/// with no time budget and no grids during training, trained by the paper's
+/// recipe rather than the preset's short-run one: a constant rate, a plain EMA,
+/// and L_simple unweighted (min-SNR would change the L_simple rows).
+fn ablation_settings(args: &AblationArgs) -> Ablation {
+    let mut base = TrainConfig {
+        timesteps: args.timesteps,
+        steps: args.steps,
+        seed: args.seed,
+        time_budget: 0.0,
+        sample_every: 0,
+        lr: 1e-3,
+        lr_schedule: LrScheduleKind::Constant,
+        loss_weight: LossWeightKind::Uniform,
+        ema_warmup: false,
+        ..TrainConfig::preset(Preset::Quick)
+    };
+    if let ModelConfig::Unet(unet) = &mut base.model {
+        unet.base_channels = args.base_channels;
+    }
+    Ablation { base, out: args.out.clone(), samples: args.samples, nll_images: args.nll_images, classifier: args.classifier.clone() }
+}
+
+fn invalid(what: &'static str, reason: &str) -> Error {
+    Error::InvalidArgument { what, reason: reason.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<TrainConfig> {
+        let cli = Cli::try_parse_from(["ddpm", "train"].into_iter().chain(args.iter().copied())).unwrap();
+        match cli.command {
+            Command::Train(t) => resolve(&t, TrainConfig::preset(t.preset)),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn quick_preset_is_a_small_unet_on_mnist() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.data, Dataset::Mnist);
+        assert!(matches!(&c.model, ModelConfig::Unet(unet) if unet.base_channels == 16));
+    }
+
+    #[test]
+    fn flags_override_the_preset_and_the_model_follows_the_data() {
+        let c = parse(&["--data", "two-moons", "--steps", "7", "--lr", "0.01"]).unwrap();
+        assert_eq!((c.steps, c.lr), (7, 0.01));
+        assert!(matches!(&c.model, ModelConfig::Mlp(mlp) if mlp.data_dim == 2));
+        let c = parse(&["--preset", "toy", "--data", "mnist"]).unwrap();
+        assert!(matches!(c.model, ModelConfig::Unet(_)));
+        let c = parse(&["--model", "mlp"]).unwrap();
+        assert!(matches!(&c.model, ModelConfig::Mlp(mlp) if mlp.data_dim == 784));
+    }
+
+    #[test]
+    fn the_kinds_parse_into_the_ddpm_crate_s_own_types() {
+        let c = parse(&["--loss", "hybrid", "--variance", "fixed-small", "--prediction", "x0", "--schedule", "cosine"]).unwrap();
+        assert_eq!((c.loss, c.variance, c.prediction, c.schedule), (ddpm::LossKind::Hybrid, ddpm::VarianceKind::FixedSmall, ddpm::Parameterization::StartX, ddpm::BetaSchedule::Cosine));
+        let err = Cli::try_parse_from(["ddpm", "train", "--variance", "fixed_small"]).unwrap_err().to_string();
+        assert!(err.contains("fixed-large, fixed-small"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        assert!(parse(&["--batch", "0"]).unwrap_err().to_string().contains("--batch"));
+        assert!(parse(&["--ema-decay", "1.5"]).unwrap_err().to_string().contains("--ema-decay"));
+        assert!(parse(&["--data", "swiss-roll", "--model", "unet"]).unwrap_err().to_string().contains("--model"));
+        assert!(parse(&["--hidden", "4"]).unwrap_err().to_string().contains("--hidden"));
+        assert!(parse(&["--timesteps", "20"]).unwrap_err().to_string().contains("--timesteps"));
+    }
+
+    #[test]
+    fn the_ablation_rows_are_the_quick_preset_sized_by_the_flags() {
+        let args = match Cli::try_parse_from(["ddpm", "ablation", "--steps", "5", "--base-channels", "8"]).unwrap().command {
+            Command::Ablation(a) => a,
+            _ => unreachable!(),
+        };
+        let base = ablation_settings(&args).base;
+        let quick = TrainConfig::preset(Preset::Quick);
+        assert_eq!((base.steps, base.time_budget, base.sample_every, base.loss), (5, 0.0, 0, quick.loss));
+        assert!(matches!(&base.model, ModelConfig::Unet(unet) if unet.base_channels == 8));
+    }
+}
