@@ -56,7 +56,7 @@ build() {
 }
 
 browser_tools() {
-    if ! command -v chromium >/dev/null || ! fc-list | grep -qi 'Noto Sans CJK'; then
+    if ! command -v chromium >/dev/null || [ -z "$(fc-list :lang=ko)" ] || [ -z "$(fc-list :lang=ja)" ]; then
         echo "book: installing chromium and fonts-noto-cjk (apt-get)"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
