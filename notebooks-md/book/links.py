@@ -204,10 +204,10 @@ def main():
                 if not rel.startswith(SOURCE_DIR + "/"):
                     with open(os.path.join(root, name), encoding="utf-8") as f:
                         pages[rel] = f.read()
-    rewritten = 0
+    if "index.html" not in pages:
+        errors.append(f"no index.html in {OUT}: the book was not built")
     for rel, text in pages.items():
         new = rewrite_page(rel, text)
-        rewritten += new != text
         pages[rel] = new
         with open(os.path.join(OUT, rel), "w", encoding="utf-8") as f:
             f.write(new)
