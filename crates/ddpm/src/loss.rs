@@ -8,6 +8,7 @@
 use crate::bound::{mean_flat, vb_terms_bpd};
 use crate::error::{Error, Result};
 use crate::forward::q_sample;
+use crate::posterior::q_posterior_mean_variance;
 use crate::predictor::NoisePredictor;
 use crate::reverse::{Parameterization, ReverseOptions, VarianceKind};
 use crate::schedule::{check_timesteps, NoiseSchedule};
@@ -37,7 +38,8 @@ pub fn noise_mse_weight(schedule: &NoiseSchedule, t: usize, sigma_squared: f64) 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LossKind {
     /// L_simple = E |eps - eps_theta(x_t, t)|^2 (Ho et al. eq. 14), as a mean over
-    /// the data axes; for x_0 prediction, E |x_0 - x0_theta|^2.
+    /// the data axes; for x_0 prediction, E |x_0 - x0_theta|^2; for posterior-mean
+    /// prediction, E |mu-tilde_t(x_t, x_0) - mu_theta|^2.
     Simple,
     /// The bound itself: T * L_t(in bits per dimension) for a uniform t, an unbiased
     /// one-sample estimate of sum_t L_{t-1} + L_0 (the bound without the constant L_T).
@@ -106,10 +108,11 @@ pub fn training_losses<T: Float>(
     }
     let mse = || -> Result<Tensor<T>> {
         let target = match options.parameterization {
-            Parameterization::Epsilon => noise,
-            Parameterization::StartX => x_start,
+            Parameterization::Epsilon => noise.clone(),
+            Parameterization::StartX => x_start.clone(),
+            Parameterization::PosteriorMean => q_posterior_mean_variance(schedule, x_start, &x_t, t)?.mean,
         };
-        mean_flat(&model_output.sub(target)?.sqr())
+        mean_flat(&model_output.sub(&target)?.sqr())
     };
     let scaled_vb = || -> Result<(Tensor<T>, Tensor<T>)> {
         let reverse = ReverseOptions { variance: options.variance, parameterization: options.parameterization, clip_denoised: false };
