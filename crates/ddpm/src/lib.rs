@@ -4,7 +4,11 @@
 //! The files follow the order of the derivation: [`schedule`] (beta_t and everything
 //! derived from it, in f64) → [`forward`] (q) → [`posterior`] (q(x_{t-1} | x_t, x_0)) →
 //! [`reverse`] (p_theta) → [`likelihood`] (KL, decoder, erf) → [`bound`] (the ELBO terms)
-//! → [`loss`] (training objectives) → [`predictor`] (eps_theta) → [`sampler`].
+//! → [`loss`] (training objectives) → [`predictor`] (eps_theta) → [`sampler`]. Beside
+//! them: [`parameterization`] (what the network predicts: eps, x_0 or mu-tilde),
+//! [`true_reverse`] (the exact q(x_{t-1} | x_t) of a dataset), [`continuous`] (the
+//! reverse-time SDE and the probability-flow ODE) and [`variational`] (the tangent bound
+//! on ln behind the ELBO).
 //!
 //! **Timesteps** are 0-based code indices everywhere: code `t` is the paper's `t + 1`
 //! (see [`schedule`]). **Shapes**: a data batch is `[B, ...]`; timesteps are one per
