@@ -236,6 +236,9 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
         }
     }
     assert!(ddpm::parameterization_mse_weight(&schedule, Parameterization::PosteriorMean, 0, 0.1).is_err());
+    for bad_sigma_squared in [0.0, -0.1, f64::NAN] {
+        assert!(ddpm::parameterization_mse_weight(&schedule, Parameterization::Epsilon, 5, bad_sigma_squared).is_err(), "sigma^2 = {bad_sigma_squared}");
+    }
 
     let options = ddpm::TrainingOptions { parameterization: Parameterization::PosteriorMean, ..ddpm::TrainingOptions::default() };
     let model = |_: &Tensor<f64>, _: &[usize]| Ok(mean_theta.clone());
