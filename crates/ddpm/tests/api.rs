@@ -27,6 +27,9 @@ fn bad_input_is_an_error_that_names_the_problem() {
     assert!(BetaSchedule::from_name("quadratic").is_err());
     assert!(VarianceKind::from_name("learned").is_err());
     assert!(schedule.respaced(&[3, 2]).is_err());
+    for bad_sigma_squared in [0.0, -0.1, f64::NAN] {
+        assert!(ddpm::noise_mse_weight(&schedule, 5, bad_sigma_squared).is_err(), "sigma^2 = {bad_sigma_squared}");
+    }
     let wrong_shape = |_: &Tensor<f64>, _: &[usize]| Ok(Tensor::<f64>::zeros(&[2, 4]));
     assert!(training_losses(&schedule, &wrong_shape, &x, &[0, 1], &x, TrainingOptions::default()).is_err());
 }
