@@ -7,7 +7,7 @@ mod derivations_common;
 
 use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact};
 use ddpm::{
-    discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc, noise_mse_weight, normal_kl,
+    approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc, noise_mse_weight, normal_kl,
     p_mean_variance, prior_bpd, q_sample, q_step_sample, standard_normal_cdf, training_losses, vb_terms_bpd, BetaSchedule,
     DatasetOptimalPredictor, LossKind, NoisePredictor, NoiseSchedule, Parameterization, ReverseOptions, TrainingOptions,
     VarianceKind,
@@ -223,14 +223,30 @@ fn calc_bpd_loop_sums_one_sample_estimates_of_every_term() -> TestResult {
 
 #[test]
 fn prior_term_is_near_zero_and_has_no_trainable_parameter() -> TestResult {
-    // L_T = KL(q(x_T | x_0) || N(0, I)) ~ alpha-bar_T x_0^2 / 2 nats for the linear schedule at T = 1000
-    // (alpha-bar_T ~ 4e-5): negligible, and it depends on x_0 and the schedule only (notes 002 §3.1).
+    // L_T = KL(q(x_T | x_0) || N(0, I)) = 1/2 (alpha-bar_T x_0^2 - alpha-bar_T - ln(1 - alpha-bar_T)) nats
+    // per coordinate (the Gaussian KL with mean sqrt(alpha-bar_T) x_0 and variance 1 - alpha-bar_T),
+    // averaged over the coordinates and divided by ln 2 (notes 002 §3.1). alpha-bar_T is rebuilt here
+    // as the product of all T factors (1 - beta). For the linear schedule at T = 1000 (alpha-bar_T ~ 4e-5)
+    // L_T is negligible; on a 4-step chain it is not, which makes the check sensitive.
+    let mut data_rng = rng(29);
+    for betas in [BetaSchedule::Linear.betas(1000), vec![0.05, 0.15, 0.3, 0.5]] {
+        let schedule = NoiseSchedule::from_betas(betas.clone())?;
+        let alpha_bar_last: f64 = betas.iter().map(|b| 1.0 - b).product();
+        let x_start = Tensor::<f64>::rand_uniform(&[8, 1, 4, 4], -1.0, 1.0, &mut data_rng);
+        let prior = prior_bpd(&schedule, &x_start)?.to_vec();
+        for (b, row) in x_start.to_vec().chunks(16).enumerate() {
+            // -a - ln(1 - a) by ln_1p, without the cancellation of 1 - a near 1
+            let constant = -alpha_bar_last - (-alpha_bar_last).ln_1p();
+            let expected = row.iter().map(|x| 0.5 * (alpha_bar_last * x * x + constant)).sum::<f64>() / 16.0 / LN_2;
+            assert!((prior[b] - expected).abs() < 1e-9 * expected, "T = {}: L_T = {} bits, expected {expected}", betas.len(), prior[b]);
+            if betas.len() == 1000 {
+                assert!(expected < alpha_bar_last, "L_T = {expected} bits is not negligible");
+            }
+        }
+    }
     let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
     let x_start = Tensor::<f64>::rand_uniform(&[8, 1, 4, 4], -1.0, 1.0, &mut rng(29));
     let prior = prior_bpd(&schedule, &x_start)?;
-    let alpha_bar_last = schedule.alphas_cumprod[999];
-    let bound_bits = (alpha_bar_last + alpha_bar_last * alpha_bar_last) / 2.0 / LN_2;
-    assert!(prior.to_vec().iter().all(|&b| (0.0..bound_bits).contains(&b)), "L_T = {:?} bits, bound {bound_bits}", prior.to_vec());
     assert!(!prior.requires_grad_flag());
     // With a parameter w in the model, the gradient of L_T + L_{t-1} equals that of L_{t-1}.
     let w = Tensor::scalar(0.7).requires_grad();
@@ -301,6 +317,10 @@ fn tanh_cdf_approximation_error_is_measured_and_bounded() -> TestResult {
     let cdf_error = points.iter().map(|&x| (approx_standard_normal_cdf_f64(x) - standard_normal_cdf(x)).abs()).fold(0.0, f64::max);
     eprintln!("max |Phi_tanh - Phi| = {cdf_error:.3e}");
     assert!(cdf_error < 2.0e-4);
+    // the differentiable tensor version is the same curve
+    let some_points: Vec<f64> = points.iter().step_by(1000).copied().collect();
+    let tensor_cdf = approx_standard_normal_cdf(&Tensor::from_vec(some_points.clone(), &[some_points.len()])?)?.to_vec();
+    assert!(some_points.iter().zip(&tensor_cdf).all(|(&x, c)| (approx_standard_normal_cdf_f64(x) - c).abs() < 1e-15));
 
     let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
     let decoder_log_scale = 0.5 * schedule.posterior_log_variance_clipped[0];
@@ -384,6 +404,39 @@ fn the_exact_noise_predictor_minimises_l_simple() -> TestResult {
 }
 
 #[test]
+fn l_simple_of_the_exact_predictor_equals_its_quadrature_floor() -> TestResult {
+    // With eps_theta = eps* = E[eps | x_t] (the dataset-optimal predictor), the expected L_simple at
+    // timestep t is its floor E_{x_0, eps} |eps - eps*(x_t)|^2 = E Var[eps | x_t] (Ho et al. eq. 14;
+    // notes 000). The floor is an integral over eps per data point, done by Simpson's rule; the library's
+    // `training_losses` averaged over many (x_0, eps) must reach it within Monte-Carlo error. Feeding the
+    // predictor x_0 instead of x_t, or scoring against x_0, or drawing x_t at another t, misses it.
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let data = [-0.6, 0.1, 0.8];
+    let optimal = DatasetOptimalPredictor::new(schedule.clone(), data.iter().map(|&x| vec![x]).collect());
+    let (eps_grid, h) = grid(-12.0, 12.0, 8001);
+    let n = 30_000;
+    let mut rng = rng(37);
+    for t in [50, 150, 300] {
+        let (s, sigma) = (schedule.sqrt_alphas_cumprod[t], schedule.sqrt_one_minus_alphas_cumprod[t]);
+        let mut floor = 0.0;
+        for &x_start in &data {
+            let x_t: Vec<f64> = eps_grid.iter().map(|e| s * x_start + sigma * e).collect();
+            let f_star = optimal.predict(&column(&x_t), &vec![t; x_t.len()])?.to_vec();
+            let integrand: Vec<f64> = eps_grid.iter().zip(&f_star).map(|(e, f)| normal_pdf(*e, 0.0, 1.0) * (e - f).powi(2)).collect();
+            floor += simpson(&integrand, h) / data.len() as f64;
+        }
+        // every data point equally often, so the mean over the data is exact
+        let x_start = Tensor::from_vec(data.iter().copied().cycle().take(n).collect(), &[n, 1])?;
+        let noise = Tensor::<f64>::randn(&[n, 1], &mut rng);
+        let losses = training_losses(&schedule, &optimal, &x_start, &vec![t; n], &noise, TrainingOptions::default())?;
+        let per_item = losses.mse.ok_or("L_simple without its mse")?.to_vec();
+        assert!(floor < 0.99, "t={t}: the floor {floor} should be below the loss of eps_theta = 0");
+        assert_mean_close(&format!("L_simple of eps* at t={t}"), &per_item, floor);
+    }
+    Ok(())
+}
+
+#[test]
 fn vb_loss_gradient_matches_finite_differences() -> TestResult {
     // d L_vb / d eps_theta by autograd vs central differences, in f64, for the KL terms and the
     // decoder term (t = 0), both variances, and the hybrid training loss.
@@ -418,4 +471,42 @@ fn to_tensor_error(e: ddpm::Error) -> tensor::Error {
         ddpm::Error::Tensor(e) => e,
         other => tensor::Error::InvalidArgument { op: "ddpm", msg: other.to_string() },
     }
+}
+
+#[test]
+fn the_variational_transform_bounds_the_log_by_its_tangents() -> TestResult {
+    // Notes 002 §2.3.1: the tangent of ln with slope lambda is g(x) = lambda x + b(lambda); it touches ln where
+    // d/dx (g - ln) = lambda - 1/x = 0, i.e. x = 1/lambda, so b(lambda) = ln(1/lambda) - 1. Checked:
+    // (1) g touches ln at x = 1/lambda with slope 1/x (central differences of ln); (2) g >= ln everywhere
+    // (concavity), and the minimum of g_lambda(x) over a grid of lambda is ln x; (3) averaging the tangent at
+    // lambda = 1 / E[w] over samples w gives Jensen, E ln w <= ln E w, the step from log p_theta(x_0) to the bound
+    // (notes 002 §2.3.2) with w = p_theta(x_{0:T}) / q(x_{1:T} | x_0).
+    for x in [0.05, 0.7, 1.0, 3.0, 40.0] {
+        let lambda = ddpm::log_tangent_slope(x)?;
+        assert!((ddpm::log_tangent(lambda, x)? - x.ln()).abs() < 1e-14, "tangent at x = {x} does not touch ln");
+        let h = 1e-6 * x;
+        let slope = ((x + h).ln() - (x - h).ln()) / (2.0 * h);
+        assert!((slope - lambda).abs() < 1e-8 * lambda, "x = {x}: ln'(x) = {slope}, tangent slope {lambda}");
+        let (log_lambdas, _) = grid(-6.0, 6.0, 120_001);
+        let mut smallest = f64::INFINITY;
+        for log_lambda in log_lambdas {
+            let g = ddpm::log_tangent(log_lambda.exp(), x)?;
+            assert!(g >= x.ln() - 1e-14, "x = {x}, lambda = {}: tangent {g} below ln x", log_lambda.exp());
+            smallest = smallest.min(g);
+        }
+        // on a grid of spacing 1e-4 in ln lambda, g - ln x = e^u - 1 - u <= u^2 ~ (5e-5)^2 near the minimum
+        assert!((smallest - x.ln()).abs() < 1e-8, "x = {x}: min over lambda {smallest} vs ln x {}", x.ln());
+    }
+    // w = exp(0.8 z), z ~ N(0, 1): E ln w = 0 and ln E w = 0.32, so Jensen's gap is 0.32 here.
+    let w: Vec<f64> = Tensor::<f64>::randn(&[10_000], &mut rng(97)).to_vec().iter().map(|z| (0.8 * z).exp()).collect();
+    let mean_w = w.iter().sum::<f64>() / w.len() as f64;
+    let lambda = ddpm::log_tangent_slope(mean_w)?;
+    let tangents: Vec<f64> = w.iter().map(|&wi| ddpm::log_tangent(lambda, wi)).collect::<ddpm::Result<_>>()?;
+    assert!(w.iter().zip(&tangents).all(|(wi, g)| wi.ln() <= *g + 1e-14), "a sample lies above the tangent");
+    let mean_tangent = tangents.iter().sum::<f64>() / w.len() as f64;
+    assert!((mean_tangent - mean_w.ln()).abs() < 1e-12, "the averaged tangent is {mean_tangent}, ln E w = {}", mean_w.ln());
+    assert_mean_close("E ln w", &w.iter().map(|wi| wi.ln()).collect::<Vec<_>>(), 0.0);
+    assert_mean_close("E w", &w, (0.32f64).exp());
+    assert!(ddpm::log_tangent_intercept(0.0).is_err() && ddpm::log_tangent(1.0, -1.0).is_err() && ddpm::log_tangent_slope(0.0).is_err());
+    Ok(())
 }

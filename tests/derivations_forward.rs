@@ -58,22 +58,37 @@ fn reparameterisation_gives_the_moments_of_the_gaussian() -> TestResult {
 
 #[test]
 fn two_independent_gaussian_noises_merge_into_one() -> TestResult {
-    // sqrt(a (1 - b)) e1 + sqrt(1 - a) e2 ~ N(0, (1 - a b) I) for independent e1, e2 ~ N(0, I):
-    // a sum of independent Gaussians is Gaussian with the variances added,
-    // a (1 - b) + (1 - a) = 1 - a b   (notes 002 §2.4.2, notes 003 eq. 2)
-    let schedule = NoiseSchedule::new(BetaSchedule::Cosine, 1000)?;
+    // One closed-form jump to x_{t-1} followed by one forward step is one closed-form jump to x_t:
+    // x_t = sqrt(alpha_t) (sqrt(alpha-bar_{t-1}) x_0 + sqrt(1 - alpha-bar_{t-1}) e1) + sqrt(1 - alpha_t) e2
+    //     = sqrt(alpha-bar_t) x_0 + [sqrt(a (1 - b)) e1 + sqrt(1 - a) e2],   a = alpha_t, b = alpha-bar_{t-1},
+    // and the bracket is sqrt(1 - a b) e with e ~ N(0, I): independent Gaussians add their variances,
+    // a (1 - b) + (1 - a) = 1 - a b   (notes 002 §2.4.2, notes 003 eq. 2). Path by path, `q_sample` with the
+    // merged e must equal `q_sample` then `q_step_sample`; at t = 1, two `q_step_sample` steps from x_0.
+    // alpha and alpha-bar are rebuilt here from the betas.
+    let betas = BetaSchedule::Cosine.betas(1000);
+    let schedule = NoiseSchedule::from_betas(betas.clone())?;
     let n = 40_000;
     let mut rng = rng(3);
+    let x_start = Tensor::<f64>::rand_uniform(&[n, 1], -1.0, 1.0, &mut rng);
     for step in [1, 500, 998] {
-        let (a, b) = (schedule.alphas[step], schedule.alphas[step - 1]);
-        assert!((a * (1.0 - b) + (1.0 - a) - (1.0 - a * b)).abs() < 1e-15);
-        let (e1, e2) = (Tensor::<f64>::randn(&[n], &mut rng), Tensor::<f64>::randn(&[n], &mut rng));
-        let merged = e1.mul_scalar((a * (1.0 - b)).sqrt()).add(&e2.mul_scalar((1.0 - a).sqrt()))?.to_vec();
+        let a = 1.0 - betas[step];
+        let b: f64 = betas[..step].iter().map(|beta| 1.0 - beta).product();
+        let (e1, e2) = (Tensor::<f64>::randn(&[n, 1], &mut rng), Tensor::<f64>::randn(&[n, 1], &mut rng));
+        let x_prev = if step == 1 {
+            q_step_sample(&schedule, &x_start, &vec![0; n], &e1)?
+        } else {
+            q_sample(&schedule, &x_start, &vec![step - 1; n], &e1)?
+        };
+        let two_steps = q_step_sample(&schedule, &x_prev, &vec![step; n], &e2)?;
+        let merged = e1.mul_scalar((a * (1.0 - b)).sqrt()).add(&e2.mul_scalar((1.0 - a).sqrt()))?.mul_scalar(1.0 / (1.0 - a * b).sqrt());
+        let one_step = q_sample(&schedule, &x_start, &vec![step; n], &merged)?;
+        assert!(max_abs_diff(&two_steps.to_vec(), &one_step.to_vec()) < 1e-12, "t={step}: two steps differ from one jump");
+        // The merged noise is a standard normal: its moments, and its Gaussian shape through
+        // P(|e| < 1) = erf(1 / sqrt 2) = 0.682689... (binomial standard error).
+        let merged = merged.to_vec();
         assert_mean_close("merged mean", &merged, 0.0);
-        assert_variance_close("merged variance", &merged, 1.0 - a * b);
-        // Gaussian shape: P(|z| < sigma) = erf(1 / sqrt 2) = 0.682689..., binomial standard error.
-        let sigma = (1.0 - a * b).sqrt();
-        let inside: Vec<f64> = merged.iter().map(|z| if z.abs() < sigma { 1.0 } else { 0.0 }).collect();
+        assert_variance_close("merged variance", &merged, 1.0);
+        let inside: Vec<f64> = merged.iter().map(|e| if e.abs() < 1.0 { 1.0 } else { 0.0 }).collect();
         assert_mean_close("mass within one sigma", &inside, ddpm::erf(std::f64::consts::FRAC_1_SQRT_2));
     }
     Ok(())

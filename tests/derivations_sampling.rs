@@ -29,6 +29,7 @@ fn algorithm_2_update_equals_a_draw_from_the_reverse_posterior_step() -> TestRes
         for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
             let options = ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised: false };
             let library = p_sample(&schedule, &eps_theta, &x_t, &t, options, &z)?.sample.to_vec();
+            let library_mean = p_mean_variance(&schedule, &eps_theta, &x_t, &t, options)?.mean.to_vec();
             let (sigma_squared, _) = variance.variances(&schedule);
             let (x, e, z) = (x_t.to_vec(), eps_theta.to_vec(), z.to_vec());
             for (b, &step) in t.iter().enumerate() {
@@ -36,8 +37,10 @@ fn algorithm_2_update_equals_a_draw_from_the_reverse_posterior_step() -> TestRes
                 let sigma = if step == 0 { 0.0 } else { sigma_squared[step].sqrt() };
                 for d in 0..3 {
                     let i = b * 3 + d;
-                    let algorithm_2 = (x[i] - beta / (1.0 - alpha_bar).sqrt() * e[i]) / alpha.sqrt() + sigma * z[i];
+                    let algorithm_2_mean = (x[i] - beta / (1.0 - alpha_bar).sqrt() * e[i]) / alpha.sqrt();
+                    let algorithm_2 = algorithm_2_mean + sigma * z[i];
                     assert!((library[i] - algorithm_2).abs() < 1e-10 * algorithm_2.abs().max(1.0), "{kind:?} {variance:?} t={step}");
+                    assert!((library_mean[i] - algorithm_2_mean).abs() < 1e-10 * algorithm_2_mean.abs().max(1.0), "{kind:?} {variance:?} t={step} mean");
                 }
             }
         }
@@ -174,5 +177,80 @@ fn sampling_is_reproducible_from_a_seed() -> TestResult {
     let kept = evenly_spaced_timesteps(50, 10)?;
     let ddim = |seed| sample_ddim::<f32>(&schedule, &predictor, &[3, 4], &kept, DdimOptions { eta: 0.5, ..DdimOptions::default() }, &[49], &mut rng(seed));
     assert_eq!(ddim(3)?.sample.to_vec(), ddim(3)?.sample.to_vec());
+    Ok(())
+}
+
+#[test]
+fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> TestResult {
+    // Ho et al. §3.2: "the most straightforward parameterisation of mu_theta is a model that predicts mu-tilde_t".
+    // (1) Outputs that agree (mu_theta = mu-tilde_t(x_t, x0_theta), eps_theta from x0_theta) give the same
+    //     p(x_{t-1} | x_t) under all three parameterisations.
+    // (2) Each error enters the bound with its own weight: L_{t-1} = lambda_t |target - prediction|^2 + C with
+    //     mu-tilde - mu_theta = error (mean), coef1 (x_0 - x0_theta), -beta / (sqrt(alpha) sqrt(1 - alpha-bar)) (eps - eps_theta);
+    //     checked against vb_terms_bpd in nats, C = (D/2)(beta-tilde/sigma^2 - 1 - ln(beta-tilde/sigma^2)).
+    // (3) L_simple for this parameterisation regresses mu-tilde_t(x_t, x_0), built here from the coefficients.
+    let schedule = NoiseSchedule::new(BetaSchedule::Cosine, 1000)?;
+    let mut rng = rng(101);
+    let t = [0, 7, 600, 999];
+    let dims = [4, 5];
+    let (x_start, noise) = (Tensor::<f64>::rand_uniform(&dims, -1.0, 1.0, &mut rng), Tensor::<f64>::randn(&dims, &mut rng));
+    let x_t = ddpm::q_sample(&schedule, &x_start, &t, &noise)?;
+    let x0_theta = Tensor::<f64>::rand_uniform(&dims, -1.0, 1.0, &mut rng);
+    let eps_theta = predict_eps_from_xstart(&schedule, &x_t, &t, &x0_theta)?;
+    let (xt, x0) = (x_t.to_vec(), x0_theta.to_vec());
+    let mean_theta: Vec<f64> =
+        (0..20).map(|i| schedule.posterior_mean_coef1[t[i / 5]] * x0[i] + schedule.posterior_mean_coef2[t[i / 5]] * xt[i]).collect();
+    let mean_theta = Tensor::from_vec(mean_theta, &dims)?;
+    let recovered = ddpm::predict_xstart_from_posterior_mean(&schedule, &x_t, &t, &mean_theta)?;
+    assert!(max_abs_diff(&recovered.to_vec(), &x0) < 1e-9);
+    let base = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
+    let outputs = [(Parameterization::Epsilon, &eps_theta), (Parameterization::StartX, &x0_theta), (Parameterization::PosteriorMean, &mean_theta)];
+    let means: Vec<Vec<f64>> = outputs
+        .iter()
+        .map(|(parameterization, output)| Ok(p_mean_variance(&schedule, output, &x_t, &t, ReverseOptions { parameterization: *parameterization, ..base })?.mean.to_vec()))
+        .collect::<ddpm::Result<_>>()?;
+    assert!(max_abs_diff(&means[0], &means[2]) < 1e-9 && max_abs_diff(&means[1], &means[2]) < 1e-9);
+
+    let (true_x0, true_eps) = (x_start.to_vec(), noise.to_vec());
+    let true_mean = ddpm::q_posterior_mean_variance(&schedule, &x_start, &x_t, &t)?.mean.to_vec();
+    for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
+        let (sigma_squared, _) = variance.variances(&schedule);
+        for (parameterization, output) in outputs {
+            let options = ReverseOptions { variance, parameterization, clip_denoised: false };
+            let kl_nats = ddpm::vb_terms_bpd(&schedule, output, &x_start, &x_t, &t, options)?.bpd.to_vec();
+            let target = match parameterization {
+                Parameterization::Epsilon => &true_eps,
+                Parameterization::StartX => &true_x0,
+                Parameterization::PosteriorMean => &true_mean,
+            };
+            let output = output.to_vec();
+            for (b, &step) in t.iter().enumerate().skip(1) {
+                let squared_error: f64 = (b * 5..b * 5 + 5).map(|i| (target[i] - output[i]).powi(2)).sum();
+                let ratio = schedule.posterior_variance[step] / sigma_squared[step];
+                let constant = 5.0 / 2.0 * (ratio - 1.0 - ratio.ln());
+                let weight = ddpm::parameterization_mse_weight(&schedule, parameterization, step, sigma_squared[step])?;
+                let expected = weight * squared_error + constant;
+                let kl = kl_nats[b] * std::f64::consts::LN_2 * 5.0;
+                assert!((kl - expected).abs() < 1e-8 * expected.max(1e-12), "{parameterization:?} {variance:?} t={step}: {kl} vs {expected}");
+            }
+        }
+    }
+    assert!(ddpm::parameterization_mse_weight(&schedule, Parameterization::PosteriorMean, 0, 0.1).is_err());
+    for bad_sigma_squared in [0.0, -0.1, f64::NAN] {
+        assert!(ddpm::parameterization_mse_weight(&schedule, Parameterization::Epsilon, 5, bad_sigma_squared).is_err(), "sigma^2 = {bad_sigma_squared}");
+    }
+
+    let options = ddpm::TrainingOptions { parameterization: Parameterization::PosteriorMean, ..ddpm::TrainingOptions::default() };
+    let model = |_: &Tensor<f64>, _: &[usize]| Ok(mean_theta.clone());
+    let mse = ddpm::training_losses(&schedule, &model, &x_start, &t, &noise, options)?.mse.ok_or("no mse")?.to_vec();
+    let output = mean_theta.to_vec();
+    let (x0, xt) = (x_start.to_vec(), x_t.to_vec());
+    for (b, &step) in t.iter().enumerate() {
+        let expected: f64 = (b * 5..b * 5 + 5)
+            .map(|i| (schedule.posterior_mean_coef1[step] * x0[i] + schedule.posterior_mean_coef2[step] * xt[i] - output[i]).powi(2))
+            .sum::<f64>()
+            / 5.0;
+        assert!((mse[b] - expected).abs() < 1e-12 * expected.max(1.0), "t={step}: {} vs {expected}", mse[b]);
+    }
     Ok(())
 }

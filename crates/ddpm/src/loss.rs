@@ -9,6 +9,7 @@ use crate::bound::{mean_flat, vb_terms_bpd};
 use crate::error::{Error, Result};
 use crate::forward::q_sample;
 use crate::names::by_name;
+use crate::posterior::q_posterior_mean_variance;
 use crate::predictor::NoisePredictor;
 use crate::reverse::{Parameterization, ReverseOptions, VarianceKind};
 use crate::schedule::{check_timesteps, NoiseSchedule};
@@ -38,7 +39,8 @@ pub fn noise_mse_weight(schedule: &NoiseSchedule, t: usize, sigma_squared: f64) 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossKind {
     /// L_simple = E |eps - eps_theta(x_t, t)|^2 (Ho et al. eq. 14), as a mean over
-    /// the data axes; for x_0 prediction, E |x_0 - x0_theta|^2.
+    /// the data axes; for x_0 prediction, E |x_0 - x0_theta|^2; for posterior-mean
+    /// prediction, E |mu-tilde_t(x_t, x_0) - mu_theta|^2.
     Simple,
     /// The bound itself: T * L_t(in bits per dimension) for a uniform t, an unbiased
     /// one-sample estimate of sum_t L_{t-1} + L_0 (the bound without the constant L_T).
@@ -57,7 +59,8 @@ pub enum LossKind {
 /// `min(SNR_t, gamma)`, SNR_t = alpha-bar_t / (1 - alpha-bar_t), so the nearly clean
 /// timesteps, whose x_0 error is tiny and easy, stop dominating the gradient. Since
 /// `|x_0 - x0_theta|^2 = |eps - eps_theta|^2 / SNR_t`, the same weighting on the noise
-/// error is `min(SNR_t, gamma) / SNR_t`.
+/// error is `min(SNR_t, gamma) / SNR_t`, and on the posterior mean's error
+/// `min(SNR_t, gamma) / posterior_mean_coef1_t^2`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TimestepWeighting {
     /// Every timestep weighs 1 (Ho et al.'s L_simple).
@@ -79,9 +82,12 @@ impl TimestepWeighting {
             TimestepWeighting::MinSnr { gamma } => {
                 let alpha_cumprod = schedule.alphas_cumprod[t];
                 let snr = alpha_cumprod / (1.0 - alpha_cumprod);
+                // The error of each prediction in units of the x_0 error:
+                // eps_err^2 = SNR x0_err^2, mu_err = posterior_mean_coef1 x0_err.
                 match parameterization {
                     Parameterization::Epsilon => snr.min(gamma) / snr,
                     Parameterization::StartX => snr.min(gamma),
+                    Parameterization::PosteriorMean => snr.min(gamma) / schedule.posterior_mean_coef1[t].powi(2),
                 }
             }
         }
@@ -166,10 +172,11 @@ pub fn training_losses<T: Float>(
     }
     let mse = || -> Result<Tensor<T>> {
         let target = match options.parameterization {
-            Parameterization::Epsilon => noise,
-            Parameterization::StartX => x_start,
+            Parameterization::Epsilon => noise.clone(),
+            Parameterization::StartX => x_start.clone(),
+            Parameterization::PosteriorMean => q_posterior_mean_variance(schedule, x_start, &x_t, t)?.mean,
         };
-        let per_item = mean_flat(&model_output.sub(target)?.sqr())?;
+        let per_item = mean_flat(&model_output.sub(&target)?.sqr())?;
         match options.weighting {
             TimestepWeighting::Uniform => Ok(per_item),
             weighting => {

@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use crate::forward::{full_coefficient, predict_xstart_from_eps};
 use crate::names::by_name;
+use crate::parameterization::predict_xstart_from_posterior_mean;
 use crate::posterior::q_posterior_mean_variance;
 use crate::schedule::NoiseSchedule;
 use tensor::{Float, Tensor};
@@ -58,6 +59,9 @@ pub enum Parameterization {
     Epsilon,
     /// x_0 itself.
     StartX,
+    /// The posterior mean mu-tilde_t(x_t, x_0) itself, "the simplest parameterisation"
+    /// (Ho et al. §3.2 below eq. 8); see [`crate::parameterization`].
+    PosteriorMean,
 }
 
 impl Parameterization {
@@ -100,8 +104,8 @@ pub struct ReverseStep<T: Float> {
 }
 
 /// The predicted x_0 from a model output: `model_output` itself for
-/// [`Parameterization::StartX`], else x_0 from (x_t, eps_theta) by
-/// [`predict_xstart_from_eps`]; clipped to [-1, 1] when `clip_denoised`.
+/// [`Parameterization::StartX`], x_0 from (x_t, eps_theta) by [`predict_xstart_from_eps`],
+/// or from (x_t, mu_theta) by [`predict_xstart_from_posterior_mean`]; clipped to [-1, 1] when `clip_denoised`.
 ///
 /// # Errors
 /// A timestep out of range, not one per batch item, or shapes that disagree.
@@ -116,6 +120,7 @@ pub fn predict_xstart<T: Float>(
     let pred_xstart = match parameterization {
         Parameterization::Epsilon => predict_xstart_from_eps(schedule, x_t, t, model_output)?,
         Parameterization::StartX => model_output.clone(),
+        Parameterization::PosteriorMean => predict_xstart_from_posterior_mean(schedule, x_t, t, model_output)?,
     };
     Ok(if clip_denoised { pred_xstart.clamp(-T::ONE, T::ONE) } else { pred_xstart })
 }

@@ -2,8 +2,8 @@
 //! never a panic; the training losses are what their docs say.
 
 use ddpm::{
-    q_sample, sample_timesteps, training_losses, BetaSchedule, Error, LossKind, NoiseSchedule, Parameterization, TrainingOptions,
-    VarianceKind,
+    q_sample, sample_timesteps, training_losses, vb_terms_bpd, BetaSchedule, Error, LossKind, NoiseSchedule, Parameterization,
+    ReverseOptions, TrainingOptions, VarianceKind,
 };
 use tensor::{rng, Tensor};
 
@@ -34,30 +34,76 @@ fn bad_input_is_an_error_that_names_the_problem() {
         assert_eq!((name.parse::<LossKind>().ok(), kind.to_string()), (Some(kind), name.to_string()));
     }
     assert!(schedule.respaced(&[3, 2]).is_err());
+    for bad_sigma_squared in [0.0, -0.1, f64::NAN] {
+        assert!(ddpm::noise_mse_weight(&schedule, 5, bad_sigma_squared).is_err(), "sigma^2 = {bad_sigma_squared}");
+    }
     let wrong_shape = |_: &Tensor<f64>, _: &[usize]| Ok(Tensor::<f64>::zeros(&[2, 4]));
     assert!(training_losses(&schedule, &wrong_shape, &x, &[0, 1], &x, TrainingOptions::default()).is_err());
 }
 
+/// eps_theta(x, t) = a_t x + b_t with slope and offset that change with every t, so a loss
+/// computed from the wrong x (x_0 for x_t) or the wrong timestep (t + 1) has another value.
+fn slope(t: usize) -> f64 {
+    0.2 + 0.15 * (t % 7) as f64
+}
+fn offset(t: usize) -> f64 {
+    0.03 * (t % 5) as f64 - 0.05
+}
+fn affine_model(x: &Tensor<f64>, t: &[usize]) -> tensor::Result<Tensor<f64>> {
+    let batch = t.len();
+    let slopes = Tensor::from_vec(t.iter().map(|&s| slope(s)).collect(), &[batch, 1, 1, 1])?;
+    let offsets = Tensor::from_vec(t.iter().map(|&s| offset(s)).collect(), &[batch, 1, 1, 1])?;
+    x.mul(&slopes)?.add(&offsets)
+}
+
 #[test]
 fn training_losses_follow_their_definitions() -> Result<(), Box<dyn std::error::Error>> {
-    // L_simple = mean |eps - eps_theta|^2; x_0 prediction regresses x_0; L_vlb = T * vb; hybrid = L_simple + lambda L_vlb.
-    let schedule = NoiseSchedule::new(BetaSchedule::Cosine, 100)?;
+    // L_simple = mean_d (eps - eps_theta(x_t, t))^2 with x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps
+    // (Ho et al. eq. 14, Algorithm 1); x_0 prediction regresses x_0; L_vlb = T * vb; hybrid = L_simple + lambda L_vlb.
+    // The expected values are built here from the betas alone (alpha-bar as a running product),
+    // with a model whose output depends on both x_t and t.
+    let betas = BetaSchedule::Cosine.betas(100);
+    let schedule = NoiseSchedule::from_betas(betas.clone())?;
     let mut rng = rng(1);
-    let (x_start, noise) = (Tensor::<f32>::rand_uniform(&[4, 1, 2, 2], -1.0, 1.0, &mut rng), Tensor::<f32>::randn(&[4, 1, 2, 2], &mut rng));
-    let t = sample_timesteps(100, 4, &mut rng);
-    assert!(t.iter().all(|&s| s < 100));
-    let prediction = Tensor::<f32>::randn(&[4, 1, 2, 2], &mut rng);
-    let model = |_: &Tensor<f32>, _: &[usize]| Ok(prediction.clone());
-    let simple = training_losses(&schedule, &model, &x_start, &t, &noise, TrainingOptions::default())?;
-    assert!((simple.loss.item()? - prediction.mse_loss(&noise)?.item()?).abs() < 1e-6);
+    let dims = [4, 1, 2, 2];
+    let (x_start, noise) = (Tensor::<f64>::rand_uniform(&dims, -1.0, 1.0, &mut rng), Tensor::<f64>::randn(&dims, &mut rng));
+    let t = [0, 3, 50, 99];
+    let sampled = sample_timesteps(100, 1000, &mut rng);
+    assert!(sampled.iter().all(|&s| s < 100) && sampled.iter().any(|&s| s < 10) && sampled.iter().any(|&s| s >= 90));
+    let (x0, eps) = (x_start.to_vec(), noise.to_vec());
+    let mut expected_eps_mse = vec![0.0; 4];
+    let mut expected_x0_mse = vec![0.0; 4];
+    let mut x_t = vec![0.0; 16];
+    for (b, &step) in t.iter().enumerate() {
+        let alpha_bar: f64 = betas[..=step].iter().map(|beta| 1.0 - beta).product();
+        for d in 0..4 {
+            let i = b * 4 + d;
+            x_t[i] = alpha_bar.sqrt() * x0[i] + (1.0 - alpha_bar).sqrt() * eps[i];
+            let output = slope(step) * x_t[i] + offset(step);
+            expected_eps_mse[b] += (eps[i] - output).powi(2) / 4.0;
+            expected_x0_mse[b] += (x0[i] - output).powi(2) / 4.0;
+        }
+    }
+    let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12 * y.abs().max(1.0));
+    let simple = training_losses(&schedule, &affine_model, &x_start, &t, &noise, TrainingOptions::default())?;
+    let simple_mse = simple.mse.clone().ok_or("L_simple without its mse")?.to_vec();
+    assert!(close(&simple_mse, &expected_eps_mse), "{simple_mse:?} vs {expected_eps_mse:?}");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!((simple.loss.item()? - mean(&expected_eps_mse)).abs() < 1e-12);
     let x0_options = TrainingOptions { parameterization: Parameterization::StartX, ..TrainingOptions::default() };
-    let x0 = training_losses(&schedule, &model, &x_start, &t, &noise, x0_options)?;
-    assert!((x0.loss.item()? - prediction.mse_loss(&x_start)?.item()?).abs() < 1e-6);
-    let vlb = training_losses(&schedule, &model, &x_start, &t, &noise, TrainingOptions { loss: LossKind::Vlb, ..TrainingOptions::default() })?;
-    let vb = vlb.vb.clone().unwrap().mean_all()?.item()?;
-    assert!((vlb.loss.item()? - 100.0 * vb).abs() < 1e-3 * vlb.loss.item()?.abs());
+    let x0_mse = training_losses(&schedule, &affine_model, &x_start, &t, &noise, x0_options)?.mse.ok_or("no mse")?.to_vec();
+    assert!(close(&x0_mse, &expected_x0_mse), "{x0_mse:?} vs {expected_x0_mse:?}");
+    // The bound term is vb_terms_bpd at the same x_t and model output.
+    let x_t = Tensor::from_vec(x_t, &dims)?;
+    let reverse = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
+    let expected_vb = vb_terms_bpd(&schedule, &affine_model(&x_t, &t)?, &x_start, &x_t, &t, reverse)?.bpd.to_vec();
+    let vlb = training_losses(&schedule, &affine_model, &x_start, &t, &noise, TrainingOptions { loss: LossKind::Vlb, ..TrainingOptions::default() })?;
+    let vb = vlb.vb.clone().ok_or("L_vlb without its vb")?.to_vec();
+    assert!(close(&vb, &expected_vb), "{vb:?} vs {expected_vb:?}");
+    assert!((vlb.loss.item()? - 100.0 * mean(&expected_vb)).abs() < 1e-12 * vlb.loss.item()?.abs());
     let hybrid_options = TrainingOptions { loss: LossKind::Hybrid, ..TrainingOptions::default() };
-    let hybrid = training_losses(&schedule, &model, &x_start, &t, &noise, hybrid_options)?;
-    assert!((hybrid.loss.item()? - (simple.loss.item()? + 0.001 * 100.0 * vb)).abs() < 1e-4);
+    let hybrid = training_losses(&schedule, &affine_model, &x_start, &t, &noise, hybrid_options)?;
+    let expected_hybrid = mean(&expected_eps_mse) + 0.001 * 100.0 * mean(&expected_vb);
+    assert!((hybrid.loss.item()? - expected_hybrid).abs() < 1e-12 * expected_hybrid);
     Ok(())
 }

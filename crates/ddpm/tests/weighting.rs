@@ -1,6 +1,7 @@
 //! Min-SNR-gamma weighting (Hang et al. 2023): one objective, whichever quantity the
 //! network predicts. On the noise it weighs `min(SNR_t, gamma) / SNR_t`; on x_0 it
-//! weighs `min(SNR_t, gamma)`; both are `min(SNR_t, gamma) |x_0 - x0_hat|^2`.
+//! weighs `min(SNR_t, gamma)`; on the posterior mean `min(SNR_t, gamma) / coef1_t^2`;
+//! all are `min(SNR_t, gamma) |x_0 - x0_hat|^2`.
 
 use ddpm::{training_losses, BetaSchedule, NoiseSchedule, Parameterization, TimestepWeighting, TrainingOptions};
 use tensor::{rng, Tensor};
@@ -18,7 +19,7 @@ fn noised(schedule: &NoiseSchedule, x_start: &[f64], noise: &[f64], t: &[usize],
 }
 
 #[test]
-fn min_snr_is_one_objective_in_x0_space_for_both_parameterizations() -> Result<(), Box<dyn std::error::Error>> {
+fn min_snr_is_one_objective_in_x0_space_for_every_parameterization() -> Result<(), Box<dyn std::error::Error>> {
     let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
     let (batch, per_item) = (6, 4);
     let mut rng = rng(7);
@@ -59,6 +60,19 @@ fn min_snr_is_one_objective_in_x0_space_for_both_parameterizations() -> Result<(
     let x0_options = TrainingOptions { parameterization: Parameterization::StartX, ..options };
     let x0_loss = training_losses(&schedule, &x0_model, &x_start, &t, &noise, x0_options)?.loss.item()?;
     assert!((x0_loss - expected).abs() <= 1e-9 * expected.abs(), "x_0 form {x0_loss} vs {expected}");
+
+    // A network that predicts the posterior mean mu-tilde = coef1 x0_hat + coef2 x_t, too.
+    let mu_hat: Vec<f64> = (0..x0.len())
+        .map(|i| {
+            let s = t[i / per_item];
+            schedule.posterior_mean_coef1[s] * x0_prediction.to_vec()[i] + schedule.posterior_mean_coef2[s] * x_t[i]
+        })
+        .collect();
+    let mu_prediction = Tensor::from_vec(mu_hat, &[batch, per_item])?;
+    let mu_model = |_: &Tensor<f64>, _: &[usize]| Ok(mu_prediction.clone());
+    let mu_options = TrainingOptions { parameterization: Parameterization::PosteriorMean, ..options };
+    let mu_loss = training_losses(&schedule, &mu_model, &x_start, &t, &noise, mu_options)?.loss.item()?;
+    assert!((mu_loss - expected).abs() <= 1e-9 * expected.abs(), "mu-tilde form {mu_loss} vs {expected}");
     Ok(())
 }
 
