@@ -23,6 +23,7 @@ use crate::cli::{AblationArgs, Cli, Command, LossKind, SamplerKind, VarianceKind
 use crate::commands::{bound_on_test_images, NllReport};
 use crate::error::{Error, Result};
 use crate::eval::{draw_many, save_sample_grid, EvalReport, Judge};
+use crate::progress::Progress;
 use crate::model::Loaded;
 use crate::sampling::SamplerChoice;
 use clap::Parser;
@@ -113,7 +114,7 @@ fn train_row(args: &AblationArgs, row: Row, dir: &Path, interrupt: &AtomicBool) 
     let summary = crate::train::train(&train_args, interrupt)?;
     eprintln!("ablation: {}", summary.line());
     if summary.interrupted {
-        return Err(Error::InvalidArgument { what: "ablation", reason: format!("interrupted; run the same command again to resume {}", dir.display()) });
+        return Err(Error::Interrupted { what: format!("{} saved; run the same command again to resume it", dir.display()) });
     }
     Ok(())
 }
@@ -128,7 +129,10 @@ pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
     if args.samples < 2 || args.nll_images == 0 || args.steps == 0 {
         return Err(Error::InvalidArgument { what: "--samples/--nll-images/--steps", reason: "need at least 2 samples, 1 image and 1 step".into() });
     }
-    let judge = Judge::new(crate::classifier::load(&args.classifier)?)?;
+    crate::validate::writable_dir("--out", &args.out)?;
+    let judge = Judge::new(crate::classifier::load(&args.classifier.clone().unwrap_or_else(crate::classifier::default_path))?)?;
+    // One unit per row: training, samples and the bound of one objective and variance.
+    let progress = Progress::new("ablation", ROWS.len() as u64, "rows");
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for row in ROWS {
@@ -142,16 +146,18 @@ pub fn run(args: &AblationArgs, interrupt: &AtomicBool) -> Result<String> {
                 let mut config = loaded.config.clone();
                 config.variance = row.variance;
                 let ancestral = SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 };
-                let samples = draw_many(&model, &config, ancestral, args.samples, args.seed)?;
+                let samples = draw_many(&model, &config, ancestral, args.samples, args.seed, &Progress::hidden())?;
                 save_sample_grid(&args.out.join(format!("{}.png", row.slug())), &samples)?;
                 let eval = judge.score(&samples, args.seed)?;
-                let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.seed)?;
+                let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.seed, false)?;
                 eprintln!("ablation: {} / {}: {:.3} bits/dim, FID {:.2}, {:.1}% recognisable ({:.0} s so far)", row.objective(), row.sigma(), bound.total_bpd, eval.fid, 100.0 * eval.recognisable, started.elapsed().as_secs_f64());
                 Outcome::Measured { eval, bound }
             }
         };
         outcomes.push((row, outcome));
+        progress.inc();
     }
+    progress.finish();
     let (markdown, csv) = tables(args, &outcomes);
     for (name, text) in [("table.md", &markdown), ("table.csv", &csv)] {
         let path = args.out.join(name);

@@ -7,7 +7,8 @@
 //! shifts of up to two pixels as augmentation.
 
 use crate::cli::{ClassifierTestArgs, ClassifierTrainArgs};
-use crate::data::mnist::{Mnist, MnistSplit, Split};
+use crate::data::mnist::{MnistSplit, Split};
+use crate::data_dir::load_mnist;
 use crate::error::{Error, Result};
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::{Adam, Checkpoint, Classifier, Module, Optimizer};
@@ -29,10 +30,11 @@ const MAX_SHIFT: i64 = 2;
 /// Steps of linear learning-rate warmup.
 const WARMUP: usize = 100;
 
-/// `data/classifier.safetensors` in this repository.
+/// `classifier.safetensors` in the data folder (`data/` of this repository unless
+/// `--data-dir` or `DDPM_DATA_DIR` says otherwise).
 #[must_use]
 pub fn default_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("classifier.safetensors")
+    crate::data_dir::classifier_path()
 }
 
 /// Reads a classifier written by [`train`].
@@ -140,8 +142,10 @@ pub fn train(args: &ClassifierTrainArgs) -> Result<String> {
     if args.epochs == 0 || args.batch == 0 || !args.lr.is_finite() || args.lr <= 0.0 {
         return Err(Error::InvalidArgument { what: "--epochs/--batch/--lr", reason: "must be positive".into() });
     }
-    let train_split = Mnist::load(Mnist::default_dir(), Split::Train)?;
-    let test_split = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let out = args.out.clone().unwrap_or_else(default_path);
+    crate::validate::writable_file("--out", &out)?;
+    let train_split = load_mnist(Split::Train)?;
+    let test_split = load_mnist(Split::Test)?;
     let mut rng = tensor::rng(args.seed);
     let mut classifier = Classifier::<f32>::new(&mut rng);
     let mut optimizer = Adam::adamw(args.lr, 0.0);
@@ -194,8 +198,8 @@ pub fn train(args: &ClassifierTrainArgs) -> Result<String> {
         ("seconds".to_string(), format!("{seconds:.0}")),
     ]);
     let checkpoint = Checkpoint { model: classifier.named_params(), metadata, ..Checkpoint::default() };
-    checkpoint.save(&args.out)?;
-    Ok(format!("{log}; {} steps in {seconds:.0} s -> {}", total, args.out.display()))
+    checkpoint.save(&out)?;
+    Ok(format!("{log}; {} steps in {seconds:.0} s -> {}", total, out.display()))
 }
 
 /// `ddpm classifier test`: the accuracy of saved weights on the MNIST test split.
@@ -203,10 +207,11 @@ pub fn train(args: &ClassifierTrainArgs) -> Result<String> {
 /// # Errors
 /// A missing or bad classifier file, or data errors.
 pub fn test(args: &ClassifierTestArgs) -> Result<String> {
-    let classifier = load(&args.classifier)?;
-    let test_split = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let path = args.classifier.clone().unwrap_or_else(default_path);
+    let classifier = load(&path)?;
+    let test_split = load_mnist(Split::Test)?;
     let accuracy = accuracy(&classifier, &test_split)?;
-    Ok(format!("{}: test accuracy {:.2}% on {} images", args.classifier.display(), 100.0 * accuracy, test_split.len()))
+    Ok(format!("{}: test accuracy {:.2}% on {} images", path.display(), 100.0 * accuracy, test_split.len()))
 }
 
 #[cfg(test)]

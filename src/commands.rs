@@ -3,13 +3,17 @@
 
 use crate::cli::{Dataset, ForwardArgs, InfoArgs, NllArgs, SampleArgs, SamplerArgs, SamplerKind};
 use crate::config::TrainConfig;
-use crate::data::mnist::{Mnist, Split};
+use crate::data::mnist::Split;
+use crate::data_dir::load_mnist;
+use crate::progress::Progress;
+use crate::validate;
+use crate::watched::Watched;
 use crate::error::{Error, Result};
 use crate::image::save_grid;
 use crate::model::{Loaded, ELAPSED_KEY};
 use crate::plot::{Plot, Series};
 use crate::raster::save_png;
-use crate::sampling::{draw, save_samples, SamplerChoice};
+use crate::sampling::{draw_in_batches, model_calls, save_samples, SamplerChoice, SAMPLE_BATCH};
 use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
 use ddpm::{calc_bpd_loop, q_sample, ReverseOptions};
 use nn::Module;
@@ -35,12 +39,17 @@ fn require_images(config: &TrainConfig, what: &'static str) -> Result<()> {
 /// A bad checkpoint or sampler setting, or an I/O error.
 pub fn sample(args: &SampleArgs) -> Result<String> {
     let loaded = Loaded::read(&args.checkpoint)?;
-    let model = loaded.model(args.raw_weights)?;
     let config = &loaded.config;
     let SamplerArgs { sampler: kind, steps, eta } = args.sampling;
-    if args.count == 0 || steps == 0 {
-        return Err(Error::InvalidArgument { what: "--count/--steps", reason: "must be at least 1".into() });
+    if args.count == 0 {
+        return Err(Error::InvalidArgument { what: "--count", reason: "must be at least 1".into() });
     }
+    validate::sampler(&args.sampling, config.timesteps)?;
+    validate::png_output("--out", &args.out)?;
+    if let Some(path) = &args.trajectory {
+        validate::png_output("--trajectory", path)?;
+    }
+    let model = loaded.model(args.raw_weights)?;
     let sampler = SamplerChoice { kind, steps, eta };
     // The timesteps whose state the trajectory shows: ten along the sampler's path.
     let path_steps = match kind {
@@ -55,7 +64,9 @@ pub fn sample(args: &SampleArgs) -> Result<String> {
         Vec::new()
     };
     let started = std::time::Instant::now();
-    let trajectory = draw(&model, config, sampler, args.count, args.seed, &record)?;
+    let progress = Progress::new("sample", (args.count.div_ceil(SAMPLE_BATCH) * model_calls(config, sampler)) as u64, "model calls");
+    let trajectory = draw_in_batches(&model, config, sampler, args.count, args.seed, &record, &progress)?;
+    progress.finish();
     save_samples(&args.out, config, &trajectory.sample)?;
     let mut report = format!(
         "{} samples ({:?}, {} steps) from {} at step {} in {:.1} s -> {}",
@@ -102,13 +113,14 @@ pub fn forward(args: &ForwardArgs) -> Result<String> {
         crate::cli::ScheduleKind::Cosine => BetaSchedule::Cosine,
     };
     let schedule = NoiseSchedule::new(kind, args.timesteps)?;
+    validate::writable_dir("--out", &args.out)?;
     if let Some(&bad) = args.t.iter().find(|&&t| t >= args.timesteps) {
         return Err(Error::InvalidArgument { what: "--t", reason: format!("timestep {bad} is not below T = {}", args.timesteps) });
     }
     if args.images == 0 || args.t.is_empty() {
         return Err(Error::InvalidArgument { what: "--images/--t", reason: "need at least one image and one timestep".into() });
     }
-    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let test = load_mnist(Split::Test)?;
     let n = args.images.min(test.len());
     let x0 = Tensor::from_vec(test.gather_images(&(0..n).collect::<Vec<_>>())?, &[n, 1, 28, 28])?;
     // One noise draw per image, shared by every t: each row shows one path of noising.
@@ -128,6 +140,9 @@ pub fn forward(args: &ForwardArgs) -> Result<String> {
     let curves = |f: &dyn Fn(f64) -> f64| -> Result<Vec<Series>> {
         [("linear", BetaSchedule::Linear), ("cosine", BetaSchedule::Cosine)]
             .into_iter()
+            // The linear schedule needs T > 20 (beta_T = 20 / T < 1); with fewer
+            // steps only the cosine curve is drawn.
+            .filter(|(_, k)| *k != BetaSchedule::Linear || args.timesteps > 20)
             .map(|(label, k)| {
                 let s = NoiseSchedule::new(k, args.timesteps)?;
                 let points = s.alphas_cumprod.iter().enumerate().map(|(t, &a)| (t as f64, f(a))).collect();
@@ -155,17 +170,22 @@ pub struct NllReport {
 }
 
 /// The bound in bits/dim of `model` on the first `images` MNIST test images (all
-/// of them if fewer), `batch` at a time, with the reverse variance of `config`.
+/// of them if fewer), `batch` at a time, with the reverse variance of `config`;
+/// with `show_progress`, a bar (or log lines) over the model calls.
 ///
 /// # Errors
-/// Zero images or batch, or data errors.
-pub fn bound_on_test_images(model: &crate::model::Model, config: &TrainConfig, images: usize, batch: usize, seed: u64) -> Result<NllReport> {
+/// Zero images or batch, data errors, or [`Error::NonFinite`] when the model
+/// predicts NaN or infinity.
+pub fn bound_on_test_images(model: &crate::model::Model, config: &TrainConfig, images: usize, batch: usize, seed: u64, show_progress: bool) -> Result<NllReport> {
     let schedule = config.noise_schedule()?;
     if images == 0 || batch == 0 {
         return Err(Error::InvalidArgument { what: "--images/--batch", reason: "must be at least 1".into() });
     }
-    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let test = load_mnist(Split::Test)?;
     let n = images.min(test.len());
+    let calls = (n.div_ceil(batch) * config.timesteps) as u64;
+    let progress = if show_progress { Progress::new("nll", calls, "model calls") } else { Progress::hidden() };
+    let watched = Watched::new(model, &progress);
     let options = ReverseOptions { variance: config.variance_kind(), parameterization: config.parameterization(), clip_denoised: true };
     let mut r = rng(seed);
     let (mut totals, mut priors, mut decoders, mut vbs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -173,7 +193,7 @@ pub fn bound_on_test_images(model: &crate::model::Model, config: &TrainConfig, i
     for start in (0..n).step_by(batch) {
         let indices: Vec<usize> = (start..(start + batch).min(n)).collect();
         let x0 = Tensor::from_vec(test.gather_images(&indices)?, &[indices.len(), 1, 28, 28])?;
-        let terms = calc_bpd_loop(&schedule, model, &x0, options, &mut r)?;
+        let terms = watched.verdict(calc_bpd_loop(&schedule, &watched, &x0, options, &mut r))?;
         let vb = terms.vb.to_vec();
         for (i, row) in vb.chunks(config.timesteps).enumerate() {
             decoders.push(f64::from(row[0]));
@@ -188,6 +208,7 @@ pub fn bound_on_test_images(model: &crate::model::Model, config: &TrainConfig, i
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let total = mean(&totals);
     let stderr = (totals.iter().map(|x| (x - total).powi(2)).sum::<f64>() / (totals.len().max(2) - 1) as f64 / totals.len() as f64).sqrt();
+    progress.finish();
     per_timestep.iter_mut().for_each(|v| *v /= n as f64);
     Ok(NllReport {
         images: n,
@@ -207,10 +228,18 @@ pub fn bound_on_test_images(model: &crate::model::Model, config: &TrainConfig, i
 pub fn nll(args: &NllArgs) -> Result<(NllReport, PathBuf)> {
     let loaded = Loaded::read(&args.checkpoint)?;
     require_images(&loaded.config, "--checkpoint")?;
+    // A run's figures go into its folder; a single file's (a shipped or exported
+    // model, e.g. in data/) into the current folder, not beside it.
+    let in_run_folder = args.checkpoint.is_dir() || loaded.path.file_name().is_some_and(|n| n == "checkpoint.safetensors");
+    let out = match (&args.out, loaded.path.parent()) {
+        (Some(out), _) => out.clone(),
+        (None, Some(dir)) if in_run_folder => dir.to_path_buf(),
+        (None, _) => PathBuf::from("."),
+    };
+    validate::writable_dir("--out", &out)?;
     let model = loaded.model(args.raw_weights)?;
-    let report = bound_on_test_images(&model, &loaded.config, args.images, args.batch, args.seed)?;
+    let report = bound_on_test_images(&model, &loaded.config, args.images, args.batch, args.seed, true)?;
     let n = report.images;
-    let out = args.out.clone().unwrap_or_else(|| loaded.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
     let plot_path = out.join("nll_per_timestep.png");
     let plot = Plot {
         title: format!("bits/dim per timestep ({n} test images)"),
@@ -270,6 +299,21 @@ pub fn info(args: &InfoArgs) -> Result<String> {
 /// A missing or bad checkpoint, or I/O errors.
 pub fn export(args: &crate::cli::ExportArgs) -> Result<String> {
     let loaded = Loaded::read(&args.checkpoint)?;
+    validate::writable_file("--out", &args.out)?;
+    // The optimizer state is what makes a checkpoint resumable; an export has none.
+    if !args.force && args.out.is_file() {
+        if let Ok(existing) = nn::Checkpoint::<f32>::load(&args.out) {
+            if !existing.optimizer.is_empty() {
+                return Err(Error::InvalidArgument {
+                    what: "--out",
+                    reason: format!(
+                        "{} is a resumable checkpoint (it holds optimizer state); exporting over it would end its run. Choose another --out, or add --force",
+                        args.out.display()
+                    ),
+                });
+            }
+        }
+    }
     let weights = if loaded.checkpoint.ema.is_empty() { "raw" } else { "ema" };
     let mut metadata = loaded.checkpoint.metadata.clone();
     metadata.insert("weights".into(), weights.into());

@@ -200,10 +200,15 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(invalid("--ema-decay", &format!("must be in [0, 1), got {}", self.ema_decay)));
         }
-        // `>= 0` is false for NaN, so a NaN value is refused too.
-        let non_negative = |v: f64| v >= 0.0;
-        if !non_negative(self.grad_clip) || !non_negative(self.time_budget) || !non_negative(self.hybrid_lambda) {
-            return Err(invalid("--grad-clip/--time-budget/--hybrid-lambda", "must be non-negative"));
+        for (flag, v) in [("--grad-clip", self.grad_clip), ("--time-budget", self.time_budget), ("--hybrid-lambda", self.hybrid_lambda)] {
+            crate::validate::finite_non_negative(flag, v)?;
+        }
+        if let ModelConfig::Mlp(mlp) = &self.model {
+            for (flag, v) in [("--hidden", mlp.hidden_dim), ("--depth", mlp.depth)] {
+                if v == 0 {
+                    return Err(invalid(flag, "must be at least 1"));
+                }
+            }
         }
         if self.schedule == ScheduleKind::Linear && self.timesteps <= 20 {
             return Err(invalid("--timesteps", "the linear schedule needs T > 20 (beta_T = 20 / T must stay below 1)"));

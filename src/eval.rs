@@ -12,12 +12,14 @@
 use crate::classifier;
 use crate::cli::{Dataset, EvalArgs, SamplerArgs};
 use crate::config::TrainConfig;
-use crate::data::mnist::{Mnist, MnistSplit, Split};
+use crate::data::mnist::{MnistSplit, Split};
+use crate::data_dir::load_mnist;
 use crate::error::{Error, Result};
 use crate::image::save_grid;
 use crate::metrics::{class_entropy, frechet_distance, Gaussian};
 use crate::model::{Loaded, Model};
-use crate::sampling::{draw, SamplerChoice};
+use crate::progress::Progress;
+use crate::sampling::{draw_in_batches, model_calls, SamplerChoice, SAMPLE_BATCH};
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::Classifier;
 use rand::seq::SliceRandom;
@@ -25,9 +27,6 @@ use rand::SeedableRng;
 use std::path::Path;
 use std::time::Instant;
 
-/// Samples drawn per call of the sampler; the samples of chunk `i` use the seed
-/// `seed + i`, so a result depends on the seed and `N`, not on the machine.
-const CHUNK: usize = 250;
 /// The confidence above which a sample counts as recognisable.
 pub const CONFIDENCE: f32 = 0.9;
 
@@ -57,17 +56,13 @@ impl EvalReport {
     }
 }
 
-/// `count` samples `[N, 1, 28, 28]` as one row-major vector, drawn in chunks.
+/// `count` samples `[N, 1, 28, 28]` as one row-major vector, drawn in batches of
+/// [`crate::sampling::SAMPLE_BATCH`] (batch `i` with the seed `seed + i`).
 ///
 /// # Errors
-/// Sampler settings out of range.
-pub fn draw_many(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64) -> Result<Vec<f32>> {
-    let mut images = Vec::new();
-    for (i, start) in (0..count).step_by(CHUNK).enumerate() {
-        let n = CHUNK.min(count - start);
-        images.extend(draw(model, config, sampler, n, seed.wrapping_add(i as u64), &[])?.sample.to_vec());
-    }
-    Ok(images)
+/// Sampler settings out of range, or a model that predicts NaN.
+pub fn draw_many(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, progress: &Progress) -> Result<Vec<f32>> {
+    Ok(draw_in_batches(model, config, sampler, count, seed, &[], progress)?.sample.to_vec())
 }
 
 /// The classifier, with what every score is measured against: the Gaussian of its
@@ -85,10 +80,10 @@ impl Judge {
     /// # Errors
     /// Data errors.
     pub fn new(classifier: Classifier<f32>) -> Result<Self> {
-        let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+        let test = load_mnist(Split::Test)?;
         let test_features = classifier::judge(&classifier, &test.gather_images(&(0..test.len()).collect::<Vec<_>>())?)?.features;
         let test_gaussian = Gaussian::fit(&test_features, FEATURES)?;
-        Ok(Judge { classifier, test_gaussian, train: Mnist::load(Mnist::default_dir(), Split::Train)? })
+        Ok(Judge { classifier, test_gaussian, train: load_mnist(Split::Train)? })
     }
 
     /// The verdict on `samples` (`N` images of 28x28 in [-1, 1]), with the floor
@@ -129,7 +124,11 @@ pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
     if loaded.config.data != Dataset::Mnist {
         return Err(Error::InvalidArgument { what: "--checkpoint", reason: "eval needs a checkpoint trained on MNIST".into() });
     }
-    let judge = Judge::new(classifier::load(&args.classifier)?)?;
+    crate::validate::sampler(&args.sampling, loaded.config.timesteps)?;
+    if let Some(grid) = &args.grid {
+        crate::validate::png_output("--grid", grid)?;
+    }
+    let judge = Judge::new(classifier::load(&args.classifier.clone().unwrap_or_else(classifier::default_path))?)?;
     let model = loaded.model(args.raw_weights)?;
     let mut config = loaded.config.clone();
     if let Some(variance) = args.variance {
@@ -137,7 +136,9 @@ pub fn eval(args: &EvalArgs) -> Result<(EvalReport, String)> {
     }
     let sampler = SamplerChoice { kind, steps, eta };
     let started = Instant::now();
-    let samples = draw_many(&model, &config, sampler, args.samples, args.seed)?;
+    let progress = Progress::new("eval", (args.samples.div_ceil(SAMPLE_BATCH) * model_calls(&config, sampler)) as u64, "model calls");
+    let samples = draw_many(&model, &config, sampler, args.samples, args.seed, &progress)?;
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let report = judge.score(&samples, args.seed)?;
     let mut line = format!("{} at step {}, {kind:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step);

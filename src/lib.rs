@@ -10,16 +10,22 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
+pub mod data_dir;
 pub mod error;
 pub mod eval;
 pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod progress;
 pub mod raster;
+pub mod run_lock;
 pub mod sampling;
+pub mod signals;
 pub mod step_bench;
 pub mod train;
+pub mod validate;
+pub mod watched;
 
 /// The chapters of `notebooks-md/`, compiled and run as doctests so the course text
 /// cannot drift from the code.

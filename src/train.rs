@@ -11,14 +11,15 @@
 
 use crate::cli::{Dataset, TrainArgs};
 use crate::config::TrainConfig;
-use crate::data::mnist::{Mnist, MnistSplit, Split};
+use crate::data::mnist::{MnistSplit, Split};
 use crate::error::{Error, Result};
 use crate::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
 use crate::plot::{Plot, Series};
+use crate::progress::Progress;
 use crate::raster::save_png;
+use crate::run_lock::{remove_stale_temp_files, RunLock};
 use crate::sampling::{draw, save_samples, toy_points, SamplerChoice};
 use ddpm::{sample_timesteps, training_losses};
-use indicatif::{ProgressBar, ProgressStyle};
 use nn::{clip_grad_norm, Adam, Checkpoint, Ema, LinearWarmup, Module, Optimizer};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -89,7 +90,7 @@ enum TrainData {
 impl TrainData {
     fn load(config: &TrainConfig) -> Result<Self> {
         Ok(match config.data {
-            Dataset::Mnist => TrainData::Mnist(Mnist::load(Mnist::default_dir(), Split::Train)?),
+            Dataset::Mnist => TrainData::Mnist(crate::data_dir::load_mnist(Split::Train)?),
             toy => TrainData::Points(toy_points(toy, TOY_POINTS, config.seed)),
         })
     }
@@ -177,6 +178,8 @@ struct Run {
     ema: Ema<f32>,
     step: usize,
     elapsed_before: f64,
+    /// Held while the run trains; dropping it frees the folder.
+    _lock: RunLock,
 }
 
 impl Run {
@@ -214,6 +217,10 @@ fn open_run(args: &TrainArgs) -> Result<Run> {
     let dir = args.run.clone().unwrap_or_else(|| TrainConfig::default_run_dir(args.preset));
     let checkpoint_file = dir.join("checkpoint.safetensors");
     if args.resume {
+        if !dir.is_dir() {
+            return Err(Error::InvalidArgument { what: "--resume", reason: format!("{} does not exist", dir.display()) });
+        }
+        let lock = lock_run(&dir)?;
         let fixed = fixed_on_resume(args);
         if !fixed.is_empty() {
             return Err(Error::InvalidArgument {
@@ -242,22 +249,32 @@ fn open_run(args: &TrainArgs) -> Result<Run> {
         let elapsed_before = loaded.checkpoint.metadata.get(ELAPSED_KEY).and_then(|v| v.parse().ok()).unwrap_or(0.0);
         write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
         truncate_metrics(&dir.join("metrics.csv"), loaded.step)?;
-        return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before });
+        return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before, _lock: lock });
     }
     let config = TrainConfig::from_args(args)?;
+    fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+    let lock = lock_run(&dir)?;
     if checkpoint_file.exists() {
         return Err(Error::InvalidArgument {
             what: "--run",
             reason: format!("{} already holds a checkpoint; add --resume to continue it, or choose another --run", dir.display()),
         });
     }
-    fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
     write_atomic(&dir.join("metrics.csv"), b"step,loss,lr,grad_norm,examples_per_second\n")?;
     let model = Model::new(&config.model, config.seed)?;
     let optimizer = Adam::adamw(config.lr, 0.0);
     let ema = Ema::new(&model, config.ema_decay);
-    Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0 })
+    Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0, _lock: lock })
+}
+
+/// Takes the run folder's lock, then clears what killed writes left in it.
+fn lock_run(dir: &Path) -> Result<RunLock> {
+    let lock = RunLock::acquire(dir)?;
+    for file in remove_stale_temp_files(dir)? {
+        eprintln!("removed {}, left by a write that was killed", file.display());
+    }
+    Ok(lock)
 }
 
 /// Keeps the header and the rows up to `step`: the steps after the checkpoint are
@@ -327,12 +344,8 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         .open(run.dir.join("metrics.csv"))
         .map_err(|source| Error::Io { path: run.dir.join("metrics.csv"), source })?;
     let samples_dir = run.dir.join("samples");
-    let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(config.steps as u64) };
-    progress.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-            .expect("a valid template"),
-    );
-    progress.set_position(start_step as u64);
+    let progress = if args.quiet { Progress::hidden() } else { Progress::new("train", config.steps as u64, "steps") };
+    progress.start_at(start_step as u64);
     let started = Instant::now();
     let mut last_checkpoint = run.checkpoint_path().exists().then(|| run.checkpoint_path());
     let mut final_loss = f64::NAN;
@@ -374,6 +387,9 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         let out_of_time = config.time_budget > 0.0 && elapsed >= config.time_budget;
         interrupted = interrupt.load(Ordering::SeqCst);
         let finished = run.step == config.steps || out_of_time || interrupted;
+        if out_of_time && run.step < config.steps {
+            eprintln!("the time budget of {} s ran out at step {} of {}; --resume continues the run", config.time_budget, run.step, config.steps);
+        }
         if finished || run.step % config.checkpoint_every.max(1) == 0 {
             run.save_checkpoint(elapsed)?;
             last_checkpoint = Some(run.checkpoint_path());
@@ -387,7 +403,7 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
             break;
         }
     }
-    progress.finish_and_clear();
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let _ = metrics.flush();
     plot_loss(&run.dir)?;
