@@ -14,6 +14,7 @@ pub mod data_dir;
 pub mod error;
 pub mod eval;
 pub mod image;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod plot;

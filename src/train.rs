@@ -18,7 +18,7 @@ use crate::plot::{Plot, Series};
 use crate::progress::Progress;
 use crate::raster::save_png;
 use crate::run_lock::{remove_stale_temp_files, RunLock};
-use crate::sampling::{draw, save_samples, toy_points, SamplerChoice};
+use crate::sampling::{draw, draw_in_batches, save_samples, toy_points, SamplerChoice};
 use ddpm::{sample_timesteps, training_losses};
 use nn::{clip_grad_norm, Adam, Checkpoint, Ema, LinearWarmup, Module, Optimizer};
 use rand::seq::SliceRandom;
@@ -80,6 +80,7 @@ fn stream(seed: u64, purpose: u64, index: u64) -> Rng {
 
 const DATA_ORDER: u64 = 1;
 const STEP_NOISE: u64 = 2;
+const MEMORY_PROBE: u64 = 3;
 
 /// The training examples, gathered into batches in a seeded shuffled order.
 enum TrainData {
@@ -324,6 +325,31 @@ fn plot_loss(dir: &Path) -> Result<()> {
     save_png(&dir.join("loss.png"), &[plot]).map_err(|source| Error::Io { path: dir.join("loss.png"), source })
 }
 
+/// Refuses a batch too large for the memory available, before the kernel kills the
+/// process: one forward and backward pass on a probe batch, measured. The probe runs
+/// on a copy of the model with its own noise, so the run itself is unchanged.
+fn check_batch_fits(model: &Model, config: &TrainConfig, data: &TrainData, example_dims: &[usize]) -> Result<()> {
+    let Some(available) = crate::memory::available_bytes() else { return Ok(()) };
+    if config.batch <= crate::memory::PROBE_BATCH {
+        return Ok(());
+    }
+    let probe_model = model.clone();
+    let schedule = config.noise_schedule()?;
+    let per_example = crate::memory::bytes_per_example(|batch| {
+        let x_start = data.gather(&(0..batch.min(data.len())).collect::<Vec<_>>(), example_dims)?;
+        let mut r = stream(config.seed, MEMORY_PROBE, 0);
+        let t = sample_timesteps(config.timesteps, x_start.dims()[0], &mut r);
+        let noise = Tensor::<f32>::randn(x_start.dims(), &mut r);
+        let loss = training_losses(&schedule, &probe_model, &x_start, &t, &noise, config.training_options())?.loss;
+        drop(loss.backward()?);
+        Ok(())
+    })?;
+    match per_example {
+        Some(per_example) => crate::memory::check_batch("--batch", config.batch, per_example, available),
+        None => Ok(()),
+    }
+}
+
 /// Trains per `args`; see the module docs.
 ///
 /// # Errors
@@ -338,6 +364,7 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
     let mut order = BatchOrder { seed: config.seed, len: data.len(), epoch: None };
     let warmup = LinearWarmup { base_lr: config.lr, warmup_steps: config.warmup as u64 };
     let example_dims = config.example_dims();
+    check_batch_fits(&run.model, &config, &data, &example_dims)?;
     let start_step = run.step;
     let mut metrics = fs::OpenOptions::new()
         .append(true)
@@ -416,7 +443,7 @@ pub fn train(args: &TrainArgs, interrupt: &AtomicBool) -> Result<Summary> {
         } else {
             SamplerChoice { kind: crate::cli::SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
         };
-        let trajectory = draw(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[])?;
+        let trajectory = draw_in_batches(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[], &Progress::hidden())?;
         save_samples(&path, &config, &trajectory.sample)?;
         Some(path)
     };

@@ -138,21 +138,23 @@ fn bad_inputs_are_one_line_errors_naming_the_flag_and_its_range() {
     let dir = scratch("bad");
     std::fs::write(dir.join("file.txt"), b"a file, not a folder").unwrap();
     let cases = [
-        case("sample --checkpoint {ckpt} --eta -1", &["--eta", "[0, 1]"]),
+        case("sample --checkpoint {ckpt} --eta=-1", &["--eta", "[0, 1]"]),
         case("sample --checkpoint {ckpt} --eta 5", &["--eta", "[0, 1]"]),
         case("sample --checkpoint {ckpt} --eta nan", &["--eta"]),
         case("sample --checkpoint {ckpt} --steps 5000", &["--steps", "5000", "T = 25"]),
         case("sample --checkpoint {ckpt} --sampler langevin --steps 26", &["--steps", "T = 25"]),
         case("sample --checkpoint {ckpt} --steps 1", &["--steps", "at least 2"]),
-        case("sample --checkpoint {ckpt} --out {dir}/s.jpg", &["--out", ".png"]),
-        case("sample --checkpoint {ckpt} --trajectory {dir}/t.gif", &["--trajectory", ".png"]),
-        case("sample --checkpoint {ckpt} --out {dir}/file.txt/s.png", &["--out", "file.txt/s.png"]),
-        case("eval --checkpoint {ckpt} --samples 8 --grid {dir}/g.bmp", &["--grid", ".png"]),
+        case("sample --checkpoint {ckpt} --steps 2 --out {dir}/s.jpg", &["--out", ".png"]),
+        case("sample --checkpoint {ckpt} --steps 2 --trajectory {dir}/t.gif", &["--trajectory", ".png"]),
+        case("sample --checkpoint {ckpt} --steps 2 --out {dir}/file.txt/s.png", &["--out", "file.txt/s.png"]),
+        case("eval --checkpoint {ckpt} --samples 8 --steps 2 --grid {dir}/g.bmp", &["--grid", ".png"]),
         case("eval --checkpoint {ckpt} --samples 8 --eta 2", &["--eta"]),
         case("nll --checkpoint {ckpt} --images 2 --out {dir}/file.txt", &["--out", "file.txt"]),
         case("forward --out {dir}/file.txt --images 1 --t 0", &["--out", "file.txt"]),
         Case { args: "train --grad-clip=-1 --run {dir}/r", env: None, says: &["--grad-clip"], not: &["--time-budget", "--hybrid-lambda"] },
         case("train --hybrid-lambda inf --run {dir}/r", &["--hybrid-lambda", "finite"]),
+        // One step of 100 million images would take terabytes; the kernel would kill it.
+        case("train --base-channels 8 --channel-mults 1,2 --timesteps 25 --batch 100000000 --steps 1 --quiet --run {dir}/big", &["--batch", "GB", "or less"]),
         case("train --time-budget inf --run {dir}/r", &["--time-budget", "finite"]),
         Case { args: "train --preset toy --hidden 0 --run {dir}/r", env: None, says: &["--hidden", "at least 1"], not: &["{", "MlpConfig"] },
         Case { args: "train --preset toy --depth 0 --run {dir}/r", env: None, says: &["--depth", "at least 1"], not: &["{", "MlpConfig"] },
