@@ -62,14 +62,30 @@ pub enum Error {
         /// The last checkpoint with finite weights, if any.
         last_checkpoint: Option<PathBuf>,
     },
+    /// A model predicted NaN or infinity, so no sample or bound was written: the
+    /// weights are broken or the model diverged.
+    NonFinite {
+        /// What was not finite.
+        what: String,
+    },
+    /// A signal (Ctrl-C, SIGTERM) stopped the command.
+    Interrupted {
+        /// What was saved, and how to continue.
+        what: String,
+    },
 }
 
+/// The exit code of an interrupted command: 128 + SIGINT, as shells report it.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 impl Error {
-    /// The process exit code: 2 for bad input (flags, files), 1 for a run that failed.
+    /// The process exit code: 1 for a run that diverged (or a model that predicts
+    /// NaN), 130 for an interrupted one, 2 for bad input (flags, files).
     #[must_use]
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Diverged { .. } => 1,
+            Error::Diverged { .. } | Error::NonFinite { .. } => 1,
+            Error::Interrupted { .. } => i32::from(EXIT_INTERRUPTED),
             _ => 2,
         }
     }
@@ -107,7 +123,15 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Io { path, source } => {
+                // Some writers already put the path in the message; say it once.
+                let (path, message) = (path.display().to_string(), source.to_string());
+                if message.starts_with(&path) {
+                    write!(f, "{message}")
+                } else {
+                    write!(f, "{path}: {message}")
+                }
+            }
             Error::Format {
                 file,
                 offset,
@@ -129,6 +153,8 @@ impl fmt::Display for Error {
                     None => write!(f, "no checkpoint had been written yet"),
                 }
             }
+            Error::NonFinite { what } => write!(f, "{what} is not finite (NaN or infinity): the weights are broken or the model diverged; nothing was written"),
+            Error::Interrupted { what } => write!(f, "interrupted: {what}"),
         }
     }
 }

@@ -1,23 +1,11 @@
 //! The `ddpm` program: parses the command line, runs one command, and turns any
-//! error into one line on stderr with exit code 2 (bad flags or files) or 1 (a run
-//! that failed), never a panic or a backtrace.
+//! error into one line on stderr with the exit codes of [`course::cli::args::EXIT_CODES`]
+//! (0 done, 1 diverged, 2 bad input, 130 interrupted), never a panic or a backtrace.
 
 use clap::Parser;
-use course::cli::args::Cli;
-use course::error::Error;
+use course::cli::args::{Cli, Command};
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-/// A flag that Ctrl-C sets: training loops stop after the current step and save.
-fn interrupt_flag() -> Result<Arc<AtomicBool>, Error> {
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupt);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| Error::InvalidArgument { what: "signal handler", reason: e.to_string() })?;
-    Ok(interrupt)
-}
 
 fn main() -> ExitCode {
     // The main thread joins rayon's pool, so its kernels fork work into the pool
@@ -30,13 +18,17 @@ fn main() -> ExitCode {
         // clap prints --help and --version itself (exit 0) and bad flags (exit 2).
         Err(e) => e.exit(),
     };
-    match course::cli::run(cli, interrupt_flag) {
-        Ok(text) => {
+    course::data::dir::set_flag(cli.data_dir.clone());
+    // Training stops after its current step and saves; everything else quits at once.
+    let graceful = matches!(cli.command, Command::Train(_) | Command::Ablation(_));
+    let result = course::cli::signals::install(graceful).and_then(|interrupt| course::cli::run(cli, &interrupt));
+    match result {
+        Ok((text, code)) => {
             // A reader that stops early (`ddpm info | head`) is not an error.
             if !text.is_empty() {
                 let _ = writeln!(std::io::stdout().lock(), "{text}");
             }
-            ExitCode::SUCCESS
+            ExitCode::from(code)
         }
         Err(e) => {
             eprintln!("error: {e}");

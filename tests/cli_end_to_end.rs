@@ -1,7 +1,7 @@
 //! The `ddpm` program end to end, on a tiny UNet and a few steps: train,
 //! checkpoint, resume (bit-identical to an uninterrupted run), sample, nll, info;
 //! bad flags and files give one-line errors with exit code 2; a diverging run stops
-//! with exit code 1 naming the step; Ctrl-C saves and exits cleanly.
+//! with exit code 1 naming the step; Ctrl-C saves and exits with code 130.
 
 use nn::Checkpoint;
 use std::path::{Path, PathBuf};
@@ -151,7 +151,7 @@ fn a_diverging_run_stops_naming_the_step_and_the_last_checkpoint() {
 }
 
 #[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let run = scratch("interrupt");
     let mut args = vec!["train".to_string(), "--run".into(), run.to_str().unwrap().into()];
     args.extend(TINY.iter().map(|s| s.to_string()));
@@ -166,7 +166,9 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    let stdout = ok(&out);
+    // 130 = 128 + SIGINT: an interrupted run is not a success, though it saved.
+    fails(&out, 130);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("interrupted at step"), "{stdout}");
     let ckpt = Checkpoint::<f32>::load(run.join("checkpoint.safetensors")).unwrap();
     let step: usize = ckpt.metadata["step"].parse().unwrap();

@@ -110,7 +110,7 @@ fn eval_export_and_ablation_end_to_end() {
     assert!((0.0..=1.0).contains(&r) && (0.0..=10f64.ln() + 1e-12).contains(&h), "{report}");
     assert!(report["fid"].as_f64().unwrap() >= 0.0 && report["fid_floor"].as_f64().unwrap() >= 0.0, "{report}");
     // A file that is not a classifier is refused, naming the file.
-    let bad = ddpm(&["eval", "--checkpoint", run_s, "--classifier", exported.to_str().unwrap()]);
+    let bad = ddpm(&["eval", "--checkpoint", run_s, "--steps", "5", "--classifier", exported.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a classifier"), "{}", String::from_utf8_lossy(&bad.stderr));
     // The ablation: three runs, four rows, a grid per row.

@@ -13,11 +13,22 @@ use std::str::FromStr;
 
 /// Train and sample a DDPM with a from-scratch tensor engine.
 #[derive(Debug, Parser)]
-#[command(name = "ddpm", version, about, propagate_version = true)]
+#[command(name = "ddpm", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The folder holding mnist/ and classifier.safetensors (default: $DDPM_DATA_DIR,
+    /// else the data/ folder of the executable's checkout).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
 }
+
+/// The exit codes, as `--help` lists them.
+pub const EXIT_CODES: &str = "Exit codes:
+  0    done
+  1    diverged: a non-finite loss, gradient or model prediction (nothing written after it)
+  2    bad input: a flag out of range, a missing or corrupt file, an unwritable output, a run folder in use
+  130  interrupted by Ctrl-C or SIGTERM (training saves a checkpoint first)";
 
 // One command is parsed per run, so the size of the largest variant is no cost.
 #[allow(clippy::large_enum_variant)]
@@ -251,7 +262,8 @@ pub struct NllArgs {
     /// Seed of the noise of the Monte-Carlo terms.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where to write the per-timestep plot and CSV (default: next to the checkpoint).
+    /// Where to write the per-timestep plot and CSV (default: the run folder of a
+    /// run's checkpoint, else the current folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Use the raw weights instead of the EMA weights.
@@ -278,9 +290,9 @@ pub struct EvalArgs {
     /// Seed of the samples (and of the training images of the FID floor).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
-    pub classifier: PathBuf,
+    /// Classifier weights (default: classifier.safetensors in the data folder).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
     /// Also save the first 100 samples as a PNG grid here.
     #[arg(long)]
     pub grid: Option<PathBuf>,
@@ -310,16 +322,16 @@ pub struct ClassifierTrainArgs {
     /// Seed of the initialisation, the order and the augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where to save the weights.
-    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
-    pub out: PathBuf,
+    /// Where to save the weights (default: classifier.safetensors in the data folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct ClassifierTestArgs {
-    /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
-    pub classifier: PathBuf,
+    /// Classifier weights (default: classifier.safetensors in the data folder).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -345,9 +357,9 @@ pub struct AblationArgs {
     /// Seed of the training runs and of the samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Classifier weights.
-    #[arg(long, default_value_os_t = crate::eval::classifier::default_path())]
-    pub classifier: PathBuf,
+    /// Classifier weights (default: classifier.safetensors in the data folder).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +370,9 @@ pub struct ExportArgs {
     /// The file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Overwrite --out even if it holds a resumable checkpoint (optimizer state).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,14 +2,16 @@
 //! the layers below and calls them; nothing below imports it.
 //!
 //! - [`args`]: the clap types, one per subcommand;
+//! - [`signals`]: Ctrl-C, SIGTERM and SIGHUP, and the exit code of an interrupted run;
 //! - [`run`]: the dispatch, one arm per subcommand.
 
 pub mod args;
+pub mod signals;
 
 use crate::error::{Error, Result};
 use crate::eval::bound::nll;
 use crate::eval::classifier::{self, ClassifierTraining};
-use crate::eval::judge::eval;
+use crate::eval::judge::{eval, fid_sample_size};
 use crate::run::ablation::{self, Ablation};
 use crate::run::commands::{export, forward, info, sample, ForwardFigure, SampleSet};
 use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelConfig, ModelKind, Preset, TrainConfig};
@@ -19,26 +21,37 @@ use crate::run::train::{train, Session};
 use args::{AblationArgs, ClassifierCommand, Cli, Command, SamplerArgs, TrainArgs};
 use std::sync::atomic::AtomicBool;
 
-/// Runs the command and returns what it prints on stdout. `interrupt` is the flag
-/// Ctrl-C sets (training stops after the current step and saves).
+/// Runs the command and returns what it prints on stdout and the exit code (0, or
+/// [`signals::EXIT_INTERRUPTED`] for a run that stopped at a signal and saved).
+/// `interrupt` is the flag Ctrl-C or SIGTERM sets (training stops after the current
+/// step and saves).
 ///
 /// # Errors
 /// Whatever the command reports.
-pub fn run(cli: Cli, interrupt: impl FnOnce() -> Result<std::sync::Arc<AtomicBool>>) -> Result<String> {
+pub fn run(cli: Cli, interrupt: &AtomicBool) -> Result<(String, u8)> {
     let set = |sampling: &SamplerArgs, count: usize, seed: u64| SampleSet {
         sampler: SamplerChoice { kind: sampling.sampler, steps: sampling.steps, eta: sampling.eta },
         count,
         seed,
     };
-    Ok(match cli.command {
+    let text = match cli.command {
         Command::Train(args) => {
             let dir = args.run.clone().unwrap_or_else(|| TrainConfig::default_run_dir(args.preset));
+            if args.resume && !dir.is_dir() {
+                return Err(invalid("--resume", &format!("{} does not exist", dir.display())));
+            }
+            if args.resume {
+                // A run still training there is named before its config is read
+                // (it may not have written a checkpoint yet); training takes the lock again.
+                drop(crate::run::run_lock::RunLock::acquire(&dir)?);
+            }
             // A resumed run starts from its own config, a new one from the preset.
             let base = if args.resume { Loaded::read(&dir)?.config } else { TrainConfig::preset(args.preset) };
             let config = resolve(&args, base)?;
-            train(&config, &Session { dir, resume: args.resume, quiet: args.quiet }, &*interrupt()?)?.line()
+            let summary = train(&config, &Session { dir, resume: args.resume, quiet: args.quiet }, interrupt)?;
+            return Ok((summary.line(), if summary.interrupted { signals::EXIT_INTERRUPTED } else { 0 }));
         }
-        Command::Ablation(args) => ablation::run(&ablation_settings(&args), &*interrupt()?)?,
+        Command::Ablation(args) => ablation::run(&ablation_settings(&args), interrupt)?,
         Command::Sample(args) => {
             let loaded = Loaded::read(&args.checkpoint)?;
             sample(&loaded, args.raw_weights, set(&args.sampling, args.count, args.seed), &args.out, args.trajectory.as_deref())?
@@ -67,7 +80,11 @@ pub fn run(cli: Cli, interrupt: impl FnOnce() -> Result<std::sync::Arc<AtomicBoo
         Command::Eval(args) => {
             let loaded = Loaded::read(&args.checkpoint)?;
             let samples = set(&args.sampling, args.samples, args.seed);
-            let (report, line) = eval(&loaded, args.raw_weights, samples, args.variance, &args.classifier, args.grid.as_deref(), args.samples_out.as_deref())?;
+            let classifier = args.classifier.clone().unwrap_or_else(classifier::default_path);
+            let (report, line) = eval(&loaded, args.raw_weights, samples, args.variance, &classifier, args.grid.as_deref(), args.samples_out.as_deref())?;
+            for warning in fid_sample_size(&report) {
+                eprintln!("warning: {warning}");
+            }
             if args.json {
                 serde_json::to_string(&report).expect("serialises")
             } else {
@@ -76,17 +93,18 @@ pub fn run(cli: Cli, interrupt: impl FnOnce() -> Result<std::sync::Arc<AtomicBoo
         }
         Command::Classifier(ClassifierCommand::Train(args)) => {
             let training = ClassifierTraining { epochs: args.epochs, batch: args.batch, lr: args.lr, seed: args.seed };
-            classifier::train(&training, &args.out)?
+            classifier::train(&training, &args.out.clone().unwrap_or_else(classifier::default_path))?
         }
-        Command::Classifier(ClassifierCommand::Test(args)) => classifier::test(&args.classifier)?,
-        Command::Export(args) => export(&Loaded::read(&args.checkpoint)?, &args.out)?,
+        Command::Classifier(ClassifierCommand::Test(args)) => classifier::test(&args.classifier.clone().unwrap_or_else(classifier::default_path))?,
+        Command::Export(args) => export(&Loaded::read(&args.checkpoint)?, &args.out, args.force)?,
         Command::Info(args) => info(&Loaded::read(&args.checkpoint)?)?,
         // The report prints its rows itself, as they are measured.
         Command::Bench(args) => match crate::bench::report::run(args.json) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(Error::Io { path: "bench".into(), source: e }),
             _ => String::new(),
         },
-    })
+    };
+    Ok((text, 0))
 }
 
 /// `base` (a preset, or the config of the run being resumed), overridden by every
@@ -170,7 +188,8 @@ fn ablation_settings(args: &AblationArgs) -> Ablation {
     if let ModelConfig::Unet(unet) = &mut base.model {
         unet.base_channels = args.base_channels;
     }
-    Ablation { base, out: args.out.clone(), samples: args.samples, nll_images: args.nll_images, classifier: args.classifier.clone() }
+    let classifier = args.classifier.clone().unwrap_or_else(classifier::default_path);
+    Ablation { base, out: args.out.clone(), samples: args.samples, nll_images: args.nll_images, classifier }
 }
 
 fn invalid(what: &'static str, reason: &str) -> Error {

@@ -1,13 +1,17 @@
 //! `ddpm nll`: the variational bound in bits/dim on MNIST test images, L_T +
 //! sum L_{t-1} + L_0, with its curve over the timesteps.
 
-use crate::data::mnist::{Mnist, Split};
+use crate::data::dir::load_mnist;
+use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::render::plot::{Plot, Series};
 use crate::render::raster::save_png;
 use crate::run::commands::{io, require_images};
 use crate::run::config::TrainConfig;
 use crate::run::model::{Loaded, Model};
+use crate::run::progress::Progress;
+use crate::run::validate;
+use crate::run::watched::Watched;
 use ddpm::calc_bpd_loop;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,17 +30,22 @@ pub struct NllReport {
 }
 
 /// The bound in bits/dim of `model` on the first `images` MNIST test images (all
-/// of them if fewer), `batch` at a time, with the reverse variance of `config`.
+/// of them if fewer), `batch` at a time, with the reverse variance of `config`;
+/// with `show_progress`, a bar (or log lines) over the model calls.
 ///
 /// # Errors
-/// Zero images or batch, or data errors.
-pub fn bound_on_test_images(model: &Model, config: &TrainConfig, images: usize, batch: usize, seed: u64) -> Result<NllReport> {
+/// Zero images or batch, data errors, or [`Error::NonFinite`] when the model
+/// predicts NaN or infinity.
+pub fn bound_on_test_images(model: &Model, config: &TrainConfig, images: usize, batch: usize, seed: u64, show_progress: bool) -> Result<NllReport> {
     let schedule = config.noise_schedule()?;
     if images == 0 || batch == 0 {
         return Err(Error::InvalidArgument { what: "--images/--batch", reason: "must be at least 1".into() });
     }
-    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let test = load_mnist(Split::Test)?;
     let n = images.min(test.len());
+    let calls = (n.div_ceil(batch) * config.timesteps) as u64;
+    let progress = if show_progress { Progress::new("nll", calls, "model calls") } else { Progress::hidden() };
+    let watched = Watched::new(model, &progress);
     let options = config.reverse_options(true);
     let mut r = rng(seed);
     let (mut totals, mut priors, mut decoders, mut vbs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -44,7 +53,7 @@ pub fn bound_on_test_images(model: &Model, config: &TrainConfig, images: usize, 
     for start in (0..n).step_by(batch) {
         let indices: Vec<usize> = (start..(start + batch).min(n)).collect();
         let x0 = Tensor::from_vec(test.gather_images(&indices)?, &[indices.len(), 1, 28, 28])?;
-        let terms = calc_bpd_loop(&schedule, model, &x0, options, &mut r)?;
+        let terms = watched.verdict(calc_bpd_loop(&schedule, &watched, &x0, options, &mut r))?;
         let vb = terms.vb.to_vec();
         for (i, row) in vb.chunks(config.timesteps).enumerate() {
             decoders.push(f64::from(row[0]));
@@ -59,6 +68,7 @@ pub fn bound_on_test_images(model: &Model, config: &TrainConfig, images: usize, 
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let total = mean(&totals);
     let stderr = (totals.iter().map(|x| (x - total).powi(2)).sum::<f64>() / (totals.len().max(2) - 1) as f64 / totals.len() as f64).sqrt();
+    progress.finish();
     per_timestep.iter_mut().for_each(|v| *v /= n as f64);
     Ok(NllReport {
         images: n,
@@ -73,16 +83,25 @@ pub fn bound_on_test_images(model: &Model, config: &TrainConfig, images: usize, 
 
 /// `ddpm nll`: L_T + sum L_{t-1} + L_0 on `images` test images (`batch` at a
 /// time, noise from `seed`) for `loaded` (its raw weights with `raw`), with the
-/// per-timestep curve as PNG and CSV in `out` (default: beside the checkpoint).
+/// per-timestep curve as PNG and CSV in `out` (default: the run folder of a run's
+/// checkpoint, else the current folder).
 ///
 /// # Errors
 /// A bad checkpoint, a toy-data checkpoint, or I/O errors.
 pub fn nll(loaded: &Loaded, raw: bool, images: usize, batch: usize, seed: u64, out: Option<&Path>) -> Result<(NllReport, PathBuf)> {
     require_images(&loaded.config, "--checkpoint")?;
+    // A run's figures go into its folder; a single file's (a shipped or exported
+    // model, e.g. in data/) into the current folder, not beside it.
+    let in_run_folder = loaded.path.file_name().is_some_and(|n| n == "checkpoint.safetensors");
+    let out = match (out, loaded.path.parent()) {
+        (Some(out), _) => out.to_path_buf(),
+        (None, Some(dir)) if in_run_folder => dir.to_path_buf(),
+        (None, _) => PathBuf::from("."),
+    };
+    validate::writable_dir("--out", &out)?;
     let model = loaded.model(raw)?;
-    let report = bound_on_test_images(&model, &loaded.config, images, batch, seed)?;
+    let report = bound_on_test_images(&model, &loaded.config, images, batch, seed, true)?;
     let n = report.images;
-    let out = out.map_or_else(|| loaded.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf), Path::to_path_buf);
     let plot_path = out.join("nll_per_timestep.png");
     let plot = Plot {
         title: format!("bits/dim per timestep ({n} test images)"),

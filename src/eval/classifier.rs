@@ -6,7 +6,8 @@
 //! linear warmup then a linear decay of the learning rate to zero, and random
 //! shifts of up to two pixels as augmentation.
 
-use crate::data::mnist::{Mnist, MnistSplit, Split};
+use crate::data::dir::load_mnist;
+use crate::data::mnist::{MnistSplit, Split};
 use crate::error::{Error, Result};
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::{Adam, Checkpoint, Classifier, Module, Optimizer};
@@ -28,10 +29,11 @@ const MAX_SHIFT: i64 = 2;
 /// Steps of linear learning-rate warmup.
 const WARMUP: usize = 100;
 
-/// `data/classifier.safetensors` in this repository.
+/// `classifier.safetensors` in the data folder (`data/` of this repository unless
+/// `--data-dir` or `DDPM_DATA_DIR` says otherwise).
 #[must_use]
 pub fn default_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("classifier.safetensors")
+    crate::data::dir::classifier_path()
 }
 
 /// Reads a classifier written by [`train`].
@@ -152,8 +154,9 @@ pub fn train(args: &ClassifierTraining, out: &Path) -> Result<String> {
     if args.epochs == 0 || args.batch == 0 || !args.lr.is_finite() || args.lr <= 0.0 {
         return Err(Error::InvalidArgument { what: "--epochs/--batch/--lr", reason: "must be positive".into() });
     }
-    let train_split = Mnist::load(Mnist::default_dir(), Split::Train)?;
-    let test_split = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    crate::run::validate::writable_file("--out", out)?;
+    let train_split = load_mnist(Split::Train)?;
+    let test_split = load_mnist(Split::Test)?;
     let mut rng = tensor::rng(args.seed);
     let mut classifier = Classifier::<f32>::new(&mut rng);
     let mut optimizer = Adam::adamw(args.lr, 0.0);
@@ -216,7 +219,7 @@ pub fn train(args: &ClassifierTraining, out: &Path) -> Result<String> {
 /// A missing or bad classifier file, or data errors.
 pub fn test(path: &Path) -> Result<String> {
     let classifier = load(path)?;
-    let test_split = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let test_split = load_mnist(Split::Test)?;
     let accuracy = accuracy(&classifier, &test_split)?;
     Ok(format!("{}: test accuracy {:.2}% on {} images", path.display(), 100.0 * accuracy, test_split.len()))
 }

@@ -17,12 +17,15 @@
 use crate::eval::classifier;
 use crate::run::commands::SampleSet;
 use crate::run::config::{Dataset, TrainConfig};
-use crate::data::mnist::{Mnist, MnistSplit, Split};
+use crate::data::dir::load_mnist;
+use crate::data::mnist::{MnistSplit, Split};
 use crate::error::{Error, Result};
 use crate::render::image::save_grid;
 use crate::eval::metrics::{class_entropy, class_entropy_stderr, fraction_stderr, frechet_distance, Gaussian};
 use crate::run::model::{Loaded, Model};
-use crate::run::sampling::{draw, SamplerChoice};
+use crate::run::progress::Progress;
+use crate::run::sampling::{draw_in_batches, model_calls, SamplerChoice, SAMPLE_BATCH};
+use crate::run::validate;
 use ddpm::VarianceKind;
 use nn::models::classifier::{CLASSES, FEATURES};
 use nn::Classifier;
@@ -31,9 +34,6 @@ use rand::{Rng as _, SeedableRng};
 use std::path::Path;
 use std::time::Instant;
 
-/// Samples drawn per call of the sampler; the samples of chunk `i` use the seed
-/// `seed + i`, so a result depends on the seed and `N`, not on the machine.
-const CHUNK: usize = 250;
 /// The confidence above which a sample counts as recognisable.
 pub const CONFIDENCE: f32 = 0.9;
 /// Bootstrap resamples behind an FID's standard error: the error of a standard
@@ -74,17 +74,37 @@ impl EvalReport {
     }
 }
 
-/// `count` samples `[N, 1, 28, 28]` as one row-major vector, drawn in chunks.
+/// `count` samples `[N, 1, 28, 28]` as one row-major vector, drawn in batches of
+/// [`SAMPLE_BATCH`] (batch `i` with the seed `seed + i`).
 ///
 /// # Errors
-/// Sampler settings out of range.
-pub fn draw_many(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64) -> Result<Vec<f32>> {
-    let mut images = Vec::new();
-    for (i, start) in (0..count).step_by(CHUNK).enumerate() {
-        let n = CHUNK.min(count - start);
-        images.extend(draw(model, config, sampler, n, seed.wrapping_add(i as u64), &[])?.sample.to_vec());
+/// Sampler settings out of range, or a model that predicts NaN.
+pub fn draw_many(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, progress: &Progress) -> Result<Vec<f32>> {
+    Ok(draw_in_batches(model, config, sampler, count, seed, &[], progress)?.sample.to_vec())
+}
+
+/// Warnings for an `eval` whose FID the sample size cannot support. The FID fits a
+/// Gaussian to the classifier's features of the samples: with no more samples than
+/// features the covariance is singular and the distance is mostly small-sample
+/// bias; and an FID below the floor (the same distance for as many real training
+/// images) means the gap between model and data is smaller than that bias.
+#[must_use]
+pub fn fid_sample_size(report: &EvalReport) -> Vec<String> {
+    let features = nn::models::classifier::FEATURES;
+    let mut warnings = Vec::new();
+    if report.samples <= features {
+        warnings.push(format!(
+            "{} samples are no more than the classifier's {features} features: their covariance is singular and the FID measures mostly the sample size; use --samples 1000 or more",
+            report.samples
+        ));
     }
-    Ok(images)
+    if report.fid < report.fid_floor {
+        warnings.push(format!(
+            "the FID {:.2} is below its floor {:.2} (as many real images): at {} samples the difference is noise; use more --samples",
+            report.fid, report.fid_floor, report.samples
+        ));
+    }
+    warnings
 }
 
 /// The classifier, with what every score is measured against: the Gaussian of its
@@ -102,10 +122,10 @@ impl Judge {
     /// # Errors
     /// Data errors.
     pub fn new(classifier: Classifier<f32>) -> Result<Self> {
-        let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+        let test = load_mnist(Split::Test)?;
         let test_features = classifier::judge(&classifier, &test.gather_images(&(0..test.len()).collect::<Vec<_>>())?)?.features;
         let test_gaussian = Gaussian::fit(&test_features, FEATURES)?;
-        Ok(Judge { classifier, test_gaussian, train: Mnist::load(Mnist::default_dir(), Split::Train)? })
+        Ok(Judge { classifier, test_gaussian, train: load_mnist(Split::Train)? })
     }
 
     /// The verdict on `samples` (`N` images of 28x28 in [-1, 1]), with the floor
@@ -184,6 +204,10 @@ pub fn eval(
     if loaded.config.data != Dataset::Mnist {
         return Err(Error::InvalidArgument { what: "--checkpoint", reason: "eval needs a checkpoint trained on MNIST".into() });
     }
+    validate::sampler(&sampler, loaded.config.timesteps)?;
+    if let Some(grid) = grid {
+        validate::png_output("--grid", grid)?;
+    }
     let judge = Judge::new(classifier::load(classifier)?)?;
     let model = loaded.model(raw)?;
     let mut config = loaded.config.clone();
@@ -191,7 +215,9 @@ pub fn eval(
         config.variance = variance;
     }
     let started = Instant::now();
-    let samples = draw_many(&model, &config, sampler, count, seed)?;
+    let progress = Progress::new("eval", (count.div_ceil(SAMPLE_BATCH) * model_calls(&config, sampler)) as u64, "model calls");
+    let samples = draw_many(&model, &config, sampler, count, seed, &progress)?;
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let report = judge.score(&samples, seed)?;
     let mut line = format!("{} at step {}, {:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step, sampler.kind);

@@ -24,6 +24,7 @@ use crate::eval::bound::{bound_on_test_images, NllReport};
 use crate::eval::judge::{draw_many, save_sample_grid, EvalReport, Judge};
 use crate::run::config::{ModelConfig, TrainConfig};
 use crate::run::model::Loaded;
+use crate::run::progress::Progress;
 use crate::run::sampling::{SamplerChoice, SamplerKind};
 use crate::run::train::Session;
 use ddpm::{LossKind, VarianceKind};
@@ -114,7 +115,7 @@ fn train_row(ablation: &Ablation, row: Row, dir: &Path, interrupt: &AtomicBool) 
     let summary = crate::run::train::train(&config, &session, interrupt)?;
     eprintln!("ablation: {}", summary.line());
     if summary.interrupted {
-        return Err(Error::InvalidArgument { what: "ablation", reason: format!("interrupted; run the same command again to resume {}", dir.display()) });
+        return Err(Error::Interrupted { what: format!("{} saved; run the same command again to resume it", dir.display()) });
     }
     Ok(())
 }
@@ -133,7 +134,10 @@ pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
         return Err(Error::InvalidArgument { what: "ablation", reason: "its rows train the UNet on MNIST".into() });
     };
     let base_channels = unet.base_channels;
+    crate::run::validate::writable_dir("--out", &args.out)?;
     let judge = Judge::new(crate::eval::classifier::load(&args.classifier)?)?;
+    // One unit per row: training, samples and the bound of one objective and variance.
+    let progress = Progress::new("ablation", ROWS.len() as u64, "rows");
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for row in ROWS {
@@ -147,16 +151,18 @@ pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
                 let mut config = loaded.config.clone();
                 config.variance = row.variance;
                 let ancestral = SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 };
-                let samples = draw_many(&model, &config, ancestral, args.samples, args.base.seed)?;
+                let samples = draw_many(&model, &config, ancestral, args.samples, args.base.seed, &Progress::hidden())?;
                 save_sample_grid(&args.out.join(format!("{}.png", row.slug())), &samples)?;
                 let eval = judge.score(&samples, args.base.seed)?;
-                let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.base.seed)?;
+                let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.base.seed, false)?;
                 eprintln!("ablation: {} / {}: {:.3} bits/dim, FID {:.2}, {:.1}% recognisable ({:.0} s so far)", row.objective(), row.sigma(), bound.total_bpd, eval.fid, 100.0 * eval.recognisable, started.elapsed().as_secs_f64());
                 Outcome::Measured { eval, bound }
             }
         };
         outcomes.push((row, outcome));
+        progress.inc();
     }
+    progress.finish();
     let (markdown, csv) = tables(args, base_channels, &outcomes);
     for (name, text) in [("table.md", &markdown), ("table.csv", &csv)] {
         let path = args.out.join(name);

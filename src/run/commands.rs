@@ -1,14 +1,17 @@
 //! The commands that read a checkpoint or draw the forward process: `sample`,
 //! `forward`, `info`, `export`.
 
-use crate::data::mnist::{Mnist, Split};
+use crate::data::dir::load_mnist;
+use crate::data::mnist::Split;
 use crate::error::{Error, Result};
 use crate::render::image::save_grid;
 use crate::render::plot::{Plot, Series};
 use crate::render::raster::save_png;
 use crate::run::config::{Dataset, TrainConfig};
 use crate::run::model::{Loaded, ELAPSED_KEY};
-use crate::run::sampling::{draw, save_samples, SamplerChoice, SamplerKind};
+use crate::run::progress::Progress;
+use crate::run::sampling::{draw_in_batches, model_calls, save_samples, SamplerChoice, SamplerKind, SAMPLE_BATCH};
+use crate::run::validate;
 use ddpm::q_sample;
 use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
 use nn::Module;
@@ -51,13 +54,18 @@ pub struct SampleSet {
 /// # Errors
 /// A bad checkpoint or sampler setting, or an I/O error.
 pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory: Option<&Path>) -> Result<String> {
-    let model = loaded.model(raw)?;
     let config = &loaded.config;
     let SampleSet { sampler, count, seed } = set;
     let (kind, steps) = (sampler.kind, sampler.steps);
-    if count == 0 || steps == 0 {
-        return Err(Error::InvalidArgument { what: "--count/--steps", reason: "must be at least 1".into() });
+    if count == 0 {
+        return Err(Error::InvalidArgument { what: "--count", reason: "must be at least 1".into() });
     }
+    validate::sampler(&sampler, config.timesteps)?;
+    validate::png_output("--out", out)?;
+    if let Some(path) = trajectory {
+        validate::png_output("--trajectory", path)?;
+    }
+    let model = loaded.model(raw)?;
     // The timesteps whose state the trajectory shows: ten along the sampler's path.
     let path_steps = match kind {
         SamplerKind::Ddpm => (0..config.timesteps).collect(),
@@ -71,7 +79,9 @@ pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory
         Vec::new()
     };
     let started = std::time::Instant::now();
-    let drawn = draw(&model, config, sampler, count, seed, &record)?;
+    let progress = Progress::new("sample", (count.div_ceil(SAMPLE_BATCH) * model_calls(config, sampler)) as u64, "model calls");
+    let drawn = draw_in_batches(&model, config, sampler, count, seed, &record, &progress)?;
+    progress.finish();
     save_samples(out, config, &drawn.sample)?;
     let mut report = format!(
         "{} samples ({:?}, {} steps) from {} at step {} in {:.1} s -> {}",
@@ -129,13 +139,14 @@ pub struct ForwardFigure {
 /// Bad timesteps, or I/O errors.
 pub fn forward(figure: &ForwardFigure, out: &Path) -> Result<String> {
     let schedule = NoiseSchedule::new(figure.schedule, figure.timesteps)?;
+    validate::writable_dir("--out", out)?;
     if let Some(&bad) = figure.t.iter().find(|&&t| t >= figure.timesteps) {
         return Err(Error::InvalidArgument { what: "--t", reason: format!("timestep {bad} is not below T = {}", figure.timesteps) });
     }
     if figure.images == 0 || figure.t.is_empty() {
         return Err(Error::InvalidArgument { what: "--images/--t", reason: "need at least one image and one timestep".into() });
     }
-    let test = Mnist::load(Mnist::default_dir(), Split::Test)?;
+    let test = load_mnist(Split::Test)?;
     let n = figure.images.min(test.len());
     let x0 = Tensor::from_vec(test.gather_images(&(0..n).collect::<Vec<_>>())?, &[n, 1, 28, 28])?;
     // One noise draw per image, shared by every t: each row shows one path of noising.
@@ -155,6 +166,9 @@ pub fn forward(figure: &ForwardFigure, out: &Path) -> Result<String> {
     let curves = |f: &dyn Fn(f64) -> f64| -> Result<Vec<Series>> {
         [("linear", BetaSchedule::Linear), ("cosine", BetaSchedule::Cosine)]
             .into_iter()
+            // The linear schedule needs T > 20 (beta_T = 20 / T < 1); with fewer
+            // steps only the cosine curve is drawn.
+            .filter(|(_, k)| *k != BetaSchedule::Linear || figure.timesteps > 20)
             .map(|(label, k)| {
                 let s = NoiseSchedule::new(k, figure.timesteps)?;
                 let points = s.alphas_cumprod.iter().enumerate().map(|(t, &a)| (t as f64, f(a))).collect();
@@ -203,7 +217,22 @@ pub fn info(loaded: &Loaded) -> Result<String> {
 ///
 /// # Errors
 /// A missing or bad checkpoint, or I/O errors.
-pub fn export(loaded: &Loaded, out: &Path) -> Result<String> {
+pub fn export(loaded: &Loaded, out: &Path, force: bool) -> Result<String> {
+    validate::writable_file("--out", out)?;
+    // The optimizer state is what makes a checkpoint resumable; an export has none.
+    if !force && out.is_file() {
+        if let Ok(existing) = nn::Checkpoint::<f32>::load(out) {
+            if !existing.optimizer.is_empty() {
+                return Err(Error::InvalidArgument {
+                    what: "--out",
+                    reason: format!(
+                        "{} is a resumable checkpoint (it holds optimizer state); exporting over it would end its run. Choose another --out, or add --force",
+                        out.display()
+                    ),
+                });
+            }
+        }
+    }
     let weights = if loaded.checkpoint.ema.is_empty() { "raw" } else { "ema" };
     let mut metadata = loaded.checkpoint.metadata.clone();
     metadata.insert(WEIGHTS_KEY.into(), weights.into());

@@ -240,10 +240,15 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(invalid("--ema-decay", &format!("must be in [0, 1), got {}", self.ema_decay)));
         }
-        // `>= 0` is false for NaN, so a NaN value is refused too.
-        let non_negative = |v: f64| v >= 0.0;
-        if !non_negative(self.grad_clip) || !non_negative(self.time_budget) || !non_negative(self.hybrid_lambda) {
-            return Err(invalid("--grad-clip/--time-budget/--hybrid-lambda", "must be non-negative"));
+        for (flag, v) in [("--grad-clip", self.grad_clip), ("--time-budget", self.time_budget), ("--hybrid-lambda", self.hybrid_lambda)] {
+            crate::run::validate::finite_non_negative(flag, v)?;
+        }
+        if let ModelConfig::Mlp(mlp) = &self.model {
+            for (flag, v) in [("--hidden", mlp.hidden_dim), ("--depth", mlp.depth)] {
+                if v == 0 {
+                    return Err(invalid(flag, "must be at least 1"));
+                }
+            }
         }
         if !(self.min_snr_gamma > 0.0 && self.min_snr_gamma.is_finite()) {
             return Err(invalid("--min-snr-gamma", &format!("must be a positive number, got {}", self.min_snr_gamma)));

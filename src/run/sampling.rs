@@ -7,6 +7,8 @@ use crate::render::image::save_grid;
 use crate::run::model::Model;
 use crate::render::plot::{Plot, Series};
 use crate::render::raster::save_png;
+use crate::run::progress::Progress;
+use crate::run::watched::Watched;
 use ddpm::sampler::{sample_ancestral, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
 use ddpm::schedule::evenly_spaced_timesteps;
 use std::path::Path;
@@ -43,11 +45,55 @@ const LANGEVIN_STEPS_PER_LEVEL: usize = 5;
 /// Langevin step-size ratio r in delta_t = r (1 - alpha-bar_t).
 const LANGEVIN_STEP_RATIO: f64 = 0.1;
 
-/// `count` samples (and the frames at the `record` timesteps) from `model`.
+/// Samples drawn per call of the sampler: memory stays flat in `--count` and
+/// `--samples`. The samples of batch `i` use the seed `seed + i`, so a result
+/// depends on the seed and the count, not on the machine, and `sample` and `eval`
+/// draw the same images for the same seed.
+pub const SAMPLE_BATCH: usize = 250;
+
+/// `count` samples (and the frames at the `record` timesteps) from `model`, in one batch.
 ///
 /// # Errors
-/// A sampler setting out of range (e.g. more DDIM steps than T).
+/// A sampler setting out of range (e.g. more DDIM steps than T), or
+/// [`crate::error::Error::NonFinite`] when the model predicts NaN or infinity.
 pub fn draw(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, record: &[usize]) -> Result<Trajectory<f32>> {
+    draw_watched(&Watched::new(model, &Progress::hidden()), config, sampler, count, seed, record)
+}
+
+/// The model calls one batch of `draw` makes: one per kept timestep (DDIM), per
+/// timestep (ancestral), or per Langevin step.
+#[must_use]
+pub fn model_calls(config: &TrainConfig, sampler: SamplerChoice) -> usize {
+    match sampler.kind {
+        SamplerKind::Ddpm => config.timesteps,
+        SamplerKind::Ddim => sampler.steps.min(config.timesteps),
+        SamplerKind::Langevin => sampler.steps.min(config.timesteps) * LANGEVIN_STEPS_PER_LEVEL,
+    }
+}
+
+/// `count` samples in batches of [`SAMPLE_BATCH`], with the progress of every
+/// model call; the frames at `record` are those of the first batch.
+///
+/// # Errors
+/// As [`draw`].
+pub fn draw_in_batches(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, record: &[usize], progress: &Progress) -> Result<Trajectory<f32>> {
+    let watched = Watched::new(model, progress);
+    let mut values = Vec::with_capacity(count * config.example_dims().iter().product::<usize>());
+    let mut frames = Vec::new();
+    for (i, start) in (0..count).step_by(SAMPLE_BATCH).enumerate() {
+        let n = SAMPLE_BATCH.min(count - start);
+        let batch = draw_watched(&watched, config, sampler, n, seed.wrapping_add(i as u64), if i == 0 { record } else { &[] })?;
+        values.extend(batch.sample.to_vec());
+        if i == 0 {
+            frames = batch.frames;
+        }
+    }
+    let mut shape = vec![count];
+    shape.extend(config.example_dims());
+    Ok(Trajectory { sample: tensor::Tensor::from_vec(values, &shape)?, frames })
+}
+
+fn draw_watched(model: &Watched<'_>, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, record: &[usize]) -> Result<Trajectory<f32>> {
     let schedule = config.noise_schedule()?;
     let mut shape = vec![count];
     shape.extend(config.example_dims());
@@ -55,20 +101,25 @@ pub fn draw(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: 
     let clip_denoised = config.data == Dataset::Mnist;
     let trajectory = match sampler.kind {
         SamplerKind::Ddpm => {
-            sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r)?
+            sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r)
         }
         SamplerKind::Ddim => {
             let steps = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
             let options = DdimOptions { eta: sampler.eta, parameterization: config.prediction, clip_denoised };
-            sample_ddim(&schedule, model, &shape, &steps, options, record, &mut r)?
+            sample_ddim(&schedule, model, &shape, &steps, options, record, &mut r)
         }
         SamplerKind::Langevin => {
             let mut levels = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
             levels.reverse();
             let options = LangevinOptions { levels, steps_per_level: LANGEVIN_STEPS_PER_LEVEL, step_size_ratio: LANGEVIN_STEP_RATIO };
-            sample_langevin(&schedule, model, &shape, &options, record, &mut r)?
+            sample_langevin(&schedule, model, &shape, &options, record, &mut r)
         }
     };
+    let trajectory = model.verdict(trajectory)?;
+    // The sampler itself can overflow (e.g. Langevin's steps) with finite predictions.
+    if trajectory.sample.to_vec().iter().any(|v| !v.is_finite()) {
+        return Err(crate::error::Error::NonFinite { what: "a sample".into() });
+    }
     Ok(trajectory)
 }
 

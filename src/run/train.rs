@@ -12,13 +12,15 @@
 
 use crate::run::algorithm1::train_step;
 use crate::run::config::{Dataset, LrScheduleKind, TrainConfig};
-use crate::data::mnist::{Mnist, MnistSplit, Split};
+use crate::data::mnist::{MnistSplit, Split};
 use crate::error::{Error, Result};
 use crate::run::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
 use crate::render::plot::{Plot, Series};
 use crate::render::raster::save_png;
-use crate::run::sampling::{draw, save_samples, toy_points, SamplerChoice, SamplerKind};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::run::progress::Progress;
+use crate::run::run_lock::{remove_stale_temp_files, RunLock};
+use crate::run::sampling::{draw, draw_in_batches, save_samples, toy_points, SamplerChoice, SamplerKind};
+use ddpm::{sample_timesteps, training_losses};
 use nn::{Adam, Checkpoint, Ema, Module, Optimizer};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -102,6 +104,7 @@ fn stream(seed: u64, purpose: u64, index: u64) -> Rng {
 
 const DATA_ORDER: u64 = 1;
 const STEP_NOISE: u64 = 2;
+const MEMORY_PROBE: u64 = 3;
 
 /// The training examples, gathered into batches in a seeded shuffled order.
 enum TrainData {
@@ -112,7 +115,7 @@ enum TrainData {
 impl TrainData {
     fn load(config: &TrainConfig) -> Result<Self> {
         Ok(match config.data {
-            Dataset::Mnist => TrainData::Mnist(Mnist::load(Mnist::default_dir(), Split::Train)?),
+            Dataset::Mnist => TrainData::Mnist(crate::data::dir::load_mnist(Split::Train)?),
             toy => TrainData::Points(toy_points(toy, TOY_POINTS, config.seed)),
         })
     }
@@ -175,6 +178,8 @@ struct Run {
     ema: Ema<f32>,
     step: usize,
     elapsed_before: f64,
+    /// Held while the run trains; dropping it frees the folder.
+    _lock: RunLock,
 }
 
 impl Run {
@@ -215,6 +220,10 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
     config.validate()?;
     let config = config.clone();
     if session.resume {
+        if !dir.is_dir() {
+            return Err(Error::InvalidArgument { what: "--resume", reason: format!("{} does not exist", dir.display()) });
+        }
+        let lock = lock_run(&dir)?;
         let loaded = crate::run::model::Loaded::read(&checkpoint_file)?;
         let fixed = config.fixed_on_resume(&loaded.config);
         if !fixed.is_empty() {
@@ -246,21 +255,31 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
         let elapsed_before = loaded.checkpoint.metadata.get(ELAPSED_KEY).and_then(|v| v.parse().ok()).unwrap_or(0.0);
         write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
         truncate_metrics(&dir.join("metrics.csv"), loaded.step)?;
-        return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before });
+        return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before, _lock: lock });
     }
+    fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+    let lock = lock_run(&dir)?;
     if checkpoint_file.exists() {
         return Err(Error::InvalidArgument {
             what: "--run",
             reason: format!("{} already holds a checkpoint; add --resume to continue it, or choose another --run", dir.display()),
         });
     }
-    fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
     write_atomic(&dir.join("metrics.csv"), b"step,loss,lr,grad_norm,examples_per_second\n")?;
     let model = Model::new(&config.model, config.seed)?;
     let optimizer = Adam::adamw(config.lr, 0.0);
     let ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
-    Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0 })
+    Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0, _lock: lock })
+}
+
+/// Takes the run folder's lock, then clears what killed writes left in it.
+fn lock_run(dir: &Path) -> Result<RunLock> {
+    let lock = RunLock::acquire(dir)?;
+    for file in remove_stale_temp_files(dir)? {
+        eprintln!("removed {}, left by a write that was killed", file.display());
+    }
+    Ok(lock)
 }
 
 /// Keeps the header and the rows up to `step`: the steps after the checkpoint are
@@ -310,6 +329,31 @@ fn plot_loss(dir: &Path) -> Result<()> {
     save_png(&dir.join("loss.png"), &[plot]).map_err(|source| Error::Io { path: dir.join("loss.png"), source })
 }
 
+/// Refuses a batch too large for the memory available, before the kernel kills the
+/// process: one forward and backward pass on a probe batch, measured. The probe runs
+/// on a copy of the model with its own noise, so the run itself is unchanged.
+fn check_batch_fits(model: &Model, config: &TrainConfig, data: &TrainData, example_dims: &[usize]) -> Result<()> {
+    let Some(available) = crate::run::memory::available_bytes() else { return Ok(()) };
+    if config.batch <= crate::run::memory::PROBE_BATCH {
+        return Ok(());
+    }
+    let probe_model = model.clone();
+    let schedule = config.noise_schedule()?;
+    let per_example = crate::run::memory::bytes_per_example(|batch| {
+        let x_start = data.gather(&(0..batch.min(data.len())).collect::<Vec<_>>(), example_dims)?;
+        let mut r = stream(config.seed, MEMORY_PROBE, 0);
+        let t = sample_timesteps(config.timesteps, x_start.dims()[0], &mut r);
+        let noise = Tensor::<f32>::randn(x_start.dims(), &mut r);
+        let loss = training_losses(&schedule, &probe_model, &x_start, &t, &noise, config.training_options())?.loss;
+        drop(loss.backward()?);
+        Ok(())
+    })?;
+    match per_example {
+        Some(per_example) => crate::run::memory::check_batch("--batch", config.batch, per_example, available),
+        None => Ok(()),
+    }
+}
+
 /// Trains `config` in the run folder of `session`; see the module docs.
 ///
 /// # Errors
@@ -323,18 +367,15 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
     let data = TrainData::load(&config)?;
     let mut order = BatchOrder { seed: config.seed, len: data.len(), epoch: None };
     let example_dims = config.example_dims();
+    check_batch_fits(&run.model, &config, &data, &example_dims)?;
     let start_step = run.step;
     let mut metrics = fs::OpenOptions::new()
         .append(true)
         .open(run.dir.join("metrics.csv"))
         .map_err(|source| Error::Io { path: run.dir.join("metrics.csv"), source })?;
     let samples_dir = run.dir.join("samples");
-    let progress = if session.quiet { ProgressBar::hidden() } else { ProgressBar::new(config.steps as u64) };
-    progress.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-            .expect("a valid template"),
-    );
-    progress.set_position(start_step as u64);
+    let progress = if session.quiet { Progress::hidden() } else { Progress::new("train", config.steps as u64, "steps") };
+    progress.start_at(start_step as u64);
     let started = Instant::now();
     let mut last_checkpoint = run.checkpoint_path().exists().then(|| run.checkpoint_path());
     let mut final_loss = f64::NAN;
@@ -380,7 +421,7 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
             break;
         }
     }
-    progress.finish_and_clear();
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let _ = metrics.flush();
     plot_loss(&run.dir)?;
@@ -393,7 +434,7 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
         } else {
             SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
         };
-        let trajectory = draw(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[])?;
+        let trajectory = draw_in_batches(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[], &Progress::hidden())?;
         save_samples(&path, &config, &trajectory.sample)?;
         Some(path)
     };

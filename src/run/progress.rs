@@ -1,0 +1,150 @@
+//! Progress of a long command: a bar with an ETA on a terminal, and plain log lines
+//! when stderr goes to a file or a pipe (a log, a scheduler, CI).
+//!
+//! A log line is written when the work crosses another tenth of its total, or
+//! [`LOG_EVERY`] after the last line, whichever comes first: a short run logs ten
+//! lines, a run of hours one line every half minute.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The longest time between two log lines.
+pub const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// The progress of one piece of work of `total` units.
+#[derive(Debug)]
+pub struct Progress {
+    what: &'static str,
+    unit: &'static str,
+    total: u64,
+    bar: Option<ProgressBar>,
+    log: Option<Mutex<Log>>,
+}
+
+#[derive(Debug)]
+struct Log {
+    started: Instant,
+    /// Units done before this process started (a resumed run).
+    offset: u64,
+    position: u64,
+    /// The units done when the last line was written, and when.
+    last_position: u64,
+    last_time: Instant,
+    message: String,
+}
+
+impl Progress {
+    /// Progress of `total` `unit`s of `what` (e.g. "sample", "steps"): a bar if stderr
+    /// is a terminal, log lines otherwise.
+    #[must_use]
+    pub fn new(what: &'static str, total: u64, unit: &'static str) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed_precise}} < ETA {{eta_precise}}]"))
+                    .expect("a valid template"),
+            );
+            Progress { what, unit, total, bar: Some(bar), log: None }
+        } else {
+            let now = Instant::now();
+            let log = Log { started: now, offset: 0, position: 0, last_position: 0, last_time: now, message: String::new() };
+            Progress { what, unit, total, bar: None, log: Some(Mutex::new(log)) }
+        }
+    }
+
+    /// No output at all (`--quiet`, and work inside another command's progress).
+    #[must_use]
+    pub fn hidden() -> Self {
+        Progress { what: "", unit: "", total: 0, bar: None, log: None }
+    }
+
+    /// Starts at `position` units already done (a resumed run): the ETA counts only
+    /// the rate of this process.
+    pub fn start_at(&self, position: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(position);
+            bar.reset_eta();
+        }
+        if let Some(log) = &self.log {
+            let mut log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (log.offset, log.position, log.last_position) = (position, position, position);
+        }
+    }
+
+    /// Moves to `position` units done.
+    pub fn set_position(&self, position: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(position);
+        }
+        if let Some(log) = &self.log {
+            let mut log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.position = position;
+            self.maybe_log(&mut log);
+        }
+    }
+
+    /// One more unit done.
+    pub fn inc(&self) {
+        let position = match (&self.bar, &self.log) {
+            (Some(bar), _) => bar.position() + 1,
+            (None, Some(log)) => log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).position + 1,
+            (None, None) => return,
+        };
+        self.set_position(position);
+    }
+
+    /// A note shown after the counts (e.g. the current loss).
+    pub fn set_message(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        } else if let Some(log) = &self.log {
+            log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).message = message;
+        }
+    }
+
+    /// Removes the bar; the command's result follows on stdout.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn maybe_log(&self, log: &mut Log) {
+        let tenth = self.total.div_ceil(10).max(1);
+        let crossed = log.position / tenth > log.last_position / tenth;
+        if !(crossed || log.last_time.elapsed() >= LOG_EVERY) || log.position == log.last_position {
+            return;
+        }
+        let elapsed = log.started.elapsed().as_secs_f64();
+        // The rate so far, applied to the rest.
+        let eta = elapsed / (log.position - log.offset).max(1) as f64 * self.total.saturating_sub(log.position) as f64;
+        let percent = 100.0 * log.position as f64 / self.total.max(1) as f64;
+        let mut line = format!("{}: {}/{} {} ({percent:.0}%), {} elapsed, ETA {}", self.what, log.position, self.total, self.unit, clock(elapsed), clock(eta));
+        if !log.message.is_empty() {
+            line.push_str(", ");
+            line.push_str(&log.message);
+        }
+        eprintln!("{line}");
+        log.last_position = log.position;
+        log.last_time = Instant::now();
+    }
+}
+
+/// Seconds as `h:mm:ss`.
+fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_reads_hours_minutes_seconds() {
+        assert_eq!(clock(0.4), "0:00:00");
+        assert_eq!(clock(3725.0), "1:02:05");
+    }
+}
