@@ -171,7 +171,7 @@ impl TrainConfig {
             // a higher peak rate that a cosine decay settles by the last step, an
             // EMA whose decay warms up so the random start does not linger in the
             // average, and min-SNR weighting so the nearly clean timesteps do not
-            // dominate the gradient. 1,100 steps take about 4 minutes on an AMD
+            // dominate the gradient. 1,100 steps take about 4.5 minutes on an AMD
             // EPYC (AVX-512) and about 8 on the Intel Xeon of issue #14 (0.45 s a
             // step there): a fixed length, so the run is reproducible.
             Preset::Quick => TrainConfig {
