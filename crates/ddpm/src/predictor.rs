@@ -59,19 +59,25 @@ impl DatasetOptimalPredictor {
     /// E[x_0 | x_t] for one flattened `x_t` at code timestep `t`.
     #[must_use]
     pub fn posterior_mean_xstart(&self, x_t: &[f64], t: usize) -> Vec<f64> {
-        let sqrt_alpha_cumprod = self.schedule.sqrt_alphas_cumprod[t];
-        let noise_variance = 1.0 - self.schedule.alphas_cumprod[t];
-        let log_weights: Vec<f64> = self
-            .points
-            .iter()
-            .map(|p| -p.iter().zip(x_t).map(|(p, x)| (x - sqrt_alpha_cumprod * p).powi(2)).sum::<f64>() / (2.0 * noise_variance))
-            .collect();
-        // log-sum-exp: subtract the largest log-weight so exp never underflows to 0/0.
-        let max = log_weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let weights: Vec<f64> = log_weights.iter().map(|l| (l - max).exp()).collect();
-        let total: f64 = weights.iter().sum();
-        (0..x_t.len()).map(|d| self.points.iter().zip(&weights).map(|(p, w)| w * p[d]).sum::<f64>() / total).collect()
+        let weights = data_posterior_weights(&self.schedule, &self.points, x_t, t);
+        (0..x_t.len()).map(|d| self.points.iter().zip(&weights).map(|(p, w)| w * p[d]).sum::<f64>()).collect()
     }
+}
+
+/// q(x_0 = p_i | x_t) for a finite dataset `points` (equal priors): Bayes' rule with
+/// q(x_t | x_0) = N(sqrt(alpha-bar_t) x_0, (1 - alpha-bar_t) I), normalised over `i`.
+pub(crate) fn data_posterior_weights(schedule: &NoiseSchedule, points: &[Vec<f64>], x_t: &[f64], t: usize) -> Vec<f64> {
+    let sqrt_alpha_cumprod = schedule.sqrt_alphas_cumprod[t];
+    let noise_variance = 1.0 - schedule.alphas_cumprod[t];
+    let log_weights: Vec<f64> = points
+        .iter()
+        .map(|p| -p.iter().zip(x_t).map(|(p, x)| (x - sqrt_alpha_cumprod * p).powi(2)).sum::<f64>() / (2.0 * noise_variance))
+        .collect();
+    // log-sum-exp: subtract the largest log-weight so exp never underflows to 0/0.
+    let max = log_weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let unnormalised: Vec<f64> = log_weights.iter().map(|l| (l - max).exp()).collect();
+    let total: f64 = unnormalised.iter().sum();
+    unnormalised.iter().map(|w| w / total).collect()
 }
 
 impl<T: Float> NoisePredictor<T> for DatasetOptimalPredictor {

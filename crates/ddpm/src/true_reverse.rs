@@ -16,6 +16,7 @@
 //! Shapes: each data point and `x_t` are flat `[D]` slices.
 
 use crate::error::{Error, Result};
+use crate::predictor::data_posterior_weights;
 use crate::schedule::{check_timesteps, NoiseSchedule};
 
 /// A mixture of Gaussians with a shared isotropic variance: `sum_i w_i N(means[i], variance I)`.
@@ -83,18 +84,9 @@ pub fn q_reverse_step(schedule: &NoiseSchedule, points: &[Vec<f64>], x_t: &[f64]
     if let Some(p) = points.iter().find(|p| p.len() != x_t.len()) {
         return Err(Error::InvalidArgument { op, msg: format!("a data point has {} values, x_t has {}", p.len(), x_t.len()) });
     }
-    let (sqrt_alpha_cumprod, noise_variance) = (schedule.sqrt_alphas_cumprod[t], 1.0 - schedule.alphas_cumprod[t]);
-    let log_weights: Vec<f64> = points
-        .iter()
-        .map(|p| -p.iter().zip(x_t).map(|(p, x)| (x - sqrt_alpha_cumprod * p).powi(2)).sum::<f64>() / (2.0 * noise_variance))
-        .collect();
-    // log-sum-exp: subtract the largest log-weight so exp never underflows to 0/0.
-    let max = log_weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let unnormalised: Vec<f64> = log_weights.iter().map(|l| (l - max).exp()).collect();
-    let total: f64 = unnormalised.iter().sum();
     let (coef1, coef2) = (schedule.posterior_mean_coef1[t], schedule.posterior_mean_coef2[t]);
     Ok(GaussianMixture {
-        weights: unnormalised.iter().map(|w| w / total).collect(),
+        weights: data_posterior_weights(schedule, points, x_t, t),
         means: points.iter().map(|p| p.iter().zip(x_t).map(|(p, x)| coef1 * p + coef2 * x).collect()).collect(),
         variance: schedule.posterior_variance[t],
     })
