@@ -8,9 +8,7 @@
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tensor::kernels::conv::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry,
-};
+use tensor::kernels::conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry};
 
 fn random_vec(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -21,17 +19,7 @@ fn conv3x3(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv3x3");
     group.sample_size(20);
     for (channels, hw, k) in [(32, 28, 32), (64, 14, 64), (64, 7, 64)] {
-        let g = Conv2dGeometry {
-            n: 64,
-            c: channels,
-            h: hw,
-            w: hw,
-            k,
-            kh: 3,
-            kw: 3,
-            stride: 1,
-            padding: 1,
-        };
+        let g = Conv2dGeometry { n: 64, c: channels, h: hw, w: hw, k, kh: 3, kw: 3, stride: 1, padding: 1 };
         let label = format!("N{}xC{}x{}x{}xK{}", g.n, g.c, g.h, g.w, g.k);
         // x is (N, C, H, W), weight (K, C, 3, 3), out and grad_out (N, K, OH, OW).
         let x = random_vec(g.n * g.c * g.h * g.w, 1);
@@ -64,10 +52,7 @@ criterion_group!(benches, conv3x3);
 /// `criterion_main!`, after making this thread a worker of rayon's pool
 /// (see "Threads" in `tensor::kernels::gemm`).
 fn main() {
-    rayon::ThreadPoolBuilder::new()
-        .use_current_thread()
-        .build_global()
-        .expect("rayon pool built once");
+    rayon::ThreadPoolBuilder::new().use_current_thread().build_global().expect("rayon pool built once");
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -16,13 +16,7 @@ fn random_vec(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Benchmarks C (m, n) = A (m, k) B (k, n), all row-major, ours and matrixmultiply.
-fn bench_pair(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    label: &str,
-    m: usize,
-    k: usize,
-    n: usize,
-) {
+fn bench_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, label: &str, m: usize, k: usize, n: usize) {
     let a = random_vec(m * k, 1);
     let b = random_vec(k * n, 2);
     let mut c = vec![0.0f32; m * n];
@@ -30,15 +24,7 @@ fn bench_pair(
     group.bench_function(BenchmarkId::new("ours", label), |bench| {
         let a = MatRef::new(&a, m, k, k, 1).expect("A fits");
         let b = MatRef::new(&b, k, n, n, 1).expect("B fits");
-        bench.iter(|| {
-            gemm(
-                1.0,
-                a,
-                b,
-                0.0,
-                MatMut::new(&mut c, m, n, n, 1).expect("C fits"),
-            )
-        });
+        bench.iter(|| gemm(1.0, a, b, 0.0, MatMut::new(&mut c, m, n, n, 1).expect("C fits")));
     });
     group.bench_function(BenchmarkId::new("matrixmultiply", label), |bench| {
         bench.iter(|| {
@@ -81,12 +67,8 @@ fn square(c: &mut Criterion) {
 /// (m = K, k = C * 9, n = OH * OW) and attention at 7x7, 64 channels.
 fn unet_shapes(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm_unet");
-    let shapes = [
-        ("conv28_c32_k32", 32, 288, 784),
-        ("conv14_c64_k64", 64, 576, 196),
-        ("conv7_c64_k64", 64, 576, 49),
-        ("attn7_c64", 49, 64, 49),
-    ];
+    let shapes =
+        [("conv28_c32_k32", 32, 288, 784), ("conv14_c64_k64", 64, 576, 196), ("conv7_c64_k64", 64, 576, 49), ("attn7_c64", 49, 64, 49)];
     for (label, m, k, n) in shapes {
         bench_pair(&mut group, label, m, k, n);
     }
@@ -97,10 +79,7 @@ criterion_group!(benches, square, unet_shapes);
 /// `criterion_main!`, after making this thread a worker of rayon's pool
 /// (see "Threads" in `tensor::kernels::gemm`).
 fn main() {
-    rayon::ThreadPoolBuilder::new()
-        .use_current_thread()
-        .build_global()
-        .expect("rayon pool built once");
+    rayon::ThreadPoolBuilder::new().use_current_thread().build_global().expect("rayon pool built once");
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

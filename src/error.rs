@@ -112,11 +112,7 @@ impl From<ddpm::Error> for Error {
 impl Error {
     /// A [`Error::Format`] error at `offset` of `file`.
     pub(crate) fn format(file: &str, offset: u64, reason: impl Into<String>) -> Self {
-        Error::Format {
-            file: file.to_owned(),
-            offset,
-            reason: reason.into(),
-        }
+        Error::Format { file: file.to_owned(), offset, reason: reason.into() }
     }
 }
 
@@ -132,11 +128,7 @@ impl fmt::Display for Error {
                     write!(f, "{path}: {message}")
                 }
             }
-            Error::Format {
-                file,
-                offset,
-                reason,
-            } => {
+            Error::Format { file, offset, reason } => {
                 write!(f, "{file}: at byte offset {offset}: {reason}")
             }
             Error::IndexOutOfRange { what, index, len } => {
@@ -153,7 +145,9 @@ impl fmt::Display for Error {
                     None => write!(f, "no checkpoint had been written yet"),
                 }
             }
-            Error::NonFinite { what } => write!(f, "{what} is not finite (NaN or infinity): the weights are broken or the model diverged; nothing was written"),
+            Error::NonFinite { what } => {
+                write!(f, "{what} is not finite (NaN or infinity): the weights are broken or the model diverged; nothing was written")
+            }
             Error::Interrupted { what } => write!(f, "interrupted: {what}"),
         }
     }

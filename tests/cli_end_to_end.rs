@@ -9,8 +9,21 @@ use std::process::{Command, Output};
 
 /// A tiny UNet on MNIST: 8 base channels, two levels (28, 14), T = 25.
 const TINY: &[&str] = &[
-    "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "25", "--batch", "8",
-    "--warmup", "2", "--samples", "4", "--checkpoint-every", "3", "--quiet",
+    "--base-channels",
+    "8",
+    "--channel-mults",
+    "1,2",
+    "--timesteps",
+    "25",
+    "--batch",
+    "8",
+    "--warmup",
+    "2",
+    "--samples",
+    "4",
+    "--checkpoint-every",
+    "3",
+    "--quiet",
 ];
 
 fn ddpm(args: &[&str]) -> Output {
@@ -54,11 +67,7 @@ fn bits(c: &[(String, tensor::Tensor<f32>)]) -> Vec<(String, Vec<u32>)> {
 
 /// The first four columns (step, loss, lr, grad-norm) of metrics.csv; the fifth is throughput.
 fn metrics(run: &Path) -> Vec<String> {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
-        .collect()
+    std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
 }
 
 #[test]
@@ -82,12 +91,33 @@ fn train_resume_sample_nll_info() {
 
     let (grid, strip) = (resumed.join("grid.png"), resumed.join("trajectory.png"));
     let out = ok(&ddpm(&[
-        "sample", "--checkpoint", resumed.to_str().unwrap(), "--count", "4", "--steps", "5",
-        "--out", grid.to_str().unwrap(), "--trajectory", strip.to_str().unwrap(),
+        "sample",
+        "--checkpoint",
+        resumed.to_str().unwrap(),
+        "--count",
+        "4",
+        "--steps",
+        "5",
+        "--out",
+        grid.to_str().unwrap(),
+        "--trajectory",
+        strip.to_str().unwrap(),
     ]));
     assert!(grid.exists() && strip.exists(), "{out}");
     ok(&ddpm(&["sample", "--checkpoint", resumed.to_str().unwrap(), "--sampler", "ddpm", "--count", "2", "--out", grid.to_str().unwrap()]));
-    ok(&ddpm(&["sample", "--checkpoint", resumed.to_str().unwrap(), "--sampler", "langevin", "--steps", "4", "--count", "2", "--out", grid.to_str().unwrap()]));
+    ok(&ddpm(&[
+        "sample",
+        "--checkpoint",
+        resumed.to_str().unwrap(),
+        "--sampler",
+        "langevin",
+        "--steps",
+        "4",
+        "--count",
+        "2",
+        "--out",
+        grid.to_str().unwrap(),
+    ]));
 
     let json = ok(&ddpm(&["nll", "--checkpoint", resumed.to_str().unwrap(), "--images", "4", "--batch", "2", "--json"]));
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();

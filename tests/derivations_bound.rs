@@ -7,9 +7,9 @@ mod derivations_common;
 
 use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact};
 use ddpm::{
-    approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc, noise_mse_weight, normal_kl,
-    p_mean_variance, prior_bpd, q_sample, q_step_sample, standard_normal_cdf, training_losses, vb_terms_bpd, BetaSchedule,
-    DatasetOptimalPredictor, LossKind, NoisePredictor, NoiseSchedule, Parameterization, ReverseOptions, TrainingOptions,
+    approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc,
+    noise_mse_weight, normal_kl, p_mean_variance, prior_bpd, q_sample, q_step_sample, standard_normal_cdf, training_losses, vb_terms_bpd,
+    BetaSchedule, DatasetOptimalPredictor, LossKind, NoisePredictor, NoiseSchedule, Parameterization, ReverseOptions, TrainingOptions,
     VarianceKind,
 };
 use derivations_common::{assert_mean_close, column, grid, log_normal_pdf, normal_pdf, simpson};
@@ -23,7 +23,8 @@ fn closed_form_gaussian_kl_equals_its_monte_carlo_estimate() -> TestResult {
     // KL(N(m1, v1) || N(m2, v2)) = E_{x ~ N(m1, v1)}[log N(x; m1, v1) - log N(x; m2, v2)]
     let n = 100_000;
     for (m1, v1, m2, v2) in [(0.0, 1.0, 0.5, 2.0), (1.0, 0.1, -1.0, 0.3), (0.3, 4.0, 0.0, 1.0)] {
-        let closed = normal_kl(&Tensor::scalar(m1), &Tensor::scalar(f64::ln(v1)), &Tensor::scalar(m2), &Tensor::scalar(f64::ln(v2)))?.item()?;
+        let closed =
+            normal_kl(&Tensor::scalar(m1), &Tensor::scalar(f64::ln(v1)), &Tensor::scalar(m2), &Tensor::scalar(f64::ln(v2)))?.item()?;
         let x = Tensor::<f64>::randn(&[n], &mut rng(17)).affine(v1.sqrt(), m1).to_vec();
         let log_ratios: Vec<f64> = x.iter().map(|&x| log_normal_pdf(x, m1, v1) - log_normal_pdf(x, m2, v2)).collect();
         assert_mean_close(&format!("KL(N({m1}, {v1}) || N({m2}, {v2}))"), &log_ratios, closed);
@@ -54,7 +55,8 @@ fn equal_variance_kl_is_a_weighted_noise_mse() -> TestResult {
     let squared_error: Vec<f64> = eps.sub(&eps_theta)?.sqr().sum(&[1, 2], false)?.to_vec();
     for variance in [VarianceKind::FixedSmall, VarianceKind::FixedLarge] {
         let options = ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised: false };
-        let kl_nats: Vec<f64> = vb_terms_bpd(&schedule, &eps_theta, &x_start, &x_t, &t, options)?.bpd.to_vec().iter().map(|b| b * LN_2 * data_dim).collect();
+        let kl_nats: Vec<f64> =
+            vb_terms_bpd(&schedule, &eps_theta, &x_start, &x_t, &t, options)?.bpd.to_vec().iter().map(|b| b * LN_2 * data_dim).collect();
         for (b, &step) in t.iter().enumerate() {
             let (sigma_squared, beta_tilde) = (variance.variances(&schedule).0[step], schedule.posterior_variance[step]);
             let ratio = beta_tilde / sigma_squared;
@@ -83,7 +85,8 @@ fn linear_eps_theta(x: &Tensor<f64>, t: &[usize]) -> tensor::Result<Tensor<f64>>
     x.mul(&slopes)?.add(&offsets)
 }
 
-const OPTIONS: ReverseOptions = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
+const OPTIONS: ReverseOptions =
+    ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
 
 /// The bound in nats for one 1-D x_0, from the closed-form terms: L_T by `prior_bpd`,
 /// each L_{t-1} by `vb_terms_bpd` integrated over x_t ~ q(x_t | x_0) by Simpson's rule, and
@@ -187,7 +190,8 @@ fn the_bound_is_a_bound_and_its_gap_is_the_path_kl() -> TestResult {
         let log_likelihood = log_normal_pdf(x_start, model_mean, model_variance);
         let gap = bound + log_likelihood;
         assert!(gap > 0.0, "x_0 = {x_start}: bound {bound} is below -log p = {}", -log_likelihood);
-        let path_kl: Vec<f64> = sampled_log_ratios(&schedule, x_start, 100_000, 200 + k as u64)?.iter().map(|r| r + log_likelihood).collect();
+        let path_kl: Vec<f64> =
+            sampled_log_ratios(&schedule, x_start, 100_000, 200 + k as u64)?.iter().map(|r| r + log_likelihood).collect();
         assert_mean_close(&format!("gap at x_0 = {x_start}"), &path_kl, gap);
     }
     Ok(())
@@ -213,7 +217,10 @@ fn calc_bpd_loop_sums_one_sample_estimates_of_every_term() -> TestResult {
         let (points, h) = grid(mean - 12.0 * std, mean + 12.0 * std, 2001);
         let m = points.len();
         let x_t = column(&points);
-        let kl = vb_terms_bpd(&schedule, &linear_eps_theta(&x_t, &vec![t; m])?, &Tensor::full(&[m, 1], x_start), &x_t, &vec![t; m], OPTIONS)?.bpd.to_vec();
+        let kl =
+            vb_terms_bpd(&schedule, &linear_eps_theta(&x_t, &vec![t; m])?, &Tensor::full(&[m, 1], x_start), &x_t, &vec![t; m], OPTIONS)?
+                .bpd
+                .to_vec();
         let expected = simpson(&points.iter().zip(&kl).map(|(x, k)| k * normal_pdf(*x, mean, std * std)).collect::<Vec<_>>(), h);
         let column_t: Vec<f64> = vb.iter().skip(t).step_by(4).copied().collect();
         assert_mean_close(&format!("calc_bpd_loop column {t}"), &column_t, expected);
@@ -332,7 +339,10 @@ fn tanh_cdf_approximation_error_is_measured_and_bounded() -> TestResult {
         let mut worst: f64 = 0.0;
         for d in distances {
             let mean = 0.2 + d * decoder_log_scale.exp();
-            worst = worst.max((tanh_log_probability(0.2, mean, decoder_log_scale)? - discretized_log_probability_exact(0.2, mean, decoder_log_scale)).abs());
+            worst = worst.max(
+                (tanh_log_probability(0.2, mean, decoder_log_scale)? - discretized_log_probability_exact(0.2, mean, decoder_log_scale))
+                    .abs(),
+            );
         }
         eprintln!("|log p_tanh - log p_exact| up to {max_distance} sigma from the mean: max {worst:.3e} nats");
         assert!(worst < bound, "up to {max_distance} sigma: {worst:.3e} nats");
@@ -396,7 +406,11 @@ fn the_exact_noise_predictor_minimises_l_simple() -> TestResult {
                     total
                 };
                 assert!(perturbed > best, "t={t} {name} delta={delta}: {perturbed} <= {best}");
-                assert!((increase - delta * delta * g_squared).abs() < 1e-9, "t={t} {name} delta={delta}: increase {increase} vs delta^2 E g^2 = {}", delta * delta * g_squared);
+                assert!(
+                    (increase - delta * delta * g_squared).abs() < 1e-9,
+                    "t={t} {name} delta={delta}: increase {increase} vs delta^2 E g^2 = {}",
+                    delta * delta * g_squared
+                );
             }
         }
     }
@@ -451,7 +465,10 @@ fn vb_loss_gradient_matches_finite_differences() -> TestResult {
     let model_eps = noise.add(&Tensor::<f64>::randn(&dims, &mut rng).mul_scalar(0.3))?;
     for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
         let options = ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised: false };
-        let report = gradcheck(|v| Ok(vb_terms_bpd(&schedule, &v[0], &x_start, &x_t, &t, options).map_err(to_tensor_error)?.bpd), std::slice::from_ref(&model_eps))?;
+        let report = gradcheck(
+            |v| Ok(vb_terms_bpd(&schedule, &v[0], &x_start, &x_t, &t, options).map_err(to_tensor_error)?.bpd),
+            std::slice::from_ref(&model_eps),
+        )?;
         assert!(report.max_error < 1e-6, "{variance:?}: max gradient error {:.3e} at {:?}", report.max_error, report.worst_at);
     }
     let hybrid = TrainingOptions { loss: LossKind::Hybrid, hybrid_lambda: 0.001, ..TrainingOptions::default() };

@@ -6,9 +6,8 @@
 mod derivations_common;
 
 use ddpm::{
-    evenly_spaced_timesteps, gaussian_probability_flow, q_reverse_step, sample_ancestral, sample_ddim, sample_reverse_sde,
-    BetaSchedule, DatasetOptimalPredictor, DdimOptions, GaussianOptimalPredictor, NoiseSchedule, Parameterization, ReverseOptions,
-    VarianceKind,
+    evenly_spaced_timesteps, gaussian_probability_flow, q_reverse_step, sample_ancestral, sample_ddim, sample_reverse_sde, BetaSchedule,
+    DatasetOptimalPredictor, DdimOptions, GaussianOptimalPredictor, NoiseSchedule, Parameterization, ReverseOptions, VarianceKind,
 };
 use derivations_common::{assert_mean_close, assert_variance_close, grid, log_normal_pdf, simpson};
 use tensor::rng;
@@ -17,7 +16,8 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const DATA_MEAN: f64 = 0.5;
 const DATA_STD: f64 = 0.3;
-const ANCESTRAL: ReverseOptions = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
+const ANCESTRAL: ReverseOptions =
+    ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
 
 /// The exact final (mean, variance) of the reverse-SDE sampler and of ancestral sampling for
 /// data N(DATA_MEAN, DATA_STD^2), from x_T ~ N(0, 1). With the exact score
@@ -54,7 +54,10 @@ fn ancestral_sampling_discretises_andersons_reverse_time_sde() -> TestResult {
         let ((sde_mean, sde_var), (anc_mean, anc_var)) = exact_final_moments(&schedule);
         let tolerance = 1.0 / num_timesteps as f64;
         for (name, mean, var) in [("SDE", sde_mean, sde_var), ("ancestral", anc_mean, anc_var)] {
-            assert!((mean - DATA_MEAN).abs() < tolerance && (var - DATA_STD * DATA_STD).abs() < tolerance, "T={num_timesteps} {name}: N({mean}, {var})");
+            assert!(
+                (mean - DATA_MEAN).abs() < tolerance && (var - DATA_STD * DATA_STD).abs() < tolerance,
+                "T={num_timesteps} {name}: N({mean}, {var})"
+            );
         }
         gaps.push(((sde_mean - anc_mean).abs(), (sde_var - anc_var).abs()));
         if num_timesteps == 1000 {
@@ -88,7 +91,8 @@ fn the_reverse_sde_and_ancestral_sampling_reach_the_same_mixture_marginal() -> T
     let ancestral = sample_ancestral::<f64>(&schedule, &predictor, &[n, 1], ANCESTRAL, &[], &mut rng(83))?.sample.to_vec();
     for (name, samples) in [("reverse SDE", sde), ("ancestral", ancestral)] {
         for (value, probability) in [(-0.6, 0.5), (0.1, 0.25), (0.8, 0.25)] {
-            let hits: Vec<f64> = samples.iter().map(|x| if (x - value).abs() < 6.0 * schedule.betas[0].sqrt() { 1.0 } else { 0.0 }).collect();
+            let hits: Vec<f64> =
+                samples.iter().map(|x| if (x - value).abs() < 6.0 * schedule.betas[0].sqrt() { 1.0 } else { 0.0 }).collect();
             assert_mean_close(&format!("{name}: fraction at {value}"), &hits, probability);
         }
     }

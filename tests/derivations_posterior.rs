@@ -5,8 +5,8 @@
 mod derivations_common;
 
 use ddpm::{
-    predict_xstart_from_eps, q_mean_variance, q_posterior_mean_from_eps, q_posterior_mean_variance, q_sample, BetaSchedule,
-    NoiseSchedule, VarianceKind,
+    predict_xstart_from_eps, q_mean_variance, q_posterior_mean_from_eps, q_posterior_mean_variance, q_sample, BetaSchedule, NoiseSchedule,
+    VarianceKind,
 };
 use derivations_common::{column, grid, log_normal_pdf, max_abs_diff, normal_pdf, simpson};
 use tensor::{rng, Tensor};

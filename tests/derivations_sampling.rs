@@ -6,9 +6,9 @@
 mod derivations_common;
 
 use ddpm::{
-    ddim_step, evenly_spaced_timesteps, p_mean_variance, p_sample, predict_eps_from_xstart, sample_ancestral, sample_ddim,
-    sample_langevin, BetaSchedule, DatasetOptimalPredictor, DdimOptions, GaussianOptimalPredictor, LangevinOptions, NoiseSchedule,
-    Parameterization, ReverseOptions, VarianceKind,
+    ddim_step, evenly_spaced_timesteps, p_mean_variance, p_sample, predict_eps_from_xstart, sample_ancestral, sample_ddim, sample_langevin,
+    BetaSchedule, DatasetOptimalPredictor, DdimOptions, GaussianOptimalPredictor, LangevinOptions, NoiseSchedule, Parameterization,
+    ReverseOptions, VarianceKind,
 };
 use derivations_common::{assert_mean_close, assert_variance_close, max_abs_diff};
 use tensor::{rng, Tensor};
@@ -25,7 +25,8 @@ fn algorithm_2_update_equals_a_draw_from_the_reverse_posterior_step() -> TestRes
         let schedule = NoiseSchedule::new(kind, 1000)?;
         let t = [0, 1, 10, 500, 999];
         let dims = [5, 3];
-        let (x_t, eps_theta, z) = (Tensor::<f64>::randn(&dims, &mut rng), Tensor::<f64>::randn(&dims, &mut rng), Tensor::<f64>::randn(&dims, &mut rng));
+        let (x_t, eps_theta, z) =
+            (Tensor::<f64>::randn(&dims, &mut rng), Tensor::<f64>::randn(&dims, &mut rng), Tensor::<f64>::randn(&dims, &mut rng));
         for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
             let options = ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised: false };
             let library = p_sample(&schedule, &eps_theta, &x_t, &t, options, &z)?.sample.to_vec();
@@ -40,7 +41,10 @@ fn algorithm_2_update_equals_a_draw_from_the_reverse_posterior_step() -> TestRes
                     let algorithm_2_mean = (x[i] - beta / (1.0 - alpha_bar).sqrt() * e[i]) / alpha.sqrt();
                     let algorithm_2 = algorithm_2_mean + sigma * z[i];
                     assert!((library[i] - algorithm_2).abs() < 1e-10 * algorithm_2.abs().max(1.0), "{kind:?} {variance:?} t={step}");
-                    assert!((library_mean[i] - algorithm_2_mean).abs() < 1e-10 * algorithm_2_mean.abs().max(1.0), "{kind:?} {variance:?} t={step} mean");
+                    assert!(
+                        (library_mean[i] - algorithm_2_mean).abs() < 1e-10 * algorithm_2_mean.abs().max(1.0),
+                        "{kind:?} {variance:?} t={step} mean"
+                    );
                 }
             }
         }
@@ -80,15 +84,24 @@ fn ddim_with_eta_one_matches_ancestral_and_with_eta_zero_is_deterministic() -> T
         let (z1, z2, zero) = (Tensor::<f64>::randn(&dims, &mut rng), Tensor::<f64>::randn(&dims, &mut rng), Tensor::<f64>::zeros(&dims));
         for clip_denoised in [false, true] {
             let ddim = |eta: f64, noise: &Tensor<f64>| {
-                ddim_step(&schedule, &eps_theta, &x_t, &t, DdimOptions { eta, parameterization: Parameterization::Epsilon, clip_denoised }, noise)
+                ddim_step(
+                    &schedule,
+                    &eps_theta,
+                    &x_t,
+                    &t,
+                    DdimOptions { eta, parameterization: Parameterization::Epsilon, clip_denoised },
+                    noise,
+                )
             };
-            let ancestral = ReverseOptions { variance: VarianceKind::FixedSmall, parameterization: Parameterization::Epsilon, clip_denoised };
+            let ancestral =
+                ReverseOptions { variance: VarianceKind::FixedSmall, parameterization: Parameterization::Epsilon, clip_denoised };
             let posterior = p_mean_variance(&schedule, &eps_theta, &x_t, &t, ancestral)?;
             let ddim_mean = ddim(1.0, &zero)?.sample;
             assert!(max_abs_diff(&ddim_mean.to_vec(), &posterior.mean.to_vec()) < 1e-9, "{kind:?} eta=1 mean");
             // the noise enters as sigma_t z with sigma_t^2 = beta-tilde_t (0 at code t = 0)
             let spread = ddim(1.0, &z1)?.sample.sub(&ddim_mean)?.to_vec();
-            let expected: Vec<f64> = z1.to_vec().iter().enumerate().map(|(i, z)| schedule.posterior_variance[t[i / 4]].sqrt() * z).collect();
+            let expected: Vec<f64> =
+                z1.to_vec().iter().enumerate().map(|(i, z)| schedule.posterior_variance[t[i / 4]].sqrt() * z).collect();
             assert!(max_abs_diff(&spread, &expected) < 1e-9, "{kind:?} eta=1 variance");
             assert_eq!(ddim(0.0, &z1)?.sample.to_vec(), ddim(0.0, &z2)?.sample.to_vec(), "{kind:?} eta=0 depends on the noise");
         }
@@ -175,7 +188,9 @@ fn sampling_is_reproducible_from_a_seed() -> TestResult {
     assert_eq!(run(1)?.sample.to_vec(), run(1)?.sample.to_vec());
     assert_ne!(run(1)?.sample.to_vec(), run(2)?.sample.to_vec());
     let kept = evenly_spaced_timesteps(50, 10)?;
-    let ddim = |seed| sample_ddim::<f32>(&schedule, &predictor, &[3, 4], &kept, DdimOptions { eta: 0.5, ..DdimOptions::default() }, &[49], &mut rng(seed));
+    let ddim = |seed| {
+        sample_ddim::<f32>(&schedule, &predictor, &[3, 4], &kept, DdimOptions { eta: 0.5, ..DdimOptions::default() }, &[49], &mut rng(seed))
+    };
     assert_eq!(ddim(3)?.sample.to_vec(), ddim(3)?.sample.to_vec());
     Ok(())
 }
@@ -204,10 +219,13 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
     let recovered = ddpm::predict_xstart_from_posterior_mean(&schedule, &x_t, &t, &mean_theta)?;
     assert!(max_abs_diff(&recovered.to_vec(), &x0) < 1e-9);
     let base = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
-    let outputs = [(Parameterization::Epsilon, &eps_theta), (Parameterization::StartX, &x0_theta), (Parameterization::PosteriorMean, &mean_theta)];
+    let outputs =
+        [(Parameterization::Epsilon, &eps_theta), (Parameterization::StartX, &x0_theta), (Parameterization::PosteriorMean, &mean_theta)];
     let means: Vec<Vec<f64>> = outputs
         .iter()
-        .map(|(parameterization, output)| Ok(p_mean_variance(&schedule, output, &x_t, &t, ReverseOptions { parameterization: *parameterization, ..base })?.mean.to_vec()))
+        .map(|(parameterization, output)| {
+            Ok(p_mean_variance(&schedule, output, &x_t, &t, ReverseOptions { parameterization: *parameterization, ..base })?.mean.to_vec())
+        })
         .collect::<ddpm::Result<_>>()?;
     assert!(max_abs_diff(&means[0], &means[2]) < 1e-9 && max_abs_diff(&means[1], &means[2]) < 1e-9);
 
@@ -231,13 +249,19 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
                 let weight = ddpm::parameterization_mse_weight(&schedule, parameterization, step, sigma_squared[step])?;
                 let expected = weight * squared_error + constant;
                 let kl = kl_nats[b] * std::f64::consts::LN_2 * 5.0;
-                assert!((kl - expected).abs() < 1e-8 * expected.max(1e-12), "{parameterization:?} {variance:?} t={step}: {kl} vs {expected}");
+                assert!(
+                    (kl - expected).abs() < 1e-8 * expected.max(1e-12),
+                    "{parameterization:?} {variance:?} t={step}: {kl} vs {expected}"
+                );
             }
         }
     }
     assert!(ddpm::parameterization_mse_weight(&schedule, Parameterization::PosteriorMean, 0, 0.1).is_err());
     for bad_sigma_squared in [0.0, -0.1, f64::NAN] {
-        assert!(ddpm::parameterization_mse_weight(&schedule, Parameterization::Epsilon, 5, bad_sigma_squared).is_err(), "sigma^2 = {bad_sigma_squared}");
+        assert!(
+            ddpm::parameterization_mse_weight(&schedule, Parameterization::Epsilon, 5, bad_sigma_squared).is_err(),
+            "sigma^2 = {bad_sigma_squared}"
+        );
     }
 
     let options = ddpm::TrainingOptions { parameterization: Parameterization::PosteriorMean, ..ddpm::TrainingOptions::default() };

@@ -10,10 +10,9 @@
 mod derivations_common;
 
 use ddpm::{
-    coefficient_at, normal_kl, normal_log_density, p_mean_variance, p_sample, predict_xstart_from_eps, prior_bpd,
-    q_mean_variance, q_posterior_mean_from_eps, q_posterior_mean_variance, q_sample, q_step_mean_variance, q_step_sample,
-    vb_terms_bpd, BetaSchedule, DatasetOptimalPredictor, GaussianOptimalPredictor, NoisePredictor, NoiseSchedule,
-    Parameterization, ReverseOptions, VarianceKind,
+    coefficient_at, normal_kl, normal_log_density, p_mean_variance, p_sample, predict_xstart_from_eps, prior_bpd, q_mean_variance,
+    q_posterior_mean_from_eps, q_posterior_mean_variance, q_sample, q_step_mean_variance, q_step_sample, vb_terms_bpd, BetaSchedule,
+    DatasetOptimalPredictor, GaussianOptimalPredictor, NoisePredictor, NoiseSchedule, Parameterization, ReverseOptions, VarianceKind,
 };
 use derivations_common::{assert_mean_close, assert_variance_close, column, grid, log_normal_pdf, mean_var, normal_pdf, simpson};
 use tensor::{rng, Tensor};
@@ -82,7 +81,8 @@ fn note000_marginal_integrates_the_data_density_not_q_of_x_t() -> TestResult {
     let (x0s, h) = grid(m - 10.0 * sd, m + 10.0 * sd, 4001);
     let q_t_given_0 = q_mean_variance(&s, &column(&x0s), &vec![t; x0s.len()])?;
     for x_t in [-1.2, 0.0, 0.4, 1.5] {
-        let conditional = normal_log_density(&Tensor::full(&[x0s.len(), 1], x_t), &q_t_given_0.mean, &q_t_given_0.log_variance)?.exp().to_vec();
+        let conditional =
+            normal_log_density(&Tensor::full(&[x0s.len(), 1], x_t), &q_t_given_0.mean, &q_t_given_0.log_variance)?.exp().to_vec();
         let integrand: Vec<f64> = x0s.iter().zip(&conditional).map(|(x0, c)| normal_pdf(*x0, m, sd * sd) * c).collect();
         let marginal = simpson(&integrand, h);
         let closed = normal_pdf(x_t, abar.sqrt() * m, abar * sd * sd + 1.0 - abar);
@@ -105,8 +105,10 @@ fn note000_product_of_one_step_kernels_is_the_joint_and_its_integral_the_closed_
     let closed = q_mean_variance(&s, &column(&[x0]), &[1])?;
     let (mean2, var2) = (closed.mean.item()?, closed.variance.item()?);
     for x2 in [-0.7, 0.2, 1.1] {
-        let joint: Vec<f64> =
-            x1s.iter().map(|&x1| normal_pdf(x2, s.alphas[1].sqrt() * x1, s.betas[1]) * normal_pdf(x1, s.alphas[0].sqrt() * x0, s.betas[0])).collect();
+        let joint: Vec<f64> = x1s
+            .iter()
+            .map(|&x1| normal_pdf(x2, s.alphas[1].sqrt() * x1, s.betas[1]) * normal_pdf(x1, s.alphas[0].sqrt() * x0, s.betas[0]))
+            .collect();
         let integral = simpson(&joint, h);
         assert!((integral - normal_pdf(x2, mean2, var2)).abs() < 1e-10, "x_2={x2}");
         // Unintegrated, the product depends on x_1: it is not q(x_2 | x_0).
@@ -178,7 +180,8 @@ fn note000_posterior_section_q_xt_given_x0_uses_alpha_bar() -> TestResult {
     let (mu, var) = (post.mean.item()?, post.variance.item()?);
     let (abar, abar_prev) = (s.alphas_cumprod[t], s.alphas_cumprod_prev[t]);
     for x_prev in [-1.0, 0.0, 0.7] {
-        let forward = log_density(x_t, s.alphas[t].sqrt() * x_prev, s.betas[t])? + log_density(x_prev, abar_prev.sqrt() * x0, 1.0 - abar_prev)?;
+        let forward =
+            log_density(x_t, s.alphas[t].sqrt() * x_prev, s.betas[t])? + log_density(x_prev, abar_prev.sqrt() * x0, 1.0 - abar_prev)?;
         let right = forward - log_density(x_t, abar.sqrt() * x0, 1.0 - abar)?;
         let slipped = forward - log_density(x_t, s.betas[t].sqrt() * x0, 1.0 - s.betas[t])?;
         let posterior = log_density(x_prev, mu, var)?;
@@ -195,7 +198,8 @@ fn note000_completed_square_has_a_minus_sign() -> TestResult {
     let s = four_steps()?;
     let (t, x0, x_t, h) = (2, 0.5, -0.2, 1e-3);
     let log_product = |x: f64| -> ddpm::Result<f64> {
-        Ok(log_density(x_t, s.alphas[t].sqrt() * x, s.betas[t])? + log_density(x, s.alphas_cumprod_prev[t].sqrt() * x0, 1.0 - s.alphas_cumprod_prev[t])?)
+        Ok(log_density(x_t, s.alphas[t].sqrt() * x, s.betas[t])?
+            + log_density(x, s.alphas_cumprod_prev[t].sqrt() * x0, 1.0 - s.alphas_cumprod_prev[t])?)
     };
     for x in [-0.5, 0.1, 0.9] {
         let second = (log_product(x + h)? - 2.0 * log_product(x)? + log_product(x - h)?) / (h * h);
@@ -340,7 +344,11 @@ fn narrow_model_bound(x0: f64) -> Result<(f64, f64, f64), Box<dyn std::error::Er
         let code = vec![k - 1; n];
         let q = q_step_mean_variance(&s, &xs[k - 1], &code)?;
         let p = p_mean_variance(&s, &model.predict(&xs[k], &code)?, &xs[k], &code, options)?;
-        r = r.add(&normal_log_density(&xs[k], &q.mean, &q.log_variance)?)?.sub(&normal_log_density(&xs[k - 1], &p.mean, &p.log_variance)?)?;
+        r = r.add(&normal_log_density(&xs[k], &q.mean, &q.log_variance)?)?.sub(&normal_log_density(
+            &xs[k - 1],
+            &p.mean,
+            &p.log_variance,
+        )?)?;
     }
     let r = r.to_vec();
     Ok((log_p, mean_var(&r).0, standard_error(&r)))
@@ -570,7 +578,8 @@ fn note002_each_term_averages_over_its_own_x_t_not_over_x_capital_t() -> TestRes
     let x_t_path = q_step_sample(&s, &x_prev, &code, &Tensor::randn(&[n, 1], &mut rng))?;
     let post = q_posterior_mean_variance(&s, &x_start, &x_t_path, &code)?;
     let p = p_mean_variance(&s, &x_t_path.mul_scalar(0.5), &x_t_path, &code, options)?;
-    let by_path = normal_log_density(&x_prev, &post.mean, &post.log_variance)?.sub(&normal_log_density(&x_prev, &p.mean, &p.log_variance)?)?.to_vec();
+    let by_path =
+        normal_log_density(&x_prev, &post.mean, &post.log_variance)?.sub(&normal_log_density(&x_prev, &p.mean, &p.log_variance)?)?.to_vec();
     let x_capital_t = q_sample(&s, &x_start, &vec![3; n], &Tensor::randn(&[n, 1], &mut rng))?;
     let literal = kl_at(&x_capital_t)?;
     let (m_kl, m_path, m_lit) = (mean_var(&by_kl).0, mean_var(&by_path).0, mean_var(&literal).0);
@@ -623,7 +632,8 @@ fn note002_minus_one_half_multiplies_all_three_squares() -> TestResult {
     let (t, x0, x_t) = (2, 0.5, -0.2);
     let (alpha, beta, abar, abar_prev) = (s.alphas[t], s.betas[t], s.alphas_cumprod[t], s.alphas_cumprod_prev[t]);
     let log_ratio = |x: f64| -> ddpm::Result<f64> {
-        Ok(log_density(x_t, alpha.sqrt() * x, beta)? + log_density(x, abar_prev.sqrt() * x0, 1.0 - abar_prev)? - log_density(x_t, abar.sqrt() * x0, 1.0 - abar)?)
+        Ok(log_density(x_t, alpha.sqrt() * x, beta)? + log_density(x, abar_prev.sqrt() * x0, 1.0 - abar_prev)?
+            - log_density(x_t, abar.sqrt() * x0, 1.0 - abar)?)
     };
     let squares = |x: f64| ((x_t - alpha.sqrt() * x).powi(2), (x - abar_prev.sqrt() * x0).powi(2), (x_t - abar.sqrt() * x0).powi(2));
     let bracket = |x: f64| {
@@ -669,9 +679,12 @@ fn note002_constants_multiply_the_density_they_do_not_add_to_it() -> TestResult 
     let (alpha, beta, abar_prev) = (s.alphas[t], s.betas[t], s.alphas_cumprod_prev[t]);
     let post = q_posterior_mean_variance(&s, &column(&[x0]), &column(&[x_t]), &[t])?;
     let (mu, var) = (post.mean.item()?, post.variance.item()?);
-    let unnormalised = |x: f64| (-0.5 * ((x_t - alpha.sqrt() * x).powi(2) / beta + (x - abar_prev.sqrt() * x0).powi(2) / (1.0 - abar_prev))).exp();
-    let (ratios, differences): (Vec<f64>, Vec<f64>) =
-        [-0.8, -0.1, 0.3, 0.9].iter().map(|&x| (unnormalised(x) / normal_pdf(x, mu, var), unnormalised(x) - normal_pdf(x, mu, var))).unzip();
+    let unnormalised =
+        |x: f64| (-0.5 * ((x_t - alpha.sqrt() * x).powi(2) / beta + (x - abar_prev.sqrt() * x0).powi(2) / (1.0 - abar_prev))).exp();
+    let (ratios, differences): (Vec<f64>, Vec<f64>) = [-0.8, -0.1, 0.3, 0.9]
+        .iter()
+        .map(|&x| (unnormalised(x) / normal_pdf(x, mu, var), unnormalised(x) - normal_pdf(x, mu, var)))
+        .unzip();
     assert!(ratios.iter().all(|r| (r / ratios[0] - 1.0).abs() < 1e-12));
     assert!(differences.iter().any(|d| (d - differences[0]).abs() > 1e-3));
     Ok(())
@@ -742,7 +755,7 @@ fn note002_and_crate_docs_beta_tilde_and_beta_bracket_the_reverse_variance_only_
     }
     let between = reverse_variance_by_quadrature(&s, t, &[(-a, 0.0), (a, 0.0)], 0.0);
     assert!(between > 2.0 * beta, "between the points: {between} vs beta {beta}"); // the upper bound fails here
-    // ... but holds on average over x_t ~ q(x_t) (a mixture of N(+-sqrt(abar) a, 1 - abar)).
+                                                                                   // ... but holds on average over x_t ~ q(x_t) (a mixture of N(+-sqrt(abar) a, 1 - abar)).
     let (xts, h) = grid(-8.0, 8.0, 4001);
     let marginal = |x: f64| 0.5 * (normal_pdf(x, -abar.sqrt() * a, 1.0 - abar) + normal_pdf(x, abar.sqrt() * a, 1.0 - abar));
     let average = simpson(&xts.iter().map(|&x| marginal(x) * pointwise(x)).collect::<Vec<_>>(), h);
@@ -797,7 +810,8 @@ fn note003_posterior_factors_use_alpha_bar_and_the_variance_of_q_xt_given_x0() -
     for x in [-0.7, 0.2, 1.0] {
         let step = log_density(x_t, s.alphas[t].sqrt() * x, s.betas[t])?;
         let right = step + log_density(x, abar_prev.sqrt() * x0, 1.0 - abar_prev)? - log_density(x_t, abar.sqrt() * x0, 1.0 - abar)?;
-        let slipped = step + log_density(x, s.alphas[t - 1].sqrt() * x0, 1.0 - abar_prev)? - log_density(x_t, abar.sqrt() * x0, 1.0 - abar_prev)?;
+        let slipped =
+            step + log_density(x, s.alphas[t - 1].sqrt() * x0, 1.0 - abar_prev)? - log_density(x_t, abar.sqrt() * x0, 1.0 - abar_prev)?;
         assert!((right - log_density(x, mu, var)?).abs() < 1e-12);
         assert!((slipped - log_density(x, mu, var)?).abs() > 0.05, "x={x}");
     }
@@ -837,7 +851,8 @@ fn note003_mean_bracket_divides_x0_by_one_minus_alpha_bar_prev() -> TestResult {
     // in that bracket (as the note writes) the x_0 coefficient shrinks by (1 - abar_prev) / (1 - abar_t).
     let s = four_steps()?;
     let (t, x0, x_t) = (2, 0.5, -0.2);
-    let (alpha, beta, abar, abar_prev, beta_tilde) = (s.alphas[t], s.betas[t], s.alphas_cumprod[t], s.alphas_cumprod_prev[t], s.posterior_variance[t]);
+    let (alpha, beta, abar, abar_prev, beta_tilde) =
+        (s.alphas[t], s.betas[t], s.alphas_cumprod[t], s.alphas_cumprod_prev[t], s.posterior_variance[t]);
     let mu = q_posterior_mean_variance(&s, &column(&[x0]), &column(&[x_t]), &[t])?.mean.item()?;
     let right = beta_tilde * (alpha.sqrt() / beta * x_t + abar_prev.sqrt() / (1.0 - abar_prev) * x0);
     let slipped = beta_tilde * (alpha.sqrt() / beta * x_t + abar_prev.sqrt() / (1.0 - abar) * x0);
@@ -864,7 +879,9 @@ fn note003_chain_rule_divides_the_joint_by_p_x0() -> TestResult {
     let x0_variance = coefficient[0].powi(2) * x1_variance + sigma2[0];
     let x0 = 0.3;
     let p_x0 = normal_pdf(x0, 0.0, x0_variance);
-    let joint = |x1: f64, x2: f64| normal_pdf(x2, 0.0, 1.0) * normal_pdf(x1, coefficient[1] * x2, sigma2[1]) * normal_pdf(x0, coefficient[0] * x1, sigma2[0]);
+    let joint = |x1: f64, x2: f64| {
+        normal_pdf(x2, 0.0, 1.0) * normal_pdf(x1, coefficient[1] * x2, sigma2[1]) * normal_pdf(x0, coefficient[0] * x1, sigma2[0])
+    };
     let (xs, h) = grid(-7.0, 7.0, 1401);
     let inner: Vec<f64> = xs.iter().map(|&x2| simpson(&xs.iter().map(|&x1| joint(x1, x2)).collect::<Vec<_>>(), h)).collect();
     let marginal = simpson(&inner, h);

@@ -38,7 +38,8 @@ fn the_shipped_classifier_recognises_99_percent_of_the_test_set() {
 fn real_digits_score_at_the_ceiling() {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    let judge = course::eval::judge::Judge::new(course::eval::classifier::load(&course::eval::classifier::default_path()).unwrap()).unwrap();
+    let judge =
+        course::eval::judge::Judge::new(course::eval::classifier::load(&course::eval::classifier::default_path()).unwrap()).unwrap();
     let train = Mnist::load(Mnist::default_dir(), Split::Train).unwrap();
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2024));
@@ -64,8 +65,24 @@ fn eval_export_and_ablation_end_to_end() {
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     ok(&ddpm(&[
-        "train", "--run", run_s, "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "25", "--batch", "8",
-        "--warmup", "2", "--samples", "4", "--steps", "3", "--quiet",
+        "train",
+        "--run",
+        run_s,
+        "--base-channels",
+        "8",
+        "--channel-mults",
+        "1,2",
+        "--timesteps",
+        "25",
+        "--batch",
+        "8",
+        "--warmup",
+        "2",
+        "--samples",
+        "4",
+        "--steps",
+        "3",
+        "--quiet",
     ]));
     // A reader that closes the pipe early gets no panic.
     let mut info = Command::new(env!("CARGO_BIN_EXE_ddpm"))
@@ -84,11 +101,16 @@ fn eval_export_and_ablation_end_to_end() {
     assert!(small * 3 < big, "export {small} bytes vs checkpoint {big}");
     // Both carry EMA weights: the run in its `ema.` part, the export as its model
     // tensors (metadata `weights=ema`).
-    let ema_line = |checkpoint: &str| ok(&ddpm(&["info", "--checkpoint", checkpoint])).lines().find(|l| l.starts_with("EMA weights")).map(str::to_string);
+    let ema_line = |checkpoint: &str| {
+        ok(&ddpm(&["info", "--checkpoint", checkpoint])).lines().find(|l| l.starts_with("EMA weights")).map(str::to_string)
+    };
     let run_line = ema_line(run_s).unwrap();
     assert!(run_line.starts_with("EMA weights: yes; "), "{run_line}");
     let exported_line = ema_line(exported.to_str().unwrap()).unwrap();
-    assert!(exported_line.starts_with("EMA weights: yes (exported") && exported_line.ends_with("optimizer state tensors: 0"), "{exported_line}");
+    assert!(
+        exported_line.starts_with("EMA weights: yes (exported") && exported_line.ends_with("optimizer state tensors: 0"),
+        "{exported_line}"
+    );
     let eval = |checkpoint: &str| ok(&ddpm(&["eval", "--checkpoint", checkpoint, "--samples", "6", "--steps", "5", "--json"]));
     let (from_run, from_export) = (eval(run_s), eval(exported.to_str().unwrap()));
     assert_eq!(from_run, from_export);
@@ -97,7 +119,18 @@ fn eval_export_and_ablation_end_to_end() {
     // The same samples, saved for another judge: [N, 1, 28, 28] in [-1, 1], and
     // the same report (the file is a by-product, not another draw).
     let samples_file = dir.join("samples.safetensors");
-    let with_file = ok(&ddpm(&["eval", "--checkpoint", run_s, "--samples", "6", "--steps", "5", "--json", "--samples-out", samples_file.to_str().unwrap()]));
+    let with_file = ok(&ddpm(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--samples",
+        "6",
+        "--steps",
+        "5",
+        "--json",
+        "--samples-out",
+        samples_file.to_str().unwrap(),
+    ]));
     assert_eq!(with_file, from_run);
     let saved = nn::safetensors::SafeTensors::load(&samples_file).unwrap();
     let samples = saved.get("samples").unwrap();
@@ -116,7 +149,19 @@ fn eval_export_and_ablation_end_to_end() {
     // The ablation: three runs, four rows, a grid per row.
     let out = dir.join("ablation");
     let table = ok(&ddpm(&[
-        "ablation", "--out", out.to_str().unwrap(), "--steps", "2", "--samples", "4", "--nll-images", "2", "--base-channels", "8", "--timesteps", "25",
+        "ablation",
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--samples",
+        "4",
+        "--nll-images",
+        "2",
+        "--base-channels",
+        "8",
+        "--timesteps",
+        "25",
     ]));
     assert_eq!(table.lines().filter(|l| l.starts_with("| L")).count(), 4, "{table}");
     let csv = std::fs::read_to_string(out.join("table.csv")).unwrap();

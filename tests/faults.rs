@@ -19,8 +19,20 @@ use std::time::{Duration, Instant};
 /// constant learning rate (the quick preset's cosine one fixes the run's length, and
 /// these tests resume runs to a new --steps).
 const TINY: &[&str] = &[
-    "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "25", "--batch", "8",
-    "--warmup", "2", "--samples", "4", "--lr-schedule", "constant",
+    "--base-channels",
+    "8",
+    "--channel-mults",
+    "1,2",
+    "--timesteps",
+    "25",
+    "--batch",
+    "8",
+    "--warmup",
+    "2",
+    "--samples",
+    "4",
+    "--lr-schedule",
+    "constant",
 ];
 
 fn bin() -> Command {
@@ -156,13 +168,31 @@ fn bad_inputs_are_one_line_errors_naming_the_flag_and_its_range() {
         Case { args: "train --grad-clip=-1 --run {dir}/r", env: None, says: &["--grad-clip"], not: &["--time-budget", "--hybrid-lambda"] },
         case("train --hybrid-lambda inf --run {dir}/r", &["--hybrid-lambda", "finite"]),
         // One step of 100 million images would take terabytes; the kernel would kill it.
-        case("train --base-channels 8 --channel-mults 1,2 --timesteps 25 --batch 100000000 --steps 1 --quiet --run {dir}/big", &["--batch", "GB", "or less"]),
+        case(
+            "train --base-channels 8 --channel-mults 1,2 --timesteps 25 --batch 100000000 --steps 1 --quiet --run {dir}/big",
+            &["--batch", "GB", "or less"],
+        ),
         case("train --time-budget inf --run {dir}/r", &["--time-budget", "finite"]),
-        Case { args: "train --preset toy --hidden 0 --run {dir}/r", env: None, says: &["--hidden", "at least 1"], not: &["{", "MlpConfig"] },
+        Case {
+            args: "train --preset toy --hidden 0 --run {dir}/r",
+            env: None,
+            says: &["--hidden", "at least 1"],
+            not: &["{", "MlpConfig"],
+        },
         Case { args: "train --preset toy --depth 0 --run {dir}/r", env: None, says: &["--depth", "at least 1"], not: &["{", "MlpConfig"] },
         case("forward --images 1 --t 0 --out {dir}/fw --data-dir {dir}/nowhere", &["--data-dir", "nowhere"]),
-        Case { args: "forward --images 1 --t 0 --out {dir}/fw", env: Some(("DDPM_DATA_DIR", "{dir}/elsewhere")), says: &["DDPM_DATA_DIR", "elsewhere"], not: &[] },
-        Case { args: "classifier test", env: Some(("DDPM_DATA_DIR", "{dir}/elsewhere")), says: &["elsewhere", "classifier.safetensors"], not: &[] },
+        Case {
+            args: "forward --images 1 --t 0 --out {dir}/fw",
+            env: Some(("DDPM_DATA_DIR", "{dir}/elsewhere")),
+            says: &["DDPM_DATA_DIR", "elsewhere"],
+            not: &[],
+        },
+        Case {
+            args: "classifier test",
+            env: Some(("DDPM_DATA_DIR", "{dir}/elsewhere")),
+            says: &["elsewhere", "classifier.safetensors"],
+            not: &[],
+        },
     ];
     let ckpt = tiny_run();
     for case in &cases {
@@ -322,7 +352,17 @@ fn sample_memory_is_flat_in_count() {
     let dir = scratch("memory");
     let spawn = |count: &str| {
         bin()
-            .args(["sample", "--checkpoint", s(tiny_run()), "--steps", "2", "--count", count, "--out", s(&dir.join(format!("s{count}.png")))])
+            .args([
+                "sample",
+                "--checkpoint",
+                s(tiny_run()),
+                "--steps",
+                "2",
+                "--count",
+                count,
+                "--out",
+                s(&dir.join(format!("s{count}.png"))),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

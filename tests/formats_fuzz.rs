@@ -76,12 +76,7 @@ fn bounded<T>(input: &[u8], f: impl FnOnce() -> T) -> T {
     LARGEST_ALLOCATION.with(|largest| largest.set(0));
     let out = f();
     let largest = LARGEST_ALLOCATION.with(Cell::get);
-    assert!(
-        largest <= ALLOCATION_LIMIT,
-        "allocated {largest} bytes at once reading a {}-byte input: {}",
-        input.len(),
-        hex(input)
-    );
+    assert!(largest <= ALLOCATION_LIMIT, "allocated {largest} bytes at once reading a {}-byte input: {}", input.len(), hex(input));
     out
 }
 
@@ -139,14 +134,8 @@ fn idx_file(dims: &[u32], data: &[u8]) -> Vec<u8> {
 fn mnist_seeds() -> (Vec<u8>, Vec<u8>) {
     let gz = std::fs::read(Mnist::default_dir().join("t10k-images-idx3-ubyte.gz")).unwrap();
     let mut prefix = vec![0; 16 + 4 * 784];
-    MultiGzDecoder::new(&gz[..])
-        .read_exact(&mut prefix)
-        .unwrap();
-    assert_eq!(
-        prefix[..8],
-        [0, 0, 8, 3, 0, 0, 0x27, 0x10],
-        "magic, N = 10000"
-    );
+    MultiGzDecoder::new(&gz[..]).read_exact(&mut prefix).unwrap();
+    assert_eq!(prefix[..8], [0, 0, 8, 3, 0, 0, 0x27, 0x10], "magic, N = 10000");
     prefix[4..8].copy_from_slice(&4u32.to_be_bytes());
     (prefix, gz[..4096].to_vec())
 }
@@ -185,10 +174,7 @@ fn idx_prefixes_are_errors_at_their_own_length() {
     // Every prefix of the gzip form fails too, at whatever decompressed offset.
     let packed = gzip(&small);
     for len in 0..packed.len() {
-        assert!(
-            read_idx(&packed[..len]).is_err(),
-            "gzip prefix of {len} bytes"
-        );
+        assert!(read_idx(&packed[..len]).is_err(), "gzip prefix of {len} bytes");
     }
 }
 
@@ -206,10 +192,7 @@ fn mutated_idx_files_return_ok_or_err() {
     }
     // Most mutations break the file; a few (a changed pixel) leave it valid.
     let [errors, oks] = outcomes;
-    assert!(
-        errors > CASES && oks > 10,
-        "{errors} errors, {oks} successes"
-    );
+    assert!(errors > CASES && oks > 10, "{errors} errors, {oks} successes");
 }
 
 #[test]
@@ -223,21 +206,12 @@ fn huge_idx_dimensions_are_refused_without_allocating() {
         // Dims at least 2^24 each: the product is 16 MiB or more (up to 2^96, which
         // overflows), never what the file holds.
         let dim = 4 + 4 * rng.random_range(0..3);
-        let huge: u32 = [
-            u32::MAX,
-            0x7fff_ffff,
-            0x1000_0000,
-            0x0100_0000,
-            rng.random_range(1 << 24..=u32::MAX),
-        ][rng.random_range(0..5)];
+        let huge: u32 = [u32::MAX, 0x7fff_ffff, 0x1000_0000, 0x0100_0000, rng.random_range(1 << 24..=u32::MAX)][rng.random_range(0..5)];
         file[dim..dim + 4].copy_from_slice(&huge.to_be_bytes());
         let packed = rng.random_bool(0.25);
         let input = if packed { gzip(&file) } else { file };
         let message = read_idx(&input).unwrap_err().to_string();
-        assert!(
-            message.contains("cap") || message.contains("truncated data"),
-            "{message}"
-        );
+        assert!(message.contains("cap") || message.contains("truncated data"), "{message}");
     }
 }
 
@@ -245,18 +219,10 @@ fn huge_idx_dimensions_are_refused_without_allocating() {
 // Safetensors.
 
 fn valid_safetensors() -> Vec<u8> {
-    let tensor = |name: &str, shape: &[usize], data| NamedTensor {
-        name: name.into(),
-        shape: shape.to_vec(),
-        data,
-    };
+    let tensor = |name: &str, shape: &[usize], data| NamedTensor { name: name.into(), shape: shape.to_vec(), data };
     let file = SafeTensors {
         tensors: vec![
-            tensor(
-                "conv.weight",
-                &[2, 1, 3],
-                TensorData::F32(vec![0.5, -1.0, 2.0, f32::NAN, -0.0, 3.0]),
-            ),
+            tensor("conv.weight", &[2, 1, 3], TensorData::F32(vec![0.5, -1.0, 2.0, f32::NAN, -0.0, 3.0])),
             tensor("betas", &[3], TensorData::F64(vec![1e-4, 0.01, 0.02])),
             tensor("scale", &[], TensorData::F32(vec![1.0])),
             tensor("empty", &[0, 2], TensorData::F32(vec![])),
@@ -272,11 +238,7 @@ fn read_safetensors(input: &[u8]) -> Result<SafeTensors, nn::Error> {
     let result = bounded(input, || SafeTensors::from_bytes(input, "fuzz.safetensors"));
     match &result {
         Ok(file) => {
-            let data_bytes: usize = file
-                .tensors
-                .iter()
-                .map(|t| t.data.len() * t.data.element_size())
-                .sum();
+            let data_bytes: usize = file.tensors.iter().map(|t| t.data.len() * t.data.element_size()).sum();
             assert!(data_bytes <= input.len(), "{}", hex(input));
             let written = file.to_bytes().unwrap();
             let again = SafeTensors::from_bytes(&written, "rewritten").unwrap();
@@ -296,10 +258,7 @@ fn mutate_header(rng: &mut ChaCha8Rng, bytes: &[u8]) -> Vec<u8> {
     let data = &bytes[8 + header_len..];
     match rng.random_range(0..3) {
         0 => {
-            let digits: Vec<usize> = header
-                .match_indices(|c: char| c.is_ascii_digit())
-                .map(|(i, _)| i)
-                .collect();
+            let digits: Vec<usize> = header.match_indices(|c: char| c.is_ascii_digit()).map(|(i, _)| i).collect();
             let at = digits[rng.random_range(0..digits.len())];
             let replacement = [
                 "0".to_string(),
@@ -339,10 +298,7 @@ fn safetensors_prefixes_are_errors() {
     let file = valid_safetensors();
     assert!(read_safetensors(&file).is_ok());
     for len in 0..file.len() {
-        assert!(
-            read_safetensors(&file[..len]).is_err(),
-            "prefix of {len} bytes"
-        );
+        assert!(read_safetensors(&file[..len]).is_err(), "prefix of {len} bytes");
     }
 }
 
@@ -356,10 +312,7 @@ fn mutated_safetensors_files_return_ok_or_err() {
         outcomes[usize::from(read_safetensors(&mutate_header(&mut rng, &file)).is_ok())] += 1;
     }
     let [errors, oks] = outcomes;
-    assert!(
-        errors > CASES && oks > 10,
-        "{errors} errors, {oks} successes"
-    );
+    assert!(errors > CASES && oks > 10, "{errors} errors, {oks} successes");
 }
 
 #[test]

@@ -88,11 +88,7 @@ fn out<T: tensor::Float>(outputs: &mut Outputs, name: &str, t: &Tensor<T>) {
 
 /// Forward, then backward seeded with `grad_output`; records `output` and
 /// `grad_<name>` for each named input.
-fn forward_backward(
-    case: &Case,
-    names: &[&str],
-    f: impl Fn(&[Tensor<f32>]) -> tensor::Result<Tensor<f32>>,
-) -> Result<Outputs, CaseError> {
+fn forward_backward(case: &Case, names: &[&str], f: impl Fn(&[Tensor<f32>]) -> tensor::Result<Tensor<f32>>) -> Result<Outputs, CaseError> {
     let vars = names.iter().map(|n| Ok(case.input_f32(n)?.requires_grad())).collect::<Result<Vec<_>, CaseError>>()?;
     let y = f(&vars).map_err(fail)?;
     let mut outputs = Outputs::new();
@@ -266,7 +262,11 @@ fn run_diffusion_case(kind: &str, case: &Case) -> Option<Result<Outputs, CaseErr
                 let (s, t) = (case.schedule()?, case.param_timesteps()?);
                 let (eps, x_t, noise) = (case.input_f64("model_eps")?, case.input_f64("x_t")?, case.input_f64("noise")?);
                 let eta = case.params["eta"].as_f64().ok_or_else(|| fail("missing param eta"))?;
-                let options = ddpm::DdimOptions { eta, parameterization: ddpm::Parameterization::Epsilon, clip_denoised: case.param_bool("clip_denoised")? };
+                let options = ddpm::DdimOptions {
+                    eta,
+                    parameterization: ddpm::Parameterization::Epsilon,
+                    clip_denoised: case.param_bool("clip_denoised")?,
+                };
                 let step = ddpm::ddim_step(&s, &eps, &x_t, &t, options, &noise).map_err(fail)?;
                 out(&mut outputs, "sample", &step.sample);
             }
@@ -427,6 +427,11 @@ fn golden_cases() {
     for (k, n) in &pending {
         eprintln!("golden: not implemented: {k} ({n} cases pending)");
     }
-    eprintln!("golden: {passed} cases run, {} failures, {} pending, from {}", failures.len(), pending.values().sum::<usize>(), dir.display());
+    eprintln!(
+        "golden: {passed} cases run, {} failures, {} pending, from {}",
+        failures.len(),
+        pending.values().sum::<usize>(),
+        dir.display()
+    );
     assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n"));
 }

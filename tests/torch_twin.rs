@@ -48,7 +48,12 @@ fn scratch(name: &str) -> PathBuf {
 
 fn run_script(python: &str, script: &str, args: &[&str]) {
     let out = Command::new(python).arg(torch_dir().join(script)).args(args).output().expect("the Python named by DDPM_TORCH_PYTHON runs");
-    assert!(out.status.success(), "{script} {args:?}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script} {args:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A run config as `ddpm train` writes it, for the model `model` (a JSON object with `kind`).
@@ -76,7 +81,11 @@ fn save_inputs(path: &Path, tensors: &[(&str, &Tensor<f32>)], timesteps: &[usize
         .iter()
         .map(|(name, t)| NamedTensor { name: (*name).to_string(), shape: t.dims().to_vec(), data: TensorData::F32(t.to_vec()) })
         .collect();
-    named.push(NamedTensor { name: "t".into(), shape: vec![timesteps.len()], data: TensorData::F64(timesteps.iter().map(|&t| t as f64).collect()) });
+    named.push(NamedTensor {
+        name: "t".into(),
+        shape: vec![timesteps.len()],
+        data: TensorData::F64(timesteps.iter().map(|&t| t as f64).collect()),
+    });
     SafeTensors { tensors: named, metadata: BTreeMap::new() }.save(path).unwrap();
 }
 
@@ -118,9 +127,14 @@ fn same_weights_give_the_same_eps_at_several_t() {
     mlp_json["kind"] = "mlp".into();
     let x_mlp = Tensor::<f32>::randn(&[4, 12], &mut r);
 
-    let cases: [(&str, &dyn Module<f32>, serde_json::Value, &Tensor<f32>); 2] = [("unet", &unet, model_json, &x), ("mlp", &mlp, mlp_json, &x_mlp)];
+    let cases: [(&str, &dyn Module<f32>, serde_json::Value, &Tensor<f32>); 2] =
+        [("unet", &unet, model_json, &x), ("mlp", &mlp, mlp_json, &x_mlp)];
     for (name, model, json, x) in cases {
-        let (ckpt, inputs, out) = (dir.join(format!("{name}.safetensors")), dir.join(format!("{name}-in.safetensors")), dir.join(format!("{name}-out.safetensors")));
+        let (ckpt, inputs, out) = (
+            dir.join(format!("{name}.safetensors")),
+            dir.join(format!("{name}-in.safetensors")),
+            dir.join(format!("{name}-out.safetensors")),
+        );
         save_checkpoint(&ckpt, model, run_config(json));
         save_inputs(&inputs, &[("x", x)], &T_EVAL);
         run_script(&python, "check_twin.py", &["eps", ckpt.to_str().unwrap(), inputs.to_str().unwrap(), out.to_str().unwrap()]);
@@ -154,14 +168,20 @@ fn same_weights_and_noise_give_the_same_loss_and_gradients() {
     let noise = Tensor::<f32>::randn(&[4, 1, 8, 8], &mut r);
     let schedule = NoiseSchedule::new(BetaSchedule::Linear, TIMESTEPS).unwrap();
     for (name, loss_kind) in [("simple", LossKind::Simple), ("hybrid", LossKind::Hybrid)] {
-        let (ckpt, inputs, out) = (dir.join(format!("{name}.safetensors")), dir.join("in.safetensors"), dir.join(format!("{name}-out.safetensors")));
+        let (ckpt, inputs, out) =
+            (dir.join(format!("{name}.safetensors")), dir.join("in.safetensors"), dir.join(format!("{name}-out.safetensors")));
         let mut run = serde_json::from_str::<serde_json::Value>(&run_config(json.clone())).unwrap();
         run["loss"] = name.into();
         save_checkpoint(&ckpt, &unet, run.to_string());
         save_inputs(&inputs, &[("x0", &x0), ("noise", &noise)], &T_EVAL);
         run_script(&python, "check_twin.py", &["loss", ckpt.to_str().unwrap(), inputs.to_str().unwrap(), out.to_str().unwrap()]);
 
-        let options = TrainingOptions { loss: loss_kind, parameterization: Parameterization::Epsilon, variance: VarianceKind::FixedLarge, ..TrainingOptions::default() };
+        let options = TrainingOptions {
+            loss: loss_kind,
+            parameterization: Parameterization::Epsilon,
+            variance: VarianceKind::FixedLarge,
+            ..TrainingOptions::default()
+        };
         let predict = |x: &Tensor<f32>, t: &[usize]| unet.forward(x, t);
         let loss = training_losses(&schedule, &predict, &x0, &T_EVAL, &noise, options).unwrap().loss;
         let ours = f64::from(loss.item().unwrap());
@@ -188,11 +208,36 @@ fn a_twin_trained_file_samples_here_as_in_the_twin() {
     let run_dir = dir.join("run");
     // Three steps of the twin's trainer in one process: the file format and the
     // EMA are what matter here, not the quality.
-    run_script(&python, "train.py", &[
-        "--out", run_dir.to_str().unwrap(), "--base-channels", "8", "--channel-mults", "1,2", "--attention-resolutions", "14",
-        "--groups", "4", "--timesteps", &TIMESTEPS.to_string(), "--batch", "4", "--warmup", "2", "--ema-decay", "0.5",
-        "--steps", "3", "--checkpoint-every", "3", "--threads", "1",
-    ]);
+    run_script(
+        &python,
+        "train.py",
+        &[
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--base-channels",
+            "8",
+            "--channel-mults",
+            "1,2",
+            "--attention-resolutions",
+            "14",
+            "--groups",
+            "4",
+            "--timesteps",
+            &TIMESTEPS.to_string(),
+            "--batch",
+            "4",
+            "--warmup",
+            "2",
+            "--ema-decay",
+            "0.5",
+            "--steps",
+            "3",
+            "--checkpoint-every",
+            "3",
+            "--threads",
+            "1",
+        ],
+    );
     let ckpt = run_dir.join("checkpoint.safetensors");
 
     // The program opens it: config, step and both sets of weights.

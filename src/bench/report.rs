@@ -15,14 +15,12 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use tensor::kernels::conv::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry,
-};
-use tensor::kernels::gemm::{blocking_f32, gemm, CacheSizes, Kernel, MatMut, MatRef};
 use crate::bench::step::{measure, StepTiming};
 use nn::UNetConfig;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tensor::kernels::conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry};
+use tensor::kernels::gemm::{blocking_f32, gemm, CacheSizes, Kernel, MatMut, MatRef};
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,11 +73,7 @@ impl<W: Write> Report<W> {
             blocks.kc,
             blocks.nc
         )?;
-        writeln!(
-            self.out,
-            "{:<16} {:<22} {:>9} {:>9} {:>7}  baseline",
-            "bench", "shape", "ours", "base", "ratio"
-        )?;
+        writeln!(self.out, "{:<16} {:<22} {:>9} {:>9} {:>7}  baseline", "bench", "shape", "ours", "base", "ratio")?;
         Ok(())
     }
 
@@ -99,11 +93,7 @@ impl<W: Write> Report<W> {
                     row.gflops / base,
                     name
                 )?,
-                None => writeln!(
-                    self.out,
-                    "{:<16} {:<22} {:>9.1}",
-                    row.bench, row.shape, row.gflops
-                )?,
+                None => writeln!(self.out, "{:<16} {:<22} {:>9.1}", row.bench, row.shape, row.gflops)?,
             }
         }
         self.out.flush()
@@ -139,12 +129,19 @@ impl<W: Write> Report<W> {
             writeln!(
                 self.out,
                 "{:<16} {:<22} {:>9.1}  ({:.1} ms per step, {} parameters, peak memory {peak})",
-                format!("{name}_train_step"), shape, timing.train_gflops(), timing.train_step_ms, timing.params
+                format!("{name}_train_step"),
+                shape,
+                timing.train_gflops(),
+                timing.train_step_ms,
+                timing.params
             )?;
             writeln!(
                 self.out,
                 "{:<16} {:<22} {:>9.1}  ({:.1} ms, no gradients)",
-                format!("{name}_forward"), shape, timing.forward_gflops(), timing.forward_ms
+                format!("{name}_forward"),
+                shape,
+                timing.forward_gflops(),
+                timing.forward_ms
             )?;
         }
         self.out.flush()
@@ -160,19 +157,9 @@ fn round1(v: f64) -> f64 {
 /// order, the baseline keys only when there is one.
 fn row_json(row: &Row) -> String {
     let quote = |s: &str| serde_json::Value::from(s).to_string();
-    let mut line = format!(
-        "{{\"bench\": {}, \"shape\": {}, \"gflops\": {:.1}",
-        quote(&row.bench),
-        quote(&row.shape),
-        row.gflops
-    );
+    let mut line = format!("{{\"bench\": {}, \"shape\": {}, \"gflops\": {:.1}", quote(&row.bench), quote(&row.shape), row.gflops);
     if let Some((name, base)) = &row.baseline {
-        line += &format!(
-            ", \"baseline\": {}, \"baseline_gflops\": {:.1}, \"ratio\": {:.2}",
-            quote(name),
-            base,
-            row.gflops / base
-        );
+        line += &format!(", \"baseline\": {}, \"baseline_gflops\": {:.1}, \"ratio\": {:.2}", quote(name), base, row.gflops / base);
     }
     line + "}"
 }
@@ -187,9 +174,7 @@ fn row_json(row: &Row) -> String {
 /// If writing to stdout fails.
 pub fn run(json: bool) -> io::Result<()> {
     // An error only means the pool exists already; use it as it is.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .use_current_thread()
-        .build_global();
+    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
     let mut report = Report::new(io::stdout().lock(), json);
     report.header()?;
     // The roofline's flat part: what the FMA units do with no memory traffic.
@@ -223,9 +208,7 @@ fn median_times<const N: usize>(mut fs: [&mut dyn FnMut(); N]) -> [Duration; N] 
         let start = Instant::now();
         fs[i]();
         let once = start.elapsed().max(Duration::from_nanos(100));
-        (SAMPLE_TIME.as_secs_f64() / once.as_secs_f64())
-            .ceil()
-            .clamp(1.0, 1e6) as u32
+        (SAMPLE_TIME.as_secs_f64() / once.as_secs_f64()).ceil().clamp(1.0, 1e6) as u32
     });
     let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(SAMPLES));
     for _ in 0..SAMPLES {
@@ -264,14 +247,7 @@ struct GemmCase {
 }
 
 const fn square(n: usize) -> GemmCase {
-    GemmCase {
-        bench: "gemm",
-        m: n,
-        k: n,
-        n,
-        a_transposed: false,
-        b_transposed: false,
-    }
+    GemmCase { bench: "gemm", m: n, k: n, n, a_transposed: false, b_transposed: false }
 }
 
 /// Square sizes, then the UNet's im2col GEMMs for one image of a 3x3 conv
@@ -284,56 +260,14 @@ const GEMM_CASES: [GemmCase; 12] = [
     square(512),
     square(1024),
     square(2048),
-    GemmCase {
-        bench: "gemm_conv28",
-        m: 32,
-        k: 288,
-        n: 784,
-        a_transposed: false,
-        b_transposed: false,
-    },
-    GemmCase {
-        bench: "gemm_conv14",
-        m: 64,
-        k: 576,
-        n: 196,
-        a_transposed: false,
-        b_transposed: false,
-    },
-    GemmCase {
-        bench: "gemm_conv7",
-        m: 64,
-        k: 576,
-        n: 49,
-        a_transposed: false,
-        b_transposed: false,
-    },
-    GemmCase {
-        bench: "gemm_attn7",
-        m: 49,
-        k: 64,
-        n: 49,
-        a_transposed: false,
-        b_transposed: true,
-    },
+    GemmCase { bench: "gemm_conv28", m: 32, k: 288, n: 784, a_transposed: false, b_transposed: false },
+    GemmCase { bench: "gemm_conv14", m: 64, k: 576, n: 196, a_transposed: false, b_transposed: false },
+    GemmCase { bench: "gemm_conv7", m: 64, k: 576, n: 49, a_transposed: false, b_transposed: false },
+    GemmCase { bench: "gemm_attn7", m: 49, k: 64, n: 49, a_transposed: false, b_transposed: true },
     // grad input columns (C*9, OH*OW) = W^T (C*9, K) dY (K, OH*OW)
-    GemmCase {
-        bench: "gemm_conv28_dx",
-        m: 288,
-        k: 32,
-        n: 784,
-        a_transposed: true,
-        b_transposed: false,
-    },
+    GemmCase { bench: "gemm_conv28_dx", m: 288, k: 32, n: 784, a_transposed: true, b_transposed: false },
     // grad weight (K, C*9) = dY (K, OH*OW) cols^T (OH*OW, C*9)
-    GemmCase {
-        bench: "gemm_conv28_dw",
-        m: 32,
-        k: 784,
-        n: 288,
-        a_transposed: false,
-        b_transposed: true,
-    },
+    GemmCase { bench: "gemm_conv28_dw", m: 32, k: 784, n: 288, a_transposed: false, b_transposed: true },
 ];
 
 /// Our `gemm` against `matrixmultiply::sgemm`, both on all cores.
@@ -349,15 +283,7 @@ fn gemm_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
         let a_view = MatRef::new(&a, m, k, rsa, csa).expect("A fits its buffer");
         let b_view = MatRef::new(&b, k, n, rsb, csb).expect("B fits its buffer");
 
-        let mut ours = || {
-            gemm(
-                1.0,
-                a_view,
-                b_view,
-                0.0,
-                MatMut::new(&mut c, m, n, n, 1).expect("C fits"),
-            )
-        };
+        let mut ours = || gemm(1.0, a_view, b_view, 0.0, MatMut::new(&mut c, m, n, n, 1).expect("C fits"));
         let mut c_base = vec![0.0f32; m * n];
         let mut baseline = || {
             // SAFETY: a, b, c_base hold m*k, k*n, m*n floats and the strides
@@ -400,17 +326,7 @@ fn gemm_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
 fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
     let shapes = [(32, 28, 32), (64, 14, 64), (64, 7, 64)];
     for (c, hw, k) in shapes {
-        let g = Conv2dGeometry {
-            n: 64,
-            c,
-            h: hw,
-            w: hw,
-            k,
-            kh: 3,
-            kw: 3,
-            stride: 1,
-            padding: 1,
-        };
+        let g = Conv2dGeometry { n: 64, c, h: hw, w: hw, k, kh: 3, kw: 3, stride: 1, padding: 1 };
         let x = random_vec(g.n * g.c * g.h * g.w, 3);
         let weight = random_vec(g.k * g.c * g.kh * g.kw, 4);
         let bias = random_vec(g.k, 5);
@@ -423,42 +339,22 @@ fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
         let shape = format!("N{}xC{}x{}x{}xK{}", g.n, g.c, g.h, g.w, g.k);
 
         let t_fwd = median_time(|| conv2d_forward(&g, &x, &weight, Some(&bias), &mut out));
-        report.row(&Row {
-            bench: "conv3x3_fwd".into(),
-            shape: shape.clone(),
-            gflops: gflops(g.flops(), t_fwd),
-            baseline: None,
-        })?;
+        report.row(&Row { bench: "conv3x3_fwd".into(), shape: shape.clone(), gflops: gflops(g.flops(), t_fwd), baseline: None })?;
 
         let t_dx = median_time(|| conv2d_backward_input(&g, &grad_out, &weight, &mut grad_x));
-        report.row(&Row {
-            bench: "conv3x3_dx".into(),
-            shape: shape.clone(),
-            gflops: gflops(g.flops(), t_dx),
-            baseline: None,
-        })?;
+        report.row(&Row { bench: "conv3x3_dx".into(), shape: shape.clone(), gflops: gflops(g.flops(), t_dx), baseline: None })?;
 
         let t_dw = median_time(|| {
             conv2d_backward_weight(&g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
         });
-        report.row(&Row {
-            bench: "conv3x3_dw".into(),
-            shape: shape.clone(),
-            gflops: gflops(g.flops(), t_dw),
-            baseline: None,
-        })?;
+        report.row(&Row { bench: "conv3x3_dw".into(), shape: shape.clone(), gflops: gflops(g.flops(), t_dw), baseline: None })?;
 
         let t_fwd_bwd = median_time(|| {
             conv2d_forward(&g, &x, &weight, Some(&bias), &mut out);
             conv2d_backward_input(&g, &grad_out, &weight, &mut grad_x);
             conv2d_backward_weight(&g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
         });
-        report.row(&Row {
-            bench: "conv3x3_fwd_bwd".into(),
-            shape,
-            gflops: gflops(3.0 * g.flops(), t_fwd_bwd),
-            baseline: None,
-        })?;
+        report.row(&Row { bench: "conv3x3_fwd_bwd".into(), shape, gflops: gflops(3.0 * g.flops(), t_fwd_bwd), baseline: None })?;
     }
     Ok(())
 }
@@ -479,25 +375,13 @@ mod tests {
 
     #[test]
     fn json_rows_have_the_documented_form() {
-        let row = Row {
-            bench: "gemm".into(),
-            shape: "1024x1024x1024".into(),
-            gflops: 231.04,
-            baseline: Some(("matrixmultiply".into(), 150.2)),
-        };
+        let row =
+            Row { bench: "gemm".into(), shape: "1024x1024x1024".into(), gflops: 231.04, baseline: Some(("matrixmultiply".into(), 150.2)) };
         assert_eq!(
             row_json(&row),
             r#"{"bench": "gemm", "shape": "1024x1024x1024", "gflops": 231.0, "baseline": "matrixmultiply", "baseline_gflops": 150.2, "ratio": 1.54}"#
         );
-        let row = Row {
-            bench: "conv3x3_fwd".into(),
-            shape: "N64xC32x28x28xK32".into(),
-            gflops: 180.0,
-            baseline: None,
-        };
-        assert_eq!(
-            row_json(&row),
-            r#"{"bench": "conv3x3_fwd", "shape": "N64xC32x28x28xK32", "gflops": 180.0}"#
-        );
+        let row = Row { bench: "conv3x3_fwd".into(), shape: "N64xC32x28x28xK32".into(), gflops: 180.0, baseline: None };
+        assert_eq!(row_json(&row), r#"{"bench": "conv3x3_fwd", "shape": "N64xC32x28x28xK32", "gflops": 180.0}"#);
     }
 }

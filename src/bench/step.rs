@@ -84,7 +84,15 @@ impl StepBench {
     /// # Errors
     /// Shape errors (none for a valid config).
     pub fn train_step(&mut self) -> Result<f64> {
-        let outcome = train_step(&self.schedule, &mut self.model, &mut self.optimizer, &self.x_start, TrainingOptions::default(), f64::INFINITY, &mut self.rng)?;
+        let outcome = train_step(
+            &self.schedule,
+            &mut self.model,
+            &mut self.optimizer,
+            &self.x_start,
+            TrainingOptions::default(),
+            f64::INFINITY,
+            &mut self.rng,
+        )?;
         Ok(outcome.loss)
     }
 

@@ -87,7 +87,8 @@ where
     PossibleValuesParser::new(values).try_map(|name| name.parse::<T>())
 }
 
-const LOSS_HELP: [&str; 3] = ["L_simple: the unweighted noise MSE (Ho et al. eq. 14)", "The true variational bound L_vlb", "L_simple + lambda L_vlb"];
+const LOSS_HELP: [&str; 3] =
+    ["L_simple: the unweighted noise MSE (Ho et al. eq. 14)", "The true variational bound L_vlb", "L_simple + lambda L_vlb"];
 const VARIANCE_HELP: [&str; 2] = ["sigma_t^2 = beta_t", "sigma_t^2 = beta-tilde_t, the posterior variance"];
 const PREDICTION_HELP: [&str; 2] = ["The model predicts the noise eps (the paper's choice)", "The model predicts x_0"];
 

@@ -57,7 +57,8 @@ pub fn run(cli: Cli, interrupt: &AtomicBool) -> Result<(String, u8)> {
             sample(&loaded, args.raw_weights, set(&args.sampling, args.count, args.seed), &args.out, args.trajectory.as_deref())?
         }
         Command::Forward(args) => {
-            let figure = ForwardFigure { t: args.t, images: args.images, schedule: args.schedule, timesteps: args.timesteps, seed: args.seed };
+            let figure =
+                ForwardFigure { t: args.t, images: args.images, schedule: args.schedule, timesteps: args.timesteps, seed: args.seed };
             forward(&figure, &args.out)?
         }
         Command::Nll(args) => {
@@ -81,7 +82,8 @@ pub fn run(cli: Cli, interrupt: &AtomicBool) -> Result<(String, u8)> {
             let loaded = Loaded::read(&args.checkpoint)?;
             let samples = set(&args.sampling, args.samples, args.seed);
             let classifier = args.classifier.clone().unwrap_or_else(classifier::default_path);
-            let (report, line) = eval(&loaded, args.raw_weights, samples, args.variance, &classifier, args.grid.as_deref(), args.samples_out.as_deref())?;
+            let (report, line) =
+                eval(&loaded, args.raw_weights, samples, args.variance, &classifier, args.grid.as_deref(), args.samples_out.as_deref())?;
             for warning in fid_sample_size(&report) {
                 eprintln!("warning: {warning}");
             }
@@ -95,7 +97,9 @@ pub fn run(cli: Cli, interrupt: &AtomicBool) -> Result<(String, u8)> {
             let training = ClassifierTraining { epochs: args.epochs, batch: args.batch, lr: args.lr, seed: args.seed };
             classifier::train(&training, &args.out.clone().unwrap_or_else(classifier::default_path))?
         }
-        Command::Classifier(ClassifierCommand::Test(args)) => classifier::test(&args.classifier.clone().unwrap_or_else(classifier::default_path))?,
+        Command::Classifier(ClassifierCommand::Test(args)) => {
+            classifier::test(&args.classifier.clone().unwrap_or_else(classifier::default_path))?
+        }
         Command::Export(args) => export(&Loaded::read(&args.checkpoint)?, &args.out, args.force)?,
         Command::Info(args) => info(&Loaded::read(&args.checkpoint)?)?,
         // The report prints its rows itself, as they are measured.
@@ -163,7 +167,29 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
     macro_rules! take {
         ($($field:ident),*) => { $(if let Some(v) = args.$field.clone() { c.$field = v; })* };
     }
-    take!(schedule, timesteps, loss, hybrid_lambda, variance, prediction, batch, lr, warmup, lr_schedule, loss_weight, min_snr_gamma, grad_clip, ema_decay, ema_warmup, steps, time_budget, seed, checkpoint_every, sample_every, samples);
+    take!(
+        schedule,
+        timesteps,
+        loss,
+        hybrid_lambda,
+        variance,
+        prediction,
+        batch,
+        lr,
+        warmup,
+        lr_schedule,
+        loss_weight,
+        min_snr_gamma,
+        grad_clip,
+        ema_decay,
+        ema_warmup,
+        steps,
+        time_budget,
+        seed,
+        checkpoint_every,
+        sample_every,
+        samples
+    );
     c.validate()?;
     Ok(c)
 }
@@ -230,7 +256,10 @@ mod tests {
     #[test]
     fn the_kinds_parse_into_the_ddpm_crate_s_own_types() {
         let c = parse(&["--loss", "hybrid", "--variance", "fixed-small", "--prediction", "x0", "--schedule", "cosine"]).unwrap();
-        assert_eq!((c.loss, c.variance, c.prediction, c.schedule), (ddpm::LossKind::Hybrid, ddpm::VarianceKind::FixedSmall, ddpm::Parameterization::StartX, ddpm::BetaSchedule::Cosine));
+        assert_eq!(
+            (c.loss, c.variance, c.prediction, c.schedule),
+            (ddpm::LossKind::Hybrid, ddpm::VarianceKind::FixedSmall, ddpm::Parameterization::StartX, ddpm::BetaSchedule::Cosine)
+        );
         let err = Cli::try_parse_from(["ddpm", "train", "--variance", "fixed_small"]).unwrap_err().to_string();
         assert!(err.contains("fixed-large, fixed-small"), "{err}");
     }

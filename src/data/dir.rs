@@ -33,9 +33,8 @@ pub fn resolve() -> (PathBuf, String) {
     if let Some(dir) = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()) {
         return (PathBuf::from(dir), ENV_VAR.into());
     }
-    let beside_executable = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.ancestors().skip(1).map(|a| a.join("data")).find(|d| d.join("mnist").is_dir()));
+    let beside_executable =
+        std::env::current_exe().ok().and_then(|exe| exe.ancestors().skip(1).map(|a| a.join("data")).find(|d| d.join("mnist").is_dir()));
     match beside_executable {
         Some(dir) => (dir, "the checkout of the executable".into()),
         None => (

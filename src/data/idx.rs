@@ -73,15 +73,9 @@ impl IdxArray {
     /// ```
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let io_error = |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io_error = |source| Error::Io { path: path.to_owned(), source };
         let mut reader = BufReader::new(File::open(path).map_err(io_error)?);
-        let starts_like_gzip = reader
-            .fill_buf()
-            .map_err(io_error)?
-            .starts_with(&GZIP_MAGIC);
+        let starts_like_gzip = reader.fill_buf().map_err(io_error)?.starts_with(&GZIP_MAGIC);
         let named_gz = path.extension().is_some_and(|ext| ext == "gz");
         if starts_like_gzip || named_gz {
             let source = format!("{} (decompressed)", path.display());
@@ -113,10 +107,7 @@ impl IdxArray {
     /// ```
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self> {
         if bytes.starts_with(&GZIP_MAGIC) {
-            Self::from_reader(
-                MultiGzDecoder::new(bytes),
-                &format!("{source} (decompressed)"),
-            )
+            Self::from_reader(MultiGzDecoder::new(bytes), &format!("{source} (decompressed)"))
         } else {
             Self::from_reader(bytes, source)
         }
@@ -147,18 +138,11 @@ impl IdxArray {
             ));
         }
         if magic[..2] != [0, 0] {
-            let hint = if magic[..2] == GZIP_MAGIC {
-                " (this looks like gzip data)"
-            } else {
-                ""
-            };
+            let hint = if magic[..2] == GZIP_MAGIC { " (this looks like gzip data)" } else { "" };
             return Err(Error::format(
                 source,
                 0,
-                format!(
-                    "bad magic 0x{:08x}: an IDX file starts with two zero bytes{hint}",
-                    BigEndian::read_u32(&magic)
-                ),
+                format!("bad magic 0x{:08x}: an IDX file starts with two zero bytes{hint}", BigEndian::read_u32(&magic)),
             ));
         }
         if magic[2] != TYPE_U8 {
@@ -175,11 +159,7 @@ impl IdxArray {
         }
         let ndims = usize::from(magic[3]);
         if ndims == 0 {
-            return Err(Error::format(
-                source,
-                3,
-                "bad magic 0x00000800: zero dimensions",
-            ));
+            return Err(Error::format(source, 3, "bad magic 0x00000800: zero dimensions"));
         }
 
         // At most 255 * 4 bytes: the allocation is bounded by the magic's one byte.
@@ -197,26 +177,19 @@ impl IdxArray {
                 ),
             ));
         }
-        let dims: Vec<usize> = dim_bytes
-            .chunks_exact(4)
-            .map(|b| BigEndian::read_u32(b) as usize)
-            .collect();
+        let dims: Vec<usize> = dim_bytes.chunks_exact(4).map(|b| BigEndian::read_u32(b) as usize).collect();
 
         // The product of the dimensions, refused before any buffer is made for it.
-        let expected = dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= MAX_DATA_BYTES)
-            .ok_or_else(|| {
-                Error::format(
-                    source,
-                    4,
-                    format!(
-                        "dimensions {dims:?} declare more data than the reader's cap of \
+        let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= MAX_DATA_BYTES).ok_or_else(|| {
+            Error::format(
+                source,
+                4,
+                format!(
+                    "dimensions {dims:?} declare more data than the reader's cap of \
                          {MAX_DATA_BYTES} bytes"
-                    ),
-                )
-            })?;
+                ),
+            )
+        })?;
 
         // Read at most one byte more than declared: enough to detect trailing data,
         // never enough to let a lying header or a gzip bomb fill memory.
@@ -279,10 +252,7 @@ impl IdxArray {
 /// Shows the dimensions and the data length, not 47 million bytes.
 impl fmt::Debug for IdxArray {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdxArray")
-            .field("dims", &self.dims)
-            .field("data", &format_args!("[{} bytes]", self.data.len()))
-            .finish()
+        f.debug_struct("IdxArray").field("dims", &self.dims).field("data", &format_args!("[{} bytes]", self.data.len())).finish()
     }
 }
 
@@ -306,16 +276,9 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8], source: &str, offset: u64)
 fn read_error(e: io::Error, source: &str, offset: u64) -> Error {
     match e.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-            Error::format(
-                source,
-                offset,
-                format!("corrupt or truncated gzip stream: {e}"),
-            )
+            Error::format(source, offset, format!("corrupt or truncated gzip stream: {e}"))
         }
-        _ => Error::Io {
-            path: source.into(),
-            source: e,
-        },
+        _ => Error::Io { path: source.into(), source: e },
     }
 }
 
@@ -350,24 +313,14 @@ mod tests {
             matches!(&err, Error::Format { offset: o, .. } if *o == offset),
             "expected a format error at offset {offset}, got: {message}"
         );
-        assert!(
-            message.contains("bad.idx"),
-            "message does not name the file: {message}"
-        );
-        assert!(
-            message.contains(&format!("byte offset {offset}")),
-            "message does not name offset {offset}: {message}"
-        );
-        assert!(
-            message.contains(what),
-            "message does not say {what:?}: {message}"
-        );
+        assert!(message.contains("bad.idx"), "message does not name the file: {message}");
+        assert!(message.contains(&format!("byte offset {offset}")), "message does not name offset {offset}: {message}");
+        assert!(message.contains(what), "message does not say {what:?}: {message}");
     }
 
     #[test]
     fn reads_a_hand_built_file() {
-        let array =
-            IdxArray::from_bytes(&idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]), "ok.idx").unwrap();
+        let array = IdxArray::from_bytes(&idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]), "ok.idx").unwrap();
         assert_eq!(array.dims(), &[2, 3]);
         assert_eq!(array.data(), &[1, 2, 3, 4, 5, 6]);
         assert_eq!(array.header_len(), 12);
@@ -421,13 +374,8 @@ mod tests {
         let bytes = idx_bytes(&[2, 3], &[1, 2, 3, 4]);
         assert_format_error(&bytes, 16, "truncated data");
         // The same in a gzip stream: the offset counts decompressed bytes.
-        let err = IdxArray::from_bytes(&gzip(&bytes), "bad.idx.gz")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("bad.idx.gz (decompressed)") && err.contains("offset 16"),
-            "{err}"
-        );
+        let err = IdxArray::from_bytes(&gzip(&bytes), "bad.idx.gz").unwrap_err().to_string();
+        assert!(err.contains("bad.idx.gz (decompressed)") && err.contains("offset 16"), "{err}");
     }
 
     #[test]

@@ -85,9 +85,7 @@ impl Mnist {
     /// It is the source tree's path at compile time.
     #[must_use]
     pub fn default_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("data")
-            .join("mnist")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("mnist")
     }
 
     /// Loads one split from `dir`, which holds the four gzip IDX files.
@@ -122,49 +120,22 @@ impl Mnist {
         let n = match *images.dims() {
             [n, ROWS, COLS] => n,
             ref dims => {
-                return Err(Error::format(
-                    &images_name,
-                    4,
-                    format!("MNIST images must have dimensions (N, 28, 28), found {dims:?}"),
-                ))
+                return Err(Error::format(&images_name, 4, format!("MNIST images must have dimensions (N, 28, 28), found {dims:?}")))
             }
         };
         match *labels.dims() {
             [m] if m == n => {}
-            [m] => {
-                return Err(Error::format(
-                    &labels_name,
-                    4,
-                    format!("{m} labels, but {} holds {n} images", images_path.display()),
-                ))
-            }
-            ref dims => {
-                return Err(Error::format(
-                    &labels_name,
-                    4,
-                    format!("MNIST labels must have dimensions (N), found {dims:?}"),
-                ))
-            }
+            [m] => return Err(Error::format(&labels_name, 4, format!("{m} labels, but {} holds {n} images", images_path.display()))),
+            ref dims => return Err(Error::format(&labels_name, 4, format!("MNIST labels must have dimensions (N), found {dims:?}"))),
         }
-        if let Some(i) = labels
-            .data()
-            .iter()
-            .position(|&label| usize::from(label) >= CLASSES)
-        {
+        if let Some(i) = labels.data().iter().position(|&label| usize::from(label) >= CLASSES) {
             return Err(Error::format(
                 &labels_name,
                 (labels.header_len() + i) as u64,
-                format!(
-                    "label {} of example {i} is not a digit 0-9",
-                    labels.data()[i]
-                ),
+                format!("label {} of example {i} is not a digit 0-9", labels.data()[i]),
             ));
         }
-        Ok(MnistSplit {
-            split,
-            images: images.into_data(),
-            labels: labels.into_data(),
-        })
+        Ok(MnistSplit { split, images: images.into_data(), labels: labels.into_data() })
     }
 }
 
@@ -212,8 +183,7 @@ impl MnistSplit {
     /// Image `i`, (28, 28), or `None` past the end.
     #[must_use]
     pub fn image(&self, i: usize) -> Option<&[u8]> {
-        self.images
-            .get(i.checked_mul(PIXELS)?..(i.checked_add(1)?).checked_mul(PIXELS)?)
+        self.images.get(i.checked_mul(PIXELS)?..(i.checked_add(1)?).checked_mul(PIXELS)?)
     }
 
     /// Label `i`, or `None` past the end.
@@ -244,10 +214,7 @@ impl MnistSplit {
     ///
     /// [`Error::IndexOutOfRange`] if an index is not below [`MnistSplit::len`].
     pub fn gather_labels(&self, indices: &[usize]) -> Result<Vec<u8>> {
-        indices
-            .iter()
-            .map(|&i| self.label(i).ok_or_else(|| self.out_of_range(i)))
-            .collect()
+        indices.iter().map(|&i| self.label(i).ok_or_else(|| self.out_of_range(i))).collect()
     }
 
     /// Walks `order` in batches of `batch_size` indices; the last batch is smaller if
@@ -276,36 +243,23 @@ impl MnistSplit {
     /// ```
     pub fn batches<'a>(&'a self, order: &'a [usize], batch_size: usize) -> Result<Batches<'a>> {
         if batch_size == 0 {
-            return Err(Error::InvalidArgument {
-                what: "batch size",
-                reason: "must be at least 1".into(),
-            });
+            return Err(Error::InvalidArgument { what: "batch size", reason: "must be at least 1".into() });
         }
         if let Some(&i) = order.iter().find(|&&i| i >= self.len()) {
             return Err(self.out_of_range(i));
         }
-        Ok(Batches {
-            split: self,
-            chunks: order.chunks(batch_size),
-        })
+        Ok(Batches { split: self, chunks: order.chunks(batch_size) })
     }
 
     fn out_of_range(&self, index: usize) -> Error {
-        Error::IndexOutOfRange {
-            what: format!("MNIST {:?} split", self.split),
-            index,
-            len: self.len(),
-        }
+        Error::IndexOutOfRange { what: format!("MNIST {:?} split", self.split), index, len: self.len() }
     }
 }
 
 /// Shows the split and N, not the pixels.
 impl fmt::Debug for MnistSplit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MnistSplit")
-            .field("split", &self.split)
-            .field("len", &self.len())
-            .finish()
+        f.debug_struct("MnistSplit").field("split", &self.split).field("len", &self.len()).finish()
     }
 }
 
@@ -349,11 +303,7 @@ impl Iterator for Batches<'_> {
         // `batches` checked every index, so these gathers cannot fail.
         let images = self.split.gather_images(indices).ok()?;
         let labels = self.split.gather_labels(indices).ok()?;
-        Some(MnistBatch {
-            indices: indices.to_vec(),
-            images,
-            labels,
-        })
+        Some(MnistBatch { indices: indices.to_vec(), images, labels })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -371,22 +321,10 @@ mod tests {
 
     /// The published MD5 checksums of the original uncompressed MNIST files.
     const CHECKSUMS: [(&str, &str); 4] = [
-        (
-            "train-images-idx3-ubyte.gz",
-            "6bbc9ace898e44ae57da46a324031adb",
-        ),
-        (
-            "train-labels-idx1-ubyte.gz",
-            "a25bea736e30d166cdddb491f175f624",
-        ),
-        (
-            "t10k-images-idx3-ubyte.gz",
-            "2646ac647ad5339dbf082846283269ea",
-        ),
-        (
-            "t10k-labels-idx1-ubyte.gz",
-            "27ae3e4e09519cfbb04c329615203637",
-        ),
+        ("train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb"),
+        ("train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624"),
+        ("t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea"),
+        ("t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637"),
     ];
 
     #[test]
@@ -394,13 +332,8 @@ mod tests {
         for (file, expected) in CHECKSUMS {
             let gz = std::fs::File::open(Mnist::default_dir().join(file)).unwrap();
             let mut content = Vec::new();
-            flate2::read::MultiGzDecoder::new(gz)
-                .read_to_end(&mut content)
-                .unwrap();
-            let digest: String = Md5::digest(&content)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            flate2::read::MultiGzDecoder::new(gz).read_to_end(&mut content).unwrap();
+            let digest: String = Md5::digest(&content).iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(digest, expected, "MD5 of the decompressed {file}");
         }
     }
@@ -415,10 +348,7 @@ mod tests {
             // Every digit appears, roughly a tenth of the time (the rarest, 5, is ~9%).
             for digit in 0..10u8 {
                 let count = data.labels().iter().filter(|&&l| l == digit).count();
-                assert!(
-                    count > n / 12 && count < n / 8,
-                    "digit {digit}: {count} of {n}"
-                );
+                assert!(count > n / 12 && count < n / 8, "digit {digit}: {count} of {n}");
             }
         }
     }
@@ -430,11 +360,7 @@ mod tests {
         let image = train.image(0).unwrap();
         assert_eq!(image.len(), PIXELS);
         assert_eq!(image[0], 0, "the corner is background");
-        assert_eq!(
-            image.iter().copied().max(),
-            Some(255),
-            "some pixel is full ink"
-        );
+        assert_eq!(image.iter().copied().max(), Some(255), "some pixel is full ink");
         assert_eq!(train.image(60_000), None);
         assert_eq!(train.image(usize::MAX), None);
     }
@@ -457,23 +383,12 @@ mod tests {
         let test = Mnist::load(Mnist::default_dir(), Split::Test).unwrap();
         let order = [3, 1, 4, 1, 5];
         let batches: Vec<MnistBatch> = test.batches(&order, 2).unwrap().collect();
-        assert_eq!(
-            batches.iter().map(MnistBatch::len).collect::<Vec<_>>(),
-            [2, 2, 1]
-        );
+        assert_eq!(batches.iter().map(MnistBatch::len).collect::<Vec<_>>(), [2, 2, 1]);
         let second = &batches[1];
         assert_eq!(second.indices, [4, 1]);
-        assert_eq!(
-            second.labels,
-            [test.label(4).unwrap(), test.label(1).unwrap()]
-        );
+        assert_eq!(second.labels, [test.label(4).unwrap(), test.label(1).unwrap()]);
         // The second image of the batch starts at (1, 0, 0, 0) = 784 and is example 1.
-        let expected: Vec<f32> = test
-            .image(1)
-            .unwrap()
-            .iter()
-            .map(|&p| pixel_to_float(p))
-            .collect();
+        let expected: Vec<f32> = test.image(1).unwrap().iter().map(|&p| pixel_to_float(p)).collect();
         assert_eq!(&second.images[PIXELS..2 * PIXELS], &expected[..]);
         assert!(second.images.iter().all(|x| (-1.0..=1.0).contains(x)));
     }
@@ -482,14 +397,7 @@ mod tests {
     fn bad_indices_and_batch_sizes_are_errors() {
         let test = Mnist::load(Mnist::default_dir(), Split::Test).unwrap();
         let err = test.gather_images(&[0, 10_000]).unwrap_err();
-        assert!(matches!(
-            err,
-            Error::IndexOutOfRange {
-                index: 10_000,
-                len: 10_000,
-                ..
-            }
-        ));
+        assert!(matches!(err, Error::IndexOutOfRange { index: 10_000, len: 10_000, .. }));
         assert!(test.gather_labels(&[usize::MAX]).is_err());
         assert!(test.batches(&[0, 10_000], 4).is_err());
         assert!(test.batches(&[0, 1], 0).is_err());
@@ -501,8 +409,7 @@ mod tests {
         use std::io::Write;
         let idx = |dims: &[u32], data: &[u8]| {
             let mut bytes = vec![0, 0, 8, dims.len() as u8];
-            dims.iter()
-                .for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
+            dims.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
             bytes.extend_from_slice(data);
             let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
             encoder.write_all(&bytes).unwrap();
@@ -511,11 +418,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("course-mnist-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let pixels = vec![0u8; image_dims.iter().map(|&d| d as usize).product()];
-        std::fs::write(
-            dir.join(Split::Test.images_file()),
-            idx(image_dims, &pixels),
-        )
-        .unwrap();
+        std::fs::write(dir.join(Split::Test.images_file()), idx(image_dims, &pixels)).unwrap();
         std::fs::write(dir.join(Split::Test.labels_file()), idx(label_dims, labels)).unwrap();
         dir
     }
@@ -531,24 +434,15 @@ mod tests {
     fn count_mismatch_is_refused() {
         let dir = write_split("count", &[3, 28, 28], &[2], &[1, 2]);
         let err = load_error(&dir);
-        assert!(
-            err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("offset 4"),
-            "{err}"
-        );
-        assert!(
-            err.contains("2 labels") && err.contains("3 images"),
-            "{err}"
-        );
+        assert!(err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("offset 4"), "{err}");
+        assert!(err.contains("2 labels") && err.contains("3 images"), "{err}");
     }
 
     #[test]
     fn wrong_image_size_is_refused() {
         let dir = write_split("size", &[2, 32, 32], &[2], &[1, 2]);
         let err = load_error(&dir);
-        assert!(
-            err.contains("t10k-images-idx3-ubyte.gz") && err.contains("offset 4"),
-            "{err}"
-        );
+        assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("offset 4"), "{err}");
         assert!(err.contains("[2, 32, 32]"), "{err}");
     }
 
@@ -557,10 +451,7 @@ mod tests {
         let dir = write_split("label", &[3, 28, 28], &[3], &[1, 10, 2]);
         let err = load_error(&dir);
         // Labels start after the 8-byte header, so example 1 sits at byte 9.
-        assert!(
-            err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("offset 9"),
-            "{err}"
-        );
+        assert!(err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("offset 9"), "{err}");
         assert!(err.contains("label 10"), "{err}");
     }
 }

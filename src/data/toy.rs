@@ -40,12 +40,7 @@ pub enum Toy {
 
 impl Toy {
     /// All four, in a fixed order.
-    pub const ALL: [Toy; 4] = [
-        Toy::SwissRoll,
-        Toy::TwoMoons,
-        Toy::EightGaussians,
-        Toy::Checkerboard,
-    ];
+    pub const ALL: [Toy; 4] = [Toy::SwissRoll, Toy::TwoMoons, Toy::EightGaussians, Toy::Checkerboard];
 
     /// The name used on the command line and by [`Toy::from_str`].
     #[must_use]
@@ -85,16 +80,10 @@ impl FromStr for Toy {
     ///
     /// [`Error::InvalidArgument`] listing the valid names.
     fn from_str(name: &str) -> Result<Self, Error> {
-        Toy::ALL
-            .into_iter()
-            .find(|toy| toy.name() == name)
-            .ok_or_else(|| Error::InvalidArgument {
-                what: "toy dataset",
-                reason: format!(
-                    "unknown name {name:?}, expected one of {:?}",
-                    Toy::ALL.map(Toy::name)
-                ),
-            })
+        Toy::ALL.into_iter().find(|toy| toy.name() == name).ok_or_else(|| Error::InvalidArgument {
+            what: "toy dataset",
+            reason: format!("unknown name {name:?}, expected one of {:?}", Toy::ALL.map(Toy::name)),
+        })
     }
 }
 
@@ -132,10 +121,7 @@ pub fn swiss_roll(n: usize, seed: u64) -> Vec<[f32; 2]> {
         .map(|_| {
             let t = rng.random_range(1.5 * PI..4.5 * PI);
             let noise = gaussian_pair(&mut rng, SWISS_ROLL_NOISE);
-            [
-                (t * t.cos() + noise[0] - mean[0]) / SCALE,
-                (t * t.sin() + noise[1] - mean[1]) / SCALE,
-            ]
+            [(t * t.cos() + noise[0] - mean[0]) / SCALE, (t * t.sin() + noise[1] - mean[1]) / SCALE]
         })
         .collect()
 }
@@ -154,11 +140,7 @@ pub fn two_moons(n: usize, seed: u64) -> Vec<[f32; 2]> {
     (0..n)
         .map(|i| {
             let theta = rng.random_range(0.0..PI);
-            let (x, y) = if i % 2 == 0 {
-                (theta.cos(), theta.sin())
-            } else {
-                (1.0 - theta.cos(), 0.5 - theta.sin())
-            };
+            let (x, y) = if i % 2 == 0 { (theta.cos(), theta.sin()) } else { (1.0 - theta.cos(), 0.5 - theta.sin()) };
             let noise = gaussian_pair(&mut rng, MOONS_NOISE);
             [(x + noise[0] - 0.5) / SCALE, (y + noise[1] - 0.25) / SCALE]
         })
@@ -185,10 +167,7 @@ pub fn eight_gaussians(n: usize, seed: u64) -> Vec<[f32; 2]> {
         .map(|_| {
             let angle = rng.random_range(0..8u8) as f32 * PI / 4.0;
             let noise = gaussian_pair(&mut rng, EIGHT_GAUSSIANS_STD);
-            [
-                radius * angle.cos() + noise[0],
-                radius * angle.sin() + noise[1],
-            ]
+            [radius * angle.cos() + noise[0], radius * angle.sin() + noise[1]]
         })
         .collect()
 }
@@ -228,10 +207,7 @@ pub fn flatten(points: &[[f32; 2]]) -> Vec<f32> {
 
 /// Two independent draws from N(0, std^2).
 fn gaussian_pair(rng: &mut ChaCha8Rng, std: f32) -> [f32; 2] {
-    [
-        std * rng.sample::<f32, _>(StandardNormal),
-        std * rng.sample::<f32, _>(StandardNormal),
-    ]
+    [std * rng.sample::<f32, _>(StandardNormal), std * rng.sample::<f32, _>(StandardNormal)]
 }
 
 #[cfg(test)]
@@ -245,11 +221,7 @@ mod tests {
         let mut var = [0.0; 2];
         for axis in 0..2 {
             mean[axis] = points.iter().map(|p| f64::from(p[axis])).sum::<f64>() / n;
-            var[axis] = points
-                .iter()
-                .map(|p| (f64::from(p[axis]) - mean[axis]).powi(2))
-                .sum::<f64>()
-                / n;
+            var[axis] = points.iter().map(|p| (f64::from(p[axis]) - mean[axis]).powi(2)).sum::<f64>() / n;
         }
         (mean, var)
     }
@@ -272,22 +244,13 @@ mod tests {
             let (mean, var) = moments(&toy.sample(20_000, 1));
             assert!(mean.iter().all(|m| m.abs() < 0.05), "{toy}: mean {mean:?}");
             let average_var = (var[0] + var[1]) / 2.0;
-            assert!(
-                (0.93..1.07).contains(&average_var),
-                "{toy}: variances {var:?}"
-            );
-            assert!(
-                var.iter().all(|v| (0.4..1.6).contains(v)),
-                "{toy}: variances {var:?}"
-            );
+            assert!((0.93..1.07).contains(&average_var), "{toy}: variances {var:?}");
+            assert!(var.iter().all(|v| (0.4..1.6).contains(v)), "{toy}: variances {var:?}");
         }
         // The eight Gaussians and the checkerboard have unit variance on each axis.
         for toy in [Toy::EightGaussians, Toy::Checkerboard] {
             let (_, var) = moments(&toy.sample(20_000, 2));
-            assert!(
-                var.iter().all(|v| (0.95..1.05).contains(v)),
-                "{toy}: variances {var:?}"
-            );
+            assert!(var.iter().all(|v| (0.95..1.05).contains(v)), "{toy}: variances {var:?}");
         }
     }
 
@@ -300,10 +263,7 @@ mod tests {
             let on_edge = |g: f32| (g - g.round()).abs() < 1e-4;
             assert!((-1e-4..4.0 + 1e-4).contains(&gx) && (-1e-4..4.0 + 1e-4).contains(&gy));
             let dark = (gx.floor() as i32 + gy.floor() as i32) % 2 == 0;
-            assert!(
-                dark || on_edge(gx) || on_edge(gy),
-                "({x}, {y}) is on a light square"
-            );
+            assert!(dark || on_edge(gx) || on_edge(gy), "({x}, {y}) is on a light square");
         }
     }
 
@@ -318,10 +278,7 @@ mod tests {
                     (x - radius * angle.cos()).hypot(y - radius * angle.sin())
                 })
                 .fold(f32::INFINITY, f32::min);
-            assert!(
-                nearest < 6.0 * EIGHT_GAUSSIANS_STD,
-                "({x}, {y}) is {nearest} from a centre"
-            );
+            assert!(nearest < 6.0 * EIGHT_GAUSSIANS_STD, "({x}, {y}) is {nearest} from a centre");
         }
     }
 
@@ -338,15 +295,8 @@ mod tests {
         for (i, [x, y]) in two_moons(10_000, 5).into_iter().enumerate() {
             // Undo the scaling; the lower moon is the upper one turned about (1, 1/2).
             let (px, py) = (x * 0.71 + 0.5, y * 0.71 + 0.25);
-            let distance = if i % 2 == 0 {
-                to_upper_arc(px, py)
-            } else {
-                to_upper_arc(1.0 - px, 0.5 - py)
-            };
-            assert!(
-                distance < 6.0 * MOONS_NOISE,
-                "point {i} ({x}, {y}) is {distance} off its moon"
-            );
+            let distance = if i % 2 == 0 { to_upper_arc(px, py) } else { to_upper_arc(1.0 - px, 0.5 - py) };
+            assert!(distance < 6.0 * MOONS_NOISE, "point {i} ({x}, {y}) is {distance} off its moon");
         }
     }
 
@@ -354,20 +304,12 @@ mod tests {
     fn swiss_roll_points_lie_near_the_spiral() {
         // The spiral t (cos t, sin t) at 4,000 values of t; consecutive ones are at most
         // 0.035 apart, so the nearest is at most 0.02 farther than the curve itself.
-        let curve: Vec<(f32, f32)> = (0..4000)
-            .map(|k| 1.5 * PI + 3.0 * PI * k as f32 / 3999.0)
-            .map(|t| (t * t.cos(), t * t.sin()))
-            .collect();
+        let curve: Vec<(f32, f32)> =
+            (0..4000).map(|k| 1.5 * PI + 3.0 * PI * k as f32 / 3999.0).map(|t| (t * t.cos(), t * t.sin())).collect();
         for [x, y] in swiss_roll(2000, 6) {
             let (px, py) = (x * 6.8 + 2.0, y * 6.8 + 2.0 / (3.0 * PI));
-            let distance = curve
-                .iter()
-                .map(|&(cx, cy)| (px - cx).hypot(py - cy))
-                .fold(f32::INFINITY, f32::min);
-            assert!(
-                distance < 6.0 * SWISS_ROLL_NOISE + 0.03,
-                "({x}, {y}) is {distance} off"
-            );
+            let distance = curve.iter().map(|&(cx, cy)| (px - cx).hypot(py - cy)).fold(f32::INFINITY, f32::min);
+            assert!(distance < 6.0 * SWISS_ROLL_NOISE + 0.03, "({x}, {y}) is {distance} off");
         }
     }
 
@@ -376,11 +318,7 @@ mod tests {
         for toy in Toy::ALL {
             assert_eq!(toy.name().parse::<Toy>().unwrap(), toy);
         }
-        assert!("spiral"
-            .parse::<Toy>()
-            .unwrap_err()
-            .to_string()
-            .contains("swiss-roll"));
+        assert!("spiral".parse::<Toy>().unwrap_err().to_string().contains("swiss-roll"));
         assert_eq!(flatten(&[[1.0, 2.0], [3.0, 4.0]]), [1.0, 2.0, 3.0, 4.0]);
     }
 }

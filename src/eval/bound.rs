@@ -36,7 +36,14 @@ pub struct NllReport {
 /// # Errors
 /// Zero images or batch, data errors, or [`Error::NonFinite`] when the model
 /// predicts NaN or infinity.
-pub fn bound_on_test_images(model: &Model, config: &TrainConfig, images: usize, batch: usize, seed: u64, show_progress: bool) -> Result<NllReport> {
+pub fn bound_on_test_images(
+    model: &Model,
+    config: &TrainConfig,
+    images: usize,
+    batch: usize,
+    seed: u64,
+    show_progress: bool,
+) -> Result<NllReport> {
     let schedule = config.noise_schedule()?;
     if images == 0 || batch == 0 {
         return Err(Error::InvalidArgument { what: "--images/--batch", reason: "must be at least 1".into() });
@@ -108,7 +115,11 @@ pub fn nll(loaded: &Loaded, raw: bool, images: usize, batch: usize, seed: u64, o
         x_label: "t (code index; t = 0 is L_0)".into(),
         y_label: "bits/dim".into(),
         log_y: true,
-        series: vec![Series { label: "L_t".into(), points: report.per_timestep.iter().enumerate().map(|(t, &v)| (t as f64, v)).collect(), dots: false }],
+        series: vec![Series {
+            label: "L_t".into(),
+            points: report.per_timestep.iter().enumerate().map(|(t, &v)| (t as f64, v)).collect(),
+            dots: false,
+        }],
     };
     save_png(&plot_path, &[plot]).map_err(io(&plot_path))?;
     let csv_path = out.join("nll_per_timestep.csv");
@@ -130,4 +141,3 @@ impl NllReport {
         )
     }
 }
-

@@ -85,7 +85,10 @@ impl Judged {
 /// A length that is not a multiple of 784.
 pub fn judge(classifier: &Classifier<f32>, images: &[f32]) -> Result<Judged> {
     if !images.len().is_multiple_of(PIXELS) {
-        return Err(Error::InvalidArgument { what: "images", reason: format!("{} values are not a whole number of 28x28 images", images.len()) });
+        return Err(Error::InvalidArgument {
+            what: "images",
+            reason: format!("{} values are not a whole number of 28x28 images", images.len()),
+        });
     }
     let (mut probs, mut features) = (Vec::new(), Vec::new());
     no_grad(|| -> Result<()> {

@@ -14,14 +14,14 @@
 //! method for the entropy, and for the two FIDs the spread over
 //! [`BOOTSTRAP_RESAMPLES`] bootstrap resamples of the `N` feature vectors (seeded).
 
-use crate::eval::classifier;
-use crate::run::commands::SampleSet;
-use crate::run::config::{Dataset, TrainConfig};
 use crate::data::dir::load_mnist;
 use crate::data::mnist::{MnistSplit, Split};
 use crate::error::{Error, Result};
-use crate::render::image::save_grid;
+use crate::eval::classifier;
 use crate::eval::metrics::{class_entropy, class_entropy_stderr, fraction_stderr, frechet_distance, Gaussian};
+use crate::render::image::save_grid;
+use crate::run::commands::SampleSet;
+use crate::run::config::{Dataset, TrainConfig};
 use crate::run::model::{Loaded, Model};
 use crate::run::progress::Progress;
 use crate::run::sampling::{draw_in_batches, model_calls, SamplerChoice, SAMPLE_BATCH};
@@ -79,7 +79,14 @@ impl EvalReport {
 ///
 /// # Errors
 /// Sampler settings out of range, or a model that predicts NaN.
-pub fn draw_many(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, progress: &Progress) -> Result<Vec<f32>> {
+pub fn draw_many(
+    model: &Model,
+    config: &TrainConfig,
+    sampler: SamplerChoice,
+    count: usize,
+    seed: u64,
+    progress: &Progress,
+) -> Result<Vec<f32>> {
     Ok(draw_in_batches(model, config, sampler, count, seed, &[], progress)?.sample.to_vec())
 }
 
@@ -250,7 +257,11 @@ pub fn eval(
 pub fn save_samples_file(path: &Path, samples: &[f32], metadata: &[(&str, String)]) -> Result<()> {
     let n = samples.len() / 784;
     let file = nn::safetensors::SafeTensors {
-        tensors: vec![nn::safetensors::NamedTensor { name: "samples".into(), shape: vec![n, 1, 28, 28], data: nn::safetensors::TensorData::F32(samples.to_vec()) }],
+        tensors: vec![nn::safetensors::NamedTensor {
+            name: "samples".into(),
+            shape: vec![n, 1, 28, 28],
+            data: nn::safetensors::TensorData::F32(samples.to_vec()),
+        }],
         metadata: metadata.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect(),
     };
     Ok(file.save(path)?)

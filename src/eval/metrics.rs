@@ -142,7 +142,10 @@ impl Gaussian {
     /// Fewer than two vectors, or a length that is not a multiple of `d`.
     pub fn fit(features: &[f32], d: usize) -> Result<Self> {
         if d == 0 || !features.len().is_multiple_of(d) || features.len() / d < 2 {
-            return Err(Error::InvalidArgument { what: "features", reason: format!("{} values are not at least two vectors of {d}", features.len()) });
+            return Err(Error::InvalidArgument {
+                what: "features",
+                reason: format!("{} values are not at least two vectors of {d}", features.len()),
+            });
         }
         let n = features.len() / d;
         let mut mean = vec![0.0; d];
@@ -254,7 +257,10 @@ mod tests {
             for k in 0..n {
                 for i in 0..n {
                     let aq: f64 = (0..n).map(|j| a.at(i, j) * vectors[j * n + k]).sum();
-                    assert!((aq - values[k] * vectors[i * n + k]).abs() < 1e-9 * values.iter().fold(1.0f64, |m, v| m.max(v.abs())), "n {n}, pair {k}, row {i}");
+                    assert!(
+                        (aq - values[k] * vectors[i * n + k]).abs() < 1e-9 * values.iter().fold(1.0f64, |m, v| m.max(v.abs())),
+                        "n {n}, pair {k}, row {i}"
+                    );
                 }
             }
         }

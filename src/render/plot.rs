@@ -30,10 +30,7 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(raw);
     let first = (lo / step).ceil() * step;
-    (0..)
-        .map(|i| first + i as f64 * step)
-        .take_while(|v| *v <= hi + step * 1e-9)
-        .collect()
+    (0..).map(|i| first + i as f64 * step).take_while(|v| *v <= hi + step * 1e-9).collect()
 }
 
 fn label(v: f64) -> String {
@@ -130,7 +127,8 @@ pub const BOTTOM: f64 = 50.0;
 pub const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
 pub const PLOT_HEIGHT: f64 = HEIGHT - TOP - BOTTOM;
 /// Series colours as RGB.
-pub const COLOURS: [[u8; 3]; 6] = [[0x1f, 0x77, 0xb4], [0xd6, 0x27, 0x28], [0x2c, 0xa0, 0x2c], [0xff, 0x7f, 0x0e], [0x94, 0x67, 0xbd], [0x8c, 0x56, 0x4b]];
+pub const COLOURS: [[u8; 3]; 6] =
+    [[0x1f, 0x77, 0xb4], [0xd6, 0x27, 0x28], [0x2c, 0xa0, 0x2c], [0xff, 0x7f, 0x0e], [0x94, 0x67, 0xbd], [0x8c, 0x56, 0x4b]];
 
 impl Plot {
     /// The data ranges and mapping of this plot.

@@ -193,7 +193,8 @@ mod tests {
         let near: Vec<&[u8]> = (y - 2..=y + 2).map(|yy| &canvas.pixels[(yy * canvas.width + x) * 3..][..3]).collect();
         assert!(near.iter().any(|p| p[2] > p[0] + 60), "no blue near the centre: {near:?}");
         // The title's glyph darkens pixels near the top centre.
-        let title_ink = (10..30).flat_map(|yy| (300..340).map(move |xx| (yy, xx))).any(|(yy, xx)| canvas.pixels[(yy * canvas.width + xx) * 3] < 128);
+        let title_ink =
+            (10..30).flat_map(|yy| (300..340).map(move |xx| (yy, xx))).any(|(yy, xx)| canvas.pixels[(yy * canvas.width + xx) * 3] < 128);
         assert!(title_ink);
     }
 }

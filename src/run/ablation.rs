@@ -128,7 +128,10 @@ fn train_row(ablation: &Ablation, row: Row, dir: &Path, interrupt: &AtomicBool) 
 /// not an error: its row says so.
 pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
     if args.samples < 2 || args.nll_images == 0 || args.base.steps == 0 {
-        return Err(Error::InvalidArgument { what: "--samples/--nll-images/--steps", reason: "need at least 2 samples, 1 image and 1 step".into() });
+        return Err(Error::InvalidArgument {
+            what: "--samples/--nll-images/--steps",
+            reason: "need at least 2 samples, 1 image and 1 step".into(),
+        });
     }
     let ModelConfig::Unet(unet) = &args.base.model else {
         return Err(Error::InvalidArgument { what: "ablation", reason: "its rows train the UNet on MNIST".into() });
@@ -155,7 +158,15 @@ pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
                 save_sample_grid(&args.out.join(format!("{}.png", row.slug())), &samples)?;
                 let eval = judge.score(&samples, args.base.seed)?;
                 let bound = bound_on_test_images(&model, &config, args.nll_images, 64, args.base.seed, false)?;
-                eprintln!("ablation: {} / {}: {:.3} bits/dim, FID {:.2}, {:.1}% recognisable ({:.0} s so far)", row.objective(), row.sigma(), bound.total_bpd, eval.fid, 100.0 * eval.recognisable, started.elapsed().as_secs_f64());
+                eprintln!(
+                    "ablation: {} / {}: {:.3} bits/dim, FID {:.2}, {:.1}% recognisable ({:.0} s so far)",
+                    row.objective(),
+                    row.sigma(),
+                    bound.total_bpd,
+                    eval.fid,
+                    100.0 * eval.recognisable,
+                    started.elapsed().as_secs_f64()
+                );
                 Outcome::Measured { eval, bound }
             }
         };
@@ -168,7 +179,12 @@ pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
         let path = args.out.join(name);
         std::fs::write(&path, text).map_err(|source| Error::Io { path: path.clone(), source })?;
     }
-    Ok(format!("{markdown}\n-> {}, {} ({:.0} s)", args.out.join("table.md").display(), args.out.join("table.csv").display(), started.elapsed().as_secs_f64()))
+    Ok(format!(
+        "{markdown}\n-> {}, {} ({:.0} s)",
+        args.out.join("table.md").display(),
+        args.out.join("table.csv").display(),
+        started.elapsed().as_secs_f64()
+    ))
 }
 
 fn tables(args: &Ablation, base_channels: usize, outcomes: &[(Row, Outcome)]) -> (String, String) {
@@ -179,7 +195,8 @@ fn tables(args: &Ablation, base_channels: usize, outcomes: &[(Row, Outcome)]) ->
          |---|---|---|---|---|---|---|---|---|---|\n",
         base_channels, args.base.timesteps, args.base.steps, args.base.seed, args.samples, args.nll_images
     );
-    let mut csv = String::from("objective,sigma,bpd,bpd_stderr,prior_bpd,vb_bpd,decoder_bpd,fid,fid_floor,recognisable,class_entropy,samples\n");
+    let mut csv =
+        String::from("objective,sigma,bpd,bpd_stderr,prior_bpd,vb_bpd,decoder_bpd,fid,fid_floor,recognisable,class_entropy,samples\n");
     let mut floor = None;
     for (row, outcome) in outcomes {
         let grid = PathBuf::from(format!("{}.png", row.slug()));
@@ -189,14 +206,34 @@ fn tables(args: &Ablation, base_channels: usize, outcomes: &[(Row, Outcome)]) ->
                 let _ = writeln!(
                     md,
                     "| {} | {} | {:.3} +- {:.3} | {:.4} | {:.3} | {:.3} | {:.2} | {:.1}% | {:.3} | [{}]({}) |",
-                    row.objective(), row.sigma(), bound.total_bpd, bound.total_bpd_stderr, bound.prior_bpd, bound.vb_bpd, bound.decoder_bpd,
-                    eval.fid, 100.0 * eval.recognisable, eval.class_entropy, grid.display(), grid.display()
+                    row.objective(),
+                    row.sigma(),
+                    bound.total_bpd,
+                    bound.total_bpd_stderr,
+                    bound.prior_bpd,
+                    bound.vb_bpd,
+                    bound.decoder_bpd,
+                    eval.fid,
+                    100.0 * eval.recognisable,
+                    eval.class_entropy,
+                    grid.display(),
+                    grid.display()
                 );
                 let _ = writeln!(
                     csv,
                     "{},{},{:.5},{:.5},{:.6},{:.5},{:.5},{:.4},{:.4},{:.4},{:.4},{}",
-                    row.objective(), row.sigma(), bound.total_bpd, bound.total_bpd_stderr, bound.prior_bpd, bound.vb_bpd, bound.decoder_bpd,
-                    eval.fid, eval.fid_floor, eval.recognisable, eval.class_entropy, grid.display()
+                    row.objective(),
+                    row.sigma(),
+                    bound.total_bpd,
+                    bound.total_bpd_stderr,
+                    bound.prior_bpd,
+                    bound.vb_bpd,
+                    bound.decoder_bpd,
+                    eval.fid,
+                    eval.fid_floor,
+                    eval.recognisable,
+                    eval.class_entropy,
+                    grid.display()
                 );
             }
             Outcome::Diverged(why) => {
@@ -206,7 +243,12 @@ fn tables(args: &Ablation, base_channels: usize, outcomes: &[(Row, Outcome)]) ->
         }
     }
     if let Some(floor) = floor {
-        let _ = writeln!(md, "\nMNIST-FID floor ({} training images against the test set): {floor:.2}. Class entropy of a uniform histogram: ln 10 = {:.3}.", args.samples, 10f64.ln());
+        let _ = writeln!(
+            md,
+            "\nMNIST-FID floor ({} training images against the test set): {floor:.2}. Class entropy of a uniform histogram: ln 10 = {:.3}.",
+            args.samples,
+            10f64.ln()
+        );
     }
     (md, csv)
 }

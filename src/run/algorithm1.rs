@@ -86,7 +86,7 @@ mod tests {
     use super::*;
     use crate::run::model::Model;
     use ddpm::BetaSchedule;
-    use nn::{Adam, Mode, MlpConfig, MlpDenoiser};
+    use nn::{Adam, MlpConfig, MlpDenoiser, Mode};
     use std::cell::RefCell;
     use tensor::rng;
 

@@ -176,8 +176,20 @@ pub fn forward(figure: &ForwardFigure, out: &Path) -> Result<String> {
             })
             .collect()
     };
-    let alpha_bar = Plot { title: "alpha-bar_t".into(), x_label: "t (code index)".into(), y_label: "alpha-bar".into(), log_y: false, series: curves(&|a| a)? };
-    let snr = Plot { title: "SNR_t = alpha-bar / (1 - alpha-bar)".into(), x_label: "t (code index)".into(), y_label: "SNR".into(), log_y: true, series: curves(&|a| a / (1.0 - a))? };
+    let alpha_bar = Plot {
+        title: "alpha-bar_t".into(),
+        x_label: "t (code index)".into(),
+        y_label: "alpha-bar".into(),
+        log_y: false,
+        series: curves(&|a| a)?,
+    };
+    let snr = Plot {
+        title: "SNR_t = alpha-bar / (1 - alpha-bar)".into(),
+        x_label: "t (code index)".into(),
+        y_label: "SNR".into(),
+        log_y: true,
+        series: curves(&|a| a / (1.0 - a))?,
+    };
     let plots = out.join("schedule.png");
     save_png(&plots, &[alpha_bar, snr]).map_err(io(&plots))?;
     Ok(format!("q(x_t | x_0) for {n} test images at t = {:?} -> {}; schedules -> {}", figure.t, picture.display(), plots.display()))
@@ -236,13 +248,15 @@ pub fn export(loaded: &Loaded, out: &Path, force: bool) -> Result<String> {
     let weights = if loaded.checkpoint.ema.is_empty() { "raw" } else { "ema" };
     let mut metadata = loaded.checkpoint.metadata.clone();
     metadata.insert(WEIGHTS_KEY.into(), weights.into());
-    let exported = nn::Checkpoint {
-        model: loaded.model(false)?.named_params(),
-        ema: Vec::new(),
-        optimizer: Vec::new(),
-        metadata,
-    };
+    let exported = nn::Checkpoint { model: loaded.model(false)?.named_params(), ema: Vec::new(), optimizer: Vec::new(), metadata };
     exported.save(out)?;
     let bytes = std::fs::metadata(out).map_err(io(out))?.len();
-    Ok(format!("{} weights of {} at step {} -> {} ({:.1} MB)", weights, loaded.path.display(), loaded.step, out.display(), bytes as f64 / 1e6))
+    Ok(format!(
+        "{} weights of {} at step {} -> {} ({:.1} MB)",
+        weights,
+        loaded.path.display(),
+        loaded.step,
+        out.display(),
+        bytes as f64 / 1e6
+    ))
 }

@@ -189,13 +189,7 @@ impl TrainConfig {
             // 64 take 70 minutes. The DDPM paper's EMA decay of 0.9999 averages
             // over 10,000 steps, more than the whole run, so the window here is
             // 1,000 steps (0.999).
-            Preset::Course => TrainConfig {
-                warmup: 200,
-                steps: 8000,
-                checkpoint_every: 500,
-                sample_every: 1000,
-                ..mnist_base
-            },
+            Preset::Course => TrainConfig { warmup: 200, steps: 8000, checkpoint_every: 500, sample_every: 1000, ..mnist_base },
             // Measured: hidden 128 / T = 200 / 4000 steps leaves a diffuse cloud;
             // hidden 256 with T = 1000 draws a sharp spiral and still runs in
             // well under a minute.
@@ -269,7 +263,13 @@ impl TrainConfig {
             LossWeightKind::Uniform => TimestepWeighting::Uniform,
             LossWeightKind::MinSnr => TimestepWeighting::MinSnr { gamma: self.min_snr_gamma },
         };
-        TrainingOptions { loss: self.loss, parameterization: self.prediction, variance: self.variance, weighting, hybrid_lambda: self.hybrid_lambda }
+        TrainingOptions {
+            loss: self.loss,
+            parameterization: self.prediction,
+            variance: self.variance,
+            weighting,
+            hybrid_lambda: self.hybrid_lambda,
+        }
     }
 
     /// The learning rate of update number `step` (1-based).
@@ -348,7 +348,9 @@ mod tests {
         let back: TrainConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
         // The spelling of the config files written before the kinds moved to `ddpm`.
-        for field in [r#""schedule":"linear""#, r#""loss":"simple""#, r#""variance":"fixed-large""#, r#""prediction":"eps""#, r#""data":"mnist""#] {
+        for field in
+            [r#""schedule":"linear""#, r#""loss":"simple""#, r#""variance":"fixed-large""#, r#""prediction":"eps""#, r#""data":"mnist""#]
+        {
             assert!(json.contains(field), "{field} not in {json}");
         }
     }
@@ -358,7 +360,8 @@ mod tests {
         let saved = TrainConfig::preset(Preset::Quick);
         let budget = TrainConfig { steps: 9, time_budget: 1.0, samples: 4, ..saved.clone() };
         assert!(budget.fixed_on_resume(&saved).is_empty());
-        let math = TrainConfig { lr: 0.5, variance: VarianceKind::FixedSmall, model: ModelConfig::Mlp(nn::MlpConfig::toy_2d()), ..saved.clone() };
+        let math =
+            TrainConfig { lr: 0.5, variance: VarianceKind::FixedSmall, model: ModelConfig::Mlp(nn::MlpConfig::toy_2d()), ..saved.clone() };
         assert_eq!(math.fixed_on_resume(&saved), ["--lr", "--model", "--variance"]);
     }
 }

@@ -1,8 +1,8 @@
 //! The noise predictor of a run (the UNet or the MLP) behind one type, and the
 //! loading of a trained one from a checkpoint.
 
-use crate::run::config::{ModelConfig, TrainConfig};
 use crate::error::{Error, Result};
+use crate::run::config::{ModelConfig, TrainConfig};
 use ddpm::NoisePredictor;
 use nn::{Checkpoint, MlpDenoiser, Mode, Module, UNet};
 use std::path::{Path, PathBuf};

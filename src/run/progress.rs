@@ -43,8 +43,10 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed_precise}} < ETA {{eta_precise}}]"))
-                    .expect("a valid template"),
+                ProgressStyle::with_template(&format!(
+                    "{what} {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed_precise}} < ETA {{eta_precise}}]"
+                ))
+                .expect("a valid template"),
             );
             Progress { what, unit, total, bar: Some(bar), log: None }
         } else {
@@ -121,7 +123,15 @@ impl Progress {
         // The rate so far, applied to the rest.
         let eta = elapsed / (log.position - log.offset).max(1) as f64 * self.total.saturating_sub(log.position) as f64;
         let percent = 100.0 * log.position as f64 / self.total.max(1) as f64;
-        let mut line = format!("{}: {}/{} {} ({percent:.0}%), {} elapsed, ETA {}", self.what, log.position, self.total, self.unit, clock(elapsed), clock(eta));
+        let mut line = format!(
+            "{}: {}/{} {} ({percent:.0}%), {} elapsed, ETA {}",
+            self.what,
+            log.position,
+            self.total,
+            self.unit,
+            clock(elapsed),
+            clock(eta)
+        );
         if !log.message.is_empty() {
             line.push_str(", ");
             line.push_str(&log.message);

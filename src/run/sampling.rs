@@ -1,12 +1,12 @@
 //! Drawing samples from a trained model and saving them as pictures: a PNG grid
 //! for images, a scatter plot beside the data for 2-D toy sets.
 
-use crate::run::config::{Dataset, TrainConfig};
 use crate::error::Result;
 use crate::render::image::save_grid;
-use crate::run::model::Model;
 use crate::render::plot::{Plot, Series};
 use crate::render::raster::save_png;
+use crate::run::config::{Dataset, TrainConfig};
+use crate::run::model::Model;
 use crate::run::progress::Progress;
 use crate::run::watched::Watched;
 use ddpm::sampler::{sample_ancestral, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
@@ -56,7 +56,14 @@ pub const SAMPLE_BATCH: usize = 250;
 /// # Errors
 /// A sampler setting out of range (e.g. more DDIM steps than T), or
 /// [`crate::error::Error::NonFinite`] when the model predicts NaN or infinity.
-pub fn draw(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, record: &[usize]) -> Result<Trajectory<f32>> {
+pub fn draw(
+    model: &Model,
+    config: &TrainConfig,
+    sampler: SamplerChoice,
+    count: usize,
+    seed: u64,
+    record: &[usize],
+) -> Result<Trajectory<f32>> {
     draw_watched(&Watched::new(model, &Progress::hidden()), config, sampler, count, seed, record)
 }
 
@@ -76,7 +83,15 @@ pub fn model_calls(config: &TrainConfig, sampler: SamplerChoice) -> usize {
 ///
 /// # Errors
 /// As [`draw`].
-pub fn draw_in_batches(model: &Model, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, record: &[usize], progress: &Progress) -> Result<Trajectory<f32>> {
+pub fn draw_in_batches(
+    model: &Model,
+    config: &TrainConfig,
+    sampler: SamplerChoice,
+    count: usize,
+    seed: u64,
+    record: &[usize],
+    progress: &Progress,
+) -> Result<Trajectory<f32>> {
     let watched = Watched::new(model, progress);
     let mut values = Vec::with_capacity(count * config.example_dims().iter().product::<usize>());
     let mut frames = Vec::new();
@@ -93,16 +108,21 @@ pub fn draw_in_batches(model: &Model, config: &TrainConfig, sampler: SamplerChoi
     Ok(Trajectory { sample: tensor::Tensor::from_vec(values, &shape)?, frames })
 }
 
-fn draw_watched(model: &Watched<'_>, config: &TrainConfig, sampler: SamplerChoice, count: usize, seed: u64, record: &[usize]) -> Result<Trajectory<f32>> {
+fn draw_watched(
+    model: &Watched<'_>,
+    config: &TrainConfig,
+    sampler: SamplerChoice,
+    count: usize,
+    seed: u64,
+    record: &[usize],
+) -> Result<Trajectory<f32>> {
     let schedule = config.noise_schedule()?;
     let mut shape = vec![count];
     shape.extend(config.example_dims());
     let mut r = rng(seed);
     let clip_denoised = config.data == Dataset::Mnist;
     let trajectory = match sampler.kind {
-        SamplerKind::Ddpm => {
-            sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r)
-        }
+        SamplerKind::Ddpm => sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r),
         SamplerKind::Ddim => {
             let steps = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
             let options = DdimOptions { eta: sampler.eta, parameterization: config.prediction, clip_denoised };

@@ -10,13 +10,13 @@
 //! checkpoint at step `s` continues exactly as the uninterrupted run would have.
 //! Ctrl-C finishes the current step, saves a checkpoint and exits cleanly.
 
-use crate::run::algorithm1::train_step;
-use crate::run::config::{Dataset, LrScheduleKind, TrainConfig};
 use crate::data::mnist::{MnistSplit, Split};
 use crate::error::{Error, Result};
-use crate::run::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
 use crate::render::plot::{Plot, Series};
 use crate::render::raster::save_png;
+use crate::run::algorithm1::train_step;
+use crate::run::config::{Dataset, LrScheduleKind, TrainConfig};
+use crate::run::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
 use crate::run::progress::Progress;
 use crate::run::run_lock::{remove_stale_temp_files, RunLock};
 use crate::run::sampling::{draw, draw_in_batches, save_samples, toy_points, SamplerChoice, SamplerKind};
@@ -402,7 +402,8 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
         writeln!(metrics, "{},{loss_value:.6},{lr:.6e},{grad_norm:.6},{rate:.1}", run.step)
             .map_err(|source| Error::Io { path: run.dir.join("metrics.csv"), source })?;
         progress.set_position(run.step as u64);
-        progress.set_message(format!("loss {loss_value:.4}  {:.2} steps/s", (run.step - start_step) as f64 / started.elapsed().as_secs_f64()));
+        progress
+            .set_message(format!("loss {loss_value:.4}  {:.2} steps/s", (run.step - start_step) as f64 / started.elapsed().as_secs_f64()));
         let elapsed = run.elapsed_before + started.elapsed().as_secs_f64();
         // The budget is this invocation's, so a --resume after it trains for another budget.
         out_of_time = config.time_budget > 0.0 && started.elapsed().as_secs_f64() >= config.time_budget && run.step < config.steps;

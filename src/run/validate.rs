@@ -2,8 +2,8 @@
 //! output path against the file system, so that a mistake costs a second, not the
 //! whole computation, and nothing is silently changed from what was asked.
 
-use crate::run::sampling::{SamplerChoice, SamplerKind};
 use crate::error::{Error, Result};
+use crate::run::sampling::{SamplerChoice, SamplerKind};
 use std::path::{Path, PathBuf};
 
 fn invalid(what: &'static str, reason: String) -> Error {
@@ -25,7 +25,10 @@ pub fn sampler(args: &SamplerChoice, timesteps: usize) -> Result<()> {
         SamplerKind::Langevin => "Langevin visits",
     };
     if args.steps < 2 || args.steps > timesteps {
-        return Err(invalid("--steps", format!("{what} at least 2 and at most T = {timesteps} of the model's timesteps, got {}", args.steps)));
+        return Err(invalid(
+            "--steps",
+            format!("{what} at least 2 and at most T = {timesteps} of the model's timesteps, got {}", args.steps),
+        ));
     }
     Ok(())
 }

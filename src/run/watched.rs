@@ -35,9 +35,7 @@ impl<'a> Watched<'a> {
     /// As described.
     pub fn verdict<T, E: Into<Error>>(&self, result: std::result::Result<T, E>) -> Result<T> {
         match (self.non_finite_at.get(), result) {
-            (Some(t), _) => Err(Error::NonFinite {
-                what: format!("the model's prediction at timestep t = {t} (code index)"),
-            }),
+            (Some(t), _) => Err(Error::NonFinite { what: format!("the model's prediction at timestep t = {t} (code index)") }),
             (None, result) => result.map_err(Into::into),
         }
     }

@@ -47,10 +47,11 @@ fn bits_per_dim<T: Float>(nats: &Tensor<T>) -> Result<Tensor<T>> {
 /// # Errors
 /// Shape errors (a scalar `x_start`).
 pub fn prior_bpd<T: Float>(schedule: &NoiseSchedule, x_start: &Tensor<T>) -> Result<Tensor<T>> {
-    let batch = x_start.dims().first().copied().ok_or_else(|| Error::InvalidArgument {
-        op: "prior_bpd",
-        msg: "x_start needs a batch axis, got a scalar".to_string(),
-    })?;
+    let batch = x_start
+        .dims()
+        .first()
+        .copied()
+        .ok_or_else(|| Error::InvalidArgument { op: "prior_bpd", msg: "x_start needs a batch axis, got a scalar".to_string() })?;
     let last = vec![schedule.num_timesteps() - 1; batch];
     let q_last = q_mean_variance(schedule, x_start, &last)?;
     let zero = Tensor::scalar(T::ZERO);
@@ -140,9 +141,8 @@ pub fn calc_bpd_loop<T: Float>(
             mse[step] = Some(mean_flat(&eps.sub(&noise)?.sqr())?);
             vb[step] = Some(terms.bpd);
         }
-        let stack = |v: Vec<Option<Tensor<T>>>| -> Result<Tensor<T>> {
-            Ok(Tensor::stack(&v.into_iter().flatten().collect::<Vec<_>>(), 1)?)
-        };
+        let stack =
+            |v: Vec<Option<Tensor<T>>>| -> Result<Tensor<T>> { Ok(Tensor::stack(&v.into_iter().flatten().collect::<Vec<_>>(), 1)?) };
         let vb = stack(vb)?;
         let prior_bpd = prior_bpd(schedule, x_start)?;
         let total_bpd = vb.sum(&[1], false)?.add(&prior_bpd)?;

@@ -55,11 +55,19 @@ pub fn reverse_sde_step<T: Float>(
 ///
 /// # Errors
 /// Model errors, or a shape without a non-empty batch axis.
-pub fn sample_reverse_sde<T: Float>(schedule: &NoiseSchedule, model: &impl NoisePredictor<T>, shape: &[usize], rng: &mut Rng) -> Result<Tensor<T>> {
+pub fn sample_reverse_sde<T: Float>(
+    schedule: &NoiseSchedule,
+    model: &impl NoisePredictor<T>,
+    shape: &[usize],
+    rng: &mut Rng,
+) -> Result<Tensor<T>> {
     let batch = match shape.first() {
         Some(&b) if b > 0 => b,
         _ => {
-            return Err(Error::InvalidArgument { op: "sample_reverse_sde", msg: format!("the sample shape {shape:?} needs a non-empty batch axis") })
+            return Err(Error::InvalidArgument {
+                op: "sample_reverse_sde",
+                msg: format!("the sample shape {shape:?} needs a non-empty batch axis"),
+            })
         }
     };
     no_grad(|| {
@@ -101,7 +109,10 @@ pub fn gaussian_probability_flow(alpha_cumprod_from: f64, alpha_cumprod_to: f64,
     }
     let variance = |a: f64| a * std * std + 1.0 - a;
     if variance(alpha_cumprod_from) <= 0.0 {
-        return Err(Error::InvalidArgument { op, msg: "alpha-bar_from = 1 with std = 0: the marginal is a point, no flow starts there".to_string() });
+        return Err(Error::InvalidArgument {
+            op,
+            msg: "alpha-bar_from = 1 with std = 0: the marginal is a point, no flow starts there".to_string(),
+        });
     }
     let ratio = variance(alpha_cumprod_to) / variance(alpha_cumprod_from);
     Ok(alpha_cumprod_to.sqrt() * mean + ratio.sqrt() * (x - alpha_cumprod_from.sqrt() * mean))

@@ -33,10 +33,9 @@ impl fmt::Display for Error {
                  so code indices run from 0 to {}",
                 num_timesteps.saturating_sub(1)
             ),
-            Error::BatchMismatch { op, timesteps, dims } => write!(
-                f,
-                "{op}: {timesteps} timesteps given for a batch of shape {dims:?} (one timestep per batch item is needed)"
-            ),
+            Error::BatchMismatch { op, timesteps, dims } => {
+                write!(f, "{op}: {timesteps} timesteps given for a batch of shape {dims:?} (one timestep per batch item is needed)")
+            }
             Error::InvalidSchedule { msg } => write!(f, "invalid noise schedule: {msg}"),
             Error::InvalidArgument { op, msg } => write!(f, "{op}: {msg}"),
         }

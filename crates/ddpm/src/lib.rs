@@ -98,8 +98,8 @@ pub use error::{Error, Result};
 pub use forward::{predict_eps_from_xstart, predict_xstart_from_eps, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample};
 pub use gaussian::{normal_log_density, reparameterize, DiagonalGaussian};
 pub use likelihood::{
-    approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc,
-    normal_kl, standard_normal_cdf,
+    approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc, normal_kl,
+    standard_normal_cdf,
 };
 pub use loss::{
     noise_mse_weight, sample_timesteps, training_losses, LossKind, TimestepWeighting, TrainingLosses, TrainingOptions, HYBRID_LAMBDA,

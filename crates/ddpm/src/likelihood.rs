@@ -166,7 +166,8 @@ pub fn discretized_gaussian_log_likelihood<T: Float>(x: &Tensor<T>, means: &Tens
 pub fn discretized_gaussian_log_likelihood_exact<T: Float>(x: &Tensor<T>, means: &Tensor<T>, log_scales: &Tensor<T>) -> Result<Tensor<T>> {
     let dims = tensor::shape::broadcast_shape("discretized_gaussian_log_likelihood_exact", x.dims(), means.dims())?;
     let dims = tensor::shape::broadcast_shape("discretized_gaussian_log_likelihood_exact", &dims, log_scales.dims())?;
-    let (x, means, log_scales) = (x.broadcast_to(&dims)?.to_vec(), means.broadcast_to(&dims)?.to_vec(), log_scales.broadcast_to(&dims)?.to_vec());
+    let (x, means, log_scales) =
+        (x.broadcast_to(&dims)?.to_vec(), means.broadcast_to(&dims)?.to_vec(), log_scales.broadcast_to(&dims)?.to_vec());
     let data = x
         .iter()
         .zip(means.iter().zip(&log_scales))

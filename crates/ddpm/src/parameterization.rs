@@ -50,7 +50,12 @@ pub fn predict_xstart_from_posterior_mean<T: Float>(
 /// # Errors
 /// [`Error::TimestepOutOfRange`], or [`Error::InvalidArgument`] for t = 0 (L_0 is the
 /// decoder, not a KL) or sigma^2 <= 0.
-pub fn parameterization_mse_weight(schedule: &NoiseSchedule, parameterization: Parameterization, t: usize, sigma_squared: f64) -> Result<f64> {
+pub fn parameterization_mse_weight(
+    schedule: &NoiseSchedule,
+    parameterization: Parameterization,
+    t: usize,
+    sigma_squared: f64,
+) -> Result<f64> {
     let op = "parameterization_mse_weight";
     check_timesteps(op, &[t], schedule.num_timesteps())?;
     if t == 0 {

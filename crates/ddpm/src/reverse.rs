@@ -32,7 +32,8 @@ pub enum VarianceKind {
 
 impl VarianceKind {
     /// The names of the variances, as `FromStr` and `Display` spell them.
-    pub const NAMES: [(&'static str, VarianceKind); 2] = [("fixed-large", VarianceKind::FixedLarge), ("fixed-small", VarianceKind::FixedSmall)];
+    pub const NAMES: [(&'static str, VarianceKind); 2] =
+        [("fixed-large", VarianceKind::FixedLarge), ("fixed-small", VarianceKind::FixedSmall)];
 
     /// sigma_t^2 and log sigma_t^2 for every code timestep, each `[T]`.
     #[must_use]

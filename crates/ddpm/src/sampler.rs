@@ -124,7 +124,8 @@ pub fn ddim_step<T: Float>(
         })
         .collect();
     let sqrt_alphas_cumprod_prev: Vec<f64> = alphas_cumprod_prev.iter().map(|a| a.sqrt()).collect();
-    let eps_coef: Vec<f64> = alphas_cumprod_prev.iter().zip(&sigmas).map(|(prev, sigma)| (1.0 - prev - sigma * sigma).max(0.0).sqrt()).collect();
+    let eps_coef: Vec<f64> =
+        alphas_cumprod_prev.iter().zip(&sigmas).map(|(prev, sigma)| (1.0 - prev - sigma * sigma).max(0.0).sqrt()).collect();
     let dims = x_t.dims();
     let mean = pred_xstart
         .mul(&coefficient_at(op, &sqrt_alphas_cumprod_prev, t, dims)?)?

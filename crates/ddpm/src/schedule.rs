@@ -85,9 +85,7 @@ pub fn cosine_betas(num_timesteps: usize) -> Vec<f64> {
 #[must_use]
 pub fn betas_for_alpha_bar(num_timesteps: usize, alpha_bar: impl Fn(f64) -> f64, max_beta: f64) -> Vec<f64> {
     let n = num_timesteps as f64;
-    (0..num_timesteps)
-        .map(|i| (1.0 - alpha_bar((i + 1) as f64 / n) / alpha_bar(i as f64 / n)).min(max_beta))
-        .collect()
+    (0..num_timesteps).map(|i| (1.0 - alpha_bar((i + 1) as f64 / n) / alpha_bar(i as f64 / n)).min(max_beta)).collect()
 }
 
 /// A noise schedule and every quantity derived from it, all `[T]` and in f64
@@ -181,14 +179,11 @@ impl NoiseSchedule {
         let alphas_cumprod_next: Vec<f64> = alphas_cumprod[1..].iter().copied().chain(std::iter::once(0.0)).collect();
         let map = |v: &[f64], f: &dyn Fn(f64) -> f64| v.iter().map(|&x| f(x)).collect::<Vec<f64>>();
 
-        let posterior_variance: Vec<f64> =
-            (0..n).map(|t| betas[t] * (1.0 - alphas_cumprod_prev[t]) / (1.0 - alphas_cumprod[t])).collect();
+        let posterior_variance: Vec<f64> = (0..n).map(|t| betas[t] * (1.0 - alphas_cumprod_prev[t]) / (1.0 - alphas_cumprod[t])).collect();
         let posterior_log_variance_clipped: Vec<f64> =
             std::iter::once(posterior_variance[1]).chain(posterior_variance[1..].iter().copied()).map(f64::ln).collect();
-        let posterior_mean_coef1 =
-            (0..n).map(|t| betas[t] * alphas_cumprod_prev[t].sqrt() / (1.0 - alphas_cumprod[t])).collect();
-        let posterior_mean_coef2 =
-            (0..n).map(|t| (1.0 - alphas_cumprod_prev[t]) * alphas[t].sqrt() / (1.0 - alphas_cumprod[t])).collect();
+        let posterior_mean_coef1 = (0..n).map(|t| betas[t] * alphas_cumprod_prev[t].sqrt() / (1.0 - alphas_cumprod[t])).collect();
+        let posterior_mean_coef2 = (0..n).map(|t| (1.0 - alphas_cumprod_prev[t]) * alphas[t].sqrt() / (1.0 - alphas_cumprod[t])).collect();
 
         let sqrt_one_minus_alphas_cumprod = map(&alphas_cumprod, &|a| (1.0 - a).sqrt());
         let posterior_mean_eps_coef = betas.iter().zip(&sqrt_one_minus_alphas_cumprod).map(|(b, s)| b / s).collect();

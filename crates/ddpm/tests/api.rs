@@ -97,7 +97,14 @@ fn training_losses_follow_their_definitions() -> Result<(), Box<dyn std::error::
     let x_t = Tensor::from_vec(x_t, &dims)?;
     let reverse = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
     let expected_vb = vb_terms_bpd(&schedule, &affine_model(&x_t, &t)?, &x_start, &x_t, &t, reverse)?.bpd.to_vec();
-    let vlb = training_losses(&schedule, &affine_model, &x_start, &t, &noise, TrainingOptions { loss: LossKind::Vlb, ..TrainingOptions::default() })?;
+    let vlb = training_losses(
+        &schedule,
+        &affine_model,
+        &x_start,
+        &t,
+        &noise,
+        TrainingOptions { loss: LossKind::Vlb, ..TrainingOptions::default() },
+    )?;
     let vb = vlb.vb.clone().ok_or("L_vlb without its vb")?.to_vec();
     assert!(close(&vb, &expected_vb), "{vb:?} vs {expected_vb:?}");
     assert!((vlb.loss.item()? - 100.0 * mean(&expected_vb)).abs() < 1e-12 * vlb.loss.item()?.abs());

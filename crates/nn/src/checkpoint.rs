@@ -30,11 +30,7 @@ pub struct Checkpoint<T: Float> {
 const PARTS: [&str; 3] = ["model", "ema", "optim"];
 
 fn to_named<T: Float>(prefix: &str, name: &str, t: &Tensor<T>) -> NamedTensor {
-    let data = if T::DTYPE == "F64" {
-        TensorData::F64(t.cast::<f64>().to_vec())
-    } else {
-        TensorData::F32(t.cast::<f32>().to_vec())
-    };
+    let data = if T::DTYPE == "F64" { TensorData::F64(t.cast::<f64>().to_vec()) } else { TensorData::F32(t.cast::<f32>().to_vec()) };
     NamedTensor { name: format!("{prefix}.{name}"), shape: t.dims().to_vec(), data }
 }
 
@@ -51,11 +47,8 @@ impl<T: Float> Checkpoint<T> {
     #[must_use]
     pub fn to_safetensors(&self) -> SafeTensors {
         let parts = [&self.model, &self.ema, &self.optimizer];
-        let tensors = PARTS
-            .iter()
-            .zip(parts)
-            .flat_map(|(prefix, named)| named.iter().map(move |(name, t)| to_named(prefix, name, t)))
-            .collect();
+        let tensors =
+            PARTS.iter().zip(parts).flat_map(|(prefix, named)| named.iter().map(move |(name, t)| to_named(prefix, name, t))).collect();
         SafeTensors { tensors, metadata: self.metadata.clone() }
     }
 

@@ -34,7 +34,8 @@ impl<T: Float> Ema<T> {
     /// Starts the average at the model's current weights.
     #[must_use]
     pub fn new(model: &dyn Module<T>, decay: f64) -> Self {
-        let shadow = model.named_params().into_iter().map(|(name, p)| (name, Tensor::from_vec(p.to_vec(), p.dims()).expect("same shape"))).collect();
+        let shadow =
+            model.named_params().into_iter().map(|(name, p)| (name, Tensor::from_vec(p.to_vec(), p.dims()).expect("same shape"))).collect();
         Ema { decay, shadow, num_updates: 0, warmup: false }
     }
 
@@ -104,8 +105,8 @@ impl<T: Float> Ema<T> {
     }
 
     fn check(&self, params: &[(String, Tensor<T>)]) -> Result<()> {
-        let same = params.len() == self.shadow.len()
-            && params.iter().zip(&self.shadow).all(|((n, p), (m, s))| n == m && p.dims() == s.dims());
+        let same =
+            params.len() == self.shadow.len() && params.iter().zip(&self.shadow).all(|((n, p), (m, s))| n == m && p.dims() == s.dims());
         if same {
             return Ok(());
         }

@@ -47,12 +47,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Error::Format {
-                file,
-                tensor,
-                offset,
-                reason,
-            } => {
+            Error::Format { file, tensor, offset, reason } => {
                 write!(f, "{file}: ")?;
                 if let Some(tensor) = tensor {
                     write!(f, "tensor {tensor:?}: ")?;

@@ -187,20 +187,13 @@ impl SafeTensors {
             header.push_str(":{");
             for (i, (key, value)) in self.metadata.iter().enumerate() {
                 let comma = if i == 0 { "" } else { "," };
-                header.push_str(&format!(
-                    "{comma}{}:{}",
-                    json_string(key),
-                    json_string(value)
-                ));
+                header.push_str(&format!("{comma}{}:{}", json_string(key), json_string(value)));
             }
             header.push('}');
         }
         let mut offset = 0usize;
         for (i, tensor) in self.tensors.iter().enumerate() {
-            let invalid = |reason: String| Error::InvalidTensor {
-                name: tensor.name.clone(),
-                reason,
-            };
+            let invalid = |reason: String| Error::InvalidTensor { name: tensor.name.clone(), reason };
             if tensor.name == METADATA_KEY {
                 return Err(invalid(format!("the name {METADATA_KEY:?} is reserved")));
             }
@@ -208,10 +201,7 @@ impl SafeTensors {
                 return Err(invalid("two tensors have this name".into()));
             }
             if tensor.shape.len() > MAX_RANK {
-                return Err(invalid(format!(
-                    "{} dimensions, more than the {MAX_RANK} a file may hold",
-                    tensor.shape.len()
-                )));
+                return Err(invalid(format!("{} dimensions, more than the {MAX_RANK} a file may hold", tensor.shape.len())));
             }
             let numel = numel(&tensor.shape);
             if numel != Some(tensor.data.len()) {
@@ -223,21 +213,12 @@ impl SafeTensors {
                 )));
             }
             let end = offset + tensor.data.len() * tensor.data.element_size();
-            let comma = if i == 0 && self.metadata.is_empty() {
-                ""
-            } else {
-                ","
-            };
+            let comma = if i == 0 && self.metadata.is_empty() { "" } else { "," };
             header.push_str(&format!(
                 "{comma}{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
                 json_string(&tensor.name),
                 tensor.data.dtype(),
-                tensor
-                    .shape
-                    .iter()
-                    .map(usize::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
+                tensor.shape.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
             ));
             offset = end;
         }
@@ -281,19 +262,11 @@ impl SafeTensors {
 
         // Part 1: the header length.
         let Some(len_bytes) = bytes.get(..8) else {
-            return Err(error(
-                None,
-                Some(0),
-                format!("the file is {file_len} bytes, too short for the 8-byte header length"),
-            ));
+            return Err(error(None, Some(0), format!("the file is {file_len} bytes, too short for the 8-byte header length")));
         };
         let header_len = LittleEndian::read_u64(len_bytes);
         if header_len > MAX_HEADER_LEN {
-            return Err(error(
-                None,
-                Some(0),
-                format!("header length {header_len} exceeds the cap of {MAX_HEADER_LEN} bytes"),
-            ));
+            return Err(error(None, Some(0), format!("header length {header_len} exceeds the cap of {MAX_HEADER_LEN} bytes")));
         }
         if header_len > file_len - 8 {
             return Err(error(
@@ -312,20 +285,13 @@ impl SafeTensors {
         let data_len = data.len() as u64;
 
         // Part 2: the header.
-        let header = std::str::from_utf8(&bytes[8..data_start]).map_err(|e| {
-            error(
-                None,
-                Some(8 + e.valid_up_to() as u64),
-                "the header is not valid UTF-8".into(),
-            )
-        })?;
+        let header = std::str::from_utf8(&bytes[8..data_start])
+            .map_err(|e| error(None, Some(8 + e.valid_up_to() as u64), "the header is not valid UTF-8".into()))?;
         // `entry` names the entry being parsed, so that an error inside it names the tensor.
         let mut entry = None;
         let mut json = serde_json::Deserializer::from_str(header);
-        let entries = HeaderSeed { entry: &mut entry }
-            .deserialize(&mut json)
-            .and_then(|entries| json.end().map(|()| entries))
-            .map_err(|e| {
+        let entries =
+            HeaderSeed { entry: &mut entry }.deserialize(&mut json).and_then(|entries| json.end().map(|()| entries)).map_err(|e| {
                 let offset = Some(8 + json_error_position(header, &e));
                 let reason = match (e.classify(), &entry) {
                     (serde_json::error::Category::Data, Some(name)) if name == METADATA_KEY => {
@@ -343,15 +309,8 @@ impl SafeTensors {
             })?;
 
         let mut names = HashSet::new();
-        if let Some((name, _)) = entries
-            .iter()
-            .find(|(name, _)| !names.insert(name.as_str()))
-        {
-            return Err(error(
-                Some(name),
-                None,
-                "the name appears twice in the header".into(),
-            ));
+        if let Some((name, _)) = entries.iter().find(|(name, _)| !names.insert(name.as_str())) {
+            return Err(error(Some(name), None, "the name appears twice in the header".into()));
         }
         let mut metadata = BTreeMap::new();
         let mut located = Vec::with_capacity(entries.len());
@@ -366,24 +325,12 @@ impl SafeTensors {
             let (dtype, element_size) = match info.dtype.as_str() {
                 "F32" => ("F32", 4),
                 "F64" => ("F64", 8),
-                other => {
-                    return Err(error(
-                        Some(&name),
-                        None,
-                        format!("unsupported dtype {other:?}: this reader knows F32 and F64"),
-                    ))
-                }
+                other => return Err(error(Some(&name), None, format!("unsupported dtype {other:?}: this reader knows F32 and F64"))),
             };
             let nbytes = numel(&info.shape)
                 .and_then(|n| n.checked_mul(element_size))
                 .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| {
-                    error(
-                        Some(&name),
-                        None,
-                        format!("shape {:?} has too many elements", info.shape),
-                    )
-                })?;
+                .ok_or_else(|| error(Some(&name), None, format!("shape {:?} has too many elements", info.shape)))?;
             let [begin, end] = info.data_offsets;
             if begin > end || end - begin != nbytes {
                 return Err(error(
@@ -406,13 +353,7 @@ impl SafeTensors {
                     ),
                 ));
             }
-            located.push(Located {
-                name,
-                dtype,
-                shape: info.shape,
-                begin,
-                end,
-            });
+            located.push(Located { name, dtype, shape: info.shape, begin, end });
         }
 
         // Part 3: the data. The tensors must tile it exactly, in order of their offsets;
@@ -426,22 +367,14 @@ impl SafeTensors {
                 return Err(error(
                     Some(&t.name),
                     at,
-                    format!(
-                        "data [{}, {}) overlaps tensor {:?}, which ends at {cursor}",
-                        t.begin,
-                        t.end,
-                        previous.unwrap_or_default()
-                    ),
+                    format!("data [{}, {}) overlaps tensor {:?}, which ends at {cursor}", t.begin, t.end, previous.unwrap_or_default()),
                 ));
             }
             if t.begin > cursor {
                 return Err(error(
                     Some(&t.name),
                     Some(data_start as u64 + cursor),
-                    format!(
-                        "data bytes [{cursor}, {}) before this tensor belong to no tensor",
-                        t.begin
-                    ),
+                    format!("data bytes [{cursor}, {}) before this tensor belong to no tensor", t.begin),
                 ));
             }
             cursor = t.end;
@@ -451,10 +384,7 @@ impl SafeTensors {
             return Err(error(
                 None,
                 Some(data_start as u64 + cursor),
-                format!(
-                    "trailing bytes: the tensors end at file byte {}, the file at {file_len}",
-                    data_start as u64 + cursor
-                ),
+                format!("trailing bytes: the tensors end at file byte {}, the file at {file_len}", data_start as u64 + cursor),
             ));
         }
 
@@ -473,11 +403,7 @@ impl SafeTensors {
                     LittleEndian::read_f64_into(raw, &mut values);
                     TensorData::F64(values)
                 };
-                NamedTensor {
-                    name: t.name,
-                    shape: t.shape,
-                    data,
-                }
+                NamedTensor { name: t.name, shape: t.shape, data }
             })
             .collect();
         Ok(SafeTensors { tensors, metadata })
@@ -495,27 +421,16 @@ impl SafeTensors {
         static SAVES: AtomicU64 = AtomicU64::new(0);
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
-        let io_error = |path: &Path, source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file_name = path.file_name().ok_or_else(|| {
-            io_error(
-                path,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
-            )
-        })?;
+        let io_error = |path: &Path, source| Error::Io { path: path.to_owned(), source };
+        let file_name =
+            path.file_name().ok_or_else(|| io_error(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name")))?;
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
         // Unique per process and per call, so concurrent saves do not share a temp file.
-        let temp = dir.join(format!(
-            ".{}.{}-{}.tmp",
-            file_name.to_string_lossy(),
-            std::process::id(),
-            SAVES.fetch_add(1, Ordering::Relaxed)
-        ));
+        let temp =
+            dir.join(format!(".{}.{}-{}.tmp", file_name.to_string_lossy(), std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
         let written = File::create(&temp).and_then(|mut file| {
             file.write_all(&bytes)?;
             file.sync_all()
@@ -527,9 +442,7 @@ impl SafeTensors {
         }
         // Make the rename itself durable (directories can be synced on Unix only).
         #[cfg(unix)]
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(dir, e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))?;
         Ok(())
     }
 
@@ -560,10 +473,7 @@ impl SafeTensors {
     /// ```
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = fs::read(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 }
@@ -581,11 +491,7 @@ fn json_string(s: &str) -> String {
 
 /// The byte offset in `text` of a serde_json error's line and column (both 1-based).
 fn json_error_position(text: &str, e: &serde_json::Error) -> u64 {
-    let line_start: usize = text
-        .split('\n')
-        .take(e.line().saturating_sub(1))
-        .map(|line| line.len() + 1)
-        .sum();
+    let line_start: usize = text.split('\n').take(e.line().saturating_sub(1)).map(|line| line.len() + 1).sum();
     (line_start + e.column().saturating_sub(1)) as u64
 }
 
@@ -625,11 +531,7 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
         let mut entries = Vec::new();
         while let Some(name) = map.next_key::<String>()? {
             *self.entry = Some(name.clone());
-            let entry = if name == METADATA_KEY {
-                Entry::Metadata(map.next_value()?)
-            } else {
-                Entry::Tensor(map.next_value()?)
-            };
+            let entry = if name == METADATA_KEY { Entry::Metadata(map.next_value()?) } else { Entry::Tensor(map.next_value()?) };
             *self.entry = None;
             entries.push((name, entry));
         }
@@ -652,9 +554,7 @@ fn deserialize_shape<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u
             let mut shape = Vec::new();
             while let Some(dim) = seq.next_element::<usize>()? {
                 if shape.len() == MAX_RANK {
-                    return Err(de::Error::custom(format!(
-                        "more than {MAX_RANK} dimensions"
-                    )));
+                    return Err(de::Error::custom(format!("more than {MAX_RANK} dimensions")));
                 }
                 shape.push(dim);
             }
@@ -670,11 +570,7 @@ mod tests {
     use super::*;
 
     fn tensor(name: &str, shape: &[usize], data: TensorData) -> NamedTensor {
-        NamedTensor {
-            name: name.into(),
-            shape: shape.to_vec(),
-            data,
-        }
+        NamedTensor { name: name.into(), shape: shape.to_vec(), data }
     }
 
     /// A file from the spec: the header padded to 8 bytes, its length, then `data`.
@@ -713,34 +609,16 @@ mod tests {
             f32::MAX,
             1.5,
         ];
-        let f64_specials = vec![
-            -0.0,
-            f64::from_bits(0x7ff8_dead_beef_0001),
-            f64::NEG_INFINITY,
-            1e-310,
-        ];
+        let f64_specials = vec![-0.0, f64::from_bits(0x7ff8_dead_beef_0001), f64::NEG_INFINITY, 1e-310];
         let mut file = SafeTensors::default();
-        file.tensors
-            .push(tensor("b.specials", &[2, 4], TensorData::F32(f32_specials)));
-        file.tensors
-            .push(tensor("a.double", &[4], TensorData::F64(f64_specials)));
-        file.tensors
-            .push(tensor("empty", &[0, 3], TensorData::F32(vec![])));
-        file.tensors.push(tensor(
-            "scalar",
-            &[],
-            TensorData::F64(vec![std::f64::consts::PI]),
-        ));
-        file.tensors
-            .push(tensor("empty too", &[5, 0], TensorData::F64(vec![])));
-        file.tensors.push(tensor(
-            "ünïcode \"quoted\"",
-            &[1, 1, 1],
-            TensorData::F32(vec![7.0]),
-        ));
+        file.tensors.push(tensor("b.specials", &[2, 4], TensorData::F32(f32_specials)));
+        file.tensors.push(tensor("a.double", &[4], TensorData::F64(f64_specials)));
+        file.tensors.push(tensor("empty", &[0, 3], TensorData::F32(vec![])));
+        file.tensors.push(tensor("scalar", &[], TensorData::F64(vec![std::f64::consts::PI])));
+        file.tensors.push(tensor("empty too", &[5, 0], TensorData::F64(vec![])));
+        file.tensors.push(tensor("ünïcode \"quoted\"", &[1, 1, 1], TensorData::F32(vec![7.0])));
         file.metadata.insert("step".into(), "1000".into());
-        file.metadata
-            .insert("note".into(), "line\nbreak, \"quotes\" and é".into());
+        file.metadata.insert("note".into(), "line\nbreak, \"quotes\" and é".into());
         file
     }
 
@@ -759,10 +637,7 @@ mod tests {
     fn empty_file_round_trips() {
         let bytes = SafeTensors::default().to_bytes().unwrap();
         assert_eq!(bytes, file_with_header("{}", &[]));
-        assert_eq!(
-            SafeTensors::from_bytes(&bytes, "mem").unwrap(),
-            SafeTensors::default()
-        );
+        assert_eq!(SafeTensors::from_bytes(&bytes, "mem").unwrap(), SafeTensors::default());
     }
 
     #[test]
@@ -771,10 +646,7 @@ mod tests {
         let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         assert_eq!(header_len % 8, 0);
         let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
-        assert!(
-            header.trim_end_matches(' ').ends_with('}'),
-            "padding is spaces: {header:?}"
-        );
+        assert!(header.trim_end_matches(' ').ends_with('}'), "padding is spaces: {header:?}");
     }
 
     /// The bytes of a two-tensor file written out from the spec, byte by byte.
@@ -791,10 +663,7 @@ mod tests {
     #[test]
     fn file_written_from_the_spec_parses() {
         let file = SafeTensors::from_bytes(&spec_bytes(), "spec.safetensors").unwrap();
-        assert_eq!(
-            file.get("w").unwrap().data,
-            TensorData::F32(vec![1.0, -2.0])
-        );
+        assert_eq!(file.get("w").unwrap().data, TensorData::F32(vec![1.0, -2.0]));
         assert_eq!(file.get("w").unwrap().shape, [2]);
         assert_eq!(file.get("s").unwrap().data, TensorData::F64(vec![2.5]));
         assert!(file.get("s").unwrap().shape.is_empty());
@@ -822,59 +691,30 @@ mod tests {
         SafeTensors::default().save(&path).unwrap();
         file.save(&path).unwrap(); // replaces the first one
         assert_eq!(bits(&SafeTensors::load(&path).unwrap()), bits(&file));
-        let leftovers: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, ["model.safetensors"], "no temp file left behind");
         fs::remove_dir_all(&dir).unwrap();
 
-        let err = file
-            .save(dir.join("missing-dir/x.safetensors"))
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::Io { .. }) && err.to_string().contains("missing-dir"),
-            "{err}"
-        );
+        let err = file.save(dir.join("missing-dir/x.safetensors")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("missing-dir"), "{err}");
         let err = SafeTensors::load(dir.join("none.safetensors")).unwrap_err();
         assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("none.safetensors"));
     }
 
     #[test]
     fn unwritable_tensors_are_refused() {
-        let bad = |tensors: Vec<NamedTensor>| {
-            SafeTensors {
-                tensors,
-                metadata: BTreeMap::new(),
-            }
-            .to_bytes()
-            .unwrap_err()
-            .to_string()
-        };
+        let bad = |tensors: Vec<NamedTensor>| SafeTensors { tensors, metadata: BTreeMap::new() }.to_bytes().unwrap_err().to_string();
         let err = bad(vec![tensor("w", &[2, 3], TensorData::F32(vec![0.0; 5]))]);
-        assert!(
-            err.contains("\"w\"") && err.contains("[2, 3] needs 6") && err.contains("has 5"),
-            "{err}"
-        );
+        assert!(err.contains("\"w\"") && err.contains("[2, 3] needs 6") && err.contains("has 5"), "{err}");
         let err = bad(vec![tensor("w", &[usize::MAX, 2], TensorData::F32(vec![]))]);
         assert!(err.contains("more than usize::MAX"), "{err}");
         let err = bad(vec![tensor("w", &[], TensorData::F32(vec![1.0])); 2]);
         assert!(err.contains("two tensors"), "{err}");
-        let err = bad(vec![tensor(
-            "w",
-            &[1; MAX_RANK + 1],
-            TensorData::F32(vec![1.0]),
-        )]);
+        let err = bad(vec![tensor("w", &[1; MAX_RANK + 1], TensorData::F32(vec![1.0]))]);
         assert!(err.contains("65 dimensions"), "{err}");
         // MAX_RANK itself is fine, both ways.
-        let deep = SafeTensors {
-            tensors: vec![tensor("w", &[1; MAX_RANK], TensorData::F32(vec![1.0]))],
-            metadata: BTreeMap::new(),
-        };
-        assert_eq!(
-            SafeTensors::from_bytes(&deep.to_bytes().unwrap(), "mem").unwrap(),
-            deep
-        );
+        let deep = SafeTensors { tensors: vec![tensor("w", &[1; MAX_RANK], TensorData::F32(vec![1.0]))], metadata: BTreeMap::new() };
+        assert_eq!(SafeTensors::from_bytes(&deep.to_bytes().unwrap(), "mem").unwrap(), deep);
         let err = bad(vec![tensor(METADATA_KEY, &[], TensorData::F32(vec![1.0]))]);
         assert!(err.contains("reserved"), "{err}");
     }
@@ -884,15 +724,9 @@ mod tests {
     fn assert_format_error(bytes: &[u8], expected: &[&str]) {
         let err = SafeTensors::from_bytes(bytes, "bad.safetensors").unwrap_err();
         let message = err.to_string();
-        assert!(
-            matches!(err, Error::Format { .. }),
-            "not a format error: {message}"
-        );
+        assert!(matches!(err, Error::Format { .. }), "not a format error: {message}");
         for piece in ["bad.safetensors"].iter().chain(expected) {
-            assert!(
-                message.contains(piece),
-                "{message:?} does not contain {piece:?}"
-            );
+            assert!(message.contains(piece), "{message:?} does not contain {piece:?}");
         }
     }
 
@@ -906,10 +740,7 @@ mod tests {
         assert_format_error(&[8, 0, 0, 0, 0, 0, 0], &["offset 0", "7 bytes, too short"]);
         let mut bytes = spec_bytes();
         bytes[..8].copy_from_slice(&1000u64.to_le_bytes());
-        assert_format_error(
-            &bytes,
-            &["offset 0", "header length 1000 runs past the end"],
-        );
+        assert_format_error(&bytes, &["offset 0", "header length 1000 runs past the end"]);
         bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_format_error(&bytes, &["offset 0", "exceeds the cap"]);
     }
@@ -919,14 +750,8 @@ mod tests {
         let mut bytes = file_with_header("{}", &[]);
         bytes[9] = 0xff;
         assert_format_error(&bytes, &["offset 9", "not valid UTF-8"]);
-        assert_format_error(
-            &file_with_header("{\"w\": ", &[]),
-            &["offset", "not valid JSON"],
-        );
-        assert_format_error(
-            &file_with_header("{} x", &[]),
-            &["offset 11", "not valid JSON"],
-        );
+        assert_format_error(&file_with_header("{\"w\": ", &[]), &["offset", "not valid JSON"]);
+        assert_format_error(&file_with_header("{} x", &[]), &["offset 11", "not valid JSON"]);
         assert_format_error(&file_with_header("[1, 2]", &[]), &["not a JSON object"]);
         assert_format_error(&file_with_header("", &[]), &["offset 8", "not valid JSON"]);
         // Deep nesting is refused without recursing into it.
@@ -941,65 +766,31 @@ mod tests {
         let with = |json: String, data: &[u8]| file_with_header(&format!("{{{json}}}"), data);
         let data = [0u8; 8];
         assert_format_error(
-            &with(
-                r#""w":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}"#.into(),
-                &data,
-            ),
+            &with(r#""w":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}"#.into(), &data),
             &["tensor \"w\"", "unsupported dtype \"BF16\""],
         );
+        assert_format_error(&with(r#""w":{"dtype":"F32","shape":[2]}"#.into(), &data), &["tensor \"w\"", "missing field `data_offsets`"]);
         assert_format_error(
-            &with(r#""w":{"dtype":"F32","shape":[2]}"#.into(), &data),
-            &["tensor \"w\"", "missing field `data_offsets`"],
-        );
-        assert_format_error(
-            &with(
-                r#""w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}"#.into(),
-                &data,
-            ),
+            &with(r#""w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}"#.into(), &data),
             &["tensor \"w\"", "bad header entry"],
         );
         let huge = format!("[{}, {}, 4]", u64::MAX, u64::MAX);
-        assert_format_error(
-            &with(f32_entry("w", &huge, 0, 8), &data),
-            &["tensor \"w\"", "too many elements"],
-        );
-        assert_format_error(
-            &with(f32_entry("w", "[3]", 0, 8), &data),
-            &["tensor \"w\"", "[0, 8] do not span the 12 bytes"],
-        );
-        assert_format_error(
-            &with(f32_entry("w", "[0]", 8, 0), &data),
-            &["tensor \"w\"", "do not span"],
-        );
+        assert_format_error(&with(f32_entry("w", &huge, 0, 8), &data), &["tensor \"w\"", "too many elements"]);
+        assert_format_error(&with(f32_entry("w", "[3]", 0, 8), &data), &["tensor \"w\"", "[0, 8] do not span the 12 bytes"]);
+        assert_format_error(&with(f32_entry("w", "[0]", 8, 0), &data), &["tensor \"w\"", "do not span"]);
         assert_format_error(
             &with(f32_entry("w", "[4]", 0, 16), &data),
-            &[
-                "tensor \"w\"",
-                "run past the end of the data, which is 8 bytes",
-            ],
+            &["tensor \"w\"", "run past the end of the data, which is 8 bytes"],
         );
         let rank_65 = format!("[{}1]", "1,".repeat(64));
+        assert_format_error(&with(f32_entry("w", &rank_65, 0, 4), &data[..4]), &["tensor \"w\"", "more than 64 dimensions"]);
         assert_format_error(
-            &with(f32_entry("w", &rank_65, 0, 4), &data[..4]),
-            &["tensor \"w\"", "more than 64 dimensions"],
-        );
-        assert_format_error(
-            &with(
-                r#""w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}"#.into(),
-                &data[..4],
-            ),
+            &with(r#""w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}"#.into(), &data[..4]),
             &["tensor \"w\"", "unknown field `extra`"],
         );
-        let twice = format!(
-            "{},{}",
-            f32_entry("w", "[1]", 0, 4),
-            f32_entry("w", "[1]", 4, 8)
-        );
+        let twice = format!("{},{}", f32_entry("w", "[1]", 0, 4), f32_entry("w", "[1]", 4, 8));
         assert_format_error(&with(twice, &data), &["tensor \"w\"", "appears twice"]);
-        assert_format_error(
-            &with(r#""__metadata__":{"step":1000}"#.into(), &[]),
-            &["tensor \"__metadata__\"", "strings to strings"],
-        );
+        assert_format_error(&with(r#""__metadata__":{"step":1000}"#.into(), &[]), &["tensor \"__metadata__\"", "strings to strings"]);
     }
 
     #[test]
@@ -1007,25 +798,11 @@ mod tests {
         let with = |json: String, data: &[u8]| file_with_header(&format!("{{{json}}}"), data);
         // Two entries make a 108-byte header, padded to 112, so the data starts at file
         // byte 8 + 112 = 120 and data offset 4 is file byte 124.
-        let overlap = format!(
-            "{},{}",
-            f32_entry("a", "[2]", 0, 8),
-            f32_entry("b", "[2]", 4, 12)
-        );
+        let overlap = format!("{},{}", f32_entry("a", "[2]", 0, 8), f32_entry("b", "[2]", 4, 12));
         assert_eq!(with(overlap.clone(), &[]).len(), 120);
-        assert_format_error(
-            &with(overlap, &[0; 12]),
-            &["tensor \"b\"", "offset 124", "overlaps tensor \"a\""],
-        );
-        let gap = format!(
-            "{},{}",
-            f32_entry("a", "[1]", 0, 4),
-            f32_entry("b", "[1]", 8, 12)
-        );
-        assert_format_error(
-            &with(gap, &[0; 12]),
-            &["tensor \"b\"", "offset 124", "[4, 8)"],
-        );
+        assert_format_error(&with(overlap, &[0; 12]), &["tensor \"b\"", "offset 124", "overlaps tensor \"a\""]);
+        let gap = format!("{},{}", f32_entry("a", "[1]", 0, 4), f32_entry("b", "[1]", 8, 12));
+        assert_format_error(&with(gap, &[0; 12]), &["tensor \"b\"", "offset 124", "[4, 8)"]);
         let late_start = f32_entry("a", "[1]", 4, 8);
         assert_format_error(&with(late_start, &[0; 8]), &["tensor \"a\"", "[0, 4)"]);
         // One entry makes a 54-byte header, padded to 56: the data starts at byte 64, the

@@ -1,7 +1,7 @@
 //! The Module contract: parameter counts, unique names in a stable order, seeded
 //! initialisation, clones, modes, and shapes through the models.
 
-use nn::{Dropout, Mode, MlpConfig, MlpDenoiser, Module, UNet, UNetConfig};
+use nn::{Dropout, MlpConfig, MlpDenoiser, Mode, Module, UNet, UNetConfig};
 use std::collections::HashSet;
 use tensor::{no_grad, rng, Result, Tensor};
 
@@ -31,7 +31,15 @@ fn parameter_names_are_unique_hierarchical_and_in_forward_order() -> Result<()> 
     assert_eq!(names[0], "time_embed.linear1.weight");
     assert_eq!(names[4], "input_conv.weight");
     assert_eq!(names.last().map(String::as_str), Some("out.conv.bias"));
-    for expected in ["down.0.res.1.conv1.weight", "down.2.attn.1.qkv.bias", "down.1.downsample.conv.weight", "mid.attn.proj.weight", "up.2.res.0.skip.weight", "up.1.upsample.conv.bias", "up.0.res.2.time_proj.weight"] {
+    for expected in [
+        "down.0.res.1.conv1.weight",
+        "down.2.attn.1.qkv.bias",
+        "down.1.downsample.conv.weight",
+        "mid.attn.proj.weight",
+        "up.2.res.0.skip.weight",
+        "up.1.upsample.conv.bias",
+        "up.0.res.2.time_proj.weight",
+    ] {
         assert!(names.iter().any(|n| n == expected), "no parameter {expected}");
     }
     // No attention outside the 7x7 level, no downsample at the last level.
@@ -147,7 +155,19 @@ fn mlp_denoiser_for_toy_data_and_flattened_mnist() -> Result<()> {
     // (2 + 32) * 128 + 128 + 2 * (128 * 128 + 128) + 128 * 2 + 2
     assert_eq!(toy.num_params(), 34 * 128 + 128 + 2 * (128 * 128 + 128) + 128 * 2 + 2);
     let names: Vec<String> = toy.named_params().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["input.weight", "input.bias", "hidden.0.weight", "hidden.0.bias", "hidden.1.weight", "hidden.1.bias", "output.weight", "output.bias"]);
+    assert_eq!(
+        names,
+        [
+            "input.weight",
+            "input.bias",
+            "hidden.0.weight",
+            "hidden.0.bias",
+            "hidden.1.weight",
+            "hidden.1.bias",
+            "output.weight",
+            "output.bias"
+        ]
+    );
     let mnist = MlpDenoiser::<f32>::new(&MlpConfig { hidden_dim: 64, ..MlpConfig::mnist() }, &mut rng(0))?;
     let x = Tensor::randn(&[2, 1, 28, 28], &mut rng(1));
     assert_eq!(mnist.forward(&x, &[5, 6])?.dims(), &[2, 1, 28, 28]);

@@ -125,9 +125,7 @@ impl<T: Float> Tensor<T> {
     /// [`Tensor::backward_with`]) or does not depend on any variable.
     pub fn backward(&self) -> Result<GradStore<T>> {
         if self.elem_count() != 1 {
-            return Err(Error::Backward {
-                msg: format!("backward() needs a scalar, the shape is {:?}; use backward_with", self.dims()),
-            });
+            return Err(Error::Backward { msg: format!("backward() needs a scalar, the shape is {:?}; use backward_with", self.dims()) });
         }
         self.backward_with(&Tensor::ones(self.dims()))
     }
@@ -139,14 +137,10 @@ impl<T: Float> Tensor<T> {
     /// [`Error::Backward`] on a shape mismatch or when nothing requires a gradient.
     pub fn backward_with(&self, grad: &Tensor<T>) -> Result<GradStore<T>> {
         if grad.dims() != self.dims() {
-            return Err(Error::Backward {
-                msg: format!("upstream gradient {:?} for an output of shape {:?}", grad.dims(), self.dims()),
-            });
+            return Err(Error::Backward { msg: format!("upstream gradient {:?} for an output of shape {:?}", grad.dims(), self.dims()) });
         }
         if !self.requires_grad_flag() {
-            return Err(Error::Backward {
-                msg: "the tensor does not depend on any tensor that requires a gradient".into(),
-            });
+            return Err(Error::Backward { msg: "the tensor does not depend on any tensor that requires a gradient".into() });
         }
         let _guard = NoGradGuard::new();
         let order = self.topological_order();
@@ -229,16 +223,12 @@ fn backward_op<T: Float>(op: &Op<T>, out: &Tensor<T>, g: &Tensor<T>) -> Result<V
         Op::Copy(_) => one(Ok(g.clone())),
         Op::Cat { xs, axis } => view::cat_backward(xs, *axis, g).map(|v| v.into_iter().map(Some).collect()),
         Op::Matmul(a, b) => two(matmul::matmul_backward(a, b, g)),
-        Op::Conv2d { x, weight, bias, stride, padding } => {
-            conv::conv2d_backward(x, weight, bias.is_some(), *stride, *padding, g)
-        }
+        Op::Conv2d { x, weight, bias, stride, padding } => conv::conv2d_backward(x, weight, bias.is_some(), *stride, *padding, g),
         Op::GroupNorm { x, weight, groups, mean, rstd, .. } => {
             norm::group_norm_backward(x, weight, *groups, mean, rstd, g).map(|(gx, gw, gb)| vec![Some(gx), Some(gw), Some(gb)])
         }
         Op::UpsampleNearest2d { x, scale } => one(upsample::upsample_nearest2d_backward(x, *scale, g)),
-        Op::Where { mask, a, b } => {
-            select::where_backward(mask, a, b, g).map(|(ga, gb)| vec![None, Some(ga), Some(gb)])
-        }
+        Op::Where { mask, a, b } => select::where_backward(mask, a, b, g).map(|(ga, gb)| vec![None, Some(ga), Some(gb)]),
         Op::IndexSelect { x, axis, indices } => one(select::index_select_backward(x, *axis, indices, g)),
         Op::Gather { x, axis, index } => one(select::gather_backward(x, *axis, index, g)),
     }

@@ -36,7 +36,8 @@ pub const FD_STEP: f64 = 1e-6;
 /// # Errors
 /// Whatever `f` returns, or a backward error.
 pub fn gradcheck(f: impl Fn(&[Tensor<f64>]) -> Result<Tensor<f64>>, inputs: &[Tensor<f64>]) -> Result<GradCheck> {
-    let vars: Vec<Tensor<f64>> = inputs.iter().map(|x| Tensor::from_vec(x.to_vec(), x.dims()).map(Tensor::requires_grad)).collect::<Result<_>>()?;
+    let vars: Vec<Tensor<f64>> =
+        inputs.iter().map(|x| Tensor::from_vec(x.to_vec(), x.dims()).map(Tensor::requires_grad)).collect::<Result<_>>()?;
     let y = f(&vars)?;
     let upstream = Tensor::<f64>::randn(y.dims(), &mut rng(0x6772_6164));
     let kinds = y.topological_order().iter().filter_map(|t| t.op().map(|op| op.kind())).collect();

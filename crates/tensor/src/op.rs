@@ -35,27 +35,68 @@ pub enum Op<T: Float> {
     Div(Tensor<T>, Tensor<T>),
     Maximum(Tensor<T>, Tensor<T>),
     // Reductions (ops/reduce.rs). `axes` are sorted.
-    Sum { x: Tensor<T>, axes: Vec<usize> },
+    Sum {
+        x: Tensor<T>,
+        axes: Vec<usize>,
+    },
     /// `argmax[i]`: the row-major index in `x` of the maximum behind output element i.
-    Max { x: Tensor<T>, argmax: Arc<Vec<usize>> },
+    Max {
+        x: Tensor<T>,
+        argmax: Arc<Vec<usize>>,
+    },
     // Views and copies (ops/view.rs).
     Reshape(Tensor<T>),
     Permute(Tensor<T>, Vec<usize>),
-    Narrow { x: Tensor<T>, axis: usize, start: usize },
+    Narrow {
+        x: Tensor<T>,
+        axis: usize,
+        start: usize,
+    },
     BroadcastTo(Tensor<T>),
     Copy(Tensor<T>),
-    Cat { xs: Vec<Tensor<T>>, axis: usize },
+    Cat {
+        xs: Vec<Tensor<T>>,
+        axis: usize,
+    },
     // Linear algebra and convolution (ops/matmul.rs, ops/conv.rs).
     Matmul(Tensor<T>, Tensor<T>),
-    Conv2d { x: Tensor<T>, weight: Tensor<T>, bias: Option<Tensor<T>>, stride: usize, padding: usize },
+    Conv2d {
+        x: Tensor<T>,
+        weight: Tensor<T>,
+        bias: Option<Tensor<T>>,
+        stride: usize,
+        padding: usize,
+    },
     // Normalisation and resampling (ops/norm.rs, ops/upsample.rs).
     /// `mean`, `rstd`: per (n, group), saved by the forward for the backward.
-    GroupNorm { x: Tensor<T>, weight: Tensor<T>, bias: Tensor<T>, groups: usize, mean: Arc<Vec<T>>, rstd: Arc<Vec<T>> },
-    UpsampleNearest2d { x: Tensor<T>, scale: usize },
+    GroupNorm {
+        x: Tensor<T>,
+        weight: Tensor<T>,
+        bias: Tensor<T>,
+        groups: usize,
+        mean: Arc<Vec<T>>,
+        rstd: Arc<Vec<T>>,
+    },
+    UpsampleNearest2d {
+        x: Tensor<T>,
+        scale: usize,
+    },
     // Selection (ops/select.rs). The mask and the indices get no gradient.
-    Where { mask: Tensor<T>, a: Tensor<T>, b: Tensor<T> },
-    IndexSelect { x: Tensor<T>, axis: usize, indices: Arc<Vec<usize>> },
-    Gather { x: Tensor<T>, axis: usize, index: Arc<Vec<usize>> },
+    Where {
+        mask: Tensor<T>,
+        a: Tensor<T>,
+        b: Tensor<T>,
+    },
+    IndexSelect {
+        x: Tensor<T>,
+        axis: usize,
+        indices: Arc<Vec<usize>>,
+    },
+    Gather {
+        x: Tensor<T>,
+        axis: usize,
+        index: Arc<Vec<usize>>,
+    },
 }
 
 macro_rules! op_kinds {
@@ -72,9 +113,39 @@ macro_rules! op_kinds {
 }
 
 op_kinds!(
-    Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Silu, Gelu, Abs, Powf, Clamp, Affine, Add, Sub, Mul, Div,
-    Maximum, Sum, Max, Reshape, Permute, Narrow, BroadcastTo, Copy, Cat, Matmul, Conv2d, GroupNorm,
-    UpsampleNearest2d, Where, IndexSelect, Gather,
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Silu,
+    Gelu,
+    Abs,
+    Powf,
+    Clamp,
+    Affine,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Maximum,
+    Sum,
+    Max,
+    Reshape,
+    Permute,
+    Narrow,
+    BroadcastTo,
+    Copy,
+    Cat,
+    Matmul,
+    Conv2d,
+    GroupNorm,
+    UpsampleNearest2d,
+    Where,
+    IndexSelect,
+    Gather,
 );
 
 impl<T: Float> Op<T> {

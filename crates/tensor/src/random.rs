@@ -3,8 +3,8 @@
 //! values are drawn in f64 then rounded, so f32 and f64 tensors of one seed agree).
 
 use crate::element::Float;
-use crate::tensor::Tensor;
 use crate::shape::elem_count;
+use crate::tensor::Tensor;
 use rand::{Rng as _, SeedableRng};
 use rand_distr::StandardNormal;
 

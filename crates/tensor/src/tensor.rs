@@ -149,13 +149,7 @@ impl<T: Float> Tensor<T> {
 
     fn node(storage: Arc<Vec<T>>, layout: Layout, op: Op<T>) -> Self {
         let track = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad_flag());
-        Tensor(Arc::new(Inner {
-            id: TensorId::next(),
-            storage,
-            layout,
-            op: if track { Some(op) } else { None },
-            requires_grad: track,
-        }))
+        Tensor(Arc::new(Inner { id: TensorId::next(), storage, layout, op: if track { Some(op) } else { None }, requires_grad: track }))
     }
 
     /// Marks this tensor as a leaf variable whose gradient [`Tensor::backward`]
@@ -260,10 +254,7 @@ impl<T: Float> Tensor<T> {
     /// [`Error::InvalidArgument`] when the tensor has more or fewer elements.
     pub fn item(&self) -> Result<T> {
         if self.elem_count() != 1 {
-            return Err(Error::InvalidArgument {
-                op: "item",
-                msg: format!("needs exactly one element, the shape is {:?}", self.dims()),
-            });
+            return Err(Error::InvalidArgument { op: "item", msg: format!("needs exactly one element, the shape is {:?}", self.dims()) });
         }
         Ok(self.contiguous_data()[0])
     }
@@ -281,9 +272,8 @@ impl<T: Float> Tensor<T> {
     /// when nothing else shares it; otherwise it is copied first (copy on write), so
     /// a graph that still holds the old values is never changed behind its back.
     pub fn update_data(&mut self, f: impl FnOnce(&mut [T])) {
-        let unique_contiguous = self.0.layout.is_contiguous()
-            && self.0.layout.offset() == 0
-            && self.0.storage.len() == self.0.layout.elem_count();
+        let unique_contiguous =
+            self.0.layout.is_contiguous() && self.0.layout.offset() == 0 && self.0.storage.len() == self.0.layout.elem_count();
         if unique_contiguous {
             if let Some(inner) = Arc::get_mut(&mut self.0) {
                 if let Some(data) = Arc::get_mut(&mut inner.storage) {

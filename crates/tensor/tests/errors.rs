@@ -27,10 +27,7 @@ fn broadcast_of_incompatible_shapes() {
 #[test]
 fn conv_with_wrong_channel_count() {
     let err = zeros(&[1, 3, 8, 8]).conv2d(&zeros(&[4, 2, 3, 3]), None, 1, 1).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "conv2d: shape mismatch: x [1, 3, 8, 8] has 3 channels but weight [4, 2, 3, 3] expects 2"
-    );
+    assert_eq!(err.to_string(), "conv2d: shape mismatch: x [1, 3, 8, 8] has 3 channels but weight [4, 2, 3, 3] expects 2");
 }
 
 #[test]

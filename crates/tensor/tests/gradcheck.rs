@@ -59,28 +59,64 @@ fn cases() -> Vec<(&'static str, F, Vec<Tensor<f64>>)> {
         ("narrow", Box::new(|x: &[Tensor<f64>]| Ok(x[0].narrow(1, 1, 2)?.sqr())), vec![randn(&[3, 4], 31)]),
         ("broadcast_to", Box::new(|x: &[Tensor<f64>]| Ok(x[0].broadcast_to(&[2, 3, 4])?.sin_like())), vec![randn(&[3, 1], 32)]),
         ("copy", Box::new(|x: &[Tensor<f64>]| x[0].t()?.contiguous()), vec![randn(&[2, 5], 33)]),
-        ("cat", Box::new(|x: &[Tensor<f64>]| Tensor::cat(&[x[0].clone(), x[1].t()?, x[0].sqr()], 1)), vec![randn(&[2, 3], 34), randn(&[1, 2], 35)]),
-        ("stack", Box::new(|x: &[Tensor<f64>]| Tensor::stack(&[x[0].clone(), x[1].exp()], 0)), vec![randn(&[2, 3], 36), randn(&[2, 3], 37)]),
+        (
+            "cat",
+            Box::new(|x: &[Tensor<f64>]| Tensor::cat(&[x[0].clone(), x[1].t()?, x[0].sqr()], 1)),
+            vec![randn(&[2, 3], 34), randn(&[1, 2], 35)],
+        ),
+        (
+            "stack",
+            Box::new(|x: &[Tensor<f64>]| Tensor::stack(&[x[0].clone(), x[1].exp()], 0)),
+            vec![randn(&[2, 3], 36), randn(&[2, 3], 37)],
+        ),
         // Batched, broadcast batch axes, transposed (strided) operands.
         ("matmul", Box::new(|x: &[Tensor<f64>]| x[0].matmul(&x[1])), vec![randn(&[2, 1, 3, 4], 38), randn(&[3, 4, 5], 39)]),
         ("matmul transposed", Box::new(|x: &[Tensor<f64>]| x[0].t()?.matmul(&x[1].t()?)), vec![randn(&[4, 3], 40), randn(&[5, 4], 41)]),
-        ("linear", Box::new(|x: &[Tensor<f64>]| x[0].linear(&x[1], Some(&x[2]))), vec![randn(&[3, 4], 42), randn(&[2, 4], 43), randn(&[2], 44)]),
-        ("conv2d stride 2 pad 1", Box::new(|x: &[Tensor<f64>]| x[0].conv2d(&x[1], Some(&x[2]), 2, 1)), vec![randn(&[2, 3, 5, 4], 45), randn(&[2, 3, 3, 3], 46), randn(&[2], 47)]),
-        ("conv2d 2x3 no bias", Box::new(|x: &[Tensor<f64>]| x[0].conv2d(&x[1], None, 1, 0)), vec![randn(&[1, 2, 4, 5], 48), randn(&[3, 2, 2, 3], 49)]),
-        ("group_norm", Box::new(|x: &[Tensor<f64>]| x[0].group_norm(2, &x[1], &x[2], 1e-5)), vec![randn(&[2, 4, 3, 3], 50), randn(&[4], 51), randn(&[4], 52)]),
-        ("group_norm composed", Box::new(|x: &[Tensor<f64>]| group_norm_composed(&x[0], 2, &x[1], &x[2], 1e-5)), vec![randn(&[2, 4, 3, 1], 53), randn(&[4], 54), randn(&[4], 55)]),
+        (
+            "linear",
+            Box::new(|x: &[Tensor<f64>]| x[0].linear(&x[1], Some(&x[2]))),
+            vec![randn(&[3, 4], 42), randn(&[2, 4], 43), randn(&[2], 44)],
+        ),
+        (
+            "conv2d stride 2 pad 1",
+            Box::new(|x: &[Tensor<f64>]| x[0].conv2d(&x[1], Some(&x[2]), 2, 1)),
+            vec![randn(&[2, 3, 5, 4], 45), randn(&[2, 3, 3, 3], 46), randn(&[2], 47)],
+        ),
+        (
+            "conv2d 2x3 no bias",
+            Box::new(|x: &[Tensor<f64>]| x[0].conv2d(&x[1], None, 1, 0)),
+            vec![randn(&[1, 2, 4, 5], 48), randn(&[3, 2, 2, 3], 49)],
+        ),
+        (
+            "group_norm",
+            Box::new(|x: &[Tensor<f64>]| x[0].group_norm(2, &x[1], &x[2], 1e-5)),
+            vec![randn(&[2, 4, 3, 3], 50), randn(&[4], 51), randn(&[4], 52)],
+        ),
+        (
+            "group_norm composed",
+            Box::new(|x: &[Tensor<f64>]| group_norm_composed(&x[0], 2, &x[1], &x[2], 1e-5)),
+            vec![randn(&[2, 4, 3, 1], 53), randn(&[4], 54), randn(&[4], 55)],
+        ),
         ("upsample_nearest2d", Box::new(|x: &[Tensor<f64>]| x[0].upsample_nearest2d(2)), vec![randn(&[1, 2, 2, 3], 56)]),
-        ("where", Box::new(|x: &[Tensor<f64>]| {
-            let mask = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0], &[2, 3])?;
-            mask.where_cond(&x[0], &x[1])
-        }), vec![randn(&[2, 3], 57), randn(&[3], 58)]),
+        (
+            "where",
+            Box::new(|x: &[Tensor<f64>]| {
+                let mask = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0], &[2, 3])?;
+                mask.where_cond(&x[0], &x[1])
+            }),
+            vec![randn(&[2, 3], 57), randn(&[3], 58)],
+        ),
         ("index_select", Box::new(|x: &[Tensor<f64>]| x[0].index_select(1, &[2, 0, 2])), vec![randn(&[2, 3, 2], 59)]),
         ("gather", Box::new(|x: &[Tensor<f64>]| x[0].gather(1, &[1, 1, 0, 3, 2, 2], &[3, 2])), vec![randn(&[3, 4], 60)]),
         ("softmax", Box::new(|x: &[Tensor<f64>]| x[0].softmax(1)), vec![randn(&[3, 5], 61)]),
         ("log_softmax", Box::new(|x: &[Tensor<f64>]| x[0].log_softmax(0)), vec![randn(&[4, 2], 62)]),
         ("mse_loss", Box::new(|x: &[Tensor<f64>]| x[0].mse_loss(&x[1])), vec![randn(&[2, 3], 63), randn(&[2, 3], 64)]),
         ("cross_entropy", Box::new(|x: &[Tensor<f64>]| x[0].cross_entropy(&[2, 0, 1])), vec![randn(&[3, 4], 65)]),
-        ("attention", Box::new(|x: &[Tensor<f64>]| attention(&x[0], &x[1], &x[2])), vec![randn(&[2, 3, 5], 66), randn(&[2, 3, 5], 67), randn(&[2, 3, 5], 68)]),
+        (
+            "attention",
+            Box::new(|x: &[Tensor<f64>]| attention(&x[0], &x[1], &x[2])),
+            vec![randn(&[2, 3, 5], 66), randn(&[2, 3, 5], 67), randn(&[2, 3, 5], 68)],
+        ),
     ]
 }
 

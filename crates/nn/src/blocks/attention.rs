@@ -43,7 +43,10 @@ impl<T: Float> AttentionBlock<T> {
     /// [`Error::ShapeMismatch`] when `x` is not `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         if x.rank() != 4 {
-            return Err(Error::ShapeMismatch { op: "AttentionBlock::forward", msg: format!("x needs shape [B, C, H, W], got {:?}", x.dims()) });
+            return Err(Error::ShapeMismatch {
+                op: "AttentionBlock::forward",
+                msg: format!("x needs shape [B, C, H, W], got {:?}", x.dims()),
+            });
         }
         let (b, c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
         let qkv = self.qkv.forward(&self.norm.forward(x)?)?.reshape(&[b, 3 * c, h * w])?; // [B, 3C, L]

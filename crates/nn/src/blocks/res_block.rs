@@ -69,7 +69,10 @@ impl<T: Float> ResBlock<T> {
     /// images of side `size`.
     #[must_use]
     pub fn flops(&self, n: usize, size: usize) -> f64 {
-        self.conv1.flops(n, size) + self.time_proj.flops(n) + self.conv2.flops(n, size) + self.skip.as_ref().map_or(0.0, |s| s.flops(n, size))
+        self.conv1.flops(n, size)
+            + self.time_proj.flops(n)
+            + self.conv2.flops(n, size)
+            + self.skip.as_ref().map_or(0.0, |s| s.flops(n, size))
     }
 }
 

@@ -29,10 +29,7 @@ pub const MAX_PERIOD: f64 = 10_000.0;
 /// divides by `dim / 2 - 1`).
 pub fn timestep_embedding<T: Float>(t: &[f64], dim: usize) -> Result<Tensor<T>> {
     if dim < 4 || !dim.is_multiple_of(2) {
-        return Err(Error::InvalidArgument {
-            op: "timestep_embedding",
-            msg: format!("dim must be even and at least 4, got {dim}"),
-        });
+        return Err(Error::InvalidArgument { op: "timestep_embedding", msg: format!("dim must be even and at least 4, got {dim}") });
     }
     let half = dim / 2;
     let frequencies: Vec<f64> = (0..half).map(|i| (-MAX_PERIOD.ln() * i as f64 / (half - 1) as f64).exp()).collect();

@@ -56,7 +56,10 @@ impl<T: Float> Classifier<T> {
     /// [`Error::ShapeMismatch`] unless `x` is `[B, 1, 28, 28]`.
     pub fn features(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         if x.rank() != 4 || x.dims()[1..] != [1, 28, 28] {
-            return Err(Error::ShapeMismatch { op: "Classifier::features", msg: format!("images {:?}; expected [B, 1, 28, 28]", x.dims()) });
+            return Err(Error::ShapeMismatch {
+                op: "Classifier::features",
+                msg: format!("images {:?}; expected [B, 1, 28, 28]", x.dims()),
+            });
         }
         let mut h = x.clone();
         for conv in &self.conv {

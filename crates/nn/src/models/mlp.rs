@@ -99,7 +99,12 @@ impl<T: Float> MlpDenoiser<T> {
         if x_t.rank() < 2 || b != t.len() || x_t.elem_count() != b * self.config.data_dim {
             return Err(Error::ShapeMismatch {
                 op: "MlpDenoiser::forward",
-                msg: format!("x_t {:?} with {} timesteps; expected B samples of {} elements and B timesteps", x_t.dims(), t.len(), self.config.data_dim),
+                msg: format!(
+                    "x_t {:?} with {} timesteps; expected B samples of {} elements and B timesteps",
+                    x_t.dims(),
+                    t.len(),
+                    self.config.data_dim
+                ),
             });
         }
         let x = x_t.reshape(&[b, self.config.data_dim])?; // [B, D]

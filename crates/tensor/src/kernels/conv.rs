@@ -118,8 +118,7 @@ impl Conv2dGeometry {
     /// Multiply-adds times 2 of the forward pass: `2 N K OH OW C KH KW`.
     /// Each backward pass (grad input, grad weight) costs the same.
     pub fn flops(&self) -> f64 {
-        2.0 * (self.n * self.k * self.out_h() * self.out_w()) as f64
-            * (self.c * self.kh * self.kw) as f64
+        2.0 * (self.n * self.k * self.out_h() * self.out_w()) as f64 * (self.c * self.kh * self.kw) as f64
     }
 
     fn assert_valid(&self) {
@@ -197,10 +196,7 @@ impl Conv2dGeometry {
     /// Panics unless each slice has the length its shape needs.
     fn assert_lengths(&self, op: &str, lengths: &[(&str, usize, usize)]) {
         for &(name, len, want) in lengths {
-            assert!(
-                len == want,
-                "{op}: {name} has {len} elements, geometry {self:?} needs {want}"
-            );
+            assert!(len == want, "{op}: {name} has {len} elements, geometry {self:?} needs {want}");
         }
     }
 }
@@ -232,20 +228,11 @@ fn per_image_threading(images: usize) -> Threading {
 /// The output positions `o` (rows `oh` or columns `ow`) whose input
 /// position `o*S + offset - P` falls inside `0..in_len`, for kernel offset
 /// `offset` (`i` or `j`); the others read padding. A contiguous range.
-fn inside(
-    out_len: usize,
-    in_len: usize,
-    stride: usize,
-    padding: usize,
-    offset: usize,
-) -> std::ops::Range<usize> {
+fn inside(out_len: usize, in_len: usize, stride: usize, padding: usize, offset: usize) -> std::ops::Range<usize> {
     // o*S + offset >= P      <=>  o >= ceil((P - offset) / S)
     let lo = padding.saturating_sub(offset).div_ceil(stride);
     // o*S + offset - P < in  <=>  o < ceil((in + P - offset) / S)
-    let hi = (in_len + padding)
-        .saturating_sub(offset)
-        .div_ceil(stride)
-        .min(out_len);
+    let hi = (in_len + padding).saturating_sub(offset).div_ceil(stride).min(out_len);
     lo.min(hi)..hi
 }
 
@@ -270,8 +257,7 @@ fn im2col<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], cols: &mut [T]) {
                     if s == 1 {
                         // Stride 1: the inside part is a shifted copy of the input row.
                         let shift = ow_inside.start + j - p;
-                        out[ow_inside.clone()]
-                            .copy_from_slice(&x_row[shift..shift + ow_inside.len()]);
+                        out[ow_inside.clone()].copy_from_slice(&x_row[shift..shift + ow_inside.len()]);
                     } else {
                         for ow in ow_inside.clone() {
                             out[ow] = x_row[ow * s + j - p];
@@ -322,43 +308,20 @@ fn col2im<T: GemmScalar>(g: &Conv2dGeometry, dcols: &[T], dx: &mut [T]) {
 ///
 /// # Panics
 /// If a slice length does not match the geometry.
-pub fn conv2d_forward<T: GemmScalar>(
-    g: &Conv2dGeometry,
-    x: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    out: &mut [T],
-) {
+pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
     let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
-    g.assert_lengths(
-        "conv2d_forward",
-        &[
-            ("x", x.len(), g.n * chw),
-            ("weight", weight.len(), g.k * r),
-            ("out", out.len(), g.n * g.k * l),
-        ],
-    );
+    g.assert_lengths("conv2d_forward", &[("x", x.len(), g.n * chw), ("weight", weight.len(), g.k * r), ("out", out.len(), g.n * g.k * l)]);
     if let Some(bias) = bias {
         g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
     }
     let weight = row_major(weight, g.k, r);
     let threading = per_image_threading(g.n);
-    let images = x
-        .par_chunks_exact(chw.max(1))
-        .zip(out.par_chunks_exact_mut((g.k * l).max(1)));
+    let images = x.par_chunks_exact(chw.max(1)).zip(out.par_chunks_exact_mut((g.k * l).max(1)));
     images.for_each(|(x_n, out_n)| {
         if g.is_pointwise() {
             let beta = fill_bias(bias, out_n, l);
             let x_n = row_major(x_n, r, l);
-            gemm_with(
-                Kernel::best(),
-                threading,
-                T::ONE,
-                weight,
-                x_n,
-                beta,
-                row_major_mut(out_n, g.k, l),
-            );
+            gemm_with(Kernel::best(), threading, T::ONE, weight, x_n, beta, row_major_mut(out_n, g.k, l));
         } else if g.stride == 1 {
             let pg = g.padded();
             let padded_len = g.c * pg.hp * pg.wp;
@@ -372,15 +335,7 @@ pub fn conv2d_forward<T: GemmScalar>(
                 im2col(g, x_n, cols);
                 let beta = fill_bias(bias, out_n, l);
                 let cols = row_major(cols, r, l);
-                gemm_with(
-                    Kernel::best(),
-                    threading,
-                    T::ONE,
-                    weight,
-                    cols,
-                    beta,
-                    row_major_mut(out_n, g.k, l),
-                );
+                gemm_with(Kernel::best(), threading, T::ONE, weight, cols, beta, row_major_mut(out_n, g.k, l));
             });
         }
     });
@@ -404,14 +359,7 @@ fn fill_bias<T: GemmScalar>(bias: Option<&[T]>, out: &mut [T], l: usize) -> T {
 /// `out (M, OH, OW) = weight (M, R) @ cols + bias`, `xpad` (C, HP, WP) plus
 /// slack. The GEMM fills an (M, OH * WP) scratch in the padded coordinates
 /// of [`Im2col`]; copying it out drops the junk columns `ow >= OW`.
-fn conv_padded<T: GemmScalar>(
-    weight: MatRef<T>,
-    xpad: &[T],
-    pg: PaddedGeometry,
-    bias: Option<&[T]>,
-    threading: Threading,
-    out: &mut [T],
-) {
+fn conv_padded<T: GemmScalar>(weight: MatRef<T>, xpad: &[T], pg: PaddedGeometry, bias: Option<&[T]>, threading: Threading, out: &mut [T]) {
     let (m, wide) = (weight.rows(), pg.out_h * pg.wp);
     with_scratch(m * wide, |out_wide: &mut [T]| {
         let cols = Im2col { xpad, g: pg };
@@ -420,10 +368,7 @@ fn conv_padded<T: GemmScalar>(
         let rows = out.chunks_exact_mut((pg.out_h * pg.out_w).max(1));
         for (k, (out_k, wide_k)) in rows.zip(out_wide.chunks_exact(wide)).enumerate() {
             let b = bias.map_or(T::ZERO, |bias| bias[k]);
-            for (out_row, wide_row) in out_k
-                .chunks_exact_mut(pg.out_w)
-                .zip(wide_k.chunks_exact(pg.wp))
-            {
+            for (out_row, wide_row) in out_k.chunks_exact_mut(pg.out_w).zip(wide_k.chunks_exact(pg.wp)) {
                 for (o, &v) in out_row.iter_mut().zip(wide_row) {
                     *o = v + b;
                 }
@@ -440,20 +385,11 @@ fn conv_padded<T: GemmScalar>(
 ///
 /// # Panics
 /// If a slice length does not match the geometry.
-pub fn conv2d_backward_input<T: GemmScalar>(
-    g: &Conv2dGeometry,
-    grad_out: &[T],
-    weight: &[T],
-    grad_x: &mut [T],
-) {
+pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], weight: &[T], grad_x: &mut [T]) {
     let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
     g.assert_lengths(
         "conv2d_backward_input",
-        &[
-            ("grad_out", grad_out.len(), g.n * g.k * l),
-            ("weight", weight.len(), g.k * r),
-            ("grad_x", grad_x.len(), g.n * chw),
-        ],
+        &[("grad_out", grad_out.len(), g.n * g.k * l), ("weight", weight.len(), g.k * r), ("grad_x", grad_x.len(), g.n * chw)],
     );
     let threading = per_image_threading(g.n);
     if let Some(flipped) = g.flipped() {
@@ -463,50 +399,27 @@ pub fn conv2d_backward_input<T: GemmScalar>(
             flip_weight(g, weight, weight_flipped);
             let weight_flipped = row_major(weight_flipped, g.c, r_flipped);
             let (ph, pw) = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
-            let images = grad_out
-                .par_chunks_exact((g.k * l).max(1))
-                .zip(grad_x.par_chunks_exact_mut(chw.max(1)));
+            let images = grad_out.par_chunks_exact((g.k * l).max(1)).zip(grad_x.par_chunks_exact_mut(chw.max(1)));
             images.for_each(|(dout_n, dx_n)| {
                 let padded_len = g.k * flipped.hp * flipped.wp;
-                with_scratch(
-                    padded_len + Im2col::<T>::slack(&flipped),
-                    |dout_pad: &mut [T]| {
-                        pad_chw(dout_n, (g.out_h(), g.out_w()), (ph, pw), dout_pad);
-                        dout_pad[padded_len..].fill(T::ZERO);
-                        conv_padded(weight_flipped, dout_pad, flipped, None, threading, dx_n);
-                    },
-                );
+                with_scratch(padded_len + Im2col::<T>::slack(&flipped), |dout_pad: &mut [T]| {
+                    pad_chw(dout_n, (g.out_h(), g.out_w()), (ph, pw), dout_pad);
+                    dout_pad[padded_len..].fill(T::ZERO);
+                    conv_padded(weight_flipped, dout_pad, flipped, None, threading, dx_n);
+                });
             });
         });
         return;
     }
     let weight_t = row_major(weight, g.k, r).t();
-    let images = grad_out
-        .par_chunks_exact((g.k * l).max(1))
-        .zip(grad_x.par_chunks_exact_mut(chw.max(1)));
+    let images = grad_out.par_chunks_exact((g.k * l).max(1)).zip(grad_x.par_chunks_exact_mut(chw.max(1)));
     images.for_each(|(dout_n, dx_n)| {
         let dout_n = row_major(dout_n, g.k, l);
         if g.is_pointwise() {
-            gemm_with(
-                Kernel::best(),
-                threading,
-                T::ONE,
-                weight_t,
-                dout_n,
-                T::ZERO,
-                row_major_mut(dx_n, r, l),
-            );
+            gemm_with(Kernel::best(), threading, T::ONE, weight_t, dout_n, T::ZERO, row_major_mut(dx_n, r, l));
         } else {
             with_scratch(r * l, |dcols: &mut [T]| {
-                gemm_with(
-                    Kernel::best(),
-                    threading,
-                    T::ONE,
-                    weight_t,
-                    dout_n,
-                    T::ZERO,
-                    row_major_mut(dcols, r, l),
-                );
+                gemm_with(Kernel::best(), threading, T::ONE, weight_t, dout_n, T::ZERO, row_major_mut(dcols, r, l));
                 col2im(g, dcols, dx_n);
             });
         }
@@ -522,29 +435,17 @@ pub fn conv2d_backward_input<T: GemmScalar>(
 ///
 /// # Panics
 /// If a slice length does not match the geometry.
-pub fn conv2d_backward_weight<T: GemmScalar>(
-    g: &Conv2dGeometry,
-    x: &[T],
-    grad_out: &[T],
-    grad_w: &mut [T],
-    grad_b: Option<&mut [T]>,
-) {
+pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_out: &[T], grad_w: &mut [T], grad_b: Option<&mut [T]>) {
     let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
     g.assert_lengths(
         "conv2d_backward_weight",
-        &[
-            ("x", x.len(), g.n * chw),
-            ("grad_out", grad_out.len(), g.n * g.k * l),
-            ("grad_w", grad_w.len(), g.k * r),
-        ],
+        &[("x", x.len(), g.n * chw), ("grad_out", grad_out.len(), g.n * g.k * l), ("grad_w", grad_w.len(), g.k * r)],
     );
     if let Some(grad_b) = grad_b {
         g.assert_lengths("conv2d_backward_weight", &[("grad_b", grad_b.len(), g.k)]);
         // Row k of every image's grad_out, summed image by image.
         grad_b.par_iter_mut().enumerate().for_each(|(k, db)| {
-            *db = grad_out.chunks_exact(g.k * l).fold(T::ZERO, |sum, dout_n| {
-                dout_n[k * l..][..l].iter().fold(sum, |s, &d| s + d)
-            });
+            *db = grad_out.chunks_exact(g.k * l).fold(T::ZERO, |sum, dout_n| dout_n[k * l..][..l].iter().fold(sum, |s, &d| s + d));
         });
     }
     if g.n == 0 {
@@ -561,48 +462,26 @@ pub fn conv2d_backward_weight<T: GemmScalar>(
     let chunk_dout = WEIGHT_GRAD_CHUNK * g.k * l;
     let threading = per_image_threading(chunks);
     with_scratch(chunks * kr, |partials: &mut [T]| {
-        partials
-            .par_chunks_exact_mut(kr.max(1))
-            .zip(
-                x.par_chunks(chunk_x.max(1))
-                    .zip(grad_out.par_chunks(chunk_dout.max(1))),
-            )
-            .for_each(|(partial, (x_chunk, dout_chunk))| {
-                let images = x_chunk
-                    .chunks_exact(chw.max(1))
-                    .zip(dout_chunk.chunks_exact((g.k * l).max(1)));
+        partials.par_chunks_exact_mut(kr.max(1)).zip(x.par_chunks(chunk_x.max(1)).zip(grad_out.par_chunks(chunk_dout.max(1)))).for_each(
+            |(partial, (x_chunk, dout_chunk))| {
+                let images = x_chunk.chunks_exact(chw.max(1)).zip(dout_chunk.chunks_exact((g.k * l).max(1)));
                 for (i, (x_n, dout_n)) in images.enumerate() {
                     let beta = if i == 0 { T::ZERO } else { T::ONE };
                     let dout_n = row_major(dout_n, g.k, l);
                     let partial = row_major_mut(partial, g.k, r);
                     if g.is_pointwise() {
-                        gemm_with(
-                            Kernel::best(),
-                            threading,
-                            T::ONE,
-                            dout_n,
-                            row_major(x_n, r, l).t(),
-                            beta,
-                            partial,
-                        );
+                        gemm_with(Kernel::best(), threading, T::ONE, dout_n, row_major(x_n, r, l).t(), beta, partial);
                     } else {
                         let pg = g.padded();
                         with_scratch(pg.hp * pg.wp * g.c, |xhwc: &mut [T]| {
                             pad_hwc(x_n, (g.c, g.h, g.w), g.padding, xhwc);
                             let rows = Im2row { xhwc, g: pg };
-                            gemm_packed_b(
-                                Kernel::best(),
-                                threading,
-                                T::ONE,
-                                dout_n,
-                                &rows,
-                                beta,
-                                partial,
-                            );
+                            gemm_packed_b(Kernel::best(), threading, T::ONE, dout_n, &rows, beta, partial);
                         });
                     }
                 }
-            });
+            },
+        );
         // Add the partials in chunk order, into the first.
         let (sum, rest) = partials.split_at_mut(kr);
         for partial in rest.chunks_exact(kr.max(1)) {
@@ -642,13 +521,7 @@ fn flip_weight<T: GemmScalar>(g: &Conv2dGeometry, weight: &[T], weight_flipped: 
 
 /// Forward by the definition: seven nested loops, no im2col. The oracle for
 /// [`conv2d_forward`]; same arguments.
-pub fn conv2d_forward_naive<T: GemmScalar>(
-    g: &Conv2dGeometry,
-    x: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    out: &mut [T],
-) {
+pub fn conv2d_forward_naive<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
     let (oh_n, ow_n) = (g.out_h(), g.out_w());
     for n in 0..g.n {
         for k in 0..g.k {
@@ -658,11 +531,8 @@ pub fn conv2d_forward_naive<T: GemmScalar>(
                     for c in 0..g.c {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
-                                if let Some(x_val) =
-                                    input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j)
-                                {
-                                    sum =
-                                        sum + weight[((k * g.c + c) * g.kh + i) * g.kw + j] * x_val;
+                                if let Some(x_val) = input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j) {
+                                    sum = sum + weight[((k * g.c + c) * g.kh + i) * g.kw + j] * x_val;
                                 }
                             }
                         }
@@ -676,12 +546,7 @@ pub fn conv2d_forward_naive<T: GemmScalar>(
 
 /// Grad input by the definition: every output gradient, times each weight,
 /// added onto the input it touched. Oracle for [`conv2d_backward_input`].
-pub fn conv2d_backward_input_naive<T: GemmScalar>(
-    g: &Conv2dGeometry,
-    grad_out: &[T],
-    weight: &[T],
-    grad_x: &mut [T],
-) {
+pub fn conv2d_backward_input_naive<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], weight: &[T], grad_x: &mut [T]) {
     let (oh_n, ow_n) = (g.out_h(), g.out_w());
     grad_x.fill(T::ZERO);
     for n in 0..g.n {
@@ -692,11 +557,8 @@ pub fn conv2d_backward_input_naive<T: GemmScalar>(
                     for c in 0..g.c {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
-                                if let Some(idx) =
-                                    input_index(g, n, c, oh * g.stride + i, ow * g.stride + j)
-                                {
-                                    grad_x[idx] = grad_x[idx]
-                                        + d * weight[((k * g.c + c) * g.kh + i) * g.kw + j];
+                                if let Some(idx) = input_index(g, n, c, oh * g.stride + i, ow * g.stride + j) {
+                                    grad_x[idx] = grad_x[idx] + d * weight[((k * g.c + c) * g.kh + i) * g.kw + j];
                                 }
                             }
                         }
@@ -732,9 +594,7 @@ pub fn conv2d_backward_weight_naive<T: GemmScalar>(
                     for c in 0..g.c {
                         for i in 0..g.kh {
                             for j in 0..g.kw {
-                                if let Some(x_val) =
-                                    input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j)
-                                {
+                                if let Some(x_val) = input_at(g, x, n, c, oh * g.stride + i, ow * g.stride + j) {
                                     let w = &mut grad_w[((k * g.c + c) * g.kh + i) * g.kw + j];
                                     *w = *w + d * x_val;
                                 }
@@ -755,14 +615,7 @@ fn input_index(g: &Conv2dGeometry, n: usize, c: usize, ph: usize, pw: usize) -> 
     Some(((n * g.c + c) * g.h + ih) * g.w + iw)
 }
 
-fn input_at<T: Copy>(
-    g: &Conv2dGeometry,
-    x: &[T],
-    n: usize,
-    c: usize,
-    ph: usize,
-    pw: usize,
-) -> Option<T> {
+fn input_at<T: Copy>(g: &Conv2dGeometry, x: &[T], n: usize, c: usize, ph: usize, pw: usize) -> Option<T> {
     input_index(g, n, c, ph, pw).map(|idx| x[idx])
 }
 

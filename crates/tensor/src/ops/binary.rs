@@ -25,22 +25,11 @@ pub(crate) fn broadcast_map<T: Float>(
     }
     let sa = broadcast_strides(a.layout(), &dims);
     let sb = broadcast_strides(b.layout(), &dims);
-    let data = zip_strided(
-        &dims,
-        (a.storage(), a.layout().offset(), sa),
-        (b.storage(), b.layout().offset(), sb),
-        f,
-    );
+    let data = zip_strided(&dims, (a.storage(), a.layout().offset(), sa), (b.storage(), b.layout().offset(), sb), f);
     Ok((data, dims))
 }
 
-fn binary<T: Float>(
-    name: &'static str,
-    a: &Tensor<T>,
-    b: &Tensor<T>,
-    f: impl Fn(T, T) -> T + Sync,
-    op: Op<T>,
-) -> Result<Tensor<T>> {
+fn binary<T: Float>(name: &'static str, a: &Tensor<T>, b: &Tensor<T>, f: impl Fn(T, T) -> T + Sync, op: Op<T>) -> Result<Tensor<T>> {
     let (data, dims) = broadcast_map(name, a, b, f)?;
     Ok(Tensor::from_op(data, &dims, op))
 }

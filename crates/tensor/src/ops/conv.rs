@@ -11,7 +11,13 @@ use crate::kernels::conv::{conv2d_backward_input, conv2d_backward_weight, conv2d
 use crate::op::Op;
 use crate::tensor::Tensor;
 
-fn geometry<T: Float>(x: &Tensor<T>, weight: &Tensor<T>, bias: Option<&Tensor<T>>, stride: usize, padding: usize) -> Result<Conv2dGeometry> {
+fn geometry<T: Float>(
+    x: &Tensor<T>,
+    weight: &Tensor<T>,
+    bias: Option<&Tensor<T>>,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2dGeometry> {
     let err = |msg: String| Error::ShapeMismatch { op: "conv2d", msg };
     if x.rank() != 4 || weight.rank() != 4 {
         return Err(err(format!("needs x [N, C, H, W] and weight [K, C, kh, kw], got x {:?} and weight {:?}", x.dims(), weight.dims())));

@@ -56,9 +56,7 @@ pub(crate) fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) 
 pub(crate) fn broadcast_strides(layout: &Layout, out_dims: &[usize]) -> Vec<usize> {
     let rank = out_dims.len();
     let lead = rank - layout.dims().len();
-    (0..rank)
-        .map(|i| if i < lead || layout.dims()[i - lead] == 1 { 0 } else { layout.strides()[i - lead] })
-        .collect()
+    (0..rank).map(|i| if i < lead || layout.dims()[i - lead] == 1 { 0 } else { layout.strides()[i - lead] }).collect()
 }
 
 /// Merges neighbouring axes that every stride list walks as one (stride of the
@@ -71,8 +69,7 @@ fn coalesce(dims: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize> {
         if d == 1 {
             continue;
         }
-        let mergeable = !out_dims.is_empty()
-            && strides.iter().zip(&out_strides).all(|(s, os)| *os.last().unwrap() == s[axis] * d);
+        let mergeable = !out_dims.is_empty() && strides.iter().zip(&out_strides).all(|(s, os)| *os.last().unwrap() == s[axis] * d);
         if mergeable {
             *out_dims.last_mut().unwrap() *= d;
             for (s, os) in strides.iter().zip(out_strides.iter_mut()) {

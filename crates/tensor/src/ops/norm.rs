@@ -51,29 +51,27 @@ impl<T: Float> Tensor<T> {
         let mut out = vec![T::ZERO; x.len()];
         let mut stats = vec![(T::ZERO, T::ZERO); n * groups];
         if block > 0 {
-            out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(
-                |(ng, ((y, x), stat))| {
-                    // Two passes (mean, then squared deviations) avoid the cancellation
-                    // of E[x^2] - mean^2; each channel row is summed in T lanes.
-                    let count = x.len() as f64;
-                    let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
-                    let m = T::from_f64(mean);
-                    let var = x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count;
-                    let rstd = 1.0 / (var + eps).sqrt();
-                    let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
-                    let first_channel = (ng % groups) * per_group;
-                    for (j, (yc, xc)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
-                        let ch = first_channel + j;
-                        // y = x * scale + shift with the normalisation folded in.
-                        let scale = rstd_t * w[ch];
-                        let shift = b[ch] - mean_t * scale;
-                        for (o, &v) in yc.iter_mut().zip(xc) {
-                            *o = v * scale + shift;
-                        }
+            out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(|(ng, ((y, x), stat))| {
+                // Two passes (mean, then squared deviations) avoid the cancellation
+                // of E[x^2] - mean^2; each channel row is summed in T lanes.
+                let count = x.len() as f64;
+                let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
+                let m = T::from_f64(mean);
+                let var = x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count;
+                let rstd = 1.0 / (var + eps).sqrt();
+                let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
+                let first_channel = (ng % groups) * per_group;
+                for (j, (yc, xc)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+                    let ch = first_channel + j;
+                    // y = x * scale + shift with the normalisation folded in.
+                    let scale = rstd_t * w[ch];
+                    let shift = b[ch] - mean_t * scale;
+                    for (o, &v) in yc.iter_mut().zip(xc) {
+                        *o = v * scale + shift;
                     }
-                    *stat = (mean_t, rstd_t);
-                },
-            );
+                }
+                *stat = (mean_t, rstd_t);
+            });
         }
         let (mean, rstd): (Vec<T>, Vec<T>) = stats.into_iter().unzip();
         let op = Op::GroupNorm {
@@ -204,9 +202,5 @@ pub(crate) fn group_norm_backward<T: Float>(
         }
     }
     let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
-    Ok((
-        Tensor::from_vec(grad_x, x.dims())?,
-        Tensor::from_vec(cast(grad_w), &[c])?,
-        Tensor::from_vec(cast(grad_b), &[c])?,
-    ))
+    Ok((Tensor::from_vec(grad_x, x.dims())?, Tensor::from_vec(cast(grad_w), &[c])?, Tensor::from_vec(cast(grad_b), &[c])?))
 }

@@ -28,8 +28,7 @@ fn rows<'a, T: Float>(op: &'static str, x: &'a Tensor<T>, axes: &[usize]) -> Res
     let kept: Vec<usize> = (0..x.rank()).filter(|a| !axes.contains(a)).collect();
     let perm: Vec<usize> = kept.iter().chain(axes.iter()).copied().collect();
     let row_len: usize = axes.iter().map(|&a| x.dims()[a]).product();
-    let keepdim_dims: Vec<usize> =
-        x.dims().iter().enumerate().map(|(a, &d)| if axes.contains(&a) { 1 } else { d }).collect();
+    let keepdim_dims: Vec<usize> = x.dims().iter().enumerate().map(|(a, &d)| if axes.contains(&a) { 1 } else { d }).collect();
     let data = if perm.iter().enumerate().all(|(i, &p)| i == p) {
         x.contiguous_data()
     } else {
@@ -41,11 +40,7 @@ fn rows<'a, T: Float>(op: &'static str, x: &'a Tensor<T>, axes: &[usize]) -> Res
 }
 
 fn permuted_layout(layout: &Layout, perm: &[usize]) -> Layout {
-    Layout::new(
-        perm.iter().map(|&p| layout.dims()[p]).collect(),
-        perm.iter().map(|&p| layout.strides()[p]).collect(),
-        layout.offset(),
-    )
+    Layout::new(perm.iter().map(|&p| layout.dims()[p]).collect(), perm.iter().map(|&p| layout.strides()[p]).collect(), layout.offset())
 }
 
 fn output_dims(keepdim_dims: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
@@ -182,8 +177,7 @@ impl<T: Float> Tensor<T> {
             return Err(Error::Broadcast { op: "sum_to_shape", lhs: self.dims().to_vec(), rhs: dims.to_vec() });
         }
         let lead = self.rank() - dims.len();
-        let axes: Vec<usize> =
-            (0..self.rank()).filter(|&a| a < lead || (dims[a - lead] == 1 && self.dims()[a] != 1)).collect();
+        let axes: Vec<usize> = (0..self.rank()).filter(|&a| a < lead || (dims[a - lead] == 1 && self.dims()[a] != 1)).collect();
         self.sum(&axes, true)?.reshape(dims)
     }
 }

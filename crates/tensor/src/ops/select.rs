@@ -54,7 +54,10 @@ impl<T: Float> Tensor<T> {
         check_axis("index_select", axis, self.rank())?;
         let size = self.dims()[axis];
         if let Some(&bad) = indices.iter().find(|&&i| i >= size) {
-            return Err(Error::InvalidArgument { op: "index_select", msg: format!("index {bad} out of range for axis {axis} of {:?}", self.dims()) });
+            return Err(Error::InvalidArgument {
+                op: "index_select",
+                msg: format!("index {bad} out of range for axis {axis} of {:?}", self.dims()),
+            });
         }
         let outer: usize = self.dims()[..axis].iter().product();
         let inner: usize = self.dims()[axis + 1..].iter().product();

@@ -79,6 +79,6 @@ pub fn attention<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) -> Resul
     // scores[b, i, j] = q[b, :, i] . k[b, :, j] / sqrt(C): (B, L, C) @ (B, C, L).
     let scores = q.t()?.matmul(k)?.mul_scalar(T::from_f64(1.0 / (c as f64).sqrt()));
     let weights = scores.softmax(2)?; // over the keys j
-    // out[b, c, i] = sum_j v[b, c, j] weights[b, i, j]: (B, C, L) @ (B, L, L)^T.
+                                      // out[b, c, i] = sum_j v[b, c, j] weights[b, i, j]: (B, C, L) @ (B, L, L)^T.
     v.matmul(&weights.t()?)
 }

@@ -65,11 +65,7 @@ impl<T: Float> Tensor<T> {
             });
         }
         let l = self.layout();
-        let layout = Layout::new(
-            perm.iter().map(|&p| l.dims()[p]).collect(),
-            perm.iter().map(|&p| l.strides()[p]).collect(),
-            l.offset(),
-        );
+        let layout = Layout::new(perm.iter().map(|&p| l.dims()[p]).collect(), perm.iter().map(|&p| l.strides()[p]).collect(), l.offset());
         Ok(self.view(layout, Op::Permute(self.clone(), perm.to_vec())))
     }
 
@@ -161,8 +157,7 @@ impl<T: Float> Tensor<T> {
         let first = xs.first().ok_or(Error::InvalidArgument { op: "cat", msg: "no tensors to join".into() })?;
         check_axis("cat", axis, first.rank())?;
         for x in xs {
-            let agree = x.rank() == first.rank()
-                && x.dims().iter().zip(first.dims()).enumerate().all(|(a, (d, f))| a == axis || d == f);
+            let agree = x.rank() == first.rank() && x.dims().iter().zip(first.dims()).enumerate().all(|(a, (d, f))| a == axis || d == f);
             if !agree {
                 return Err(Error::ShapeMismatch {
                     op: "cat",

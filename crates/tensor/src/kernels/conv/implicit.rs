@@ -43,20 +43,12 @@ pub(super) struct PaddedGeometry {
 
 /// Copies one image `x` (C, H, W) into `xpad` (C, H + 2 PH, W + 2 PW), zeros
 /// around it.
-pub(super) fn pad_chw<T: GemmScalar>(
-    x: &[T],
-    (h, w): (usize, usize),
-    (ph, pw): (usize, usize),
-    xpad: &mut [T],
-) {
+pub(super) fn pad_chw<T: GemmScalar>(x: &[T], (h, w): (usize, usize), (ph, pw): (usize, usize), xpad: &mut [T]) {
     let (hp, wp) = (h + 2 * ph, w + 2 * pw);
     for (x_c, xpad_c) in x.chunks_exact(h * w).zip(xpad.chunks_exact_mut(hp * wp)) {
         xpad_c[..ph * wp].fill(T::ZERO);
         xpad_c[(ph + h) * wp..].fill(T::ZERO);
-        for (x_row, xpad_row) in x_c
-            .chunks_exact(w)
-            .zip(xpad_c[ph * wp..].chunks_exact_mut(wp))
-        {
+        for (x_row, xpad_row) in x_c.chunks_exact(w).zip(xpad_c[ph * wp..].chunks_exact_mut(wp)) {
             xpad_row[..pw].fill(T::ZERO);
             xpad_row[pw..pw + w].copy_from_slice(x_row);
             xpad_row[pw + w..].fill(T::ZERO);
@@ -66,12 +58,7 @@ pub(super) fn pad_chw<T: GemmScalar>(
 
 /// Copies one image `x` (C, H, W) into `xhwc` (H + 2P, W + 2P, C):
 /// channels last, zeros around it.
-pub(super) fn pad_hwc<T: GemmScalar>(
-    x: &[T],
-    (c, h, w): (usize, usize, usize),
-    p: usize,
-    xhwc: &mut [T],
-) {
+pub(super) fn pad_hwc<T: GemmScalar>(x: &[T], (c, h, w): (usize, usize, usize), p: usize, xhwc: &mut [T]) {
     let wp = w + 2 * p;
     xhwc.fill(T::ZERO);
     for (ci, x_c) in x.chunks_exact(h * w).enumerate() {
@@ -138,20 +125,10 @@ impl<T: GemmScalar> Im2col<'_, T> {
     }
 
     /// [`PackB::pack_b`] for micro-panels `NR` wide.
-    fn pack_panels<const NR: usize>(
-        &self,
-        pc: usize,
-        kc: usize,
-        jc: usize,
-        nc: usize,
-        dst: &mut [T],
-    ) {
+    fn pack_panels<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [T]) {
         let g = &self.g;
         let taps = g.kh * g.kw;
-        for (panel, dst) in dst[..nc.div_ceil(NR) * kc * NR]
-            .chunks_exact_mut(kc * NR)
-            .enumerate()
-        {
+        for (panel, dst) in dst[..nc.div_ceil(NR) * kc * NR].chunks_exact_mut(kc * NR).enumerate() {
             let first = jc + panel * NR;
             // Row p = (c, i, j) starts at (c*HP + i)*WP + j in xpad; step
             // (c, i, j) like an odometer rather than divide for each row.
@@ -159,9 +136,7 @@ impl<T: GemmScalar> Im2col<'_, T> {
             for dst_row in dst.chunks_exact_mut(NR) {
                 let start = (c * g.hp + i) * g.wp + j + first;
                 let dst_row: &mut [T; NR] = dst_row.try_into().expect("rows are NR long");
-                *dst_row = self.xpad[start..start + NR]
-                    .try_into()
-                    .expect("slices of NR elements");
+                *dst_row = self.xpad[start..start + NR].try_into().expect("slices of NR elements");
                 j += 1;
                 if j == g.kw {
                     (i, j) = (i + 1, 0);
@@ -185,10 +160,7 @@ impl<T: GemmScalar> PackB<T> for Im2col<'_, T> {
     }
 
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
-        debug_assert_eq!(
-            self.g.stride, 1,
-            "the padded-coordinates trick needs stride 1"
-        );
+        debug_assert_eq!(self.g.stride, 1, "the padded-coordinates trick needs stride 1");
         // A compile-time width makes each row copy a few vector moves.
         match nr {
             4 => self.pack_panels::<4>(pc, kc, jc, nc, dst),
@@ -222,10 +194,7 @@ impl<T: GemmScalar> PackB<T> for Im2row<'_, T> {
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
         let g = &self.g;
         let panels = nc.div_ceil(nr);
-        for (panel, dst) in dst[..panels * kc * nr]
-            .chunks_exact_mut(kc * nr)
-            .enumerate()
-        {
+        for (panel, dst) in dst[..panels * kc * nr].chunks_exact_mut(kc * nr).enumerate() {
             let first = jc + panel * nr;
             let width = nr.min(jc + nc - first);
             // Cut the panel's columns where the kernel offset (i, j)

@@ -28,17 +28,7 @@ fn geometries() -> Vec<Conv2dGeometry> {
                                 continue;
                             }
                             let k = 1 + (out.len() % 4);
-                            out.push(Conv2dGeometry {
-                                n,
-                                c,
-                                h,
-                                w,
-                                k,
-                                kh,
-                                kw,
-                                stride,
-                                padding,
-                            });
+                            out.push(Conv2dGeometry { n, c, h, w, k, kh, kw, stride, padding });
                         }
                     }
                 }
@@ -49,25 +39,13 @@ fn geometries() -> Vec<Conv2dGeometry> {
     // packing (`Im2row`'s fixed-length copies), and a batch above the
     // weight-gradient chunk.
     for (c, stride) in [(16, 1), (16, 2), (8, 1)] {
-        out.push(Conv2dGeometry {
-            n: 5,
-            c,
-            h: 6,
-            w: 7,
-            k: 5,
-            kh: 3,
-            kw: 3,
-            stride,
-            padding: 1,
-        });
+        out.push(Conv2dGeometry { n: 5, c, h: 6, w: 7, k: 5, kh: 3, kw: 3, stride, padding: 1 });
     }
     out
 }
 
 fn random<T: TestScalar>(len: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
-    (0..len)
-        .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
-        .collect()
+    (0..len).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect()
 }
 
 fn to_f64<T: TestScalar>(v: &[T]) -> Vec<f64> {
@@ -79,21 +57,11 @@ fn abs(v: &[f64]) -> Vec<f64> {
 }
 
 /// `got` against `want` within `2 (terms + 2) u bound` element-wise.
-fn assert_close<T: TestScalar>(
-    what: &str,
-    g: &Conv2dGeometry,
-    got: &[T],
-    want: &[f64],
-    bound: &[f64],
-    terms: usize,
-) {
+fn assert_close<T: TestScalar>(what: &str, g: &Conv2dGeometry, got: &[T], want: &[f64], bound: &[f64], terms: usize) {
     for (idx, ((&got, &want), &bound)) in got.iter().zip(want).zip(bound).enumerate() {
         let tol = 2.0 * (terms as f64 + 2.0) * T::U * bound;
         let got = got.to_f64();
-        assert!(
-            (got - want).abs() <= tol,
-            "{what} {g:?}: element {idx} = {got}, oracle {want}, tolerance {tol}"
-        );
+        assert!((got - want).abs() <= tol, "{what} {g:?}: element {idx} = {got}, oracle {want}, tolerance {tol}");
     }
 }
 
@@ -103,12 +71,7 @@ fn check_geometry<T: TestScalar>(g: &Conv2dGeometry, rng: &mut ChaCha8Rng) {
     let weight: Vec<T> = random(g.k * r, rng);
     let bias: Vec<T> = random(g.k, rng);
     let grad_out: Vec<T> = random(g.n * g.k * l, rng);
-    let (x64, w64, b64, dout64) = (
-        to_f64(&x),
-        to_f64(&weight),
-        to_f64(&bias),
-        to_f64(&grad_out),
-    );
+    let (x64, w64, b64, dout64) = (to_f64(&x), to_f64(&weight), to_f64(&bias), to_f64(&grad_out));
     let nan = T::from_f64(f64::NAN);
 
     // forward, with and without bias
@@ -119,13 +82,7 @@ fn check_geometry<T: TestScalar>(g: &Conv2dGeometry, rng: &mut ChaCha8Rng) {
         let mut want = vec![f64::NAN; out.len()];
         conv2d_forward_naive(g, &x64, &w64, with_bias.then_some(&b64[..]), &mut want);
         let mut bound = vec![0.0; out.len()];
-        conv2d_forward_naive(
-            g,
-            &abs(&x64),
-            &abs(&w64),
-            with_bias.then_some(&abs(&b64)[..]),
-            &mut bound,
-        );
+        conv2d_forward_naive(g, &abs(&x64), &abs(&w64), with_bias.then_some(&abs(&b64)[..]), &mut bound);
         assert_close("conv2d_forward", g, &out, &want, &bound, r + 1);
     }
 
@@ -136,14 +93,7 @@ fn check_geometry<T: TestScalar>(g: &Conv2dGeometry, rng: &mut ChaCha8Rng) {
     conv2d_backward_input_naive(g, &dout64, &w64, &mut want);
     let mut bound = vec![0.0; x.len()];
     conv2d_backward_input_naive(g, &abs(&dout64), &abs(&w64), &mut bound);
-    assert_close(
-        "conv2d_backward_input",
-        g,
-        &grad_x,
-        &want,
-        &bound,
-        g.k * g.kh * g.kw,
-    );
+    assert_close("conv2d_backward_input", g, &grad_x, &want, &bound, g.k * g.kh * g.kw);
 
     // grad weight and bias
     let mut grad_w = vec![nan; weight.len()];
@@ -152,29 +102,9 @@ fn check_geometry<T: TestScalar>(g: &Conv2dGeometry, rng: &mut ChaCha8Rng) {
     let (mut want_w, mut want_b) = (vec![f64::NAN; weight.len()], vec![f64::NAN; g.k]);
     conv2d_backward_weight_naive(g, &x64, &dout64, &mut want_w, Some(&mut want_b));
     let (mut bound_w, mut bound_b) = (vec![0.0; weight.len()], vec![0.0; g.k]);
-    conv2d_backward_weight_naive(
-        g,
-        &abs(&x64),
-        &abs(&dout64),
-        &mut bound_w,
-        Some(&mut bound_b),
-    );
-    assert_close(
-        "conv2d_backward_weight (weight)",
-        g,
-        &grad_w,
-        &want_w,
-        &bound_w,
-        g.n * l,
-    );
-    assert_close(
-        "conv2d_backward_weight (bias)",
-        g,
-        &grad_b,
-        &want_b,
-        &bound_b,
-        g.n * l,
-    );
+    conv2d_backward_weight_naive(g, &abs(&x64), &abs(&dout64), &mut bound_w, Some(&mut bound_b));
+    assert_close("conv2d_backward_weight (weight)", g, &grad_w, &want_w, &bound_w, g.n * l);
+    assert_close("conv2d_backward_weight (bias)", g, &grad_b, &want_b, &bound_b, g.n * l);
 }
 
 #[test]
@@ -197,17 +127,7 @@ fn f64_matches_naive() {
 /// kernel over a 3x3 ramp, padding 0, stride 1, bias 0.5.
 #[test]
 fn naive_forward_by_hand() {
-    let g = Conv2dGeometry {
-        n: 1,
-        c: 1,
-        h: 3,
-        w: 3,
-        k: 1,
-        kh: 2,
-        kw: 2,
-        stride: 1,
-        padding: 0,
-    };
+    let g = Conv2dGeometry { n: 1, c: 1, h: 3, w: 3, k: 1, kh: 2, kw: 2, stride: 1, padding: 0 };
     let x: Vec<f64> = (1..=9).map(f64::from).collect();
     let mut out = [0.0; 4];
     conv2d_forward_naive(&g, &x, &[1.0; 4], Some(&[0.5]), &mut out);
@@ -219,26 +139,13 @@ fn naive_forward_by_hand() {
 /// gradient sums images in fixed chunks, added in a fixed order).
 #[test]
 fn results_do_not_depend_on_thread_count() {
-    let g = Conv2dGeometry {
-        n: 13,
-        c: 3,
-        h: 9,
-        w: 9,
-        k: 8,
-        kh: 3,
-        kw: 3,
-        stride: 1,
-        padding: 1,
-    };
+    let g = Conv2dGeometry { n: 13, c: 3, h: 9, w: 9, k: 8, kh: 3, kw: 3, stride: 1, padding: 1 };
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let x: Vec<f32> = random(g.n * g.c * g.h * g.w, &mut rng);
     let weight: Vec<f32> = random(g.k * g.c * 9, &mut rng);
     let grad_out: Vec<f32> = random(g.n * g.k * g.out_h() * g.out_w(), &mut rng);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut out = vec![0.0f32; grad_out.len()];
             let mut grad_x = vec![0.0f32; x.len()];
@@ -258,17 +165,7 @@ fn results_do_not_depend_on_thread_count() {
 #[test]
 #[should_panic(expected = "conv2d_forward: out has 3 elements")]
 fn wrong_output_length_panics() {
-    let g = Conv2dGeometry {
-        n: 1,
-        c: 1,
-        h: 2,
-        w: 2,
-        k: 1,
-        kh: 1,
-        kw: 1,
-        stride: 1,
-        padding: 0,
-    };
+    let g = Conv2dGeometry { n: 1, c: 1, h: 2, w: 2, k: 1, kh: 1, kw: 1, stride: 1, padding: 0 };
     conv2d_forward(&g, &[0.0f32; 4], &[1.0], None, &mut [0.0; 3]);
 }
 
@@ -285,16 +182,7 @@ fn implicit_packing_matches_the_definitions() {
     for (c, stride) in [(3, 1), (16, 1), (5, 2), (16, 2)] {
         let (h, w, kh, kw, p) = (5, 6, 3, 2, 1);
         let (hp, wp) = (h + 2 * p, w + 2 * p);
-        let pg = PaddedGeometry {
-            c,
-            hp,
-            wp,
-            kh,
-            kw,
-            stride,
-            out_h: (hp - kh) / stride + 1,
-            out_w: (wp - kw) / stride + 1,
-        };
+        let pg = PaddedGeometry { c, hp, wp, kh, kw, stride, out_h: (hp - kh) / stride + 1, out_w: (wp - kw) / stride + 1 };
         let x: Vec<f64> = random(c * h * w, &mut rng);
         let xpad_at = |ci: usize, y: usize, xx: usize| {
             let inside = (p..p + h).contains(&y) && (p..p + w).contains(&xx);
@@ -316,10 +204,7 @@ fn implicit_packing_matches_the_definitions() {
                         let (panel, row, col) = (idx / (kc * nr), idx % (kc * nr) / nr, idx % nr);
                         let j = panel * nr + col;
                         let want = if j < nc { at(pc + row, jc + j) } else { 0.0 };
-                        assert_eq!(
-                            got, want,
-                            "{what} c {c} stride {stride} nr {nr} element {idx}"
-                        );
+                        assert_eq!(got, want, "{what} c {c} stride {stride} nr {nr} element {idx}");
                     }
                 }
             }

@@ -23,8 +23,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::{
-    __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm256_storeu_ps,
 };
 
 use super::kernel::{Kernel, MicroKernel};
@@ -41,9 +41,7 @@ pub(crate) struct Avx2Fma {
 impl Avx2Fma {
     /// `Some` if the CPU running the program supports AVX2 and FMA.
     pub(crate) fn detect() -> Option<Self> {
-        Kernel::Avx2Fma
-            .available()
-            .then_some(Avx2Fma { _detected: () })
+        Kernel::Avx2Fma.available().then_some(Avx2Fma { _detected: () })
     }
 }
 
@@ -65,17 +63,7 @@ impl MicroKernel<f32> for Avx2Fma {
         pack_panels::<f32, NR>(b.t(), dst);
     }
 
-    fn tile_rows(
-        self,
-        mr: usize,
-        kc: usize,
-        alpha: f32,
-        a: &[f32],
-        b: &[f32],
-        beta: f32,
-        c: &mut [f32],
-        rs: usize,
-    ) {
+    fn tile_rows(self, mr: usize, kc: usize, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32], rs: usize) {
         assert!((1..=MR).contains(&mr));
         assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (mr - 1) * rs + NR);
         let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
@@ -103,26 +91,13 @@ impl MicroKernel<f32> for Avx2Fma {
 /// `kc * 6` reads, `b` for `kc * 16` reads, and `c` for reads and writes of
 /// `c[i * rs + j]`, `i < ROWS`, `j < 16`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16<const ROWS: usize>(
-    kc: usize,
-    alpha: f32,
-    a: *const f32,
-    b: *const f32,
-    beta: f32,
-    c: *mut f32,
-    rs: usize,
-) {
+unsafe fn kernel_6x16<const ROWS: usize>(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, rs: usize) {
     // acc[i][h] holds tile row i, columns 8h .. 8h + 8.
     let mut acc: [[__m256; 2]; ROWS] = [[_mm256_setzero_ps(); 2]; ROWS];
     for p in 0..kc {
         // SAFETY: p < kc, so b + p*16 .. + 16 and a + p*6 .. + 6 are in
         // bounds (caller's contract).
-        let (b0, b1) = unsafe {
-            (
-                _mm256_loadu_ps(b.add(p * NR)),
-                _mm256_loadu_ps(b.add(p * NR + 8)),
-            )
-        };
+        let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * NR)), _mm256_loadu_ps(b.add(p * NR + 8))) };
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above, i < ROWS <= 6.
             let a_ip = unsafe { _mm256_broadcast_ss(&*a.add(p * MR + i)) };
@@ -169,17 +144,7 @@ impl MicroKernel<f64> for Avx2Fma {
         pack_panels::<f64, NR_F64>(b.t(), dst);
     }
 
-    fn tile_rows(
-        self,
-        mr: usize,
-        kc: usize,
-        alpha: f64,
-        a: &[f64],
-        b: &[f64],
-        beta: f64,
-        c: &mut [f64],
-        rs: usize,
-    ) {
+    fn tile_rows(self, mr: usize, kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
         // SAFETY: `self` exists, so AVX2 and FMA were detected at run time.
         // The kernel itself is safe code (slices, bounds-checked).
         unsafe { portable_f64_avx2(mr, kc, alpha, a, b, beta, c, rs) }
@@ -192,15 +157,6 @@ impl MicroKernel<f64> for Avx2Fma {
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn portable_f64_avx2(
-    mr: usize,
-    kc: usize,
-    alpha: f64,
-    a: &[f64],
-    b: &[f64],
-    beta: f64,
-    c: &mut [f64],
-    rs: usize,
-) {
+unsafe fn portable_f64_avx2(mr: usize, kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
     portable::tile_rows::<f64, MR_F64, NR_F64>(mr, kc, alpha, a, b, beta, c, rs);
 }

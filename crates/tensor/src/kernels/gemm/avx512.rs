@@ -15,8 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_storeu_ps,
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use super::kernel::{Kernel, MicroKernel};
@@ -33,9 +32,7 @@ pub(crate) struct Avx512 {
 impl Avx512 {
     /// `Some` if the CPU running the program supports AVX-512F.
     pub(crate) fn detect() -> Option<Self> {
-        Kernel::Avx512
-            .available()
-            .then_some(Avx512 { _detected: () })
+        Kernel::Avx512.available().then_some(Avx512 { _detected: () })
     }
 }
 
@@ -57,17 +54,7 @@ impl MicroKernel<f32> for Avx512 {
         pack_panels::<f32, NR>(b.t(), dst);
     }
 
-    fn tile_rows(
-        self,
-        mr: usize,
-        kc: usize,
-        alpha: f32,
-        a: &[f32],
-        b: &[f32],
-        beta: f32,
-        c: &mut [f32],
-        rs: usize,
-    ) {
+    fn tile_rows(self, mr: usize, kc: usize, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32], rs: usize) {
         assert!((1..=MR).contains(&mr));
         assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (mr - 1) * rs + NR);
         let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
@@ -101,26 +88,13 @@ impl MicroKernel<f32> for Avx512 {
 /// `kc * 12` reads, `b` for `kc * 32` reads, and `c` for reads and writes
 /// of `c[i * rs + j]`, `i < ROWS`, `j < 32`.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_12x32<const ROWS: usize>(
-    kc: usize,
-    alpha: f32,
-    a: *const f32,
-    b: *const f32,
-    beta: f32,
-    c: *mut f32,
-    rs: usize,
-) {
+unsafe fn kernel_12x32<const ROWS: usize>(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, rs: usize) {
     // acc[i][h] holds tile row i, columns 16h .. 16h + 16.
     let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
     for p in 0..kc {
         // SAFETY: p < kc, so b + p*32 .. + 32 and a + p*12 .. + 12 are in
         // bounds (caller's contract).
-        let (b0, b1) = unsafe {
-            (
-                _mm512_loadu_ps(b.add(p * NR)),
-                _mm512_loadu_ps(b.add(p * NR + 16)),
-            )
-        };
+        let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * NR)), _mm512_loadu_ps(b.add(p * NR + 16))) };
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above, i < ROWS <= 12.
             let a_ip = _mm512_set1_ps(unsafe { *a.add(p * MR + i) });
@@ -165,17 +139,7 @@ impl MicroKernel<f64> for Avx512 {
         pack_panels::<f64, NR_F64>(b.t(), dst);
     }
 
-    fn tile_rows(
-        self,
-        mr: usize,
-        kc: usize,
-        alpha: f64,
-        a: &[f64],
-        b: &[f64],
-        beta: f64,
-        c: &mut [f64],
-        rs: usize,
-    ) {
+    fn tile_rows(self, mr: usize, kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
         // SAFETY: `self` exists, so AVX-512F was detected at run time. The
         // kernel itself is safe code (slices, bounds-checked).
         unsafe { portable_f64_avx512(mr, kc, alpha, a, b, beta, c, rs) }
@@ -188,15 +152,6 @@ impl MicroKernel<f64> for Avx512 {
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn portable_f64_avx512(
-    mr: usize,
-    kc: usize,
-    alpha: f64,
-    a: &[f64],
-    b: &[f64],
-    beta: f64,
-    c: &mut [f64],
-    rs: usize,
-) {
+unsafe fn portable_f64_avx512(mr: usize, kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
     portable::tile_rows::<f64, MR_F64, NR_F64>(mr, kc, alpha, a, b, beta, c, rs);
 }

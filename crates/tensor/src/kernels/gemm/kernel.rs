@@ -42,12 +42,7 @@ impl Kernel {
     /// The fastest available kernel, detected once and cached.
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            Kernel::ALL
-                .into_iter()
-                .find(|k| k.available())
-                .unwrap_or(Kernel::Portable)
-        })
+        *BEST.get_or_init(|| Kernel::ALL.into_iter().find(|k| k.available()).unwrap_or(Kernel::Portable))
     }
 
     /// Short name for reports: `"avx512f"`, `"avx2+fma"`, `"portable"`.
@@ -88,17 +83,7 @@ pub(crate) trait MicroKernel<T: GemmScalar>: Copy + Send + Sync {
     /// If `mr` is 0 or above `MR`, or if `a`, `b` or `c` is too short for
     /// `kc`, `MR`, `NR`, `mr` and `rs`.
     #[allow(clippy::too_many_arguments)]
-    fn tile_rows(
-        self,
-        mr: usize,
-        kc: usize,
-        alpha: T,
-        a: &[T],
-        b: &[T],
-        beta: T,
-        c: &mut [T],
-        rs: usize,
-    );
+    fn tile_rows(self, mr: usize, kc: usize, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T], rs: usize);
 }
 
 /// Largest `MR * NR` of any kernel: the stack buffer for edge tiles.
@@ -137,11 +122,7 @@ pub(crate) fn tile<T: GemmScalar, K: MicroKernel<T>>(
     for (i, ab_row) in ab.chunks_exact(K::NR).enumerate() {
         for (j, &ab_ij) in ab_row[..nr].iter().enumerate() {
             let c_ij = &mut c[i * rs + j * cs];
-            *c_ij = if beta == T::ZERO {
-                alpha * ab_ij
-            } else {
-                alpha * ab_ij + beta * *c_ij
-            };
+            *c_ij = if beta == T::ZERO { alpha * ab_ij } else { alpha * ab_ij + beta * *c_ij };
         }
     }
 }

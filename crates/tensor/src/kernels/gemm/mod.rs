@@ -102,17 +102,7 @@ mod sealed {
 /// portable kernel, compiled for the detected instruction set).
 ///
 /// Sealed: the microkernels exist only for these two.
-pub trait GemmScalar:
-    sealed::Sealed
-    + Copy
-    + Send
-    + Sync
-    + 'static
-    + Debug
-    + PartialEq
-    + Add<Output = Self>
-    + Mul<Output = Self>
-{
+pub trait GemmScalar: sealed::Sealed + Copy + Send + Sync + 'static + Debug + PartialEq + Add<Output = Self> + Mul<Output = Self> {
     /// Additive identity.
     const ZERO: Self;
     /// Multiplicative identity.
@@ -120,15 +110,7 @@ pub trait GemmScalar:
 
     /// Runs the five loops with the microkernel `kernel` for this type.
     #[doc(hidden)]
-    fn gemm_dispatch(
-        kernel: Kernel,
-        threading: Threading,
-        alpha: Self,
-        a: MatRef<Self>,
-        b: MatRef<Self>,
-        beta: Self,
-        c: MatMut<Self>,
-    );
+    fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: Self, a: MatRef<Self>, b: MatRef<Self>, beta: Self, c: MatMut<Self>);
 
     /// [`gemm_dispatch`](Self::gemm_dispatch) with B packed by `b` itself.
     #[doc(hidden)]
@@ -156,15 +138,7 @@ impl GemmScalar for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
 
-    fn gemm_dispatch(
-        kernel: Kernel,
-        threading: Threading,
-        alpha: f32,
-        a: MatRef<f32>,
-        b: MatRef<f32>,
-        beta: f32,
-        c: MatMut<f32>,
-    ) {
+    fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f32, c: MatMut<f32>) {
         dispatch(kernel, threading, alpha, a, BSource::Stored(b), beta, c);
     }
 
@@ -189,15 +163,7 @@ impl GemmScalar for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
 
-    fn gemm_dispatch(
-        kernel: Kernel,
-        threading: Threading,
-        alpha: f64,
-        a: MatRef<f64>,
-        b: MatRef<f64>,
-        beta: f64,
-        c: MatMut<f64>,
-    ) {
+    fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f64, a: MatRef<f64>, b: MatRef<f64>, beta: f64, c: MatMut<f64>) {
         dispatch(kernel, threading, alpha, a, BSource::Stored(b), beta, c);
     }
 
@@ -245,21 +211,9 @@ pub fn gemm<T: GemmScalar>(alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: Mat
 /// # Panics
 /// If the shapes of the views do not match, or if `kernel` is not
 /// [`available`](Kernel::available) on this CPU.
-pub fn gemm_with<T: GemmScalar>(
-    kernel: Kernel,
-    threading: Threading,
-    alpha: T,
-    a: MatRef<T>,
-    b: MatRef<T>,
-    beta: T,
-    c: MatMut<T>,
-) {
+pub fn gemm_with<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: MatMut<T>) {
     assert_shapes("gemm", &a, &b, &c);
-    assert!(
-        kernel.available(),
-        "gemm: the {} kernel is not available on this CPU",
-        kernel.name()
-    );
+    assert!(kernel.available(), "gemm: the {} kernel is not available on this CPU", kernel.name());
     T::gemm_dispatch(kernel, threading, alpha, a, b, beta, c);
 }
 
@@ -291,15 +245,7 @@ pub trait PackB<T>: Sync {
 /// # Panics
 /// If the shapes do not match, if `kernel` is not available, or if C's rows
 /// are not disjoint.
-pub fn gemm_packed_b<T: GemmScalar>(
-    kernel: Kernel,
-    threading: Threading,
-    alpha: T,
-    a: MatRef<T>,
-    b: &dyn PackB<T>,
-    beta: T,
-    c: MatMut<T>,
-) {
+pub fn gemm_packed_b<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: &dyn PackB<T>, beta: T, c: MatMut<T>) {
     assert!(
         a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
         "gemm_packed_b: A is {}x{}, B is {}x{}, C is {}x{}; need A (m, k), B (k, n), C (m, n)",
@@ -311,11 +257,7 @@ pub fn gemm_packed_b<T: GemmScalar>(
         c.cols()
     );
     assert!(c.rows_disjoint(), "gemm_packed_b: C needs disjoint rows");
-    assert!(
-        kernel.available(),
-        "gemm: the {} kernel is not available on this CPU",
-        kernel.name()
-    );
+    assert!(kernel.available(), "gemm: the {} kernel is not available on this CPU", kernel.name());
     T::gemm_dispatch_packed_b(kernel, threading, alpha, a, b, beta, c);
 }
 
@@ -344,15 +286,7 @@ impl<T: GemmScalar> BSource<'_, T> {
 
     /// Packs the `kc x nc` block at `(pc, jc)` into `K::NR`-column micro-panels.
     #[allow(clippy::too_many_arguments)]
-    fn pack<K: MicroKernel<T>>(
-        &self,
-        kernel: K,
-        pc: usize,
-        kc: usize,
-        jc: usize,
-        nc: usize,
-        dst: &mut [T],
-    ) {
+    fn pack<K: MicroKernel<T>>(&self, kernel: K, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [T]) {
         match self {
             BSource::Stored(b) => kernel.pack_b(b.submatrix(pc, jc, kc, nc), dst),
             BSource::Packer(b) => b.pack_b(pc, kc, jc, nc, K::NR, dst),
@@ -376,15 +310,8 @@ pub(crate) fn assert_shapes<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c: &MatMu
 
 /// Runs the five loops with the microkernel token for `kernel`.
 #[cfg(target_arch = "x86_64")]
-fn dispatch<T: GemmScalar>(
-    kernel: Kernel,
-    threading: Threading,
-    alpha: T,
-    a: MatRef<T>,
-    b: BSource<T>,
-    beta: T,
-    c: MatMut<T>,
-) where
+fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: BSource<T>, beta: T, c: MatMut<T>)
+where
     Portable<T>: MicroKernel<T>,
     avx2::Avx2Fma: MicroKernel<T>,
     avx512::Avx512: MicroKernel<T>,
@@ -405,23 +332,13 @@ fn dispatch<T: GemmScalar>(
 
 /// Runs the five loops with the microkernel token for `kernel`.
 #[cfg(not(target_arch = "x86_64"))]
-fn dispatch<T: GemmScalar>(
-    kernel: Kernel,
-    threading: Threading,
-    alpha: T,
-    a: MatRef<T>,
-    b: BSource<T>,
-    beta: T,
-    c: MatMut<T>,
-) where
+fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: BSource<T>, beta: T, c: MatMut<T>)
+where
     Portable<T>: MicroKernel<T>,
 {
     match kernel {
         Kernel::Portable => gemm_loops(Portable::new(), threading, alpha, a, b, beta, c),
-        Kernel::Avx2Fma | Kernel::Avx512 => panic!(
-            "gemm: the {} kernel is not available on this CPU",
-            kernel.name()
-        ),
+        Kernel::Avx2Fma | Kernel::Avx512 => panic!("gemm: the {} kernel is not available on this CPU", kernel.name()),
     }
 }
 
@@ -505,32 +422,16 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
     // C's rows interleave in memory (column-major C), its columns do not:
     // compute C^T = B^T A^T instead.
     if !c.rows_disjoint() {
-        let BSource::Stored(b) = b else {
-            unreachable!("gemm_packed_b checked that C has disjoint rows")
-        };
-        gemm_loops(
-            kernel,
-            threading,
-            alpha,
-            b.t(),
-            BSource::Stored(a.t()),
-            beta,
-            c.t(),
-        );
+        let BSource::Stored(b) = b else { unreachable!("gemm_packed_b checked that C has disjoint rows") };
+        gemm_loops(kernel, threading, alpha, b.t(), BSource::Stored(a.t()), beta, c.t());
         return;
     }
 
     let blocking = Blocking::for_caches(caches(), K::MR, K::NR, std::mem::size_of::<T>());
     let in_pool = rayon::current_thread_index().is_some();
-    let parallel_min = if in_pool {
-        PARALLEL_MIN_MNK_IN_POOL
-    } else {
-        PARALLEL_MIN_MNK_OUTSIDE
-    };
+    let parallel_min = if in_pool { PARALLEL_MIN_MNK_IN_POOL } else { PARALLEL_MIN_MNK_OUTSIDE };
     let threads = match threading {
-        Threading::Rayon if m * n * k >= parallel_min => {
-            rayon::current_num_threads().min(m.div_ceil(K::MR))
-        }
+        Threading::Rayon if m * n * k >= parallel_min => rayon::current_num_threads().min(m.div_ceil(K::MR)),
         _ => 1,
     };
     if threads > 1 && !in_pool {
@@ -569,22 +470,14 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
             for pc in (0..k).step_by(kc_max) {
                 let kc = kc_max.min(k - pc);
                 let b_packed = &mut b_packed[..nc.div_ceil(K::NR) * K::NR * kc];
-                let pack_threads = if kc * nc >= PARALLEL_PACK_MIN {
-                    threads
-                } else {
-                    1
-                };
+                let pack_threads = if kc * nc >= PARALLEL_PACK_MIN { threads } else { 1 };
                 pack_b(kernel, pack_threads, b, (pc, kc), (jc, nc), b_packed);
                 let b_packed = &*b_packed;
                 // Only the first kc block sees the caller's beta; later
                 // blocks add onto what the first wrote.
                 let beta = if pc == 0 { beta } else { T::ONE };
                 let a_p = a.submatrix(0, pc, m, kc);
-                let bands = if threads > 1 {
-                    (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR))
-                } else {
-                    1
-                };
+                let bands = if threads > 1 { (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR)) } else { 1 };
                 for_each_band::<T, K>(bands, a_p, c_j.rb(), &|a_band, c_band| {
                     loop_3(kernel, blocking.mc, alpha, a_band, b_packed, beta, c_band);
                 });
@@ -612,27 +505,13 @@ fn pack_b<T: GemmScalar, K: MicroKernel<T>>(
     let (dst_left, dst_right) = dst.split_at_mut(left * kc);
     rayon::join(
         || pack_b(kernel, threads / 2, b, (pc, kc), (jc, left), dst_left),
-        || {
-            pack_b(
-                kernel,
-                threads - threads / 2,
-                b,
-                (pc, kc),
-                (jc + left, nc - left),
-                dst_right,
-            )
-        },
+        || pack_b(kernel, threads - threads / 2, b, (pc, kc), (jc + left, nc - left), dst_right),
     );
 }
 
 /// Cuts A (m, kc) and C (m, nc) into `bands` horizontal bands of whole
 /// `MR`-row micro-panels and runs `f` on each pair, in parallel.
-fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(
-    bands: usize,
-    a: MatRef<T>,
-    c: MatMut<T>,
-    f: &(dyn Fn(MatRef<T>, MatMut<T>) + Sync),
-) {
+fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(bands: usize, a: MatRef<T>, c: MatMut<T>, f: &(dyn Fn(MatRef<T>, MatMut<T>) + Sync)) {
     if bands <= 1 {
         f(a, c);
         return;
@@ -642,22 +521,11 @@ fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(
     let split = (panels * top_bands / bands * K::MR).min(c.rows());
     let (a_top, a_bottom) = a.split_at_row(split);
     let (c_top, c_bottom) = c.split_at_row(split);
-    rayon::join(
-        || for_each_band::<T, K>(top_bands, a_top, c_top, f),
-        || for_each_band::<T, K>(bands - top_bands, a_bottom, c_bottom, f),
-    );
+    rayon::join(|| for_each_band::<T, K>(top_bands, a_top, c_top, f), || for_each_band::<T, K>(bands - top_bands, a_bottom, c_bottom, f));
 }
 
 /// LOOP 3 over one band: A (mb, kc), B~ packed (kc, nc), C (mb, nc).
-fn loop_3<T: GemmScalar, K: MicroKernel<T>>(
-    kernel: K,
-    mc_block: usize,
-    alpha: T,
-    a: MatRef<T>,
-    b_packed: &[T],
-    beta: T,
-    mut c: MatMut<T>,
-) {
+fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, mc_block: usize, alpha: T, a: MatRef<T>, b_packed: &[T], beta: T, mut c: MatMut<T>) {
     let (m, kc) = (a.rows(), a.cols());
     let mc_max = mc_block.min(m.next_multiple_of(K::MR));
     with_scratch(mc_max * kc, |a_packed: &mut [T]| {
@@ -695,17 +563,7 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
         for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
             let mr = K::MR.min(mc - ir * K::MR);
             let c_tile = &mut c[ir * K::MR * rs + jr * K::NR * cs..];
-            kernel::tile(
-                kernel,
-                kc,
-                alpha,
-                a_panel,
-                b_panel,
-                beta,
-                c_tile,
-                (rs, cs),
-                (mr, nr),
-            );
+            kernel::tile(kernel, kc, alpha, a_panel, b_panel, beta, c_tile, (rs, cs), (mr, nr));
         }
     }
 }
@@ -715,11 +573,7 @@ fn scale<T: GemmScalar>(beta: T, mut c: MatMut<T>) {
     for i in 0..c.rows() {
         for j in 0..c.cols() {
             let c_ij = c.at_mut(i, j);
-            *c_ij = if beta == T::ZERO {
-                T::ZERO
-            } else {
-                beta * *c_ij
-            };
+            *c_ij = if beta == T::ZERO { T::ZERO } else { beta * *c_ij };
         }
     }
 }

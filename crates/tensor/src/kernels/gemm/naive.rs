@@ -20,11 +20,7 @@ pub fn gemm_naive<T: GemmScalar>(alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, 
                 sum = sum + a.at(i, p) * b.at(p, j);
             }
             let c_ij = c.at_mut(i, j);
-            *c_ij = if beta == T::ZERO {
-                alpha * sum
-            } else {
-                alpha * sum + beta * *c_ij
-            };
+            *c_ij = if beta == T::ZERO { alpha * sum } else { alpha * sum + beta * *c_ij };
         }
     }
 }

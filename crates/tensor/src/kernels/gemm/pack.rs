@@ -59,11 +59,7 @@ pub(crate) fn pack_panels<T: GemmScalar, const W: usize>(x: MatRef<T>, dst: &mut
             // element, zero-padding rows w..W.
             for (p, out_p) in out.chunks_exact_mut(W).enumerate() {
                 for (i, o) in out_p.iter_mut().enumerate() {
-                    *o = if i < w {
-                        data[(i0 + i) * rs + p * cs]
-                    } else {
-                        T::ZERO
-                    };
+                    *o = if i < w { data[(i0 + i) * rs + p * cs] } else { T::ZERO };
                 }
             }
         }
@@ -77,16 +73,9 @@ mod tests {
     #[test]
     fn packs_row_major_column_major_and_pads() {
         // x is 5 x 3, x[i, p] = 10 i + p; packed with W = 2 -> 3 panels.
-        let row_major: Vec<f64> = (0..5)
-            .flat_map(|i| (0..3).map(move |p| (10 * i + p) as f64))
-            .collect();
-        let col_major: Vec<f64> = (0..3)
-            .flat_map(|p| (0..5).map(move |i| (10 * i + p) as f64))
-            .collect();
-        let views = [
-            MatRef::new(&row_major, 5, 3, 3, 1).unwrap(),
-            MatRef::new(&col_major, 5, 3, 1, 5).unwrap(),
-        ];
+        let row_major: Vec<f64> = (0..5).flat_map(|i| (0..3).map(move |p| (10 * i + p) as f64)).collect();
+        let col_major: Vec<f64> = (0..3).flat_map(|p| (0..5).map(move |i| (10 * i + p) as f64)).collect();
+        let views = [MatRef::new(&row_major, 5, 3, 3, 1).unwrap(), MatRef::new(&col_major, 5, 3, 1, 5).unwrap()];
         for x in views {
             let mut dst = vec![f64::NAN; 3 * 2 * 3];
             pack_panels::<f64, 2>(x, &mut dst);

@@ -57,11 +57,7 @@ pub(crate) fn tile_rows<T: GemmScalar, const MR: usize, const NR: usize>(
     for (i, acc_i) in acc.iter().take(mr).enumerate() {
         let c_i = &mut c[i * rs..][..NR];
         for (c_ij, &ab) in c_i.iter_mut().zip(acc_i) {
-            *c_ij = if beta == T::ZERO {
-                alpha * ab
-            } else {
-                alpha * ab + beta * *c_ij
-            };
+            *c_ij = if beta == T::ZERO { alpha * ab } else { alpha * ab + beta * *c_ij };
         }
     }
 }
@@ -79,17 +75,7 @@ impl MicroKernel<f32> for Portable<f32> {
         pack_panels::<f32, 8>(b.t(), dst);
     }
 
-    fn tile_rows(
-        self,
-        mr: usize,
-        kc: usize,
-        alpha: f32,
-        a: &[f32],
-        b: &[f32],
-        beta: f32,
-        c: &mut [f32],
-        rs: usize,
-    ) {
+    fn tile_rows(self, mr: usize, kc: usize, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32], rs: usize) {
         tile_rows::<f32, 4, 8>(mr, kc, alpha, a, b, beta, c, rs);
     }
 }
@@ -107,17 +93,7 @@ impl MicroKernel<f64> for Portable<f64> {
         pack_panels::<f64, 4>(b.t(), dst);
     }
 
-    fn tile_rows(
-        self,
-        mr: usize,
-        kc: usize,
-        alpha: f64,
-        a: &[f64],
-        b: &[f64],
-        beta: f64,
-        c: &mut [f64],
-        rs: usize,
-    ) {
+    fn tile_rows(self, mr: usize, kc: usize, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &mut [f64], rs: usize) {
         tile_rows::<f64, 4, 4>(mr, kc, alpha, a, b, beta, c, rs);
     }
 }

@@ -20,9 +20,7 @@ const POOL_CAPACITY: usize = 8;
 /// aligned. The contents are whatever the previous user left: `f` must write
 /// before it reads.
 pub(crate) fn with_scratch<T: GemmScalar, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
-    let mut buf = T::scratch_pool()
-        .with(|pool| pool.borrow_mut().pop())
-        .unwrap_or_default();
+    let mut buf = T::scratch_pool().with(|pool| pool.borrow_mut().pop()).unwrap_or_default();
     let extra = ALIGN_BYTES / std::mem::size_of::<T>();
     if buf.len() < len + extra {
         // Grow only; the new tail is zeroed once, later calls reuse it as is.

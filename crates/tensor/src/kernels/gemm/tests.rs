@@ -46,13 +46,7 @@ struct Stored<T> {
 const SENTINEL: f64 = 12345.0;
 
 impl<T: GemmScalar> Stored<T> {
-    fn new(
-        rows: usize,
-        cols: usize,
-        layout: Layout,
-        mut value: impl FnMut() -> T,
-        sentinel: T,
-    ) -> Self {
+    fn new(rows: usize, cols: usize, layout: Layout, mut value: impl FnMut() -> T, sentinel: T) -> Self {
         let (offset, rs, cs, len) = match layout {
             Layout::RowMajor => (0, cols, 1, rows * cols),
             Layout::ColMajor => (0, 1, rows, rows * cols),
@@ -65,36 +59,15 @@ impl<T: GemmScalar> Stored<T> {
                 data[offset + i * rs + j * cs] = value();
             }
         }
-        Stored {
-            data,
-            offset,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
+        Stored { data, offset, rows, cols, rs, cs }
     }
 
     fn view(&self) -> MatRef<'_, T> {
-        MatRef::new(
-            &self.data[self.offset..],
-            self.rows,
-            self.cols,
-            self.rs,
-            self.cs,
-        )
-        .unwrap()
+        MatRef::new(&self.data[self.offset..], self.rows, self.cols, self.rs, self.cs).unwrap()
     }
 
     fn view_mut(&mut self) -> MatMut<'_, T> {
-        MatMut::new(
-            &mut self.data[self.offset..],
-            self.rows,
-            self.cols,
-            self.rs,
-            self.cs,
-        )
-        .unwrap()
+        MatMut::new(&mut self.data[self.offset..], self.rows, self.cols, self.rs, self.cs).unwrap()
     }
 
     fn get(&self, i: usize, j: usize) -> T {
@@ -121,10 +94,7 @@ impl<T: GemmScalar> Stored<T> {
                 inside[self.offset + i * self.rs + j * self.cs] = true;
             }
         }
-        self.data
-            .iter()
-            .zip(&inside)
-            .all(|(&x, &inside)| inside || x == sentinel)
+        self.data.iter().zip(&inside).all(|(&x, &inside)| inside || x == sentinel)
     }
 }
 
@@ -157,12 +127,7 @@ fn cases() -> Vec<Case> {
         (Layout::Strided, Layout::StridedColMajor),
         (Layout::StridedColMajor, Layout::Strided),
     ];
-    let c_layouts = [
-        Layout::RowMajor,
-        Layout::Strided,
-        Layout::ColMajor,
-        Layout::StridedColMajor,
-    ];
+    let c_layouts = [Layout::RowMajor, Layout::Strided, Layout::ColMajor, Layout::StridedColMajor];
     for &m in &DIMS {
         for &n in &DIMS {
             for &k in &DIMS {
@@ -173,16 +138,7 @@ fn cases() -> Vec<Case> {
                     let idx = cases.len();
                     let (alpha, beta) = ALPHA_BETA[(idx + t) % 4];
                     let c = c_layouts[(idx / 4 + t) % 4];
-                    cases.push(Case {
-                        m,
-                        n,
-                        k,
-                        a,
-                        b,
-                        c,
-                        alpha,
-                        beta,
-                    });
+                    cases.push(Case { m, n, k, a, b, c, alpha, beta });
                 }
             }
         }
@@ -202,31 +158,13 @@ fn cases() -> Vec<Case> {
 /// Runs `case` through `gemm_with(kernel, threading)` and checks it against
 /// the f64 oracle within the bound at the top of this file. With beta = 0
 /// the output starts as NaN, which must not survive.
-fn check_case<T: TestScalar>(
-    kernel: Kernel,
-    threading: Threading,
-    case: Case,
-    rng: &mut ChaCha8Rng,
-) {
-    let Case {
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        ..
-    } = case;
+fn check_case<T: TestScalar>(kernel: Kernel, threading: Threading, case: Case, rng: &mut ChaCha8Rng) {
+    let Case { m, n, k, alpha, beta, .. } = case;
     let mut uniform = || T::from_f64(rng.random_range(-1.0..1.0));
     let a = Stored::new(m, k, case.a, &mut uniform, T::from_f64(SENTINEL));
     let b = Stored::new(k, n, case.b, &mut uniform, T::from_f64(SENTINEL));
     let mut c = if beta == 0.0 {
-        Stored::new(
-            m,
-            n,
-            case.c,
-            || T::from_f64(f64::NAN),
-            T::from_f64(SENTINEL),
-        )
+        Stored::new(m, n, case.c, || T::from_f64(f64::NAN), T::from_f64(SENTINEL))
     } else {
         Stored::new(m, n, case.c, &mut uniform, T::from_f64(SENTINEL))
     };
@@ -237,38 +175,18 @@ fn check_case<T: TestScalar>(
     gemm_naive(alpha, a64.view(), b64.view(), beta, expect.view_mut());
     let mut bound = c64.map(|x| if beta == 0.0 { 0.0 } else { x.abs() });
     let (a_abs, b_abs) = (a64.map(f64::abs), b64.map(f64::abs));
-    gemm_naive(
-        alpha.abs(),
-        a_abs.view(),
-        b_abs.view(),
-        beta.abs(),
-        bound.view_mut(),
-    );
+    gemm_naive(alpha.abs(), a_abs.view(), b_abs.view(), beta.abs(), bound.view_mut());
 
-    gemm_with(
-        kernel,
-        threading,
-        T::from_f64(alpha),
-        a.view(),
-        b.view(),
-        T::from_f64(beta),
-        c.view_mut(),
-    );
+    gemm_with(kernel, threading, T::from_f64(alpha), a.view(), b.view(), T::from_f64(beta), c.view_mut());
 
     for i in 0..m {
         for j in 0..n {
             let (got, want) = (c.get(i, j).to_f64(), expect.get(i, j));
             let tol = 2.0 * (k as f64 + 2.0) * T::U * bound.get(i, j);
-            assert!(
-                (got - want).abs() <= tol,
-                "{kernel:?} {threading:?} {case:?}: C[{i}, {j}] = {got}, oracle {want}, tolerance {tol}"
-            );
+            assert!((got - want).abs() <= tol, "{kernel:?} {threading:?} {case:?}: C[{i}, {j}] = {got}, oracle {want}, tolerance {tol}");
         }
     }
-    assert!(
-        c.padding_untouched(T::from_f64(SENTINEL)),
-        "{kernel:?} {case:?}: wrote outside C"
-    );
+    assert!(c.padding_untouched(T::from_f64(SENTINEL)), "{kernel:?} {case:?}: wrote outside C");
 }
 
 fn check_all_cases<T: TestScalar>(kernel: Kernel) {
@@ -335,14 +253,8 @@ fn every_kernel_matches_naive_under_other_machines_blocks() {
 #[test]
 fn rayon_matches_naive() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    for case in cases()
-        .into_iter()
-        .filter(|c| c.m * c.n * c.k >= PARALLEL_MIN_MNK_IN_POOL)
-    {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for case in cases().into_iter().filter(|c| c.m * c.n * c.k >= PARALLEL_MIN_MNK_IN_POOL) {
         pool.install(|| check_case::<f32>(Kernel::best(), Threading::Rayon, case, &mut rng));
         if case.m * case.n * case.k >= PARALLEL_MIN_MNK_OUTSIDE {
             check_case::<f32>(Kernel::best(), Threading::Rayon, case, &mut rng);
@@ -351,28 +263,13 @@ fn rayon_matches_naive() {
 }
 
 /// Runs `gemm_with` on fresh copies of the same inputs, returns C.
-fn run_f32(
-    kernel: Kernel,
-    threading: Threading,
-    m: usize,
-    n: usize,
-    k: usize,
-    c_layout: Layout,
-) -> Vec<f32> {
+fn run_f32(kernel: Kernel, threading: Threading, m: usize, n: usize, k: usize, c_layout: Layout) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64((m * 1_000_000 + n * 1000 + k) as u64);
     let mut uniform = || rng.random_range(-1.0f32..1.0);
     let a = Stored::new(m, k, Layout::RowMajor, &mut uniform, 0.0);
     let b = Stored::new(k, n, Layout::ColMajor, &mut uniform, 0.0);
     let mut c = Stored::new(m, n, c_layout, &mut uniform, 0.0);
-    gemm_with(
-        kernel,
-        threading,
-        1.5,
-        a.view(),
-        b.view(),
-        0.5,
-        c.view_mut(),
-    );
+    gemm_with(kernel, threading, 1.5, a.view(), b.view(), 0.5, c.view_mut());
     c.data
 }
 
@@ -380,32 +277,16 @@ fn run_f32(
 /// never split, so every element is summed in the same order.
 #[test]
 fn single_and_rayon_are_bit_identical() {
-    let shapes = [
-        (255, 255, 255),
-        (130, 300, 70),
-        (65, 1000, 17),
-        (32, 784, 288),
-        (7, 65, 1025),
-    ];
+    let shapes = [(255, 255, 255), (130, 300, 70), (65, 1000, 17), (32, 784, 288), (7, 65, 1025)];
     for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
         for &(m, n, k) in &shapes {
             for c_layout in [Layout::RowMajor, Layout::ColMajor] {
                 let single = run_f32(kernel, Threading::Single, m, n, k, c_layout);
                 for threads in [2, 3] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    let parallel =
-                        pool.install(|| run_f32(kernel, Threading::Rayon, m, n, k, c_layout));
-                    let same = single
-                        .iter()
-                        .zip(&parallel)
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(
-                        same,
-                        "{kernel:?} {m}x{n}x{k} {c_layout:?}: {threads} threads differ from 1"
-                    );
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let parallel = pool.install(|| run_f32(kernel, Threading::Rayon, m, n, k, c_layout));
+                    let same = single.iter().zip(&parallel).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{kernel:?} {m}x{n}x{k} {c_layout:?}: {threads} threads differ from 1");
                 }
             }
         }
@@ -417,10 +298,8 @@ fn single_and_rayon_are_bit_identical() {
 fn gemm_nests_inside_rayon() {
     let (m, n, k) = (96, 200, 130);
     let expect = run_f32(Kernel::best(), Threading::Single, m, n, k, Layout::RowMajor);
-    let results: Vec<Vec<f32>> = (0..8)
-        .into_par_iter()
-        .map(|_| run_f32(Kernel::best(), Threading::Rayon, m, n, k, Layout::RowMajor))
-        .collect();
+    let results: Vec<Vec<f32>> =
+        (0..8).into_par_iter().map(|_| run_f32(Kernel::best(), Threading::Rayon, m, n, k, Layout::RowMajor)).collect();
     for got in results {
         assert_eq!(got, expect);
     }
@@ -435,13 +314,7 @@ fn empty_inner_dimension_scales_c() {
         let mut c = [3.0f32; 6];
         let a_view = MatRef::new(&a, 2, 0, 0, 1).unwrap();
         let b_view = MatRef::new(&b, 0, 3, 3, 1).unwrap();
-        gemm(
-            1.0,
-            a_view,
-            b_view,
-            beta,
-            MatMut::new(&mut c, 2, 3, 3, 1).unwrap(),
-        );
+        gemm(1.0, a_view, b_view, beta, MatMut::new(&mut c, 2, 3, 3, 1).unwrap());
         assert_eq!(c, [want; 6]);
     }
     let a = [f32::NAN; 4];
@@ -456,13 +329,7 @@ fn empty_inner_dimension_scales_c() {
 fn shape_mismatch_panics() {
     let x = [0.0f32; 6];
     let mut c = [0.0f32; 4];
-    gemm(
-        1.0,
-        MatRef::new(&x, 2, 3, 3, 1).unwrap(),
-        MatRef::new(&x, 2, 2, 2, 1).unwrap(),
-        0.0,
-        MatMut::new(&mut c, 2, 2, 2, 1).unwrap(),
-    );
+    gemm(1.0, MatRef::new(&x, 2, 3, 3, 1).unwrap(), MatRef::new(&x, 2, 2, 2, 1).unwrap(), 0.0, MatMut::new(&mut c, 2, 2, 2, 1).unwrap());
 }
 
 #[test]
@@ -470,23 +337,11 @@ fn views_check_bounds_and_aliasing() {
     let mut x = [0.0f32; 12];
     assert!(MatRef::new(&x, 3, 4, 4, 1).is_some());
     assert!(MatRef::new(&x, 3, 5, 4, 1).is_none(), "past the end");
-    assert!(
-        MatRef::new(&x, 12, 12, 0, 0).is_some(),
-        "a broadcast read view may repeat elements"
-    );
+    assert!(MatRef::new(&x, 12, 12, 0, 0).is_some(), "a broadcast read view may repeat elements");
     assert!(MatMut::new(&mut x, 3, 4, 4, 1).is_some());
     assert!(MatMut::new(&mut x, 4, 3, 1, 4).is_some(), "column-major");
     assert!(MatMut::new(&mut x, 3, 4, 2, 1).is_none(), "rows overlap");
-    assert!(
-        MatMut::new(&mut x, 2, 2, 0, 1).is_none(),
-        "both rows are the same"
-    );
-    assert!(
-        MatMut::new(&mut x, 1, 12, 0, 1).is_some(),
-        "one row: its stride is never used"
-    );
-    assert!(
-        MatMut::new(&mut x, 3, 4, usize::MAX, 1).is_none(),
-        "index overflow"
-    );
+    assert!(MatMut::new(&mut x, 2, 2, 0, 1).is_none(), "both rows are the same");
+    assert!(MatMut::new(&mut x, 1, 12, 0, 1).is_some(), "one row: its stride is never used");
+    assert!(MatMut::new(&mut x, 3, 4, usize::MAX, 1).is_none(), "index overflow");
 }

@@ -64,26 +64,14 @@ impl<'a, T> MatRef<'a, T> {
     pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Option<Self> {
         match max_index(rows, cols, rs, cs)? {
             Some(last) if last >= data.len() => None,
-            _ => Some(MatRef {
-                data,
-                rows,
-                cols,
-                rs,
-                cs,
-            }),
+            _ => Some(MatRef { data, rows, cols, rs, cs }),
         }
     }
 
     /// The transpose, as a view of the same data with the strides swapped.
     #[must_use]
     pub fn t(self) -> Self {
-        MatRef {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
+        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
     /// Number of rows.
@@ -114,12 +102,7 @@ impl<'a, T> MatRef<'a, T> {
     where
         T: Copy,
     {
-        assert!(
-            i < self.rows && j < self.cols,
-            "MatRef::at({i}, {j}) on a {}x{} view",
-            self.rows,
-            self.cols
-        );
+        assert!(i < self.rows && j < self.cols, "MatRef::at({i}, {j}) on a {}x{} view", self.rows, self.cols);
         self.data[i * self.rs + j * self.cs]
     }
 
@@ -136,22 +119,10 @@ impl<'a, T> MatRef<'a, T> {
             self.cols
         );
         if rows == 0 || cols == 0 {
-            return MatRef {
-                data: &self.data[..0],
-                rows,
-                cols,
-                rs: self.rs,
-                cs: self.cs,
-            };
+            return MatRef { data: &self.data[..0], rows, cols, rs: self.rs, cs: self.cs };
         }
         let start = row0 * self.rs + col0 * self.cs;
-        MatRef {
-            data: &self.data[start..],
-            rows,
-            cols,
-            rs: self.rs,
-            cs: self.cs,
-        }
+        MatRef { data: &self.data[start..], rows, cols, rs: self.rs, cs: self.cs }
     }
 
     /// The underlying slice, starting at element (0, 0).
@@ -173,25 +144,13 @@ impl<'a, T> MatMut<'a, T> {
             }
         }
         let disjoint = rows_disjoint(rows, cols, rs, cs) || rows_disjoint(cols, rows, cs, rs);
-        disjoint.then_some(MatMut {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        })
+        disjoint.then_some(MatMut { data, rows, cols, rs, cs })
     }
 
     /// The transpose, as a view of the same data with the strides swapped.
     #[must_use]
     pub fn t(self) -> Self {
-        MatMut {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
+        MatMut { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
     /// Number of rows.
@@ -217,24 +176,12 @@ impl<'a, T> MatMut<'a, T> {
     /// A read-only view of the same elements.
     #[must_use]
     pub fn as_ref(&self) -> MatRef<'_, T> {
-        MatRef {
-            data: self.data,
-            rows: self.rows,
-            cols: self.cols,
-            rs: self.rs,
-            cs: self.cs,
-        }
+        MatRef { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
     }
 
     /// A shorter-lived mutable view of the same elements (a reborrow).
     pub fn rb(&mut self) -> MatMut<'_, T> {
-        MatMut {
-            data: self.data,
-            rows: self.rows,
-            cols: self.cols,
-            rs: self.rs,
-            cs: self.cs,
-        }
+        MatMut { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
     }
 
     /// True if each row is a contiguous index range that ends before the next
@@ -248,24 +195,9 @@ impl<'a, T> MatMut<'a, T> {
     /// # Panics
     /// If the columns do not fit inside the view.
     pub(crate) fn columns(self, col0: usize, cols: usize) -> Self {
-        assert!(
-            col0 + cols <= self.cols,
-            "columns {col0}..{} of a view with {} columns",
-            col0 + cols,
-            self.cols
-        );
-        let start = if self.rows == 0 || cols == 0 {
-            0
-        } else {
-            col0 * self.cs
-        };
-        MatMut {
-            data: &mut self.data[start..],
-            rows: self.rows,
-            cols,
-            rs: self.rs,
-            cs: self.cs,
-        }
+        assert!(col0 + cols <= self.cols, "columns {col0}..{} of a view with {} columns", col0 + cols, self.cols);
+        let start = if self.rows == 0 || cols == 0 { 0 } else { col0 * self.cs };
+        MatMut { data: &mut self.data[start..], rows: self.rows, cols, rs: self.rs, cs: self.cs }
     }
 
     /// Splits into rows `0..row` and `row..rows`, two views that own disjoint
@@ -274,35 +206,14 @@ impl<'a, T> MatMut<'a, T> {
     /// # Panics
     /// If `row > rows`, or if the rows are not disjoint index ranges.
     pub(crate) fn split_at_row(self, row: usize) -> (Self, Self) {
-        assert!(
-            row <= self.rows && self.rows_disjoint(),
-            "split_at_row({row}) of a {}x{} view",
-            self.rows,
-            self.cols
-        );
+        assert!(row <= self.rows && self.rows_disjoint(), "split_at_row({row}) of a {}x{} view", self.rows, self.cols);
         // Rows are disjoint increasing ranges, so rows 0..row all lie below
         // index row * rs and rows row.. at or above it.
-        let at = if row == self.rows {
-            self.data.len()
-        } else {
-            row * self.rs
-        };
+        let at = if row == self.rows { self.data.len() } else { row * self.rs };
         let (top, bottom) = self.data.split_at_mut(at.min(self.data.len()));
         (
-            MatMut {
-                data: top,
-                rows: row,
-                cols: self.cols,
-                rs: self.rs,
-                cs: self.cs,
-            },
-            MatMut {
-                data: bottom,
-                rows: self.rows - row,
-                cols: self.cols,
-                rs: self.rs,
-                cs: self.cs,
-            },
+            MatMut { data: top, rows: row, cols: self.cols, rs: self.rs, cs: self.cs },
+            MatMut { data: bottom, rows: self.rows - row, cols: self.cols, rs: self.rs, cs: self.cs },
         )
     }
 
@@ -324,17 +235,9 @@ impl<'a, T: Copy> MatRef<'a, T> {
         assert!(row <= self.rows);
         let top = MatRef { rows: row, ..self };
         let bottom = if row == self.rows || self.cols == 0 {
-            MatRef {
-                data: &self.data[..0],
-                rows: self.rows - row,
-                ..self
-            }
+            MatRef { data: &self.data[..0], rows: self.rows - row, ..self }
         } else {
-            MatRef {
-                data: &self.data[row * self.rs..],
-                rows: self.rows - row,
-                ..self
-            }
+            MatRef { data: &self.data[row * self.rs..], rows: self.rows - row, ..self }
         };
         (top, bottom)
     }
