@@ -245,3 +245,39 @@ fn recipe_options_resume_bit_for_bit_and_fix_the_schedule_length() {
     let err = fails(&ddpm(&["train", "--run", resumed.to_str().unwrap(), "--resume", "--steps", "9", "--quiet"]), 2);
     assert!(err.contains("--steps") && err.contains("cosine"), "{err}");
 }
+
+/// `--init` starts a new run from a trained model's EMA weights: after one step with
+/// EMA decay d, the run's EMA is d w_0 + (1 - d) w_1, so (ema - (1 - d) w_1) / d
+/// gives back the exported weights w_0. The run resumes without repeating --init,
+/// and a model of another architecture is refused by name.
+#[test]
+fn init_fine_tunes_from_an_exported_model() {
+    let (base, tuned, other) = (scratch("init-base"), scratch("init-tuned"), scratch("init-other"));
+    ok(&train(&base, &["--steps", "3"]));
+    let exported = base.join("exported.safetensors");
+    ok(&ddpm(&["export", "--checkpoint", base.to_str().unwrap(), "--out", exported.to_str().unwrap()]));
+    let w0 = Checkpoint::<f32>::load(&exported).unwrap().model;
+    ok(&train(
+        &tuned,
+        &["--init", exported.to_str().unwrap(), "--steps", "1", "--ema-decay", "0.5", "--ema-warmup", "false", "--seed", "7"],
+    ));
+    let c = Checkpoint::<f32>::load(tuned.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(c.model.len(), w0.len());
+    let mut moved = 0.0f32;
+    for (((name, w1), (_, ema)), (_, w0)) in c.model.iter().zip(&c.ema).zip(&w0) {
+        for ((&w1, &ema), &w0) in w1.to_vec().iter().zip(&ema.to_vec()).zip(&w0.to_vec()) {
+            let back = (ema - 0.5 * w1) / 0.5;
+            assert!((back - w0).abs() <= 1e-5 * (1.0 + w0.abs()), "{name}: {back} vs the exported {w0}");
+            moved = moved.max((w1 - w0).abs());
+        }
+    }
+    assert!(moved > 0.0, "the step changed no weight");
+    let config = std::fs::read_to_string(tuned.join("config.json")).unwrap();
+    assert!(config.contains("exported.safetensors"), "{config}");
+    ok(&ddpm(&["train", "--run", tuned.to_str().unwrap(), "--resume", "--steps", "2", "--quiet"]));
+    let err =
+        fails(&ddpm(&["train", "--run", other.to_str().unwrap(), "--quiet", "--init", exported.to_str().unwrap(), "--steps", "1"]), 2);
+    assert!(err.contains("--init") && err.contains("architecture"), "{err}");
+    let err = fails(&train(&scratch("init-missing"), &["--init", "no/such/file.safetensors", "--steps", "1"]), 2);
+    assert!(err.contains("--init") && err.contains("does not exist"), "{err}");
+}

@@ -175,6 +175,10 @@ pub struct TrainArgs {
     /// Continue from the run folder's last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start a new run from a trained model's weights (a checkpoint, its run folder,
+    /// or an exported file) with a fresh optimizer and EMA: fine-tuning.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Save a checkpoint every N steps (and at the end).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,

@@ -190,6 +190,9 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         sample_every,
         samples
     );
+    if args.init.is_some() {
+        c.init.clone_from(&args.init);
+    }
     c.validate()?;
     Ok(c)
 }

@@ -128,6 +128,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub sample_every: usize,
     pub samples: usize,
+    /// A trained model to start from instead of fresh weights (its EMA weights, with
+    /// a new optimizer and EMA): fine-tuning. `None` in every config written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
 }
 
 /// Hang et al.'s gamma.
@@ -163,6 +167,7 @@ impl TrainConfig {
             checkpoint_every: 500,
             sample_every: 0,
             samples: 64,
+            init: None,
         };
         match preset {
             // A 16-channel UNet (453,825 parameters) and a recipe for what ten

@@ -241,6 +241,9 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
                 ),
             });
         }
+        // The weights come from the checkpoint; the file the run started from is
+        // the saved config's, whether or not --init is given again.
+        let config = TrainConfig { init: config.init.or_else(|| loaded.config.init.clone()), ..config };
         let mut model = Model::new(&config.model, config.seed)?;
         model.load_named_params(&loaded.checkpoint.model)?;
         let mut optimizer = Adam::adamw(config.lr, 0.0);
@@ -267,10 +270,36 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
     }
     write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
     write_atomic(&dir.join("metrics.csv"), b"step,loss,lr,grad_norm,examples_per_second\n")?;
-    let model = Model::new(&config.model, config.seed)?;
+    let model = match &config.init {
+        Some(init) => initial_weights(init, &config)?,
+        None => Model::new(&config.model, config.seed)?,
+    };
     let optimizer = Adam::adamw(config.lr, 0.0);
     let ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
     Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0, _lock: lock })
+}
+
+/// The model of `--init`: the weights a new run starts from, read from a checkpoint
+/// or an exported file (its EMA weights) whose architecture is the run's.
+fn initial_weights(init: &Path, config: &TrainConfig) -> Result<Model> {
+    let loaded = crate::run::model::Loaded::read(init).map_err(|e| match e {
+        Error::InvalidArgument { reason, .. } => Error::InvalidArgument { what: "--init", reason },
+        other => other,
+    })?;
+    if loaded.config.model != config.model {
+        return Err(Error::InvalidArgument {
+            what: "--init",
+            reason: format!(
+                "{} holds a model of another architecture ({:?}) than this run's ({:?})",
+                loaded.path.display(),
+                loaded.config.model,
+                config.model
+            ),
+        });
+    }
+    let mut model = loaded.model(false)?;
+    model.set_mode(nn::Mode::Train);
+    Ok(model)
 }
 
 /// Takes the run folder's lock, then clears what killed writes left in it.
