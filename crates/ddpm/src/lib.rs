@@ -39,8 +39,8 @@
 //! code (`000_f8c94919962f9c7e.txt` lecture notes, `001_...` paper summary, `002_...` paper
 //! reading, `003_...` derivation document; `notebooks-md/guides/` has a reading guide per
 //! note); "DDIM" is Song et al. 2021, "N&D" Nichol & Dhariwal 2021.
-//! Tests live in the root package's `tests/derivations_{forward,posterior,bound,sampling,continuous}.rs`
-//! (and this crate's `tests/api.rs`); every test named in a row calls the functions of its row.
+//! Tests live in this crate's `tests/derivations_{forward,posterior,bound,sampling,continuous}.rs`,
+//! `tests/errata.rs` and `tests/api.rs`; every test named in a row calls the functions of its row.
 //!
 //! | # | Statement | Source | Function | Test |
 //! |---|---|---|---|---|
@@ -58,7 +58,7 @@
 //! | 12 | -log p(x_0) <= L, gap = KL(q(x_{1:T} \| x_0) \|\| p(x_{1:T} \| x_0)) | notes 003 eq. 9; notes 000; notes 002 §2.3.2 | [`prior_bpd`], [`vb_terms_bpd`] | `the_bound_is_a_bound_and_its_gap_is_the_path_kl` |
 //! | 13 | L_T = KL(q(x_T \| x_0) \|\| N(0, I)) in closed form, ~ 0, no trainable parameter | Ho §3.1; notes 002 §3.1 | [`prior_bpd`] | `prior_term_is_near_zero_and_has_no_trainable_parameter` |
 //! | 14 | the discretised decoder's 256 bins sum to 1 | Ho eq. 13 | [`discretized_gaussian_log_likelihood`], [`discretized_gaussian_log_likelihood_exact`] | `discretized_decoder_bin_probabilities_sum_to_one` |
-//! | 15 | Var[x_{t-1} \| x_t] = beta-tilde_t + coef1_t^2 Var[x_0 \| x_t] >= beta-tilde_t for any data; <= beta_t iff Var[x_0 \| x_t] <= 1 - alpha-bar_t (every x_t for Gaussian data of variance <= 1, on average over x_t for any data of variance <= 1); conventions at t = 0 | Ho §3.2; notes 002 §3.2 | [`VarianceKind::variances`] | `beta_and_beta_tilde_bracket_the_reverse_variance`, `note002_and_crate_docs_beta_tilde_and_beta_bracket_the_reverse_variance_only_under_conditions` (`tests/errata.rs`) |
+//! | 15 | Var[x_{t-1} \| x_t] = beta-tilde_t + coef1_t^2 Var[x_0 \| x_t] >= beta-tilde_t for any data; <= beta_t iff Var[x_0 \| x_t] <= 1 - alpha-bar_t (every x_t for Gaussian data of variance <= 1, on average over x_t for any data of variance <= 1); conventions at t = 0 | Ho §3.2; notes 002 §3.2 | [`VarianceKind::variances`] | `beta_and_beta_tilde_bracket_the_reverse_variance`, `note002_and_crate_docs_beta_tilde_and_beta_bracket_the_reverse_variance_only_under_conditions` (`crates/ddpm/tests/errata.rs`) |
 //! | 16 | the optimal eps_theta is E[eps \| x_t] and minimises L_simple | notes 000; Ho eq. 14 | [`DatasetOptimalPredictor`], [`training_losses`] | `the_exact_noise_predictor_minimises_l_simple`, `l_simple_of_the_exact_predictor_equals_its_quadrature_floor`, `training_losses_follow_their_definitions` |
 //! | 17 | Algorithm 2 = a draw from p(x_{t-1} \| x_t) built from the posterior | Ho Alg. 2, eq. 11; notes 003 eq. 13 | [`p_mean_variance`], [`p_sample`], [`sample_ancestral`] | `algorithm_2_update_equals_a_draw_from_the_reverse_posterior_step`, `ancestral_sampling_with_the_exact_predictor_returns_the_data_points` |
 //! | 18 | DDIM eta = 1 ~ ancestral with beta-tilde; eta = 0 deterministic | DDIM eq. 12, §4.1; notes 000 | [`ddim_step`], [`sample_ddim`] | `ddim_with_eta_one_matches_ancestral_and_with_eta_zero_is_deterministic`, `respaced_ddim_keeps_the_marginals_and_samples_the_data_distribution` |
