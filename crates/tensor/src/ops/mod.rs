@@ -17,7 +17,7 @@ pub mod upsample;
 pub mod view;
 
 use crate::element::Float;
-use crate::kernels::elementwise::{map_into, zip_into};
+use crate::kernels::elementwise::{map_to_vec, zip_to_vec};
 use crate::layout::Layout;
 use crate::shape::elem_count;
 use rayon::prelude::*;
@@ -30,25 +30,12 @@ const CHUNK: usize = 1 << 13;
 
 /// `out[i] = f(x[i])`.
 pub(crate) fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    if x.len() < PARALLEL_MIN_ELEMS {
-        map_into(x, &mut out, &f);
-    } else {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| map_into(x, o, &f));
-    }
-    out
+    map_to_vec(x, CHUNK, x.len() >= PARALLEL_MIN_ELEMS, f)
 }
 
 /// `out[i] = f(a[i], b[i])` for two slices of the same length.
 pub(crate) fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    debug_assert_eq!(a.len(), b.len());
-    let mut out = vec![T::ZERO; a.len()];
-    if a.len() < PARALLEL_MIN_ELEMS {
-        zip_into(a, b, &mut out, &f);
-    } else {
-        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| zip_into(a, b, o, &f));
-    }
-    out
+    zip_to_vec(a, b, CHUNK, a.len() >= PARALLEL_MIN_ELEMS, f)
 }
 
 /// The strides that read `layout` broadcast to `out_dims` (0 on repeated axes).
