@@ -227,6 +227,9 @@ fn backward_op<T: Float>(op: &Op<T>, out: &Tensor<T>, g: &Tensor<T>) -> Result<V
         Op::GroupNorm { x, weight, groups, mean, rstd, .. } => {
             norm::group_norm_backward(x, weight, *groups, mean, rstd, g).map(|(gx, gw, gb)| vec![Some(gx), Some(gw), Some(gb)])
         }
+        Op::GroupNormSilu { x, weight, bias, groups, mean, rstd } => {
+            norm::group_norm_silu_backward(x, weight, bias, *groups, mean, rstd, g).map(|(gx, gw, gb)| vec![Some(gx), Some(gw), Some(gb)])
+        }
         Op::UpsampleNearest2d { x, scale } => one(upsample::upsample_nearest2d_backward(x, *scale, g)),
         Op::Where { mask, a, b } => select::where_backward(mask, a, b, g).map(|(ga, gb)| vec![None, Some(ga), Some(gb)]),
         Op::IndexSelect { x, axis, indices } => one(select::index_select_backward(x, *axis, indices, g)),

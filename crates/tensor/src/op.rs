@@ -77,6 +77,16 @@ pub enum Op<T: Float> {
         mean: Arc<Vec<T>>,
         rstd: Arc<Vec<T>>,
     },
+    /// `silu(group_norm(x))` in one pass; the normalised values are recomputed
+    /// from `x`, `mean` and `rstd` in the backward instead of being kept.
+    GroupNormSilu {
+        x: Tensor<T>,
+        weight: Tensor<T>,
+        bias: Tensor<T>,
+        groups: usize,
+        mean: Arc<Vec<T>>,
+        rstd: Arc<Vec<T>>,
+    },
     UpsampleNearest2d {
         x: Tensor<T>,
         scale: usize,
@@ -142,6 +152,7 @@ op_kinds!(
     Matmul,
     Conv2d,
     GroupNorm,
+    GroupNormSilu,
     UpsampleNearest2d,
     Where,
     IndexSelect,
@@ -182,6 +193,7 @@ impl<T: Float> Op<T> {
             Op::Matmul(..) => OpKind::Matmul,
             Op::Conv2d { .. } => OpKind::Conv2d,
             Op::GroupNorm { .. } => OpKind::GroupNorm,
+            Op::GroupNormSilu { .. } => OpKind::GroupNormSilu,
             Op::UpsampleNearest2d { .. } => OpKind::UpsampleNearest2d,
             Op::Where { .. } => OpKind::Where,
             Op::IndexSelect { .. } => OpKind::IndexSelect,
@@ -225,7 +237,7 @@ impl<T: Float> Op<T> {
                 v.extend(bias.iter());
                 v
             }
-            Op::GroupNorm { x, weight, bias, .. } => vec![x, weight, bias],
+            Op::GroupNorm { x, weight, bias, .. } | Op::GroupNormSilu { x, weight, bias, .. } => vec![x, weight, bias],
             Op::Where { mask, a, b } => vec![mask, a, b],
         }
     }

@@ -54,11 +54,11 @@ impl<T: Float> ResBlock<T> {
     /// # Errors
     /// A shape error when `x` or `temb` do not fit the block.
     pub fn forward(&self, x: &Tensor<T>, temb: &Tensor<T>) -> Result<Tensor<T>> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu())?; // [B, Cout, H, W]
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?; // [B, Cout, H, W]
         let shift = self.time_proj.forward(&temb.silu())?; // [B, Cout]
         let (b, c) = (shift.dims()[0], shift.dims()[1]);
         let h = h.add(&shift.reshape(&[b, c, 1, 1])?)?;
-        let h = self.conv2.forward(&self.dropout.forward(&self.norm2.forward(&h)?.silu())?)?;
+        let h = self.conv2.forward(&self.dropout.forward(&self.norm2.forward_silu(&h)?)?)?;
         match &self.skip {
             Some(skip) => skip.forward(x)?.add(&h),
             None => x.add(&h),

@@ -48,6 +48,15 @@ impl<T: Float> GroupNorm<T> {
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         x.group_norm(self.groups, &self.weight, &self.bias, self.eps)
     }
+
+    /// `silu(forward(x))` in one pass ([`Tensor::group_norm_silu`]): the same
+    /// values as `self.forward(x)?.silu()`, one tensor fewer kept for the backward.
+    ///
+    /// # Errors
+    /// As [`GroupNorm::forward`].
+    pub fn forward_silu(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)
+    }
 }
 
 impl<T: Float> Module<T> for GroupNorm<T> {

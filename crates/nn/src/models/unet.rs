@@ -199,7 +199,7 @@ impl<T: Float> UNet<T> {
                 h = upsample.forward(&h)?;
             }
         }
-        self.out_conv.forward(&self.out_norm.forward(&h)?.silu())
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }
 
     fn check_input(&self, x: &Tensor<T>, timesteps: usize) -> Result<()> {
