@@ -53,6 +53,43 @@ pub fn zip_to_vec<T: Copy + Send + Sync, F: Fn(T, T) -> T + Sync>(a: &[T], b: &[
     out
 }
 
+/// A new vector of `rows * inner` elements, row `r` taken from the iterator
+/// `row(r)`, written once (never zero-filled first); rows run as rayon tasks with
+/// `parallel`.
+///
+/// # Panics
+/// If an iterator yields fewer than `inner` elements (extra ones are ignored).
+pub fn rows_to_vec<T, I, F>(rows: usize, inner: usize, parallel: bool, row: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    I: Iterator<Item = T>,
+    F: Fn(usize) -> I + Sync,
+{
+    let n = rows * inner;
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    if inner > 0 {
+        let fill = |(r, slots): (usize, &mut [MaybeUninit<T>])| {
+            let mut written = 0;
+            for (slot, v) in slots.iter_mut().zip(row(r)) {
+                slot.write(v);
+                written += 1;
+            }
+            assert_eq!(written, inner, "rows_to_vec: row {r} has {written} elements, not {inner}");
+        };
+        let slots = &mut out.spare_capacity_mut()[..n];
+        if parallel {
+            slots.par_chunks_mut(inner).enumerate().for_each(fill);
+        } else {
+            slots.chunks_mut(inner).enumerate().for_each(fill);
+        }
+    }
+    // SAFETY: every one of the n slots was written: the slots are cut into `rows`
+    // chunks of exactly `inner`, and each chunk's fill asserts (panicking, so
+    // `set_len` is never reached otherwise) that it wrote `inner` values.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// `out[i].write(f(x[i]))` for every slot of `out`.
 fn map_uninit<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F) {
     assert_eq!(x.len(), out.len(), "map_uninit: input and output lengths differ");
@@ -136,6 +173,21 @@ mod tests {
             assert_eq!(written(&|o| zip_uninit(&x, &y, o, g)), zipped);
             assert_eq!(written(&|o| zip_uninit_portable(&x, &y, o, g)), zipped);
         }
+    }
+
+    /// Rows from iterators fill the vector in order, serial and parallel; a short
+    /// row panics instead of leaving slots unwritten.
+    #[test]
+    fn rows_from_iterators_fill_the_vector_in_order() {
+        for (rows, inner) in [(0, 3), (3, 0), (1, 1), (7, 5), (300, 129)] {
+            let want: Vec<u64> = (0..rows * inner).map(|i| i as u64 * 3 + 1).collect();
+            for parallel in [false, true] {
+                let got = rows_to_vec(rows, inner, parallel, |r| (0..inner).map(move |i| ((r * inner + i) * 3 + 1) as u64));
+                assert_eq!(got, want, "{rows} x {inner}, parallel {parallel}");
+            }
+        }
+        let short = std::panic::catch_unwind(|| rows_to_vec(4, 3, false, |r| (0..if r == 2 { 2 } else { 3 }).map(|i| i as f32)));
+        assert!(short.is_err(), "a row of 2 elements where 3 are needed");
     }
 
     /// The vectors written once equal the plain loop, serial and in parallel

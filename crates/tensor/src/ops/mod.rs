@@ -17,10 +17,9 @@ pub mod upsample;
 pub mod view;
 
 use crate::element::Float;
-use crate::kernels::elementwise::{map_to_vec, zip_to_vec};
+use crate::kernels::elementwise::{map_to_vec, rows_to_vec, zip_to_vec};
 use crate::layout::Layout;
 use crate::shape::elem_count;
-use rayon::prelude::*;
 
 /// Below this many elements an elementwise loop runs on one thread: spawning
 /// rayon tasks costs more than the work.
@@ -87,13 +86,11 @@ pub(crate) fn zip_strided<T: Float>(
     let mut strides = [a_strides, b_strides];
     let dims = coalesce(out_dims, &mut strides);
     let [sa, sb] = strides;
-    let mut out = vec![T::ZERO; n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
     if dims.is_empty() {
-        out[0] = f(a[a_offset], b[b_offset]);
-        return out;
+        return vec![f(a[a_offset], b[b_offset])];
     }
     let rank = dims.len();
     let inner = dims[rank - 1];
@@ -109,18 +106,10 @@ pub(crate) fn zip_strided<T: Float>(
         }
         (oa, ob)
     };
-    let fill_row = |row: usize, o: &mut [T]| {
-        let (mut pa, mut pb) = row_start(row);
-        for v in o.iter_mut() {
-            *v = f(a[pa], b[pb]);
-            pa += ia;
-            pb += ib;
-        }
+    let f = &f;
+    let row = |row: usize| {
+        let (pa, pb) = row_start(row);
+        (0..inner).map(move |i| f(a[pa + i * ia], b[pb + i * ib]))
     };
-    if n < PARALLEL_MIN_ELEMS {
-        out.chunks_mut(inner).enumerate().for_each(|(row, o)| fill_row(row, o));
-    } else {
-        out.par_chunks_mut(inner).enumerate().for_each(|(row, o)| fill_row(row, o));
-    }
-    out
+    rows_to_vec(n / inner, inner, n >= PARALLEL_MIN_ELEMS, row)
 }
