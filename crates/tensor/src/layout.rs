@@ -71,8 +71,7 @@ impl Layout {
     /// The innermost axis is a plain strided loop; the outer axes advance an index
     /// like an odometer, so the cost per element is one add.
     pub fn for_each_index(&self, mut f: impl FnMut(usize, usize)) {
-        let n = self.elem_count();
-        if n == 0 {
+        if self.elem_count() == 0 {
             return;
         }
         let rank = self.dims.len();
@@ -80,34 +79,14 @@ impl Layout {
             f(0, self.offset);
             return;
         }
-        let inner = self.dims[rank - 1];
-        let inner_stride = self.strides[rank - 1];
-        let mut index = vec![0usize; rank - 1];
-        let mut base = self.offset;
+        let (inner, inner_stride) = (self.dims[rank - 1], self.strides[rank - 1]);
         let mut i = 0;
-        loop {
-            let mut at = base;
-            for _ in 0..inner {
+        self.for_each_outer(rank - 1, |base| {
+            for at in (0..inner).map(|j| base + j * inner_stride) {
                 f(i, at);
                 i += 1;
-                at += inner_stride;
             }
-            // Odometer step over the outer axes.
-            let mut axis = rank - 1;
-            loop {
-                if axis == 0 {
-                    return;
-                }
-                axis -= 1;
-                index[axis] += 1;
-                base += self.strides[axis];
-                if index[axis] < self.dims[axis] {
-                    break;
-                }
-                base -= self.strides[axis] * self.dims[axis];
-                index[axis] = 0;
-            }
-        }
+        });
     }
 
     /// Calls `f(storage_start, len)` for each run of elements that lie next to each
@@ -129,15 +108,22 @@ impl Layout {
             run *= self.dims[rank - 1 - run_axes];
             run_axes += 1;
         }
-        let outer = rank - run_axes;
+        self.for_each_outer(rank - run_axes, |base| f(base, run));
+        Some(())
+    }
+
+    /// Calls `f(storage offset)` for every index of the first `outer` axes, in
+    /// row-major order, advancing the offset like an odometer (one add a step).
+    /// The layout has at least one element.
+    fn for_each_outer(&self, outer: usize, mut f: impl FnMut(usize)) {
         let mut index = vec![0usize; outer];
         let mut base = self.offset;
         loop {
-            f(base, run);
+            f(base);
             let mut axis = outer;
             loop {
                 if axis == 0 {
-                    return Some(());
+                    return;
                 }
                 axis -= 1;
                 index[axis] += 1;

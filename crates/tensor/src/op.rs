@@ -69,6 +69,8 @@ pub enum Op<T: Float> {
     },
     // Normalisation and resampling (ops/norm.rs, ops/upsample.rs).
     /// `mean`, `rstd`: per (n, group), saved by the forward for the backward.
+    /// With `silu`, the op is `silu(group_norm(x))` in one pass (`OpKind::GroupNormSilu`);
+    /// its backward recomputes the normalised values instead of keeping them.
     GroupNorm {
         x: Tensor<T>,
         weight: Tensor<T>,
@@ -76,16 +78,7 @@ pub enum Op<T: Float> {
         groups: usize,
         mean: Arc<Vec<T>>,
         rstd: Arc<Vec<T>>,
-    },
-    /// `silu(group_norm(x))` in one pass; the normalised values are recomputed
-    /// from `x`, `mean` and `rstd` in the backward instead of being kept.
-    GroupNormSilu {
-        x: Tensor<T>,
-        weight: Tensor<T>,
-        bias: Tensor<T>,
-        groups: usize,
-        mean: Arc<Vec<T>>,
-        rstd: Arc<Vec<T>>,
+        silu: bool,
     },
     UpsampleNearest2d {
         x: Tensor<T>,
@@ -192,8 +185,8 @@ impl<T: Float> Op<T> {
             Op::Cat { .. } => OpKind::Cat,
             Op::Matmul(..) => OpKind::Matmul,
             Op::Conv2d { .. } => OpKind::Conv2d,
-            Op::GroupNorm { .. } => OpKind::GroupNorm,
-            Op::GroupNormSilu { .. } => OpKind::GroupNormSilu,
+            Op::GroupNorm { silu: false, .. } => OpKind::GroupNorm,
+            Op::GroupNorm { silu: true, .. } => OpKind::GroupNormSilu,
             Op::UpsampleNearest2d { .. } => OpKind::UpsampleNearest2d,
             Op::Where { .. } => OpKind::Where,
             Op::IndexSelect { .. } => OpKind::IndexSelect,
@@ -237,7 +230,7 @@ impl<T: Float> Op<T> {
                 v.extend(bias.iter());
                 v
             }
-            Op::GroupNorm { x, weight, bias, .. } | Op::GroupNormSilu { x, weight, bias, .. } => vec![x, weight, bias],
+            Op::GroupNorm { x, weight, bias, .. } => vec![x, weight, bias],
             Op::Where { mask, a, b } => vec![mask, a, b],
         }
     }

@@ -19,6 +19,13 @@ use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
 
+/// `(N, C, S, C/G)` of an `x` that `check` accepted: batch, channels, elements
+/// per channel, channels per group.
+fn sizes<T: Float>(x: &Tensor<T>, groups: usize) -> (usize, usize, usize, usize) {
+    let (n, c) = (x.dims()[0], x.dims()[1]);
+    (n, c, x.elem_count() / (n * c).max(1), c / groups)
+}
+
 fn check<T: Float>(x: &Tensor<T>, groups: usize, weight: &Tensor<T>, bias: &Tensor<T>) -> Result<(usize, usize, usize)> {
     if x.rank() < 2 {
         return Err(Error::ShapeMismatch { op: "group_norm", msg: format!("x needs shape [N, C, ...], got {:?}", x.dims()) });
@@ -46,7 +53,7 @@ impl<T: Float> Tensor<T> {
     pub fn group_norm(&self, groups: usize, weight: &Tensor<T>, bias: &Tensor<T>, eps: f64) -> Result<Tensor<T>> {
         let (out, mean, rstd) = group_norm_forward(self, groups, weight, bias, eps, |z| z)?;
         let (x, weight, bias) = (self.clone(), weight.clone(), bias.clone());
-        Ok(Tensor::from_op(out, self.dims(), Op::GroupNorm { x, weight, bias, groups, mean, rstd }))
+        Ok(Tensor::from_op(out, self.dims(), Op::GroupNorm { x, weight, bias, groups, mean, rstd, silu: false }))
     }
 
     /// `silu(group_norm(x))`, the normalisation and activation that open every
@@ -59,7 +66,7 @@ impl<T: Float> Tensor<T> {
     pub fn group_norm_silu(&self, groups: usize, weight: &Tensor<T>, bias: &Tensor<T>, eps: f64) -> Result<Tensor<T>> {
         let (out, mean, rstd) = group_norm_forward(self, groups, weight, bias, eps, silu_scalar)?;
         let (x, weight, bias) = (self.clone(), weight.clone(), bias.clone());
-        Ok(Tensor::from_op(out, self.dims(), Op::GroupNormSilu { x, weight, bias, groups, mean, rstd }))
+        Ok(Tensor::from_op(out, self.dims(), Op::GroupNorm { x, weight, bias, groups, mean, rstd, silu: true }))
     }
 }
 
@@ -180,9 +187,8 @@ pub(crate) fn group_norm_backward<T: Float>(
     rstd: &[T],
     g: &Tensor<T>,
 ) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
-    let (n, c) = (x.dims()[0], x.dims()[1]);
-    let spatial = x.elem_count() / (n * c).max(1);
-    let per_group = c / groups;
+    let (n, _, spatial, per_group) = sizes(x, groups);
+    let c = x.dims()[1];
     let block = per_group * spatial;
     let (xd, gd, w) = (x.contiguous_data(), g.contiguous_data(), weight.contiguous_data());
     let mut grad_x = vec![T::ZERO; xd.len()];
@@ -245,9 +251,7 @@ pub(crate) fn group_norm_silu_backward<T: Float>(
     rstd: &[T],
     g: &Tensor<T>,
 ) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
-    let (n, c) = (x.dims()[0], x.dims()[1]);
-    let spatial = x.elem_count() / (n * c).max(1);
-    let per_group = c / groups;
+    let (_, c, spatial, per_group) = sizes(x, groups);
     let (xd, gd) = (x.contiguous_data(), g.contiguous_data());
     let (w, b) = (weight.contiguous_data(), bias.contiguous_data());
     let mut dz = vec![T::ZERO; xd.len()];
