@@ -20,6 +20,10 @@ fn bad_input_is_an_error_that_names_the_problem() {
     assert!(matches!(err, Error::BatchMismatch { timesteps: 1, .. }), "{err}");
     assert!(matches!(NoiseSchedule::from_betas(vec![0.1]), Err(Error::InvalidSchedule { .. })));
     assert!(matches!(NoiseSchedule::from_betas(vec![0.1, 1.5]), Err(Error::InvalidSchedule { .. })));
+    // beta = 0 would make alpha-bar_1 = 1: q(x_1 | x_0) has no noise and beta-tilde divides by 1 - alpha-bar_1 = 0.
+    for bad_beta in [0.0, -0.1, f64::NAN] {
+        assert!(matches!(NoiseSchedule::from_betas(vec![bad_beta, 0.1]), Err(Error::InvalidSchedule { .. })), "beta = {bad_beta}");
+    }
     // beta = 1 would make alpha-bar zero (T = 20 is the linear schedule's edge).
     assert!(matches!(NoiseSchedule::from_betas(vec![0.1, 1.0]), Err(Error::InvalidSchedule { .. })));
     assert!(matches!(NoiseSchedule::new(BetaSchedule::Linear, 20), Err(Error::InvalidSchedule { .. })));
@@ -34,11 +38,35 @@ fn bad_input_is_an_error_that_names_the_problem() {
         assert_eq!((name.parse::<LossKind>().ok(), kind.to_string()), (Some(kind), name.to_string()));
     }
     assert!(schedule.respaced(&[3, 2]).is_err());
+    for too_few in [&[][..], &[5]] {
+        assert!(matches!(schedule.respaced(too_few), Err(Error::InvalidArgument { .. })), "{too_few:?}");
+    }
+    // Two kept steps are the fewest a schedule can have; alpha-bar is kept at both.
+    let two_steps = schedule.respaced(&[0, 99]).unwrap();
+    for (k, s) in [(0, 0), (1, 99)] {
+        assert!((two_steps.alphas_cumprod[k] - schedule.alphas_cumprod[s]).abs() < 1e-15, "kept step {k}");
+    }
+    assert_eq!(two_steps.num_timesteps(), 2);
     for bad_sigma_squared in [0.0, -0.1, f64::NAN] {
         assert!(ddpm::noise_mse_weight(&schedule, 5, bad_sigma_squared).is_err(), "sigma^2 = {bad_sigma_squared}");
     }
     let wrong_shape = |_: &Tensor<f64>, _: &[usize]| Ok(Tensor::<f64>::zeros(&[2, 4]));
     assert!(training_losses(&schedule, &wrong_shape, &x, &[0, 1], &x, TrainingOptions::default()).is_err());
+}
+
+#[test]
+fn a_tensor_error_is_passed_on_unchanged_as_the_source() {
+    // A shape error inside the math is the tensor crate's error, wrapped as it was: the same
+    // message, and `source()` hands the inner error back to a caller walking the error chain.
+    use std::error::Error as _;
+    let (a, b) = (Tensor::<f64>::zeros(&[2, 3]), Tensor::<f64>::zeros(&[4]));
+    let inner = a.sub(&b).unwrap_err();
+    let err = ddpm::normal_kl(&a, &a, &b, &b).unwrap_err();
+    assert_eq!(err, Error::Tensor(inner.clone()));
+    assert_eq!(err.to_string(), inner.to_string());
+    let source = err.source().expect("a wrapped tensor error has a source");
+    assert_eq!(source.to_string(), inner.to_string());
+    assert!(Error::InvalidSchedule { msg: "T = 1".into() }.source().is_none());
 }
 
 /// eps_theta(x, t) = a_t x + b_t with slope and offset that change with every t, so a loss

@@ -5,8 +5,8 @@
 mod derivations_common;
 
 use ddpm::{
-    predict_eps_from_xstart, predict_xstart_from_eps, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample, reparameterize,
-    BetaSchedule, NoiseSchedule,
+    linear_betas, predict_eps_from_xstart, predict_xstart_from_eps, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample,
+    reparameterize, BetaSchedule, NoiseSchedule,
 };
 use derivations_common::{assert_mean_close, assert_variance_close, max_abs_diff};
 use tensor::{rng, Tensor};
@@ -16,6 +16,77 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// Column `d` of a row-major `[n, dim]` buffer.
 fn column_of(data: &[f64], dim: usize, d: usize) -> Vec<f64> {
     data.iter().skip(d).step_by(dim).copied().collect()
+}
+
+#[test]
+fn the_named_schedules_follow_their_definitions() -> TestResult {
+    // Linear (Ho et al. §4): T = 1000 betas evenly spaced from beta_1 = 1e-4 to beta_T = 0.02; any other T
+    // scales both ends by 1000 / T. NumPy's linspace of one point is its start, of none is empty.
+    for (steps, first, last) in [(1000, 1e-4, 0.02), (250, 4e-4, 0.08), (21, 1000.0 / 21.0 * 1e-4, 1000.0 / 21.0 * 0.02)] {
+        let betas = linear_betas(steps);
+        assert_eq!(betas.len(), steps);
+        assert!(
+            (betas[0] - first).abs() < 1e-14 * first && (betas[steps - 1] - last).abs() < 1e-14 * last,
+            "T = {steps}: {} .. {}",
+            betas[0],
+            betas[steps - 1]
+        );
+        let spacing = (last - first) / (steps - 1) as f64;
+        assert!(betas.windows(2).all(|w| (w[1] - w[0] - spacing).abs() < 1e-15), "T = {steps}: betas not evenly spaced");
+    }
+    assert_eq!((linear_betas(1), linear_betas(0)), (vec![0.1], vec![]));
+    for steps in [0, 1] {
+        assert!(matches!(NoiseSchedule::new(BetaSchedule::Linear, steps), Err(ddpm::Error::InvalidSchedule { .. })), "T = {steps}");
+    }
+    // Cosine (Nichol & Dhariwal 2021 eq. 17): alpha-bar_t = f(t / T) / f(0), f(s) = cos^2((s + 0.008) / 1.008 pi / 2),
+    // with paper t = code t + 1. f(1) = 0 would make the last beta 1; it is capped at 0.999 instead.
+    let f = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+    for steps in [1000, 50] {
+        let schedule = NoiseSchedule::new(BetaSchedule::Cosine, steps)?;
+        for t in 0..steps - 1 {
+            let expected = f((t + 1) as f64 / steps as f64) / f(0.0);
+            assert!((schedule.alphas_cumprod[t] - expected).abs() < 1e-12 * expected, "T = {steps}, t = {t}");
+        }
+        assert_eq!(schedule.betas[steps - 1], 0.999);
+    }
+    Ok(())
+}
+
+#[test]
+fn every_schedule_array_has_one_value_per_step() -> TestResult {
+    // Every derived array is [T], indexed by the code timestep; alpha-bar_{t-1} is 1 before the first
+    // step and alpha-bar_{t+1} is 0 after the last (the reference's `alphas_cumprod_prev` / `_next`).
+    let schedule = NoiseSchedule::new(BetaSchedule::Cosine, 50)?;
+    let s = &schedule;
+    let arrays = [
+        &s.betas,
+        &s.alphas,
+        &s.sqrt_alphas,
+        &s.sqrt_betas,
+        &s.log_betas,
+        &s.alphas_cumprod,
+        &s.alphas_cumprod_prev,
+        &s.alphas_cumprod_next,
+        &s.sqrt_alphas_cumprod,
+        &s.one_minus_alphas_cumprod,
+        &s.sqrt_one_minus_alphas_cumprod,
+        &s.log_one_minus_alphas_cumprod,
+        &s.sqrt_recip_alphas_cumprod,
+        &s.sqrt_recipm1_alphas_cumprod,
+        &s.posterior_variance,
+        &s.posterior_log_variance_clipped,
+        &s.posterior_mean_coef1,
+        &s.posterior_mean_coef2,
+        &s.recip_sqrt_alphas,
+        &s.posterior_mean_eps_coef,
+    ];
+    assert!(arrays.iter().all(|a| a.len() == 50), "lengths {:?}", arrays.iter().map(|a| a.len()).collect::<Vec<_>>());
+    for t in 0..50 {
+        let prev = if t == 0 { 1.0 } else { s.alphas_cumprod[t - 1] };
+        let next = if t == 49 { 0.0 } else { s.alphas_cumprod[t + 1] };
+        assert_eq!((s.alphas_cumprod_prev[t], s.alphas_cumprod_next[t]), (prev, next), "t = {t}");
+    }
+    Ok(())
 }
 
 #[test]

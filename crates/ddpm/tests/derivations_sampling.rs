@@ -180,6 +180,28 @@ fn respaced_ddim_keeps_the_marginals_and_samples_the_data_distribution() -> Test
 }
 
 #[test]
+fn evenly_spaced_timesteps_keep_both_ends_and_even_gaps() -> TestResult {
+    // DDIM's "linear" skip: `count` kept steps from 0 to T - 1, strictly increasing, gaps that differ by at
+    // most one; 2 <= count <= T (count = T keeps every step), anything else is refused.
+    for steps in [10, 50, 1000] {
+        for count in [2, 3, 7, steps] {
+            let kept = evenly_spaced_timesteps(steps, count)?;
+            let gaps: Vec<usize> = kept.windows(2).map(|w| w[1] - w[0]).collect();
+            let (shortest, longest) = (gaps.iter().min().copied(), gaps.iter().max().copied());
+            assert!(kept.len() == count && kept[0] == 0 && kept[count - 1] == steps - 1, "T = {steps}, count = {count}: {kept:?}");
+            assert!(shortest >= Some(1) && longest <= shortest.map(|g| g + 1), "T = {steps}, count = {count}: gaps {gaps:?}");
+        }
+        for count in [0, 1, steps + 1] {
+            assert!(
+                matches!(evenly_spaced_timesteps(steps, count), Err(ddpm::Error::InvalidArgument { .. })),
+                "T = {steps}, count = {count}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn sampling_is_reproducible_from_a_seed() -> TestResult {
     // The same seed gives the same samples; another seed gives others.
     let schedule = NoiseSchedule::new(BetaSchedule::Linear, 50)?;
