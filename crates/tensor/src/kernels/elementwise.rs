@@ -90,6 +90,45 @@ where
     out
 }
 
+/// `out[i] = f(x[i])` over an existing slice, through the same two copies (AVX2
+/// and FMA where the CPU has them): for loops inside an op's own parallel split,
+/// such as the fused group norm's per-channel epilogue.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn map_into<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [T], f: F) {
+    assert_eq!(x.len(), out.len(), "map_into: input and output lengths differ");
+    zip_into(x, x, out, |v, _| f(v));
+}
+
+/// `out[i] = f(a[i], b[i])` over an existing slice (see [`map_into`]).
+///
+/// # Panics
+/// If the lengths differ.
+pub fn zip_into<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
+    assert!(a.len() == out.len() && b.len() == out.len(), "zip_into: input and output lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        unsafe { zip_into_avx2(a, b, out, f) };
+        return;
+    }
+    zip_into_portable(a, b, out, f);
+}
+
+#[inline(always)]
+fn zip_into_portable<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn zip_into_avx2<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
+    zip_into_portable(a, b, out, f);
+}
+
 /// `out[i].write(f(x[i]))` for every slot of `out`.
 fn map_uninit<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F) {
     assert_eq!(x.len(), out.len(), "map_uninit: input and output lengths differ");
@@ -172,6 +211,14 @@ mod tests {
             assert_eq!(written(&|o| map_uninit_portable(&x, o, f)), mapped);
             assert_eq!(written(&|o| zip_uninit(&x, &y, o, g)), zipped);
             assert_eq!(written(&|o| zip_uninit_portable(&x, &y, o, g)), zipped);
+            let in_place = |fill: &dyn Fn(&mut [f32])| {
+                let mut out = vec![f32::NAN; n];
+                fill(&mut out);
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(in_place(&|o| map_into(&x, o, f)), mapped);
+            assert_eq!(in_place(&|o| zip_into(&x, &y, o, g)), zipped);
+            assert_eq!(in_place(&|o| zip_into_portable(&x, &y, o, g)), zipped);
         }
     }
 

@@ -13,6 +13,7 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
+use crate::kernels::elementwise::{map_into, zip_into};
 use crate::op::Op;
 use crate::ops::unary::{silu_chain, silu_scalar};
 use crate::tensor::Tensor;
@@ -102,9 +103,7 @@ fn group_norm_forward<T: Float>(
             let first_channel = (ng % groups) * per_group;
             for (j, (yc, xc)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
                 let (scale, shift) = affine(mean_t, rstd_t, w[first_channel + j], b[first_channel + j]);
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = act(v * scale + shift);
-                }
+                map_into(xc, yc, |v| act(v * scale + shift));
             }
             *stat = (mean_t, rstd_t);
         });
@@ -259,9 +258,7 @@ pub(crate) fn group_norm_silu_backward<T: Float>(
         dz.par_chunks_mut(spatial).zip(xd.par_chunks(spatial)).zip(gd.par_chunks(spatial)).enumerate().for_each(|(nc, ((dz, x), g))| {
             let (ng, channel) = (nc / per_group, nc % c);
             let (scale, shift) = affine(mean[ng], rstd[ng], w[channel], b[channel]);
-            for ((d, &v), &gv) in dz.iter_mut().zip(x).zip(g) {
-                *d = silu_chain(v * scale + shift, gv);
-            }
+            zip_into(x, g, dz, |v, gv| silu_chain(v * scale + shift, gv));
         });
     }
     group_norm_backward(x, weight, groups, mean, rstd, &Tensor::from_vec(dz, x.dims())?)
