@@ -194,6 +194,91 @@ impl<T: Float> Op<T> {
         }
     }
 
+    /// True when this op's gradient rule reads the op's own output (`exp`,
+    /// `sqrt`, `tanh` and `sigmoid` differentiate through `y`), so a node made by
+    /// it keeps its values as long as the graph does.
+    #[must_use]
+    pub fn rule_reads_output(&self) -> bool {
+        match self {
+            Op::Exp(_) | Op::Sqrt(_) | Op::Tanh(_) | Op::Sigmoid(_) => true,
+            Op::Neg(_)
+            | Op::Log(_)
+            | Op::Relu(_)
+            | Op::Silu(_)
+            | Op::Gelu(_)
+            | Op::Abs(_)
+            | Op::Powf(..)
+            | Op::Clamp(..)
+            | Op::Affine(..)
+            | Op::Add(..)
+            | Op::Sub(..)
+            | Op::Mul(..)
+            | Op::Div(..)
+            | Op::Maximum(..)
+            | Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Reshape(_)
+            | Op::Permute(..)
+            | Op::Narrow { .. }
+            | Op::BroadcastTo(_)
+            | Op::Copy(_)
+            | Op::Cat { .. }
+            | Op::Matmul(..)
+            | Op::Conv2d { .. }
+            | Op::GroupNorm { .. }
+            | Op::UpsampleNearest2d { .. }
+            | Op::Where { .. }
+            | Op::IndexSelect { .. }
+            | Op::Gather { .. } => false,
+        }
+    }
+
+    /// The op as the graph keeps it: every input whose values the gradient rule
+    /// never reads (the rule needs only its shape: add, sub, reshape, cat, ...) is
+    /// replaced by its shape-only twin ([`Tensor::shape_only`]). Without this, the
+    /// graph holds every intermediate result until the backward: the output of
+    /// each convolution followed by a residual or time-embedding add, for one,
+    /// which nothing reads again. The inputs whose values a rule reads (the
+    /// factors of a product, the input of a convolution or a norm) stay whole.
+    pub(crate) fn keeping_only_read_values(self) -> Self {
+        let shape = |x: Tensor<T>| x.shape_only();
+        match self {
+            Op::Neg(x) => Op::Neg(shape(x)),
+            Op::Exp(x) => Op::Exp(shape(x)),
+            Op::Sqrt(x) => Op::Sqrt(shape(x)),
+            Op::Tanh(x) => Op::Tanh(shape(x)),
+            Op::Sigmoid(x) => Op::Sigmoid(shape(x)),
+            Op::Affine(x, mul, add) => Op::Affine(shape(x), mul, add),
+            Op::Add(a, b) => Op::Add(shape(a), shape(b)),
+            Op::Sub(a, b) => Op::Sub(shape(a), shape(b)),
+            Op::Sum { x, axes } => Op::Sum { x: shape(x), axes },
+            Op::Max { x, argmax } => Op::Max { x: shape(x), argmax },
+            Op::Reshape(x) => Op::Reshape(shape(x)),
+            Op::Permute(x, perm) => Op::Permute(shape(x), perm),
+            Op::Narrow { x, axis, start } => Op::Narrow { x: shape(x), axis, start },
+            Op::BroadcastTo(x) => Op::BroadcastTo(shape(x)),
+            Op::Copy(x) => Op::Copy(shape(x)),
+            Op::Cat { xs, axis } => Op::Cat { xs: xs.into_iter().map(shape).collect(), axis },
+            Op::UpsampleNearest2d { x, scale } => Op::UpsampleNearest2d { x: shape(x), scale },
+            Op::Where { mask, a, b } => Op::Where { mask, a: shape(a), b: shape(b) },
+            Op::IndexSelect { x, axis, indices } => Op::IndexSelect { x: shape(x), axis, indices },
+            Op::Gather { x, axis, index } => Op::Gather { x: shape(x), axis, index },
+            read @ (Op::Log(_)
+            | Op::Relu(_)
+            | Op::Silu(_)
+            | Op::Gelu(_)
+            | Op::Abs(_)
+            | Op::Powf(..)
+            | Op::Clamp(..)
+            | Op::Mul(..)
+            | Op::Div(..)
+            | Op::Maximum(..)
+            | Op::Matmul(..)
+            | Op::Conv2d { .. }
+            | Op::GroupNorm { .. }) => read,
+        }
+    }
+
     /// The tensors this op read (those a gradient may flow to, plus masks).
     #[must_use]
     pub fn inputs(&self) -> Vec<&Tensor<T>> {

@@ -149,7 +149,27 @@ impl<T: Float> Tensor<T> {
 
     fn node(storage: Arc<Vec<T>>, layout: Layout, op: Op<T>) -> Self {
         let track = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad_flag());
-        Tensor(Arc::new(Inner { id: TensorId::next(), storage, layout, op: if track { Some(op) } else { None }, requires_grad: track }))
+        let op = track.then(|| op.keeping_only_read_values());
+        Tensor(Arc::new(Inner { id: TensorId::next(), storage, layout, op, requires_grad: track }))
+    }
+
+    /// This node without its values, for an op whose gradient rule needs only
+    /// the input's shape: the same id, dims, graph behind it and `requires_grad`,
+    /// and an empty storage. The backward finds and accumulates into it exactly
+    /// as into `self`, while `self`'s values are freed once its owner drops it.
+    /// A node whose own rule reads its output ([`Op::rule_reads_output`]) keeps
+    /// its values: the backward may reach it through this twin.
+    pub(crate) fn shape_only(&self) -> Self {
+        if self.0.op.as_ref().is_some_and(Op::rule_reads_output) || self.0.storage.is_empty() {
+            return self.clone();
+        }
+        Tensor(Arc::new(Inner {
+            id: self.0.id,
+            storage: Arc::new(Vec::new()),
+            layout: Layout::contiguous(self.dims()),
+            op: self.0.op.clone(),
+            requires_grad: self.0.requires_grad,
+        }))
     }
 
     /// Marks this tensor as a leaf variable whose gradient [`Tensor::backward`]
@@ -300,5 +320,46 @@ impl<T: Float> Tensor<T> {
     #[must_use]
     pub fn all_finite(&self) -> bool {
         self.contiguous_data().iter().all(|v| v.is_finite())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Weak;
+
+    /// A handle on `t`'s values that does not keep them alive.
+    fn values_of(t: &Tensor<f64>) -> Weak<Vec<f64>> {
+        Arc::downgrade(&t.0.storage)
+    }
+
+    #[test]
+    fn the_graph_keeps_only_the_values_a_gradient_rule_reads() -> Result<()> {
+        let x = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3])?.requires_grad();
+        let w = Tensor::from_vec(vec![0.5, 4.0, -1.0], &[3])?.requires_grad();
+        let h = x.mul(&w)?;
+        // No rule reads h's values: the add and the reshape need only its shape.
+        let y = h.add(&x)?.reshape(&[3, 1])?;
+        // exp's rule reads its output, so the graph keeps e whole, even behind a reshape.
+        let e = h.exp();
+        let z = e.reshape(&[1, 3])?.sum_all()?;
+        // mul's rule reads both factors, so the graph keeps f whole.
+        let f = x.add(&w)?;
+        let u = f.mul(&x)?.sum_all()?;
+        let (h_values, e_values, f_values) = (values_of(&h), values_of(&e), values_of(&f));
+        drop((h, e, f));
+        assert!(h_values.upgrade().is_none(), "h's values are freed with h");
+        assert!(e_values.upgrade().is_some(), "e's values live on in the graph");
+        assert!(f_values.upgrade().is_some(), "f's values live on in the graph");
+        // The backward still reaches h (by id, through its shape-only twin); the gradients are exact.
+        let grads = y.sum_all()?.add(&z)?.add(&u)?.backward()?;
+        let (xv, wv) = (x.to_vec(), w.to_vec());
+        let expected_x = xv.iter().zip(&wv).map(|(x, w)| w + 1.0 + w * (x * w).exp() + (2.0 * x + w));
+        let expected_w = xv.iter().zip(&wv).map(|(x, w)| x + x * (x * w).exp() + x);
+        for (name, t, expected) in [("x", &x, expected_x.collect::<Vec<_>>()), ("w", &w, expected_w.collect())] {
+            let got = grads.get(t).expect("a leaf that took part").to_vec();
+            assert!(got.iter().zip(&expected).all(|(g, e)| (g - e).abs() <= 1e-14 * e.abs()), "d/d{name}: {got:?} vs {expected:?}");
+        }
+        Ok(())
     }
 }
