@@ -261,9 +261,10 @@ fn prior_term_is_near_zero_and_has_no_trainable_parameter() -> TestResult {
     let noise = Tensor::<f64>::randn(x_start.dims(), &mut rng(31));
     let x_t = q_sample(&schedule, &x_start, &t, &noise)?;
     let options = ReverseOptions { clip_denoised: false, ..ReverseOptions::default() };
-    let vb = vb_terms_bpd(&schedule, &x_t.mul(&w)?, &x_start, &x_t, &t, options)?.bpd.sum_all()?;
-    let with_prior = vb.add(&prior.sum_all()?)?;
-    let (grad_vb, grad_total) = (vb.backward()?, with_prior.backward()?);
+    // Each backward consumes its graph, so the bound is built once for each.
+    let vb = || -> ddpm::Result<Tensor<f64>> { Ok(vb_terms_bpd(&schedule, &x_t.mul(&w)?, &x_start, &x_t, &t, options)?.bpd.sum_all()?) };
+    let with_prior = vb()?.add(&prior.sum_all()?)?;
+    let (grad_vb, grad_total) = (vb()?.backward()?, with_prior.backward()?);
     assert_eq!(grad_vb.get(&w).unwrap().item()?, grad_total.get(&w).unwrap().item()?);
     Ok(())
 }

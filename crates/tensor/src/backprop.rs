@@ -7,8 +7,12 @@
 //! a tensor used twice add up (`+=`), as in micrograd.
 //!
 //! The gradients of intermediate nodes are dropped as soon as they have been passed
-//! on, so the peak memory of a backward pass is the graph plus a frontier of
-//! gradients, not a copy of every tensor.
+//! on, and so is each node's op, with the inputs it kept for its rule: the backward
+//! pass consumes the graph as it goes, freeing each activation once the last rule
+//! that reads it has run. So the peak memory of a training step is the forward's
+//! activations, not those plus every gradient. As in PyTorch (without
+//! `retain_graph`), a second backward through the same graph is an error that says
+//! so; run the forward again.
 
 use crate::element::Float;
 use crate::error::{Error, Result};
@@ -143,14 +147,16 @@ impl<T: Float> Tensor<T> {
             return Err(Error::Backward { msg: "the tensor does not depend on any tensor that requires a gradient".into() });
         }
         let _guard = NoGradGuard::new();
-        let order = self.topological_order();
+        let mut order = self.topological_order()?;
         let mut store = GradStore::default();
         store.grads.insert(self.id(), grad.detach());
-        for node in order.iter().rev() {
-            let Some(op) = node.op() else { continue };
-            // An interior node's gradient is complete here and used only once.
+        while let Some(node) = order.pop() {
+            // An interior node's gradient is complete here and used only once; so is
+            // its op, taken out of the graph here: when it and `node` drop at the end
+            // of this iteration, every value that only this rule read is freed.
+            let Some(op) = node.take_op() else { continue };
             let Some(g) = store.grads.remove(&node.id()) else { continue };
-            let input_grads = backward_op(op, node, &g)?;
+            let input_grads = backward_op(&op, &node, &g)?;
             for (input, input_grad) in op.inputs().into_iter().zip(input_grads) {
                 if let Some(ig) = input_grad {
                     if input.requires_grad_flag() {
@@ -164,7 +170,10 @@ impl<T: Float> Tensor<T> {
 
     /// Every node behind `self` that requires a gradient, inputs before outputs.
     /// An explicit stack instead of recursion: deep graphs do not overflow it.
-    pub(crate) fn topological_order(&self) -> Vec<Tensor<T>> {
+    ///
+    /// # Errors
+    /// [`Error::Backward`] if a backward pass already consumed part of the graph.
+    pub(crate) fn topological_order(&self) -> Result<Vec<Tensor<T>>> {
         let mut order = Vec::new();
         let mut visited = HashSet::new();
         // (node, children pushed?)
@@ -178,7 +187,7 @@ impl<T: Float> Tensor<T> {
                 continue;
             }
             stack.push((node.clone(), true));
-            if let Some(op) = node.op() {
+            if let Some(op) = node.recorded_op()? {
                 for input in op.inputs() {
                     if input.requires_grad_flag() && !visited.contains(&input.id()) {
                         stack.push((input.clone(), false));
@@ -186,7 +195,7 @@ impl<T: Float> Tensor<T> {
                 }
             }
         }
-        order
+        Ok(order)
     }
 }
 

@@ -40,7 +40,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor<f64>]) -> Result<Tensor<f64>>, inputs: &[Te
         inputs.iter().map(|x| Tensor::from_vec(x.to_vec(), x.dims()).map(Tensor::requires_grad)).collect::<Result<_>>()?;
     let y = f(&vars)?;
     let upstream = Tensor::<f64>::randn(y.dims(), &mut rng(0x6772_6164));
-    let kinds = y.topological_order().iter().filter_map(|t| t.op().map(|op| op.kind())).collect();
+    let kinds = y.topological_order()?.iter().filter_map(|t| t.op().map(|op| op.kind())).collect();
     let grads = y.backward_with(&upstream)?;
     let r = upstream.to_vec();
     let loss = |xs: &[Tensor<f64>]| -> Result<f64> {

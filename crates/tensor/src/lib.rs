@@ -10,6 +10,7 @@
 //! - [`op`]: the enum of primitives; [`backprop`]: the reverse pass over them;
 //! - `ops/`: each primitive's forward beside its backward;
 //! - [`kernels`]: GEMM and convolution on raw slices;
+//! - [`pool`]: tensor buffers reused from one training step to the next;
 //! - [`gradcheck`]: finite-difference verification of every gradient.
 //!
 //! ```
@@ -33,6 +34,7 @@ pub mod kernels;
 pub mod layout;
 pub mod op;
 pub mod ops;
+pub mod pool;
 pub mod random;
 pub mod shape;
 pub mod tensor;

@@ -16,7 +16,7 @@ use crate::shape::elem_count;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A unique id per tensor node, the key of the gradient store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,14 +29,37 @@ impl TensorId {
     }
 }
 
+/// The op behind a node: recorded by the forward and taken out, with the inputs
+/// it keeps, by the backward pass that uses it (an empty cell: consumed). A node
+/// and its shape-only twin share one cell, so the backward frees it through
+/// either.
+type OpCell<T> = Arc<Mutex<Option<Op<T>>>>;
+
+/// The cell's contents; a panic while it was locked cannot leave it half-written
+/// (every access is one read, clone or take), so a poisoned lock is still good.
+fn lock<T: Float>(cell: &OpCell<T>) -> MutexGuard<'_, Option<Op<T>>> {
+    cell.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct Inner<T: Float> {
     id: TensorId,
     storage: Arc<Vec<T>>,
     layout: Layout,
-    /// The op that produced this node, kept only while gradients are tracked.
-    op: Option<Op<T>>,
+    /// The op that produced this node, kept only while gradients are tracked
+    /// (`None` for a leaf or an untracked result).
+    op: Option<OpCell<T>>,
     /// A leaf variable (a parameter) or a result that depends on one.
     requires_grad: bool,
+}
+
+impl<T: Float> Drop for Inner<T> {
+    /// The last holder of a buffer gives it back to the [`pool`](crate::pool)
+    /// (a view shares its buffer, so a view's drop gives nothing back).
+    fn drop(&mut self) {
+        if let Some(values) = Arc::get_mut(&mut self.storage) {
+            crate::pool::recycle(std::mem::take(values));
+        }
+    }
 }
 
 /// An n-dimensional array of `f32` or `f64` with reverse-mode autograd.
@@ -149,7 +172,7 @@ impl<T: Float> Tensor<T> {
 
     fn node(storage: Arc<Vec<T>>, layout: Layout, op: Op<T>) -> Self {
         let track = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad_flag());
-        let op = track.then(|| op.keeping_only_read_values());
+        let op = track.then(|| Arc::new(Mutex::new(Some(op.keeping_only_read_values()))));
         Tensor(Arc::new(Inner { id: TensorId::next(), storage, layout, op, requires_grad: track }))
     }
 
@@ -160,7 +183,8 @@ impl<T: Float> Tensor<T> {
     /// A node whose own rule reads its output ([`Op::rule_reads_output`]) keeps
     /// its values: the backward may reach it through this twin.
     pub(crate) fn shape_only(&self) -> Self {
-        if self.0.op.as_ref().is_some_and(Op::rule_reads_output) || self.0.storage.is_empty() {
+        let reads_output = self.0.op.as_ref().is_some_and(|cell| lock(cell).as_ref().is_some_and(Op::rule_reads_output));
+        if reads_output || self.0.storage.is_empty() {
             return self.clone();
         }
         Tensor(Arc::new(Inner {
@@ -241,10 +265,30 @@ impl<T: Float> Tensor<T> {
         self.0.requires_grad
     }
 
-    /// The op that produced this node, if the graph was recorded.
+    /// The op that produced this node (a copy: its inputs are shared), if the
+    /// graph was recorded and no backward pass has consumed it yet.
     #[must_use]
-    pub fn op(&self) -> Option<&Op<T>> {
-        self.0.op.as_ref()
+    pub fn op(&self) -> Option<Op<T>> {
+        self.0.op.as_ref().and_then(|cell| lock(cell).clone())
+    }
+
+    /// The op behind this node for the backward pass: `Ok(None)` for a leaf or an
+    /// untracked result, an error if an earlier backward pass consumed it.
+    pub(crate) fn recorded_op(&self) -> Result<Option<Op<T>>> {
+        match &self.0.op {
+            None => Ok(None),
+            Some(cell) => lock(cell).clone().map(Some).ok_or_else(|| Error::Backward {
+                msg: "the graph behind this tensor was already used by a backward pass, which frees it as it goes; \
+                      run the forward again to build a new one"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Takes the op out of this node (and its shape-only twin): the backward pass,
+    /// once the node's gradient is passed on, so the inputs the op kept are freed.
+    pub(crate) fn take_op(&self) -> Option<Op<T>> {
+        self.0.op.as_ref().and_then(|cell| lock(cell).take())
     }
 
     /// The elements in row-major order, borrowed when the layout is contiguous.
@@ -256,7 +300,7 @@ impl<T: Float> Tensor<T> {
             Cow::Borrowed(&self.0.storage[start..start + layout.elem_count()])
         } else {
             let storage = &self.0.storage;
-            let mut out = Vec::with_capacity(layout.elem_count());
+            let mut out = crate::pool::with_capacity(layout.elem_count());
             // Whole runs at a time where the innermost axis is contiguous (a
             // channel slice of NCHW: runs of H * W), else element by element.
             if layout.for_each_run(|start, len| out.extend_from_slice(&storage[start..start + len])).is_none() {
@@ -360,6 +404,23 @@ mod tests {
             let got = grads.get(t).expect("a leaf that took part").to_vec();
             assert!(got.iter().zip(&expected).all(|(g, e)| (g - e).abs() <= 1e-14 * e.abs()), "d/d{name}: {got:?} vs {expected:?}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_backward_frees_the_graph_as_it_goes_and_says_so_if_asked_again() -> Result<()> {
+        let x = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3])?.requires_grad();
+        let f = x.add_scalar(1.0);
+        let loss = f.mul(&x)?.sum_all()?; // sum (x + 1) x: d/dx = 2x + 1
+        let f_values = values_of(&f);
+        drop(f);
+        assert!(f_values.upgrade().is_some(), "the product's rule still needs f");
+        let grads = loss.backward()?;
+        assert_eq!(grads.get(&x).expect("x took part").to_vec(), vec![3.0, -3.0, 7.0]);
+        assert!(f_values.upgrade().is_none(), "used by the backward, f is freed while the loss lives on");
+        assert_eq!(loss.item()?, 2.0 + 2.0 + 12.0, "the values of the loss itself stay");
+        let again = loss.backward().expect_err("the graph is consumed");
+        assert!(again.to_string().contains("already used by a backward pass"), "{again}");
         Ok(())
     }
 }

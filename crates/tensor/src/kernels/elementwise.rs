@@ -16,9 +16,9 @@ use std::mem::MaybeUninit;
 /// `f(x[i])` for every `i`, as a new vector written once: never zero-filled
 /// first. With `parallel`, chunks of `chunk` elements run as rayon tasks (the
 /// result does not depend on how they are scheduled).
-pub fn map_to_vec<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(x: &[T], chunk: usize, parallel: bool, f: F) -> Vec<T> {
+pub fn map_to_vec<T: Copy + Send + Sync + 'static, F: Fn(T) -> T + Sync>(x: &[T], chunk: usize, parallel: bool, f: F) -> Vec<T> {
     let n = x.len();
-    let mut out: Vec<T> = Vec::with_capacity(n);
+    let mut out: Vec<T> = crate::pool::with_capacity(n);
     let slots = &mut out.spare_capacity_mut()[..n];
     if parallel {
         slots.par_chunks_mut(chunk.max(1)).zip(x.par_chunks(chunk.max(1))).for_each(|(o, x)| map_uninit(x, o, &f));
@@ -36,10 +36,10 @@ pub fn map_to_vec<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(x: &[T], chunk: u
 ///
 /// # Panics
 /// If the lengths differ.
-pub fn zip_to_vec<T: Copy + Send + Sync, F: Fn(T, T) -> T + Sync>(a: &[T], b: &[T], chunk: usize, parallel: bool, f: F) -> Vec<T> {
+pub fn zip_to_vec<T: Copy + Send + Sync + 'static, F: Fn(T, T) -> T + Sync>(a: &[T], b: &[T], chunk: usize, parallel: bool, f: F) -> Vec<T> {
     assert_eq!(a.len(), b.len(), "zip_to_vec: input lengths differ");
     let n = a.len();
-    let mut out: Vec<T> = Vec::with_capacity(n);
+    let mut out: Vec<T> = crate::pool::with_capacity(n);
     let slots = &mut out.spare_capacity_mut()[..n];
     if parallel {
         let chunk = chunk.max(1);
@@ -61,12 +61,12 @@ pub fn zip_to_vec<T: Copy + Send + Sync, F: Fn(T, T) -> T + Sync>(a: &[T], b: &[
 /// If an iterator yields fewer than `inner` elements (extra ones are ignored).
 pub fn rows_to_vec<T, I, F>(rows: usize, inner: usize, parallel: bool, row: F) -> Vec<T>
 where
-    T: Copy + Send + Sync,
+    T: Copy + Send + Sync + 'static,
     I: Iterator<Item = T>,
     F: Fn(usize) -> I + Sync,
 {
     let n = rows * inner;
-    let mut out: Vec<T> = Vec::with_capacity(n);
+    let mut out: Vec<T> = crate::pool::with_capacity(n);
     if inner > 0 {
         let fill = |(r, slots): (usize, &mut [MaybeUninit<T>])| {
             let mut written = 0;

@@ -191,7 +191,7 @@ pub(crate) fn sum_backward<T: Float>(x: &Tensor<T>, axes: &[usize], g: &Tensor<T
 
 // y = max over axes of x: the gradient of each output flows to its argmax only.
 pub(crate) fn max_backward<T: Float>(x: &Tensor<T>, argmax: &[usize], g: &Tensor<T>) -> Result<Tensor<T>> {
-    let mut grad = vec![T::ZERO; x.elem_count()];
+    let mut grad = crate::pool::zeroed(x.elem_count());
     for (&at, &gv) in argmax.iter().zip(g.contiguous_data().iter()) {
         grad[at] += gv;
     }

@@ -62,7 +62,7 @@ impl<T: Float> Tensor<T> {
         let outer: usize = self.dims()[..axis].iter().product();
         let inner: usize = self.dims()[axis + 1..].iter().product();
         let x = self.contiguous_data();
-        let mut out = Vec::with_capacity(outer * indices.len() * inner);
+        let mut out = crate::pool::with_capacity(outer * indices.len() * inner);
         for o in 0..outer {
             for &i in indices {
                 out.extend_from_slice(&x[(o * size + i) * inner..][..inner]);
@@ -138,7 +138,7 @@ pub(crate) fn index_select_backward<T: Float>(x: &Tensor<T>, axis: usize, indice
     let outer: usize = x.dims()[..axis].iter().product();
     let inner: usize = x.dims()[axis + 1..].iter().product();
     let gd = g.contiguous_data();
-    let mut grad = vec![T::ZERO; x.elem_count()];
+    let mut grad = crate::pool::zeroed(x.elem_count());
     for o in 0..outer {
         for (j, &i) in indices.iter().enumerate() {
             let src = &gd[(o * indices.len() + j) * inner..][..inner];
@@ -153,7 +153,7 @@ pub(crate) fn index_select_backward<T: Float>(x: &Tensor<T>, axis: usize, indice
 // Gather reads x at the gathered positions: scatter-add g back to them.
 pub(crate) fn gather_backward<T: Float>(x: &Tensor<T>, axis: usize, index: &[usize], g: &Tensor<T>) -> Result<Tensor<T>> {
     let positions = gather_positions(x.dims(), axis, index, g.dims())?;
-    let mut grad = vec![T::ZERO; x.elem_count()];
+    let mut grad = crate::pool::zeroed(x.elem_count());
     for (&p, &gv) in positions.iter().zip(g.contiguous_data().iter()) {
         grad[p] += gv;
     }

@@ -24,7 +24,7 @@ impl<T: Float> Tensor<T> {
         let (planes, h, w) = (self.dims()[0] * self.dims()[1], self.dims()[2], self.dims()[3]);
         let x = self.contiguous_data();
         let (oh, ow) = (h * scale, w * scale);
-        let mut out = vec![T::ZERO; planes * oh * ow];
+        let mut out = crate::pool::zeroed(planes * oh * ow);
         // Each input row becomes one widened row (every pixel repeated `scale`
         // times), copied to `scale` output rows.
         let widen = |(input_row, block): (&[T], &mut [T])| {
@@ -51,7 +51,7 @@ pub(crate) fn upsample_nearest2d_backward<T: Float>(x: &Tensor<T>, scale: usize,
     let w = x.dims()[3];
     let ow = w * scale;
     let gd = g.contiguous_data();
-    let mut grad = vec![T::ZERO; x.elem_count()];
+    let mut grad = crate::pool::zeroed(x.elem_count());
     // Input row r collects the `scale` output rows it was copied to, and within
     // them the `scale` pixels each input pixel became.
     for (grad_row, block) in grad.chunks_mut(w).zip(gd.chunks(scale * ow)) {

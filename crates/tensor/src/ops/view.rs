@@ -169,7 +169,7 @@ impl<T: Float> Tensor<T> {
         dims[axis] = xs.iter().map(|x| x.dims()[axis]).sum();
         let outer: usize = dims[..axis].iter().product();
         let inner: usize = dims[axis + 1..].iter().product();
-        let mut out = Vec::with_capacity(elem_count(&dims));
+        let mut out = crate::pool::with_capacity(elem_count(&dims));
         let parts: Vec<_> = xs.iter().map(|x| x.contiguous_data()).collect();
         for o in 0..outer {
             for (x, data) in xs.iter().zip(&parts) {
@@ -206,7 +206,7 @@ pub(crate) fn permute_backward<T: Float>(perm: &[usize], g: &Tensor<T>) -> Resul
 
 // Narrow picks a block; the gradient is g inside the block and 0 outside.
 pub(crate) fn narrow_backward<T: Float>(x: &Tensor<T>, axis: usize, start: usize, g: &Tensor<T>) -> Result<Tensor<T>> {
-    let mut grad = vec![T::ZERO; x.elem_count()];
+    let mut grad = crate::pool::zeroed(x.elem_count());
     let strides = contiguous_strides(x.dims());
     let block = Layout::new(g.dims().to_vec(), strides.clone(), start * strides[axis]);
     let gd = g.contiguous_data();
