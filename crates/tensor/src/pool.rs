@@ -42,23 +42,31 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A pooled buffer of capacity `len`, as it was given back (its old values
+/// still in it), if there is one.
+fn take<T: Copy + Send + 'static>(len: usize) -> Option<Vec<T>> {
+    let bytes = len * std::mem::size_of::<T>();
+    if bytes < MIN_BYTES {
+        return None;
+    }
+    let mut pool = pool();
+    let buffer = pool.free.get_mut(&(TypeId::of::<T>(), len)).and_then(Vec::pop)?;
+    pool.bytes -= bytes;
+    drop(pool);
+    buffer.downcast::<Vec<T>>().ok().map(|buffer| *buffer)
+}
+
 /// An empty vector with room for `len` elements: a pooled buffer of exactly
 /// that capacity if there is one, else a new allocation.
 #[must_use]
 pub fn with_capacity<T: Copy + Send + 'static>(len: usize) -> Vec<T> {
-    let bytes = len * std::mem::size_of::<T>();
-    if bytes >= MIN_BYTES {
-        let mut pool = pool();
-        if let Some(buffer) = pool.free.get_mut(&(TypeId::of::<T>(), len)).and_then(Vec::pop) {
-            pool.bytes -= bytes;
-            drop(pool);
-            if let Ok(mut buffer) = buffer.downcast::<Vec<T>>() {
-                buffer.clear();
-                return *buffer;
-            }
+    match take(len) {
+        Some(mut buffer) => {
+            buffer.clear();
+            buffer
         }
+        None => Vec::with_capacity(len),
     }
-    Vec::with_capacity(len)
 }
 
 /// `len` zeros, in a pooled buffer when there is one (see [`with_capacity`]).
@@ -67,6 +75,22 @@ pub fn zeroed<T: Copy + Send + Default + 'static>(len: usize) -> Vec<T> {
     let mut out = with_capacity(len);
     out.resize(len, T::default());
     out
+}
+
+/// `len` elements for a caller that overwrites every one of them: a pooled
+/// buffer with the values it held (no pass over memory to zero it), or zeros.
+/// For the outputs of kernels that write their whole output (GEMM with
+/// `beta = 0`, the convolution passes, the norms); each such kernel is tested
+/// to leak nothing of a NaN-filled output buffer.
+#[must_use]
+pub fn for_overwrite<T: Copy + Send + Default + 'static>(len: usize) -> Vec<T> {
+    match take(len) {
+        Some(mut buffer) => {
+            buffer.resize(len, T::default());
+            buffer
+        }
+        None => vec![T::default(); len],
+    }
 }
 
 /// Gives a buffer back for reuse (or frees it: too small, or the pool is full).
@@ -112,6 +136,16 @@ mod tests {
         recycle(reused);
         let reused: Vec<f32> = with_capacity(len);
         assert_eq!((reused.as_ptr() as usize, reused.len(), reused.capacity()), (address, 0, len));
+        // For a caller that overwrites everything, the old values are left in place.
+        let mut sevens = reused;
+        sevens.resize(len, 7.0);
+        recycle(sevens);
+        let stale: Vec<f32> = for_overwrite(len);
+        assert_eq!(stale.as_ptr() as usize, address);
+        assert!(stale.len() == len && stale.iter().all(|&v| v == 7.0));
+        // Nothing pooled: zeros.
+        let fresh: Vec<f32> = for_overwrite(len + 2);
+        assert!(fresh.len() == len + 2 && fresh.iter().all(|&v| v == 0.0));
     }
 
     /// Buffers the pool holds of this type and capacity.

@@ -49,7 +49,7 @@ impl<T: Float> Tensor<T> {
     /// [`Error::InvalidArgument`] for a zero stride.
     pub fn conv2d(&self, weight: &Tensor<T>, bias: Option<&Tensor<T>>, stride: usize, padding: usize) -> Result<Tensor<T>> {
         let g = geometry(self, weight, bias, stride, padding)?;
-        let mut out = crate::pool::zeroed(g.n * g.k * g.out_h() * g.out_w());
+        let mut out = crate::pool::for_overwrite(g.n * g.k * g.out_h() * g.out_w());
         let bias_data = bias.map(|b| b.contiguous_data());
         conv2d_forward(&g, &self.contiguous_data(), &weight.contiguous_data(), bias_data.as_deref(), &mut out);
         let op = Op::Conv2d { x: self.clone(), weight: weight.clone(), bias: bias.cloned(), stride, padding };
@@ -71,9 +71,9 @@ pub(crate) fn conv2d_backward<T: Float>(
 ) -> Result<Vec<Option<Tensor<T>>>> {
     let geo = geometry(x, weight, None, stride, padding)?;
     let (gd, wd, xd) = (g.contiguous_data(), weight.contiguous_data(), x.contiguous_data());
-    let mut grad_x = crate::pool::zeroed(x.elem_count());
+    let mut grad_x = crate::pool::for_overwrite(x.elem_count());
     conv2d_backward_input(&geo, &gd, &wd, &mut grad_x);
-    let mut grad_w = crate::pool::zeroed(weight.elem_count());
+    let mut grad_w = crate::pool::for_overwrite(weight.elem_count());
     let mut grad_b = crate::pool::zeroed(geo.k);
     conv2d_backward_weight(&geo, &xd, &gd, &mut grad_w, has_bias.then_some(grad_b.as_mut_slice()));
     let mut grads = vec![Some(Tensor::from_vec(grad_x, x.dims())?), Some(Tensor::from_vec(grad_w, weight.dims())?)];

@@ -55,7 +55,7 @@ impl<T: Float> Tensor<T> {
         let (m, k, n) = (a.dims()[a.rank() - 2], a.dims()[a.rank() - 1], b.dims()[b.rank() - 1]);
         let batch = broadcast_shape("matmul", &a.dims()[..a.rank() - 2], &b.dims()[..b.rank() - 2])?;
         let (offsets_a, offsets_b) = (batch_offsets(a, &batch), batch_offsets(b, &batch));
-        let mut out = crate::pool::zeroed(offsets_a.len() * m * n);
+        let mut out = crate::pool::for_overwrite(offsets_a.len() * m * n);
         let one_item = |i: usize, c: &mut [T]| {
             let c = MatMut::new(c, m, n, n, 1).expect("output buffer sized m * n");
             gemm(T::ONE, mat_view(a, offsets_a[i]), mat_view(b, offsets_b[i]), T::ZERO, c);

@@ -88,7 +88,7 @@ fn group_norm_forward<T: Float>(
     let block = per_group * spatial;
     let x = x.contiguous_data();
     let (w, b) = (weight.contiguous_data(), bias.contiguous_data());
-    let mut out = crate::pool::zeroed(x.len());
+    let mut out = crate::pool::for_overwrite(x.len());
     let mut stats = vec![(T::ZERO, T::ZERO); n * groups];
     if block > 0 {
         out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(|(ng, ((y, x), stat))| {
@@ -190,7 +190,7 @@ pub(crate) fn group_norm_backward<T: Float>(
     let c = x.dims()[1];
     let block = per_group * spatial;
     let (xd, gd, w) = (x.contiguous_data(), g.contiguous_data(), weight.contiguous_data());
-    let mut grad_x = crate::pool::zeroed(xd.len());
+    let mut grad_x = crate::pool::for_overwrite(xd.len());
     // Per-block parameter gradients (dL/dweight, dL/dbias for the block's
     // channels), reduced below in a fixed order so the result does not depend on
     // the thread count.
@@ -253,7 +253,7 @@ pub(crate) fn group_norm_silu_backward<T: Float>(
     let (_, c, spatial, per_group) = sizes(x, groups);
     let (xd, gd) = (x.contiguous_data(), g.contiguous_data());
     let (w, b) = (weight.contiguous_data(), bias.contiguous_data());
-    let mut dz = crate::pool::zeroed(xd.len());
+    let mut dz = crate::pool::for_overwrite(xd.len());
     if spatial > 0 {
         dz.par_chunks_mut(spatial).zip(xd.par_chunks(spatial)).zip(gd.par_chunks(spatial)).enumerate().for_each(|(nc, ((dz, x), g))| {
             let (ng, channel) = (nc / per_group, nc % c);

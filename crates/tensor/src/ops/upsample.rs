@@ -24,7 +24,7 @@ impl<T: Float> Tensor<T> {
         let (planes, h, w) = (self.dims()[0] * self.dims()[1], self.dims()[2], self.dims()[3]);
         let x = self.contiguous_data();
         let (oh, ow) = (h * scale, w * scale);
-        let mut out = crate::pool::zeroed(planes * oh * ow);
+        let mut out = crate::pool::for_overwrite(planes * oh * ow);
         // Each input row becomes one widened row (every pixel repeated `scale`
         // times), copied to `scale` output rows.
         let widen = |(input_row, block): (&[T], &mut [T])| {
