@@ -1,0 +1,61 @@
+//! The buffer pool hands out old buffers: an op that takes one for an output it
+//! overwrites (`pool::for_overwrite`) must overwrite every element, and an op that
+//! accumulates into one must get zeros. Here, right before each op's forward and
+//! before its backward, the pool is filled with NaN buffers of the lengths the op
+//! asks for; every result must come out bit for bit as without them.
+
+use tensor::{rng, Result, Tensor};
+
+type Op = fn(&Tensor<f64>, &[Tensor<f64>]) -> Result<Tensor<f64>>;
+
+/// Runs `op` forward and backward (upstream `g`), the pool full of NaN buffers
+/// of length `lens` before each pass if `poison`; returns the output and the
+/// gradients of `x` and of every parameter.
+fn run(op: Op, x: &Tensor<f64>, params: &[Tensor<f64>], g: &Tensor<f64>, lens: &[usize], poison: bool) -> Result<Vec<Vec<f64>>> {
+    let fill = || {
+        if poison {
+            for &len in lens {
+                for _ in 0..16 {
+                    tensor::pool::recycle(vec![f64::NAN; len]);
+                }
+            }
+        }
+    };
+    let x = x.detach().requires_grad();
+    let params: Vec<Tensor<f64>> = params.iter().map(|p| p.detach().requires_grad()).collect();
+    fill();
+    let y = op(&x, &params)?;
+    fill();
+    let grads = y.backward_with(g)?;
+    let mut all = vec![y.to_vec(), grads.get(&x).expect("x took part").to_vec()];
+    all.extend(params.iter().map(|p| grads.get(p).expect("took part").to_vec()));
+    Ok(all)
+}
+
+#[test]
+fn outputs_taken_from_the_pool_leak_nothing_of_its_old_values() -> Result<()> {
+    let mut r = rng(85);
+    let x = Tensor::<f64>::randn(&[2, 8, 20, 20], &mut r);
+    let w = Tensor::<f64>::randn(&[8, 8, 3, 3], &mut r);
+    let (gamma, beta) = (Tensor::<f64>::randn(&[8], &mut r), Tensor::<f64>::randn(&[8], &mut r));
+    let m = Tensor::<f64>::randn(&[20, 20], &mut r);
+    let image = 2 * 8 * 20 * 20;
+    let cases: [(&str, Op, Vec<Tensor<f64>>, Vec<usize>); 5] = [
+        ("conv2d", |x, p| x.conv2d(&p[0], None, 1, 1), vec![w], vec![image]),
+        ("group_norm", |x, p| x.group_norm(4, &p[0], &p[1], 1e-5), vec![gamma.clone(), beta.clone()], vec![image]),
+        ("group_norm_silu", |x, p| x.group_norm_silu(2, &p[0], &p[1], 1e-5), vec![gamma, beta], vec![image]),
+        ("upsample_nearest2d", |x, _| x.upsample_nearest2d(2), vec![], vec![image, 4 * image]),
+        ("matmul", |x, p| x.matmul(&p[0]), vec![m], vec![image]),
+    ];
+    for (name, op, params, lens) in cases {
+        let y_dims = op(&x, &params)?.dims().to_vec();
+        let g = Tensor::<f64>::randn(&y_dims, &mut r);
+        let clean = run(op, &x, &params, &g, &lens, false)?;
+        let poisoned = run(op, &x, &params, &g, &lens, true)?;
+        for (i, (a, b)) in clean.iter().zip(&poisoned).enumerate() {
+            assert!(b.iter().all(|v| !v.is_nan()), "{name}: result {i} took NaN from a pooled buffer");
+            assert!(a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: result {i} differs");
+        }
+    }
+    Ok(())
+}
