@@ -5,15 +5,9 @@
 //!
 //! Run: `cargo bench --bench gemm` (or `-- gemm_unet` for the UNet shapes).
 
+use course::bench::cases::random_vec;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tensor::kernels::gemm::{gemm, MatMut, MatRef};
-
-fn random_vec(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
 
 /// Benchmarks C (m, n) = A (m, k) B (k, n), all row-major, ours and matrixmultiply.
 fn bench_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, label: &str, m: usize, k: usize, n: usize) {

@@ -182,7 +182,7 @@ fn same_weights_and_noise_give_the_same_loss_and_gradients() {
             variance: VarianceKind::FixedLarge,
             ..TrainingOptions::default()
         };
-        let predict = |x: &Tensor<f32>, t: &[usize]| unet.forward(x, t);
+        let predict = |x: &Tensor<f32>, t: &[usize]| unet.forward(x, t).map_err(nn::Error::into_tensor_error);
         let loss = training_losses(&schedule, &predict, &x0, &T_EVAL, &noise, options).unwrap().loss;
         let ours = f64::from(loss.item().unwrap());
         let theirs = read(&out, "loss")[0];
@@ -265,7 +265,7 @@ fn a_twin_trained_file_samples_here_as_in_the_twin() {
     let schedule = NoiseSchedule::new(BetaSchedule::Linear, TIMESTEPS).unwrap();
     let kept = evenly_spaced_timesteps(TIMESTEPS, steps).unwrap();
     let options = DdimOptions { eta: 0.0, parameterization: Parameterization::Epsilon, clip_denoised: true };
-    let predict = |x: &Tensor<f32>, t: &[usize]| unet.forward(x, t);
+    let predict = |x: &Tensor<f32>, t: &[usize]| unet.forward(x, t).map_err(nn::Error::into_tensor_error);
     let ours = to_f64(&sample_ddim(&schedule, &predict, &shape, &kept, options, &[], &mut rng(seed)).unwrap().sample);
     let theirs = read(&out, "sample");
     let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);

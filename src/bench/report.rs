@@ -15,11 +15,9 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use crate::bench::cases::{random_vec, ConvCase, UNET_CONV3X3};
 use crate::bench::step::{measure, StepTiming};
 use nn::UNetConfig;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use tensor::kernels::conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dGeometry};
 use tensor::kernels::gemm::{blocking_f32, gemm, CacheSizes, Kernel, MatMut, MatRef};
 
 /// One line of the report.
@@ -230,11 +228,6 @@ fn gflops(flops: f64, time: Duration) -> f64 {
     flops / time.as_secs_f64() / 1e9
 }
 
-fn random_vec(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
 /// A GEMM problem: C (m, n) = A (m, k) B (k, n), where A and B may be
 /// stored transposed (as in the backward pass of a conv).
 struct GemmCase {
@@ -320,41 +313,26 @@ fn gemm_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
     Ok(())
 }
 
+/// One pass of a convolution case ([`ConvCase::forward`], ...), timed as one row.
+type ConvPass = fn(&mut ConvCase);
+
 /// The UNet's 3x3 convolutions (stride 1, padding 1) at batch 64: forward,
 /// grad input and grad weight alone (each as many flops as the forward), and
 /// forward + grad input + grad weight (3x the forward flops).
 fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
-    let shapes = [(32, 28, 32), (64, 14, 64), (64, 7, 64)];
-    for (c, hw, k) in shapes {
-        let g = Conv2dGeometry { n: 64, c, h: hw, w: hw, k, kh: 3, kw: 3, stride: 1, padding: 1 };
-        let x = random_vec(g.n * g.c * g.h * g.w, 3);
-        let weight = random_vec(g.k * g.c * g.kh * g.kw, 4);
-        let bias = random_vec(g.k, 5);
-        let out_len = g.n * g.k * g.out_h() * g.out_w();
-        let grad_out = random_vec(out_len, 6);
-        let mut out = vec![0.0f32; out_len];
-        let mut grad_x = vec![0.0f32; x.len()];
-        let mut grad_w = vec![0.0f32; weight.len()];
-        let mut grad_b = vec![0.0f32; g.k];
-        let shape = format!("N{}xC{}x{}x{}xK{}", g.n, g.c, g.h, g.w, g.k);
-
-        let t_fwd = median_time(|| conv2d_forward(&g, &x, &weight, Some(&bias), &mut out));
-        report.row(&Row { bench: "conv3x3_fwd".into(), shape: shape.clone(), gflops: gflops(g.flops(), t_fwd), baseline: None })?;
-
-        let t_dx = median_time(|| conv2d_backward_input(&g, &grad_out, &weight, &mut grad_x));
-        report.row(&Row { bench: "conv3x3_dx".into(), shape: shape.clone(), gflops: gflops(g.flops(), t_dx), baseline: None })?;
-
-        let t_dw = median_time(|| {
-            conv2d_backward_weight(&g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
-        });
-        report.row(&Row { bench: "conv3x3_dw".into(), shape: shape.clone(), gflops: gflops(g.flops(), t_dw), baseline: None })?;
-
-        let t_fwd_bwd = median_time(|| {
-            conv2d_forward(&g, &x, &weight, Some(&bias), &mut out);
-            conv2d_backward_input(&g, &grad_out, &weight, &mut grad_x);
-            conv2d_backward_weight(&g, &x, &grad_out, &mut grad_w, Some(&mut grad_b));
-        });
-        report.row(&Row { bench: "conv3x3_fwd_bwd".into(), shape, gflops: gflops(3.0 * g.flops(), t_fwd_bwd), baseline: None })?;
+    for (c, hw, k) in UNET_CONV3X3 {
+        let mut case = ConvCase::conv3x3(c, hw, k);
+        let (flops, shape) = (case.geometry.flops(), case.label());
+        let timed: [(&str, f64, ConvPass); 4] = [
+            ("conv3x3_fwd", flops, ConvCase::forward),
+            ("conv3x3_dx", flops, ConvCase::backward_input),
+            ("conv3x3_dw", flops, ConvCase::backward_weight),
+            ("conv3x3_fwd_bwd", 3.0 * flops, ConvCase::forward_backward),
+        ];
+        for (bench, flops, pass) in timed {
+            let time = median_time(|| pass(&mut case));
+            report.row(&Row { bench: bench.into(), shape: shape.clone(), gflops: gflops(flops, time), baseline: None })?;
+        }
     }
     Ok(())
 }

@@ -113,7 +113,7 @@ mod tests {
     impl NoisePredictor<f32> for Recording {
         fn predict(&self, x_t: &Tensor<f32>, t: &[usize]) -> tensor::Result<Tensor<f32>> {
             self.seen.borrow_mut().push((x_t.to_vec(), t.to_vec()));
-            self.inner.forward(x_t, t)
+            self.inner.forward(x_t, t).map_err(nn::Error::into_tensor_error)
         }
     }
 

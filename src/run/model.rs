@@ -40,8 +40,8 @@ impl Model {
     /// The predicted noise (or x_0) for `x_t` at code timesteps `t`.
     ///
     /// # Errors
-    /// Shape errors.
-    pub fn forward(&self, x_t: &Tensor<f32>, t: &[usize]) -> tensor::Result<Tensor<f32>> {
+    /// Shape errors naming the model and the shapes.
+    pub fn forward(&self, x_t: &Tensor<f32>, t: &[usize]) -> nn::Result<Tensor<f32>> {
         match self {
             Model::Unet(m) => m.forward(x_t, t),
             Model::Mlp(m) => m.forward(x_t, t),
@@ -72,9 +72,11 @@ impl Module<f32> for Model {
     }
 }
 
+// ddpm's samplers and losses take any function of tensors, so they speak the tensor
+// crate's errors: the model's error crosses with its message unchanged.
 impl NoisePredictor<f32> for Model {
     fn predict(&self, x_t: &Tensor<f32>, t: &[usize]) -> tensor::Result<Tensor<f32>> {
-        self.forward(x_t, t)
+        self.forward(x_t, t).map_err(nn::Error::into_tensor_error)
     }
 }
 

@@ -43,7 +43,7 @@ impl<'a> Watched<'a> {
 
 impl NoisePredictor<f32> for Watched<'_> {
     fn predict(&self, x_t: &Tensor<f32>, t: &[usize]) -> tensor::Result<Tensor<f32>> {
-        let output = self.model.forward(x_t, t)?;
+        let output = self.model.predict(x_t, t)?;
         self.progress.inc();
         if output.to_vec().iter().any(|v| !v.is_finite()) {
             let step = t.first().copied().unwrap_or(0);

@@ -12,8 +12,9 @@
 //! average over a short window, so a short run's average is not held back by the
 //! random initialisation, which the fixed decay forgets only at the rate `decay^n`.
 
+use crate::error::{Error, Result};
 use crate::module::Module;
-use tensor::{Error, Float, Result, Tensor};
+use tensor::{Float, Tensor};
 
 /// DDPM's EMA decay.
 pub const DEFAULT_EMA_DECAY: f64 = 0.9999;
@@ -60,8 +61,8 @@ impl<T: Float> Ema<T> {
     /// decay of [`Ema::current_decay`].
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] when the model's parameters are not the ones the
-    /// average was started from (names, order or shapes differ).
+    /// [`Error::Parameter`] naming the first parameter that is not the one the
+    /// average was started from (its name, place or shape differs).
     pub fn update(&mut self, model: &dyn Module<T>) -> Result<()> {
         let params = model.named_params();
         self.check(&params)?;
@@ -82,7 +83,7 @@ impl<T: Float> Ema<T> {
     /// model, used for sampling).
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] as in [`Ema::update`].
+    /// [`Error::Parameter`] as in [`Ema::update`].
     pub fn copy_to(&self, model: &mut dyn Module<T>) -> Result<()> {
         self.check(&model.named_params())?;
         let mut shadow = self.shadow.iter();
@@ -97,22 +98,27 @@ impl<T: Float> Ema<T> {
     /// A clone of `model` carrying the averaged weights: the model to sample from.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] as in [`Ema::update`].
+    /// [`Error::Parameter`] as in [`Ema::update`].
     pub fn averaged_copy<M: Module<T> + Clone>(&self, model: &M) -> Result<M> {
         let mut copy = model.clone();
         self.copy_to(&mut copy)?;
         Ok(copy)
     }
 
+    /// The model's parameters are the averaged ones: the same names, in the same
+    /// order, of the same shapes.
     fn check(&self, params: &[(String, Tensor<T>)]) -> Result<()> {
-        let same =
-            params.len() == self.shadow.len() && params.iter().zip(&self.shadow).all(|((n, p), (m, s))| n == m && p.dims() == s.dims());
-        if same {
-            return Ok(());
+        let mismatch = |name: &str, msg: String| Err(Error::Parameter { op: "Ema", name: name.to_string(), msg });
+        for ((name, param), (averaged, shadow)) in params.iter().zip(&self.shadow) {
+            if name != averaged || param.dims() != shadow.dims() {
+                return mismatch(name, format!("{:?} in the model where the average holds {averaged} {:?}", param.dims(), shadow.dims()));
+            }
         }
-        Err(Error::ShapeMismatch {
-            op: "Ema",
-            msg: format!("the model has {} parameters that do not match the {} averaged ones", params.len(), self.shadow.len()),
-        })
+        let counts = format!("the model has {} parameters, the average {}", params.len(), self.shadow.len());
+        match (params.get(self.shadow.len()), self.shadow.get(params.len())) {
+            (Some((name, _)), _) => mismatch(name, format!("not in the average ({counts})")),
+            (_, Some((name, _))) => mismatch(name, format!("averaged but not in the model ({counts})")),
+            (None, None) => Ok(()),
+        }
     }
 }

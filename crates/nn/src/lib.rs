@@ -53,7 +53,7 @@
 //! let loss = unet.forward(&x_t, &[3, 500])?.mse_loss(&noise)?; // L_simple
 //! let grads = loss.backward()?;
 //! opt.step(&mut unet, &grads)?;
-//! # Ok::<(), tensor::Error>(())
+//! # Ok::<(), nn::Error>(())
 //! ```
 
 pub mod blocks;

@@ -6,8 +6,9 @@
 //! checkpoint. Parameters are leaf tensors that require a gradient; optimizers and
 //! the EMA change them in place with [`Tensor::update_data`].
 
+use crate::error::{Error, Result};
 use std::collections::HashMap;
-use tensor::{Error, Float, Result, Tensor};
+use tensor::{Float, Tensor};
 
 /// Training or evaluation. Only [`crate::Dropout`] behaves differently: it drops
 /// activations in training and is the identity in evaluation. (GroupNorm uses the
@@ -48,13 +49,13 @@ pub trait Module<T: Float> {
     /// parameter must be given once, with its shape, and nothing else.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming a missing or unexpected parameter,
-    /// [`Error::ShapeMismatch`] naming a parameter whose shape differs.
+    /// [`Error::Parameter`] naming a parameter that is missing, unknown to the model,
+    /// given twice or of another shape.
     fn load_named_params(&mut self, named: &[(String, Tensor<T>)]) -> Result<()> {
         let mut given: HashMap<&str, &Tensor<T>> = HashMap::with_capacity(named.len());
         for (name, t) in named {
             if given.insert(name.as_str(), t).is_some() {
-                return Err(Error::InvalidArgument { op: "load_named_params", msg: format!("{name} is given twice") });
+                return Err(parameter_error(name, "given twice".to_string()));
             }
         }
         let mut result = Ok(());
@@ -63,12 +64,9 @@ pub trait Module<T: Float> {
                 return;
             }
             match given.remove(name) {
-                None => result = Err(Error::InvalidArgument { op: "load_named_params", msg: format!("no value for parameter {name}") }),
+                None => result = Err(parameter_error(name, "a parameter of the model, missing from the input".to_string())),
                 Some(t) if t.dims() != p.dims() => {
-                    result = Err(Error::ShapeMismatch {
-                        op: "load_named_params",
-                        msg: format!("{name} is {:?} in the model but {:?} in the input", p.dims(), t.dims()),
-                    });
+                    result = Err(parameter_error(name, format!("{:?} in the model but {:?} in the input", p.dims(), t.dims())));
                 }
                 Some(t) => {
                     let values = t.contiguous_data();
@@ -78,7 +76,7 @@ pub trait Module<T: Float> {
         });
         result?;
         match given.keys().next() {
-            Some(extra) => Err(Error::InvalidArgument { op: "load_named_params", msg: format!("{extra} is not a parameter of the model") }),
+            Some(extra) => Err(parameter_error(extra, "not a parameter of the model".to_string())),
             None => Ok(()),
         }
     }
@@ -90,6 +88,11 @@ pub trait Module<T: Float> {
         self.visit_params("", &mut |_, p| n += p.elem_count());
         n
     }
+}
+
+/// What [`Module::load_named_params`] found wrong with the parameter `name`.
+fn parameter_error(name: &str, msg: String) -> Error {
+    Error::Parameter { op: "load_named_params", name: name.to_string(), msg }
 }
 
 /// `prefix.name`, or `name` at the root (empty prefix).

@@ -4,10 +4,13 @@
 //!
 //! A finite-difference check costs two forward passes per input element, so each
 //! check takes the input `x` and a few small parameter tensors as inputs: the
-//! closure builds a copy of the module with those tensors swapped in.
+//! closure builds a copy of the module with those tensors swapped in. `gradcheck`
+//! takes any function of tensors, so it speaks the tensor crate's errors: the closures
+//! hand on a module's error with [`nn::Error::into_tensor_error`].
 
+use nn::Result;
 use nn::{AttentionBlock, MlpConfig, MlpDenoiser, Module, ResBlock, UNet, UNetConfig};
-use tensor::{gradcheck, rng, Result, Tensor};
+use tensor::{gradcheck, rng, Tensor};
 
 const TOL: f64 = 1e-6;
 
@@ -44,7 +47,7 @@ fn res_block_with_channel_change_matches_finite_differences() -> Result<()> {
     let check = gradcheck(
         |v| {
             let b = with_params(&block, &names, &v[2..]);
-            b.forward(&v[0], &v[1])
+            b.forward(&v[0], &v[1]).map_err(nn::Error::into_tensor_error)
         },
         &inputs,
     )?;
@@ -60,7 +63,7 @@ fn attention_block_matches_finite_differences() -> Result<()> {
     let names = ["norm.weight", "qkv.weight", "qkv.bias", "proj.weight"];
     let mut inputs = vec![x];
     inputs.extend(params_named(&block, &names));
-    let check = gradcheck(|v| with_params(&block, &names, &v[1..]).forward(&v[0]), &inputs)?;
+    let check = gradcheck(|v| with_params(&block, &names, &v[1..]).forward(&v[0]).map_err(nn::Error::into_tensor_error), &inputs)?;
     assert!(check.max_error < TOL, "{check:?}");
     Ok(())
 }
@@ -85,7 +88,7 @@ fn tiny_unet_end_to_end_matches_finite_differences() -> Result<()> {
     ];
     let mut inputs = vec![x];
     inputs.extend(params_named(&unet, &names));
-    let check = gradcheck(|v| with_params(&unet, &names, &v[1..]).forward(&v[0], &[7]), &inputs)?;
+    let check = gradcheck(|v| with_params(&unet, &names, &v[1..]).forward(&v[0], &[7]).map_err(nn::Error::into_tensor_error), &inputs)?;
     assert!(check.max_error < TOL, "{check:?}");
     Ok(())
 }
@@ -98,7 +101,8 @@ fn mlp_denoiser_matches_finite_differences() -> Result<()> {
     let names = ["input.weight", "hidden.0.bias", "output.weight"];
     let mut inputs = vec![x];
     inputs.extend(params_named(&mlp, &names));
-    let check = gradcheck(|v| with_params(&mlp, &names, &v[1..]).forward(&v[0], &[0, 1, 50, 999]), &inputs)?;
+    let check =
+        gradcheck(|v| with_params(&mlp, &names, &v[1..]).forward(&v[0], &[0, 1, 50, 999]).map_err(nn::Error::into_tensor_error), &inputs)?;
     assert!(check.max_error < TOL, "{check:?}");
     Ok(())
 }

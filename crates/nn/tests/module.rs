@@ -1,9 +1,10 @@
 //! The Module contract: parameter counts, unique names in a stable order, seeded
 //! initialisation, clones, modes, and shapes through the models.
 
+use nn::Result;
 use nn::{Dropout, MlpConfig, MlpDenoiser, Mode, Module, UNet, UNetConfig};
 use std::collections::HashSet;
-use tensor::{no_grad, rng, Result, Tensor};
+use tensor::{no_grad, rng, Tensor};
 
 #[test]
 fn default_unet_has_exactly_1_623_169_parameters() -> Result<()> {
@@ -220,6 +221,11 @@ fn load_named_params_restores_a_model_and_rejects_mismatches() -> Result<()> {
     assert!(target.load_named_params(&extra).unwrap_err().to_string().contains("ghost.weight"));
     let mut reshaped = named.clone();
     reshaped[0].1 = reshaped[0].1.reshape(&[reshaped[0].1.elem_count()])?;
-    assert!(target.load_named_params(&reshaped).is_err());
+    let error = target.load_named_params(&reshaped).unwrap_err().to_string();
+    assert!(error.contains(&named[0].0) && error.contains("in the model but"), "{error}");
+    let mut twice = named.clone();
+    twice.push(named[0].clone());
+    let error = target.load_named_params(&twice).unwrap_err().to_string();
+    assert!(error.contains(&named[0].0) && error.contains("given twice"), "{error}");
     Ok(())
 }

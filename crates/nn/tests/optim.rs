@@ -1,8 +1,9 @@
 //! The optimizers against steps computed by hand, clipping, warmup, the EMA
 //! against its closed form, and the state round trip a checkpoint relies on.
 
+use nn::Result;
 use nn::{clip_grad_norm, Adam, Ema, LinearWarmup, Module, Optimizer, Sgd, WarmupCosine};
-use tensor::{GradStore, Result, Tensor};
+use tensor::{GradStore, Tensor};
 
 /// Two named parameters, `a` [2] and `b` [1].
 #[derive(Clone, Debug)]
@@ -251,5 +252,37 @@ fn ema_copies_its_average_into_a_model_clone() -> Result<()> {
     close(&sampler.a.to_vec(), &[expected(1.0), expected(-2.0)]);
     assert_eq!(trained.a.to_vec(), vec![7.0, 7.0], "the raw weights are untouched");
     assert!(sampler.a.requires_grad_flag());
+    Ok(())
+}
+
+/// A second module of two parameters `a` [2] and `c` [1]: not `Pair`'s parameters.
+struct Other(Pair);
+
+impl Module<f64> for Other {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<f64>)) {
+        f(&nn::module::join(prefix, "a"), &self.0.a);
+        f(&nn::module::join(prefix, "c"), &self.0.b);
+    }
+
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<f64>)) {
+        f(&nn::module::join(prefix, "a"), &mut self.0.a);
+        f(&nn::module::join(prefix, "c"), &mut self.0.b);
+    }
+}
+
+#[test]
+fn parameter_errors_name_the_parameter() -> Result<()> {
+    // An optimizer state of another shape than its parameter, and an entry of no known kind.
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut adam = Adam::adamw(1e-3, 0.0);
+    adam.load_state_tensors(&[("exp_avg.a".to_string(), Tensor::zeros(&[3]))])?;
+    let error = step(&mut adam, &mut model, &[1.0, 2.0], 1.0).unwrap_err().to_string();
+    assert!(error.starts_with("optimizer state: a: ") && error.contains("[3]") && error.contains("[2]"), "{error}");
+    let error = adam.load_state_tensors(&[("momentum.a".to_string(), Tensor::zeros(&[2]))]).unwrap_err().to_string();
+    assert!(error.contains("momentum.a") && error.contains("exp_avg"), "{error}");
+    // An EMA asked to average another model than the one it started from.
+    let mut ema = Ema::new(&model, 0.9);
+    let error = ema.update(&Other(model.clone())).unwrap_err().to_string();
+    assert!(error.starts_with("Ema: c: ") && error.contains("the average holds b"), "{error}");
     Ok(())
 }

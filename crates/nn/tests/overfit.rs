@@ -2,8 +2,9 @@
 //! and target noise, Adam drives the L_simple loss `mean((eps - eps_theta(x_t, t))^2)`
 //! far down (below 1% of its start in 100 steps). If a gradient were wrong or a parameter not updated, it would stall.
 
+use nn::Result;
 use nn::{Adam, Optimizer, UNet, UNetConfig};
-use tensor::{rng, Result, Tensor};
+use tensor::{rng, Tensor};
 
 #[test]
 fn small_unet_overfits_a_fixed_batch() -> Result<()> {

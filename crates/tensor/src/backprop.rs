@@ -224,8 +224,13 @@ fn backward_op<T: Float>(op: &Op<T>, out: &Tensor<T>, g: &Tensor<T>) -> Result<V
         Op::Cat { xs, axis } => view::cat_backward(xs, *axis, g).map(|v| v.into_iter().map(Some).collect()),
         Op::Matmul(a, b) => two(matmul::matmul_backward(a, b, g)),
         Op::Conv2d { x, weight, bias, stride, padding } => conv::conv2d_backward(x, weight, bias.is_some(), *stride, *padding, g),
-        Op::GroupNorm { x, weight, groups, mean, rstd, .. } => {
-            norm::group_norm_backward(x, weight, *groups, mean, rstd, g).map(|(gx, gw, gb)| vec![Some(gx), Some(gw), Some(gb)])
+        Op::GroupNorm { x, weight, bias, groups, mean, rstd, silu } => {
+            let grads = if *silu {
+                norm::group_norm_silu_backward(x, weight, bias, *groups, mean, rstd, g)
+            } else {
+                norm::group_norm_backward(x, weight, *groups, mean, rstd, g)
+            };
+            grads.map(|(gx, gw, gb)| vec![Some(gx), Some(gw), Some(gb)])
         }
         Op::UpsampleNearest2d { x, scale } => one(upsample::upsample_nearest2d_backward(x, *scale, g)),
         Op::Where { mask, a, b } => select::where_backward(mask, a, b, g).map(|(ga, gb)| vec![None, Some(ga), Some(gb)]),

@@ -71,8 +71,7 @@ impl Layout {
     /// The innermost axis is a plain strided loop; the outer axes advance an index
     /// like an odometer, so the cost per element is one add.
     pub fn for_each_index(&self, mut f: impl FnMut(usize, usize)) {
-        let n = self.elem_count();
-        if n == 0 {
+        if self.elem_count() == 0 {
             return;
         }
         let rank = self.dims.len();
@@ -80,20 +79,48 @@ impl Layout {
             f(0, self.offset);
             return;
         }
-        let inner = self.dims[rank - 1];
-        let inner_stride = self.strides[rank - 1];
-        let mut index = vec![0usize; rank - 1];
-        let mut base = self.offset;
+        let (inner, inner_stride) = (self.dims[rank - 1], self.strides[rank - 1]);
         let mut i = 0;
-        loop {
-            let mut at = base;
-            for _ in 0..inner {
+        self.for_each_outer(rank - 1, |base| {
+            for at in (0..inner).map(|j| base + j * inner_stride) {
                 f(i, at);
                 i += 1;
-                at += inner_stride;
             }
-            // Odometer step over the outer axes.
-            let mut axis = rank - 1;
+        });
+    }
+
+    /// Calls `f(storage_start, len)` for each run of elements that lie next to each
+    /// other in storage, in row-major order: the trailing axes that a unit stride
+    /// walks as one block (`[N, C, H, W]` narrowed on C gives runs of `H * W`).
+    /// `None` when the innermost stride is not 1 (there are no runs).
+    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize)) -> Option<()> {
+        let rank = self.dims.len();
+        if rank == 0 || self.elem_count() == 0 {
+            f(self.offset, self.elem_count());
+            return Some(());
+        }
+        if self.strides[rank - 1] != 1 && self.dims[rank - 1] != 1 {
+            return None;
+        }
+        // The run: the longest suffix of axes laid out back to back.
+        let (mut run_axes, mut run) = (1, self.dims[rank - 1]);
+        while run_axes < rank && self.strides[rank - 1 - run_axes] == run {
+            run *= self.dims[rank - 1 - run_axes];
+            run_axes += 1;
+        }
+        self.for_each_outer(rank - run_axes, |base| f(base, run));
+        Some(())
+    }
+
+    /// Calls `f(storage offset)` for every index of the first `outer` axes, in
+    /// row-major order, advancing the offset like an odometer (one add a step).
+    /// The layout has at least one element.
+    fn for_each_outer(&self, outer: usize, mut f: impl FnMut(usize)) {
+        let mut index = vec![0usize; outer];
+        let mut base = self.offset;
+        loop {
+            f(base);
+            let mut axis = outer;
             loop {
                 if axis == 0 {
                     return;
@@ -135,5 +162,34 @@ mod tests {
     fn broadcast_layout_repeats() {
         let l = Layout::new(vec![2, 3], vec![0, 1], 4);
         assert_eq!(l.storage_indices(), vec![4, 5, 6, 4, 5, 6]);
+    }
+
+    /// The runs, laid end to end, are the element order of `for_each_index`, for
+    /// a channel slice of NCHW, a narrowed row, size-1 axes, a broadcast and an
+    /// offset; a non-unit innermost stride has no runs.
+    #[test]
+    fn runs_cover_the_elements_in_row_major_order() {
+        let layouts = [
+            Layout::new(vec![2, 3, 4, 5], vec![120, 20, 5, 1], 7), // [2, 6, 4, 5] narrowed to 3 channels
+            Layout::new(vec![3, 4], vec![10, 1], 2),               // rows of 10 narrowed to 4
+            Layout::new(vec![2, 1, 3, 1], vec![3, 9, 1, 5], 0),    // size-1 axes with odd strides
+            Layout::new(vec![2, 3], vec![0, 1], 4),                // a broadcast row
+            Layout::new(vec![4, 5], vec![5, 1], 3),                // contiguous, offset: one run
+            Layout::new(vec![], vec![], 6),                        // a scalar
+            Layout::new(vec![2, 0, 3], vec![3, 3, 1], 0),          // empty
+        ];
+        for l in &layouts {
+            let mut from_runs = Vec::new();
+            let mut runs = 0;
+            l.for_each_run(|start, len| {
+                from_runs.extend(start..start + len);
+                runs += 1;
+            })
+            .expect("unit inner stride");
+            assert_eq!(from_runs, if l.elem_count() == 0 { vec![] } else { l.storage_indices() }, "{l:?}");
+            assert!(l.elem_count() == 0 || runs <= l.elem_count() / l.dims().last().copied().unwrap_or(1).max(1), "{l:?}: {runs} runs");
+        }
+        assert_eq!(Layout::new(vec![4, 5], vec![5, 1], 0).for_each_run(|_, _| {}).map(|()| 1), Some(1));
+        assert!(Layout::new(vec![3, 2], vec![1, 3], 0).for_each_run(|_, _| unreachable!()).is_none());
     }
 }

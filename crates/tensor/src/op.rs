@@ -69,6 +69,8 @@ pub enum Op<T: Float> {
     },
     // Normalisation and resampling (ops/norm.rs, ops/upsample.rs).
     /// `mean`, `rstd`: per (n, group), saved by the forward for the backward.
+    /// With `silu`, the op is `silu(group_norm(x))` in one pass (`OpKind::GroupNormSilu`);
+    /// its backward recomputes the normalised values instead of keeping them.
     GroupNorm {
         x: Tensor<T>,
         weight: Tensor<T>,
@@ -76,6 +78,7 @@ pub enum Op<T: Float> {
         groups: usize,
         mean: Arc<Vec<T>>,
         rstd: Arc<Vec<T>>,
+        silu: bool,
     },
     UpsampleNearest2d {
         x: Tensor<T>,
@@ -142,6 +145,7 @@ op_kinds!(
     Matmul,
     Conv2d,
     GroupNorm,
+    GroupNormSilu,
     UpsampleNearest2d,
     Where,
     IndexSelect,
@@ -181,7 +185,8 @@ impl<T: Float> Op<T> {
             Op::Cat { .. } => OpKind::Cat,
             Op::Matmul(..) => OpKind::Matmul,
             Op::Conv2d { .. } => OpKind::Conv2d,
-            Op::GroupNorm { .. } => OpKind::GroupNorm,
+            Op::GroupNorm { silu: false, .. } => OpKind::GroupNorm,
+            Op::GroupNorm { silu: true, .. } => OpKind::GroupNormSilu,
             Op::UpsampleNearest2d { .. } => OpKind::UpsampleNearest2d,
             Op::Where { .. } => OpKind::Where,
             Op::IndexSelect { .. } => OpKind::IndexSelect,

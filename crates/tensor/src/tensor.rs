@@ -237,7 +237,11 @@ impl<T: Float> Tensor<T> {
         } else {
             let storage = &self.0.storage;
             let mut out = Vec::with_capacity(layout.elem_count());
-            layout.for_each_index(|_, s| out.push(storage[s]));
+            // Whole runs at a time where the innermost axis is contiguous (a
+            // channel slice of NCHW: runs of H * W), else element by element.
+            if layout.for_each_run(|start, len| out.extend_from_slice(&storage[start..start + len])).is_none() {
+                layout.for_each_index(|_, s| out.push(storage[s]));
+            }
             Cow::Owned(out)
         }
     }

@@ -93,6 +93,11 @@ fn cases() -> Vec<(&'static str, F, Vec<Tensor<f64>>)> {
             vec![randn(&[2, 4, 3, 3], 50), randn(&[4], 51), randn(&[4], 52)],
         ),
         (
+            "group_norm_silu",
+            Box::new(|x: &[Tensor<f64>]| x[0].group_norm_silu(2, &x[1], &x[2], 1e-5)),
+            vec![randn(&[2, 4, 3, 3], 73), randn(&[4], 74), randn(&[4], 75)],
+        ),
+        (
             "group_norm composed",
             Box::new(|x: &[Tensor<f64>]| group_norm_composed(&x[0], 2, &x[1], &x[2], 1e-5)),
             vec![randn(&[2, 4, 3, 1], 53), randn(&[4], 54), randn(&[4], 55)],
@@ -156,6 +161,29 @@ fn fused_group_norm_equals_composed_reference() {
     let fused = x.group_norm(3, &w, &b, 1e-5).unwrap();
     let composed = group_norm_composed(&x, 3, &w, &b, 1e-5).unwrap();
     assert!(fused.allclose(&composed, 1e-12));
+}
+
+/// The fused `silu(group_norm(x))` against its unfused twin, `group_norm` then
+/// `silu`: the same values and the same gradients for x, weight and bias, bit for
+/// bit, in f32 and f64 (the fused backward recomputes the normalised values with
+/// the forward's own multiply-add).
+#[test]
+fn fused_group_norm_silu_equals_group_norm_then_silu_bit_for_bit() {
+    fn check<T: tensor::Float>(x: Tensor<T>, w: Tensor<T>, b: Tensor<T>, upstream: &Tensor<T>) {
+        let (x, w, b) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+        let fused = x.group_norm_silu(3, &w, &b, 1e-5).unwrap();
+        let twin = x.group_norm(3, &w, &b, 1e-5).unwrap().silu();
+        let bits = |t: &Tensor<T>| t.to_vec().iter().map(|v| v.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&twin));
+        let gf = fused.mul(upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let gt = twin.mul(upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, p) in [("x", &x), ("weight", &w), ("bias", &b)] {
+            assert_eq!(bits(gf.get(p).unwrap()), bits(gt.get(p).unwrap()), "gradient of {name}");
+        }
+    }
+    let (x, w, b, g) = (randn(&[3, 6, 5, 7], 76), randn(&[6], 77), randn(&[6], 78), randn(&[3, 6, 5, 7], 79));
+    check(x.cast::<f32>(), w.cast::<f32>(), b.cast::<f32>(), &g.cast::<f32>());
+    check(x, w, b, &g);
 }
 
 #[test]

@@ -9,10 +9,11 @@
 //! out = x + proj(a)                                                (proj: 1x1 conv C -> C)
 //! ```
 
+use crate::error::{Error, Result};
 use crate::layers::conv2d::Conv2d;
 use crate::layers::group_norm::GroupNorm;
 use crate::module::{join, Module};
-use tensor::{attention, Error, Float, Result, Rng, Tensor};
+use tensor::{attention, Float, Rng, Tensor};
 
 /// The self-attention block.
 #[derive(Clone, Debug)]
@@ -28,7 +29,7 @@ impl<T: Float> AttentionBlock<T> {
     /// Attention over `channels` channels with GroupNorm over `groups` groups.
     ///
     /// # Errors
-    /// [`tensor::Error::InvalidArgument`] when `groups` does not divide `channels`.
+    /// [`crate::Error::InvalidArgument`] when `groups` does not divide `channels`.
     pub fn new(channels: usize, groups: usize, rng: &mut Rng) -> Result<Self> {
         Ok(AttentionBlock {
             norm: GroupNorm::new(groups, channels)?,
@@ -52,7 +53,7 @@ impl<T: Float> AttentionBlock<T> {
         let qkv = self.qkv.forward(&self.norm.forward(x)?)?.reshape(&[b, 3 * c, h * w])?; // [B, 3C, L]
         let (q, k, v) = (qkv.narrow(1, 0, c)?, qkv.narrow(1, c, c)?, qkv.narrow(1, 2 * c, c)?);
         let a = attention(&q, &k, &v)?.reshape(&[b, c, h, w])?; // [B, C, H, W]
-        x.add(&self.proj.forward(&a)?)
+        Ok(x.add(&self.proj.forward(&a)?)?)
     }
 
     /// Multiply-adds times two for `n` maps of side `size`: the two 1x1

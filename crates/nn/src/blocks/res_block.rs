@@ -9,12 +9,13 @@
 //! out = skip(x) + h                            skip = 1x1 conv if Cin != Cout, else identity
 //! ```
 
+use crate::error::Result;
 use crate::layers::conv2d::Conv2d;
 use crate::layers::dropout::Dropout;
 use crate::layers::group_norm::GroupNorm;
 use crate::layers::linear::Linear;
 use crate::module::{join, Mode, Module};
-use tensor::{Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// A time-conditioned residual block.
 #[derive(Clone, Debug)]
@@ -35,7 +36,7 @@ impl<T: Float> ResBlock<T> {
     /// embedding of size `embed_dim`, with GroupNorm over `groups` groups.
     ///
     /// # Errors
-    /// [`tensor::Error::InvalidArgument`] when `groups` does not divide both
+    /// [`crate::Error::InvalidArgument`] when `groups` does not divide both
     /// channel counts or `dropout` is not in `[0, 1)`.
     pub fn new(in_channels: usize, out_channels: usize, embed_dim: usize, groups: usize, dropout: f64, rng: &mut Rng) -> Result<Self> {
         Ok(ResBlock {
@@ -54,15 +55,15 @@ impl<T: Float> ResBlock<T> {
     /// # Errors
     /// A shape error when `x` or `temb` do not fit the block.
     pub fn forward(&self, x: &Tensor<T>, temb: &Tensor<T>) -> Result<Tensor<T>> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu())?; // [B, Cout, H, W]
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?; // [B, Cout, H, W]
         let shift = self.time_proj.forward(&temb.silu())?; // [B, Cout]
         let (b, c) = (shift.dims()[0], shift.dims()[1]);
         let h = h.add(&shift.reshape(&[b, c, 1, 1])?)?;
-        let h = self.conv2.forward(&self.dropout.forward(&self.norm2.forward(&h)?.silu())?)?;
-        match &self.skip {
-            Some(skip) => skip.forward(x)?.add(&h),
-            None => x.add(&h),
-        }
+        let h = self.conv2.forward(&self.dropout.forward(&self.norm2.forward_silu(&h)?)?)?;
+        Ok(match &self.skip {
+            Some(skip) => skip.forward(x)?.add(&h)?,
+            None => x.add(&h)?,
+        })
     }
 
     /// Multiply-adds times two of the convolutions and the projection, for `n`

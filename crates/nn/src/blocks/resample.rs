@@ -5,9 +5,10 @@
 //! - [`Upsample`]: nearest-neighbour x2 then a 3x3 convolution,
 //!   `[B, C, H, W] -> [B, C, 2H, 2W]`.
 
+use crate::error::Result;
 use crate::layers::conv2d::Conv2d;
 use crate::module::{join, Module};
-use tensor::{Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// Halves the resolution with a learned strided convolution.
 #[derive(Clone, Debug)]

@@ -4,10 +4,11 @@
 //! Shapes: `t` `[B]`, sinusoidal `[B, S]`, output `[B, E]` (course UNet: S = 32,
 //! E = 128).
 
+use crate::error::Result;
 use crate::layers::linear::Linear;
 use crate::layers::timestep_embedding::timestep_embedding;
 use crate::module::{join, Module};
-use tensor::{Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// Sinusoidal(S) -> Linear(S, E) -> SiLU -> Linear(E, E).
 #[derive(Clone, Debug)]
@@ -32,7 +33,7 @@ impl<T: Float> TimeEmbedding<T> {
     /// `t [B] -> temb [B, E]`.
     ///
     /// # Errors
-    /// [`tensor::Error::InvalidArgument`] for an odd or too small `S`.
+    /// [`crate::Error::InvalidArgument`] for an odd or too small `S`.
     pub fn forward(&self, t: &[f64]) -> Result<Tensor<T>> {
         let features = timestep_embedding(t, self.sinusoidal_dim)?; // [B, S]
         self.linear2.forward(&self.linear1.forward(&features)?.silu()) // [B, E]

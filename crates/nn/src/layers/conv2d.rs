@@ -3,9 +3,10 @@
 //! Shapes: `x` `[N, C, H, W]`, `weight` `[K, C, k, k]`, `bias` `[K]`, output
 //! `[N, K, OH, OW]` with `OH = (H + 2 padding - k) / stride + 1`.
 
+use crate::error::Result;
 use crate::init::uniform_fan_in;
 use crate::module::{join, parameter, Module};
-use tensor::{Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// A convolution layer.
 #[derive(Clone, Debug)]
@@ -47,9 +48,10 @@ impl<T: Float> Conv2d<T> {
     /// `x [N, C, H, W] -> [N, K, OH, OW]`.
     ///
     /// # Errors
-    /// A shape error when `x` does not have `C` channels or is not 4-D.
+    /// [`crate::Error::Tensor`], the conv op's shape error, when `x` does not have `C`
+    /// channels or is not 4-D.
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding)
+        Ok(x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding)?)
     }
 
     /// Output side for an input side `size`.

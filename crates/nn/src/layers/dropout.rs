@@ -6,10 +6,11 @@
 //! The masks come from the layer's own generator, seeded at construction, so a run
 //! is reproducible without threading an RNG through every forward pass.
 
+use crate::error::{Error, Result};
 use crate::module::{Mode, Module};
 use rand::RngCore;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tensor::{rng, Error, Float, Result, Rng, Tensor};
+use tensor::{rng, Float, Rng, Tensor};
 
 /// The dropout layer (no parameters).
 #[derive(Debug)]

@@ -4,8 +4,9 @@
 //! into `G` groups; each (sample, group) is normalised by its own mean and
 //! variance, then scaled by `weight[c]` and shifted by `bias[c]`.
 
+use crate::error::{Error, Result};
 use crate::module::{join, parameter, Module};
-use tensor::{Error, Float, Result, Tensor};
+use tensor::{Float, Tensor};
 
 /// PyTorch's default `eps` for `nn.GroupNorm`.
 pub const GROUP_NORM_EPS: f64 = 1e-5;
@@ -44,9 +45,19 @@ impl<T: Float> GroupNorm<T> {
     /// `x [N, C, *] -> [N, C, *]`.
     ///
     /// # Errors
-    /// A shape error when `x` does not have `C` channels.
+    /// [`crate::Error::Tensor`], the group-norm op's shape error, when `x` does not
+    /// have `C` channels.
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        x.group_norm(self.groups, &self.weight, &self.bias, self.eps)
+        Ok(x.group_norm(self.groups, &self.weight, &self.bias, self.eps)?)
+    }
+
+    /// `silu(forward(x))` in one pass ([`Tensor::group_norm_silu`]): the same
+    /// values as `self.forward(x)?.silu()`, one tensor fewer kept for the backward.
+    ///
+    /// # Errors
+    /// As [`GroupNorm::forward`].
+    pub fn forward_silu(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        Ok(x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)?)
     }
 }
 

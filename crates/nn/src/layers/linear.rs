@@ -3,9 +3,10 @@
 //! Shapes: `x` `[N, in]`, `weight` `[out, in]` (PyTorch's layout), `bias` `[out]`,
 //! `y` `[N, out]`.
 
+use crate::error::Result;
 use crate::init::uniform_fan_in;
 use crate::module::{join, parameter, Module};
-use tensor::{Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// A fully connected layer.
 #[derive(Clone, Debug)]
@@ -30,9 +31,9 @@ impl<T: Float> Linear<T> {
     /// `x [N, in] -> x W^T + b [N, out]`.
     ///
     /// # Errors
-    /// A shape error when `x` is not `[N, in]`.
+    /// [`crate::Error::Tensor`], the linear op's shape error, when `x` is not `[N, in]`.
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        x.linear(&self.weight, Some(&self.bias))
+        Ok(x.linear(&self.weight, Some(&self.bias))?)
     }
 
     /// Multiply-adds times two for a batch of `n` rows.

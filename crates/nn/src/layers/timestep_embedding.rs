@@ -9,7 +9,8 @@
 //! so the frequencies run geometrically from 1 down to 1/10000. The values are
 //! computed in f64 and rounded once; the embedding carries no gradient.
 
-use tensor::{Error, Float, Result, Tensor};
+use crate::error::{Error, Result};
+use tensor::{Float, Tensor};
 
 /// The largest period is `2 pi MAX_PERIOD` timesteps.
 pub const MAX_PERIOD: f64 = 10_000.0;
@@ -21,7 +22,7 @@ pub const MAX_PERIOD: f64 = 10_000.0;
 /// assert_eq!(emb.dims(), &[2, 8]);
 /// // At t = 0 every sine is 0 and every cosine is 1.
 /// assert_eq!(&emb.to_vec()[..8], &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
-/// # Ok::<(), tensor::Error>(())
+/// # Ok::<(), nn::Error>(())
 /// ```
 ///
 /// # Errors
@@ -38,7 +39,7 @@ pub fn timestep_embedding<T: Float>(t: &[f64], dim: usize) -> Result<Tensor<T>> 
         data.extend(frequencies.iter().map(|f| T::from_f64((time * f).sin())));
         data.extend(frequencies.iter().map(|f| T::from_f64((time * f).cos())));
     }
-    Tensor::from_vec(data, &[t.len(), dim])
+    Ok(Tensor::from_vec(data, &[t.len(), dim])?)
 }
 
 /// Integer timesteps (code indices, `0 .. T - 1`) as the f64 values the embedding takes.

@@ -16,10 +16,11 @@
 //! Parameter names: `conv.0.weight` ... `conv.3.bias`, `features.weight`,
 //! `features.bias`, `output.weight`, `output.bias`.
 
+use crate::error::{Error, Result};
 use crate::layers::conv2d::Conv2d;
 use crate::layers::linear::Linear;
 use crate::module::{join, Module};
-use tensor::{Error, Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// The number of classes, the digits 0-9.
 pub const CLASSES: usize = 10;
@@ -75,7 +76,7 @@ impl<T: Float> Classifier<T> {
     /// let classifier = nn::Classifier::<f32>::new(&mut tensor::rng(0));
     /// let logits = classifier.forward(&tensor::Tensor::zeros(&[3, 1, 28, 28]))?;
     /// assert_eq!(logits.dims(), &[3, 10]);
-    /// # Ok::<(), tensor::Error>(())
+    /// # Ok::<(), nn::Error>(())
     /// ```
     ///
     /// # Errors

@@ -11,10 +11,11 @@
 //!
 //! Parameter names: `input.weight`, `hidden.0.weight`, ..., `output.bias`.
 
+use crate::error::{Error, Result};
 use crate::layers::linear::Linear;
 use crate::layers::timestep_embedding::{timestep_embedding, timesteps_to_f64};
 use crate::module::{join, Module};
-use tensor::{Error, Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// The hyper-parameters of the MLP denoiser.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,7 +70,7 @@ impl<T: Float> MlpDenoiser<T> {
     /// let mlp = MlpDenoiser::<f32>::new(&MlpConfig::toy_2d(), &mut tensor::rng(0))?;
     /// let x_t = tensor::Tensor::zeros(&[5, 2]);
     /// assert_eq!(mlp.forward(&x_t, &[0, 1, 2, 3, 999])?.dims(), &[5, 2]);
-    /// # Ok::<(), tensor::Error>(())
+    /// # Ok::<(), nn::Error>(())
     /// ```
     ///
     /// # Errors
@@ -113,7 +114,7 @@ impl<T: Float> MlpDenoiser<T> {
         for layer in &self.hidden {
             h = layer.forward(&h)?.silu();
         }
-        self.output.forward(&h)?.reshape(x_t.dims()) // [B, ...]
+        Ok(self.output.forward(&h)?.reshape(x_t.dims())?) // [B, ...]
     }
 }
 

@@ -30,12 +30,13 @@ use crate::blocks::attention::AttentionBlock;
 use crate::blocks::res_block::ResBlock;
 use crate::blocks::resample::{Downsample, Upsample};
 use crate::blocks::time_embedding::TimeEmbedding;
+use crate::error::{Error, Result};
 use crate::layers::conv2d::Conv2d;
 use crate::layers::group_norm::GroupNorm;
 use crate::layers::timestep_embedding::timesteps_to_f64;
 use crate::models::unet_config::UNetConfig;
 use crate::module::{join, Mode, Module};
-use tensor::{Error, Float, Result, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// One level of the contracting path: residual blocks (each maybe followed by
 /// attention), then a downsample except at the last level.
@@ -87,7 +88,7 @@ impl<T: Float> UNet<T> {
     /// use nn::{Module, UNet, UNetConfig};
     /// let unet = UNet::<f32>::new(&UNetConfig::default(), &mut tensor::rng(0))?;
     /// assert_eq!(unet.num_params(), 1_623_169);
-    /// # Ok::<(), tensor::Error>(())
+    /// # Ok::<(), nn::Error>(())
     /// ```
     ///
     /// # Errors
@@ -199,7 +200,7 @@ impl<T: Float> UNet<T> {
                 h = upsample.forward(&h)?;
             }
         }
-        self.out_conv.forward(&self.out_norm.forward(&h)?.silu())
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }
 
     fn check_input(&self, x: &Tensor<T>, timesteps: usize) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The hyper-parameters of the UNet, with the course defaults, and their text
 //! form (`key=value` strings) for command lines and checkpoint metadata.
 
-use tensor::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Everything that fixes the UNet's architecture. The defaults are the course UNet
 /// for MNIST (1,623,169 parameters).
@@ -169,7 +169,7 @@ impl UNetConfig {
     /// let config = UNetConfig::from_key_values(&["base_channels=64", "channel_mults=1,2"])?;
     /// assert_eq!((config.base_channels, config.channel_mults.clone()), (64, vec![1, 2]));
     /// assert_eq!(UNetConfig::from_key_values(&config.to_key_values())?, config);
-    /// # Ok::<(), tensor::Error>(())
+    /// # Ok::<(), nn::Error>(())
     /// ```
     ///
     /// # Errors

@@ -14,8 +14,9 @@
 //! The arithmetic is done in f64 per element and rounded once.
 
 use super::{for_each_param_with_grad, Optimizer, StateTable};
+use crate::error::Result;
 use crate::module::Module;
-use tensor::{Float, GradStore, Result, Tensor};
+use tensor::{Float, GradStore, Tensor};
 
 /// How weight decay enters the update.
 #[derive(Clone, Copy, Debug, PartialEq)]

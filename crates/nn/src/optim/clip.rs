@@ -2,8 +2,9 @@
 //! norm of all gradients, `||g|| = sqrt(sum_p sum_i g_{p,i}^2)`, exceeds `max_norm`,
 //! every gradient is scaled by `max_norm / (||g|| + 1e-6)`.
 
+use crate::error::Result;
 use crate::module::Module;
-use tensor::{Float, GradStore, Result};
+use tensor::{Float, GradStore};
 
 /// Clips the gradients of `model`'s parameters in `grads` to global norm
 /// `max_norm` and returns the norm before clipping.

@@ -11,9 +11,10 @@ pub mod clip;
 pub mod sgd;
 pub mod warmup;
 
+use crate::error::{Error, Result};
 use crate::module::Module;
 use std::collections::HashMap;
-use tensor::{Error, Float, GradStore, Result, Tensor};
+use tensor::{Float, GradStore, Tensor};
 
 /// What every optimizer offers the training loop and the checkpoints.
 pub trait Optimizer<T: Float> {
@@ -21,7 +22,7 @@ pub trait Optimizer<T: Float> {
     /// (parameters without one, like PyTorch's `p.grad is None`, are left alone).
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] when a gradient does not have its parameter's shape.
+    /// [`Error::Parameter`] naming a parameter whose gradient has another shape.
     fn step(&mut self, model: &mut dyn Module<T>, grads: &GradStore<T>) -> Result<()>;
 
     /// The current learning rate.
@@ -40,7 +41,7 @@ pub trait Optimizer<T: Float> {
     /// Restores a state written by [`Optimizer::state_tensors`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a name that is not `step` or a known buffer
+    /// [`Error::Parameter`] naming an entry that is not `step` or a known buffer
     /// kind followed by a parameter name.
     fn load_state_tensors(&mut self, named: &[(String, Tensor<T>)]) -> Result<()>;
 }
@@ -71,9 +72,10 @@ impl<T: Float> StateTable<T> {
         }
         let (shape, buffers) = self.entries.get_mut(name).expect("inserted above");
         if shape != dims {
-            return Err(Error::ShapeMismatch {
+            return Err(Error::Parameter {
                 op: "optimizer state",
-                msg: format!("state of {name} has shape {shape:?}, the parameter {dims:?}"),
+                name: name.to_string(),
+                msg: format!("the state has shape {shape:?}, the parameter {dims:?}"),
             });
         }
         Ok(buffers)
@@ -105,9 +107,10 @@ impl<T: Float> StateTable<T> {
             }
             let found = self.kinds.iter().enumerate().find_map(|(k, kind)| key.strip_prefix(kind)?.strip_prefix('.').map(|name| (k, name)));
             let Some((k, name)) = found else {
-                return Err(Error::InvalidArgument {
+                return Err(Error::Parameter {
                     op: "load_state_tensors",
-                    msg: format!("{key:?} is neither \"step\" nor <{}>.<parameter>", self.kinds.join("|")),
+                    name: key.clone(),
+                    msg: format!("neither \"step\" nor <{}>.<parameter>", self.kinds.join("|")),
                 });
             };
             let buffers = self.buffers(name, tensor.dims())?;
@@ -131,9 +134,10 @@ pub(crate) fn for_each_param_with_grad<T: Float>(
         }
         let Some(grad) = grads.get(param) else { return };
         if grad.dims() != param.dims() {
-            result = Err(Error::ShapeMismatch {
+            result = Err(Error::Parameter {
                 op: "optimizer step",
-                msg: format!("gradient {:?} for parameter {name} {:?}", grad.dims(), param.dims()),
+                name: name.to_string(),
+                msg: format!("the gradient has shape {:?}, the parameter {:?}", grad.dims(), param.dims()),
             });
             return;
         }

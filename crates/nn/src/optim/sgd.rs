@@ -8,8 +8,9 @@
 //! ```
 
 use super::{for_each_param_with_grad, Optimizer, StateTable};
+use crate::error::Result;
 use crate::module::Module;
-use tensor::{Float, GradStore, Result, Tensor};
+use tensor::{Float, GradStore, Tensor};
 
 /// SGD with heavy-ball momentum.
 #[derive(Clone, Debug)]

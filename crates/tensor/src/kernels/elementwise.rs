@@ -6,24 +6,102 @@
 //! closure `f` included); the baseline copy gets 4-wide SSE2. This is the cheapest
 //! way to make every elementwise op (silu, exp, add, ...) use the wide registers
 //! without writing intrinsics per op.
+//!
+//! The `*_to_vec` forms return a new vector written once, element by element: an
+//! op's output is never zero-filled before it is overwritten.
 
-/// `out[i] = f(x[i])`.
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// `f(x[i])` for every `i`, as a new vector written once: never zero-filled
+/// first. With `parallel`, chunks of `chunk` elements run as rayon tasks (the
+/// result does not depend on how they are scheduled).
+pub fn map_to_vec<T: Copy + Send + Sync, F: Fn(T) -> T + Sync>(x: &[T], chunk: usize, parallel: bool, f: F) -> Vec<T> {
+    let n = x.len();
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    let slots = &mut out.spare_capacity_mut()[..n];
+    if parallel {
+        slots.par_chunks_mut(chunk.max(1)).zip(x.par_chunks(chunk.max(1))).for_each(|(o, x)| map_uninit(x, o, &f));
+    } else {
+        map_uninit(x, slots, &f);
+    }
+    // SAFETY: every one of the n slots was written: `slots` and `x` both have n
+    // elements and are cut into chunks of the same size, so the chunks pair up one
+    // to one with equal lengths, and `map_uninit` writes every slot of its chunk.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `f(a[i], b[i])` for every `i`, as a new vector written once (see [`map_to_vec`]).
+///
+/// # Panics
+/// If the lengths differ.
+pub fn zip_to_vec<T: Copy + Send + Sync, F: Fn(T, T) -> T + Sync>(a: &[T], b: &[T], chunk: usize, parallel: bool, f: F) -> Vec<T> {
+    assert_eq!(a.len(), b.len(), "zip_to_vec: input lengths differ");
+    let n = a.len();
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    let slots = &mut out.spare_capacity_mut()[..n];
+    if parallel {
+        let chunk = chunk.max(1);
+        slots.par_chunks_mut(chunk).zip(a.par_chunks(chunk)).zip(b.par_chunks(chunk)).for_each(|((o, a), b)| zip_uninit(a, b, o, &f));
+    } else {
+        zip_uninit(a, b, slots, &f);
+    }
+    // SAFETY: as in `map_to_vec`: equal-length chunks of `slots`, `a` and `b` pair
+    // up one to one, and `zip_uninit` writes every slot of its chunk.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// A new vector of `rows * inner` elements, row `r` taken from the iterator
+/// `row(r)`, written once (never zero-filled first); rows run as rayon tasks with
+/// `parallel`.
+///
+/// # Panics
+/// If an iterator yields fewer than `inner` elements (extra ones are ignored).
+pub fn rows_to_vec<T, I, F>(rows: usize, inner: usize, parallel: bool, row: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    I: Iterator<Item = T>,
+    F: Fn(usize) -> I + Sync,
+{
+    let n = rows * inner;
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    if inner > 0 {
+        let fill = |(r, slots): (usize, &mut [MaybeUninit<T>])| {
+            let mut written = 0;
+            for (slot, v) in slots.iter_mut().zip(row(r)) {
+                slot.write(v);
+                written += 1;
+            }
+            assert_eq!(written, inner, "rows_to_vec: row {r} has {written} elements, not {inner}");
+        };
+        let slots = &mut out.spare_capacity_mut()[..n];
+        if parallel {
+            slots.par_chunks_mut(inner).enumerate().for_each(fill);
+        } else {
+            slots.chunks_mut(inner).enumerate().for_each(fill);
+        }
+    }
+    // SAFETY: every one of the n slots was written: the slots are cut into `rows`
+    // chunks of exactly `inner`, and each chunk's fill asserts (panicking, so
+    // `set_len` is never reached otherwise) that it wrote `inner` values.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `out[i] = f(x[i])` over an existing slice, through the same two copies (AVX2
+/// and FMA where the CPU has them): for loops inside an op's own parallel split,
+/// such as the fused group norm's per-channel epilogue.
 ///
 /// # Panics
 /// If the lengths differ.
 pub fn map_into<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [T], f: F) {
     assert_eq!(x.len(), out.len(), "map_into: input and output lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above;
-        // that is the only requirement of a `#[target_feature]` function.
-        unsafe { map_into_avx2(x, out, f) };
-        return;
-    }
-    map_into_portable(x, out, f);
+    zip_into(x, x, out, |v, _| f(v));
 }
 
-/// `out[i] = f(a[i], b[i])`.
+/// `out[i] = f(a[i], b[i])` over an existing slice (see [`map_into`]).
 ///
 /// # Panics
 /// If the lengths differ.
@@ -38,19 +116,6 @@ pub fn zip_into<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F
     zip_into_portable(a, b, out, f);
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    // The std macro caches the CPUID answer, so this is a load and a test.
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
-#[inline(always)]
-fn map_into_portable<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [T], f: F) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f(v);
-    }
-}
-
 #[inline(always)]
 fn zip_into_portable<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
@@ -60,36 +125,137 @@ fn zip_into_portable<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T],
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn map_into_avx2<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [T], f: F) {
-    map_into_portable(x, out, f);
+fn zip_into_avx2<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
+    zip_into_portable(a, b, out, f);
+}
+
+/// `out[i].write(f(x[i]))` for every slot of `out`.
+fn map_uninit<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    assert_eq!(x.len(), out.len(), "map_uninit: input and output lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        unsafe { map_uninit_avx2(x, out, f) };
+        return;
+    }
+    map_uninit_portable(x, out, f);
+}
+
+/// `out[i].write(f(a[i], b[i]))` for every slot of `out`.
+fn zip_uninit<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    assert!(a.len() == out.len() && b.len() == out.len(), "zip_uninit: input and output lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        unsafe { zip_uninit_avx2(a, b, out, f) };
+        return;
+    }
+    zip_uninit_portable(a, b, out, f);
+}
+
+#[inline(always)]
+fn map_uninit_portable<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        o.write(f(v));
+    }
+}
+
+#[inline(always)]
+fn zip_uninit_portable<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        o.write(f(x, y));
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn zip_into_avx2<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
-    zip_into_portable(a, b, out, f);
+fn map_uninit_avx2<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    map_uninit_portable(x, out, f);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn zip_uninit_avx2<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    zip_uninit_portable(a, b, out, f);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    // The std macro caches the CPUID answer, so this is a load and a test.
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Both copies against a plain loop, on odd lengths, with NaN-poisoned outputs.
+    /// Both copies (AVX2 where the CPU has it, and the portable one) against a
+    /// plain loop, on odd lengths.
     #[test]
     fn dispatched_loops_match_the_plain_loop() {
         for n in [0, 1, 7, 8, 9, 33, 1000] {
             let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
             let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             let f = |v: f32| crate::element::exp_f32(v) * v - 1.0;
-            let mut out = vec![f32::NAN; n];
-            map_into(&x, &mut out, f);
-            let mut portable = vec![f32::NAN; n];
-            map_into_portable(&x, &mut portable, f);
-            assert_eq!(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), x.iter().map(|&v| f(v).to_bits()).collect::<Vec<_>>());
-            assert_eq!(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            let mut sum = vec![f32::NAN; n];
-            zip_into(&x, &y, &mut sum, |a, b| a * b + a);
-            assert!(sum.iter().zip(x.iter().zip(&y)).all(|(s, (a, b))| s.to_bits() == (a * b + a).to_bits()));
+            let g = |a: f32, b: f32| a * b + a;
+            let written = |fill: &dyn Fn(&mut [MaybeUninit<f32>])| {
+                let mut out = vec![MaybeUninit::new(f32::NAN); n];
+                fill(&mut out);
+                // SAFETY: every slot holds an f32: NaN from `MaybeUninit::new`, or
+                // the value `fill` wrote over it (a NaN left behind fails the test).
+                out.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect::<Vec<_>>()
+            };
+            let mapped: Vec<u32> = x.iter().map(|&v| f(v).to_bits()).collect();
+            let zipped: Vec<u32> = x.iter().zip(&y).map(|(&a, &b)| g(a, b).to_bits()).collect();
+            assert_eq!(written(&|o| map_uninit(&x, o, f)), mapped);
+            assert_eq!(written(&|o| map_uninit_portable(&x, o, f)), mapped);
+            assert_eq!(written(&|o| zip_uninit(&x, &y, o, g)), zipped);
+            assert_eq!(written(&|o| zip_uninit_portable(&x, &y, o, g)), zipped);
+            let in_place = |fill: &dyn Fn(&mut [f32])| {
+                let mut out = vec![f32::NAN; n];
+                fill(&mut out);
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(in_place(&|o| map_into(&x, o, f)), mapped);
+            assert_eq!(in_place(&|o| zip_into(&x, &y, o, g)), zipped);
+            assert_eq!(in_place(&|o| zip_into_portable(&x, &y, o, g)), zipped);
+        }
+    }
+
+    /// Rows from iterators fill the vector in order, serial and parallel; a short
+    /// row panics instead of leaving slots unwritten.
+    #[test]
+    fn rows_from_iterators_fill_the_vector_in_order() {
+        for (rows, inner) in [(0, 3), (3, 0), (1, 1), (7, 5), (300, 129)] {
+            let want: Vec<u64> = (0..rows * inner).map(|i| i as u64 * 3 + 1).collect();
+            for parallel in [false, true] {
+                let got = rows_to_vec(rows, inner, parallel, |r| (0..inner).map(move |i| ((r * inner + i) * 3 + 1) as u64));
+                assert_eq!(got, want, "{rows} x {inner}, parallel {parallel}");
+            }
+        }
+        let short = std::panic::catch_unwind(|| rows_to_vec(4, 3, false, |r| (0..if r == 2 { 2 } else { 3 }).map(|i| i as f32)));
+        assert!(short.is_err(), "a row of 2 elements where 3 are needed");
+    }
+
+    /// The vectors written once equal the plain loop, serial and in parallel
+    /// chunks that do not divide the length.
+    #[test]
+    fn vectors_written_once_match_the_plain_loop() {
+        for n in [0, 1, 7, 33, 1000, 40_001] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+            let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let f = |v: f32| crate::element::exp_f32(v) * v - 1.0;
+            let g = |a: f32, b: f32| a * b + a;
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let mapped: Vec<f32> = x.iter().map(|&v| f(v)).collect();
+            let zipped: Vec<f32> = x.iter().zip(&y).map(|(&a, &b)| g(a, b)).collect();
+            for (chunk, parallel) in [(8192, false), (8192, true), (999, true), (1, true)] {
+                if n > 1000 && chunk == 1 {
+                    continue;
+                }
+                assert_eq!(bits(&map_to_vec(&x, chunk, parallel, f)), bits(&mapped), "map n={n} chunk={chunk}");
+                assert_eq!(bits(&zip_to_vec(&x, &y, chunk, parallel, g)), bits(&zipped), "zip n={n} chunk={chunk}");
+            }
         }
     }
 }

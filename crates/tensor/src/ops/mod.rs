@@ -17,10 +17,9 @@ pub mod upsample;
 pub mod view;
 
 use crate::element::Float;
-use crate::kernels::elementwise::{map_into, zip_into};
+use crate::kernels::elementwise::{map_to_vec, rows_to_vec, zip_to_vec};
 use crate::layout::Layout;
 use crate::shape::elem_count;
-use rayon::prelude::*;
 
 /// Below this many elements an elementwise loop runs on one thread: spawning
 /// rayon tasks costs more than the work.
@@ -30,25 +29,12 @@ const CHUNK: usize = 1 << 13;
 
 /// `out[i] = f(x[i])`.
 pub(crate) fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    if x.len() < PARALLEL_MIN_ELEMS {
-        map_into(x, &mut out, &f);
-    } else {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| map_into(x, o, &f));
-    }
-    out
+    map_to_vec(x, CHUNK, x.len() >= PARALLEL_MIN_ELEMS, f)
 }
 
 /// `out[i] = f(a[i], b[i])` for two slices of the same length.
 pub(crate) fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    debug_assert_eq!(a.len(), b.len());
-    let mut out = vec![T::ZERO; a.len()];
-    if a.len() < PARALLEL_MIN_ELEMS {
-        zip_into(a, b, &mut out, &f);
-    } else {
-        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| zip_into(a, b, o, &f));
-    }
-    out
+    zip_to_vec(a, b, CHUNK, a.len() >= PARALLEL_MIN_ELEMS, f)
 }
 
 /// The strides that read `layout` broadcast to `out_dims` (0 on repeated axes).
@@ -100,13 +86,11 @@ pub(crate) fn zip_strided<T: Float>(
     let mut strides = [a_strides, b_strides];
     let dims = coalesce(out_dims, &mut strides);
     let [sa, sb] = strides;
-    let mut out = vec![T::ZERO; n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
     if dims.is_empty() {
-        out[0] = f(a[a_offset], b[b_offset]);
-        return out;
+        return vec![f(a[a_offset], b[b_offset])];
     }
     let rank = dims.len();
     let inner = dims[rank - 1];
@@ -122,18 +106,10 @@ pub(crate) fn zip_strided<T: Float>(
         }
         (oa, ob)
     };
-    let fill_row = |row: usize, o: &mut [T]| {
-        let (mut pa, mut pb) = row_start(row);
-        for v in o.iter_mut() {
-            *v = f(a[pa], b[pb]);
-            pa += ia;
-            pb += ib;
-        }
+    let f = &f;
+    let row = |row: usize| {
+        let (pa, pb) = row_start(row);
+        (0..inner).map(move |i| f(a[pa + i * ia], b[pb + i * ib]))
     };
-    if n < PARALLEL_MIN_ELEMS {
-        out.chunks_mut(inner).enumerate().for_each(|(row, o)| fill_row(row, o));
-    } else {
-        out.par_chunks_mut(inner).enumerate().for_each(|(row, o)| fill_row(row, o));
-    }
-    out
+    rows_to_vec(n / inner, inner, n >= PARALLEL_MIN_ELEMS, row)
 }

@@ -13,10 +13,19 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
+use crate::kernels::elementwise::{map_into, zip_into};
 use crate::op::Op;
+use crate::ops::unary::{silu_chain, silu_scalar};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
+
+/// `(N, C, S, C/G)` of an `x` that `check` accepted: batch, channels, elements
+/// per channel, channels per group.
+fn sizes<T: Float>(x: &Tensor<T>, groups: usize) -> (usize, usize, usize, usize) {
+    let (n, c) = (x.dims()[0], x.dims()[1]);
+    (n, c, x.elem_count() / (n * c).max(1), c / groups)
+}
 
 fn check<T: Float>(x: &Tensor<T>, groups: usize, weight: &Tensor<T>, bias: &Tensor<T>) -> Result<(usize, usize, usize)> {
     if x.rank() < 2 {
@@ -43,47 +52,72 @@ impl<T: Float> Tensor<T> {
     /// [`Error::ShapeMismatch`] for a rank below 2 or wrong parameter shapes,
     /// [`Error::InvalidArgument`] when `groups` does not divide the channels.
     pub fn group_norm(&self, groups: usize, weight: &Tensor<T>, bias: &Tensor<T>, eps: f64) -> Result<Tensor<T>> {
-        let (n, c, spatial) = check(self, groups, weight, bias)?;
-        let per_group = c / groups;
-        let block = per_group * spatial;
-        let x = self.contiguous_data();
-        let (w, b) = (weight.contiguous_data(), bias.contiguous_data());
-        let mut out = vec![T::ZERO; x.len()];
-        let mut stats = vec![(T::ZERO, T::ZERO); n * groups];
-        if block > 0 {
-            out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(|(ng, ((y, x), stat))| {
-                // Two passes (mean, then squared deviations) avoid the cancellation
-                // of E[x^2] - mean^2; each channel row is summed in T lanes.
-                let count = x.len() as f64;
-                let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
-                let m = T::from_f64(mean);
-                let var = x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count;
-                let rstd = 1.0 / (var + eps).sqrt();
-                let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
-                let first_channel = (ng % groups) * per_group;
-                for (j, (yc, xc)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
-                    let ch = first_channel + j;
-                    // y = x * scale + shift with the normalisation folded in.
-                    let scale = rstd_t * w[ch];
-                    let shift = b[ch] - mean_t * scale;
-                    for (o, &v) in yc.iter_mut().zip(xc) {
-                        *o = v * scale + shift;
-                    }
-                }
-                *stat = (mean_t, rstd_t);
-            });
-        }
-        let (mean, rstd): (Vec<T>, Vec<T>) = stats.into_iter().unzip();
-        let op = Op::GroupNorm {
-            x: self.clone(),
-            weight: weight.clone(),
-            bias: bias.clone(),
-            groups,
-            mean: Arc::new(mean),
-            rstd: Arc::new(rstd),
-        };
-        Ok(Tensor::from_op(out, self.dims(), op))
+        let (out, mean, rstd) = group_norm_forward(self, groups, weight, bias, eps, |z| z)?;
+        let (x, weight, bias) = (self.clone(), weight.clone(), bias.clone());
+        Ok(Tensor::from_op(out, self.dims(), Op::GroupNorm { x, weight, bias, groups, mean, rstd, silu: false }))
     }
+
+    /// `silu(group_norm(x))`, the normalisation and activation that open every
+    /// residual block, in one pass over memory: the same values, bit for bit, as
+    /// `x.group_norm(..)?.silu()`, without keeping the normalised tensor for the
+    /// backward (it is recomputed there from `x` and the saved statistics).
+    ///
+    /// # Errors
+    /// As [`Tensor::group_norm`].
+    pub fn group_norm_silu(&self, groups: usize, weight: &Tensor<T>, bias: &Tensor<T>, eps: f64) -> Result<Tensor<T>> {
+        let (out, mean, rstd) = group_norm_forward(self, groups, weight, bias, eps, silu_scalar)?;
+        let (x, weight, bias) = (self.clone(), weight.clone(), bias.clone());
+        Ok(Tensor::from_op(out, self.dims(), Op::GroupNorm { x, weight, bias, groups, mean, rstd, silu: true }))
+    }
+}
+
+/// Per-block statistics saved by the forward: mean and 1/std per (sample, group).
+type Stats<T> = (Vec<T>, Arc<Vec<T>>, Arc<Vec<T>>);
+
+/// `act(y)` with `y` the group-normalised `x`, and the per-block mean and rstd.
+fn group_norm_forward<T: Float>(
+    x: &Tensor<T>,
+    groups: usize,
+    weight: &Tensor<T>,
+    bias: &Tensor<T>,
+    eps: f64,
+    act: impl Fn(T) -> T + Sync,
+) -> Result<Stats<T>> {
+    let (n, c, spatial) = check(x, groups, weight, bias)?;
+    let per_group = c / groups;
+    let block = per_group * spatial;
+    let x = x.contiguous_data();
+    let (w, b) = (weight.contiguous_data(), bias.contiguous_data());
+    let mut out = vec![T::ZERO; x.len()];
+    let mut stats = vec![(T::ZERO, T::ZERO); n * groups];
+    if block > 0 {
+        out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(|(ng, ((y, x), stat))| {
+            // Two passes (mean, then squared deviations) avoid the cancellation
+            // of E[x^2] - mean^2; each channel row is summed in T lanes.
+            let count = x.len() as f64;
+            let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
+            let m = T::from_f64(mean);
+            let var = x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count;
+            let rstd = 1.0 / (var + eps).sqrt();
+            let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
+            let first_channel = (ng % groups) * per_group;
+            for (j, (yc, xc)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+                let (scale, shift) = affine(mean_t, rstd_t, w[first_channel + j], b[first_channel + j]);
+                map_into(xc, yc, |v| act(v * scale + shift));
+            }
+            *stat = (mean_t, rstd_t);
+        });
+    }
+    let (mean, rstd): (Vec<T>, Vec<T>) = stats.into_iter().unzip();
+    Ok((out, Arc::new(mean), Arc::new(rstd)))
+}
+
+/// `y = x * scale + shift`: the normalisation and the channel's affine map folded
+/// into one multiply-add, the same in the forward and in the recomputation of
+/// the fused backward.
+fn affine<T: Float>(mean: T, rstd: T, weight: T, bias: T) -> (T, T) {
+    let scale = rstd * weight;
+    (scale, bias - mean * scale)
 }
 
 /// Group normalisation composed from primitives (reshape, mean, var, sqrt, div,
@@ -152,9 +186,8 @@ pub(crate) fn group_norm_backward<T: Float>(
     rstd: &[T],
     g: &Tensor<T>,
 ) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
-    let (n, c) = (x.dims()[0], x.dims()[1]);
-    let spatial = x.elem_count() / (n * c).max(1);
-    let per_group = c / groups;
+    let (n, _, spatial, per_group) = sizes(x, groups);
+    let c = x.dims()[1];
     let block = per_group * spatial;
     let (xd, gd, w) = (x.contiguous_data(), g.contiguous_data(), weight.contiguous_data());
     let mut grad_x = vec![T::ZERO; xd.len()];
@@ -203,4 +236,30 @@ pub(crate) fn group_norm_backward<T: Float>(
     }
     let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
     Ok((Tensor::from_vec(grad_x, x.dims())?, Tensor::from_vec(cast(grad_w), &[c])?, Tensor::from_vec(cast(grad_b), &[c])?))
+}
+
+/// The backward of [`Tensor::group_norm_silu`]: the normalised values `z` are
+/// recomputed exactly as the forward computed them, `dz = g silu'(z)`, then
+/// the group-norm backward with `dz`.
+pub(crate) fn group_norm_silu_backward<T: Float>(
+    x: &Tensor<T>,
+    weight: &Tensor<T>,
+    bias: &Tensor<T>,
+    groups: usize,
+    mean: &[T],
+    rstd: &[T],
+    g: &Tensor<T>,
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    let (_, c, spatial, per_group) = sizes(x, groups);
+    let (xd, gd) = (x.contiguous_data(), g.contiguous_data());
+    let (w, b) = (weight.contiguous_data(), bias.contiguous_data());
+    let mut dz = vec![T::ZERO; xd.len()];
+    if spatial > 0 {
+        dz.par_chunks_mut(spatial).zip(xd.par_chunks(spatial)).zip(gd.par_chunks(spatial)).enumerate().for_each(|(nc, ((dz, x), g))| {
+            let (ng, channel) = (nc / per_group, nc % c);
+            let (scale, shift) = affine(mean[ng], rstd[ng], w[channel], b[channel]);
+            zip_into(x, g, dz, |v, gv| silu_chain(v * scale + shift, gv));
+        });
+    }
+    group_norm_backward(x, weight, groups, mean, rstd, &Tensor::from_vec(dz, x.dims())?)
 }

@@ -20,7 +20,7 @@ fn chain<T: Float>(v: &Tensor<T>, g: &Tensor<T>, h: impl Fn(T, T) -> T + Sync) -
     Tensor::from_vec(zip_map(&v.contiguous_data(), &g.contiguous_data(), h), v.dims())
 }
 
-fn sigmoid_scalar<T: Float>(x: T) -> T {
+pub(crate) fn sigmoid_scalar<T: Float>(x: T) -> T {
     // e = exp(-|x|) never overflows; s(x) = 1 / (1 + e) for x >= 0 and
     // e / (1 + e) for x < 0. Both sides are computed and one is selected, so the
     // loop has no branch and vectorises.
@@ -83,7 +83,7 @@ impl<T: Float> Tensor<T> {
     /// `x s(x)`, the activation of the DDPM UNet (also called swish).
     #[must_use]
     pub fn silu(&self) -> Tensor<T> {
-        unary(self, |v| v * sigmoid_scalar(v), Op::Silu(self.clone()))
+        unary(self, silu_scalar, Op::Silu(self.clone()))
     }
 
     /// GELU, tanh approximation: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
@@ -195,10 +195,18 @@ pub(crate) fn relu_backward<T: Float>(x: &Tensor<T>, g: &Tensor<T>) -> Result<Te
 
 // d/dx x s(x) = s(x) + x s(x) (1 - s(x)) = s(x) (1 + x (1 - s(x)))
 pub(crate) fn silu_backward<T: Float>(x: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
-    chain(x, g, |x, g| {
-        let s = sigmoid_scalar(x);
-        g * s * (T::ONE + x * (T::ONE - s))
-    })
+    chain(x, g, silu_chain)
+}
+
+/// `silu(x) = x sigmoid(x)`.
+pub(crate) fn silu_scalar<T: Float>(x: T) -> T {
+    x * sigmoid_scalar(x)
+}
+
+/// `g silu'(x)`, with `silu'(x) = s (1 + x (1 - s))`, `s = sigmoid(x)`.
+pub(crate) fn silu_chain<T: Float>(x: T, g: T) -> T {
+    let s = sigmoid_scalar(x);
+    g * s * (T::ONE + x * (T::ONE - s))
 }
 
 // y = 0.5 x (1 + tanh(u)), u = c (x + a x^3):

@@ -3,8 +3,8 @@
 //!
 //! Each output is a sum of R (forward, grad input) or N * L (grad weight)
 //! products, so, as for the GEMM, it is checked against the f64 oracle
-//! within `2 (terms + 2) u sum |products|`, the sum computed by the same
-//! oracle on absolute values.
+//! within [`TestScalar::tolerance`]`(terms, sum |products|)`, the sum computed
+//! by the same oracle on absolute values.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,10 +56,10 @@ fn abs(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| x.abs()).collect()
 }
 
-/// `got` against `want` within `2 (terms + 2) u bound` element-wise.
+/// `got` against `want` within [`TestScalar::tolerance`]`(terms, bound)` element-wise.
 fn assert_close<T: TestScalar>(what: &str, g: &Conv2dGeometry, got: &[T], want: &[f64], bound: &[f64], terms: usize) {
     for (idx, ((&got, &want), &bound)) in got.iter().zip(want).zip(bound).enumerate() {
-        let tol = 2.0 * (terms as f64 + 2.0) * T::U * bound;
+        let tol = T::tolerance(terms, bound);
         let got = got.to_f64();
         assert!((got - want).abs() <= tol, "{what} {g:?}: element {idx} = {got}, oracle {want}, tolerance {tol}");
     }

@@ -1,12 +1,10 @@
 //! GEMM tests: every kernel against the naive triple loop, over odd shapes,
 //! all four transpose combinations, strided views and alpha/beta pairs.
 //!
-//! Error bound. A dot product of length k summed in any order in floating
-//! point satisfies |fl(a.b) - a.b| <= gamma_k sum_p |a_p b_p|, gamma_k ~ k u
-//! (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1), with u
-//! the unit roundoff. So each C[i, j] is checked against the f64 oracle
-//! within `(k + 2) u (|alpha| (|A| |B|)[i, j] + |beta C[i, j]|)`, times a
-//! safety factor of 2; the `+ 2` covers the alpha and beta products.
+//! Error bound. Each C[i, j] is a dot product of length k, scaled by alpha and
+//! added to beta C[i, j], so it is checked against the f64 oracle within
+//! [`TestScalar::tolerance`]`(k, |alpha| (|A| |B|)[i, j] + |beta C[i, j]|)`,
+//! `2 (k + 2) u` times that sum (Higham's bound for a dot product in any order).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -182,7 +180,7 @@ fn check_case<T: TestScalar>(kernel: Kernel, threading: Threading, case: Case, r
     for i in 0..m {
         for j in 0..n {
             let (got, want) = (c.get(i, j).to_f64(), expect.get(i, j));
-            let tol = 2.0 * (k as f64 + 2.0) * T::U * bound.get(i, j);
+            let tol = T::tolerance(k, bound.get(i, j));
             assert!((got - want).abs() <= tol, "{kernel:?} {threading:?} {case:?}: C[{i}, {j}] = {got}, oracle {want}, tolerance {tol}");
         }
     }
