@@ -5,7 +5,7 @@
 
 mod derivations_common;
 
-use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact};
+use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact, BIN_HALF_WIDTH, HIGHEST_BIN_EDGE, LOWEST_BIN_EDGE};
 use ddpm::{
     approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc,
     noise_mse_weight, normal_kl, p_mean_variance, prior_bpd, q_sample, q_step_sample, standard_normal_cdf, training_losses, vb_terms_bpd,
@@ -311,6 +311,29 @@ fn exact_decoder_bins_far_in_either_tail_match_their_integral() -> TestResult {
             let log_probability = discretized_log_probability_exact(x, mean, f64::ln(scale));
             assert!(mass > 1e-12 && (log_probability - mass.ln()).abs() < 1e-10, "pixel {x}: ln p {log_probability} vs {}", mass.ln());
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn both_decoders_draw_the_edge_bins_at_the_same_place() -> TestResult {
+    // A value below LOWEST_BIN_EDGE is pixel 0 and gets the whole lower tail Phi(upper); above
+    // HIGHEST_BIN_EDGE, pixel 255 gets the upper tail. Exactly at an edge (no pixel sits there) both
+    // decoders treat x as an inner bin. With the mean at x and sigma = one bin half-width the three
+    // answers differ by far more than the tanh CDF's error: Phi(1) - Phi(-1) = 0.6827 inside, Phi(1) =
+    // 0.8413 as an edge bin.
+    let sigma = BIN_HALF_WIDTH;
+    let inner_mass = standard_normal_cdf(1.0) - standard_normal_cdf(-1.0);
+    for (x, expected) in [
+        (LOWEST_BIN_EDGE, inner_mass),
+        (HIGHEST_BIN_EDGE, inner_mass),
+        (-1.0, standard_normal_cdf(1.0)),
+        (1.0, standard_normal_cdf(1.0)),
+    ] {
+        let exact = discretized_log_probability_exact(x, x, sigma.ln()).exp();
+        let tanh = discretized_gaussian_log_likelihood(&Tensor::scalar(x), &Tensor::scalar(x), &Tensor::scalar(sigma.ln()))?.item()?.exp();
+        assert!((exact - expected).abs() < 1e-12, "x = {x}: exact decoder mass {exact} vs {expected}");
+        assert!((tanh - expected).abs() < 1e-3, "x = {x}: tanh decoder mass {tanh} vs {expected}");
     }
     Ok(())
 }
