@@ -57,6 +57,8 @@ fn cases() -> Vec<(&'static str, F, Vec<Tensor<f64>>)> {
         // A non-contiguous view feeding a unary op and a reshape (which copies).
         ("permute", Box::new(|x: &[Tensor<f64>]| x[0].permute(&[2, 0, 1])?.tanh().reshape(&[24])), vec![randn(&[2, 3, 4], 30)]),
         ("narrow", Box::new(|x: &[Tensor<f64>]| Ok(x[0].narrow(1, 1, 2)?.sqr())), vec![randn(&[3, 4], 31)]),
+        // an inner axis with a stride above 1 and a start past it: the slice's offset is start * stride
+        ("narrow", Box::new(|x: &[Tensor<f64>]| Ok(x[0].narrow(1, 3, 2)?.sqr())), vec![randn(&[3, 5, 2], 84)]),
         ("broadcast_to", Box::new(|x: &[Tensor<f64>]| Ok(x[0].broadcast_to(&[2, 3, 4])?.sin_like())), vec![randn(&[3, 1], 32)]),
         ("copy", Box::new(|x: &[Tensor<f64>]| x[0].t()?.contiguous()), vec![randn(&[2, 5], 33)]),
         (
