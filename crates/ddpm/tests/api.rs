@@ -50,6 +50,32 @@ fn bad_input_is_an_error_that_names_the_problem() {
     for bad_sigma_squared in [0.0, -0.1, f64::NAN] {
         assert!(ddpm::noise_mse_weight(&schedule, 5, bad_sigma_squared).is_err(), "sigma^2 = {bad_sigma_squared}");
     }
+    // Every sampler needs a non-empty batch axis.
+    let predictor = ddpm::GaussianOptimalPredictor::new(schedule.clone(), 0.0, 1.0);
+    let langevin = ddpm::LangevinOptions { levels: vec![99, 50], steps_per_level: 2, step_size_ratio: 0.1 };
+    for shape in [&[][..], &[0, 3]] {
+        let mut seeded = rng(0);
+        let results = [
+            ("reverse SDE", ddpm::sample_reverse_sde::<f64>(&schedule, &predictor, shape, &mut seeded).map(drop)),
+            (
+                "ancestral",
+                ddpm::sample_ancestral::<f64>(&schedule, &predictor, shape, ReverseOptions::default(), &[], &mut seeded).map(drop),
+            ),
+            (
+                "DDIM",
+                ddpm::sample_ddim::<f64>(&schedule, &predictor, shape, &[0, 99], ddpm::DdimOptions::default(), &[], &mut seeded).map(drop),
+            ),
+            ("Langevin", ddpm::sample_langevin::<f64>(&schedule, &predictor, shape, &langevin, &[], &mut seeded).map(drop)),
+        ];
+        for (sampler, result) in results {
+            assert!(matches!(result, Err(Error::InvalidArgument { .. })), "{sampler}, shape {shape:?}");
+        }
+    }
+    for bad_ratio in [0.0, -0.1, f64::NAN] {
+        let options = ddpm::LangevinOptions { step_size_ratio: bad_ratio, ..langevin.clone() };
+        let result = ddpm::sample_langevin::<f64>(&schedule, &predictor, &[2, 1], &options, &[], &mut rng(0));
+        assert!(matches!(result, Err(Error::InvalidArgument { .. })), "Langevin step-size ratio {bad_ratio}");
+    }
     let wrong_shape = |_: &Tensor<f64>, _: &[usize]| Ok(Tensor::<f64>::zeros(&[2, 4]));
     assert!(training_losses(&schedule, &wrong_shape, &x, &[0, 1], &x, TrainingOptions::default()).is_err());
 }

@@ -5,12 +5,12 @@
 
 mod derivations_common;
 
-use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact};
+use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact, BIN_HALF_WIDTH, HIGHEST_BIN_EDGE, LOWEST_BIN_EDGE};
 use ddpm::{
     approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc,
     noise_mse_weight, normal_kl, p_mean_variance, prior_bpd, q_sample, q_step_sample, standard_normal_cdf, training_losses, vb_terms_bpd,
-    BetaSchedule, DatasetOptimalPredictor, LossKind, NoisePredictor, NoiseSchedule, Parameterization, ReverseOptions, TrainingOptions,
-    VarianceKind,
+    BetaSchedule, DatasetOptimalPredictor, GaussianOptimalPredictor, LossKind, NoisePredictor, NoiseSchedule, Parameterization,
+    ReverseOptions, TrainingOptions, VarianceKind,
 };
 use derivations_common::{assert_mean_close, column, grid, log_normal_pdf, normal_pdf, simpson};
 use std::f64::consts::LN_2;
@@ -297,6 +297,49 @@ fn discretized_decoder_bin_probabilities_sum_to_one() -> TestResult {
 }
 
 #[test]
+fn exact_decoder_bins_far_in_either_tail_match_their_integral() -> TestResult {
+    // A bin z sigma from the mean holds about phi(z) * width, down to 5e-12 here (above the 1e-12 floor).
+    // Taken as a difference of two CDFs near 1 (upper tail) or of two upper tails near 1 (lower tail), it would
+    // lose its digits to cancellation; the exact decoder subtracts on the side where both terms are small.
+    // Against Simpson's rule on the standard normal density over the bin: ln p within 1e-10.
+    let (mean, scale) = (0.0, 0.05);
+    for k in [140, 150, 160, 168, 171] {
+        for pixel in [k, 255 - k] {
+            let x = 2.0 * pixel as f64 / 255.0 - 1.0;
+            let (lower, upper) = ((x - 1.0 / 255.0 - mean) / scale, (x + 1.0 / 255.0 - mean) / scale);
+            let (points, h) = grid(lower, upper, 2001);
+            let mass = simpson(&points.iter().map(|&z| normal_pdf(z, 0.0, 1.0)).collect::<Vec<_>>(), h);
+            let log_probability = discretized_log_probability_exact(x, mean, f64::ln(scale));
+            assert!(mass > 1e-12 && (log_probability - mass.ln()).abs() < 1e-10, "pixel {x}: ln p {log_probability} vs {}", mass.ln());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn both_decoders_draw_the_edge_bins_at_the_same_place() -> TestResult {
+    // A value below LOWEST_BIN_EDGE is pixel 0 and gets the whole lower tail Phi(upper); above
+    // HIGHEST_BIN_EDGE, pixel 255 gets the upper tail. Exactly at an edge (no pixel sits there) both
+    // decoders treat x as an inner bin. With the mean at x and sigma = one bin half-width the three
+    // answers differ by far more than the tanh CDF's error: Phi(1) - Phi(-1) = 0.6827 inside, Phi(1) =
+    // 0.8413 as an edge bin.
+    let sigma = BIN_HALF_WIDTH;
+    let inner_mass = standard_normal_cdf(1.0) - standard_normal_cdf(-1.0);
+    for (x, expected) in [
+        (LOWEST_BIN_EDGE, inner_mass),
+        (HIGHEST_BIN_EDGE, inner_mass),
+        (-1.0, standard_normal_cdf(1.0)),
+        (1.0, standard_normal_cdf(1.0)),
+    ] {
+        let exact = discretized_log_probability_exact(x, x, sigma.ln()).exp();
+        let tanh = discretized_gaussian_log_likelihood(&Tensor::scalar(x), &Tensor::scalar(x), &Tensor::scalar(sigma.ln()))?.item()?.exp();
+        assert!((exact - expected).abs() < 1e-12, "x = {x}: exact decoder mass {exact} vs {expected}");
+        assert!((tanh - expected).abs() < 1e-3, "x = {x}: tanh decoder mass {tanh} vs {expected}");
+    }
+    Ok(())
+}
+
+#[test]
 fn erf_matches_reference_values_and_the_integral_of_the_gaussian() {
     // erf(x) = 2/sqrt(pi) int_0^x exp(-s^2) ds; reference values from A&S table 7.1 / DLMF.
     for (x, expected) in [(0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7)] {
@@ -310,6 +353,22 @@ fn erf_matches_reference_values_and_the_integral_of_the_gaussian() {
         let (points, h) = grid(0.0, x, 4001);
         let integral = std::f64::consts::FRAC_2_SQRT_PI * simpson(&points.iter().map(|s| (-s * s).exp()).collect::<Vec<_>>(), h);
         assert!((erf(x) - integral).abs() < 1e-13, "erf({x}) = {} vs the integral {integral}", erf(x));
+    }
+}
+
+#[test]
+fn erfc_keeps_its_relative_precision_deep_in_the_tail() {
+    // For large x, erfc(x) = exp(-x^2) / (x sqrt(pi)) sum_k (-1)^k (2k - 1)!! / (2 x^2)^k (A&S 7.1.23), an
+    // asymptotic series whose terms shrink while k < x^2; cut after 16 terms, its error at x >= 10 is below the
+    // first omitted term, 31!! / 200^16 < 1e-19. Where erfc is as small as 1e-272 it stays within 1e-15 of it.
+    for x in [10.0, 12.0, 15.0, 20.0, 25.0] {
+        let (mut sum, mut term) = (0.0, 1.0);
+        for k in 0..16 {
+            sum += term;
+            term *= -(2 * k + 1) as f64 / (2.0 * x * x);
+        }
+        let series = (-x * x).exp() / (x * std::f64::consts::PI.sqrt()) * sum;
+        assert!((erfc(x) - series).abs() < 1e-15 * series, "erfc({x}) = {:e} vs the series {series:e}", erfc(x));
     }
 }
 
@@ -413,6 +472,54 @@ fn the_exact_noise_predictor_minimises_l_simple() -> TestResult {
                     delta * delta * g_squared
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_dataset_posterior_is_bayes_rule_even_where_every_likelihood_underflows() -> TestResult {
+    // E[x_0 | x_t] = sum_i w_i x^(i) with w_i ∝ q(x_t | x^(i)) = N(x_t; sqrt(alpha-bar_t) x^(i), 1 - alpha-bar_t)
+    // (equal priors), here from the densities written out. At t = 0 (1 - alpha-bar = 1e-4) and x_t = 3, every
+    // q(x_t | x^(i)) is below exp(-20000) and underflows to 0; the weights, ratios of them, do not: all the
+    // mass is on the nearest point, so E[x_0 | x_t] = 1 and eps* = (x_t - sqrt(alpha-bar) 1) / sqrt(1 - alpha-bar).
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let data = [-1.0, 0.25, 1.0];
+    let optimal = DatasetOptimalPredictor::new(schedule.clone(), data.iter().map(|&x| vec![x]).collect());
+    for (t, x_t) in [(300, 0.4), (700, -1.2), (50, 0.7)] {
+        let (root_alpha_bar, noise_variance) = (schedule.sqrt_alphas_cumprod[t], 1.0 - schedule.alphas_cumprod[t]);
+        let likelihoods: Vec<f64> = data.iter().map(|&x0| normal_pdf(x_t, root_alpha_bar * x0, noise_variance)).collect();
+        let bayes = data.iter().zip(&likelihoods).map(|(x0, l)| x0 * l).sum::<f64>() / likelihoods.iter().sum::<f64>();
+        let posterior_mean = optimal.posterior_mean_xstart(&[x_t], t)[0];
+        assert!((posterior_mean - bayes).abs() < 1e-12, "t = {t}, x_t = {x_t}: E[x_0 | x_t] = {posterior_mean}, Bayes {bayes}");
+    }
+    let (t, x_t) = (0, 3.0);
+    assert!(data.iter().all(|&x0| normal_pdf(x_t, schedule.sqrt_alphas_cumprod[t] * x0, 1.0 - schedule.alphas_cumprod[t]) == 0.0));
+    assert_eq!(optimal.posterior_mean_xstart(&[x_t], t), vec![1.0]);
+    let eps = optimal.predict(&column(&[x_t]), &[t])?.item()?;
+    let expected = (x_t - schedule.sqrt_alphas_cumprod[t]) / schedule.sqrt_one_minus_alphas_cumprod[t];
+    assert!((eps - expected).abs() < 1e-12 * expected, "eps* = {eps} vs {expected}");
+    Ok(())
+}
+
+#[test]
+fn the_exact_predictors_read_each_batch_item_at_its_own_timestep() -> TestResult {
+    // The items of a batch are independent: predicting a [3, 2, 2] batch at timesteps t_b gives, item by item,
+    // what predicting each item alone at its t_b gives (one item is checked against quadrature in
+    // `note000_optimal_predictor_averages_eps_over_the_posterior_of_x0` and the test above).
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let points = vec![vec![0.5, -0.2, 0.9, 0.0], vec![-0.7, 0.3, 0.1, 0.8]];
+    let predictors: [(&str, Box<dyn NoisePredictor<f64>>); 2] = [
+        ("Gaussian", Box::new(GaussianOptimalPredictor::new(schedule.clone(), 0.2, 0.6))),
+        ("dataset", Box::new(DatasetOptimalPredictor::new(schedule.clone(), points))),
+    ];
+    let x_t = Tensor::<f64>::randn(&[3, 2, 2], &mut rng(43));
+    let t = [5, 400, 900];
+    for (name, predictor) in &predictors {
+        let batch = predictor.predict(&x_t, &t)?.to_vec();
+        for (b, &step) in t.iter().enumerate() {
+            let alone = predictor.predict(&x_t.narrow(0, b, 1)?, &[step])?.to_vec();
+            assert_eq!(&batch[b * 4..(b + 1) * 4], &alone[..], "{name} predictor, item {b} at t = {step}");
         }
     }
     Ok(())

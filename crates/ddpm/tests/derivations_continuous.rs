@@ -121,7 +121,14 @@ fn the_gaussian_probability_flow_solves_its_ode() -> TestResult {
         }
         assert!((flow(start)? - x_start).abs() < 1e-15);
     }
-    assert!(gaussian_probability_flow(0.5, 1.5, 0.0, 1.0, 0.0).is_err() && gaussian_probability_flow(1.0, 0.5, 0.0, 0.0, 0.0).is_err());
+    // Edges: alpha-bar in (0, 1] and std >= 0, else an error; data of std 0 (a point) flows from any noise level
+    // onto the point at alpha-bar = 1, but no flow starts at the point itself (alpha-bar_from = 1 with std = 0).
+    for (from, to, std) in [(0.5, 1.5, 1.0), (0.0, 0.5, 1.0), (0.5, 0.0, 1.0), (0.5, 1.0, -0.1), (0.5, 1.0, f64::NAN), (1.0, 0.5, 0.0)] {
+        assert!(gaussian_probability_flow(from, to, 0.0, std, 0.3).is_err(), "alpha-bar {from} -> {to}, std {std}");
+    }
+    for x in [-1.0, 0.4, 2.0] {
+        assert!((gaussian_probability_flow(0.5, 1.0, DATA_MEAN, 0.0, x)? - DATA_MEAN).abs() < 1e-15, "x = {x}");
+    }
     Ok(())
 }
 
@@ -180,6 +187,14 @@ fn the_true_reverse_step_is_the_bayes_mixture() -> TestResult {
                 assert!((mixture.log_density(&[x]) - bayes).abs() < 1e-8, "beta={beta} x={x}: {} vs {bayes}", mixture.log_density(&[x]));
             }
         }
+    }
+    // In D = 2 each component is isotropic, N(x; m_i, v I) = prod_d N(x_d; m_id, v): the mixture density from its definition.
+    let points_2d = vec![vec![-1.0, 0.5], vec![0.2, -0.3], vec![1.0, 1.0]];
+    let mixture = q_reverse_step(&two_step_schedule(0.3)?, &points_2d, &[0.4, -0.1], 1)?;
+    for x in [[0.0, 0.0], [0.7, -0.4], [-1.1, 0.9]] {
+        let component = |m: &[f64]| (0..2).map(|d| log_normal_pdf(x[d], m[d], mixture.variance)).sum::<f64>().exp();
+        let density: f64 = mixture.weights.iter().zip(&mixture.means).map(|(w, m)| w * component(m)).sum();
+        assert!((mixture.log_density(&x) - density.ln()).abs() < 1e-12, "x = {x:?}: {} vs {}", mixture.log_density(&x), density.ln());
     }
     assert!(q_reverse_step(&two_step_schedule(0.1)?, &points, &[0.0], 0).is_err());
     assert!(q_reverse_step(&two_step_schedule(0.1)?, &points, &[0.0, 1.0], 1).is_err());

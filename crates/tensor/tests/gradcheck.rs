@@ -57,6 +57,8 @@ fn cases() -> Vec<(&'static str, F, Vec<Tensor<f64>>)> {
         // A non-contiguous view feeding a unary op and a reshape (which copies).
         ("permute", Box::new(|x: &[Tensor<f64>]| x[0].permute(&[2, 0, 1])?.tanh().reshape(&[24])), vec![randn(&[2, 3, 4], 30)]),
         ("narrow", Box::new(|x: &[Tensor<f64>]| Ok(x[0].narrow(1, 1, 2)?.sqr())), vec![randn(&[3, 4], 31)]),
+        // an inner axis with a stride above 1 and a start past it: the slice's offset is start * stride
+        ("narrow", Box::new(|x: &[Tensor<f64>]| Ok(x[0].narrow(1, 3, 2)?.sqr())), vec![randn(&[3, 5, 2], 84)]),
         ("broadcast_to", Box::new(|x: &[Tensor<f64>]| Ok(x[0].broadcast_to(&[2, 3, 4])?.sin_like())), vec![randn(&[3, 1], 32)]),
         ("copy", Box::new(|x: &[Tensor<f64>]| x[0].t()?.contiguous()), vec![randn(&[2, 5], 33)]),
         (
@@ -215,4 +217,40 @@ fn long_chain_backward_does_not_overflow_the_stack() {
     }
     let g = y.sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0]);
+}
+
+#[test]
+fn kinks_take_the_documented_subgradient() {
+    // Finite differences cannot see a kink, so each convention is pinned at the kink
+    // itself: relu'(0) = 0 and |x|'(0) = 0 (PyTorch's choice), and a tie in maximum
+    // splits the gradient evenly between the two inputs.
+    let grad = |f: &dyn Fn(&Tensor<f64>) -> Tensor<f64>, x: &[f64]| {
+        let x = Tensor::from_vec(x.to_vec(), &[x.len()]).unwrap().requires_grad();
+        f(&x).sum_all().unwrap().backward().unwrap().get(&x).unwrap().to_vec()
+    };
+    assert_eq!(grad(&|x| x.relu(), &[-1.0, 0.0, 2.0]), vec![0.0, 0.0, 1.0]);
+    assert_eq!(grad(&|x| x.abs(), &[-1.0, 0.0, 2.0]), vec![-1.0, 0.0, 1.0]);
+
+    let a = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap().requires_grad();
+    let b = Tensor::from_vec(vec![0.0, 2.0, 4.0], &[3]).unwrap().requires_grad();
+    let grads = a.maximum(&b).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(grads.get(&a).unwrap().to_vec(), vec![1.0, 0.5, 0.0]);
+    assert_eq!(grads.get(&b).unwrap().to_vec(), vec![0.0, 0.5, 1.0]);
+}
+
+#[test]
+fn group_norm_of_an_image_with_no_pixels_has_empty_and_zero_gradients() {
+    // H = 0: every group holds no element. The forward and both backward rules
+    // (plain and fused with silu) must return empty x-gradients and zero
+    // weight and bias gradients, not split the data into chunks of size 0.
+    for silu in [false, true] {
+        let x = Tensor::<f64>::zeros(&[2, 4, 0, 3]).requires_grad();
+        let (w, b) = (randn(&[4], 81).requires_grad(), randn(&[4], 82).requires_grad());
+        let y = if silu { x.group_norm_silu(2, &w, &b, 1e-5) } else { x.group_norm(2, &w, &b, 1e-5) }.unwrap();
+        assert_eq!(y.dims(), &[2, 4, 0, 3]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(grads.get(&x).unwrap().dims(), &[2, 4, 0, 3], "silu = {silu}");
+        assert_eq!(grads.get(&w).unwrap().to_vec(), vec![0.0; 4], "silu = {silu}");
+        assert_eq!(grads.get(&b).unwrap().to_vec(), vec![0.0; 4], "silu = {silu}");
+    }
 }
