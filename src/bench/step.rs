@@ -140,6 +140,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// # Errors
 /// An invalid config.
 pub fn measure(config: &UNetConfig, batch: usize, reps: usize) -> Result<StepTiming> {
+    // The buffers pooled by an earlier model would count in this one's memory.
+    tensor::pool::release();
     let mut bench = StepBench::new(config, batch)?;
     bench.train_step()?;
     bench.forward()?;

@@ -107,6 +107,14 @@ pub fn recycle<T: Copy + Send + 'static>(buffer: Vec<T>) {
     pool.free.entry((TypeId::of::<T>(), buffer.capacity())).or_default().push(Box::new(buffer));
 }
 
+/// Frees every pooled buffer: for a program that moves on to tensors of other
+/// shapes (`ddpm bench` between two models), so the old ones do not sit in memory.
+pub fn release() {
+    let mut pool = pool();
+    pool.free.clear();
+    pool.bytes = 0;
+}
+
 /// Bytes the pool holds now.
 #[must_use]
 pub fn pooled_bytes() -> usize {

@@ -57,5 +57,8 @@ fn outputs_taken_from_the_pool_leak_nothing_of_its_old_values() -> Result<()> {
             assert!(a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: result {i} differs");
         }
     }
+    assert!(tensor::pool::pooled_bytes() > 0);
+    tensor::pool::release();
+    assert_eq!(tensor::pool::pooled_bytes(), 0, "release frees every pooled buffer");
     Ok(())
 }
