@@ -1,6 +1,7 @@
 //! Times training steps of the course UNet on a batch of MNIST-sized noise, each
 //! one step of Algorithm 1 ([`train_step`]: t, eps, x_t, L_simple, backward,
-//! AdamW). Run with `cargo run --release --example unet_step [batch]`.
+//! AdamW). Run with `cargo run --release --example unet_step [batch] [steps]` (64, 3);
+//! more steps make a steadier profile (`perf record`).
 
 use course::error::Error;
 use course::run::algorithm1::train_step;
@@ -12,6 +13,7 @@ use tensor::{rng, Tensor};
 
 fn main() -> Result<(), Error> {
     let batch: usize = std::env::args().nth(1).and_then(|b| b.parse().ok()).unwrap_or(64);
+    let steps: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let mut r = rng(0);
     let unet = UNet::<f32>::new(&UNetConfig::default(), &mut r)?;
     let flops = unet.flops_forward(batch);
@@ -21,7 +23,7 @@ fn main() -> Result<(), Error> {
     let x_start = Tensor::rand_uniform(&[batch, 1, 28, 28], -1.0, 1.0, &mut r);
     println!("UNet: {} parameters, batch {batch}", model.num_params());
     // The first step also allocates every buffer; the later ones are the steady state.
-    for step in 1..=3 {
+    for step in 1..=steps {
         let start = Instant::now();
         let outcome = train_step(&schedule, &mut model, &mut adamw, &x_start, TrainingOptions::default(), f64::INFINITY, &mut r)?;
         let seconds = start.elapsed().as_secs_f64();
