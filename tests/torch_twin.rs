@@ -127,8 +127,9 @@ fn same_weights_give_the_same_eps_at_several_t() {
     mlp_json["kind"] = "mlp".into();
     let x_mlp = Tensor::<f32>::randn(&[4, 12], &mut r);
 
-    let cases: [(&str, &dyn Module<f32>, serde_json::Value, &Tensor<f32>); 2] =
-        [("unet", &unet, model_json, &x), ("mlp", &mlp, mlp_json, &x_mlp)];
+    // (name, model, its config, an input)
+    type Case<'a> = (&'a str, &'a dyn Module<f32>, serde_json::Value, &'a Tensor<f32>);
+    let cases: [Case; 2] = [("unet", &unet, model_json, &x), ("mlp", &mlp, mlp_json, &x_mlp)];
     for (name, model, json, x) in cases {
         let (ckpt, inputs, out) = (
             dir.join(format!("{name}.safetensors")),

@@ -170,7 +170,7 @@ impl Judge {
     fn fid_with_stderr(&self, features: &[f32], seed: u64) -> Result<(f64, f64)> {
         let fid = frechet_distance(&Gaussian::fit(features, FEATURES)?, &self.test_gaussian);
         let n = features.len() / FEATURES;
-        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xB007_5712_A9);
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x00B0_0757_12A9);
         let mut replicates = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
         for _ in 0..BOOTSTRAP_RESAMPLES {
             let resample: Vec<f32> = (0..n)

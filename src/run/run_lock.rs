@@ -93,7 +93,7 @@ fn process_is_alive(pid: u32) -> bool {
     }
     match fs::read_to_string(proc.join(pid.to_string()).join("stat")) {
         // A zombie ('Z') has exited and only waits for its parent to read its status.
-        Ok(stat) => stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().chars().next() != Some('Z')),
+        Ok(stat) => stat.rsplit_once(')').is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }

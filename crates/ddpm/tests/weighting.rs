@@ -40,12 +40,12 @@ fn min_snr_is_one_objective_in_x0_space_for_every_parameterization() -> Result<(
     let x_t = noised(&schedule, &x0, &eps, &t, per_item);
     let mut expected = 0.0;
     let mut x0_hat = vec![0.0; x0.len()];
-    for b in 0..batch {
-        let a = schedule.alphas_cumprod[t[b]];
+    for (b, &t_b) in t.iter().enumerate().take(batch) {
+        let a = schedule.alphas_cumprod[t_b];
         let snr = a / (1.0 - a);
         let mut sq = 0.0;
         for i in b * per_item..(b + 1) * per_item {
-            let eps_hat = 0.5 * x_t[i] + t[b] as f64 / 1000.0;
+            let eps_hat = 0.5 * x_t[i] + t_b as f64 / 1000.0;
             x0_hat[i] = (x_t[i] - (1.0 - a).sqrt() * eps_hat) / a.sqrt();
             sq += (x0[i] - x0_hat[i]).powi(2);
         }

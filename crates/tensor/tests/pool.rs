@@ -8,6 +8,9 @@ use tensor::{rng, Result, Tensor};
 
 type Op = fn(&Tensor<f64>, &[Tensor<f64>]) -> Result<Tensor<f64>>;
 
+/// An op, its parameters, and the lengths of the buffers it takes from the pool.
+type Case = (&'static str, Op, Vec<Tensor<f64>>, Vec<usize>);
+
 /// Runs `op` forward and backward (upstream `g`), the pool full of NaN buffers
 /// of length `lens` before each pass if `poison`; returns the output and the
 /// gradients of `x` and of every parameter.
@@ -40,7 +43,7 @@ fn outputs_taken_from_the_pool_leak_nothing_of_its_old_values() -> Result<()> {
     let (gamma, beta) = (Tensor::<f64>::randn(&[8], &mut r), Tensor::<f64>::randn(&[8], &mut r));
     let m = Tensor::<f64>::randn(&[20, 20], &mut r);
     let image = 2 * 8 * 20 * 20;
-    let cases: [(&str, Op, Vec<Tensor<f64>>, Vec<usize>); 5] = [
+    let cases: [Case; 5] = [
         ("conv2d", |x, p| x.conv2d(&p[0], None, 1, 1), vec![w], vec![image]),
         ("group_norm", |x, p| x.group_norm(4, &p[0], &p[1], 1e-5), vec![gamma.clone(), beta.clone()], vec![image]),
         ("group_norm_silu", |x, p| x.group_norm_silu(2, &p[0], &p[1], 1e-5), vec![gamma, beta], vec![image]),

@@ -154,7 +154,7 @@ mod tests {
                 let b = Blocking::for_caches(caches, mr, nr, bytes);
                 assert!(b.kc * nr * bytes <= caches.l1d / 2, "{b:?}: B~ micro-panel in half of L1");
                 assert!(b.mc * b.kc * bytes <= caches.l2 / 4, "{b:?}: A~ block in a quarter of L2");
-                assert!(b.mc % mr == 0 && b.nc % nr == 0 && b.kc % 16 == 0, "{b:?}: whole tiles");
+                assert!(b.mc.is_multiple_of(mr) && b.nc.is_multiple_of(nr) && b.kc.is_multiple_of(16), "{b:?}: whole tiles");
             }
         }
     }
