@@ -15,6 +15,13 @@
 //! reused one. Only buffers of at least [`MIN_BYTES`] are kept (smaller ones are
 //! served by the allocator's own free lists without faults), and at most
 //! [`MAX_BYTES`] in all: a buffer beyond that is freed as before.
+//!
+//! Not every buffer given back is asked for again: noise drawn for a step, a
+//! vector made by `to_vec`, the shapes of the memory probe before training or
+//! of sampling after it. So the pool keeps, of each length, at most as many
+//! buffers as were asked for in the last two sweeps ([`SWEEP_EVERY`] requests
+//! each, more than a course-UNet step makes); the rest are freed, and a length
+//! nobody asks for any more is forgotten.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -26,12 +33,44 @@ pub const MIN_BYTES: usize = 32 << 10;
 /// The most the pool keeps, in bytes: 2 GiB.
 pub const MAX_BYTES: usize = 2 << 30;
 
+/// Requests between two sweeps. A course-UNet training step makes 657, so a
+/// sweep sees at least one whole step's demand for every length.
+pub const SWEEP_EVERY: u64 = 1_024;
+
+/// The free buffers of one (element type, capacity), each a `Vec<T>` of that type.
+struct Shelf {
+    buffers: Vec<Box<dyn Any + Send>>,
+    /// Bytes of each buffer.
+    bytes_each: usize,
+    /// Requests for this length since the last sweep, and in the sweep before.
+    requests: u64,
+    requests_before: u64,
+}
+
 #[derive(Default)]
 struct Pool {
-    /// Free buffers by (element type, capacity). Each is a `Vec<T>` of that type.
-    free: HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>,
+    free: HashMap<(TypeId, usize), Shelf>,
     /// Bytes held in `free`.
     bytes: usize,
+    /// Requests so far.
+    clock: u64,
+}
+
+impl Pool {
+    /// Trims each shelf to the larger of its last two sweeps' requests, and
+    /// forgets the lengths requested in neither.
+    fn sweep(&mut self) {
+        let mut freed = 0;
+        self.free.retain(|_, shelf| {
+            let wanted = shelf.requests.max(shelf.requests_before);
+            let keep = usize::try_from(wanted).unwrap_or(usize::MAX).min(shelf.buffers.len());
+            freed += (shelf.buffers.len() - keep) * shelf.bytes_each;
+            shelf.buffers.truncate(keep);
+            (shelf.requests_before, shelf.requests) = (shelf.requests, 0);
+            wanted > 0
+        });
+        self.bytes -= freed;
+    }
 }
 
 static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::default()));
@@ -50,7 +89,19 @@ fn take<T: Copy + Send + 'static>(len: usize) -> Option<Vec<T>> {
         return None;
     }
     let mut pool = pool();
-    let buffer = pool.free.get_mut(&(TypeId::of::<T>(), len)).and_then(Vec::pop)?;
+    pool.clock += 1;
+    if pool.clock.is_multiple_of(SWEEP_EVERY) {
+        pool.sweep();
+    }
+    // A miss counts as a request too: the shelf it opens takes the next buffer of this length given back.
+    let shelf = pool.free.entry((TypeId::of::<T>(), len)).or_insert_with(|| Shelf {
+        buffers: Vec::new(),
+        bytes_each: bytes,
+        requests: 0,
+        requests_before: 0,
+    });
+    shelf.requests += 1;
+    let buffer = shelf.buffers.pop()?;
     pool.bytes -= bytes;
     drop(pool);
     buffer.downcast::<Vec<T>>().ok().map(|buffer| *buffer)
@@ -93,7 +144,8 @@ pub fn for_overwrite<T: Copy + Send + Default + 'static>(len: usize) -> Vec<T> {
     }
 }
 
-/// Gives a buffer back for reuse (or frees it: too small, or the pool is full).
+/// Gives a buffer back for reuse, if its length has been asked for (see the
+/// module docs); else, or when the pool is full, frees it.
 pub fn recycle<T: Copy + Send + 'static>(buffer: Vec<T>) {
     let bytes = buffer.capacity() * std::mem::size_of::<T>();
     if bytes < MIN_BYTES {
@@ -103,8 +155,9 @@ pub fn recycle<T: Copy + Send + 'static>(buffer: Vec<T>) {
     if pool.bytes + bytes > MAX_BYTES {
         return;
     }
+    let Some(shelf) = pool.free.get_mut(&(TypeId::of::<T>(), buffer.capacity())) else { return };
+    shelf.buffers.push(Box::new(buffer));
     pool.bytes += bytes;
-    pool.free.entry((TypeId::of::<T>(), buffer.capacity())).or_default().push(Box::new(buffer));
 }
 
 /// Frees every pooled buffer: for a program that moves on to tensors of other
@@ -125,13 +178,21 @@ pub fn pooled_bytes() -> usize {
 mod tests {
     use super::*;
 
+    /// Buffers the pool holds of this type and capacity.
+    fn held<T: 'static>(capacity: usize) -> usize {
+        pool().free.get(&(TypeId::of::<T>(), capacity)).map_or(0, |shelf| shelf.buffers.len())
+    }
+
     #[test]
     fn a_recycled_buffer_is_reused_for_the_same_length_and_type_only() {
         // A length no other test in this binary uses, so parallel tests do not take it.
         let len = MIN_BYTES / 4 + 12_345;
-        let buffer: Vec<f32> = vec![7.0; len];
+        // Nothing pooled yet: new zeros, and from now on this length is wanted.
+        let mut buffer: Vec<f32> = zeroed(len);
+        buffer.fill(7.0);
         let address = buffer.as_ptr() as usize;
         recycle(buffer);
+        assert_eq!(held::<f32>(len), 1);
         // Another type, or another length, does not get it.
         let other_type: Vec<u32> = with_capacity(len);
         assert_ne!(other_type.as_ptr() as usize, address);
@@ -156,16 +217,32 @@ mod tests {
         assert!(fresh.len() == len + 2 && fresh.iter().all(|&v| v == 0.0));
     }
 
-    /// Buffers the pool holds of this type and capacity.
-    fn held<T: 'static>(capacity: usize) -> usize {
-        pool().free.get(&(TypeId::of::<T>(), capacity)).map_or(0, Vec::len)
+    #[test]
+    fn the_pool_keeps_only_what_is_asked_for() {
+        let (never, once, busy) = (MIN_BYTES / 4 + 54_321, MIN_BYTES / 4 + 65_432, MIN_BYTES / 4 + 76_543);
+        recycle(vec![0u32; never]);
+        assert_eq!(held::<u32>(never), 0, "a length nobody asked for is freed at once");
+        let first: Vec<u32> = with_capacity(once);
+        recycle(first);
+        assert_eq!(held::<u32>(once), 1);
+        // `busy` is asked for once per round but given back twice (the second buffer made
+        // elsewhere, as noise drawn for a step is): the sweeps trim it to what is asked for.
+        for _ in 0..3 * SWEEP_EVERY {
+            let buffer: Vec<u32> = with_capacity(busy);
+            recycle(buffer);
+            recycle(vec![0u32; busy]);
+        }
+        let busy_held = held::<u32>(busy);
+        assert!((1..2 * SWEEP_EVERY as usize).contains(&busy_held), "{busy_held} buffers of the busy length");
+        assert_eq!(held::<u32>(once), 0, "a length not asked for in two sweeps is forgotten");
     }
 
     #[test]
     fn small_buffers_are_not_kept() {
         let (small, large) = (MIN_BYTES / 8 - 3, MIN_BYTES / 8 + 4_321);
-        recycle(vec![1.0f64; small]);
-        recycle(vec![1.0f64; large]);
+        let (s, l): (Vec<f64>, Vec<f64>) = (with_capacity(small), with_capacity(large));
+        recycle(s);
+        recycle(l);
         assert_eq!((held::<f64>(small), held::<f64>(large)), (0, 1));
         let _taken: Vec<f64> = with_capacity(large);
         assert_eq!(held::<f64>(large), 0);
