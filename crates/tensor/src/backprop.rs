@@ -247,3 +247,23 @@ fn backward_op<T: Float>(op: &Op<T>, out: &Tensor<T>, g: &Tensor<T>) -> Result<V
         Op::Gather { x, axis, index } => one(select::gather_backward(x, *axis, index, g)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gradient_store_holds_one_gradient_per_leaf_and_hands_it_over() -> Result<()> {
+        // L = sum(a * b): dL/da = b, dL/db = a; the product node's gradient is passed on and dropped.
+        let a = Tensor::from_vec(vec![1.0f64, 2.0], &[2])?.requires_grad();
+        let b = Tensor::from_vec(vec![3.0f64, -4.0], &[2])?.requires_grad();
+        let mut grads = a.mul(&b)?.sum_all()?.backward()?;
+        assert_eq!((grads.len(), grads.is_empty()), (2, false), "the two leaves, no interior node");
+        assert_eq!(grads.remove(&a).expect("a took part").to_vec(), vec![3.0, -4.0]);
+        assert!(grads.remove(&a).is_none(), "removed once");
+        assert_eq!(grads.len(), 1);
+        assert_eq!(grads.remove(&b).expect("b took part").to_vec(), vec![1.0, 2.0]);
+        assert!(grads.is_empty() && GradStore::<f64>::default().is_empty());
+        Ok(())
+    }
+}

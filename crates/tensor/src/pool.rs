@@ -178,13 +178,33 @@ pub fn pooled_bytes() -> usize {
 mod tests {
     use super::*;
 
+    /// The tests below count what the pool holds, so they run one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the pool tracks this type and length (has a shelf for it).
+    fn known<T: 'static>(len: usize) -> bool {
+        pool().free.contains_key(&(TypeId::of::<T>(), len))
+    }
+
     /// Buffers the pool holds of this type and capacity.
     fn held<T: 'static>(capacity: usize) -> usize {
         pool().free.get(&(TypeId::of::<T>(), capacity)).map_or(0, |shelf| shelf.buffers.len())
     }
 
+    /// The pool's byte count equals the bytes on its shelves (read under one lock).
+    fn assert_bytes_add_up() {
+        let pool = pool();
+        let on_shelves: usize = pool.free.values().map(|shelf| shelf.buffers.len() * shelf.bytes_each).sum();
+        assert_eq!(pool.bytes, on_shelves, "pooled bytes counted");
+    }
+
     #[test]
     fn a_recycled_buffer_is_reused_for_the_same_length_and_type_only() {
+        let _serial = serial();
         // A length no other test in this binary uses, so parallel tests do not take it.
         let len = MIN_BYTES / 4 + 12_345;
         // Nothing pooled yet: new zeros, and from now on this length is wanted.
@@ -219,12 +239,19 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_only_what_is_asked_for() {
+        let _serial = serial();
         let (never, once, busy) = (MIN_BYTES / 4 + 54_321, MIN_BYTES / 4 + 65_432, MIN_BYTES / 4 + 76_543);
         recycle(vec![0u32; never]);
         assert_eq!(held::<u32>(never), 0, "a length nobody asked for is freed at once");
         let first: Vec<u32> = with_capacity(once);
         recycle(first);
         assert_eq!(held::<u32>(once), 1);
+        // A few hundred requests for other lengths (fewer than a sweep's worth) leave it there.
+        for _ in 0..300 {
+            let other: Vec<u32> = with_capacity(busy);
+            recycle(other);
+        }
+        assert_eq!(held::<u32>(once), 1, "kept between sweeps");
         // `busy` is asked for once per round but given back twice (the second buffer made
         // elsewhere, as noise drawn for a step is): the sweeps trim it to what is asked for.
         for _ in 0..3 * SWEEP_EVERY {
@@ -234,17 +261,37 @@ mod tests {
         }
         let busy_held = held::<u32>(busy);
         assert!((1..2 * SWEEP_EVERY as usize).contains(&busy_held), "{busy_held} buffers of the busy length");
-        assert_eq!(held::<u32>(once), 0, "a length not asked for in two sweeps is forgotten");
+        // Right after a sweep, the busy length keeps about what it was asked for in a sweep.
+        loop {
+            let buffer: Vec<u32> = with_capacity(busy);
+            recycle(buffer);
+            recycle(vec![0u32; busy]);
+            if pool().clock.is_multiple_of(SWEEP_EVERY) {
+                break;
+            }
+        }
+        let after_sweep = held::<u32>(busy);
+        assert!((SWEEP_EVERY as usize / 2..=SWEEP_EVERY as usize + 2).contains(&after_sweep), "{after_sweep} kept by a sweep");
+        assert!(!known::<u32>(once), "a length not asked for in two sweeps is forgotten");
+        assert!(known::<u32>(busy));
+        assert_bytes_add_up();
     }
 
     #[test]
     fn small_buffers_are_not_kept() {
+        let _serial = serial();
         let (small, large) = (MIN_BYTES / 8 - 3, MIN_BYTES / 8 + 4_321);
         let (s, l): (Vec<f64>, Vec<f64>) = (with_capacity(small), with_capacity(large));
         recycle(s);
         recycle(l);
         assert_eq!((held::<f64>(small), held::<f64>(large)), (0, 1));
+        assert!(!known::<f64>(small), "small lengths are not tracked at all");
+        let edge: Vec<f64> = with_capacity(MIN_BYTES / 8);
+        assert!(known::<f64>(MIN_BYTES / 8), "a buffer of exactly MIN_BYTES is pooled");
+        recycle(edge);
+        assert_eq!(held::<f64>(MIN_BYTES / 8), 1);
         let _taken: Vec<f64> = with_capacity(large);
         assert_eq!(held::<f64>(large), 0);
+        assert_bytes_add_up();
     }
 }
