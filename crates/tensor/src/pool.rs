@@ -73,6 +73,20 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Puts `buffer` (of `bytes`) on the shelf of `key` if that length is wanted
+    /// and the pool stays within `max_bytes`; returns whether it did.
+    fn shelve(&mut self, key: (TypeId, usize), buffer: Box<dyn Any + Send>, bytes: usize, max_bytes: usize) -> bool {
+        if self.bytes + bytes > max_bytes {
+            return false;
+        }
+        let Some(shelf) = self.free.get_mut(&key) else { return false };
+        shelf.buffers.push(buffer);
+        self.bytes += bytes;
+        true
+    }
+}
+
 static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::default()));
 
 fn pool() -> std::sync::MutexGuard<'static, Pool> {
@@ -151,13 +165,8 @@ pub fn recycle<T: Copy + Send + 'static>(buffer: Vec<T>) {
     if bytes < MIN_BYTES {
         return;
     }
-    let mut pool = pool();
-    if pool.bytes + bytes > MAX_BYTES {
-        return;
-    }
-    let Some(shelf) = pool.free.get_mut(&(TypeId::of::<T>(), buffer.capacity())) else { return };
-    shelf.buffers.push(Box::new(buffer));
-    pool.bytes += bytes;
+    let key = (TypeId::of::<T>(), buffer.capacity());
+    pool().shelve(key, Box::new(buffer), bytes, MAX_BYTES);
 }
 
 /// Frees every pooled buffer: for a program that moves on to tensors of other
@@ -275,6 +284,23 @@ mod tests {
         assert!(!known::<u32>(once), "a length not asked for in two sweeps is forgotten");
         assert!(known::<u32>(busy));
         assert_bytes_add_up();
+    }
+
+    #[test]
+    fn the_pool_stays_within_its_limit() {
+        // A pool of its own with a 250-byte limit: two 100-byte buffers fit, a third does not;
+        // with a 300-byte limit the third fits exactly.
+        for (max_bytes, third_fits) in [(250, false), (300, true)] {
+            let mut pool = Pool::default();
+            let key = (TypeId::of::<u8>(), 100);
+            let shelf = Shelf { buffers: Vec::new(), bytes_each: 100, requests: 1, requests_before: 0 };
+            pool.free.insert(key, shelf);
+            assert!(!pool.shelve((TypeId::of::<u8>(), 99), Box::new(vec![0u8; 99]), 99, max_bytes), "a length nobody asked for");
+            assert!(pool.shelve(key, Box::new(vec![0u8; 100]), 100, max_bytes));
+            assert!(pool.shelve(key, Box::new(vec![0u8; 100]), 100, max_bytes));
+            assert_eq!(pool.shelve(key, Box::new(vec![0u8; 100]), 100, max_bytes), third_fits, "limit {max_bytes}");
+            assert_eq!(pool.bytes, if third_fits { 300 } else { 200 });
+        }
     }
 
     #[test]
