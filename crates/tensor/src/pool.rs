@@ -71,9 +71,7 @@ impl Pool {
         });
         self.bytes -= freed;
     }
-}
 
-impl Pool {
     /// Puts `buffer` (of `bytes`) on the shelf of `key` if that length is wanted
     /// and the pool stays within `max_bytes`; returns whether it did.
     fn shelve(&mut self, key: (TypeId, usize), buffer: Box<dyn Any + Send>, bytes: usize, max_bytes: usize) -> bool {
@@ -95,20 +93,24 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The shelf key and the bytes of a `Vec<T>` of capacity `capacity`, if the
+/// pool keeps buffers that large (at least [`MIN_BYTES`]).
+fn shelf_of<T: 'static>(capacity: usize) -> Option<((TypeId, usize), usize)> {
+    let bytes = capacity * std::mem::size_of::<T>();
+    (bytes >= MIN_BYTES).then_some(((TypeId::of::<T>(), capacity), bytes))
+}
+
 /// A pooled buffer of capacity `len`, as it was given back (its old values
 /// still in it), if there is one.
 fn take<T: Copy + Send + 'static>(len: usize) -> Option<Vec<T>> {
-    let bytes = len * std::mem::size_of::<T>();
-    if bytes < MIN_BYTES {
-        return None;
-    }
+    let (key, bytes) = shelf_of::<T>(len)?;
     let mut pool = pool();
     pool.clock += 1;
     if pool.clock.is_multiple_of(SWEEP_EVERY) {
         pool.sweep();
     }
     // A miss counts as a request too: the shelf it opens takes the next buffer of this length given back.
-    let shelf = pool.free.entry((TypeId::of::<T>(), len)).or_insert_with(|| Shelf {
+    let shelf = pool.free.entry(key).or_insert_with(|| Shelf {
         buffers: Vec::new(),
         bytes_each: bytes,
         requests: 0,
@@ -161,12 +163,9 @@ pub fn for_overwrite<T: Copy + Send + Default + 'static>(len: usize) -> Vec<T> {
 /// Gives a buffer back for reuse, if its length has been asked for (see the
 /// module docs); else, or when the pool is full, frees it.
 pub fn recycle<T: Copy + Send + 'static>(buffer: Vec<T>) {
-    let bytes = buffer.capacity() * std::mem::size_of::<T>();
-    if bytes < MIN_BYTES {
-        return;
+    if let Some((key, bytes)) = shelf_of::<T>(buffer.capacity()) {
+        pool().shelve(key, Box::new(buffer), bytes, MAX_BYTES);
     }
-    let key = (TypeId::of::<T>(), buffer.capacity());
-    pool().shelve(key, Box::new(buffer), bytes, MAX_BYTES);
 }
 
 /// Frees every pooled buffer: for a program that moves on to tensors of other
