@@ -68,7 +68,7 @@
 use rayon::prelude::*;
 
 use super::gemm::scratch::with_scratch;
-use super::gemm::{gemm_packed_b, gemm_with, GemmScalar, Kernel, MatMut, MatRef, Threading};
+use super::gemm::{gemm_packed_b, gemm_prepacked, gemm_with, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading};
 use implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
 
 mod implicit;
@@ -316,19 +316,21 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
     }
     let weight = row_major(weight, g.k, r);
     let threading = per_image_threading(g.n);
+    // The implicit path packs the weight once for the whole batch.
+    let packed_weight = (!g.is_pointwise() && g.stride == 1).then(|| PackedA::new(Kernel::best(), weight));
     let images = x.par_chunks_exact(chw.max(1)).zip(out.par_chunks_exact_mut((g.k * l).max(1)));
     images.for_each(|(x_n, out_n)| {
         if g.is_pointwise() {
             let beta = fill_bias(bias, out_n, l);
             let x_n = row_major(x_n, r, l);
             gemm_with(Kernel::best(), threading, T::ONE, weight, x_n, beta, row_major_mut(out_n, g.k, l));
-        } else if g.stride == 1 {
+        } else if let Some(packed_weight) = &packed_weight {
             let pg = g.padded();
             let padded_len = g.c * pg.hp * pg.wp;
             with_scratch(padded_len + Im2col::<T>::slack(&pg), |xpad: &mut [T]| {
                 pad_chw(x_n, (g.h, g.w), (g.padding, g.padding), xpad);
                 xpad[padded_len..].fill(T::ZERO);
-                conv_padded(weight, xpad, pg, bias, threading, out_n);
+                conv_padded(packed_weight, xpad, pg, bias, threading, out_n);
             });
         } else {
             with_scratch(r * l, |cols: &mut [T]| {
@@ -357,14 +359,15 @@ fn fill_bias<T: GemmScalar>(bias: Option<&[T]>, out: &mut [T], l: usize) -> T {
 
 /// A stride-1 convolution of one padded image by implicit im2col:
 /// `out (M, OH, OW) = weight (M, R) @ cols + bias`, `xpad` (C, HP, WP) plus
-/// slack. The GEMM fills an (M, OH * WP) scratch in the padded coordinates
-/// of [`Im2col`]; copying it out drops the junk columns `ow >= OW`.
-fn conv_padded<T: GemmScalar>(weight: MatRef<T>, xpad: &[T], pg: PaddedGeometry, bias: Option<&[T]>, threading: Threading, out: &mut [T]) {
+/// slack, the weight packed once for the batch. The GEMM fills an
+/// (M, OH * WP) scratch in the padded coordinates of [`Im2col`]; copying it
+/// out drops the junk columns `ow >= OW`.
+fn conv_padded<T: GemmScalar>(weight: &PackedA<T>, xpad: &[T], pg: PaddedGeometry, bias: Option<&[T]>, threading: Threading, out: &mut [T]) {
     let (m, wide) = (weight.rows(), pg.out_h * pg.wp);
     with_scratch(m * wide, |out_wide: &mut [T]| {
         let cols = Im2col { xpad, g: pg };
         let c = row_major_mut(out_wide, m, wide);
-        gemm_packed_b(Kernel::best(), threading, T::ONE, weight, &cols, T::ZERO, c);
+        gemm_prepacked(threading, T::ONE, weight, &cols, T::ZERO, c);
         let rows = out.chunks_exact_mut((pg.out_h * pg.out_w).max(1));
         for (k, (out_k, wide_k)) in rows.zip(out_wide.chunks_exact(wide)).enumerate() {
             let b = bias.map_or(T::ZERO, |bias| bias[k]);
@@ -397,7 +400,7 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
         let r_flipped = g.k * g.kh * g.kw;
         with_scratch(g.c * r_flipped, |weight_flipped: &mut [T]| {
             flip_weight(g, weight, weight_flipped);
-            let weight_flipped = row_major(weight_flipped, g.c, r_flipped);
+            let weight_flipped = PackedA::new(Kernel::best(), row_major(weight_flipped, g.c, r_flipped));
             let (ph, pw) = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
             let images = grad_out.par_chunks_exact((g.k * l).max(1)).zip(grad_x.par_chunks_exact_mut(chw.max(1)));
             images.for_each(|(dout_n, dx_n)| {
@@ -405,7 +408,7 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
                 with_scratch(padded_len + Im2col::<T>::slack(&flipped), |dout_pad: &mut [T]| {
                     pad_chw(dout_n, (g.out_h(), g.out_w()), (ph, pw), dout_pad);
                     dout_pad[padded_len..].fill(T::ZERO);
-                    conv_padded(weight_flipped, dout_pad, flipped, None, threading, dx_n);
+                    conv_padded(&weight_flipped, dout_pad, flipped, None, threading, dx_n);
                 });
             });
         });

@@ -56,6 +56,18 @@
 //!
 //! # Files
 //!
+//! # A packed once, used many times
+//!
+//! A convolution multiplies the same weight matrix A by the im2col matrix of
+//! every image of the batch, and LOOP 3 would pack that A afresh for each
+//! image. At 7 x 7 pixels an image's product is so small that packing A is a
+//! quarter of its time. [`PackedA`] packs A once, in the order LOOP 3 would
+//! (every `kc` block of LOOP 4, each as whole `MR`-row micro-panels), and
+//! [`gemm_prepacked`] runs the same five loops reading it in place: the same
+//! numbers in the same order, so the result is bit-identical to [`gemm_with`].
+//!
+//! # Files
+//!
 //! `view.rs` the strided views, `blocking.rs` the cache blocks, `pack.rs` packing (and [`PackB`] for a B
 //! that packs itself, as conv's implicit im2col does), `kernel.rs` the
 //! microkernel trait and run-time selection, `avx2.rs` / `avx512.rs` /
@@ -124,6 +136,15 @@ pub trait GemmScalar: sealed::Sealed + Copy + Send + Sync + 'static + Debug + Pa
         c: MatMut<Self>,
     );
 
+    /// [`gemm_dispatch_packed_b`](Self::gemm_dispatch_packed_b) with A packed
+    /// beforehand by [`PackedA::new`].
+    #[doc(hidden)]
+    fn gemm_dispatch_prepacked(threading: Threading, alpha: Self, a: &PackedA<Self>, b: &dyn PackB<Self>, beta: Self, c: MatMut<Self>);
+
+    /// Packs all of `a` for `kernel` (see [`PackedA::new`]).
+    #[doc(hidden)]
+    fn pack_a_dispatch(kernel: Kernel, a: MatRef<Self>) -> PackedA<Self>;
+
     /// This thread's pool of scratch buffers (see `scratch.rs`).
     #[doc(hidden)]
     fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>>;
@@ -139,7 +160,7 @@ impl GemmScalar for f32 {
     const ONE: Self = 1.0;
 
     fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f32, c: MatMut<f32>) {
-        dispatch(kernel, threading, alpha, a, BSource::Stored(b), beta, c);
+        dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Stored(b), beta, c);
     }
 
     fn gemm_dispatch_packed_b(
@@ -151,7 +172,15 @@ impl GemmScalar for f32 {
         beta: f32,
         c: MatMut<f32>,
     ) {
-        dispatch(kernel, threading, alpha, a, BSource::Packer(b), beta, c);
+        dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Packer(b), beta, c);
+    }
+
+    fn gemm_dispatch_prepacked(threading: Threading, alpha: f32, a: &PackedA<f32>, b: &dyn PackB<f32>, beta: f32, c: MatMut<f32>) {
+        dispatch(a.kernel, threading, alpha, ASource::Packed(a), BSource::Packer(b), beta, c);
+    }
+
+    fn pack_a_dispatch(kernel: Kernel, a: MatRef<f32>) -> PackedA<f32> {
+        dispatch_pack_a(kernel, a)
     }
 
     fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<f32>>>> {
@@ -164,7 +193,7 @@ impl GemmScalar for f64 {
     const ONE: Self = 1.0;
 
     fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f64, a: MatRef<f64>, b: MatRef<f64>, beta: f64, c: MatMut<f64>) {
-        dispatch(kernel, threading, alpha, a, BSource::Stored(b), beta, c);
+        dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Stored(b), beta, c);
     }
 
     fn gemm_dispatch_packed_b(
@@ -176,7 +205,15 @@ impl GemmScalar for f64 {
         beta: f64,
         c: MatMut<f64>,
     ) {
-        dispatch(kernel, threading, alpha, a, BSource::Packer(b), beta, c);
+        dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Packer(b), beta, c);
+    }
+
+    fn gemm_dispatch_prepacked(threading: Threading, alpha: f64, a: &PackedA<f64>, b: &dyn PackB<f64>, beta: f64, c: MatMut<f64>) {
+        dispatch(a.kernel, threading, alpha, ASource::Packed(a), BSource::Packer(b), beta, c);
+    }
+
+    fn pack_a_dispatch(kernel: Kernel, a: MatRef<f64>) -> PackedA<f64> {
+        dispatch_pack_a(kernel, a)
     }
 
     fn scratch_pool() -> &'static LocalKey<RefCell<Vec<Vec<f64>>>> {
@@ -261,6 +298,78 @@ pub fn gemm_packed_b<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha:
     T::gemm_dispatch_packed_b(kernel, threading, alpha, a, b, beta, c);
 }
 
+/// An A operand packed once, for a product repeated with many Bs (a
+/// convolution's weight against each image): the A~ micro-panels of LOOP 3
+/// for every `kc` block of LOOP 4, one block after the other. Packed for one
+/// microkernel and this CPU's cache blocks; [`gemm_prepacked`] runs with the
+/// same kernel.
+#[derive(Clone, Debug)]
+pub struct PackedA<T> {
+    kernel: Kernel,
+    /// Rows `m` and columns `k` of A.
+    rows: usize,
+    cols: usize,
+    /// The `kc` of LOOP 4 it was packed for (every block but the last).
+    kc: usize,
+    /// `MR` of the kernel: rows of one micro-panel.
+    mr: usize,
+    /// Block `pc` (`kc` columns from column `pc`) starts at `panels * mr * pc`
+    /// and holds `panels = rows.div_ceil(mr)` micro-panels of `mr x kc`.
+    data: Vec<T>,
+}
+
+impl<T: GemmScalar> PackedA<T> {
+    /// Packs all of `a` (m, k) for `kernel`.
+    ///
+    /// # Panics
+    /// If `kernel` is not [`available`](Kernel::available) on this CPU.
+    #[must_use]
+    pub fn new(kernel: Kernel, a: MatRef<T>) -> Self {
+        assert!(kernel.available(), "PackedA: the {} kernel is not available on this CPU", kernel.name());
+        T::pack_a_dispatch(kernel, a)
+    }
+
+    /// Rows of A (`m` of the product).
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of A (`k` of the product).
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The micro-panels of the `kc`-column block at column `pc`.
+    fn block(&self, pc: usize, kc: usize) -> &[T] {
+        let panel_rows = self.rows.div_ceil(self.mr) * self.mr;
+        &self.data[panel_rows * pc..panel_rows * (pc + kc)]
+    }
+}
+
+/// [`gemm_packed_b`] with A packed beforehand: `C <- alpha * A B + beta * C`
+/// with the kernel `a` was packed for. Bit-identical to [`gemm_with`] on the
+/// same operands (the same packed numbers meet in the same order).
+///
+/// # Panics
+/// If the shapes do not match, if C's rows are not disjoint, or if the CPU's
+/// cache blocks are not the ones `a` was packed for.
+pub fn gemm_prepacked<T: GemmScalar>(threading: Threading, alpha: T, a: &PackedA<T>, b: &dyn PackB<T>, beta: T, c: MatMut<T>) {
+    assert!(
+        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
+        "gemm_prepacked: A is {}x{}, B is {}x{}, C is {}x{}; need A (m, k), B (k, n), C (m, n)",
+        a.rows(),
+        a.cols(),
+        b.rows(),
+        b.cols(),
+        c.rows(),
+        c.cols()
+    );
+    assert!(c.rows_disjoint(), "gemm_prepacked: C needs disjoint rows");
+    T::gemm_dispatch_prepacked(threading, alpha, a, b, beta, c);
+}
+
 /// B as the five loops see it: a stored view, packed by the microkernel's
 /// own `pack_b`, or a [`PackB`] that packs itself.
 #[derive(Clone, Copy)]
@@ -294,6 +403,63 @@ impl<T: GemmScalar> BSource<'_, T> {
     }
 }
 
+/// A as the five loops see it: a stored view, packed by LOOP 3 block by
+/// block, or a [`PackedA`] packed beforehand.
+#[derive(Clone, Copy)]
+enum ASource<'a, T> {
+    Stored(MatRef<'a, T>),
+    Packed(&'a PackedA<T>),
+}
+
+impl<'a, T: GemmScalar> ASource<'a, T> {
+    fn rows(&self) -> usize {
+        match self {
+            ASource::Stored(a) => a.rows(),
+            ASource::Packed(a) => a.rows(),
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            ASource::Stored(a) => a.cols(),
+            ASource::Packed(a) => a.cols(),
+        }
+    }
+
+    /// The `kc` columns from column `pc`, all rows.
+    fn block(&self, pc: usize, kc: usize) -> ABlock<'a, T> {
+        match *self {
+            ASource::Stored(a) => ABlock::Stored(a.submatrix(0, pc, a.rows(), kc)),
+            ASource::Packed(a) => ABlock::Packed { panels: a.block(pc, kc), rows: a.rows(), kc },
+        }
+    }
+}
+
+/// One `kc`-column block of A for LOOP 3: a view to pack, or its micro-panels.
+#[derive(Clone, Copy)]
+enum ABlock<'a, T> {
+    Stored(MatRef<'a, T>),
+    /// `rows.div_ceil(MR)` micro-panels of `MR x kc`.
+    Packed { panels: &'a [T], rows: usize, kc: usize },
+}
+
+impl<T: GemmScalar> ABlock<'_, T> {
+    /// Rows `0..row` and `row..`; `row` is a multiple of `mr` (or all rows).
+    fn split_at_row(self, row: usize, mr: usize) -> (Self, Self) {
+        match self {
+            ABlock::Stored(a) => {
+                let (top, bottom) = a.split_at_row(row);
+                (ABlock::Stored(top), ABlock::Stored(bottom))
+            }
+            ABlock::Packed { panels, rows, kc } => {
+                debug_assert!(row % mr == 0 || row == rows);
+                let (top, bottom) = panels.split_at((row.div_ceil(mr) * mr * kc).min(panels.len()));
+                (ABlock::Packed { panels: top, rows: row, kc }, ABlock::Packed { panels: bottom, rows: rows - row, kc })
+            }
+        }
+    }
+}
+
 /// Panics with the three shapes unless A is (m, k), B is (k, n), C is (m, n).
 pub(crate) fn assert_shapes<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c: &MatMut<T>) {
     assert!(
@@ -310,7 +476,7 @@ pub(crate) fn assert_shapes<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c: &MatMu
 
 /// Runs the five loops with the microkernel token for `kernel`.
 #[cfg(target_arch = "x86_64")]
-fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: BSource<T>, beta: T, c: MatMut<T>)
+fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: ASource<T>, b: BSource<T>, beta: T, c: MatMut<T>)
 where
     Portable<T>: MicroKernel<T>,
     avx2::Avx2Fma: MicroKernel<T>,
@@ -332,7 +498,7 @@ where
 
 /// Runs the five loops with the microkernel token for `kernel`.
 #[cfg(not(target_arch = "x86_64"))]
-fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: BSource<T>, beta: T, c: MatMut<T>)
+fn dispatch<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: ASource<T>, b: BSource<T>, beta: T, c: MatMut<T>)
 where
     Portable<T>: MicroKernel<T>,
 {
@@ -340,6 +506,49 @@ where
         Kernel::Portable => gemm_loops(Portable::new(), threading, alpha, a, b, beta, c),
         Kernel::Avx2Fma | Kernel::Avx512 => panic!("gemm: the {} kernel is not available on this CPU", kernel.name()),
     }
+}
+
+/// Packs all of A with the microkernel token for `kernel`.
+#[cfg(target_arch = "x86_64")]
+fn dispatch_pack_a<T: GemmScalar>(kernel: Kernel, a: MatRef<T>) -> PackedA<T>
+where
+    Portable<T>: MicroKernel<T>,
+    avx2::Avx2Fma: MicroKernel<T>,
+    avx512::Avx512: MicroKernel<T>,
+{
+    const CHECKED: &str = "PackedA::new checked Kernel::available";
+    match kernel {
+        Kernel::Portable => pack_all_of_a(Portable::new(), kernel, a),
+        Kernel::Avx2Fma => pack_all_of_a(avx2::Avx2Fma::detect().expect(CHECKED), kernel, a),
+        Kernel::Avx512 => pack_all_of_a(avx512::Avx512::detect().expect(CHECKED), kernel, a),
+    }
+}
+
+/// Packs all of A with the microkernel token for `kernel`.
+#[cfg(not(target_arch = "x86_64"))]
+fn dispatch_pack_a<T: GemmScalar>(kernel: Kernel, a: MatRef<T>) -> PackedA<T>
+where
+    Portable<T>: MicroKernel<T>,
+{
+    match kernel {
+        Kernel::Portable => pack_all_of_a(Portable::new(), kernel, a),
+        Kernel::Avx2Fma | Kernel::Avx512 => panic!("PackedA: the {} kernel is not available on this CPU", kernel.name()),
+    }
+}
+
+/// Every `kc` block of A packed as LOOP 3 would pack it (the blocks of
+/// LOOP 4 as [`five_loops`] cuts them), one after the other.
+fn pack_all_of_a<T: GemmScalar, K: MicroKernel<T>>(token: K, kernel: Kernel, a: MatRef<T>) -> PackedA<T> {
+    let (m, k) = (a.rows(), a.cols());
+    let blocking = Blocking::for_caches(caches(), K::MR, K::NR, std::mem::size_of::<T>());
+    let kc_max = even_block(k, blocking.kc, 1);
+    let panel_rows = m.div_ceil(K::MR) * K::MR;
+    let mut data = vec![T::ZERO; panel_rows * k];
+    for pc in (0..k).step_by(kc_max.max(1)) {
+        let kc = kc_max.min(k - pc);
+        token.pack_a(a.submatrix(0, pc, m, kc), &mut data[panel_rows * pc..panel_rows * (pc + kc)]);
+    }
+    PackedA { kernel, rows: m, cols: k, kc: kc_max, mr: K::MR, data }
 }
 
 /// Below this many multiply-adds (`m * n * k`) a GEMM called from a rayon
@@ -405,7 +614,7 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
     kernel: K,
     threading: Threading,
     alpha: T,
-    a: MatRef<T>,
+    a: ASource<T>,
     b: BSource<T>,
     beta: T,
     c: MatMut<T>,
@@ -422,8 +631,10 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
     // C's rows interleave in memory (column-major C), its columns do not:
     // compute C^T = B^T A^T instead.
     if !c.rows_disjoint() {
-        let BSource::Stored(b) = b else { unreachable!("gemm_packed_b checked that C has disjoint rows") };
-        gemm_loops(kernel, threading, alpha, b.t(), BSource::Stored(a.t()), beta, c.t());
+        let (ASource::Stored(a), BSource::Stored(b)) = (a, b) else {
+            unreachable!("gemm_packed_b and gemm_prepacked checked that C has disjoint rows")
+        };
+        gemm_loops(kernel, threading, alpha, ASource::Stored(b.t()), BSource::Stored(a.t()), beta, c.t());
         return;
     }
 
@@ -451,7 +662,7 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
     blocking: Blocking,
     threads: usize,
     alpha: T,
-    a: MatRef<T>,
+    a: ASource<T>,
     b: BSource<T>,
     beta: T,
     mut c: MatMut<T>,
@@ -460,6 +671,15 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
     debug_assert_eq!(k, b.rows());
     let kc_max = even_block(k, blocking.kc, 1);
     let nc_max = even_block(n, blocking.nc, K::NR);
+    if let ASource::Packed(packed) = a {
+        assert!(
+            packed.kc == kc_max && packed.mr == K::MR,
+            "gemm_prepacked: A was packed in blocks of {} x {}, this CPU's blocks are {} x {kc_max}",
+            packed.mr,
+            packed.kc,
+            K::MR
+        );
+    }
 
     with_scratch(kc_max * nc_max, |b_packed: &mut [T]| {
         // LOOP 5: split n into nc parts
@@ -476,7 +696,7 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
                 // Only the first kc block sees the caller's beta; later
                 // blocks add onto what the first wrote.
                 let beta = if pc == 0 { beta } else { T::ONE };
-                let a_p = a.submatrix(0, pc, m, kc);
+                let a_p = a.block(pc, kc);
                 let bands = if threads > 1 { (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR)) } else { 1 };
                 for_each_band::<T, K>(bands, a_p, c_j.rb(), &|a_band, c_band| {
                     loop_3(kernel, blocking.mc, alpha, a_band, b_packed, beta, c_band);
@@ -511,7 +731,7 @@ fn pack_b<T: GemmScalar, K: MicroKernel<T>>(
 
 /// Cuts A (m, kc) and C (m, nc) into `bands` horizontal bands of whole
 /// `MR`-row micro-panels and runs `f` on each pair, in parallel.
-fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(bands: usize, a: MatRef<T>, c: MatMut<T>, f: &(dyn Fn(MatRef<T>, MatMut<T>) + Sync)) {
+fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(bands: usize, a: ABlock<T>, c: MatMut<T>, f: &(dyn Fn(ABlock<T>, MatMut<T>) + Sync)) {
     if bands <= 1 {
         f(a, c);
         return;
@@ -519,13 +739,27 @@ fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(bands: usize, a: MatRef<T>, c
     let top_bands = bands / 2;
     let panels = c.rows().div_ceil(K::MR);
     let split = (panels * top_bands / bands * K::MR).min(c.rows());
-    let (a_top, a_bottom) = a.split_at_row(split);
+    let (a_top, a_bottom) = a.split_at_row(split, K::MR);
     let (c_top, c_bottom) = c.split_at_row(split);
     rayon::join(|| for_each_band::<T, K>(top_bands, a_top, c_top, f), || for_each_band::<T, K>(bands - top_bands, a_bottom, c_bottom, f));
 }
 
 /// LOOP 3 over one band: A (mb, kc), B~ packed (kc, nc), C (mb, nc).
-fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, mc_block: usize, alpha: T, a: MatRef<T>, b_packed: &[T], beta: T, mut c: MatMut<T>) {
+fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, mc_block: usize, alpha: T, a: ABlock<T>, b_packed: &[T], beta: T, mut c: MatMut<T>) {
+    let a = match a {
+        ABlock::Stored(a) => a,
+        ABlock::Packed { panels, rows, kc } => {
+            // LOOP 3 over A~ packed beforehand: the same blocks, read in place.
+            debug_assert_eq!(mc_block % K::MR, 0);
+            for ic in (0..rows).step_by(mc_block) {
+                let mc = mc_block.min(rows - ic);
+                let a_packed = &panels[ic * kc..(ic + mc.div_ceil(K::MR) * K::MR) * kc];
+                let (_, c_i) = c.rb().split_at_row(ic);
+                loops_2_1(kernel, kc, alpha, a_packed, b_packed, beta, c_i, mc);
+            }
+            return;
+        }
+    };
     let (m, kc) = (a.rows(), a.cols());
     let mc_max = mc_block.min(m.next_multiple_of(K::MR));
     with_scratch(mc_max * kc, |a_packed: &mut [T]| {

@@ -343,3 +343,87 @@ fn views_check_bounds_and_aliasing() {
     assert!(MatMut::new(&mut x, 1, 12, 0, 1).is_some(), "one row: its stride is never used");
     assert!(MatMut::new(&mut x, 3, 4, usize::MAX, 1).is_none(), "index overflow");
 }
+
+/// A stored B behind the [`PackB`] interface, packed entry by entry as the
+/// trait's contract states (no SIMD packing code shared with the kernels).
+struct PackFromView<'a, T>(MatRef<'a, T>);
+
+impl<T: GemmScalar> PackB<T> for PackFromView<'_, T> {
+    fn rows(&self) -> usize {
+        self.0.rows()
+    }
+
+    fn cols(&self) -> usize {
+        self.0.cols()
+    }
+
+    fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
+        for panel in 0..nc.div_ceil(nr) {
+            for p in 0..kc {
+                for j in 0..nr {
+                    let col = panel * nr + j;
+                    dst[panel * kc * nr + p * nr + j] = if col < nc { self.0.at(pc + p, jc + col) } else { T::ZERO };
+                }
+            }
+        }
+    }
+}
+
+/// `gemm_prepacked` reads A~ packed beforehand in place of LOOP 3's packing:
+/// the same numbers in the same order, so C must equal `gemm_with`'s bit for
+/// bit, for every kernel, every case with a row-major C (NaN there when
+/// beta = 0), on one thread and on two, and under the other machines' blocks
+/// (the tiny caches make every LOOP 3 block one micro-panel and split k).
+#[test]
+fn prepacked_a_is_bit_identical_to_packing_in_loop_3() {
+    let xeon = CacheSizes { l1d: 32 << 10, l2: 1 << 20, l3: 35 << 20, source: "test" };
+    let tiny = CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0xa11);
+    for caches in [None, Some(xeon), Some(tiny)] {
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+            for case in cases().into_iter().filter(|c| matches!(c.c, Layout::RowMajor | Layout::Strided)) {
+                let Case { m, n, k, alpha, beta, .. } = case;
+                let mut uniform = || rng.random_range(-1.0f32..1.0);
+                let a = Stored::new(m, k, case.a, &mut uniform, SENTINEL as f32);
+                let b = Stored::new(k, n, case.b, &mut uniform, SENTINEL as f32);
+                let c0 = if beta == 0.0 {
+                    Stored::new(m, n, case.c, || f32::NAN, SENTINEL as f32)
+                } else {
+                    Stored::new(m, n, case.c, &mut uniform, SENTINEL as f32)
+                };
+                let (alpha, beta) = (alpha as f32, beta as f32);
+                for threading in [Threading::Single, Threading::Rayon] {
+                    let (want, got) = pool.install(|| {
+                        CACHES_OVERRIDE.set(caches);
+                        let mut want = c0.map(|x| x);
+                        gemm_with(kernel, threading, alpha, a.view(), b.view(), beta, want.view_mut());
+                        let packed = PackedA::new(kernel, a.view());
+                        let mut got = c0.map(|x| x);
+                        gemm_prepacked(threading, alpha, &packed, &PackFromView(b.view()), beta, got.view_mut());
+                        CACHES_OVERRIDE.set(None);
+                        (want, got)
+                    });
+                    let same = want.data.iter().zip(&got.data).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{kernel:?} {threading:?} {caches:?} {case:?}: prepacked A differs from gemm_with");
+                    assert!(!got.data.iter().any(|x| x.is_nan()), "{kernel:?} {case:?}: NaN survived");
+                }
+            }
+        }
+    }
+}
+
+/// A packed under one machine's blocks and run under another's is refused,
+/// not silently misread.
+#[test]
+#[should_panic(expected = "gemm_prepacked: A was packed in blocks of")]
+fn prepacked_a_from_other_blocks_is_refused() {
+    let (m, k, n) = (5, 300, 4);
+    let (a, b) = (vec![1.0f32; m * k], vec![1.0f32; k * n]);
+    let mut c = vec![0.0f32; m * n];
+    CACHES_OVERRIDE.set(Some(CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" }));
+    let packed = PackedA::new(Kernel::Portable, MatRef::new(&a, m, k, k, 1).unwrap());
+    CACHES_OVERRIDE.set(None);
+    let b = PackFromView(MatRef::new(&b, k, n, n, 1).unwrap());
+    gemm_prepacked(Threading::Single, 1.0, &packed, &b, 0.0, MatMut::new(&mut c, m, n, n, 1).unwrap());
+}
