@@ -452,7 +452,7 @@ impl<T: GemmScalar> ABlock<'_, T> {
                 (ABlock::Stored(top), ABlock::Stored(bottom))
             }
             ABlock::Packed { panels, rows, kc } => {
-                debug_assert!(row % mr == 0 || row == rows);
+                debug_assert!(row.is_multiple_of(mr) || row == rows);
                 let (top, bottom) = panels.split_at((row.div_ceil(mr) * mr * kc).min(panels.len()));
                 (ABlock::Packed { panels: top, rows: row, kc }, ABlock::Packed { panels: bottom, rows: rows - row, kc })
             }
