@@ -109,6 +109,9 @@ pub struct TrainArgs {
     /// UNet: channel multiplier per level, comma-separated (e.g. 1,2,2).
     #[arg(long, value_delimiter = ',')]
     pub channel_mults: Option<Vec<usize>>,
+    /// UNet: residual blocks per level on the way down (one more on the way up).
+    #[arg(long)]
+    pub res_blocks: Option<usize>,
     /// MLP: hidden width.
     #[arg(long)]
     pub hidden: Option<usize>,

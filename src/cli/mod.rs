@@ -145,6 +145,9 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
             if let Some(m) = &args.channel_mults {
                 unet.channel_mults = m.clone();
             }
+            if let Some(r) = args.res_blocks {
+                unet.num_res_blocks = r;
+            }
             if args.hidden.is_some() || args.depth.is_some() {
                 return Err(invalid("--hidden/--depth", "they set the MLP; the model is the UNet (use --model mlp)"));
             }
@@ -156,8 +159,8 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
             if let Some(d) = args.depth {
                 mlp.depth = d;
             }
-            if args.base_channels.is_some() || args.channel_mults.is_some() {
-                return Err(invalid("--base-channels/--channel-mults", "they set the UNet; the model is the MLP (use --model unet)"));
+            if args.base_channels.is_some() || args.channel_mults.is_some() || args.res_blocks.is_some() {
+                return Err(invalid("--base-channels/--channel-mults/--res-blocks", "they set the UNet; the model is the MLP (use --model unet)"));
             }
         }
     }
@@ -214,9 +217,9 @@ fn ablation_settings(args: &AblationArgs) -> Ablation {
         ema_warmup: false,
         ..TrainConfig::preset(Preset::Quick)
     };
-    if let ModelConfig::Unet(unet) = &mut base.model {
-        unet.base_channels = args.base_channels;
-    }
+    // The UNet of the paper's layout (two residual blocks a level), whatever
+    // the quick preset's model: the table of chapter 10 was measured with it.
+    base.model = ModelConfig::Unet(nn::UNetConfig { base_channels: args.base_channels, ..nn::UNetConfig::default() });
     let classifier = args.classifier.clone().unwrap_or_else(classifier::default_path);
     Ablation { base, out: args.out.clone(), samples: args.samples, nll_images: args.nll_images, classifier }
 }
@@ -274,6 +277,14 @@ mod tests {
         assert!(parse(&["--data", "swiss-roll", "--model", "unet"]).unwrap_err().to_string().contains("--model"));
         assert!(parse(&["--hidden", "4"]).unwrap_err().to_string().contains("--hidden"));
         assert!(parse(&["--timesteps", "20"]).unwrap_err().to_string().contains("--timesteps"));
+        assert!(parse(&["--res-blocks", "0"]).unwrap_err().to_string().contains("--res-blocks"));
+        assert!(parse(&["--model", "mlp", "--res-blocks", "2"]).unwrap_err().to_string().contains("--res-blocks"));
+    }
+
+    #[test]
+    fn res_blocks_set_the_unet_depth() {
+        let c = parse(&["--res-blocks", "3"]).unwrap();
+        assert!(matches!(&c.model, ModelConfig::Unet(unet) if unet.num_res_blocks == 3));
     }
 
     #[test]
@@ -286,5 +297,7 @@ mod tests {
         let quick = TrainConfig::preset(Preset::Quick);
         assert_eq!((base.steps, base.time_budget, base.sample_every, base.loss), (5, 0.0, 0, quick.loss));
         assert!(matches!(&base.model, ModelConfig::Unet(unet) if unet.base_channels == 8));
+        // The paper's layout, whatever the quick preset uses: chapter 10's table.
+        assert!(matches!(&base.model, ModelConfig::Unet(unet) if unet.num_res_blocks == 2));
     }
 }

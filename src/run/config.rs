@@ -256,7 +256,7 @@ impl TrainConfig {
             return Err(invalid("--timesteps", "the linear schedule needs T > 20 (beta_T = 20 / T must stay below 1)"));
         }
         if let ModelConfig::Unet(unet) = &self.model {
-            unet.validate().map_err(|e| invalid("--base-channels/--channel-mults", &e.to_string()))?;
+            unet.validate().map_err(|e| invalid("--base-channels/--channel-mults/--res-blocks", &e.to_string()))?;
         }
         Ok(())
     }
