@@ -5,7 +5,9 @@
 
 mod derivations_common;
 
-use ddpm::likelihood::{approx_standard_normal_cdf_f64, discretized_log_probability_exact, BIN_HALF_WIDTH, HIGHEST_BIN_EDGE, LOWEST_BIN_EDGE};
+use ddpm::likelihood::{
+    approx_standard_normal_cdf_f64, discretized_log_probability_exact, BIN_HALF_WIDTH, HIGHEST_BIN_EDGE, LOWEST_BIN_EDGE,
+};
 use ddpm::{
     approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc,
     noise_mse_weight, normal_kl, p_mean_variance, prior_bpd, q_sample, q_step_sample, standard_normal_cdf, training_losses, vb_terms_bpd,
@@ -325,12 +327,9 @@ fn both_decoders_draw_the_edge_bins_at_the_same_place() -> TestResult {
     // 0.8413 as an edge bin.
     let sigma = BIN_HALF_WIDTH;
     let inner_mass = standard_normal_cdf(1.0) - standard_normal_cdf(-1.0);
-    for (x, expected) in [
-        (LOWEST_BIN_EDGE, inner_mass),
-        (HIGHEST_BIN_EDGE, inner_mass),
-        (-1.0, standard_normal_cdf(1.0)),
-        (1.0, standard_normal_cdf(1.0)),
-    ] {
+    for (x, expected) in
+        [(LOWEST_BIN_EDGE, inner_mass), (HIGHEST_BIN_EDGE, inner_mass), (-1.0, standard_normal_cdf(1.0)), (1.0, standard_normal_cdf(1.0))]
+    {
         let exact = discretized_log_probability_exact(x, x, sigma.ln()).exp();
         let tanh = discretized_gaussian_log_likelihood(&Tensor::scalar(x), &Tensor::scalar(x), &Tensor::scalar(sigma.ln()))?.item()?.exp();
         assert!((exact - expected).abs() < 1e-12, "x = {x}: exact decoder mass {exact} vs {expected}");

@@ -110,12 +110,7 @@ fn take<T: Copy + Send + 'static>(len: usize) -> Option<Vec<T>> {
         pool.sweep();
     }
     // A miss counts as a request too: the shelf it opens takes the next buffer of this length given back.
-    let shelf = pool.free.entry(key).or_insert_with(|| Shelf {
-        buffers: Vec::new(),
-        bytes_each: bytes,
-        requests: 0,
-        requests_before: 0,
-    });
+    let shelf = pool.free.entry(key).or_insert_with(|| Shelf { buffers: Vec::new(), bytes_each: bytes, requests: 0, requests_before: 0 });
     shelf.requests += 1;
     let buffer = shelf.buffers.pop()?;
     pool.bytes -= bytes;

@@ -362,7 +362,14 @@ fn fill_bias<T: GemmScalar>(bias: Option<&[T]>, out: &mut [T], l: usize) -> T {
 /// slack, the weight packed once for the batch. The GEMM fills an
 /// (M, OH * WP) scratch in the padded coordinates of [`Im2col`]; copying it
 /// out drops the junk columns `ow >= OW`.
-fn conv_padded<T: GemmScalar>(weight: &PackedA<T>, xpad: &[T], pg: PaddedGeometry, bias: Option<&[T]>, threading: Threading, out: &mut [T]) {
+fn conv_padded<T: GemmScalar>(
+    weight: &PackedA<T>,
+    xpad: &[T],
+    pg: PaddedGeometry,
+    bias: Option<&[T]>,
+    threading: Threading,
+    out: &mut [T],
+) {
     let (m, wide) = (weight.rows(), pg.out_h * pg.wp);
     with_scratch(m * wide, |out_wide: &mut [T]| {
         let cols = Im2col { xpad, g: pg };

@@ -36,7 +36,13 @@ pub fn map_to_vec<T: Copy + Send + Sync + 'static, F: Fn(T) -> T + Sync>(x: &[T]
 ///
 /// # Panics
 /// If the lengths differ.
-pub fn zip_to_vec<T: Copy + Send + Sync + 'static, F: Fn(T, T) -> T + Sync>(a: &[T], b: &[T], chunk: usize, parallel: bool, f: F) -> Vec<T> {
+pub fn zip_to_vec<T: Copy + Send + Sync + 'static, F: Fn(T, T) -> T + Sync>(
+    a: &[T],
+    b: &[T],
+    chunk: usize,
+    parallel: bool,
+    f: F,
+) -> Vec<T> {
     assert_eq!(a.len(), b.len(), "zip_to_vec: input lengths differ");
     let n = a.len();
     let mut out: Vec<T> = crate::pool::with_capacity(n);

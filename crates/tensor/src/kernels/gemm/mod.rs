@@ -440,7 +440,11 @@ impl<'a, T: GemmScalar> ASource<'a, T> {
 enum ABlock<'a, T> {
     Stored(MatRef<'a, T>),
     /// `rows.div_ceil(MR)` micro-panels of `MR x kc`.
-    Packed { panels: &'a [T], rows: usize, kc: usize },
+    Packed {
+        panels: &'a [T],
+        rows: usize,
+        kc: usize,
+    },
 }
 
 impl<T: GemmScalar> ABlock<'_, T> {
