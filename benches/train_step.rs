@@ -1,13 +1,14 @@
 //! Criterion bench of one training step (forward, backward, AdamW) and one forward
-//! pass of the course UNet on a batch of 64, and of the quick preset's 16-channel
-//! UNet. Throughput is counted in flops (3 forwards per training step).
+//! pass of the course UNet on a batch of 64, and of the quick preset's UNet.
+//! Throughput is counted in flops (3 forwards per training step).
 
 use course::bench::step::StepBench;
+use course::run::config::TrainConfig;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nn::UNetConfig;
 
 fn train_step(c: &mut Criterion) {
-    let configs = [("course_unet", UNetConfig::default()), ("quick_unet", UNetConfig { base_channels: 16, ..UNetConfig::default() })];
+    let configs = [("course_unet", UNetConfig::default()), ("quick_unet", TrainConfig::quick_unet())];
     for (name, config) in configs {
         let mut bench = StepBench::new(&config, 64).expect("a valid config");
         let flops = bench.forward_flops();

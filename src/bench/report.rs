@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench::cases::{random_vec, ConvCase, UNET_CONV3X3};
 use crate::bench::step::{measure, StepTiming};
+use crate::run::config::TrainConfig;
 use nn::UNetConfig;
 use tensor::kernels::gemm::{blocking_f32, gemm, CacheSizes, Kernel, MatMut, MatRef};
 
@@ -337,9 +338,9 @@ fn conv_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
     Ok(())
 }
 
-/// The course UNet and the quick preset's 16-channel UNet, batch 64.
+/// The course UNet and the quick preset's UNet, batch 64.
 fn unet_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
-    let configs = [("unet", UNetConfig::default()), ("unet16", UNetConfig { base_channels: 16, ..UNetConfig::default() })];
+    let configs = [("unet", UNetConfig::default()), ("unet_quick", TrainConfig::quick_unet())];
     for (name, config) in configs {
         let timing = measure(&config, 64, 3).map_err(io::Error::other)?;
         report.step_rows(name, &timing)?;

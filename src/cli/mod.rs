@@ -160,7 +160,10 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
                 mlp.depth = d;
             }
             if args.base_channels.is_some() || args.channel_mults.is_some() || args.res_blocks.is_some() {
-                return Err(invalid("--base-channels/--channel-mults/--res-blocks", "they set the UNet; the model is the MLP (use --model unet)"));
+                return Err(invalid(
+                    "--base-channels/--channel-mults/--res-blocks",
+                    "they set the UNet; the model is the MLP (use --model unet)",
+                ));
             }
         }
     }
