@@ -55,6 +55,11 @@
 //!   run of consecutive channels instead of a gather across the rows of
 //!   `cols`. The (c, i, j) order of `grad_w` is restored at the end.
 //!
+//! In the first two the A of every image's product is the same (the weight,
+//! or the flipped weight), so it is packed once per call ([`PackedA`]), not
+//! once per image: at 7 x 7 pixels packing it was a quarter of an image's
+//! product.
+//!
 //! The forward and grad input at stride 2 keep the explicit im2col / col2im.
 //!
 //! Threads: images are independent in the forward and grad-input passes, so
