@@ -249,7 +249,7 @@ pub fn gemm<T: GemmScalar>(alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: Mat
 /// If the shapes of the views do not match, or if `kernel` is not
 /// [`available`](Kernel::available) on this CPU.
 pub fn gemm_with<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, c: MatMut<T>) {
-    assert_shapes("gemm", &a, &b, &c);
+    assert_shapes("gemm", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
     assert!(kernel.available(), "gemm: the {} kernel is not available on this CPU", kernel.name());
     T::gemm_dispatch(kernel, threading, alpha, a, b, beta, c);
 }
@@ -283,16 +283,7 @@ pub trait PackB<T>: Sync {
 /// If the shapes do not match, if `kernel` is not available, or if C's rows
 /// are not disjoint.
 pub fn gemm_packed_b<T: GemmScalar>(kernel: Kernel, threading: Threading, alpha: T, a: MatRef<T>, b: &dyn PackB<T>, beta: T, c: MatMut<T>) {
-    assert!(
-        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
-        "gemm_packed_b: A is {}x{}, B is {}x{}, C is {}x{}; need A (m, k), B (k, n), C (m, n)",
-        a.rows(),
-        a.cols(),
-        b.rows(),
-        b.cols(),
-        c.rows(),
-        c.cols()
-    );
+    assert_shapes("gemm_packed_b", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
     assert!(c.rows_disjoint(), "gemm_packed_b: C needs disjoint rows");
     assert!(kernel.available(), "gemm: the {} kernel is not available on this CPU", kernel.name());
     T::gemm_dispatch_packed_b(kernel, threading, alpha, a, b, beta, c);
@@ -356,16 +347,7 @@ impl<T: GemmScalar> PackedA<T> {
 /// If the shapes do not match, if C's rows are not disjoint, or if the CPU's
 /// cache blocks are not the ones `a` was packed for.
 pub fn gemm_prepacked<T: GemmScalar>(threading: Threading, alpha: T, a: &PackedA<T>, b: &dyn PackB<T>, beta: T, c: MatMut<T>) {
-    assert!(
-        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
-        "gemm_prepacked: A is {}x{}, B is {}x{}, C is {}x{}; need A (m, k), B (k, n), C (m, n)",
-        a.rows(),
-        a.cols(),
-        b.rows(),
-        b.cols(),
-        c.rows(),
-        c.cols()
-    );
+    assert_shapes("gemm_prepacked", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
     assert!(c.rows_disjoint(), "gemm_prepacked: C needs disjoint rows");
     T::gemm_dispatch_prepacked(threading, alpha, a, b, beta, c);
 }
@@ -465,16 +447,12 @@ impl<T: GemmScalar> ABlock<'_, T> {
 }
 
 /// Panics with the three shapes unless A is (m, k), B is (k, n), C is (m, n).
-pub(crate) fn assert_shapes<T>(op: &str, a: &MatRef<T>, b: &MatRef<T>, c: &MatMut<T>) {
+/// `a`, `b`, `c` are the (rows, columns) of A, B, C, however each is stored.
+pub(crate) fn assert_shapes(op: &str, a: (usize, usize), b: (usize, usize), c: (usize, usize)) {
+    let ((a_rows, a_cols), (b_rows, b_cols), (c_rows, c_cols)) = (a, b, c);
     assert!(
-        a.cols() == b.rows() && a.rows() == c.rows() && b.cols() == c.cols(),
-        "{op}: A is {}x{}, B is {}x{}, C is {}x{}; need A (m, k), B (k, n), C (m, n)",
-        a.rows(),
-        a.cols(),
-        b.rows(),
-        b.cols(),
-        c.rows(),
-        c.cols()
+        a_cols == b_rows && a_rows == c_rows && b_cols == c_cols,
+        "{op}: A is {a_rows}x{a_cols}, B is {b_rows}x{b_cols}, C is {c_rows}x{c_cols}; need A (m, k), B (k, n), C (m, n)"
     );
 }
 

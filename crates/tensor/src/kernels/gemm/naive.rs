@@ -11,7 +11,7 @@ use super::{assert_shapes, GemmScalar, MatMut, MatRef};
 /// # Panics
 /// If the shapes of the views do not match.
 pub fn gemm_naive<T: GemmScalar>(alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, mut c: MatMut<T>) {
-    assert_shapes("gemm_naive", &a, &b, &c);
+    assert_shapes("gemm_naive", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     for i in 0..m {
         for j in 0..n {
