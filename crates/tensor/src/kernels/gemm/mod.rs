@@ -522,8 +522,7 @@ where
 /// LOOP 4 as [`five_loops`] cuts them), one after the other.
 fn pack_all_of_a<T: GemmScalar, K: MicroKernel<T>>(token: K, kernel: Kernel, a: MatRef<T>) -> PackedA<T> {
     let (m, k) = (a.rows(), a.cols());
-    let blocking = Blocking::for_caches(caches(), K::MR, K::NR, std::mem::size_of::<T>());
-    let kc_max = even_block(k, blocking.kc, 1);
+    let kc_max = kc_block(k, blocks::<T, K>());
     let panel_rows = m.div_ceil(K::MR) * K::MR;
     let mut data = vec![T::ZERO; panel_rows * k];
     for pc in (0..k).step_by(kc_max.max(1)) {
@@ -559,7 +558,7 @@ const BANDS_PER_THREAD: usize = 4;
 /// If `kernel` is not [`available`](Kernel::available) on this CPU.
 pub fn blocking_f32(kernel: Kernel) -> Blocking {
     fn of<K: MicroKernel<f32>>(_: K) -> Blocking {
-        Blocking::for_caches(caches(), K::MR, K::NR, 4)
+        blocks::<f32, K>()
     }
     const CHECKED: &str = "blocking_f32: the kernel is not available on this CPU";
     match kernel {
@@ -581,6 +580,17 @@ fn caches() -> CacheSizes {
         return caches;
     }
     CacheSizes::detect()
+}
+
+/// The cache blocks of kernel `K` on `T` for this CPU's caches.
+fn blocks<T: GemmScalar, K: MicroKernel<T>>() -> Blocking {
+    Blocking::for_caches(caches(), K::MR, K::NR, std::mem::size_of::<T>())
+}
+
+/// The `kc` of LOOP 4 for an inner dimension `k`: the five loops and
+/// [`PackedA`] must cut A's columns at the same places.
+fn kc_block(k: usize, blocking: Blocking) -> usize {
+    even_block(k, blocking.kc, 1)
 }
 
 /// Splits `len` into equal blocks of at most `max` (a multiple of `unit`),
@@ -620,7 +630,7 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
         return;
     }
 
-    let blocking = Blocking::for_caches(caches(), K::MR, K::NR, std::mem::size_of::<T>());
+    let blocking = blocks::<T, K>();
     let in_pool = rayon::current_thread_index().is_some();
     let parallel_min = if in_pool { PARALLEL_MIN_MNK_IN_POOL } else { PARALLEL_MIN_MNK_OUTSIDE };
     let threads = match threading {
@@ -651,7 +661,7 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
 ) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     debug_assert_eq!(k, b.rows());
-    let kc_max = even_block(k, blocking.kc, 1);
+    let kc_max = kc_block(k, blocking);
     let nc_max = even_block(n, blocking.nc, K::NR);
     if let ASource::Packed(packed) = a {
         assert!(
