@@ -1,7 +1,7 @@
 //! Times training steps of the course UNet on a batch of MNIST-sized noise, each
 //! one step of Algorithm 1 ([`train_step`]: t, eps, x_t, L_simple, backward,
 //! AdamW). Run with `cargo run --release --example unet_step [batch] [steps]
-//! [base channels]` (64, 3, 32; 16 is the quick preset's UNet); more steps make a
+//! [base channels]` (64, 3, 32; 16 is the quick preset's width); more steps make a
 //! steadier profile (`perf record`).
 
 use course::error::Error;
