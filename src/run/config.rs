@@ -189,8 +189,8 @@ impl TrainConfig {
             // dominate the gradient, and one residual block a level instead of
             // two, which makes a step 1.44 times cheaper; in a run this short more
             // steps beat more depth. 2,400 steps fill the ten minutes: 0.18 s a
-            // step on the Intel Xeon (AVX-512, measured on a fresh clone, 7.3
-            // minutes of training after a 46 s build), 0.15 s on the AMD EPYC. A
+            // step on the Intel Xeon (AVX-512; on a fresh clone a 44 s build and
+            // 441 s of training, 8 min 9 s in all), 0.15 s on the AMD EPYC. A
             // fixed length, not a clock, so the run is reproducible.
             Preset::Quick => TrainConfig {
                 model: ModelConfig::Unet(nn::UNetConfig { base_channels: 16, num_res_blocks: 1, ..nn::UNetConfig::default() }),
