@@ -28,6 +28,7 @@ criterion_group!(benches, conv3x3);
 /// (see "Threads" in `tensor::kernels::gemm`).
 fn main() {
     rayon::ThreadPoolBuilder::new().use_current_thread().build_global().expect("rayon pool built once");
+    tensor::kernels::gemm::calibrate_split();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

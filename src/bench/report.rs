@@ -19,7 +19,7 @@ use crate::bench::cases::{random_vec, ConvCase, UNET_CONV3X3};
 use crate::bench::step::{measure, StepTiming};
 use crate::run::config::TrainConfig;
 use nn::UNetConfig;
-use tensor::kernels::gemm::{blocking_f32, gemm, CacheSizes, Kernel, MatMut, MatRef};
+use tensor::kernels::gemm::{blocking_f32, gemm, split_min_mnk, CacheSizes, Kernel, MatMut, MatRef};
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +72,8 @@ impl<W: Write> Report<W> {
             blocks.kc,
             blocks.nc
         )?;
+        let side = (split_min_mnk() as f64).cbrt().round();
+        writeln!(self.out, "threads: a product is split from {side}^3 multiply-adds on (measured at start-up)")?;
         writeln!(self.out, "{:<16} {:<22} {:>9} {:>9} {:>7}  baseline", "bench", "shape", "ours", "base", "ratio")?;
         Ok(())
     }
@@ -174,6 +176,7 @@ fn row_json(row: &Row) -> String {
 pub fn run(json: bool) -> io::Result<()> {
     // An error only means the pool exists already; use it as it is.
     let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+    tensor::kernels::gemm::calibrate_split();
     let mut report = Report::new(io::stdout().lock(), json);
     report.header()?;
     // The roofline's flat part: what the FMA units do with no memory traffic.

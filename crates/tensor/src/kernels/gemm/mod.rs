@@ -45,7 +45,9 @@
 //! (large B~ blocks are packed by all threads together). `k` is never split,
 //! so each element of C is summed in the same order whatever the thread
 //! count: the result is bit-identical with 1 or 32 threads. Small products
-//! run on the calling thread. Scheduling is rayon's, so a GEMM inside a
+//! run on the calling thread; how small is measured on the machine by
+//! [`calibrate_split`] (`split.rs`), since what a hand-off to another worker
+//! costs differs between machines by more than the work it saves. Scheduling is rayon's, so a GEMM inside a
 //! rayon task (say, per image of a batch) nests without deadlock.
 //!
 //! A call from a thread outside rayon's pool has to hand its work to a
@@ -72,7 +74,8 @@
 //! that packs itself, as conv's implicit im2col does), `kernel.rs` the
 //! microkernel trait and run-time selection, `avx2.rs` / `avx512.rs` /
 //! `portable.rs` the microkernels, `scratch.rs` the reused packing buffers,
-//! `naive.rs` the triple-loop oracle, `tests.rs` the tests against it.
+//! `naive.rs` the triple-loop oracle, `split.rs` the measured size from which
+//! a product is split between threads, `tests.rs` the tests against it.
 
 mod blocking;
 mod kernel;
@@ -80,6 +83,7 @@ mod naive;
 mod pack;
 mod portable;
 pub(crate) mod scratch;
+mod split;
 mod view;
 
 #[cfg(target_arch = "x86_64")]
@@ -98,6 +102,7 @@ use std::thread::LocalKey;
 pub use blocking::{Blocking, CacheSizes};
 pub use kernel::Kernel;
 pub use naive::gemm_naive;
+pub use split::{calibrate_split, split_min_mnk};
 pub use view::{MatMut, MatRef};
 
 use kernel::MicroKernel;
@@ -227,8 +232,12 @@ pub enum Threading {
     /// Everything on the calling thread.
     Single,
     /// Bands of C on rayon's pool (the current one, if called from inside
-    /// rayon), when the product is large enough to pay for it.
+    /// rayon), when the product is large enough to pay for it (see
+    /// [`calibrate_split`]).
     Rayon,
+    /// Bands of C on rayon's pool whatever the size of the product: for
+    /// measuring what a split costs, and for tests.
+    Split,
 }
 
 /// `C <- alpha * A B + beta * C` with the fastest kernel and rayon threads.
@@ -532,15 +541,11 @@ fn pack_all_of_a<T: GemmScalar, K: MicroKernel<T>>(token: K, kernel: Kernel, a: 
     PackedA { kernel, rows: m, cols: k, kc: kc_max, mr: K::MR, data }
 }
 
-/// Below this many multiply-adds (`m * n * k`) a GEMM called from a rayon
-/// worker runs on one thread. Forking there is a push on the worker's own
-/// deque, and a sibling that wakes late just steals fewer bands; about
-/// 64^3 multiply-adds (~5 us on one core) pay for it.
-const PARALLEL_MIN_MNK_IN_POOL: usize = 64 * 64 * 64;
-
-/// The same for a call from outside the pool (say, the main thread), which
-/// must hand the work to a worker and sleep until it is done: two thread
-/// wake-ups, 10-30 us together on the machines we measured.
+/// A GEMM called from a rayon worker is split from `split::split_min_mnk`
+/// multiply-adds on (measured, see `split.rs`). One called from outside the
+/// pool (say, a thread of its own) is split from this many: it must hand the
+/// work to a worker and sleep until it is done, two thread wake-ups, 10-30 us
+/// together on the machines we measured.
 const PARALLEL_MIN_MNK_OUTSIDE: usize = 112 * 112 * 112;
 
 /// Below this many elements (`kc * nc`) a B~ block is packed by one thread:
@@ -632,10 +637,11 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
 
     let blocking = blocks::<T, K>();
     let in_pool = rayon::current_thread_index().is_some();
-    let parallel_min = if in_pool { PARALLEL_MIN_MNK_IN_POOL } else { PARALLEL_MIN_MNK_OUTSIDE };
+    let parallel_min = if in_pool { split::split_min_mnk() } else { PARALLEL_MIN_MNK_OUTSIDE };
     let threads = match threading {
         Threading::Rayon if m * n * k >= parallel_min => rayon::current_num_threads().min(m.div_ceil(K::MR)),
-        _ => 1,
+        Threading::Split => rayon::current_num_threads().min(m.div_ceil(K::MR)),
+        Threading::Rayon | Threading::Single => 1,
     };
     if threads > 1 && !in_pool {
         // Outside the pool, every rayon::join is a round trip through a

@@ -252,8 +252,8 @@ fn every_kernel_matches_naive_under_other_machines_blocks() {
 fn rayon_matches_naive() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    for case in cases().into_iter().filter(|c| c.m * c.n * c.k >= PARALLEL_MIN_MNK_IN_POOL) {
-        pool.install(|| check_case::<f32>(Kernel::best(), Threading::Rayon, case, &mut rng));
+    for case in cases() {
+        pool.install(|| check_case::<f32>(Kernel::best(), Threading::Split, case, &mut rng));
         if case.m * case.n * case.k >= PARALLEL_MIN_MNK_OUTSIDE {
             check_case::<f32>(Kernel::best(), Threading::Rayon, case, &mut rng);
         }

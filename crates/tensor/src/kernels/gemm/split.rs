@@ -1,0 +1,141 @@
+//! When a product is worth splitting between threads, measured on the machine.
+//!
+//! Handing bands of C to another rayon worker costs a steal and, if that
+//! worker has gone idle, a wake-up. How much depends on the machine, not on
+//! the CPU alone: on the AMD EPYC this project was tuned on, two threads do a
+//! 128^3 product 1.5 times faster than one; on the Intel Xeon virtual machine
+//! of session 9, where an idle worker spins on `sched_yield` system calls,
+//! they do it 1.6 times slower, and win only from about 256^3 on.
+//!
+//! So the smallest product a worker splits is measured: [`calibrate_split`]
+//! times square products of growing side on one thread and on the pool,
+//! alternating, and keeps the smallest side from which the pool wins by 10%
+//! at that side and every larger one. Until it runs, the default of 64^3
+//! stands. Splitting never changes a result (k is never split, see "Threads"
+//! in the module docs), only its speed, so a measurement disturbed by other
+//! work costs time, never reproducibility.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::{gemm_with, Kernel, MatMut, MatRef, Threading};
+
+/// The split threshold before any measurement: about 64^3 multiply-adds
+/// (~5 us on one core), which paid for a fork on the AMD machine.
+pub(crate) const DEFAULT_SPLIT_MIN_MNK: usize = 64 * 64 * 64;
+
+/// Sides of the square products timed, ascending.
+const SIDES: [usize; 5] = [64, 96, 128, 192, 256];
+
+/// Timings per side and thread policy; the fastest of them counts.
+const REPEATS: usize = 7;
+
+/// The pool must be this much faster (time ratio) for a side to count as a win.
+const WIN_RATIO: f64 = 0.9;
+
+static SPLIT_MIN_MNK: AtomicUsize = AtomicUsize::new(DEFAULT_SPLIT_MIN_MNK);
+
+/// Below this many multiply-adds (`m * n * k`) a GEMM called from a rayon
+/// worker runs on one thread: the default, or what [`calibrate_split`] measured.
+pub fn split_min_mnk() -> usize {
+    SPLIT_MIN_MNK.load(Ordering::Relaxed)
+}
+
+/// Measures from which product size (`m * n * k`) two or more threads beat one
+/// on this machine, makes it the threshold of every later f32 and f64 GEMM
+/// called from the pool, and returns it. Takes a few milliseconds.
+///
+/// Call it from a thread of the rayon pool the GEMMs will run in (the `ddpm`
+/// program's main thread is one); from anywhere else, or with a pool of one
+/// thread, it measures nothing and returns the threshold in force.
+pub fn calibrate_split() -> usize {
+    if rayon::current_thread_index().is_none() || rayon::current_num_threads() < 2 {
+        return split_min_mnk();
+    }
+    let kernel = Kernel::best();
+    let timings: Vec<SideTiming> = SIDES
+        .iter()
+        .map(|&side| {
+            let a: Vec<f32> = (0..side * side).map(|i| (i % 17) as f32 - 8.0).collect();
+            let mut c = vec![0.0f32; side * side];
+            let mut time = |threading: Threading| {
+                let start = Instant::now();
+                let (a_view, b_view) = (MatRef::new(&a, side, side, side, 1), MatRef::new(&a, side, side, 1, side));
+                let c_view = MatMut::new(&mut c, side, side, side, 1);
+                if let (Some(a_view), Some(b_view), Some(c_view)) = (a_view, b_view, c_view) {
+                    gemm_with(kernel, threading, 1.0, a_view, b_view, 0.0, c_view);
+                }
+                start.elapsed().as_secs_f64()
+            };
+            // Once each to warm the caches and the scratch pools, then alternate.
+            time(Threading::Single);
+            time(Threading::Split);
+            let (mut single, mut split) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..REPEATS {
+                single = single.min(time(Threading::Single));
+                split = split.min(time(Threading::Split));
+            }
+            SideTiming { side, single, split }
+        })
+        .collect();
+    let threshold = split_threshold(&timings);
+    SPLIT_MIN_MNK.store(threshold, Ordering::Relaxed);
+    threshold
+}
+
+/// The best time of a `side^3` product on one thread and split on the pool.
+#[derive(Clone, Copy, Debug)]
+struct SideTiming {
+    side: usize,
+    single: f64,
+    split: f64,
+}
+
+/// The rule: the smallest side from which the pool wins by [`WIN_RATIO`] at
+/// every measured side, cubed. If it does not win even at the largest side,
+/// products up to twice that side stay on one thread.
+fn split_threshold(timings: &[SideTiming]) -> usize {
+    let wins_from = timings.iter().rev().take_while(|t| t.split < WIN_RATIO * t.single).last();
+    match (wins_from, timings.last()) {
+        (Some(t), _) => t.side.pow(3),
+        (None, Some(largest)) => (2 * largest.side).pow(3),
+        (None, None) => DEFAULT_SPLIT_MIN_MNK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timings(ratios: &[(usize, f64)]) -> Vec<SideTiming> {
+        ratios.iter().map(|&(side, ratio)| SideTiming { side, single: 1.0, split: ratio }).collect()
+    }
+
+    #[test]
+    fn the_threshold_is_the_smallest_side_from_which_the_pool_always_wins() {
+        // AMD-like: the pool wins everywhere.
+        assert_eq!(split_threshold(&timings(&[(64, 0.8), (96, 0.7), (128, 0.6)])), 64 * 64 * 64);
+        // Intel-VM-like: loses small, wins from 192 on.
+        assert_eq!(split_threshold(&timings(&[(64, 1.9), (128, 1.6), (192, 0.85), (256, 0.7)])), 192 * 192 * 192);
+        // A win below a loss does not count: it must hold for every larger side.
+        assert_eq!(split_threshold(&timings(&[(64, 0.8), (128, 1.1), (256, 0.7)])), 256 * 256 * 256);
+        // Not 10% faster is not a win.
+        assert_eq!(split_threshold(&timings(&[(128, 0.95), (256, 0.89)])), 256 * 256 * 256);
+        // Never a win: twice the largest side.
+        assert_eq!(split_threshold(&timings(&[(128, 1.2), (256, 1.0)])), 512 * 512 * 512);
+        assert_eq!(split_threshold(&[]), DEFAULT_SPLIT_MIN_MNK);
+    }
+
+    #[test]
+    fn calibration_measures_only_inside_a_pool_of_several_threads() {
+        let outside = calibrate_split();
+        assert_eq!(outside, split_min_mnk(), "outside a pool nothing is measured");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert_eq!(pool.install(calibrate_split), split_min_mnk(), "one thread: nothing to split");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let measured = pool.install(calibrate_split);
+        let candidates: Vec<usize> = SIDES.iter().map(|s| s.pow(3)).chain([(2 * SIDES[SIDES.len() - 1]).pow(3)]).collect();
+        assert!(candidates.contains(&measured), "{measured} is not one of {candidates:?}");
+        assert_eq!(split_min_mnk(), measured);
+    }
+}
