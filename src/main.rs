@@ -19,8 +19,11 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     course::data::dir::set_flag(cli.data_dir.clone());
-    // From which size a GEMM is split between the threads, measured here (a few ms).
-    tensor::kernels::gemm::calibrate_split();
+    // From which size a GEMM is split between the threads, measured here (a few
+    // ms) for the commands that multiply matrices; reading a file's header does not.
+    if !matches!(cli.command, Command::Info(_) | Command::Export(_)) {
+        tensor::kernels::gemm::calibrate_split();
+    }
     // Training stops after its current step and saves; everything else quits at once.
     let graceful = matches!(cli.command, Command::Train(_) | Command::Ablation(_));
     let result = course::cli::signals::install(graceful).and_then(|interrupt| course::cli::run(cli, &interrupt));

@@ -176,6 +176,7 @@ fn row_json(row: &Row) -> String {
 pub fn run(json: bool) -> io::Result<()> {
     // An error only means the pool exists already; use it as it is.
     let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+    // Measured once per process: free if `ddpm`'s main already did it.
     tensor::kernels::gemm::calibrate_split();
     let mut report = Report::new(io::stdout().lock(), json);
     report.header()?;

@@ -47,8 +47,9 @@
 //! count: the result is bit-identical with 1 or 32 threads. Small products
 //! run on the calling thread; how small is measured on the machine by
 //! [`calibrate_split`] (`split.rs`), since what a hand-off to another worker
-//! costs differs between machines by more than the work it saves. Scheduling is rayon's, so a GEMM inside a
-//! rayon task (say, per image of a batch) nests without deadlock.
+//! costs differs between machines by more than the work it saves.
+//! Scheduling is rayon's, so a GEMM inside a rayon task (say, per image of a
+//! batch) nests without deadlock.
 //!
 //! A call from a thread outside rayon's pool has to hand its work to a
 //! worker and sleep until it is done, which costs two thread wake-ups per

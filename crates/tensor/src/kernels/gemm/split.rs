@@ -10,19 +10,19 @@
 //! So the smallest product a worker splits is measured: [`calibrate_split`]
 //! times square products of growing side on one thread and on the pool,
 //! alternating, and keeps the smallest side from which the pool wins by 10%
-//! at that side and every larger one. Until it runs, the default of 64^3
-//! stands. Splitting never changes a result (k is never split, see "Threads"
+//! at that side and every larger one, once per process. Until it runs, the
+//! default of 64^3 stands. Splitting never changes a result (k is never split, see "Threads"
 //! in the module docs), only its speed, so a measurement disturbed by other
 //! work costs time, never reproducibility.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::{gemm_with, Kernel, MatMut, MatRef, Threading};
 
 /// The split threshold before any measurement: about 64^3 multiply-adds
 /// (~5 us on one core), which paid for a fork on the AMD machine.
-pub(crate) const DEFAULT_SPLIT_MIN_MNK: usize = 64 * 64 * 64;
+const DEFAULT_SPLIT_MIN_MNK: usize = 64 * 64 * 64;
 
 /// Sides of the square products timed, ascending.
 const SIDES: [usize; 5] = [64, 96, 128, 192, 256];
@@ -33,17 +33,19 @@ const REPEATS: usize = 7;
 /// The pool must be this much faster (time ratio) for a side to count as a win.
 const WIN_RATIO: f64 = 0.9;
 
-static SPLIT_MIN_MNK: AtomicUsize = AtomicUsize::new(DEFAULT_SPLIT_MIN_MNK);
+/// The threshold [`calibrate_split`] measured, once set.
+static MEASURED_MIN_MNK: OnceLock<usize> = OnceLock::new();
 
 /// Below this many multiply-adds (`m * n * k`) a GEMM called from a rayon
 /// worker runs on one thread: the default, or what [`calibrate_split`] measured.
 pub fn split_min_mnk() -> usize {
-    SPLIT_MIN_MNK.load(Ordering::Relaxed)
+    MEASURED_MIN_MNK.get().copied().unwrap_or(DEFAULT_SPLIT_MIN_MNK)
 }
 
 /// Measures from which product size (`m * n * k`) two or more threads beat one
 /// on this machine, makes it the threshold of every later f32 and f64 GEMM
-/// called from the pool, and returns it. Takes a few milliseconds.
+/// called from the pool, and returns it. Takes a few milliseconds, the first
+/// time; later calls return the same threshold without measuring again.
 ///
 /// Call it from a thread of the rayon pool the GEMMs will run in (the `ddpm`
 /// program's main thread is one); from anywhere else, or with a pool of one
@@ -52,6 +54,12 @@ pub fn calibrate_split() -> usize {
     if rayon::current_thread_index().is_none() || rayon::current_num_threads() < 2 {
         return split_min_mnk();
     }
+    *MEASURED_MIN_MNK.get_or_init(measure_split_min_mnk)
+}
+
+/// Times each of [`SIDES`] on one thread and split on the pool; the rule of
+/// [`split_threshold`] on the best times.
+fn measure_split_min_mnk() -> usize {
     let kernel = Kernel::best();
     let timings: Vec<SideTiming> = SIDES
         .iter()
@@ -60,11 +68,12 @@ pub fn calibrate_split() -> usize {
             let mut c = vec![0.0f32; side * side];
             let mut time = |threading: Threading| {
                 let start = Instant::now();
-                let (a_view, b_view) = (MatRef::new(&a, side, side, side, 1), MatRef::new(&a, side, side, 1, side));
-                let c_view = MatMut::new(&mut c, side, side, side, 1);
-                if let (Some(a_view), Some(b_view), Some(c_view)) = (a_view, b_view, c_view) {
-                    gemm_with(kernel, threading, 1.0, a_view, b_view, 0.0, c_view);
-                }
+                // A (side, side) row-major, B = A^T (the same numbers column-major), C (side, side).
+                let square = "a side x side view of side^2 numbers";
+                let a_view = MatRef::new(&a, side, side, side, 1).expect(square);
+                let b_view = MatRef::new(&a, side, side, 1, side).expect(square);
+                let c_view = MatMut::new(&mut c, side, side, side, 1).expect(square);
+                gemm_with(kernel, threading, 1.0, a_view, b_view, 0.0, c_view);
                 start.elapsed().as_secs_f64()
             };
             // Once each to warm the caches and the scratch pools, then alternate.
@@ -78,9 +87,7 @@ pub fn calibrate_split() -> usize {
             SideTiming { side, single, split }
         })
         .collect();
-    let threshold = split_threshold(&timings);
-    SPLIT_MIN_MNK.store(threshold, Ordering::Relaxed);
-    threshold
+    split_threshold(&timings)
 }
 
 /// The best time of a `side^3` product on one thread and split on the pool.
@@ -134,6 +141,7 @@ mod tests {
         assert_eq!(pool.install(calibrate_split), split_min_mnk(), "one thread: nothing to split");
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         let measured = pool.install(calibrate_split);
+        assert_eq!(pool.install(calibrate_split), measured, "measured once per process");
         let candidates: Vec<usize> = SIDES.iter().map(|s| s.pow(3)).chain([(2 * SIDES[SIDES.len() - 1]).pow(3)]).collect();
         assert!(candidates.contains(&measured), "{measured} is not one of {candidates:?}");
         assert_eq!(split_min_mnk(), measured);
