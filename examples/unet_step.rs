@@ -1,11 +1,13 @@
 //! Times training steps of the course UNet on a batch of MNIST-sized noise, each
 //! one step of Algorithm 1 ([`train_step`]: t, eps, x_t, L_simple, backward,
 //! AdamW). Run with `cargo run --release --example unet_step [batch] [steps]
-//! [base channels]` (64, 3, 32; 16 is the quick preset's width); more steps make a
-//! steadier profile (`perf record`).
+//! [base channels | quick]` (64, 3, 32; `quick` is the quick preset's UNet: 16
+//! channels, one residual block a level); more steps make a steadier profile
+//! (`perf record`).
 
 use course::error::Error;
 use course::run::algorithm1::train_step;
+use course::run::config::TrainConfig;
 use course::run::model::Model;
 use ddpm::{BetaSchedule, NoiseSchedule, TrainingOptions};
 use nn::{Adam, Module, UNet, UNetConfig};
@@ -16,8 +18,12 @@ fn main() -> Result<(), Error> {
     let batch: usize = std::env::args().nth(1).and_then(|b| b.parse().ok()).unwrap_or(64);
     let steps: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let mut r = rng(0);
-    let base_channels: usize = std::env::args().nth(3).and_then(|c| c.parse().ok()).unwrap_or(32);
-    let unet = UNet::<f32>::new(&UNetConfig { base_channels, ..UNetConfig::default() }, &mut r)?;
+    let width = std::env::args().nth(3).unwrap_or_default();
+    let config = match width.as_str() {
+        "quick" => TrainConfig::quick_unet(),
+        _ => UNetConfig { base_channels: width.parse().unwrap_or(32), ..UNetConfig::default() },
+    };
+    let unet = UNet::<f32>::new(&config, &mut r)?;
     let flops = unet.flops_forward(batch);
     let mut model = Model::Unet(unet);
     let mut adamw = Adam::adamw(2e-4, 0.0);

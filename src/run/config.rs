@@ -188,10 +188,12 @@ impl TrainConfig {
             // average, min-SNR weighting so the nearly clean timesteps do not
             // dominate the gradient, and one residual block a level instead of
             // two, which makes a step 1.44 times cheaper; in a run this short more
-            // steps beat more depth. 2,400 steps fill the ten minutes: 0.18 s a
-            // step on the Intel Xeon (AVX-512; on a fresh clone a 44 s build and
-            // 441 s of training, 8 min 9 s in all), 0.15 s on the AMD EPYC. A
-            // fixed length, not a clock, so the run is reproducible.
+            // steps beat more depth. 1,100 steps fit the ten minutes on the slowest
+            // machine measured, an Intel Xeon (AVX-512, FMA peak 330 GFLOP/s) that
+            // trains at 2.4 to 3.3 steps a second as its neighbours come and go and
+            // builds a fresh clone in 88-99 s (1,200 steps took 10 min 9 s there on
+            // a slow afternoon); the AMD EPYC takes 0.15 s a step. A fixed length,
+            // not a clock, so the run is reproducible.
             Preset::Quick => TrainConfig {
                 model: ModelConfig::Unet(nn::UNetConfig { base_channels: 16, num_res_blocks: 1, ..nn::UNetConfig::default() }),
                 lr: 2e-3,
@@ -199,7 +201,7 @@ impl TrainConfig {
                 loss_weight: LossWeightKind::MinSnr,
                 ema_decay: 0.995,
                 ema_warmup: true,
-                steps: 2400,
+                steps: 1100,
                 ..mnist_base
             },
             // The course UNet (1,623,169 parameters), sized for what two CPU cores
