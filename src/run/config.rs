@@ -191,9 +191,9 @@ impl TrainConfig {
             // steps beat more depth. 1,100 steps fit the ten minutes on the slowest
             // machine measured, an Intel Xeon (AVX-512, FMA peak 330 GFLOP/s) that
             // trains at 2.4 to 3.3 steps a second as its neighbours come and go and
-            // builds a fresh clone in 88-99 s (1,200 steps took 10 min 9 s there on
-            // a slow afternoon); the AMD EPYC takes 0.15 s a step. A fixed length,
-            // not a clock, so the run is reproducible.
+            // builds a fresh clone in 80-99 s (1,100 steps took 7 min 15 s in all;
+            // 1,200 took 10 min 9 s in a slow hour); the AMD EPYC takes 0.15 s a
+            // step. A fixed length, not a clock, so the run is reproducible.
             Preset::Quick => TrainConfig {
                 model: ModelConfig::Unet(nn::UNetConfig { base_channels: 16, num_res_blocks: 1, ..nn::UNetConfig::default() }),
                 lr: 2e-3,

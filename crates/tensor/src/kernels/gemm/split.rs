@@ -11,9 +11,9 @@
 //! times square products of growing side on one thread and on the pool,
 //! alternating, and keeps the smallest side from which the pool wins by 10%
 //! at that side and every larger one, once per process. Until it runs, the
-//! default of 64^3 stands. Splitting never changes a result (k is never split, see "Threads"
-//! in the module docs), only its speed, so a measurement disturbed by other
-//! work costs time, never reproducibility.
+//! default of 64^3 stands. Splitting never changes a result (k is never
+//! split, see "Threads" in the module docs), only its speed, so a measurement
+//! disturbed by other work costs time, never reproducibility.
 
 use std::sync::OnceLock;
 use std::time::Instant;
