@@ -21,7 +21,7 @@
 //! each run of a micro-panel row is then consecutive channels of one pixel,
 //! a contiguous copy instead of a gather across the rows of `cols`.
 
-use super::super::gemm::{GemmScalar, PackB};
+use super::super::gemm::{DirectB, GemmScalar, PackB, SEGMENT};
 
 /// Sizes of one padded input image and the kernel sliding over it.
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +170,39 @@ impl<T: GemmScalar> PackB<T> for Im2col<'_, T> {
             _ => unreachable!("no microkernel has NR = {nr}"),
         }
     }
+
+    fn direct(&self) -> Option<&dyn DirectB<T>> {
+        Some(self)
+    }
+}
+
+/// Read in place, row `(c, i, j)` is the slice of `xpad` that starts at
+/// `(c*HP + i)*WP + j`, and column `col` lies `col` further on: every run of
+/// columns is contiguous. The junk columns of the last segment read the slack.
+impl<T: GemmScalar> DirectB<T> for Im2col<'_, T> {
+    fn base(&self) -> &[T] {
+        self.xpad
+    }
+
+    fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
+        let g = &self.g;
+        let taps = g.kh * g.kw;
+        let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
+        for offset in offsets {
+            *offset = (c * g.hp + i) * g.wp + j;
+            j += 1;
+            if j == g.kw {
+                (i, j) = (i + 1, 0);
+                if i == g.kh {
+                    (c, i) = (c + 1, 0);
+                }
+            }
+        }
+    }
+
+    fn segment_offset(&self, col: usize) -> usize {
+        col
+    }
 }
 
 /// Widest micro-panel of any kernel (the AVX-512 one's NR).
@@ -219,5 +252,37 @@ impl<T: GemmScalar> PackB<T> for Im2row<'_, T> {
             }
             zero_columns_past(dst, width, nr);
         }
+    }
+
+    fn direct(&self) -> Option<&dyn DirectB<T>> {
+        // A segment is one pixel's channels only if C is a multiple of it.
+        self.g.c.is_multiple_of(SEGMENT).then_some(self as &dyn DirectB<T>)
+    }
+}
+
+/// Read in place, row `oh*OW + ow` starts at the pixel `(oh*S, ow*S)` of
+/// `xhwc`, and the segment of columns `(i*KW + j)*C + c .. + 16` is the 16
+/// channels from `c` of the pixel `(i, j)` further on (C a multiple of 16).
+impl<T: GemmScalar> DirectB<T> for Im2row<'_, T> {
+    fn base(&self) -> &[T] {
+        self.xhwc
+    }
+
+    fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
+        let g = &self.g;
+        let (mut oh, mut ow) = (pc / g.out_w, pc % g.out_w);
+        for offset in offsets {
+            *offset = (oh * g.stride * g.wp + ow * g.stride) * g.c;
+            ow += 1;
+            if ow == g.out_w {
+                (oh, ow) = (oh + 1, 0);
+            }
+        }
+    }
+
+    fn segment_offset(&self, col: usize) -> usize {
+        let g = &self.g;
+        let (ij, channel) = (col / g.c, col % g.c);
+        ((ij / g.kw) * g.wp + ij % g.kw) * g.c + channel
     }
 }

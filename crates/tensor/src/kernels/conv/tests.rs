@@ -41,6 +41,10 @@ fn geometries() -> Vec<Conv2dGeometry> {
     for (c, stride) in [(16, 1), (16, 2), (8, 1)] {
         out.push(Conv2dGeometry { n: 5, c, h: 6, w: 7, k: 5, kh: 3, kw: 3, stride, padding: 1 });
     }
+    // Products that span several `kc` blocks with B read in place (see
+    // `gemm/direct.rs`): R = 288 rows of the im2col matrix, L = 784 rows of
+    // the weight gradient's, channels a multiple of 16.
+    out.push(Conv2dGeometry { n: 2, c: 32, h: 28, w: 28, k: 5, kh: 3, kw: 3, stride: 1, padding: 1 });
     out
 }
 

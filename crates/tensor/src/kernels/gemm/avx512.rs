@@ -18,7 +18,8 @@ use std::arch::x86_64::{
     __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
-use super::kernel::{Kernel, MicroKernel};
+use super::direct::{DirectPanel, SEGMENT};
+use super::kernel::{DirectTile, Kernel, MicroKernel};
 use super::pack::pack_panels;
 use super::portable;
 use super::MatRef;
@@ -78,6 +79,83 @@ impl MicroKernel<f32> for Avx512 {
             }
         }
     }
+
+    fn direct_tile(self) -> Option<DirectTile<f32>> {
+        Some(tile_rows_direct)
+    }
+}
+
+/// [`MicroKernel::tile_rows`] of the 12 x 32 kernel with the B~ micro-panel
+/// read in place (see `direct.rs`): row `p` is the two runs
+/// `base[rows[p] + segments[h] ..][..16]`, `h = 0, 1`.
+#[allow(clippy::too_many_arguments)]
+fn tile_rows_direct(mr: usize, kc: usize, alpha: f32, a: &[f32], b: &DirectPanel<f32>, beta: f32, c: &mut [f32], rs: usize) {
+    const _: () = assert!(NR == 2 * SEGMENT, "a direct panel row is two segments");
+    assert!(Kernel::Avx512.available(), "the AVX-512 direct microkernel on a CPU without AVX-512F");
+    assert!((1..=MR).contains(&mr));
+    let (base, rows, segments) = b.parts();
+    assert!(a.len() >= kc * MR && rows.len() >= kc && c.len() >= (mr - 1) * rs + NR);
+    assert!(b.in_bounds(), "a direct B~ panel reads past its base");
+    let (a, c) = (a.as_ptr(), c.as_mut_ptr());
+    // SAFETY: AVX-512F was detected (asserted above; the check is a cached
+    // flag). `in_bounds` bounds every `rows[p] + segments[h] + 16` by
+    // `base.len()` and the asserts above give `a` `kc * 12` elements and `c`
+    // the `mr` rows of the tile (see `kernel_12x32_direct`).
+    unsafe {
+        match mr {
+            1 => kernel_12x32_direct::<1>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            2 => kernel_12x32_direct::<2>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            3 => kernel_12x32_direct::<3>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            4 => kernel_12x32_direct::<4>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            5 => kernel_12x32_direct::<5>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            6 => kernel_12x32_direct::<6>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            7 => kernel_12x32_direct::<7>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            8 => kernel_12x32_direct::<8>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            9 => kernel_12x32_direct::<9>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            10 => kernel_12x32_direct::<10>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            11 => kernel_12x32_direct::<11>(kc, alpha, a, base, rows, segments, beta, c, rs),
+            _ => kernel_12x32_direct::<MR>(kc, alpha, a, base, rows, segments, beta, c, rs),
+        }
+    }
+}
+
+/// [`kernel_12x32`] with B~ row `p` loaded from `base + rows[p] +
+/// segments[h]`, `h = 0, 1`, instead of a packed panel. The same FMAs in the
+/// same order, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `ROWS <= 12`; `rows` must have `kc`
+/// entries with `rows[p] + segments[h] + 16 <= base.len()`; `a` must be
+/// valid for `kc * 12` reads and `c` for reads and writes of
+/// `c[i * rs + j]`, `i < ROWS`, `j < 32`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_12x32_direct<const ROWS: usize>(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    base: &[f32],
+    rows: &[usize],
+    segments: [usize; 2],
+    beta: f32,
+    c: *mut f32,
+    rs: usize,
+) {
+    let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
+    let (b0_base, b1_base) = (base.as_ptr().wrapping_add(segments[0]), base.as_ptr().wrapping_add(segments[1]));
+    for (p, &row) in rows[..kc].iter().enumerate() {
+        // SAFETY: row + segments[h] + 16 <= base.len() (caller's contract),
+        // and p < kc keeps a + p*12 .. + 12 in bounds.
+        let (b0, b1) = unsafe { (_mm512_loadu_ps(b0_base.add(row)), _mm512_loadu_ps(b1_base.add(row))) };
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            // SAFETY: as above, i < ROWS <= 12.
+            let a_ip = _mm512_set1_ps(unsafe { *a.add(p * MR + i) });
+            acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
+            acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
+        }
+    }
+    // SAFETY: the tile of c is the caller's contract, as in `kernel_12x32`.
+    unsafe { store_tile(&acc, alpha, beta, c, rs) };
 }
 
 /// `C <- alpha * a~ b~ + beta * C` on the top `ROWS` rows of a 12 x 32
@@ -103,7 +181,19 @@ unsafe fn kernel_12x32<const ROWS: usize>(kc: usize, alpha: f32, a: *const f32, 
         }
     }
 
-    // C <- alpha AB + beta C, rounded as (alpha * ab) + (beta * c).
+    // SAFETY: the tile of c is the caller's contract.
+    unsafe { store_tile(&acc, alpha, beta, c, rs) };
+}
+
+/// `C <- alpha AB + beta C` for the accumulated tile `acc` (`ROWS` x 32),
+/// rounded as `(alpha * ab) + (beta * c)`; with `beta == 0`, C is not read.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `c` must be valid for reads and writes of
+/// `c[i * rs + j]`, `i < ROWS`, `j < 32`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tile<const ROWS: usize>(acc: &[[__m512; 2]; ROWS], alpha: f32, beta: f32, c: *mut f32, rs: usize) {
     let alpha = _mm512_set1_ps(alpha);
     for (i, acc_i) in acc.iter().enumerate() {
         for (h, &acc_ih) in acc_i.iter().enumerate() {

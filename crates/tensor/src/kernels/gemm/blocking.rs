@@ -30,6 +30,10 @@ use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// Largest `KC` the rules below choose, whatever the L1 (a bound for
+/// buffers sized by it, such as the row offsets of a B read in place).
+pub(crate) const MAX_KC: usize = 512;
+
 /// Data-cache sizes of one core, in bytes, and where they were read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheSizes {
@@ -100,7 +104,7 @@ impl Blocking {
     #[must_use]
     pub fn for_caches(caches: CacheSizes, mr: usize, nr: usize, elem_bytes: usize) -> Blocking {
         // KC: a multiple of 16 keeps the packed panels' rows cache-line aligned.
-        let kc = (caches.l1d / 2 / (nr * elem_bytes) / 16 * 16).clamp(64, 512);
+        let kc = (caches.l1d / 2 / (nr * elem_bytes) / 16 * 16).clamp(64, MAX_KC);
         let mc = (caches.l2 * 3 / 16 / (kc * elem_bytes) / mr * mr).clamp(mr, 1020 / mr * mr);
         let nc = (caches.l3.min(16 << 20) * 3 / 16 / (kc * elem_bytes) / nr * nr).clamp(8 * nr, 8192 / nr * nr);
         Blocking { mc, kc, nc }

@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use super::direct::DirectPanel;
 use super::{GemmScalar, MatRef};
 
 /// The microkernels, fastest first.
@@ -84,7 +85,19 @@ pub(crate) trait MicroKernel<T: GemmScalar>: Copy + Send + Sync {
     /// `kc`, `MR`, `NR`, `mr` and `rs`.
     #[allow(clippy::too_many_arguments)]
     fn tile_rows(self, mr: usize, kc: usize, alpha: T, a: &[T], b: &[T], beta: T, c: &mut [T], rs: usize);
+
+    /// The microkernel's direct form, if it has one: [`tile_rows`](MicroKernel::tile_rows)
+    /// with the B~ micro-panel read in place from a [`DirectPanel`] (see
+    /// `direct.rs`), for kernels with `NR = 2 * SEGMENT`. `None` for kernels
+    /// that only read packed panels; the five loops then pack.
+    fn direct_tile(self) -> Option<DirectTile<T>> {
+        None
+    }
 }
+
+/// A microkernel in direct form: `(mr, kc, alpha, a~, b, beta, c, rs)` as in
+/// [`MicroKernel::tile_rows`], B~ read from `b`.
+pub(crate) type DirectTile<T> = fn(usize, usize, T, &[T], &DirectPanel<T>, T, &mut [T], usize);
 
 /// Largest `MR * NR` of any kernel: the stack buffer for edge tiles.
 const MAX_TILE: usize = 12 * 32;
@@ -119,7 +132,39 @@ pub(crate) fn tile<T: GemmScalar, K: MicroKernel<T>>(
     let mut ab = [T::ZERO; MAX_TILE];
     let ab = &mut ab[..mr * K::NR];
     kernel.tile_rows(mr, kc, T::ONE, a, b, T::ZERO, ab, K::NR);
-    for (i, ab_row) in ab.chunks_exact(K::NR).enumerate() {
+    copy_out(ab, K::NR, alpha, beta, c, (rs, cs), nr);
+}
+
+/// [`tile`] with the B~ micro-panel read in place by a direct microkernel
+/// (`NR` = its width): the same edge handling, the same rounding.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn tile_direct<T: GemmScalar>(
+    direct: DirectTile<T>,
+    nr_full: usize,
+    kc: usize,
+    alpha: T,
+    a: &[T],
+    b: &DirectPanel<T>,
+    beta: T,
+    c: &mut [T],
+    (rs, cs): (usize, usize),
+    (mr, nr): (usize, usize),
+) {
+    if nr == nr_full && cs == 1 {
+        direct(mr, kc, alpha, a, b, beta, c, rs);
+        return;
+    }
+    let mut ab = [T::ZERO; MAX_TILE];
+    let ab = &mut ab[..mr * nr_full];
+    direct(mr, kc, T::ONE, a, b, T::ZERO, ab, nr_full);
+    copy_out(ab, nr_full, alpha, beta, c, (rs, cs), nr);
+}
+
+/// `C <- alpha * ab + beta * C` on the first `nr` columns of each `width`-wide
+/// row of the edge tile `ab`.
+fn copy_out<T: GemmScalar>(ab: &[T], width: usize, alpha: T, beta: T, c: &mut [T], (rs, cs): (usize, usize), nr: usize) {
+    for (i, ab_row) in ab.chunks_exact(width).enumerate() {
         for (j, &ab_ij) in ab_row[..nr].iter().enumerate() {
             let c_ij = &mut c[i * rs + j * cs];
             *c_ij = if beta == T::ZERO { alpha * ab_ij } else { alpha * ab_ij + beta * *c_ij };

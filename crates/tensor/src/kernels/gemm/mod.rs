@@ -57,8 +57,6 @@
 //! should make that thread part of the pool, as `ddpm` does:
 //! `rayon::ThreadPoolBuilder::new().use_current_thread().build_global()`.
 //!
-//! # Files
-//!
 //! # A packed once, used many times
 //!
 //! A convolution multiplies the same weight matrix A by the im2col matrix of
@@ -69,16 +67,28 @@
 //! [`gemm_prepacked`] runs the same five loops reading it in place: the same
 //! numbers in the same order, so the result is bit-identical to [`gemm_with`].
 //!
+//! # B not packed at all
+//!
+//! The other way round, when `m` is small (a convolution with 16 or 32
+//! output channels) each B~ micro-panel meets only two or three A~
+//! micro-panels, and packing B costs about as much as the arithmetic. A B
+//! whose micro-panel rows are runs of memory (conv's implicit im2col
+//! matrices) can say where those runs are ([`DirectB`]); the AVX-512
+//! microkernel then loads them in place, LOOP 5 and the packing of LOOP 4
+//! disappear, and C is bit-identical to the packed path (`direct.rs`).
+//!
 //! # Files
 //!
 //! `view.rs` the strided views, `blocking.rs` the cache blocks, `pack.rs` packing (and [`PackB`] for a B
-//! that packs itself, as conv's implicit im2col does), `kernel.rs` the
+//! that packs itself, as conv's implicit im2col does), `direct.rs` a B read
+//! in place instead of packed (for a small `m`), `kernel.rs` the
 //! microkernel trait and run-time selection, `avx2.rs` / `avx512.rs` /
 //! `portable.rs` the microkernels, `scratch.rs` the reused packing buffers,
 //! `naive.rs` the triple-loop oracle, `split.rs` the measured size from which
 //! a product is split between threads, `tests.rs` the tests against it.
 
 mod blocking;
+mod direct;
 mod kernel;
 mod naive;
 mod pack;
@@ -101,12 +111,14 @@ use std::ops::{Add, Mul};
 use std::thread::LocalKey;
 
 pub use blocking::{Blocking, CacheSizes};
+pub use direct::{DirectB, SEGMENT};
 pub use kernel::Kernel;
 pub use naive::gemm_naive;
 pub use split::{calibrate_split, split_min_mnk};
 pub use view::{MatMut, MatRef};
 
-use kernel::MicroKernel;
+use direct::{DirectPanel, DirectRows};
+use kernel::{DirectTile, MicroKernel};
 use portable::Portable;
 use scratch::with_scratch;
 
@@ -282,6 +294,13 @@ pub trait PackB<T>: Sync {
     /// and zero where that column is past `jc + nc` (see `pack.rs`).
     #[allow(clippy::too_many_arguments)]
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]);
+
+    /// The same B as a [`DirectB`], read in place instead of packed when the
+    /// product is small enough for that to pay (see `direct.rs`); `None` if
+    /// its micro-panel rows are not runs of memory.
+    fn direct(&self) -> Option<&dyn DirectB<T>> {
+        None
+    }
 }
 
 /// [`gemm_with`] where B is not a stored matrix but a [`PackB`].
@@ -680,6 +699,11 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
         );
     }
 
+    if let Some((direct_tile, direct_b)) = direct_source(kernel, m, b) {
+        direct_loops(kernel, direct_tile, direct_b, blocking, threads, alpha, a, beta, c);
+        return;
+    }
+
     with_scratch(kc_max * nc_max, |b_packed: &mut [T]| {
         // LOOP 5: split n into nc parts
         for jc in (0..n).step_by(nc_max) {
@@ -698,11 +722,75 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
                 let a_p = a.block(pc, kc);
                 let bands = if threads > 1 { (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR)) } else { 1 };
                 for_each_band::<T, K>(bands, a_p, c_j.rb(), &|a_band, c_band| {
-                    loop_3(kernel, blocking.mc, alpha, a_band, b_packed, beta, c_band);
+                    loop_3(kernel, blocking.mc, alpha, a_band, BPanels::Packed(b_packed), beta, c_band);
                 });
             }
         }
     });
+}
+
+/// Largest `m` for which B is read in place rather than packed. Every
+/// convolution of the quick UNet and all but one kind of the course UNet's
+/// have `m <= 64` (output channels, or input channels for the grad input);
+/// there reading in place was measured faster on the Intel Xeon of session
+/// 11 at every shape (see `direct.rs`). At `m = 128` (the course UNet's grad
+/// input into 128 channels) each B~ micro-panel meets 11 A~ micro-panels and
+/// the difference was within that machine's noise, so larger products pack.
+const DIRECT_MAX_M: usize = 64;
+
+/// The direct microkernel and the [`DirectB`] view of `b`, if the kernel has
+/// a direct form, `b` can be read in place and `m` is small enough to gain.
+fn direct_source<'a, T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    m: usize,
+    b: BSource<'a, T>,
+) -> Option<(DirectTile<T>, &'a dyn DirectB<T>)> {
+    let BSource::Packer(packer) = b else { return None };
+    if m > DIRECT_MAX_M || K::NR != 2 * SEGMENT {
+        return None;
+    }
+    Some((kernel.direct_tile()?, packer.direct()?))
+}
+
+/// LOOPS 4 to 1 with B read in place: no LOOP 5 (B~ takes no cache space of
+/// its own) and no packing in LOOP 4, only the `kc` row offsets of the block.
+#[allow(clippy::too_many_arguments)]
+fn direct_loops<T: GemmScalar, K: MicroKernel<T>>(
+    kernel: K,
+    tile: DirectTile<T>,
+    b: &dyn DirectB<T>,
+    blocking: Blocking,
+    threads: usize,
+    alpha: T,
+    a: ASource<T>,
+    beta: T,
+    mut c: MatMut<T>,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), c.cols());
+    let kc_max = kc_block(k, blocking);
+    let mut offsets = [0; blocking::MAX_KC];
+    // LOOP 4: split k into kc parts; B~ rows located, not packed
+    for pc in (0..k).step_by(kc_max) {
+        let kc = kc_max.min(k - pc);
+        b.row_offsets(pc, &mut offsets[..kc]);
+        let rows = DirectRows::new(&offsets[..kc]);
+        let beta = if pc == 0 { beta } else { T::ONE };
+        let a_p = a.block(pc, kc);
+        let bands = if threads > 1 { (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR)) } else { 1 };
+        let panels = BPanels::Direct { tile, b, rows: &rows, n };
+        for_each_band::<T, K>(bands, a_p, c.rb(), &|a_band, c_band| {
+            loop_3(kernel, blocking.mc, alpha, a_band, panels, beta, c_band);
+        });
+    }
+}
+
+/// The B~ micro-panels of one `kc` block, as LOOP 2 walks them.
+#[derive(Clone, Copy)]
+enum BPanels<'a, T> {
+    /// Packed, `kc x NR` each, one after the other.
+    Packed(&'a [T]),
+    /// Read in place from `b`, whose `n` columns make `n.div_ceil(NR)` panels.
+    Direct { tile: DirectTile<T>, b: &'a dyn DirectB<T>, rows: &'a DirectRows<'a>, n: usize },
 }
 
 /// Packs the `kc x nc` block of `b` at `(pc, jc)` into B~, the
@@ -743,8 +831,8 @@ fn for_each_band<T: GemmScalar, K: MicroKernel<T>>(bands: usize, a: ABlock<T>, c
     rayon::join(|| for_each_band::<T, K>(top_bands, a_top, c_top, f), || for_each_band::<T, K>(bands - top_bands, a_bottom, c_bottom, f));
 }
 
-/// LOOP 3 over one band: A (mb, kc), B~ packed (kc, nc), C (mb, nc).
-fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, mc_block: usize, alpha: T, a: ABlock<T>, b_packed: &[T], beta: T, mut c: MatMut<T>) {
+/// LOOP 3 over one band: A (mb, kc), B~ (kc, nc), C (mb, nc).
+fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, mc_block: usize, alpha: T, a: ABlock<T>, b: BPanels<T>, beta: T, mut c: MatMut<T>) {
     let a = match a {
         ABlock::Stored(a) => a,
         ABlock::Packed { panels, rows, kc } => {
@@ -754,7 +842,7 @@ fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, mc_block: usize, alpha: T
                 let mc = mc_block.min(rows - ic);
                 let a_packed = &panels[ic * kc..(ic + mc.div_ceil(K::MR) * K::MR) * kc];
                 let (_, c_i) = c.rb().split_at_row(ic);
-                loops_2_1(kernel, kc, alpha, a_packed, b_packed, beta, c_i, mc);
+                loops_2_1(kernel, kc, alpha, a_packed, b, beta, c_i, mc);
             }
             return;
         }
@@ -768,7 +856,7 @@ fn loop_3<T: GemmScalar, K: MicroKernel<T>>(kernel: K, mc_block: usize, alpha: T
             let a_packed = &mut a_packed[..mc.div_ceil(K::MR) * K::MR * kc];
             kernel.pack_a(a.submatrix(ic, 0, mc, kc), a_packed);
             let (_, c_i) = c.rb().split_at_row(ic);
-            loops_2_1(kernel, kc, alpha, a_packed, b_packed, beta, c_i, mc);
+            loops_2_1(kernel, kc, alpha, a_packed, b, beta, c_i, mc);
         }
     });
 }
@@ -781,7 +869,7 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
     kc: usize,
     alpha: T,
     a_packed: &[T],
-    b_packed: &[T],
+    b: BPanels<T>,
     beta: T,
     mut c: MatMut<T>,
     mc: usize,
@@ -789,14 +877,37 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
     let nc = c.cols();
     let (rs, cs) = (c.row_stride(), c.col_stride());
     let c = c.data_mut();
-    // LOOP 2: split nc into NR-column micro-panels of B~
-    for (jr, b_panel) in b_packed.chunks_exact(kc * K::NR).enumerate() {
-        let nr = K::NR.min(nc - jr * K::NR);
-        // LOOP 1: split mc into MR-row micro-panels of A~
-        for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
-            let mr = K::MR.min(mc - ir * K::MR);
-            let c_tile = &mut c[ir * K::MR * rs + jr * K::NR * cs..];
-            kernel::tile(kernel, kc, alpha, a_panel, b_panel, beta, c_tile, (rs, cs), (mr, nr));
+    match b {
+        BPanels::Packed(b_packed) => {
+            // LOOP 2: split nc into NR-column micro-panels of B~
+            for (jr, b_panel) in b_packed.chunks_exact(kc * K::NR).enumerate() {
+                let nr = K::NR.min(nc - jr * K::NR);
+                // LOOP 1: split mc into MR-row micro-panels of A~
+                for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
+                    let mr = K::MR.min(mc - ir * K::MR);
+                    let c_tile = &mut c[ir * K::MR * rs + jr * K::NR * cs..];
+                    kernel::tile(kernel, kc, alpha, a_panel, b_panel, beta, c_tile, (rs, cs), (mr, nr));
+                }
+            }
+        }
+        BPanels::Direct { tile, b, rows, n } => {
+            debug_assert_eq!(n, nc);
+            // LOOP 2 over micro-panels read in place; a panel's second
+            // segment past the last column (junk columns, dropped by
+            // `tile_direct`) reads the first one again, which exists.
+            for jr in 0..n.div_ceil(K::NR) {
+                let first = jr * K::NR;
+                let nr = K::NR.min(n - first);
+                let segment_0 = b.segment_offset(first);
+                let segment_1 = if first + SEGMENT < n { b.segment_offset(first + SEGMENT) } else { segment_0 };
+                let panel = DirectPanel::new(b.base(), rows, [segment_0, segment_1]);
+                // LOOP 1: split mc into MR-row micro-panels of A~
+                for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
+                    let mr = K::MR.min(mc - ir * K::MR);
+                    let c_tile = &mut c[ir * K::MR * rs + first * cs..];
+                    kernel::tile_direct(tile, K::NR, kc, alpha, a_panel, &panel, beta, c_tile, (rs, cs), (mr, nr));
+                }
+            }
         }
     }
 }

@@ -427,3 +427,194 @@ fn prepacked_a_from_other_blocks_is_refused() {
     let b = PackFromView(MatRef::new(&b, k, n, n, 1).unwrap());
     gemm_prepacked(Threading::Single, 1.0, &packed, &b, 0.0, MatMut::new(&mut c, m, n, n, 1).unwrap());
 }
+
+/// A B (k, n) that can be read in place, laid out to catch a wrong offset:
+/// rows stored bottom-up with a gap after each, the 16-column segments of a
+/// row stored right to left, and every slot that is not an entry of B (the
+/// gaps, the columns past n of the last segment) holding NaN, which must
+/// never reach C. Packed entry by entry for the kernels without a direct form.
+struct ScatteredB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl ScatteredB {
+    fn new(b: MatRef<f32>) -> Self {
+        let (k, n) = (b.rows(), b.cols());
+        let mut scattered = ScatteredB { k, n, data: vec![f32::NAN; k * Self::row_len(n)] };
+        for p in 0..k {
+            for j in 0..n {
+                let at = scattered.row_offset(p) + scattered.segment_offset(j / SEGMENT * SEGMENT) + j % SEGMENT;
+                scattered.data[at] = b.at(p, j);
+            }
+        }
+        scattered
+    }
+
+    /// Whole segments and a gap of 5.
+    fn row_len(n: usize) -> usize {
+        n.div_ceil(SEGMENT).max(2) * SEGMENT + 5
+    }
+
+    fn row_offset(&self, p: usize) -> usize {
+        (self.k - 1 - p) * Self::row_len(self.n)
+    }
+
+    fn at(&self, p: usize, j: usize) -> f32 {
+        self.data[self.row_offset(p) + self.segment_offset(j / SEGMENT * SEGMENT) + j % SEGMENT]
+    }
+}
+
+impl PackB<f32> for ScatteredB {
+    fn rows(&self) -> usize {
+        self.k
+    }
+
+    fn cols(&self) -> usize {
+        self.n
+    }
+
+    fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        for panel in 0..nc.div_ceil(nr) {
+            for p in 0..kc {
+                for j in 0..nr {
+                    let col = panel * nr + j;
+                    dst[panel * kc * nr + p * nr + j] = if col < nc { self.at(pc + p, jc + col) } else { 0.0 };
+                }
+            }
+        }
+    }
+
+    fn direct(&self) -> Option<&dyn DirectB<f32>> {
+        Some(self)
+    }
+}
+
+impl DirectB<f32> for ScatteredB {
+    fn base(&self) -> &[f32] {
+        &self.data
+    }
+
+    fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
+        for (p, offset) in offsets.iter_mut().enumerate() {
+            *offset = self.row_offset(pc + p);
+        }
+    }
+
+    fn segment_offset(&self, col: usize) -> usize {
+        let segments = self.n.div_ceil(SEGMENT).max(2);
+        (segments - 1 - col / SEGMENT) * SEGMENT
+    }
+}
+
+/// B read in place (the AVX-512 kernel's direct form, for m up to
+/// `DIRECT_MAX_M`) gives C bit for bit as B packed from a stored copy, and
+/// matches the f64 oracle: every short last micro-panel of A, n around the
+/// segment and panel widths (junk columns read NaN), k over several `kc`
+/// blocks (the tiny caches make `kc` small), m on both sides of
+/// `DIRECT_MAX_M`, one thread and two, C poisoned with NaN when beta = 0.
+#[test]
+fn direct_b_is_bit_identical_to_packed_b() {
+    let tiny = CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0xd1ec7);
+    let ms = (1..=13).chain([16, 24, 37, DIRECT_MAX_M, DIRECT_MAX_M + 1]);
+    for (case, m) in ms.enumerate() {
+        for (n, k) in [(1, 5), (15, 200), (16, 7), (17, 33), (32, 1), (33, 64), (100, 300)] {
+            let (alpha, beta) = ALPHA_BETA[(case + n) % 4];
+            let mut uniform = || rng.random_range(-1.0f32..1.0);
+            let a = Stored::new(m, k, Layout::RowMajor, &mut uniform, SENTINEL as f32);
+            let b = Stored::new(k, n, Layout::RowMajor, &mut uniform, SENTINEL as f32);
+            let c0 = if beta == 0.0 {
+                Stored::new(m, n, Layout::RowMajor, || f32::NAN, SENTINEL as f32)
+            } else {
+                Stored::new(m, n, Layout::RowMajor, &mut uniform, SENTINEL as f32)
+            };
+            let scattered = ScatteredB::new(b.view());
+            let (a64, b64, c64) = (a.map(f64::from), b.map(f64::from), c0.map(f64::from));
+            let mut expect = c64.map(|x| x);
+            gemm_naive(alpha, a64.view(), b64.view(), beta, expect.view_mut());
+            let mut bound = c64.map(|x| if beta == 0.0 { 0.0 } else { x.abs() });
+            gemm_naive(alpha.abs(), a64.map(f64::abs).view(), b64.map(f64::abs).view(), beta.abs(), bound.view_mut());
+            let (alpha, beta) = (alpha as f32, beta as f32);
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+                for caches in [None, Some(tiny)] {
+                    for threading in [Threading::Single, Threading::Rayon] {
+                        let (want, got) = pool.install(|| {
+                            CACHES_OVERRIDE.set(caches);
+                            let mut want = c0.map(|x| x);
+                            gemm_with(kernel, threading, alpha, a.view(), b.view(), beta, want.view_mut());
+                            let mut got = c0.map(|x| x);
+                            gemm_packed_b(kernel, threading, alpha, a.view(), &scattered, beta, got.view_mut());
+                            CACHES_OVERRIDE.set(None);
+                            (want, got)
+                        });
+                        let what = format!("{kernel:?} {threading:?} {caches:?} m {m} n {n} k {k} alpha {alpha} beta {beta}");
+                        let same = want.data.iter().zip(&got.data).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{what}: B read in place differs from B packed");
+                        for i in 0..m {
+                            for j in 0..n {
+                                let (got, want) = (f64::from(got.get(i, j)), expect.get(i, j));
+                                let tol = f32::tolerance(k, bound.get(i, j));
+                                assert!((got - want).abs() <= tol, "{what}: C[{i}, {j}] = {got}, oracle {want}, tolerance {tol}");
+                            }
+                        }
+                        assert!(got.padding_untouched(SENTINEL as f32), "{what}: wrote outside C");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A [`DirectB`] whose base is too short for the reads its offsets imply is
+/// refused before the microkernel runs, not read out of bounds.
+#[test]
+fn direct_b_past_its_base_is_refused() {
+    if !Kernel::Avx512.available() {
+        eprintln!("skipping: no AVX-512 on this CPU, the only kernel with a direct form");
+        return;
+    }
+    struct Short(Vec<f32>);
+    impl PackB<f32> for Short {
+        fn rows(&self) -> usize {
+            2
+        }
+        fn cols(&self) -> usize {
+            32
+        }
+        fn pack_b(&self, _: usize, _: usize, _: usize, _: usize, _: usize, _: &mut [f32]) {
+            unreachable!("the direct path does not pack")
+        }
+        fn direct(&self) -> Option<&dyn DirectB<f32>> {
+            Some(self)
+        }
+    }
+    impl DirectB<f32> for Short {
+        fn base(&self) -> &[f32] {
+            &self.0
+        }
+        fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
+            for (p, offset) in offsets.iter_mut().enumerate() {
+                *offset = (pc + p) * 32;
+            }
+        }
+        fn segment_offset(&self, col: usize) -> usize {
+            col
+        }
+    }
+    let a = vec![1.0f32; 4];
+    let run = |base_len: usize| {
+        let b = Short(vec![1.0; base_len]);
+        let mut c = vec![0.0f32; 64];
+        let c_view = MatMut::new(&mut c, 2, 32, 32, 1).unwrap();
+        gemm_packed_b(Kernel::Avx512, Threading::Single, 1.0, MatRef::new(&a, 2, 2, 2, 1).unwrap(), &b, 0.0, c_view);
+        c
+    };
+    // Two rows of 32: 64 elements are enough, 63 are not.
+    assert_eq!(run(64), vec![2.0; 64]);
+    let refused = std::panic::catch_unwind(|| run(63)).expect_err("a base one element short was read");
+    let message = refused.downcast_ref::<String>().map(String::as_str).or(refused.downcast_ref::<&str>().copied()).unwrap_or("");
+    assert!(message.contains("reads past its base"), "unexpected panic: {message}");
+}
