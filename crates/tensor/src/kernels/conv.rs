@@ -460,7 +460,7 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
         g.assert_lengths("conv2d_backward_weight", &[("grad_b", grad_b.len(), g.k)]);
         // Row k of every image's grad_out, summed image by image.
         grad_b.par_iter_mut().enumerate().for_each(|(k, db)| {
-            *db = grad_out.chunks_exact(g.k * l).fold(T::ZERO, |sum, dout_n| dout_n[k * l..][..l].iter().fold(sum, |s, &d| s + d));
+            *db = grad_out.chunks_exact(g.k * l).fold(T::ZERO, |sum, dout_n| sum + lane_sum(&dout_n[k * l..][..l]));
         });
     }
     if g.n == 0 {
@@ -518,6 +518,28 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
             }
         }
     });
+}
+
+/// Lanes of [`lane_sum`].
+const SUM_LANES: usize = 16;
+
+/// `sum(row)`, added in `SUM_LANES` interleaved partial sums and then across
+/// them in lane order: a fixed order (the same bits on every machine) that the
+/// compiler turns into vector adds. A plain fold is one dependent add after
+/// another, four cycles each; at 28 x 28 with 16 channels the bias gradient
+/// summed that way was a fifth of the weight-gradient pass.
+fn lane_sum<T: GemmScalar>(row: &[T]) -> T {
+    let mut lanes = [T::ZERO; SUM_LANES];
+    let mut chunks = row.chunks_exact(SUM_LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = *lane + v;
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *lane = *lane + v;
+    }
+    lanes.into_iter().fold(T::ZERO, |sum, lane| sum + lane)
 }
 
 /// `weight_flipped (C, K, KH, KW)[c, k, i, j] = weight (K, C, KH, KW)[k, c, KH-1-i, KW-1-j]`:

@@ -57,15 +57,21 @@ pub(super) fn pad_chw<T: GemmScalar>(x: &[T], (h, w): (usize, usize), (ph, pw): 
 }
 
 /// Copies one image `x` (C, H, W) into `xhwc` (H + 2P, W + 2P, C):
-/// channels last, zeros around it.
+/// channels last, zeros around it. Written pixel by pixel, each pixel's C
+/// values gathered from the C planes: the writes are sequential and the reads
+/// are C sequential streams. (Channel by channel, every write lands C
+/// elements after the last, a new cache line each time for C >= 16.)
 pub(super) fn pad_hwc<T: GemmScalar>(x: &[T], (c, h, w): (usize, usize, usize), p: usize, xhwc: &mut [T]) {
-    let wp = w + 2 * p;
-    xhwc.fill(T::ZERO);
-    for (ci, x_c) in x.chunks_exact(h * w).enumerate() {
-        for (y, x_row) in x_c.chunks_exact(w).enumerate() {
-            let pixels = xhwc[((y + p) * wp + p) * c..].chunks_mut(c);
-            for (pixel, &v) in pixels.zip(x_row) {
-                pixel[ci] = v;
+    let (wp, plane) = (w + 2 * p, h * w);
+    let row_len = wp * c;
+    xhwc[..p * row_len].fill(T::ZERO);
+    xhwc[(p + h) * row_len..].fill(T::ZERO);
+    for (y, row) in xhwc[p * row_len..(p + h) * row_len].chunks_exact_mut(row_len).enumerate() {
+        row[..p * c].fill(T::ZERO);
+        row[(p + w) * c..].fill(T::ZERO);
+        for (xi, pixel) in row[p * c..(p + w) * c].chunks_exact_mut(c.max(1)).enumerate() {
+            for (v, x_c) in pixel.iter_mut().zip(x.chunks_exact(plane)) {
+                *v = x_c[y * w + xi];
             }
         }
     }
