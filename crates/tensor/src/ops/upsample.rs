@@ -53,13 +53,18 @@ pub(crate) fn upsample_nearest2d_backward<T: Float>(x: &Tensor<T>, scale: usize,
     let gd = g.contiguous_data();
     let mut grad = crate::pool::zeroed(x.elem_count());
     // Input row r collects the `scale` output rows it was copied to, and within
-    // them the `scale` pixels each input pixel became.
-    for (grad_row, block) in grad.chunks_mut(w).zip(gd.chunks(scale * ow)) {
+    // them the `scale` pixels each input pixel became. Rows are independent.
+    let collect = |(grad_row, block): (&mut [T], &[T])| {
         for out_row in block.chunks(ow) {
             for (gv, pixels) in grad_row.iter_mut().zip(out_row.chunks(scale)) {
                 *gv += pixels.iter().copied().sum::<T>();
             }
         }
+    };
+    if w > 0 && gd.len() >= super::PARALLEL_MIN_ELEMS {
+        grad.par_chunks_mut(w).zip(gd.par_chunks(scale * ow)).for_each(collect);
+    } else if w > 0 {
+        grad.chunks_mut(w).zip(gd.chunks(scale * ow)).for_each(collect);
     }
     Tensor::from_vec(grad, x.dims())
 }
