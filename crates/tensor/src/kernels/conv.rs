@@ -60,6 +60,12 @@
 //! once per image: at 7 x 7 pixels packing it was a quarter of an image's
 //! product.
 //!
+//! With few output channels (at most 64, so two to six A~ micro-panels)
+//! the B~ micro-panels are not packed at all: both matrices are also
+//! [`DirectB`](super::gemm::DirectB)s, whose rows the AVX-512 microkernel
+//! reads where they lie in the padded image (`Im2row` when C is a multiple
+//! of 16); see `gemm/direct.rs`. Bit-identical to packing them.
+//!
 //! The forward and grad input at stride 2 keep the explicit im2col / col2im.
 //!
 //! Threads: images are independent in the forward and grad-input passes, so
