@@ -17,10 +17,13 @@ row() {
     shift
     if [ ! -f "runs/recipe-$name/samples.png" ]; then
         rm -rf "runs/recipe-$name"
-        # 2,400 steps unless the row sets its own (unquoted below: two words or none).
+        # 2,400 steps and the linear noise schedule (the preset's when the table
+        # was measured) unless the row sets its own (unquoted below: two words or none).
         length="--steps 2400"
         case " $* " in *" --steps "*) length= ;; esac
-        ddpm train --preset quick --quiet --run "runs/recipe-$name" $length "$@" >&2
+        noise="--schedule linear"
+        case " $* " in *" --schedule "*) noise= ;; esac
+        ddpm train --preset quick --quiet --run "runs/recipe-$name" $length $noise "$@" >&2
     fi
     ddpm eval --checkpoint "runs/recipe-$name" --json |
         python3 -c 'import json, sys
