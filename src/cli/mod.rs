@@ -279,7 +279,10 @@ mod tests {
         assert!(parse(&["--ema-decay", "1.5"]).unwrap_err().to_string().contains("--ema-decay"));
         assert!(parse(&["--data", "swiss-roll", "--model", "unet"]).unwrap_err().to_string().contains("--model"));
         assert!(parse(&["--hidden", "4"]).unwrap_err().to_string().contains("--hidden"));
-        assert!(parse(&["--timesteps", "20"]).unwrap_err().to_string().contains("--timesteps"));
+        // The linear schedule's ends are scaled by 1000 / T, which needs T large enough;
+        // the quick preset's cosine schedule takes any T.
+        assert!(parse(&["--schedule", "linear", "--timesteps", "20"]).unwrap_err().to_string().contains("--timesteps"));
+        assert!(parse(&["--timesteps", "20"]).is_ok());
         assert!(parse(&["--res-blocks", "0"]).unwrap_err().to_string().contains("--res-blocks"));
         assert!(parse(&["--model", "mlp", "--res-blocks", "2"]).unwrap_err().to_string().contains("--res-blocks"));
     }

@@ -79,19 +79,6 @@ mod tests {
         assert!(e.contains("--batch 10 or less"), "{e}");
     }
 
-    #[test]
-    fn the_probe_sees_an_allocation_of_its_batch() {
-        // 8 examples of 4 MB each, touched so that they are resident.
-        let per = bytes_per_example(|b| {
-            let v = vec![1u8; b * 4_000_000];
-            assert_eq!(std::hint::black_box(&v).iter().map(|&x| u64::from(x)).sum::<u64>(), (b * 4_000_000) as u64);
-            Ok(())
-        })
-        .unwrap();
-        // Other tests of this process may allocate at the same time, so only the
-        // lower bound is sure.
-        if let Some(per) = per {
-            assert!(per >= 3_900_000, "{per} bytes per example");
-        }
-    }
+    // The probe itself is tested in `tests/memory_probe.rs`, alone in its process:
+    // here other tests allocate and free at the same time, which moves the peak.
 }
