@@ -21,7 +21,7 @@
 //! each run of a micro-panel row is then consecutive channels of one pixel,
 //! a contiguous copy instead of a gather across the rows of `cols`.
 
-use super::super::gemm::{DirectB, GemmScalar, PackB, SEGMENT};
+use super::super::gemm::{DirectB, GemmScalar, PackB, MAX_KC, SEGMENT};
 
 /// Sizes of one padded input image and the kernel sliding over it.
 #[derive(Clone, Copy, Debug)]
@@ -130,26 +130,19 @@ impl<T: GemmScalar> Im2col<'_, T> {
         MAX_NR + g.kw
     }
 
-    /// [`PackB::pack_b`] for micro-panels `NR` wide.
+    /// [`PackB::pack_b`] for micro-panels `NR` wide: each row is the slice
+    /// of `xpad` that [`DirectB::row_offsets`] locates, from the panel's first
+    /// column on.
     fn pack_panels<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [T]) {
-        let g = &self.g;
-        let taps = g.kh * g.kw;
+        let mut rows = [0; MAX_KC];
+        let rows = &mut rows[..kc];
+        self.row_offsets(pc, rows);
         for (panel, dst) in dst[..nc.div_ceil(NR) * kc * NR].chunks_exact_mut(kc * NR).enumerate() {
             let first = jc + panel * NR;
-            // Row p = (c, i, j) starts at (c*HP + i)*WP + j in xpad; step
-            // (c, i, j) like an odometer rather than divide for each row.
-            let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
-            for dst_row in dst.chunks_exact_mut(NR) {
-                let start = (c * g.hp + i) * g.wp + j + first;
+            for (dst_row, &row) in dst.chunks_exact_mut(NR).zip(rows.iter()) {
+                let start = row + first;
                 let dst_row: &mut [T; NR] = dst_row.try_into().expect("rows are NR long");
                 *dst_row = self.xpad[start..start + NR].try_into().expect("slices of NR elements");
-                j += 1;
-                if j == g.kw {
-                    (i, j) = (i + 1, 0);
-                    if i == g.kh {
-                        (c, i) = (c + 1, 0);
-                    }
-                }
             }
             zero_columns_past(dst, NR.min(jc + nc - first), NR);
         }
@@ -193,6 +186,7 @@ impl<T: GemmScalar> DirectB<T> for Im2col<'_, T> {
     fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
         let g = &self.g;
         let taps = g.kh * g.kw;
+        // Step (c, i, j) like an odometer rather than divide for each row.
         let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
         for offset in offsets {
             *offset = (c * g.hp + i) * g.wp + j;
@@ -221,6 +215,16 @@ pub(super) struct Im2row<'a, T> {
     pub g: PaddedGeometry,
 }
 
+impl<T> Im2row<'_, T> {
+    /// Where column `(i*KW + j)*C + c` lies relative to a row's pixel: the
+    /// pixel `(i, j)` further on, channel `c` of it.
+    fn column_offset(&self, col: usize) -> usize {
+        let g = &self.g;
+        let (ij, channel) = (col / g.c, col % g.c);
+        ((ij / g.kw) * g.wp + ij % g.kw) * g.c + channel
+    }
+}
+
 impl<T: GemmScalar> PackB<T> for Im2row<'_, T> {
     fn rows(&self) -> usize {
         self.g.out_h * self.g.out_w
@@ -232,6 +236,9 @@ impl<T: GemmScalar> PackB<T> for Im2row<'_, T> {
 
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
         let g = &self.g;
+        let mut pixels = [0; MAX_KC];
+        let pixels = &mut pixels[..kc];
+        self.row_offsets(pc, pixels);
         let panels = nc.div_ceil(nr);
         for (panel, dst) in dst[..panels * kc * nr].chunks_exact_mut(kc * nr).enumerate() {
             let first = jc + panel * nr;
@@ -241,18 +248,10 @@ impl<T: GemmScalar> PackB<T> for Im2row<'_, T> {
             // channels of one pixel, contiguous in xhwc.
             let mut col = 0;
             while col < width {
-                let (ij, channel) = ((first + col) / g.c, (first + col) % g.c);
-                let len = (g.c - channel).min(width - col);
-                let shift = ((ij / g.kw) * g.wp + ij % g.kw) * g.c + channel;
-                let (mut oh, mut ow) = (pc / g.out_w, pc % g.out_w);
-                for dst_row in dst.chunks_exact_mut(nr) {
-                    let pixel = (oh * g.stride * g.wp + ow * g.stride) * g.c;
+                let len = (g.c - (first + col) % g.c).min(width - col);
+                let shift = self.column_offset(first + col);
+                for (dst_row, &pixel) in dst.chunks_exact_mut(nr).zip(pixels.iter()) {
                     copy_run(&mut dst_row[col..col + len], &self.xhwc[pixel + shift..]);
-                    ow += 1;
-                    if ow == g.out_w {
-                        ow = 0;
-                        oh += 1;
-                    }
                 }
                 col += len;
             }
@@ -287,8 +286,6 @@ impl<T: GemmScalar> DirectB<T> for Im2row<'_, T> {
     }
 
     fn segment_offset(&self, col: usize) -> usize {
-        let g = &self.g;
-        let (ij, channel) = (col / g.c, col % g.c);
-        ((ij / g.kw) * g.wp + ij % g.kw) * g.c + channel
+        self.column_offset(col)
     }
 }

@@ -110,6 +110,7 @@ use std::fmt::Debug;
 use std::ops::{Add, Mul};
 use std::thread::LocalKey;
 
+pub(crate) use blocking::MAX_KC;
 pub use blocking::{Blocking, CacheSizes};
 pub use direct::{DirectB, SEGMENT};
 pub use kernel::Kernel;
@@ -291,7 +292,8 @@ pub trait PackB<T>: Sync {
     /// Packs the block of rows `pc .. pc + kc` and columns `jc .. jc + nc`
     /// into `nc.div_ceil(nr)` micro-panels of `kc x nr`, one after the other:
     /// `dst[panel * kc * nr + p * nr + j] = B[pc + p, jc + panel * nr + j]`,
-    /// and zero where that column is past `jc + nc` (see `pack.rs`).
+    /// and zero where that column is past `jc + nc` (see `pack.rs`). The
+    /// five loops ask for `kc <= MAX_KC` (512) rows at a time.
     #[allow(clippy::too_many_arguments)]
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]);
 
@@ -720,7 +722,7 @@ fn five_loops<T: GemmScalar, K: MicroKernel<T>>(
                 // blocks add onto what the first wrote.
                 let beta = if pc == 0 { beta } else { T::ONE };
                 let a_p = a.block(pc, kc);
-                let bands = if threads > 1 { (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR)) } else { 1 };
+                let bands = band_count::<T, K>(threads, m);
                 for_each_band::<T, K>(bands, a_p, c_j.rb(), &|a_band, c_band| {
                     loop_3(kernel, blocking.mc, alpha, a_band, BPanels::Packed(b_packed), beta, c_band);
                 });
@@ -769,7 +771,7 @@ fn direct_loops<T: GemmScalar, K: MicroKernel<T>>(
 ) {
     let (m, k, n) = (a.rows(), a.cols(), c.cols());
     let kc_max = kc_block(k, blocking);
-    let mut offsets = [0; blocking::MAX_KC];
+    let mut offsets = [0; MAX_KC];
     // LOOP 4: split k into kc parts; B~ rows located, not packed
     for pc in (0..k).step_by(kc_max) {
         let kc = kc_max.min(k - pc);
@@ -777,7 +779,7 @@ fn direct_loops<T: GemmScalar, K: MicroKernel<T>>(
         let rows = DirectRows::new(&offsets[..kc]);
         let beta = if pc == 0 { beta } else { T::ONE };
         let a_p = a.block(pc, kc);
-        let bands = if threads > 1 { (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR)) } else { 1 };
+        let bands = band_count::<T, K>(threads, m);
         let panels = BPanels::Direct { tile, b, rows: &rows, n };
         for_each_band::<T, K>(bands, a_p, c.rb(), &|a_band, c_band| {
             loop_3(kernel, blocking.mc, alpha, a_band, panels, beta, c_band);
@@ -815,6 +817,16 @@ fn pack_b<T: GemmScalar, K: MicroKernel<T>>(
         || pack_b(kernel, threads / 2, b, (pc, kc), (jc, left), dst_left),
         || pack_b(kernel, threads - threads / 2, b, (pc, kc), (jc + left, nc - left), dst_right),
     );
+}
+
+/// The bands LOOP 3 is cut into on `threads` threads: a few per thread, so
+/// that work stealing balances them, and never less than a micro-panel each.
+fn band_count<T: GemmScalar, K: MicroKernel<T>>(threads: usize, m: usize) -> usize {
+    if threads > 1 {
+        (threads * BANDS_PER_THREAD).min(m.div_ceil(K::MR))
+    } else {
+        1
+    }
 }
 
 /// Cuts A (m, kc) and C (m, nc) into `bands` horizontal bands of whole

@@ -358,12 +358,24 @@ impl<T: GemmScalar> PackB<T> for PackFromView<'_, T> {
     }
 
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
-        for panel in 0..nc.div_ceil(nr) {
-            for p in 0..kc {
-                for j in 0..nr {
-                    let col = panel * nr + j;
-                    dst[panel * kc * nr + p * nr + j] = if col < nc { self.0.at(pc + p, jc + col) } else { T::ZERO };
-                }
+        pack_entry_by_entry(|p, j| self.0.at(p, j), (pc, kc), (jc, nc), nr, dst);
+    }
+}
+
+/// [`PackB::pack_b`] written out from its contract, one entry `at(row, col)`
+/// of B at a time.
+fn pack_entry_by_entry<T: GemmScalar>(
+    at: impl Fn(usize, usize) -> T,
+    (pc, kc): (usize, usize),
+    (jc, nc): (usize, usize),
+    nr: usize,
+    dst: &mut [T],
+) {
+    for panel in 0..nc.div_ceil(nr) {
+        for p in 0..kc {
+            for j in 0..nr {
+                let col = panel * nr + j;
+                dst[panel * kc * nr + p * nr + j] = if col < nc { at(pc + p, jc + col) } else { T::ZERO };
             }
         }
     }
@@ -476,14 +488,7 @@ impl PackB<f32> for ScatteredB {
     }
 
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [f32]) {
-        for panel in 0..nc.div_ceil(nr) {
-            for p in 0..kc {
-                for j in 0..nr {
-                    let col = panel * nr + j;
-                    dst[panel * kc * nr + p * nr + j] = if col < nc { self.at(pc + p, jc + col) } else { 0.0 };
-                }
-            }
-        }
+        pack_entry_by_entry(|p, j| self.at(p, j), (pc, kc), (jc, nc), nr, dst);
     }
 
     fn direct(&self) -> Option<&dyn DirectB<f32>> {
