@@ -107,9 +107,88 @@ pub(crate) fn zip_strided<T: Float>(
         (oa, ob)
     };
     let f = &f;
-    let row = |row: usize| {
-        let (pa, pb) = row_start(row);
-        (0..inner).map(move |i| f(a[pa + i * ia], b[pb + i * ib]))
-    };
-    rows_to_vec(n / inner, inner, n >= PARALLEL_MIN_ELEMS, row)
+    let (rows, parallel) = (n / inner, n >= PARALLEL_MIN_ELEMS);
+    // The innermost axis read as plain slices where it can be, so the loop
+    // vectorises: a row of `a` against a row of `b`, or against one number of
+    // `b` repeated (a bias over a channel's pixels), or the other way round.
+    match (ia, ib) {
+        (1, 1) => rows_to_vec(rows, inner, parallel, |row| {
+            let (pa, pb) = row_start(row);
+            a[pa..pa + inner].iter().zip(&b[pb..pb + inner]).map(move |(&x, &y)| f(x, y))
+        }),
+        (1, 0) => rows_to_vec(rows, inner, parallel, |row| {
+            let (pa, pb) = row_start(row);
+            let y = b[pb];
+            a[pa..pa + inner].iter().map(move |&x| f(x, y))
+        }),
+        (0, 1) => rows_to_vec(rows, inner, parallel, |row| {
+            let (pa, pb) = row_start(row);
+            let x = a[pa];
+            b[pb..pb + inner].iter().map(move |&y| f(x, y))
+        }),
+        _ => rows_to_vec(rows, inner, parallel, |row| {
+            let (pa, pb) = row_start(row);
+            (0..inner).map(move |i| f(a[pa + i * ia], b[pb + i * ib]))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tensor::Tensor;
+
+    /// `a - b` (not commutative, so a swapped operand shows) with NumPy
+    /// broadcasting, element by element from the output's index.
+    fn sub_by_index(a: &Tensor<f64>, b: &Tensor<f64>, dims: &[usize]) -> Vec<f64> {
+        let (va, vb) = (a.to_vec(), b.to_vec());
+        let at = |t: &Tensor<f64>, v: &[f64], index: &[usize]| {
+            let lead = dims.len() - t.rank();
+            let flat = t.dims().iter().enumerate().fold(0, |flat, (axis, &d)| flat * d + if d == 1 { 0 } else { index[lead + axis] });
+            v[flat]
+        };
+        let n: usize = dims.iter().product();
+        (0..n)
+            .map(|mut flat| {
+                let mut index = vec![0; dims.len()];
+                for axis in (0..dims.len()).rev() {
+                    index[axis] = flat % dims[axis];
+                    flat /= dims[axis];
+                }
+                at(a, &va, &index) - at(b, &vb, &index)
+            })
+            .collect()
+    }
+
+    /// Every shape of innermost loop of the broadcasting zip: both rows read
+    /// in place, one operand's number repeated along the row (either side),
+    /// and strided rows (a transposed view), on odd sizes, against the
+    /// element-by-element definition.
+    #[test]
+    fn broadcast_rows_of_every_stride_pattern_match_the_definition() {
+        let tensor = |dims: &[usize], seed: f64| {
+            let n: usize = dims.iter().product();
+            Tensor::from_vec((0..n).map(|i| (i as f64 * 0.731 + seed).sin()).collect(), dims).unwrap()
+        };
+        let cases: [(&[usize], &[usize]); 6] = [
+            (&[3, 5, 7], &[5, 7]),    // rows against rows, repeated over the first axis
+            (&[3, 5, 7], &[3, 5, 1]), // a row against one number of b
+            (&[3, 5, 1], &[3, 5, 7]), // one number of a against a row
+            (&[2, 3, 5, 7], &[1, 3, 1, 1]),
+            (&[7], &[1]),
+            (&[1], &[9]),
+        ];
+        for (da, db) in cases {
+            let (a, b) = (tensor(da, 0.1), tensor(db, 0.7));
+            let out = a.sub(&b).unwrap();
+            assert_eq!(out.to_vec(), sub_by_index(&a, &b, out.dims()), "{da:?} - {db:?}");
+        }
+        // Strided rows: a transposed view against a column, and against a row.
+        let a = tensor(&[7, 5], 0.3).t().unwrap();
+        for b in [tensor(&[5, 1], 0.9), tensor(&[7], 0.9), tensor(&[5, 7], 0.9).t().unwrap().t().unwrap()] {
+            let out = a.sub(&b).unwrap();
+            let a_stored = Tensor::from_vec(a.to_vec(), a.dims()).unwrap();
+            let b_stored = Tensor::from_vec(b.to_vec(), b.dims()).unwrap();
+            assert_eq!(out.to_vec(), sub_by_index(&a_stored, &b_stored, out.dims()), "{:?} - {:?}", a.dims(), b.dims());
+        }
+    }
 }
