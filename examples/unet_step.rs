@@ -18,6 +18,8 @@ fn main() -> Result<(), Error> {
     // As `ddpm` does: the main thread is one of rayon's workers, so a parallel
     // op starts on it instead of waking another thread and sleeping.
     let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+    // And, as `ddpm train` does, the other workers busy-wait between ops.
+    let _awake = tensor::KeepAwake::new();
     let batch: usize = std::env::args().nth(1).and_then(|b| b.parse().ok()).unwrap_or(64);
     let steps: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let mut r = rng(0);

@@ -145,6 +145,8 @@ pub fn measure(config: &UNetConfig, batch: usize, reps: usize) -> Result<StepTim
     let mut bench = StepBench::new(config, batch)?;
     bench.train_step()?;
     bench.forward()?;
+    // As `ddpm train` does: the other workers busy-wait between ops.
+    let _awake = tensor::KeepAwake::new();
     reset_peak_rss();
     let mut steps = Vec::with_capacity(reps);
     for _ in 0..reps {

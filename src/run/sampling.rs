@@ -120,6 +120,8 @@ fn draw_watched(
     let mut shape = vec![count];
     shape.extend(config.example_dims());
     let mut r = rng(seed);
+    // Model call after model call: the other workers busy-wait between ops.
+    let _awake = tensor::KeepAwake::new();
     let clip_denoised = config.data == Dataset::Mnist;
     let trajectory = match sampler.kind {
         SamplerKind::Ddpm => sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r),

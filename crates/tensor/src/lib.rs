@@ -11,6 +11,7 @@
 //! - `ops/`: each primitive's forward beside its backward;
 //! - [`kernels`]: GEMM and convolution on raw slices;
 //! - [`pool`]: tensor buffers reused from one training step to the next;
+//! - [`awake`]: rayon's workers kept busy-waiting through a training loop;
 //! - [`gradcheck`]: finite-difference verification of every gradient.
 //!
 //! ```
@@ -26,6 +27,7 @@
 //! # Ok::<(), tensor::Error>(())
 //! ```
 
+pub mod awake;
 pub mod backprop;
 pub mod element;
 pub mod error;
@@ -39,6 +41,7 @@ pub mod random;
 pub mod shape;
 pub mod tensor;
 
+pub use awake::KeepAwake;
 pub use backprop::{is_grad_enabled, no_grad, GradStore, NoGradGuard};
 pub use element::Float;
 pub use error::{Error, Result};
