@@ -14,6 +14,7 @@
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{map_into, zip_into};
+use crate::kernels::gemm::scratch::with_scratch;
 use crate::op::Op;
 use crate::ops::unary::{silu_chain, silu_scalar};
 use crate::tensor::Tensor;
@@ -186,45 +187,36 @@ pub(crate) fn group_norm_backward<T: Float>(
     rstd: &[T],
     g: &Tensor<T>,
 ) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    let gd = g.contiguous_data();
+    backward_blocks(x, weight, groups, mean, rstd, |_, range, f| f(&gd[range]))
+}
+
+/// The group-norm backward of every (sample, group) block, on the threads:
+/// `block_grad(ng, range, f)` hands `f` the upstream gradient of block `ng`
+/// (the elements `range` of x), as stored or computed on the spot.
+fn backward_blocks<T: Float>(
+    x: &Tensor<T>,
+    weight: &Tensor<T>,
+    groups: usize,
+    mean: &[T],
+    rstd: &[T],
+    block_grad: impl Fn(usize, std::ops::Range<usize>, &mut dyn FnMut(&[T])) + Sync,
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
     let (n, _, spatial, per_group) = sizes(x, groups);
     let c = x.dims()[1];
     let block = per_group * spatial;
-    let (xd, gd, w) = (x.contiguous_data(), g.contiguous_data(), weight.contiguous_data());
+    let (xd, w) = (x.contiguous_data(), weight.contiguous_data());
     let mut grad_x = crate::pool::for_overwrite(xd.len());
     // Per-block parameter gradients (dL/dweight, dL/dbias for the block's
     // channels), reduced below in a fixed order so the result does not depend on
     // the thread count.
     let mut partial = vec![(Vec::new(), Vec::new()); n * groups];
     if block > 0 {
-        grad_x.par_chunks_mut(block).zip(xd.par_chunks(block)).zip(gd.par_chunks(block)).zip(partial.par_iter_mut()).enumerate().for_each(
-            |(ng, (((dx, x), g), part))| {
-                let (mu, rs) = (mean[ng].to_f64(), rstd[ng].to_f64());
-                let first_channel = (ng % groups) * per_group;
-                let (mut gw, mut gb) = (vec![0.0f64; per_group], vec![0.0f64; per_group]);
-                let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
-                for j in 0..per_group {
-                    let rows = j * spatial..(j + 1) * spatial;
-                    let (s_g, s_gx) = lane_sums_g_gx(&g[rows.clone()], &x[rows]);
-                    let wc = w[first_channel + j].to_f64();
-                    gb[j] = s_g;
-                    gw[j] = rs * (s_gx - mu * s_g);
-                    sum_dxhat += wc * s_g;
-                    sum_dxhat_xhat += wc * gw[j];
-                }
-                let m = block as f64;
-                let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat / m, sum_dxhat_xhat / m);
-                let coef_x = T::from_f64(-rs * rs * mean_dxhat_xhat);
-                let shift = T::from_f64(rs * (mu * rs * mean_dxhat_xhat - mean_dxhat));
-                for j in 0..per_group {
-                    let coef_g = T::from_f64(rs * w[first_channel + j].to_f64());
-                    let rows = j * spatial..(j + 1) * spatial;
-                    for ((d, &gv), &xv) in dx[rows.clone()].iter_mut().zip(&g[rows.clone()]).zip(&x[rows]) {
-                        *d = coef_g * gv + coef_x * xv + shift;
-                    }
-                }
-                *part = (gw, gb);
-            },
-        );
+        grad_x.par_chunks_mut(block).zip(xd.par_chunks(block)).zip(partial.par_iter_mut()).enumerate().for_each(|(ng, ((dx, x), part))| {
+            block_grad(ng, ng * block..(ng + 1) * block, &mut |g| {
+                *part = block_backward(dx, x, g, (mean[ng], rstd[ng]), &w[(ng % groups) * per_group..][..per_group], spatial);
+            });
+        });
     }
     let (mut grad_w, mut grad_b) = (vec![0.0f64; c], vec![0.0f64; c]);
     for (ng, (gw, gb)) in partial.iter().enumerate() {
@@ -236,6 +228,37 @@ pub(crate) fn group_norm_backward<T: Float>(
     }
     let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
     Ok((Tensor::from_vec(grad_x, x.dims())?, Tensor::from_vec(cast(grad_w), &[c])?, Tensor::from_vec(cast(grad_b), &[c])?))
+}
+
+/// One block of the backward above: writes `dx` from the block's `x`, its
+/// upstream gradient `g` and statistics, and returns the block's channels'
+/// `(dL/dweight, dL/dbias)`; `w` holds those channels' weights.
+fn block_backward<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T), w: &[T], spatial: usize) -> (Vec<f64>, Vec<f64>) {
+    let per_group = w.len();
+    let (mu, rs) = (mean.to_f64(), rstd.to_f64());
+    let (mut gw, mut gb) = (vec![0.0f64; per_group], vec![0.0f64; per_group]);
+    let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
+    for j in 0..per_group {
+        let rows = j * spatial..(j + 1) * spatial;
+        let (s_g, s_gx) = lane_sums_g_gx(&g[rows.clone()], &x[rows]);
+        let wc = w[j].to_f64();
+        gb[j] = s_g;
+        gw[j] = rs * (s_gx - mu * s_g);
+        sum_dxhat += wc * s_g;
+        sum_dxhat_xhat += wc * gw[j];
+    }
+    let m = (per_group * spatial) as f64;
+    let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat / m, sum_dxhat_xhat / m);
+    let coef_x = T::from_f64(-rs * rs * mean_dxhat_xhat);
+    let shift = T::from_f64(rs * (mu * rs * mean_dxhat_xhat - mean_dxhat));
+    for j in 0..per_group {
+        let coef_g = T::from_f64(rs * w[j].to_f64());
+        let rows = j * spatial..(j + 1) * spatial;
+        for ((d, &gv), &xv) in dx[rows.clone()].iter_mut().zip(&g[rows.clone()]).zip(&x[rows]) {
+            *d = coef_g * gv + coef_x * xv + shift;
+        }
+    }
+    (gw, gb)
 }
 
 /// The backward of [`Tensor::group_norm_silu`]: the normalised values `z` are
@@ -253,13 +276,18 @@ pub(crate) fn group_norm_silu_backward<T: Float>(
     let (_, c, spatial, per_group) = sizes(x, groups);
     let (xd, gd) = (x.contiguous_data(), g.contiguous_data());
     let (w, b) = (weight.contiguous_data(), bias.contiguous_data());
-    let mut dz = crate::pool::for_overwrite(xd.len());
-    if spatial > 0 {
-        dz.par_chunks_mut(spatial).zip(xd.par_chunks(spatial)).zip(gd.par_chunks(spatial)).enumerate().for_each(|(nc, ((dz, x), g))| {
-            let (ng, channel) = (nc / per_group, nc % c);
-            let (scale, shift) = affine(mean[ng], rstd[ng], w[channel], b[channel]);
-            zip_into(x, g, dz, |v, gv| silu_chain(v * scale + shift, gv));
-        });
-    }
-    group_norm_backward(x, weight, groups, mean, rstd, &Tensor::from_vec(dz, x.dims())?)
+    // dz of one block at a time, in a scratch buffer that stays in cache for
+    // the group-norm backward that reads it next (a whole dz tensor would be
+    // written out to memory and read back).
+    backward_blocks(x, weight, groups, mean, rstd, |ng, range, f| {
+        with_scratch(range.len(), |dz: &mut [T]| {
+            let (x, g) = (&xd[range.clone()], &gd[range.clone()]);
+            for (j, ((dz, x), g)) in dz.chunks_mut(spatial).zip(x.chunks(spatial)).zip(g.chunks(spatial)).enumerate() {
+                let channel = (ng * per_group + j) % c;
+                let (scale, shift) = affine(mean[ng], rstd[ng], w[channel], b[channel]);
+                zip_into(x, g, dz, |v, gv| silu_chain(v * scale + shift, gv));
+            }
+            f(dz)
+        })
+    })
 }
