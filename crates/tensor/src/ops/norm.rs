@@ -251,8 +251,8 @@ fn block_backward<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T)
     let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat / m, sum_dxhat_xhat / m);
     let coef_x = T::from_f64(-rs * rs * mean_dxhat_xhat);
     let shift = T::from_f64(rs * (mu * rs * mean_dxhat_xhat - mean_dxhat));
-    for j in 0..per_group {
-        let coef_g = T::from_f64(rs * w[j].to_f64());
+    for (j, &wj) in w.iter().enumerate() {
+        let coef_g = T::from_f64(rs * wj.to_f64());
         let rows = j * spatial..(j + 1) * spatial;
         for ((d, &gv), &xv) in dx[rows.clone()].iter_mut().zip(&g[rows.clone()]).zip(&x[rows]) {
             *d = coef_g * gv + coef_x * xv + shift;
