@@ -178,7 +178,8 @@ fn lane_sums_g_gx<T: Float>(g: &[T], x: &[T]) -> (f64, f64) {
 // Every sum reduces to two per channel, S_g = sum g and S_gx = sum g x, because
 // sum g xhat = rstd (S_gx - mean S_g). Then dL/dx is affine in (g, x) per channel:
 //   dL/dx = (rstd w[c]) g + (-rstd^2 mean(dxhat xhat)) x + rstd (mean rstd mean(dxhat xhat) - mean(dxhat)),
-// one fused multiply-add chain per element.
+// one fused multiply-add chain per element. `block_backward` computes it for one
+// (sample, group) block; `backward_blocks` runs the blocks on the threads.
 pub(crate) fn group_norm_backward<T: Float>(
     x: &Tensor<T>,
     weight: &Tensor<T>,
