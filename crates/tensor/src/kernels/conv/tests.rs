@@ -41,6 +41,13 @@ fn geometries() -> Vec<Conv2dGeometry> {
     for (c, stride) in [(16, 1), (16, 2), (8, 1)] {
         out.push(Conv2dGeometry { n: 5, c, h: 6, w: 7, k: 5, kh: 3, kw: 3, stride, padding: 1 });
     }
+    // Weight gradients of few columns (dot products, `weight_grad_thin`) over
+    // a batch above the weight-gradient chunk, and at the largest such R.
+    for (c, stride) in [(1, 1), (3, 2)] {
+        out.push(Conv2dGeometry { n: 6, c, h: 9, w: 11, k: 5, kh: 3, kw: 3, stride, padding: 1 });
+    }
+    out.push(Conv2dGeometry { n: 2, c: 31, h: 5, w: 4, k: 3, kh: 1, kw: 1, stride: 1, padding: 1 });
+    out.push(Conv2dGeometry { n: 2, c: 1, h: 7, w: 6, k: 3, kh: 4, kw: 7, stride: 1, padding: 2 });
     // Products that span several `kc` blocks with B read in place (see
     // `gemm/direct.rs`): R = 288 rows of the im2col matrix, L = 784 rows of
     // the weight gradient's, channels a multiple of 16.
