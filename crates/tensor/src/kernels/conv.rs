@@ -53,7 +53,10 @@
 //!   `cols^T` with its columns in the order (i, j, c), packed from a
 //!   channels-last copy of the image (`Im2row`): each micro-panel row is a
 //!   run of consecutive channels instead of a gather across the rows of
-//!   `cols`. The (c, i, j) order of `grad_w` is restored at the end.
+//!   `cols`. The (c, i, j) order of `grad_w` is restored at the end. With
+//!   fewer than 32 columns (`R' < THIN_MAX_R`, a 1-channel image's first
+//!   convolution has 9) it is `K R'` dot products over the output pixels
+//!   instead, since a micro-panel of the GEMM would be mostly zeros.
 //!
 //! In the first two the A of every image's product is the same (the weight,
 //! or the flipped weight), so it is packed once per call ([`PackedA`]), not
