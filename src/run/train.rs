@@ -407,7 +407,7 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
     progress.start_at(start_step as u64);
     let started = Instant::now();
     // The other rayon workers busy-wait for the next op instead of sleeping
-    // between ops (see `tensor::awake`): 5-8% of a step on the Intel Xeon.
+    // between ops (see `tensor::awake`): 6-9% of a step on the Intel Xeon.
     let _awake = tensor::KeepAwake::new();
     let mut last_checkpoint = run.checkpoint_path().exists().then(|| run.checkpoint_path());
     let mut final_loss = f64::NAN;
