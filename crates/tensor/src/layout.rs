@@ -112,6 +112,20 @@ impl Layout {
         Some(())
     }
 
+    /// The storage offset of each matrix of a layout whose last two axes are
+    /// swapped in storage (the second-to-last has stride 1, the last does not:
+    /// a transposed matrix, or a batch of them, as a permute leaves it), in
+    /// row-major order of the other axes. `None` for any other layout.
+    pub(crate) fn transposed_blocks(&self) -> Option<Vec<usize>> {
+        let rank = self.dims.len();
+        if rank < 2 || self.strides[rank - 2] != 1 || self.strides[rank - 1] == 1 || self.elem_count() == 0 {
+            return None;
+        }
+        let mut bases = Vec::new();
+        self.for_each_outer(rank - 2, |base| bases.push(base));
+        Some(bases)
+    }
+
     /// Calls `f(storage offset)` for every index of the first `outer` axes, in
     /// row-major order, advancing the offset like an odometer (one add a step).
     /// The layout has at least one element.

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::op::Op;
 use crate::shape::elem_count;
+use rayon::prelude::*;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -298,6 +299,27 @@ impl<T: Float> Tensor<T> {
         if layout.is_contiguous() {
             let start = layout.offset();
             Cow::Borrowed(&self.0.storage[start..start + layout.elem_count()])
+        } else if let Some(bases) = layout.transposed_blocks() {
+            // A permuted view with its last two axes swapped (attention's
+            // heads and pixels): each (rows, cols) matrix copied column by
+            // column, reading runs of `rows`, the matrices on the threads.
+            let (rank, storage) = (layout.dims().len(), &self.0.storage);
+            let (rows, cols, col_stride) = (layout.dims()[rank - 2], layout.dims()[rank - 1], layout.strides()[rank - 1]);
+            let mut out = crate::pool::for_overwrite(layout.elem_count());
+            let transpose = |(block, &base): (&mut [T], &usize)| {
+                for c in 0..cols {
+                    let column = &storage[base + c * col_stride..][..rows];
+                    for (v, &x) in block[c..].iter_mut().step_by(cols).zip(column) {
+                        *v = x;
+                    }
+                }
+            };
+            if out.len() >= crate::ops::PARALLEL_MIN_ELEMS {
+                out.par_chunks_mut(rows * cols).zip(bases.par_iter()).for_each(transpose);
+            } else {
+                out.chunks_mut(rows * cols).zip(&bases).for_each(transpose);
+            }
+            Cow::Owned(out)
         } else {
             let storage = &self.0.storage;
             let mut out = crate::pool::with_capacity(layout.elem_count());
@@ -371,6 +393,41 @@ impl<T: Float> Tensor<T> {
 mod tests {
     use super::*;
     use std::sync::Weak;
+
+    /// A view's values in row-major order, read one index at a time: the
+    /// definition the copies of `contiguous_data` are checked against.
+    fn by_index(t: &Tensor<f64>) -> Vec<f64> {
+        let mut out = Vec::new();
+        t.layout().for_each_index(|_, s| out.push(t.0.storage[s]));
+        out
+    }
+
+    /// Permuted views with the last two axes swapped take the transposed
+    /// copy (on one thread, and on the threads above the parallel size),
+    /// others the runs or the index walk: every one equals the definition,
+    /// also narrowed, offset, and with a broadcast last axis.
+    #[test]
+    fn contiguous_copies_of_permuted_views_match_the_definition() -> Result<()> {
+        let tensor = |dims: &[usize]| {
+            let n: usize = dims.iter().product();
+            Tensor::from_vec((0..n).map(|i| i as f64 * 0.5 - 3.0).collect(), dims)
+        };
+        let views = [
+            tensor(&[5, 3])?.t()?,
+            tensor(&[2, 7, 5])?.permute(&[0, 2, 1])?,
+            tensor(&[3, 2, 5, 4])?.permute(&[1, 0, 3, 2])?,
+            tensor(&[2, 3, 4])?.permute(&[2, 1, 0])?,
+            tensor(&[4, 9, 6])?.narrow(1, 2, 5)?.permute(&[0, 2, 1])?,
+            tensor(&[3, 1])?.broadcast_to(&[3, 4])?,
+            tensor(&[64, 49, 32])?.permute(&[0, 2, 1])?,
+        ];
+        for view in &views {
+            assert!(!view.layout().is_contiguous());
+            assert_eq!(view.contiguous_data().into_owned(), by_index(view), "{:?} {:?}", view.dims(), view.layout().strides());
+        }
+        assert!(views[6].elem_count() >= crate::ops::PARALLEL_MIN_ELEMS, "one view takes the threaded copy");
+        Ok(())
+    }
 
     /// A handle on `t`'s values that does not keep them alive.
     fn values_of(t: &Tensor<f64>) -> Weak<Vec<f64>> {
