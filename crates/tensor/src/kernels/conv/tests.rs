@@ -52,6 +52,17 @@ fn geometries() -> Vec<Conv2dGeometry> {
     // `gemm/direct.rs`): R = 288 rows of the im2col matrix, L = 784 rows of
     // the weight gradient's, channels a multiple of 16.
     out.push(Conv2dGeometry { n: 2, c: 32, h: 28, w: 28, k: 5, kh: 3, kw: 3, stride: 1, padding: 1 });
+    // Winograd F(2x2, 3x3) (`winograd.rs`: 3x3, stride 1, padding 1, at
+    // least 64 channels in and out; the weight gradient from 14 x 14 on):
+    // odd and even sides (tiles past the edge), one-pixel and one-tile
+    // images, batches that span several groups of images (7 x 7: four a
+    // group) and several weight-gradient chunks, GEMMs with more than one A~
+    // and B~ micro-panel.
+    for (n, c, h, w, k) in
+        [(6, 64, 7, 7, 65), (5, 65, 6, 5, 64), (3, 64, 1, 1, 64), (1, 64, 3, 2, 70), (5, 64, 15, 14, 64), (2, 72, 14, 17, 64)]
+    {
+        out.push(Conv2dGeometry { n, c, h, w, k, kh: 3, kw: 3, stride: 1, padding: 1 });
+    }
     out
 }
 
@@ -114,8 +125,55 @@ fn check_geometry<T: TestScalar>(g: &Conv2dGeometry, rng: &mut ChaCha8Rng) {
     conv2d_backward_weight_naive(g, &x64, &dout64, &mut want_w, Some(&mut want_b));
     let (mut bound_w, mut bound_b) = (vec![0.0; weight.len()], vec![0.0; g.k]);
     conv2d_backward_weight_naive(g, &abs(&x64), &abs(&dout64), &mut bound_w, Some(&mut bound_b));
-    assert_close("conv2d_backward_weight (weight)", g, &grad_w, &want_w, &bound_w, g.n * l);
+    if winograd::applies_to_weight_grad(g) {
+        let (bound_w, terms) = winograd_weight_bound(g, &x64, &dout64);
+        assert_close("conv2d_backward_weight (weight, Winograd)", g, &grad_w, &want_w, &bound_w, terms);
+    } else {
+        assert_close("conv2d_backward_weight (weight)", g, &grad_w, &want_w, &bound_w, g.n * l);
+    }
     assert_close("conv2d_backward_weight (bias)", g, &grad_b, &want_b, &bound_b, g.n * l);
+}
+
+/// The error bound of the Winograd weight gradient, for each weight, and its
+/// number of terms. Its sums are not those of the definition: the product of
+/// position `pos` of a tile's `A dY A^T` (a signed sum of the tile's 2 x 2
+/// output gradients) and of its `B^T d B` (of the 4 x 4 input values) holds
+/// every pair of an output gradient and an input value of the tile, most of
+/// which cancel exactly, but round. So a weight's bound is 9 (the entries of
+/// `dU` that `G^T dU G` combines, with coefficients of at most 1) times the
+/// sum over tiles of `(sum |dy|) (sum |d|)`, the same for the 9 weights of a
+/// filter, over one sum per tile plus the transforms' 16.
+fn winograd_weight_bound(g: &Conv2dGeometry, x: &[f64], dout: &[f64]) -> (Vec<f64>, usize) {
+    let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+    let mut bound = vec![0.0; g.k * g.c * 9];
+    for n in 0..g.n {
+        for ty in 0..th {
+            for tx in 0..tw {
+                let mut dy_sum = vec![0.0; g.k];
+                for (k, sum) in dy_sum.iter_mut().enumerate() {
+                    for (y, xx) in [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(a, b)| (2 * ty + a, 2 * tx + b)) {
+                        if y < g.h && xx < g.w {
+                            *sum += dout[((n * g.k + k) * g.h + y) * g.w + xx].abs();
+                        }
+                    }
+                }
+                for c in 0..g.c {
+                    let mut d_sum = 0.0;
+                    for r in 0..4 {
+                        for s in 0..4 {
+                            d_sum += input_at(g, x, n, c, 2 * ty + r, 2 * tx + s).map_or(0.0, f64::abs);
+                        }
+                    }
+                    for (k, &dy) in dy_sum.iter().enumerate() {
+                        for tap in 0..9 {
+                            bound[(k * g.c + c) * 9 + tap] += 9.0 * dy * d_sum;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (bound, g.n * th * tw + 16)
 }
 
 #[test]
@@ -148,9 +206,19 @@ fn naive_forward_by_hand() {
 
 /// Every pass gives the same bits on 1, 2 or 3 threads (the weight
 /// gradient sums images in fixed chunks, added in a fixed order).
+/// The second geometry takes the Winograd path in every pass.
 #[test]
 fn results_do_not_depend_on_thread_count() {
-    let g = Conv2dGeometry { n: 13, c: 3, h: 9, w: 9, k: 8, kh: 3, kw: 3, stride: 1, padding: 1 };
+    for g in [
+        Conv2dGeometry { n: 13, c: 3, h: 9, w: 9, k: 8, kh: 3, kw: 3, stride: 1, padding: 1 },
+        Conv2dGeometry { n: 9, c: 64, h: 14, w: 14, k: 64, kh: 3, kw: 3, stride: 1, padding: 1 },
+    ] {
+        same_bits_on_1_2_3_threads(&g);
+    }
+}
+
+fn same_bits_on_1_2_3_threads(g: &Conv2dGeometry) {
+    let g = *g;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let x: Vec<f32> = random(g.n * g.c * g.h * g.w, &mut rng);
     let weight: Vec<f32> = random(g.k * g.c * 9, &mut rng);

@@ -107,7 +107,7 @@ mod tests;
 
 use std::cell::RefCell;
 use std::fmt::Debug;
-use std::ops::{Add, Mul};
+use std::ops::{Add, Mul, Sub};
 use std::thread::LocalKey;
 
 pub(crate) use blocking::MAX_KC;
@@ -133,11 +133,15 @@ mod sealed {
 /// portable kernel, compiled for the detected instruction set).
 ///
 /// Sealed: the microkernels exist only for these two.
-pub trait GemmScalar: sealed::Sealed + Copy + Send + Sync + 'static + Debug + PartialEq + Add<Output = Self> + Mul<Output = Self> {
+pub trait GemmScalar:
+    sealed::Sealed + Copy + Send + Sync + 'static + Debug + PartialEq + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self>
+{
     /// Additive identity.
     const ZERO: Self;
     /// Multiplicative identity.
     const ONE: Self;
+    /// One half (the Winograd transforms of `conv/winograd.rs`).
+    const HALF: Self;
 
     /// Runs the five loops with the microkernel `kernel` for this type.
     #[doc(hidden)]
@@ -177,6 +181,7 @@ thread_local! {
 impl GemmScalar for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 
     fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f32, c: MatMut<f32>) {
         dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Stored(b), beta, c);
@@ -210,6 +215,7 @@ impl GemmScalar for f32 {
 impl GemmScalar for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const HALF: Self = 0.5;
 
     fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f64, a: MatRef<f64>, b: MatRef<f64>, beta: f64, c: MatMut<f64>) {
         dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Stored(b), beta, c);

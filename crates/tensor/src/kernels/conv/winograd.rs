@@ -1,0 +1,600 @@
+//! Winograd's minimal filtering F(2x2, 3x3): a 3x3 convolution (stride 1,
+//! padding 1) with 16 multiplications per 2 x 2 outputs instead of 36.
+//!
+//! In one dimension, two outputs of a 3-tap filter `g` over four inputs
+//! `d0..d3` (`y0 = d0 g0 + d1 g1 + d2 g2`, `y1 = d1 g0 + d2 g1 + d3 g2`) take
+//! four products instead of six:
+//!
+//! ```text
+//! m0 = (d0 - d2) g0            m1 = (d1 + d2) (g0 + g1 + g2) / 2
+//! m3 = (d1 - d3) g2            m2 = (d2 - d1) (g0 - g1 + g2) / 2
+//! y0 = m0 + m1 + m2            y1 = m1 - m2 - m3
+//! ```
+//!
+//! that is `y = A^T [(G g) . (B^T d)]` with `.` the element-wise product and
+//!
+//! ```text
+//!        | 1  0 -1  0 |          | 1    0    0   |
+//! B^T =  | 0  1  1  0 |     G =  | 1/2  1/2  1/2 |     A^T = | 1  1  1  0 |
+//!        | 0 -1  1  0 |          | 1/2 -1/2  1/2 |           | 0  1 -1 -1 |
+//!        | 0  1  0 -1 |          | 0    0    1   |
+//! ```
+//!
+//! Nested in two dimensions, a 2 x 2 output tile of one filter over its 4 x 4
+//! input tile `d` is `Y = A^T [(G g G^T) . (B^T d B)] A`. Over C channels
+//! the products are summed before the (linear) output transform, so at each
+//! of the 16 positions of the 4 x 4 transformed tile the sum over channels
+//! is a matrix product:
+//!
+//! ```text
+//! U[pos] (K, C) = (G w[k, c] G^T)[pos]              the filters, once per call
+//! V[pos] (C, T) = (B^T d[c, t] B)[pos]              T tiles of the images
+//! M[pos] (K, T) = U[pos] @ V[pos]                   16 GEMMs
+//! out tile [k, t] = A^T M[., k, t] A  (+ bias)
+//! ```
+//!
+//! Input tiles overlap by two pixels (a tile's 2 x 2 outputs need its 4 x 4
+//! inputs); tiles past the image's edge read zeros and their outputs are
+//! dropped. A direct 3x3 convolution spends 9 multiply-adds per output and
+//! channel pair, this one 16 / 4 = 4 (7 x 7 images: 16 tiles cover 8 x 8,
+//! 5.2): the 16 products are 2.25 (1.7) times less arithmetic.
+//!
+//! The backward passes are the adjoint of the same computation, so they are
+//! exact in exact arithmetic too:
+//!
+//! - grad input is the forward convolution of `dout` with the flipped kernel
+//!   (`Conv2dGeometry::flipped`), itself 3x3, stride 1, padding 1.
+//! - grad weight: with `dM = A dY A^T` for each output tile (zero outside the
+//!   image), `dU[pos] (K, C) = sum_tiles dM[pos] (K, T) @ V[pos]^T (T, C)`, 16
+//!   GEMMs summed over the batch, and `dw[k, c] = G^T dU[., k, c] G`.
+//!
+//! # Layout
+//!
+//! Each step of a transform is the same arithmetic for every channel, so
+//! the images are copied channels last (`(2 TH + 2, 2 TW + 2, C)`, zero
+//! padded) and every step runs over the C channels of one tile at once, in
+//! vectors (compiled for AVX-512 or AVX2 where the CPU has them, see
+//! [`vectorized`]). So V and M are stored transposed, `(T, C)` and `(T, K)`
+//! for each position, and the GEMMs are `M[pos]^T = V[pos]^T @ U[pos]^T`:
+//! `U[pos]^T` (C, K) is read in place ([`Stored`]), `V[pos]^T` packed. A
+//! first version kept V as (C, T) and ran the steps over runs of tiles (7 or
+//! 14 a tile row); the short runs and the stride-2 gathers made it slower
+//! than im2col everywhere.
+//!
+//! # Where it pays (Intel Xeon of sessions 10-13, batch 64, two threads)
+//!
+//! Forward, grad input and grad weight, alternated with the im2col passes
+//! four times (ms, each pass's median of 40-60 calls):
+//!
+//! ```text
+//! 64 -> 64 channels, 14 x 14     4.0-5.2 / 4.1-5.0 / 4.3-5.2   against  5.0-6.0 / 5.0-5.4 / 5.1-5.8
+//! 128 -> 64, 14 x 14             9.0-9.6 / 8.4-9.5 / 9.3-10.7  against 10.4-14.3 / 11.2-14.2 / 10.5-14.0
+//! 64 -> 64, 7 x 7 (fwd, dx)      1.8-2.0 / 1.8-1.9             against  2.0-2.2 / 2.0-2.1
+//! 128 -> 64, 7 x 7 (fwd, dx)     3.4-3.9 / 3.1-3.3             against  3.3-4.7 / 3.7-3.9
+//! ```
+//!
+//! With 32 channels (the 28 x 28 level) and for the weight gradient at 7 x
+//! 7 it was slower, so those keep im2col ([`MIN_CHANNELS`],
+//! [`MIN_SIDE_WEIGHT_GRAD`]). What is left on the table: `V[pos]^T` is
+//! packed for the GEMM (a transpose, 14% of the 14 x 14 passes' time) and the
+//! copies to and from channels last are scalar (about 12%).
+//!
+//! # Rounding
+//!
+//! The transforms only add, subtract and halve. The forward and grad-input
+//! results meet the im2col passes' tolerance against the f64 oracle; the
+//! weight gradient's sums pair every output gradient of a tile with every
+//! input value of it, so its error is bounded by the whole tile's products
+//! instead of the weight's own (`winograd_weight_bound` in the conv tests).
+
+use rayon::prelude::*;
+
+use super::super::gemm::scratch::with_scratch;
+use super::super::gemm::{gemm_packed_b, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
+use super::{flip_weight, per_image_threading, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
+
+/// Positions of a transformed 4 x 4 tile, one GEMM each.
+const POSITIONS: usize = 16;
+
+/// Fewest input and output channels for which the transforms pay. The 16
+/// GEMMs have a `k` of C (forward) or K (grad input); with 32 channels (the
+/// course UNet's 28 x 28 level) each micro-tile of C is loaded and stored for
+/// 32 multiply-adds a column, and the passes were 20-60% slower than im2col.
+pub(super) const MIN_CHANNELS: usize = 64;
+
+/// Smallest image side for the weight gradient: at 7 x 7 it was slower than
+/// im2col (16 tiles an image, so the GEMMs' `k` is 64 per four images).
+pub(super) const MIN_SIDE_WEIGHT_GRAD: usize = 14;
+
+/// Tiles a group of images brings to each GEMM, at least: 7 x 7 images have
+/// 16 tiles each, and a product with 16 rows is mostly overhead.
+const MIN_GROUP_TILES: usize = 64;
+
+/// Extra elements after a matrix the GEMM reads in place: the direct
+/// microkernel reads up to two segments past a row's last column (see
+/// `gemm/direct.rs`).
+const SLACK: usize = 2 * SEGMENT;
+
+/// True if this file computes the forward and grad-input passes of `g`:
+/// 3x3, stride 1, padding 1, at least [`MIN_CHANNELS`] input and output
+/// channels.
+pub(super) fn applies(g: &Conv2dGeometry) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && g.c >= MIN_CHANNELS && g.k >= MIN_CHANNELS
+}
+
+/// True if this file computes the weight gradient of `g`: [`applies`], and
+/// sides of at least [`MIN_SIDE_WEIGHT_GRAD`].
+pub(super) fn applies_to_weight_grad(g: &Conv2dGeometry) -> bool {
+    applies(g) && g.h.min(g.w) >= MIN_SIDE_WEIGHT_GRAD
+}
+
+/// The 2 x 2 output tiles of an H x W image (H x W out, padding 1).
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    h: usize,
+    w: usize,
+    /// Tile rows and columns, `ceil(H / 2)` and `ceil(W / 2)`.
+    th: usize,
+    tw: usize,
+}
+
+impl Tiles {
+    fn new(h: usize, w: usize) -> Tiles {
+        Tiles { h, w, th: h.div_ceil(2), tw: w.div_ceil(2) }
+    }
+
+    fn per_image(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Images per GEMM: enough for [`MIN_GROUP_TILES`] rows.
+    fn group(&self) -> usize {
+        MIN_GROUP_TILES.div_ceil(self.per_image().max(1))
+    }
+
+    /// Pixels of the zero-padded image every tile's 4 x 4 inputs fall in:
+    /// (2 TH + 2) x (2 TW + 2), one row and column more than the padding
+    /// when a side is odd.
+    fn padded_pixels(&self) -> usize {
+        (2 * self.th + 2) * (2 * self.tw + 2)
+    }
+}
+
+/// Runs `f` compiled for the widest vector instructions this CPU has: the
+/// transforms are element-wise steps over the channels of a tile, which the
+/// compiler vectorises for the instructions it may use (SSE2 unless told
+/// more). `f` is inlined into the `#[target_feature]` copies below, and the
+/// transforms into `f`, so they are compiled with those features.
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked at run time just above.
+            return unsafe { with_avx512(f) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `out[i] = f(a[i], b[i])`: one step of a transform, over the channels of
+/// a tile.
+#[inline(always)]
+fn combine<T: GemmScalar>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = f(a, b);
+    }
+}
+
+/// `out[i] = f(a[i], b[i], c[i])`.
+#[inline(always)]
+fn combine3<T: GemmScalar>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
+    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+        *o = f(a, b, c);
+    }
+}
+
+/// `ut (16, C, K)`: `G w[k, c] G^T` of each 3 x 3 filter of `weight` (K, C,
+/// 3, 3), position `pos = 4 r + s` of the 4 x 4 result, stored as the GEMMs'
+/// B (`U[pos]^T`).
+fn transform_weight<T: GemmScalar>(k: usize, c: usize, weight: &[T], ut: &mut [T]) {
+    for (kc, w) in weight.chunks_exact(9).enumerate() {
+        let (ki, ci) = (kc / c, kc % c);
+        // G w: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 of w.
+        let mut gw = [[T::ZERO; 3]; 4];
+        for j in 0..3 {
+            let (g0, g1, g2) = (w[j], w[3 + j], w[6 + j]);
+            gw[0][j] = g0;
+            gw[1][j] = (g0 + g1 + g2) * T::HALF;
+            gw[2][j] = (g0 - g1 + g2) * T::HALF;
+            gw[3][j] = g2;
+        }
+        // (G w) G^T: the same on each row.
+        for (r, row) in gw.iter().enumerate() {
+            let [g0, g1, g2] = *row;
+            let out = [g0, (g0 + g1 + g2) * T::HALF, (g0 - g1 + g2) * T::HALF, g2];
+            for (s, &v) in out.iter().enumerate() {
+                ut[((r * 4 + s) * c + ci) * k + ki] = v;
+            }
+        }
+    }
+}
+
+/// The filters of a convolution, transformed: `ut (16, C, K)` plus slack.
+pub(super) struct Filters<T> {
+    ut: Vec<T>,
+    c: usize,
+    k: usize,
+}
+
+impl<T: GemmScalar> Filters<T> {
+    /// `weight` is (K, C, 3, 3).
+    pub(super) fn new(k: usize, c: usize, weight: &[T]) -> Filters<T> {
+        let mut ut = vec![T::ZERO; POSITIONS * c * k + SLACK];
+        transform_weight(k, c, weight, &mut ut);
+        Filters { ut, c, k }
+    }
+
+    /// The filters of the grad-input convolution: `weight` (K, C, 3, 3)
+    /// flipped to (C, K, 3, 3) (see `Conv2dGeometry::flipped`).
+    pub(super) fn flipped(g: &Conv2dGeometry, weight: &[T]) -> Filters<T> {
+        with_scratch(g.c * g.k * 9, |flipped: &mut [T]| {
+            flip_weight(g, weight, flipped);
+            Filters::new(g.c, g.k, flipped)
+        })
+    }
+
+    /// `U[pos]^T` (C, K) as a GEMM's B.
+    fn position(&self, pos: usize) -> Stored<'_, T> {
+        Stored { data: &self.ut[pos * self.c * self.k..], rows: self.c, cols: self.k, ld: self.k }
+    }
+}
+
+/// `xt` (2 TH + 2, 2 TW + 2, C): the image `x` (C, H, W) channels last,
+/// zero-padded (see [`Tiles::padded_pixels`]).
+#[inline(always)]
+fn pad_channels_last<T: GemmScalar>(x: &[T], c: usize, tiles: Tiles, xt: &mut [T]) {
+    let Tiles { h, w, tw, .. } = tiles;
+    let wp = 2 * tw + 2;
+    xt.fill(T::ZERO);
+    for y in 0..h {
+        for xx in 0..w {
+            let pixel = &mut xt[((y + 1) * wp + xx + 1) * c..][..c];
+            for (ci, v) in pixel.iter_mut().enumerate() {
+                *v = x[(ci * h + y) * w + xx];
+            }
+        }
+    }
+}
+
+/// `vt (16, T, C)` rows `first ..`: `B^T d B` of each input tile of one
+/// padded channels-last image `xt`, tile `ty TW + tx` in row `first + ty TW +
+/// tx` of each position's (T, C) matrix, `t_all` rows a position.
+/// `h` holds 16 C.
+#[inline(always)]
+fn transform_input<T: GemmScalar>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T], h: &mut [T]) {
+    let wp = 2 * tiles.tw + 2;
+    for ty in 0..tiles.th {
+        for tx in 0..tiles.tw {
+            let d = |r: usize, s: usize| &xt[((2 * ty + r) * wp + 2 * tx + s) * c..][..c];
+            // d B: the row transform of each tile row r, h[4 r + s].
+            for r in 0..4 {
+                let (d0, d1, d2, d3) = (d(r, 0), d(r, 1), d(r, 2), d(r, 3));
+                let (h0, rest) = h[4 * r * c..(4 * r + 4) * c].split_at_mut(c);
+                let (h1, rest) = rest.split_at_mut(c);
+                let (h2, h3) = rest.split_at_mut(c);
+                combine(h0, d0, d2, |a, b| a - b);
+                combine(h1, d1, d2, |a, b| a + b);
+                combine(h2, d2, d1, |a, b| a - b);
+                combine(h3, d1, d3, |a, b| a - b);
+            }
+            // B^T (d B): the column transform, into the 16 positions.
+            let t = first + ty * tiles.tw + tx;
+            let hrow = |r: usize, s: usize| &h[(4 * r + s) * c..][..c];
+            for s in 0..4 {
+                let (h0, h1, h2, h3) = (hrow(0, s), hrow(1, s), hrow(2, s), hrow(3, s));
+                let mut row =
+                    |r: usize, a: &[T], b: &[T], f: fn(T, T) -> T| combine(&mut vt[((4 * r + s) * t_all + t) * c..][..c], a, b, f);
+                row(0, h0, h2, |a, b| a - b);
+                row(1, h1, h2, |a, b| a + b);
+                row(2, h2, h1, |a, b| a - b);
+                row(3, h1, h3, |a, b| a - b);
+            }
+        }
+    }
+}
+
+/// `out` (K, H, W) of one image from `mt (16, T, K)` rows `first ..`: `A^T M A`
+/// of each tile, the outputs past the image's edge dropped, plus `bias[k]`.
+/// `yt` holds H W K (the image channels last), `q` 12 K.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_output<T: GemmScalar>(
+    mt: &[T],
+    k: usize,
+    tiles: Tiles,
+    first: usize,
+    t_all: usize,
+    bias: Option<&[T]>,
+    out: &mut [T],
+    yt: &mut [T],
+    q: &mut [T],
+) {
+    let Tiles { h, w, th, tw } = tiles;
+    for ty in 0..th {
+        for tx in 0..tw {
+            let t = first + ty * tw + tx;
+            let m = |pos: usize| &mt[(pos * t_all + t) * k..][..k];
+            // A^T M: q[2 s + a] from column s of the four rows.
+            for s in 0..4 {
+                let (q0, q1) = q[2 * s * k..(2 * s + 2) * k].split_at_mut(k);
+                combine3(q0, m(s), m(4 + s), m(8 + s), |a, b, c| a + b + c);
+                combine3(q1, m(4 + s), m(8 + s), m(12 + s), |a, b, c| a - b - c);
+            }
+            // (A^T M) A: pixel (2 ty + a, 2 tx + b), if inside the image.
+            let (q, y) = q.split_at_mut(8 * k);
+            let q = &*q;
+            let qs = |a: usize, s: usize| &q[(2 * s + a) * k..][..k];
+            for a in 0..2 {
+                let row = 2 * ty + a;
+                if row >= h {
+                    continue;
+                }
+                let (y0, y1) = y[..2 * k].split_at_mut(k);
+                combine3(y0, qs(a, 0), qs(a, 1), qs(a, 2), |a, b, c| a + b + c);
+                combine3(y1, qs(a, 1), qs(a, 2), qs(a, 3), |a, b, c| a - b - c);
+                for (b, yb) in [&*y0, &*y1].into_iter().enumerate() {
+                    let col = 2 * tx + b;
+                    if col < w {
+                        yt[(row * w + col) * k..][..k].copy_from_slice(yb);
+                    }
+                }
+            }
+        }
+    }
+    // Channels last to (K, H, W), with the bias.
+    for (ki, out_k) in out.chunks_exact_mut(h * w).enumerate() {
+        let b = bias.map_or(T::ZERO, |bias| bias[ki]);
+        for (o, pixel) in out_k.iter_mut().zip(yt.chunks_exact(k)) {
+            *o = pixel[ki] + b;
+        }
+    }
+}
+
+/// `dmt (16, T, K)` rows `first ..`: `A dY A^T` of each output tile of one
+/// image's `dout` (K, H, W), zero for the outputs past the image's edge.
+/// `dt` holds 2 TH 2 TW K (the gradients channels last), `e` 8 K.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_output_grad<T: GemmScalar>(
+    dout: &[T],
+    k: usize,
+    tiles: Tiles,
+    first: usize,
+    t_all: usize,
+    dmt: &mut [T],
+    dt: &mut [T],
+    e: &mut [T],
+) {
+    let Tiles { h, w, th, tw } = tiles;
+    let wt = 2 * tw;
+    dt.fill(T::ZERO);
+    for y in 0..h {
+        for xx in 0..w {
+            for (ki, v) in dt[(y * wt + xx) * k..][..k].iter_mut().enumerate() {
+                *v = dout[(ki * h + y) * w + xx];
+            }
+        }
+    }
+    for ty in 0..th {
+        for tx in 0..tw {
+            let dy = |a: usize, b: usize| &dt[((2 * ty + a) * wt + 2 * tx + b) * k..][..k];
+            // A dY: e[2 r + b] = dy0, dy0 + dy1, dy0 - dy1, -dy1 (rows a).
+            for b in 0..2 {
+                let (d0, d1) = (dy(0, b), dy(1, b));
+                e[b * k..][..k].copy_from_slice(d0);
+                combine(&mut e[(2 + b) * k..][..k], d0, d1, |a, b| a + b);
+                combine(&mut e[(4 + b) * k..][..k], d0, d1, |a, b| a - b);
+                combine(&mut e[(6 + b) * k..][..k], d0, d1, |_, b| T::ZERO - b);
+            }
+            // (A dY) A^T: dm[r][s] = e0, e0 + e1, e0 - e1, -e1 (columns b).
+            let t = first + ty * tw + tx;
+            for r in 0..4 {
+                let (e0, e1) = (&e[2 * r * k..][..k], &e[(2 * r + 1) * k..][..k]);
+                let mut row = |s: usize, f: fn(T, T) -> T| combine(&mut dmt[((4 * r + s) * t_all + t) * k..][..k], e0, e1, f);
+                row(0, |a, _| a);
+                row(1, |a, b| a + b);
+                row(2, |a, b| a - b);
+                row(3, |_, b| T::ZERO - b);
+            }
+        }
+    }
+}
+
+/// A stored row-major (rows, cols) matrix with row stride `ld`, as a GEMM's B
+/// ([`PackB`]), readable in place ([`DirectB`]): `data` reaches [`SLACK`]
+/// past the last row.
+struct Stored<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+}
+
+impl<T: GemmScalar> PackB<T> for Stored<'_, T> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
+        for (panel, dst) in dst[..nc.div_ceil(nr) * kc * nr].chunks_exact_mut(kc * nr).enumerate() {
+            let first = jc + panel * nr;
+            let width = nr.min(jc + nc - first);
+            for (p, dst_row) in dst.chunks_exact_mut(nr).enumerate() {
+                dst_row[..width].copy_from_slice(&self.data[(pc + p) * self.ld + first..][..width]);
+                dst_row[width..].fill(T::ZERO);
+            }
+        }
+    }
+
+    fn direct(&self) -> Option<&dyn DirectB<T>> {
+        Some(self)
+    }
+}
+
+impl<T: GemmScalar> DirectB<T> for Stored<'_, T> {
+    fn base(&self) -> &[T] {
+        self.data
+    }
+
+    fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
+        for (p, offset) in offsets.iter_mut().enumerate() {
+            *offset = (pc + p) * self.ld;
+        }
+    }
+
+    fn segment_offset(&self, col: usize) -> usize {
+        col
+    }
+}
+
+/// The forward convolution of `x` (N, C, H, W) by `filters` into `out` (N,
+/// K, H, W), overwritten. Per group of images: `V[pos]^T (T, C)`, then
+/// `M[pos]^T (T, K) = V[pos]^T @ U[pos]^T`, then the outputs.
+pub(super) fn forward<T: GemmScalar>(filters: &Filters<T>, (h, w): (usize, usize), x: &[T], bias: Option<&[T]>, out: &mut [T]) {
+    let (c, k) = (filters.c, filters.k);
+    let tiles = Tiles::new(h, w);
+    let (chw, khw) = (c * h * w, k * h * w);
+    let group = tiles.group();
+    let threading = per_image_threading((x.len() / chw).div_ceil(group));
+    x.par_chunks(group * chw).zip(out.par_chunks_mut(group * khw)).for_each(|(x_g, out_g)| {
+        let images = x_g.len() / chw;
+        let t_all = images * tiles.per_image();
+        let (v_len, m_len) = (POSITIONS * t_all * c, POSITIONS * t_all * k);
+        let tmp_len = tiles.padded_pixels() * c.max(k) + 16 * c.max(k);
+        with_scratch(v_len + m_len + tmp_len, |scratch: &mut [T]| {
+            let (vt, rest) = scratch.split_at_mut(v_len);
+            let (mt, tmp) = rest.split_at_mut(m_len);
+            let (xt, h_tmp) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (image, x_n) in x_g.chunks_exact(chw).enumerate() {
+                        pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c]);
+                        transform_input(xt, c, tiles, image * tiles.per_image(), t_all, vt, h_tmp);
+                    }
+                },
+            );
+            for (pos, mt_pos) in mt.chunks_exact_mut(t_all * k).enumerate() {
+                let vt_pos = MatRef::new(&vt[pos * t_all * c..][..t_all * c], t_all, c, c, 1).expect("V fits its scratch");
+                gemm_packed_b(Kernel::best(), threading, T::ONE, vt_pos, &filters.position(pos), T::ZERO, row_major_mut(mt_pos, t_all, k));
+            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (image, out_n) in out_g.chunks_exact_mut(khw).enumerate() {
+                        transform_output(mt, k, tiles, image * tiles.per_image(), t_all, bias, out_n, xt, h_tmp);
+                    }
+                },
+            );
+        });
+    });
+}
+
+/// Grad weight (not bias) of a convolution `applies` accepts: `grad_w` (K,
+/// C, 3, 3) overwritten. Chunks of `WEIGHT_GRAD_CHUNK` images sum in order
+/// into their own partial (as the im2col path does), so the result does not
+/// depend on the number of threads.
+pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_out: &[T], grad_w: &mut [T]) {
+    let (c, k, h, w) = (g.c, g.k, g.h, g.w);
+    let (chw, khw) = (c * h * w, k * h * w);
+    let tiles = Tiles::new(h, w);
+    let group = tiles.group().min(WEIGHT_GRAD_CHUNK);
+    let chunks = g.n.div_ceil(WEIGHT_GRAD_CHUNK);
+    let threading = per_image_threading(chunks);
+    let part = POSITIONS * k * c;
+    with_scratch(chunks * part, |partials: &mut [T]| {
+        let inputs = x.par_chunks(WEIGHT_GRAD_CHUNK * chw).zip(grad_out.par_chunks(WEIGHT_GRAD_CHUNK * khw));
+        partials.par_chunks_exact_mut(part).zip(inputs).for_each(|(partial, (x_chunk, dout_chunk))| {
+            let groups = x_chunk.chunks(group * chw).zip(dout_chunk.chunks(group * khw));
+            for (i, (x_g, dout_g)) in groups.enumerate() {
+                let t_all = x_g.len() / chw * tiles.per_image();
+                let (v_len, dm_len) = (POSITIONS * t_all * c + SLACK, POSITIONS * t_all * k);
+                let tmp_len = tiles.padded_pixels() * c.max(k) + 16 * c.max(k);
+                with_scratch(v_len + dm_len + tmp_len, |scratch: &mut [T]| {
+                    let (vt, rest) = scratch.split_at_mut(v_len);
+                    let (dmt, tmp) = rest.split_at_mut(dm_len);
+                    let (xt, e_tmp) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (image, (x_n, dout_n)) in x_g.chunks_exact(chw).zip(dout_g.chunks_exact(khw)).enumerate() {
+                                let first = image * tiles.per_image();
+                                pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c]);
+                                transform_input(xt, c, tiles, first, t_all, vt, e_tmp);
+                                transform_output_grad(dout_n, k, tiles, first, t_all, dmt, &mut xt[..4 * tiles.per_image() * k], e_tmp);
+                            }
+                        },
+                    );
+                    let beta = if i == 0 { T::ZERO } else { T::ONE };
+                    for (pos, du) in partial.chunks_exact_mut(k * c).enumerate() {
+                        // dU[pos] (K, C) += dM[pos] (K, T) @ V[pos]^T (T, C)
+                        let dm_pos = MatRef::new(&dmt[pos * t_all * k..][..t_all * k], k, t_all, 1, k).expect("dM fits its scratch");
+                        let vt_pos = Stored { data: &vt[pos * t_all * c..], rows: t_all, cols: c, ld: c };
+                        gemm_packed_b(
+                            Kernel::best(),
+                            threading,
+                            T::ONE,
+                            dm_pos,
+                            &vt_pos,
+                            beta,
+                            MatMut::new(du, k, c, c, 1).expect("a (K, C) partial"),
+                        );
+                    }
+                });
+            }
+        });
+        // Add the partials in chunk order, into the first.
+        let (sum, rest) = partials.split_at_mut(part);
+        for partial in rest.chunks_exact(part) {
+            for (s, &p) in sum.iter_mut().zip(partial) {
+                *s = *s + p;
+            }
+        }
+        // dw[k, c] = G^T dU[., k, c] G.
+        for (kc, dw) in grad_w.chunks_exact_mut(9).enumerate() {
+            let du = |r: usize, s: usize| sum[(r * 4 + s) * k * c + kc];
+            // G^T dU, column s: du0 + (du1 + du2) / 2, (du1 - du2) / 2, (du1 + du2) / 2 + du3.
+            let f: [[T; 3]; 4] = std::array::from_fn(|s| {
+                let (d0, d1, d2, d3) = (du(0, s), du(1, s), du(2, s), du(3, s));
+                [d0 + (d1 + d2) * T::HALF, (d1 - d2) * T::HALF, (d1 + d2) * T::HALF + d3]
+            });
+            // (G^T dU) G: the same along each row i.
+            for (i, dw_row) in dw.chunks_exact_mut(3).enumerate() {
+                let (f0, f1, f2, f3) = (f[0][i], f[1][i], f[2][i], f[3][i]);
+                dw_row[0] = f0 + (f1 + f2) * T::HALF;
+                dw_row[1] = (f1 - f2) * T::HALF;
+                dw_row[2] = (f1 + f2) * T::HALF + f3;
+            }
+        }
+    });
+}
