@@ -7,6 +7,7 @@
 //! - [`elementwise`]: the loops of the elementwise ops, compiled for AVX2 when
 //!   the CPU has it.
 //! - [`peak`]: the machine's f32 peak, measured with an FMA loop on registers.
+//! - [`transpose`]: strided matrix transpose (channel-major <-> channels last).
 //!
 //! Each fast kernel has a naive twin beside it (`gemm_naive`,
 //! `conv2d_forward_naive`, ...) that the tests use as the oracle.
@@ -17,3 +18,4 @@ pub mod gemm;
 pub mod peak;
 #[cfg(test)]
 mod test_scalar;
+pub mod transpose;

@@ -76,8 +76,11 @@
 //! With 32 channels (the 28 x 28 level) and for the weight gradient at 7 x
 //! 7 it was slower, so those keep im2col ([`MIN_CHANNELS`],
 //! [`MIN_SIDE_WEIGHT_GRAD`]). What is left on the table: `V[pos]^T` is
-//! packed for the GEMM (a transpose, 14% of the 14 x 14 passes' time) and the
-//! copies to and from channels last are scalar (about 12%).
+//! packed for the GEMM (a transpose, 14% of the 14 x 14 passes' time), and the
+//! transforms' own loops. The copies to and from channels last are 16 x 16
+//! block transposes in registers (`kernels/transpose.rs`); element by element
+//! they were about 12% of the passes, and the 14 x 14 passes were 5-10%
+//! slower (three alternations).
 //!
 //! # Rounding
 //!
@@ -91,6 +94,7 @@ use rayon::prelude::*;
 
 use super::super::gemm::scratch::with_scratch;
 use super::super::gemm::{gemm_packed_b, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
+use super::super::transpose::transpose;
 use super::{flip_weight, per_image_threading, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
 
 /// Positions of a transformed 4 x 4 tile, one GEMM each.
@@ -266,19 +270,15 @@ impl<T: GemmScalar> Filters<T> {
 }
 
 /// `xt` (2 TH + 2, 2 TW + 2, C): the image `x` (C, H, W) channels last,
-/// zero-padded (see [`Tiles::padded_pixels`]).
+/// zero-padded (see [`Tiles::padded_pixels`]); `staging` holds H W C.
 #[inline(always)]
-fn pad_channels_last<T: GemmScalar>(x: &[T], c: usize, tiles: Tiles, xt: &mut [T]) {
+fn pad_channels_last<T: GemmScalar>(x: &[T], c: usize, tiles: Tiles, xt: &mut [T], staging: &mut [T]) {
     let Tiles { h, w, tw, .. } = tiles;
     let wp = 2 * tw + 2;
+    transpose(x, (c, h * w), h * w, staging, c);
     xt.fill(T::ZERO);
-    for y in 0..h {
-        for xx in 0..w {
-            let pixel = &mut xt[((y + 1) * wp + xx + 1) * c..][..c];
-            for (ci, v) in pixel.iter_mut().enumerate() {
-                *v = x[(ci * h + y) * w + xx];
-            }
-        }
+    for (y, row) in staging[..h * w * c].chunks_exact(w * c).enumerate() {
+        xt[((y + 1) * wp + 1) * c..][..w * c].copy_from_slice(row);
     }
 }
 
@@ -367,18 +367,21 @@ fn transform_output<T: GemmScalar>(
             }
         }
     }
-    // Channels last to (K, H, W), with the bias.
-    for (ki, out_k) in out.chunks_exact_mut(h * w).enumerate() {
-        let b = bias.map_or(T::ZERO, |bias| bias[ki]);
-        for (o, pixel) in out_k.iter_mut().zip(yt.chunks_exact(k)) {
-            *o = pixel[ki] + b;
+    // Channels last to (K, H, W), then the bias.
+    transpose(yt, (h * w, k), k, out, h * w);
+    if let Some(bias) = bias {
+        for (out_k, &b) in out.chunks_exact_mut(h * w).zip(bias) {
+            for o in out_k {
+                *o = *o + b;
+            }
         }
     }
 }
 
 /// `dmt (16, T, K)` rows `first ..`: `A dY A^T` of each output tile of one
 /// image's `dout` (K, H, W), zero for the outputs past the image's edge.
-/// `dt` holds 2 TH 2 TW K (the gradients channels last), `e` 8 K.
+/// `dt` holds 2 TH 2 TW K (the gradients channels last), `staging` H W K,
+/// `e` 8 K.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transform_output_grad<T: GemmScalar>(
@@ -389,17 +392,15 @@ fn transform_output_grad<T: GemmScalar>(
     t_all: usize,
     dmt: &mut [T],
     dt: &mut [T],
+    staging: &mut [T],
     e: &mut [T],
 ) {
     let Tiles { h, w, th, tw } = tiles;
     let wt = 2 * tw;
+    transpose(dout, (k, h * w), h * w, staging, k);
     dt.fill(T::ZERO);
-    for y in 0..h {
-        for xx in 0..w {
-            for (ki, v) in dt[(y * wt + xx) * k..][..k].iter_mut().enumerate() {
-                *v = dout[(ki * h + y) * w + xx];
-            }
-        }
+    for (y, row) in staging[..h * w * k].chunks_exact(w * k).enumerate() {
+        dt[y * wt * k..][..w * k].copy_from_slice(row);
     }
     for ty in 0..th {
         for tx in 0..tw {
@@ -490,16 +491,17 @@ pub(super) fn forward<T: GemmScalar>(filters: &Filters<T>, (h, w): (usize, usize
         let images = x_g.len() / chw;
         let t_all = images * tiles.per_image();
         let (v_len, m_len) = (POSITIONS * t_all * c, POSITIONS * t_all * k);
-        let tmp_len = tiles.padded_pixels() * c.max(k) + 16 * c.max(k);
+        let tmp_len = (tiles.padded_pixels() + h * w + 16) * c.max(k);
         with_scratch(v_len + m_len + tmp_len, |scratch: &mut [T]| {
             let (vt, rest) = scratch.split_at_mut(v_len);
             let (mt, tmp) = rest.split_at_mut(m_len);
-            let (xt, h_tmp) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
+            let (xt, rest) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
+            let (staging, h_tmp) = rest.split_at_mut(h * w * c.max(k));
             vectorized(
                 #[inline(always)]
                 || {
                     for (image, x_n) in x_g.chunks_exact(chw).enumerate() {
-                        pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c]);
+                        pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c], staging);
                         transform_input(xt, c, tiles, image * tiles.per_image(), t_all, vt, h_tmp);
                     }
                 },
@@ -539,19 +541,30 @@ pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
             for (i, (x_g, dout_g)) in groups.enumerate() {
                 let t_all = x_g.len() / chw * tiles.per_image();
                 let (v_len, dm_len) = (POSITIONS * t_all * c + SLACK, POSITIONS * t_all * k);
-                let tmp_len = tiles.padded_pixels() * c.max(k) + 16 * c.max(k);
+                let tmp_len = (tiles.padded_pixels() + h * w + 16) * c.max(k);
                 with_scratch(v_len + dm_len + tmp_len, |scratch: &mut [T]| {
                     let (vt, rest) = scratch.split_at_mut(v_len);
                     let (dmt, tmp) = rest.split_at_mut(dm_len);
-                    let (xt, e_tmp) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
+                    let (xt, rest) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
+                    let (staging, e_tmp) = rest.split_at_mut(h * w * c.max(k));
                     vectorized(
                         #[inline(always)]
                         || {
                             for (image, (x_n, dout_n)) in x_g.chunks_exact(chw).zip(dout_g.chunks_exact(khw)).enumerate() {
                                 let first = image * tiles.per_image();
-                                pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c]);
+                                pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c], staging);
                                 transform_input(xt, c, tiles, first, t_all, vt, e_tmp);
-                                transform_output_grad(dout_n, k, tiles, first, t_all, dmt, &mut xt[..4 * tiles.per_image() * k], e_tmp);
+                                transform_output_grad(
+                                    dout_n,
+                                    k,
+                                    tiles,
+                                    first,
+                                    t_all,
+                                    dmt,
+                                    &mut xt[..4 * tiles.per_image() * k],
+                                    staging,
+                                    e_tmp,
+                                );
                             }
                         },
                     );
