@@ -55,8 +55,11 @@
 //! padded) and every step runs over the C channels of one tile at once, in
 //! vectors (compiled for AVX-512 or AVX2 where the CPU has them, see
 //! [`vectorized`]). So V and M are stored transposed, `(T, C)` and `(T, K)`
-//! for each position, and the GEMMs are `M[pos]^T = V[pos]^T @ U[pos]^T`:
-//! `U[pos]^T` (C, K) is read in place ([`Stored`]), `V[pos]^T` packed. A
+//! for each position, and the GEMMs are `M[pos]^T = V[pos]^T @ U[pos]^T`.
+//! With AVX-512F nothing is packed: both are read where they lie
+//! (`gemm/unpacked.rs`; packing `V[pos]^T` had cost 14% of the 14 x 14
+//! passes, as much as the arithmetic it fed at 32 channels); elsewhere
+//! `U[pos]^T` (C, K) is read in place ([`Stored`]) and `V[pos]^T` packed. A
 //! first version kept V as (C, T) and ran the steps over runs of tiles (7 or
 //! 14 a tile row); the short runs and the stride-2 gathers made it slower
 //! than im2col everywhere.
@@ -75,12 +78,14 @@
 //!
 //! With 32 channels (the 28 x 28 level) and for the weight gradient at 7 x
 //! 7 it was slower, so those keep im2col ([`MIN_CHANNELS`],
-//! [`MIN_SIDE_WEIGHT_GRAD`]). What is left on the table: `V[pos]^T` is
-//! packed for the GEMM (a transpose, 14% of the 14 x 14 passes' time), and the
-//! transforms' own loops. The copies to and from channels last are 16 x 16
-//! block transposes in registers (`kernels/transpose.rs`); element by element
-//! they were about 12% of the passes, and the 14 x 14 passes were 5-10%
-//! slower (three alternations).
+//! [`MIN_SIDE_WEIGHT_GRAD`]). Two later steps, each alternated three times
+//! with the step before: the copies to and from channels last as 16 x 16
+//! block transposes in registers (`kernels/transpose.rs`; element by element
+//! they were about 12% of the passes), the 14 x 14 passes 5-10% faster; the
+//! products unpacked, 14 x 14 64 -> 64 3.4-4.5 against 4.3-5.1 ms a pass,
+//! 128 -> 64 7.0-8.0 against 7.6-9.0, 7 x 7 forward and grad input 1.3-1.6
+//! against 1.5-2.1. With both, 32 channels (28 x 28 x 32) came out even with
+//! im2col in six alternations, so [`MIN_CHANNELS`] stayed.
 //!
 //! # Rounding
 //!
@@ -93,9 +98,9 @@
 use rayon::prelude::*;
 
 use super::super::gemm::scratch::with_scratch;
-use super::super::gemm::{gemm_packed_b, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
+use super::super::gemm::{gemm_packed_b, gemm_unpacked, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
 use super::super::transpose::transpose;
-use super::{flip_weight, per_image_threading, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
+use super::{flip_weight, per_image_threading, row_major, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
 
 /// Positions of a transformed 4 x 4 tile, one GEMM each.
 const POSITIONS: usize = 16;
@@ -508,7 +513,19 @@ pub(super) fn forward<T: GemmScalar>(filters: &Filters<T>, (h, w): (usize, usize
             );
             for (pos, mt_pos) in mt.chunks_exact_mut(t_all * k).enumerate() {
                 let vt_pos = MatRef::new(&vt[pos * t_all * c..][..t_all * c], t_all, c, c, 1).expect("V fits its scratch");
-                gemm_packed_b(Kernel::best(), threading, T::ONE, vt_pos, &filters.position(pos), T::ZERO, row_major_mut(mt_pos, t_all, k));
+                let ut_pos = row_major(&filters.ut[pos * c * k..][..c * k], c, k);
+                // Nothing packed where the CPU allows (see `gemm/unpacked.rs`).
+                if !gemm_unpacked(vt_pos, ut_pos, false, row_major_mut(mt_pos, t_all, k)) {
+                    gemm_packed_b(
+                        Kernel::best(),
+                        threading,
+                        T::ONE,
+                        vt_pos,
+                        &filters.position(pos),
+                        T::ZERO,
+                        row_major_mut(mt_pos, t_all, k),
+                    );
+                }
             }
             vectorized(
                 #[inline(always)]
@@ -573,6 +590,10 @@ pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                         // dU[pos] (K, C) += dM[pos] (K, T) @ V[pos]^T (T, C)
                         let dm_pos = MatRef::new(&dmt[pos * t_all * k..][..t_all * k], k, t_all, 1, k).expect("dM fits its scratch");
                         let vt_pos = Stored { data: &vt[pos * t_all * c..], rows: t_all, cols: c, ld: c };
+                        let vt_view = row_major(&vt[pos * t_all * c..][..t_all * c], t_all, c);
+                        if gemm_unpacked(dm_pos, vt_view, i > 0, MatMut::new(du, k, c, c, 1).expect("a (K, C) partial")) {
+                            continue;
+                        }
                         gemm_packed_b(
                             Kernel::best(),
                             threading,

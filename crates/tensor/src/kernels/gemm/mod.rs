@@ -77,11 +77,19 @@
 //! microkernel then loads them in place, LOOP 5 and the packing of LOOP 4
 //! disappear, and C is bit-identical to the packed path (`direct.rs`).
 //!
+//! # Nothing packed
+//!
+//! When all of B and a band of 12 rows of A fit in L1 (Winograd's products,
+//! `k` and `n` of 32-128), neither is packed: [`gemm_unpacked`] runs the
+//! same 12 x 32 AVX-512 tile over A through its strides and B's rows in
+//! place, masking the columns past `n` (`unpacked.rs`).
+//!
 //! # Files
 //!
 //! `view.rs` the strided views, `blocking.rs` the cache blocks, `pack.rs` packing (and [`PackB`] for a B
 //! that packs itself, as conv's implicit im2col does), `direct.rs` a B read
-//! in place instead of packed (for a small `m`), `kernel.rs` the
+//! in place instead of packed (for a small `m`), `unpacked.rs` small products
+//! with nothing packed, `kernel.rs` the
 //! microkernel trait and run-time selection, `avx2.rs` / `avx512.rs` /
 //! `portable.rs` the microkernels, `scratch.rs` the reused packing buffers,
 //! `naive.rs` the triple-loop oracle, `split.rs` the measured size from which
@@ -95,6 +103,7 @@ mod pack;
 mod portable;
 pub(crate) mod scratch;
 mod split;
+mod unpacked;
 mod view;
 
 #[cfg(target_arch = "x86_64")]
@@ -116,6 +125,7 @@ pub use direct::{DirectB, SEGMENT};
 pub use kernel::Kernel;
 pub use naive::gemm_naive;
 pub use split::{calibrate_split, split_min_mnk};
+pub use unpacked::gemm_unpacked;
 pub use view::{MatMut, MatRef};
 
 use direct::{DirectPanel, DirectRows};

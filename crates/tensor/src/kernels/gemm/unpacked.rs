@@ -1,0 +1,230 @@
+//! Small products with nothing packed: `C (m, n) <- A (m, k) B (k, n) (+ C)`
+//! where all of B and a 12-row band of A fit in L1, read where they lie.
+//!
+//! Packing (see `pack.rs`) pays when each packed number is read many times.
+//! Winograd's 16 products (`conv/winograd.rs`) are (tiles, C) by (C, K) with
+//! C and K of 32-128: each number of A meets K / 16 = 4 vector FMAs, and
+//! packing A cost as much as the arithmetic (21% of a 28 x 28 x 32 pass, 14%
+//! at 14 x 14 x 64). Here the 12 x 32 AVX-512 tile of `avx512.rs` reads A
+//! through its two strides (a broadcast per entry, as from a packed panel)
+//! and B's rows in place; columns past `n` are masked off. f32 with AVX-512F
+//! only: [`gemm_unpacked`] says whether it ran, and the caller falls back.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use super::{GemmScalar, MatMut, MatRef};
+
+/// Rows of A per tile, and columns of B (two 16-lane registers).
+const MR: usize = 12;
+const NR: usize = 32;
+
+/// `C <- A B` (`accumulate` false) or `C <- A B + C` (true): A any
+/// strides, B and C with unit column stride; if `T` is f32 and the CPU has
+/// AVX-512F. Returns false, touching nothing, otherwise.
+///
+/// # Panics
+/// If the shapes do not match, or B's or C's columns are not contiguous.
+pub fn gemm_unpacked<T: GemmScalar>(a: MatRef<T>, b: MatRef<T>, accumulate: bool, mut c: MatMut<T>) -> bool {
+    super::assert_shapes("gemm_unpacked", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
+    assert!(b.col_stride() == 1 || b.cols() <= 1, "gemm_unpacked: B's columns are not contiguous");
+    assert!(c.col_stride() == 1 || c.cols() <= 1, "gemm_unpacked: C's columns are not contiguous");
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && is_x86_feature_detected!("avx512f") {
+        let shape = (a.rows(), a.cols(), b.cols());
+        let strides = (a.row_stride(), a.col_stride(), b.row_stride(), c.row_stride());
+        let (a, b, c) = (a.data(), b.data(), c.data_mut());
+        // SAFETY: T is f32 (the same type id), so these are slices of f32.
+        let (a, b, c) =
+            unsafe { (&*(a as *const [T] as *const [f32]), &*(b as *const [T] as *const [f32]), &mut *(c as *mut [T] as *mut [f32])) };
+        // SAFETY: AVX-512F was detected just above; the views were checked
+        // to fit their slices when they were made (`MatRef::new`), and the
+        // shapes to agree.
+        unsafe { avx512::gemm(a, b, c, shape, strides, accumulate) };
+        return true;
+    }
+    let _ = (a, b, accumulate, c.rb());
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    };
+
+    use super::{MR, NR};
+
+    /// The tiles of C, 12 rows by 32 columns, rows outer (a band of A stays
+    /// in L1 while it meets all of B): `c[i crs + j] (+)= sum_p a[i ars + p
+    /// acs] b[p brs + j]`, `(m, k, n)` the shape.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, and every index above must be in bounds.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gemm(
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        (m, k, n): (usize, usize, usize),
+        (ars, acs, brs, crs): (usize, usize, usize, usize),
+        accumulate: bool,
+    ) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        let (a_ptr, b_ptr, c_ptr) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        for i0 in (0..m).step_by(MR) {
+            let rows = MR.min(m - i0);
+            for j0 in (0..n).step_by(NR) {
+                let width = NR.min(n - j0);
+                let masks = [lane_mask(width), lane_mask(width.saturating_sub(16))];
+                // SAFETY: rows <= 12 rows of A from i0 and its k columns, B's k
+                // rows from column j0 with `masks` covering only the `width`
+                // columns that exist, and C's tile (`rows` x `width`, masked
+                // the same way) are inside the slices (the caller's contract).
+                unsafe {
+                    let (a_tile, b_tile, c_tile) = (a_ptr.add(i0 * ars), b_ptr.add(j0), c_ptr.add(i0 * crs + j0));
+                    let args = (k, a_tile, (ars, acs), b_tile, brs, accumulate, c_tile, crs, masks);
+                    match rows {
+                        1 => tile_12x32::<1>(args),
+                        2 => tile_12x32::<2>(args),
+                        3 => tile_12x32::<3>(args),
+                        4 => tile_12x32::<4>(args),
+                        5 => tile_12x32::<5>(args),
+                        6 => tile_12x32::<6>(args),
+                        7 => tile_12x32::<7>(args),
+                        8 => tile_12x32::<8>(args),
+                        9 => tile_12x32::<9>(args),
+                        10 => tile_12x32::<10>(args),
+                        11 => tile_12x32::<11>(args),
+                        _ => tile_12x32::<MR>(args),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lanes of a 16-lane register that hold one of the first `width` columns.
+    fn lane_mask(width: usize) -> u16 {
+        if width >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << width) - 1
+        }
+    }
+
+    /// One tile: `c[i * c_rs + j] (+)= sum_p a[i * ars + p * acs] b[p * brs + j]`
+    /// for `i < ROWS` and the columns `j < 32` that `masks` lets through.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; every entry named above, for `p < k`,
+    /// must be in bounds (masked-off lanes are neither read nor written).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::type_complexity)]
+    unsafe fn tile_12x32<const ROWS: usize>(
+        (k, a, (ars, acs), b, brs, accumulate, c, c_rs, masks): (
+            usize,
+            *const f32,
+            (usize, usize),
+            *const f32,
+            usize,
+            bool,
+            *mut f32,
+            usize,
+            [u16; 2],
+        ),
+    ) {
+        let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
+        for p in 0..k {
+            // SAFETY: row p of B, the masked lanes of its 32 columns (the
+            // caller's contract; wrapping_add because the second register's
+            // address may lie past B when its lanes are all masked off).
+            let b_row = b.wrapping_add(p * brs);
+            let (b0, b1) = unsafe { (_mm512_maskz_loadu_ps(masks[0], b_row), _mm512_maskz_loadu_ps(masks[1], b_row.wrapping_add(16))) };
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                // SAFETY: a[i, p], i < ROWS, p < k: the caller's contract.
+                let a_ip = _mm512_set1_ps(unsafe { *a.add(i * ars + p * acs) });
+                acc_i[0] = _mm512_fmadd_ps(a_ip, b0, acc_i[0]);
+                acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate() {
+            let row = c.wrapping_add(i * c_rs);
+            for (h, (&sum, &mask)) in acc_i.iter().zip(&masks).enumerate() {
+                let at = row.wrapping_add(16 * h);
+                // SAFETY: the masked lanes of row i of the tile: the caller's contract.
+                unsafe {
+                    let value = if accumulate { _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, at)) } else { sum };
+                    _mm512_mask_storeu_ps(at, mask, value);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::gemm_naive;
+
+    /// Odd shapes around the tile (12 x 32) and the lane width (16), A
+    /// row-major and column-major, C with a padded row stride: against the
+    /// naive product, the gap columns of C still NaN; accumulating adds to C.
+    #[test]
+    fn matches_the_naive_product() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: this CPU has no AVX-512F (gemm_unpacked then returns false, checked below)");
+            let a = [1.0f32];
+            assert!(!gemm_unpacked(
+                MatRef::new(&a, 1, 1, 1, 1).unwrap(),
+                MatRef::new(&a, 1, 1, 1, 1).unwrap(),
+                false,
+                MatMut::new(&mut [0.0f32], 1, 1, 1, 1).unwrap()
+            ));
+            return;
+        }
+        for (m, k, n) in [(1, 1, 1), (12, 64, 32), (13, 7, 17), (49, 64, 64), (98, 33, 70), (5, 1, 16), (11, 128, 33)] {
+            let a_rm: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let a_cm: Vec<f32> = (0..k).flat_map(|p| (0..m).map(move |i| (i, p))).map(|(i, p)| a_rm[i * k + p]).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0).collect();
+            let b_view = MatRef::new(&b, k, n, n, 1).unwrap();
+            let ldc = n + 3;
+            for (a_data, ars, acs) in [(&a_rm, k, 1), (&a_cm, 1, m)] {
+                let a_view = MatRef::new(a_data, m, k, ars, acs).unwrap();
+                let mut want = vec![0.0f32; m * n];
+                gemm_naive(1.0, a_view, b_view, 0.0, MatMut::new(&mut want, m, n, n, 1).unwrap());
+                for accumulate in [false, true] {
+                    let start = |i: usize, j: usize| if j < n { (i + 2 * j) as f32 * 0.5 } else { f32::NAN };
+                    let mut c: Vec<f32> = (0..m * ldc).map(|idx| if accumulate { start(idx / ldc, idx % ldc) } else { f32::NAN }).collect();
+                    assert!(gemm_unpacked(a_view, b_view, accumulate, MatMut::new(&mut c, m, n, ldc, 1).unwrap()));
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let got = c[i * ldc + j];
+                            if j >= n {
+                                assert!(got.is_nan(), "({m}, {k}, {n}) gap column {j} of row {i} was written");
+                                continue;
+                            }
+                            let base = if accumulate { start(i, j) } else { 0.0 };
+                            let expect = want[i * n + j] + base;
+                            let tol = 1e-5 * (k as f32 + 2.0) * (1.0 + expect.abs());
+                            assert!(
+                                (got - expect).abs() <= tol,
+                                "({m}, {k}, {n}) acs {acs} accumulate {accumulate}: c[{i}, {j}] = {got}, want {expect}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Not f32: the caller's fallback runs.
+    #[test]
+    fn declines_f64() {
+        let a = [1.0f64; 4];
+        let mut c = [f64::NAN; 4];
+        let view = MatRef::new(&a, 2, 2, 2, 1).unwrap();
+        assert!(!gemm_unpacked(view, view, false, MatMut::new(&mut c, 2, 2, 2, 1).unwrap()));
+        assert!(c.iter().all(|x| x.is_nan()));
+    }
+}
