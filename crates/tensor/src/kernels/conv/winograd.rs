@@ -84,8 +84,18 @@
 //! they were about 12% of the passes), the 14 x 14 passes 5-10% faster; the
 //! products unpacked, 14 x 14 64 -> 64 3.4-4.5 against 4.3-5.1 ms a pass,
 //! 128 -> 64 7.0-8.0 against 7.6-9.0, 7 x 7 forward and grad input 1.3-1.6
-//! against 1.5-2.1. With both, 32 channels (28 x 28 x 32) came out even with
-//! im2col in six alternations, so [`MIN_CHANNELS`] stayed.
+//! against 1.5-2.1. All of it against im2col (the code of session 12),
+//! three alternations, forward / grad input / grad weight:
+//!
+//! ```text
+//! 64 -> 64, 14 x 14     2.9-3.5 / 3.0-3.1 / 3.7-3.9   against  4.6-5.9 / 4.6-5.8 / 4.8-5.6
+//! 128 -> 64, 14 x 14    6.2-9.7 / 5.9-9.4 / 5.9-7.6   against  9.1-11.3 / 11.0-14.2 / 9.1-13.9
+//! 64 -> 64, 7 x 7       1.25-1.43 / 1.27-1.45         against  1.79-2.21 / 2.09-2.20
+//! 128 -> 64, 7 x 7      2.2-3.1 / 2.3-3.1             against  3.3-4.6 / 3.5-4.4
+//! ```
+//!
+//! With both steps, 32 channels (28 x 28 x 32) came out even with im2col in
+//! six alternations, so [`MIN_CHANNELS`] stayed.
 //!
 //! # Rounding
 //!
