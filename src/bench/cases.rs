@@ -39,7 +39,7 @@ impl ConvCase {
     /// from `c` channels to `k`, one of [`UNET_CONV3X3`].
     #[must_use]
     pub fn conv3x3(c: usize, hw: usize, k: usize) -> Self {
-        let g = Conv2dGeometry { n: 64, c, h: hw, w: hw, k, kh: 3, kw: 3, stride: 1, padding: 1 };
+        let g = Self::conv3x3_geometry(c, hw, k);
         let out_len = g.n * g.k * g.out_h() * g.out_w();
         let (x_len, weight_len) = (g.n * g.c * g.h * g.w, g.k * g.c * g.kh * g.kw);
         ConvCase {
@@ -53,6 +53,12 @@ impl ConvCase {
             grad_weight: vec![0.0; weight_len],
             grad_bias: vec![0.0; g.k],
         }
+    }
+
+    /// The geometry of [`conv3x3`](Self::conv3x3): batch 64, 3x3, stride 1, padding 1.
+    #[must_use]
+    pub fn conv3x3_geometry(c: usize, hw: usize, k: usize) -> Conv2dGeometry {
+        Conv2dGeometry { n: 64, c, h: hw, w: hw, k, kh: 3, kw: 3, stride: 1, padding: 1 }
     }
 
     /// The sizes as the reports print them, e.g. `"N64xC32x28x28xK32"`.

@@ -19,6 +19,7 @@ use crate::bench::cases::{random_vec, ConvCase, UNET_CONV3X3};
 use crate::bench::step::{measure, StepTiming};
 use crate::run::config::TrainConfig;
 use nn::UNetConfig;
+use tensor::kernels::conv::uses_winograd;
 use tensor::kernels::gemm::{blocking_f32, gemm, split_min_mnk, CacheSizes, Kernel, MatMut, MatRef};
 
 /// One line of the report.
@@ -74,6 +75,16 @@ impl<W: Write> Report<W> {
         )?;
         let side = (split_min_mnk() as f64).cbrt().round();
         writeln!(self.out, "threads: a product is split from {side}^3 multiply-adds on (measured at start-up)")?;
+        let algorithms: Vec<String> = UNET_CONV3X3
+            .iter()
+            .map(|&(c, hw, k)| {
+                let case = ConvCase::conv3x3_geometry(c, hw, k);
+                let name = |winograd: bool| if winograd { "winograd" } else { "im2col" };
+                let (passes, weight_grad) = uses_winograd(&case);
+                format!("{}x{} {}/{}/{}", hw, hw, name(passes), name(passes), name(weight_grad))
+            })
+            .collect();
+        writeln!(self.out, "conv 3x3 fwd/dx/dw: {}", algorithms.join(", "))?;
         writeln!(self.out, "{:<16} {:<22} {:>9} {:>9} {:>7}  baseline", "bench", "shape", "ours", "base", "ratio")?;
         Ok(())
     }

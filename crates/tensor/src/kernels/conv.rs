@@ -224,6 +224,13 @@ impl Conv2dGeometry {
     }
 }
 
+/// Whether the passes of `g` run Winograd's F(2x2, 3x3) (`conv/winograd.rs`)
+/// rather than im2col: `(forward and grad input, grad weight)`.
+#[must_use]
+pub fn uses_winograd(g: &Conv2dGeometry) -> (bool, bool) {
+    (winograd::applies(g), winograd::applies_to_weight_grad(g))
+}
+
 /// Images per task in the weight gradient: fixed, so that the summation
 /// order (and so every bit of the result) does not depend on thread count.
 const WEIGHT_GRAD_CHUNK: usize = 4;
