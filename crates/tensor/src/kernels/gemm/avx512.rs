@@ -74,6 +74,7 @@ macro_rules! store_tile {
 impl MicroKernel<f32> for Avx512 {
     const MR: usize = MR;
     const NR: usize = NR;
+    const READS_UNPACKED: bool = true;
 
     fn pack_a(self, a: MatRef<f32>, dst: &mut [f32]) {
         pack_panels::<f32, MR>(a, dst);

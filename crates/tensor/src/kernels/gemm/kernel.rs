@@ -67,6 +67,9 @@ pub(crate) trait MicroKernel<T: GemmScalar>: Copy + Send + Sync {
     const MR: usize;
     /// Columns of the register tile (columns of a B~ micro-panel).
     const NR: usize;
+    /// Whether `unpacked::gemm_small` runs this kernel's tile on `T` (small
+    /// products then skip packing, see `unpacked.rs`).
+    const READS_UNPACKED: bool = false;
 
     /// Packs the `mc x kc` block `a` into `MR`-row micro-panels (see `pack.rs`).
     fn pack_a(self, a: MatRef<T>, dst: &mut [T]);

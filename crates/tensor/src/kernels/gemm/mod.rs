@@ -79,10 +79,15 @@
 //!
 //! # Nothing packed
 //!
-//! When all of B and a band of 12 rows of A fit in L1 (Winograd's products,
-//! `k` and `n` of 32-128), neither is packed: [`gemm_unpacked`] runs the
-//! same 12 x 32 AVX-512 tile over A through its strides and B's rows in
-//! place, masking the columns past `n` (`unpacked.rs`).
+//! When B is small and a band of 12 rows of A fits in L1 (Winograd's
+//! products, `k` and `n` of 32-128), neither is packed: [`gemm_unpacked`]
+//! runs the same 12 x 32 AVX-512 tile over A through its strides and B's
+//! rows in place, masking the columns past `n` (`unpacked.rs`). [`gemm`]
+//! itself takes that path for an f32 product whose B (row-major) takes at
+//! most an eighth of L2, with the rows of C split between threads as above:
+//! at 128^3 packing B was a serial copy before the threads could start.
+//! It sums `k` in the same `kc` blocks and rounds as the packed kernel
+//! does, so C is bit-identical either way.
 //!
 //! # Files
 //!
@@ -586,6 +591,10 @@ fn pack_all_of_a<T: GemmScalar, K: MicroKernel<T>>(token: K, kernel: Kernel, a: 
 /// together on the machines we measured.
 const PARALLEL_MIN_MNK_OUTSIDE: usize = 112 * 112 * 112;
 
+/// A product whose B takes at most `1 / UNPACKED_MAX_B_L2_SHARE` of L2 is
+/// read unpacked, by kernels that can (`unpacked.rs`).
+const UNPACKED_MAX_B_L2_SHARE: usize = 8;
+
 /// Below this many elements (`kc * nc`) a B~ block is packed by one thread:
 /// a quarter of a millisecond of copying is worth waking a second one for.
 const PARALLEL_PACK_MIN: usize = 256 * 256;
@@ -681,14 +690,42 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
         Threading::Split => rayon::current_num_threads().min(m.div_ceil(K::MR)),
         Threading::Rayon | Threading::Single => 1,
     };
-    if threads > 1 && !in_pool {
-        // Outside the pool, every rayon::join is a round trip through a
-        // condition variable; inside, it is a push on a work-stealing deque.
-        // So enter the pool once, here.
-        rayon::scope(|_| five_loops(kernel, blocking, threads, alpha, a, b, beta, c));
-    } else {
-        five_loops(kernel, blocking, threads, alpha, a, b, beta, c);
+    // Outside the pool, every rayon::join is a round trip through a condition
+    // variable; inside, it is a push on a work-stealing deque. So enter the
+    // pool once, here.
+    let enter_pool = threads > 1 && !in_pool;
+    if let Some((a, b)) = unpacked_operands::<T, K>(a, b, c.col_stride()) {
+        let kc = kc_block(k, blocking);
+        in_pool_once(enter_pool, || {
+            let ran = unpacked::gemm_small(alpha, a, b, beta, c, kc, threads);
+            assert!(ran, "gemm: {} reads small products unpacked, but declined", std::any::type_name::<K>());
+        });
+        return;
     }
+    in_pool_once(enter_pool, || five_loops(kernel, blocking, threads, alpha, a, b, beta, c));
+}
+
+/// Runs `work` inside rayon's pool if `enter`, else right here.
+fn in_pool_once(enter: bool, work: impl FnOnce() + Send) {
+    if enter {
+        rayon::scope(|_| work());
+    } else {
+        work();
+    }
+}
+
+/// A and B as stored views, if the product is small enough to be read
+/// unpacked (`unpacked.rs`): a kernel that can, B of at most
+/// [`UNPACKED_MAX_B_L2_SHARE`] of L2, B's and C's columns contiguous.
+fn unpacked_operands<'a, T: GemmScalar, K: MicroKernel<T>>(
+    a: ASource<'a, T>,
+    b: BSource<'a, T>,
+    c_col_stride: usize,
+) -> Option<(MatRef<'a, T>, MatRef<'a, T>)> {
+    let (ASource::Stored(a), BSource::Stored(b)) = (a, b) else { return None };
+    let b_bytes = b.rows() * b.cols() * std::mem::size_of::<T>();
+    let fits = b_bytes * UNPACKED_MAX_B_L2_SHARE <= caches().l2;
+    (K::READS_UNPACKED && fits && b.col_stride() == 1 && c_col_stride == 1).then_some((a, b))
 }
 
 /// LOOPS 5 and 4, and the bands of LOOP 3 on `threads` threads.

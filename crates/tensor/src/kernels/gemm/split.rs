@@ -27,8 +27,8 @@ const DEFAULT_SPLIT_MIN_MNK: usize = 64 * 64 * 64;
 /// Sides of the square products timed, ascending.
 const SIDES: [usize; 5] = [64, 96, 128, 192, 256];
 
-/// Timings per side and thread policy; the fastest of them counts.
-const REPEATS: usize = 7;
+/// Rounds of timings over all sides; the fastest of them counts.
+const ROUNDS: usize = 15;
 
 /// The pool must be this much faster (time ratio) for a side to count as a win.
 const WIN_RATIO: f64 = 0.9;
@@ -58,35 +58,39 @@ pub fn calibrate_split() -> usize {
 }
 
 /// Times each of [`SIDES`] on one thread and split on the pool; the rule of
-/// [`split_threshold`] on the best times.
+/// [`split_threshold`] on the best times. The rounds go over all sides in
+/// turn, so a stretch of a few milliseconds in which the other core is busy
+/// elsewhere (a virtual machine's host, another process) spoils a round of
+/// every side, not every round of one side; the best of the rounds counts.
+/// The pool's other workers busy-wait meanwhile, as they do through the long
+/// runs of parallel work (training, sampling) the threshold is for.
 fn measure_split_min_mnk() -> usize {
+    let _awake = crate::KeepAwake::new();
     let kernel = Kernel::best();
-    let timings: Vec<SideTiming> = SIDES
-        .iter()
-        .map(|&side| {
-            let a: Vec<f32> = (0..side * side).map(|i| (i % 17) as f32 - 8.0).collect();
-            let mut c = vec![0.0f32; side * side];
-            let mut time = |threading: Threading| {
-                let start = Instant::now();
-                // A (side, side) row-major, B = A^T (the same numbers column-major), C (side, side).
-                let square = "a side x side view of side^2 numbers";
-                let a_view = MatRef::new(&a, side, side, side, 1).expect(square);
-                let b_view = MatRef::new(&a, side, side, 1, side).expect(square);
-                let c_view = MatMut::new(&mut c, side, side, side, 1).expect(square);
-                gemm_with(kernel, threading, 1.0, a_view, b_view, 0.0, c_view);
-                start.elapsed().as_secs_f64()
-            };
-            // Once each to warm the caches and the scratch pools, then alternate.
-            time(Threading::Single);
-            time(Threading::Split);
-            let (mut single, mut split) = (f64::INFINITY, f64::INFINITY);
-            for _ in 0..REPEATS {
-                single = single.min(time(Threading::Single));
-                split = split.min(time(Threading::Split));
+    let mut buffers: Vec<(Vec<f32>, Vec<f32>)> =
+        SIDES.iter().map(|&side| ((0..side * side).map(|i| (i % 17) as f32 - 8.0).collect(), vec![0.0f32; side * side])).collect();
+    let mut time = |i: usize, threading: Threading| {
+        let side = SIDES[i];
+        let (a, c) = &mut buffers[i];
+        let start = Instant::now();
+        // A and B (side, side) row-major (the same numbers), C (side, side).
+        let square = "a side x side view of side^2 numbers";
+        let a_view = MatRef::new(a, side, side, side, 1).expect(square);
+        let c_view = MatMut::new(c, side, side, side, 1).expect(square);
+        gemm_with(kernel, threading, 1.0, a_view, a_view, 0.0, c_view);
+        start.elapsed().as_secs_f64()
+    };
+    let mut timings: Vec<SideTiming> = SIDES.iter().map(|&side| SideTiming { side, single: f64::INFINITY, split: f64::INFINITY }).collect();
+    // A first round warms the caches and the scratch pools and does not count.
+    for round in 0..=ROUNDS {
+        for (i, timing) in timings.iter_mut().enumerate() {
+            let (single, split) = (time(i, Threading::Single), time(i, Threading::Split));
+            if round > 0 {
+                timing.single = timing.single.min(single);
+                timing.split = timing.split.min(split);
             }
-            SideTiming { side, single, split }
-        })
-        .collect();
+        }
+    }
     split_threshold(&timings)
 }
 

@@ -261,30 +261,38 @@ fn rayon_matches_naive() {
 }
 
 /// Runs `gemm_with` on fresh copies of the same inputs, returns C.
-fn run_f32(kernel: Kernel, threading: Threading, m: usize, n: usize, k: usize, c_layout: Layout) -> Vec<f32> {
+fn run_f32(kernel: Kernel, threading: Threading, (m, n, k): (usize, usize, usize), b_layout: Layout, c_layout: Layout) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64((m * 1_000_000 + n * 1000 + k) as u64);
     let mut uniform = || rng.random_range(-1.0f32..1.0);
     let a = Stored::new(m, k, Layout::RowMajor, &mut uniform, 0.0);
-    let b = Stored::new(k, n, Layout::ColMajor, &mut uniform, 0.0);
+    let b = Stored::new(k, n, b_layout, &mut uniform, 0.0);
     let mut c = Stored::new(m, n, c_layout, &mut uniform, 0.0);
     gemm_with(kernel, threading, 1.5, a.view(), b.view(), 0.5, c.view_mut());
     c.data
 }
 
 /// Splitting rows of C across threads must not change a single bit: k is
-/// never split, so every element is summed in the same order.
+/// never split, so every element is summed in the same order. B row-major
+/// and C row-major is the unpacked path for the small shapes (`unpacked.rs`).
 #[test]
 fn single_and_rayon_are_bit_identical() {
-    let shapes = [(255, 255, 255), (130, 300, 70), (65, 1000, 17), (32, 784, 288), (7, 65, 1025)];
+    let shapes = [(255, 255, 255), (130, 300, 70), (65, 1000, 17), (32, 784, 288), (7, 65, 1025), (128, 128, 128), (49, 49, 64)];
     for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
-        for &(m, n, k) in &shapes {
-            for c_layout in [Layout::RowMajor, Layout::ColMajor] {
-                let single = run_f32(kernel, Threading::Single, m, n, k, c_layout);
+        for &shape in &shapes {
+            for (b_layout, c_layout) in
+                [(Layout::ColMajor, Layout::RowMajor), (Layout::ColMajor, Layout::ColMajor), (Layout::RowMajor, Layout::RowMajor)]
+            {
+                let single = run_f32(kernel, Threading::Single, shape, b_layout, c_layout);
                 for threads in [2, 3] {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                    let parallel = pool.install(|| run_f32(kernel, Threading::Rayon, m, n, k, c_layout));
-                    let same = single.iter().zip(&parallel).all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(same, "{kernel:?} {m}x{n}x{k} {c_layout:?}: {threads} threads differ from 1");
+                    for threading in [Threading::Rayon, Threading::Split] {
+                        let parallel = pool.install(|| run_f32(kernel, threading, shape, b_layout, c_layout));
+                        let same = single.iter().zip(&parallel).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{kernel:?} {shape:?} B {b_layout:?} C {c_layout:?}: {threads} threads ({threading:?}) differ from 1"
+                        );
+                    }
                 }
             }
         }
@@ -295,9 +303,9 @@ fn single_and_rayon_are_bit_identical() {
 #[test]
 fn gemm_nests_inside_rayon() {
     let (m, n, k) = (96, 200, 130);
-    let expect = run_f32(Kernel::best(), Threading::Single, m, n, k, Layout::RowMajor);
+    let expect = run_f32(Kernel::best(), Threading::Single, (m, n, k), Layout::ColMajor, Layout::RowMajor);
     let results: Vec<Vec<f32>> =
-        (0..8).into_par_iter().map(|_| run_f32(Kernel::best(), Threading::Rayon, m, n, k, Layout::RowMajor)).collect();
+        (0..8).into_par_iter().map(|_| run_f32(Kernel::best(), Threading::Rayon, (m, n, k), Layout::ColMajor, Layout::RowMajor)).collect();
     for got in results {
         assert_eq!(got, expect);
     }

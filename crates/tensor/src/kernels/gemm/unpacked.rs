@@ -1,14 +1,21 @@
-//! Small products with nothing packed: `C (m, n) <- A (m, k) B (k, n) (+ C)`
-//! where all of B and a 12-row band of A fit in L1, read where they lie.
+//! Small products with nothing packed: `C (m, n) <- alpha A (m, k) B (k, n) +
+//! beta C` where B fits in L2 and a 12-row band of A in L1, read where they lie.
 //!
 //! Packing (see `pack.rs`) pays when each packed number is read many times.
 //! Winograd's 16 products (`conv/winograd.rs`) are (tiles, C) by (C, K) with
 //! C and K of 32-128: each number of A meets K / 16 = 4 vector FMAs, and
 //! packing A cost as much as the arithmetic (21% of a 28 x 28 x 32 pass, 14%
-//! at 14 x 14 x 64). Here the 12 x 32 AVX-512 tile of `avx512.rs` reads A
+//! at 14 x 14 x 64). The same holds for any product whose B is small: at
+//! 128^3 packing B is a serial copy before the threads can start, and packing
+//! A~ per band another. Here the 12 x 32 AVX-512 tile of `avx512.rs` reads A
 //! through its two strides (a broadcast per entry, as from a packed panel)
 //! and B's rows in place; columns past `n` are masked off. f32 with AVX-512F
 //! only: [`gemm_unpacked`] says whether it ran, and the caller falls back.
+//!
+//! [`gemm_small`] is the five loops' shortcut for such products. It sums `k`
+//! in the `kc` blocks LOOP 4 would cut, each block into fresh registers
+//! added to C as the packed microkernel adds it (`alpha * ab + beta * C`,
+//! no fused multiply-add), so C is bit-identical to the packed path's.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -20,43 +27,101 @@ const NR: usize = 32;
 
 /// `C <- A B` (`accumulate` false) or `C <- A B + C` (true): A any
 /// strides, B and C with unit column stride; if `T` is f32 and the CPU has
-/// AVX-512F. Returns false, touching nothing, otherwise.
+/// AVX-512F. Returns false, touching nothing, otherwise. `k` is summed in
+/// one block.
 ///
 /// # Panics
 /// If the shapes do not match, or B's or C's columns are not contiguous.
-pub fn gemm_unpacked<T: GemmScalar>(a: MatRef<T>, b: MatRef<T>, accumulate: bool, mut c: MatMut<T>) -> bool {
+pub fn gemm_unpacked<T: GemmScalar>(a: MatRef<T>, b: MatRef<T>, accumulate: bool, c: MatMut<T>) -> bool {
+    let beta = if accumulate { T::ONE } else { T::ZERO };
+    gemm_small(T::ONE, a, b, beta, c, a.cols(), 1)
+}
+
+/// `C <- alpha A B + beta C` with `k` summed in blocks of `kc` and the rows
+/// of C split between `threads` rayon tasks: A any strides, B and C with
+/// unit column stride; if `T` is f32 and the CPU has AVX-512F. Returns
+/// false, touching nothing, otherwise. With `beta == 0`, C is not read.
+///
+/// # Panics
+/// If the shapes do not match, or B's or C's columns are not contiguous.
+pub(super) fn gemm_small<T: GemmScalar>(
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    mut c: MatMut<T>,
+    kc: usize,
+    threads: usize,
+) -> bool {
     super::assert_shapes("gemm_unpacked", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
     assert!(b.col_stride() == 1 || b.cols() <= 1, "gemm_unpacked: B's columns are not contiguous");
     assert!(c.col_stride() == 1 || c.cols() <= 1, "gemm_unpacked: C's columns are not contiguous");
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && is_x86_feature_detected!("avx512f") {
-        let shape = (a.rows(), a.cols(), b.cols());
-        let strides = (a.row_stride(), a.col_stride(), b.row_stride(), c.row_stride());
+        let (m, k, n) = (a.rows(), a.cols(), b.cols());
+        let ((ars, acs), brs, crs) = ((a.row_stride(), a.col_stride()), b.row_stride(), c.row_stride());
         let (a, b, c) = (a.data(), b.data(), c.data_mut());
-        // SAFETY: T is f32 (the same type id), so these are slices of f32.
-        let (a, b, c) =
-            unsafe { (&*(a as *const [T] as *const [f32]), &*(b as *const [T] as *const [f32]), &mut *(c as *mut [T] as *mut [f32])) };
-        // SAFETY: AVX-512F was detected just above; the views were checked
-        // to fit their slices when they were made (`MatRef::new`), and the
-        // shapes to agree.
-        unsafe { avx512::gemm(a, b, c, shape, strides, accumulate) };
+        // SAFETY: T is f32 (the same type id), so these are slices of f32
+        // and alpha, beta are f32 (`transmute_copy` between the same type).
+        let (a, b, c, alpha, beta) = unsafe {
+            (
+                &*(a as *const [T] as *const [f32]),
+                &*(b as *const [T] as *const [f32]),
+                &mut *(c as *mut [T] as *mut [f32]),
+                std::mem::transmute_copy::<T, f32>(&alpha),
+                std::mem::transmute_copy::<T, f32>(&beta),
+            )
+        };
+        // The same views over the same slices, which they were checked to fit.
+        let fits = "a view re-made over the slice it was checked to fit";
+        let a = MatRef::new(a, m, k, ars, acs).expect(fits);
+        let b = MatRef::new(b, k, n, brs, 1).expect(fits);
+        let c = MatMut::new(c, m, n, crs, 1).expect(fits);
+        split_rows(threads.max(1), alpha, a, b, beta, c, kc.max(1));
         return true;
     }
-    let _ = (a, b, accumulate, c.rb());
+    let _ = (alpha, a, b, beta, c.rb(), kc, threads);
     false
+}
+
+/// Runs the tiles on `parts` rayon tasks, each a band of C's rows of equal
+/// height (a band need not be whole tiles: each runs its own short last tile).
+#[cfg(target_arch = "x86_64")]
+fn split_rows(parts: usize, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f32, mut c: MatMut<f32>, kc: usize) {
+    let m = a.rows();
+    if parts <= 1 || m < 2 {
+        let shape = (m, a.cols(), b.cols());
+        let strides = (a.row_stride(), a.col_stride(), b.row_stride(), c.row_stride());
+        // SAFETY: this function runs only after AVX-512F was detected
+        // (`gemm_small`); the views were checked to fit their slices when
+        // they were made (`MatRef::new`, `MatMut::new`), the shapes to agree,
+        // and B's and C's columns to be contiguous.
+        unsafe { avx512::gemm(a.data(), b.data(), c.data_mut(), shape, strides, (alpha, beta), kc) };
+        return;
+    }
+    let top = m * (parts / 2) / parts;
+    let (a_top, a_bottom) = a.split_at_row(top);
+    let (c_top, c_bottom) = c.split_at_row(top);
+    rayon::join(
+        || split_rows(parts / 2, alpha, a_top, b, beta, c_top, kc),
+        || split_rows(parts - parts / 2, alpha, a_bottom, b, beta, c_bottom, kc),
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
-        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
+        _mm512_setzero_ps,
     };
 
     use super::{MR, NR};
 
     /// The tiles of C, 12 rows by 32 columns, rows outer (a band of A stays
-    /// in L1 while it meets all of B): `c[i crs + j] (+)= sum_p a[i ars + p
-    /// acs] b[p brs + j]`, `(m, k, n)` the shape.
+    /// in L1 while it meets all of B): `c[i crs + j] <- alpha sum_p a[i ars +
+    /// p acs] b[p brs + j] + beta c[i crs + j]`, `(m, k, n)` the shape, `p`
+    /// summed in blocks of `kc`, each added to C (with `beta` the first time,
+    /// 1 after) as LOOP 4 of the packed path adds them.
     ///
     /// # Safety
     /// The CPU must support AVX-512F, and every index above must be in bounds.
@@ -67,7 +132,8 @@ mod avx512 {
         c: &mut [f32],
         (m, k, n): (usize, usize, usize),
         (ars, acs, brs, crs): (usize, usize, usize, usize),
-        accumulate: bool,
+        (alpha, beta): (f32, f32),
+        kc: usize,
     ) {
         if m == 0 || n == 0 {
             return;
@@ -78,26 +144,32 @@ mod avx512 {
             for j0 in (0..n).step_by(NR) {
                 let width = NR.min(n - j0);
                 let masks = [lane_mask(width), lane_mask(width.saturating_sub(16))];
-                // SAFETY: rows <= 12 rows of A from i0 and its k columns, B's k
-                // rows from column j0 with `masks` covering only the `width`
-                // columns that exist, and C's tile (`rows` x `width`, masked
-                // the same way) are inside the slices (the caller's contract).
-                unsafe {
-                    let (a_tile, b_tile, c_tile) = (a_ptr.add(i0 * ars), b_ptr.add(j0), c_ptr.add(i0 * crs + j0));
-                    let args = (k, a_tile, (ars, acs), b_tile, brs, accumulate, c_tile, crs, masks);
-                    match rows {
-                        1 => tile_12x32::<1>(args),
-                        2 => tile_12x32::<2>(args),
-                        3 => tile_12x32::<3>(args),
-                        4 => tile_12x32::<4>(args),
-                        5 => tile_12x32::<5>(args),
-                        6 => tile_12x32::<6>(args),
-                        7 => tile_12x32::<7>(args),
-                        8 => tile_12x32::<8>(args),
-                        9 => tile_12x32::<9>(args),
-                        10 => tile_12x32::<10>(args),
-                        11 => tile_12x32::<11>(args),
-                        _ => tile_12x32::<MR>(args),
+                // k = 0 still runs one (empty) block: C <- beta C.
+                for block in 0..k.div_ceil(kc).max(1) {
+                    let (p0, beta) = (block * kc, if block == 0 { beta } else { 1.0 });
+                    let depth = kc.min(k - p0);
+                    // SAFETY: rows <= 12 rows of A from i0 and its columns p0 ..
+                    // p0 + depth, B's rows p0 .. p0 + depth from column j0 with
+                    // `masks` covering only the `width` columns that exist, and
+                    // C's tile (`rows` x `width`, masked the same way) are
+                    // inside the slices (the caller's contract).
+                    unsafe {
+                        let (a_tile, b_tile, c_tile) = (a_ptr.add(i0 * ars + p0 * acs), b_ptr.add(p0 * brs + j0), c_ptr.add(i0 * crs + j0));
+                        let args = (depth, a_tile, (ars, acs), b_tile, brs, (alpha, beta), c_tile, crs, masks);
+                        match rows {
+                            1 => tile_12x32::<1>(args),
+                            2 => tile_12x32::<2>(args),
+                            3 => tile_12x32::<3>(args),
+                            4 => tile_12x32::<4>(args),
+                            5 => tile_12x32::<5>(args),
+                            6 => tile_12x32::<6>(args),
+                            7 => tile_12x32::<7>(args),
+                            8 => tile_12x32::<8>(args),
+                            9 => tile_12x32::<9>(args),
+                            10 => tile_12x32::<10>(args),
+                            11 => tile_12x32::<11>(args),
+                            _ => tile_12x32::<MR>(args),
+                        }
                     }
                 }
             }
@@ -113,8 +185,9 @@ mod avx512 {
         }
     }
 
-    /// One tile: `c[i * c_rs + j] (+)= sum_p a[i * ars + p * acs] b[p * brs + j]`
-    /// for `i < ROWS` and the columns `j < 32` that `masks` lets through.
+    /// One tile: `c[i * c_rs + j] <- alpha sum_p a[i * ars + p * acs] b[p * brs + j]
+    /// + beta c[i * c_rs + j]` for `p < k`, `i < ROWS` and the columns `j < 32`
+    /// that `masks` lets through; C is not read when `beta == 0`.
     ///
     /// # Safety
     /// The CPU must support AVX-512F; every entry named above, for `p < k`,
@@ -122,13 +195,13 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::type_complexity)]
     unsafe fn tile_12x32<const ROWS: usize>(
-        (k, a, (ars, acs), b, brs, accumulate, c, c_rs, masks): (
+        (k, a, (ars, acs), b, brs, (alpha, beta), c, c_rs, masks): (
             usize,
             *const f32,
             (usize, usize),
             *const f32,
             usize,
-            bool,
+            (f32, f32),
             *mut f32,
             usize,
             [u16; 2],
@@ -148,13 +221,21 @@ mod avx512 {
                 acc_i[1] = _mm512_fmadd_ps(a_ip, b1, acc_i[1]);
             }
         }
+        // `alpha * ab + beta * C` with no fused multiply-add, as the packed
+        // kernel's `store_tile!` rounds it.
+        let alpha_v = _mm512_set1_ps(alpha);
         for (i, acc_i) in acc.iter().enumerate() {
             let row = c.wrapping_add(i * c_rs);
             for (h, (&sum, &mask)) in acc_i.iter().zip(&masks).enumerate() {
                 let at = row.wrapping_add(16 * h);
+                let ab = _mm512_mul_ps(alpha_v, sum);
                 // SAFETY: the masked lanes of row i of the tile: the caller's contract.
                 unsafe {
-                    let value = if accumulate { _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, at)) } else { sum };
+                    let value = if beta == 0.0 {
+                        ab
+                    } else {
+                        _mm512_add_ps(ab, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, at)))
+                    };
                     _mm512_mask_storeu_ps(at, mask, value);
                 }
             }
