@@ -114,6 +114,12 @@ pub fn map_into<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [T], f: F) {
 pub fn zip_into<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
     assert!(a.len() == out.len() && b.len() == out.len(), "zip_into: input and output lengths differ");
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked at run time just above.
+        unsafe { zip_into_avx512(a, b, out, f) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
         unsafe { zip_into_avx2(a, b, out, f) };
@@ -139,6 +145,12 @@ fn zip_into_avx2<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: 
 fn map_uninit<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F) {
     assert_eq!(x.len(), out.len(), "map_uninit: input and output lengths differ");
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked at run time just above.
+        unsafe { map_uninit_avx512(x, out, f) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
         unsafe { map_uninit_avx2(x, out, f) };
@@ -150,6 +162,12 @@ fn map_uninit<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F)
 /// `out[i].write(f(a[i], b[i]))` for every slot of `out`.
 fn zip_uninit<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [MaybeUninit<T>], f: F) {
     assert!(a.len() == out.len() && b.len() == out.len(), "zip_uninit: input and output lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA, checked at run time just above.
+        unsafe { zip_uninit_avx512(a, b, out, f) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
@@ -186,6 +204,64 @@ fn zip_uninit_avx2<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [Maybe
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn zip_into_avx512<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
+    zip_into_portable(a, b, out, f);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn map_uninit_avx512<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    map_uninit_portable(x, out, f);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn zip_uninit_avx512<T: Copy, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [MaybeUninit<T>], f: F) {
+    zip_uninit_portable(a, b, out, f);
+}
+
+/// Runs `f` compiled for the widest vector instructions this CPU has
+/// (AVX-512F, else AVX2 and FMA, else the baseline): for loops that are not
+/// one of the maps above, such as Winograd's transforms over the channels of
+/// a tile or the sums of the group norm. `f` must be an `#[inline(always)]`
+/// closure, so that it, and what it inlines, is compiled into the
+/// `#[target_feature]` copies below. The instructions change how many lanes
+/// a loop runs at once, never what a lane computes (no fused multiply-add
+/// unless written), so results do not depend on the copy.
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F, checked at run time just above.
+            return unsafe { with_avx512(f) };
+        }
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && has_avx2_fma()
+}
+
+#[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
     // The std macro caches the CPUID answer, so this is a load and a test.
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -195,8 +271,9 @@ fn has_avx2_fma() -> bool {
 mod tests {
     use super::*;
 
-    /// Both copies (AVX2 where the CPU has it, and the portable one) against a
-    /// plain loop, on odd lengths.
+    /// Every copy (AVX-512 and AVX2 where the CPU has them, and the portable
+    /// one) against a plain loop, bit for bit, on odd lengths; and
+    /// [`vectorized`] running the plain loop.
     #[test]
     fn dispatched_loops_match_the_plain_loop() {
         for n in [0, 1, 7, 8, 9, 33, 1000] {
@@ -225,6 +302,32 @@ mod tests {
             assert_eq!(in_place(&|o| map_into(&x, o, f)), mapped);
             assert_eq!(in_place(&|o| zip_into(&x, &y, o, g)), zipped);
             assert_eq!(in_place(&|o| zip_into_portable(&x, &y, o, g)), zipped);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if has_avx2_fma() {
+                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                    unsafe {
+                        assert_eq!(written(&|o| map_uninit_avx2(&x, o, f)), mapped);
+                        assert_eq!(written(&|o| zip_uninit_avx2(&x, &y, o, g)), zipped);
+                        assert_eq!(in_place(&|o| zip_into_avx2(&x, &y, o, g)), zipped);
+                    }
+                }
+                if has_avx512() {
+                    // SAFETY: the CPU has AVX-512F, AVX2 and FMA, checked just above.
+                    unsafe {
+                        assert_eq!(written(&|o| map_uninit_avx512(&x, o, f)), mapped);
+                        assert_eq!(written(&|o| zip_uninit_avx512(&x, &y, o, g)), zipped);
+                        assert_eq!(in_place(&|o| zip_into_avx512(&x, &y, o, g)), zipped);
+                    }
+                } else {
+                    eprintln!("no AVX-512F here: its copies are not run");
+                }
+            }
+            let plain = vectorized(
+                #[inline(always)]
+                || x.iter().map(|&v| f(v).to_bits()).collect::<Vec<_>>(),
+            );
+            assert_eq!(plain, mapped);
         }
     }
 

@@ -13,7 +13,7 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::{map_into, zip_into};
+use crate::kernels::elementwise::{map_into, vectorized, zip_into};
 use crate::kernels::gemm::scratch::with_scratch;
 use crate::op::Op;
 use crate::ops::unary::{silu_chain, silu_scalar};
@@ -95,10 +95,16 @@ fn group_norm_forward<T: Float>(
         out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(|(ng, ((y, x), stat))| {
             // Two passes (mean, then squared deviations) avoid the cancellation
             // of E[x^2] - mean^2; each channel row is summed in T lanes.
+            // Compiled for the CPU's widest vectors (the same sums, lane for lane).
             let count = x.len() as f64;
-            let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
-            let m = T::from_f64(mean);
-            let var = x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count;
+            let (mean, var) = vectorized(
+                #[inline(always)]
+                || {
+                    let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
+                    let m = T::from_f64(mean);
+                    (mean, x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count)
+                },
+            );
             let rstd = 1.0 / (var + eps).sqrt();
             let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
             let first_channel = (ng % groups) * per_group;
@@ -139,6 +145,7 @@ pub fn group_norm_composed<T: Float>(x: &Tensor<T>, groups: usize, weight: &Tens
 
 /// `sum_i f(x_i)` over a row: accumulated in 8 lanes of `T` (so the loop
 /// vectorises), then added up in f64.
+#[inline(always)]
 fn lane_sum<T: Float>(row: &[T], f: impl Fn(T) -> T) -> f64 {
     let mut lanes = [T::ZERO; 8];
     let chunks = row.chunks_exact(8);
@@ -153,6 +160,7 @@ fn lane_sum<T: Float>(row: &[T], f: impl Fn(T) -> T) -> f64 {
 }
 
 /// `(sum_i g_i, sum_i g_i x_i)` over a row, as [`lane_sum`].
+#[inline(always)]
 fn lane_sums_g_gx<T: Float>(g: &[T], x: &[T]) -> (f64, f64) {
     let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
     let (gc, xc) = (g.chunks_exact(8), x.chunks_exact(8));
@@ -235,6 +243,16 @@ fn backward_blocks<T: Float>(
 /// upstream gradient `g` and statistics, and returns the block's channels'
 /// `(dL/dweight, dL/dbias)`; `w` holds those channels' weights.
 fn block_backward<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T), w: &[T], spatial: usize) -> (Vec<f64>, Vec<f64>) {
+    // Compiled for the CPU's widest vectors (the same sums, lane for lane).
+    vectorized(
+        #[inline(always)]
+        || block_backward_body(dx, x, g, (mean, rstd), w, spatial),
+    )
+}
+
+/// [`block_backward`]'s arithmetic.
+#[inline(always)]
+fn block_backward_body<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T), w: &[T], spatial: usize) -> (Vec<f64>, Vec<f64>) {
     let per_group = w.len();
     let (mu, rs) = (mean.to_f64(), rstd.to_f64());
     let (mut gw, mut gb) = (vec![0.0f64; per_group], vec![0.0f64; per_group]);

@@ -107,6 +107,7 @@
 
 use rayon::prelude::*;
 
+use super::super::elementwise::vectorized;
 use super::super::gemm::scratch::with_scratch;
 use super::super::gemm::{gemm_packed_b, gemm_unpacked, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
 use super::super::transpose::transpose;
@@ -177,38 +178,6 @@ impl Tiles {
     fn padded_pixels(&self) -> usize {
         (2 * self.th + 2) * (2 * self.tw + 2)
     }
-}
-
-/// Runs `f` compiled for the widest vector instructions this CPU has: the
-/// transforms are element-wise steps over the channels of a tile, which the
-/// compiler vectorises for the instructions it may use (SSE2 unless told
-/// more). `f` is inlined into the `#[target_feature]` copies below, and the
-/// transforms into `f`, so they are compiled with those features.
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked at run time just above.
-            return unsafe { with_avx512(f) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
-            return unsafe { with_avx2(f) };
-        }
-    }
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
 }
 
 /// `out[i] = f(a[i], b[i])`: one step of a transform, over the channels of
