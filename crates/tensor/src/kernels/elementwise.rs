@@ -1,11 +1,16 @@
-//! Elementwise loops, compiled twice: once for the baseline instruction set and
-//! once with AVX2 and FMA enabled, the copy chosen at run time.
+//! Elementwise loops, compiled three times: for the baseline instruction set,
+//! with AVX2 and FMA, and with AVX-512F, the copy chosen at run time.
 //!
 //! The loop body is the same Rust code. `#[target_feature]` on the outer function
-//! lets LLVM use 8-wide AVX registers when it vectorises the inlined body (the
-//! closure `f` included); the baseline copy gets 4-wide SSE2. This is the cheapest
-//! way to make every elementwise op (silu, exp, add, ...) use the wide registers
-//! without writing intrinsics per op.
+//! lets LLVM use 16-wide AVX-512 or 8-wide AVX registers when it vectorises the
+//! inlined body (the closure `f` included); the baseline copy gets 4-wide SSE2.
+//! This is the cheapest way to make every elementwise op (silu, exp, add, ...)
+//! use the wide registers without writing intrinsics per op. Each lane computes
+//! what the plain loop computes (Rust never fuses a multiply and an add on its
+//! own), so the copies agree bit for bit. On the Intel Xeon of session 14 the
+//! AVX-512 copy took the group norm + SiLU of the quick UNet's 28 x 28 level
+//! (batch 64, 16 channels) from 0.76-1.18 to 0.65-0.86 ms forward and from
+//! 1.18-1.32 to 0.82-0.94 ms backward (five and four alternations).
 //!
 //! The `*_to_vec` forms return a new vector written once, element by element: an
 //! op's output is never zero-filled before it is overwritten.

@@ -4,8 +4,8 @@
 //! - [`gemm`]: general matrix multiply `C <- alpha A B + beta C` on strided
 //!   views, BLIS-style (packing + a SIMD microkernel chosen at run time).
 //! - [`conv`]: 2-d convolution forward and backward, as im2col + [`gemm`].
-//! - [`elementwise`]: the loops of the elementwise ops, compiled for AVX2 when
-//!   the CPU has it.
+//! - [`elementwise`]: the loops of the elementwise ops, compiled for AVX-512
+//!   or AVX2 when the CPU has them.
 //! - [`peak`]: the machine's f32 peak, measured with an FMA loop on registers.
 //! - [`transpose`]: strided matrix transpose (channel-major <-> channels last).
 //!
