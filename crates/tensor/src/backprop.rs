@@ -99,8 +99,14 @@ impl<T: Float> GradStore<T> {
             });
         }
         let _guard = NoGradGuard::new();
+        // Added into the stored buffer when nothing else holds it (else into a
+        // copy): no new buffer per addition, and the same sums as `add`.
         let sum = match self.grads.remove(&t.id()) {
-            Some(previous) => previous.add(&grad)?,
+            Some(mut previous) => {
+                let grad = grad.contiguous_data();
+                previous.update_data(|acc| crate::ops::add_assign(acc, &grad));
+                previous
+            }
             None => grad,
         };
         self.grads.insert(t.id(), sum);
@@ -264,6 +270,29 @@ mod tests {
         assert_eq!(grads.len(), 1);
         assert_eq!(grads.remove(&b).expect("b took part").to_vec(), vec![1.0, 2.0]);
         assert!(grads.is_empty() && GradStore::<f64>::default().is_empty());
+        Ok(())
+    }
+
+    /// Gradients that meet are added into the stored buffer in place, or into a
+    /// copy when another gradient shares it (`x + x` hands the same upstream
+    /// gradient to both inputs): the shared one is never changed behind its back.
+    #[test]
+    fn accumulating_adds_in_place_and_copies_what_is_shared() -> Result<()> {
+        let x = Tensor::from_vec(vec![1.0f64, -2.0, 3.0], &[3])?.requires_grad();
+        let upstream = Tensor::from_vec(vec![0.5f64, 1.0, 2.0], &[3])?;
+        // d/dx of sum(g (x + x)) = 2 g: both inputs of the add receive g itself.
+        let grads = x.add(&x)?.backward_with(&upstream)?;
+        assert_eq!(grads.get(&x).unwrap().to_vec(), vec![1.0, 2.0, 4.0]);
+        assert_eq!(upstream.to_vec(), vec![0.5, 1.0, 2.0], "the upstream gradient is unchanged");
+        // d/dx of sum(x * x + x + x) = 2x + 2, three contributions.
+        let grads = x.mul(&x)?.add(&x)?.add(&x)?.sum_all()?.backward()?;
+        assert_eq!(grads.get(&x).unwrap().to_vec(), vec![4.0, -2.0, 8.0]);
+        // Large enough for the parallel chunks.
+        let n = 100_003;
+        let big = Tensor::from_vec((0..n).map(|i| i as f64).collect(), &[n])?.requires_grad();
+        let grads = big.mul(&big)?.add(&big)?.sum_all()?.backward()?;
+        let want: Vec<f64> = (0..n).map(|i| 2.0 * i as f64 + 1.0).collect();
+        assert_eq!(grads.get(&big).unwrap().to_vec(), want);
         Ok(())
     }
 }

@@ -112,6 +112,30 @@ pub fn map_into<T: Copy, F: Fn(T) -> T>(x: &[T], out: &mut [T], f: F) {
     zip_into(x, x, out, |v, _| f(v));
 }
 
+/// `acc[i] = f(acc[i], b[i])` in place, compiled for the CPU's widest vectors;
+/// with `parallel`, chunks of `chunk` elements run as rayon tasks.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn zip_assign<T: Copy + Send + Sync, F: Fn(T, T) -> T + Sync>(acc: &mut [T], b: &[T], chunk: usize, parallel: bool, f: F) {
+    assert_eq!(acc.len(), b.len(), "zip_assign: lengths differ");
+    let run = |acc: &mut [T], b: &[T]| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for (o, &y) in acc.iter_mut().zip(b) {
+                    *o = f(*o, y);
+                }
+            },
+        )
+    };
+    if parallel {
+        acc.par_chunks_mut(chunk.max(1)).zip(b.par_chunks(chunk.max(1))).for_each(|(acc, b)| run(acc, b));
+    } else {
+        run(acc, b);
+    }
+}
+
 /// `out[i] = f(a[i], b[i])` over an existing slice (see [`map_into`]).
 ///
 /// # Panics
@@ -328,6 +352,9 @@ mod tests {
                     eprintln!("no AVX-512F here: its copies are not run");
                 }
             }
+            let mut acc = x.clone();
+            zip_assign(&mut acc, &y, 5, true, g);
+            assert_eq!(acc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), zipped);
             let plain = vectorized(
                 #[inline(always)]
                 || x.iter().map(|&v| f(v).to_bits()).collect::<Vec<_>>(),

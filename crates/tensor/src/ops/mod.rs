@@ -17,7 +17,7 @@ pub mod upsample;
 pub mod view;
 
 use crate::element::Float;
-use crate::kernels::elementwise::{map_to_vec, rows_to_vec, zip_to_vec};
+use crate::kernels::elementwise::{map_to_vec, rows_to_vec, zip_assign, zip_to_vec};
 use crate::layout::Layout;
 use crate::shape::elem_count;
 
@@ -35,6 +35,11 @@ pub(crate) fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
 /// `out[i] = f(a[i], b[i])` for two slices of the same length.
 pub(crate) fn zip_map<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     zip_to_vec(a, b, CHUNK, a.len() >= PARALLEL_MIN_ELEMS, f)
+}
+
+/// `acc[i] += b[i]` in place (gradient accumulation).
+pub(crate) fn add_assign<T: Float>(acc: &mut [T], b: &[T]) {
+    zip_assign(acc, b, CHUNK, acc.len() >= PARALLEL_MIN_ELEMS, |x, y| x + y);
 }
 
 /// The strides that read `layout` broadcast to `out_dims` (0 on repeated axes).
