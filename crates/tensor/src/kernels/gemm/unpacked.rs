@@ -89,7 +89,7 @@ pub(super) fn gemm_small<T: GemmScalar>(
 #[cfg(target_arch = "x86_64")]
 fn split_rows(parts: usize, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f32, mut c: MatMut<f32>, kc: usize) {
     let m = a.rows();
-    if parts <= 1 || m < 2 {
+    let Some((top, top_parts, bottom_parts)) = halves(m, parts) else {
         let shape = (m, a.cols(), b.cols());
         let strides = (a.row_stride(), a.col_stride(), b.row_stride(), c.row_stride());
         // SAFETY: this function runs only after AVX-512F was detected
@@ -98,14 +98,26 @@ fn split_rows(parts: usize, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f3
         // and B's and C's columns to be contiguous.
         unsafe { avx512::gemm(a.data(), b.data(), c.data_mut(), shape, strides, (alpha, beta), kc) };
         return;
-    }
-    let top = m * (parts / 2) / parts;
+    };
     let (a_top, a_bottom) = a.split_at_row(top);
     let (c_top, c_bottom) = c.split_at_row(top);
     rayon::join(
-        || split_rows(parts / 2, alpha, a_top, b, beta, c_top, kc),
-        || split_rows(parts - parts / 2, alpha, a_bottom, b, beta, c_bottom, kc),
+        || split_rows(top_parts, alpha, a_top, b, beta, c_top, kc),
+        || split_rows(bottom_parts, alpha, a_bottom, b, beta, c_bottom, kc),
     );
+}
+
+/// How [`split_rows`] halves `m` rows for `parts` tasks: `(top rows, tasks
+/// for them, tasks for the rest)`, the rows in proportion to the tasks, so
+/// that the `parts` bands in the end differ by at most a row; `None` when
+/// there is nothing to split.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn halves(m: usize, parts: usize) -> Option<(usize, usize, usize)> {
+    if parts <= 1 || m < 2 {
+        return None;
+    }
+    let top_parts = parts / 2;
+    Some((m * top_parts / parts, top_parts, parts - top_parts))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -297,6 +309,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The bands `split_rows` cuts: as many as tasks (or rows, if fewer),
+    /// covering every row once, heights within one row of each other.
+    #[test]
+    fn rows_split_into_bands_of_equal_height() {
+        fn bands(m: usize, parts: usize, out: &mut Vec<usize>) {
+            match halves(m, parts) {
+                None => out.push(m),
+                Some((top, top_parts, bottom_parts)) => {
+                    bands(top, top_parts, out);
+                    bands(m - top, bottom_parts, out);
+                }
+            }
+        }
+        for m in [1, 2, 3, 7, 12, 13, 64, 128, 1000] {
+            for parts in 1..=9 {
+                let mut heights = Vec::new();
+                bands(m, parts, &mut heights);
+                heights.retain(|&h| h > 0);
+                assert_eq!(heights.iter().sum::<usize>(), m, "{m} rows, {parts} tasks: {heights:?}");
+                assert_eq!(heights.len(), parts.min(m), "{m} rows, {parts} tasks: {heights:?}");
+                let (lo, hi) = (heights.iter().min().unwrap(), heights.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{m} rows, {parts} tasks: {heights:?}");
+            }
+        }
+        assert_eq!(halves(1, 2), None, "one row is not split");
+        assert_eq!(halves(128, 1), None, "one task does not split");
+        assert_eq!(halves(128, 2), Some((64, 1, 1)));
     }
 
     /// Not f32: the caller's fallback runs.
