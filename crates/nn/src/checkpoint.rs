@@ -162,6 +162,20 @@ mod tests {
     }
 
     #[test]
+    fn each_precision_is_stored_as_itself() {
+        // f32 weights are written as F32 (what PyTorch's twin loads) and f64 ones as F64,
+        // so an f64 value that f32 cannot hold (0.1) comes back bit for bit.
+        let tensor = |values: &[f64]| Tensor::<f64>::from_slice(values, &[values.len()]).unwrap();
+        let ckpt64 = Checkpoint::<f64> { model: vec![("w".into(), tensor(&[0.1, -1.0 / 3.0]))], ..Checkpoint::default() };
+        let st = ckpt64.to_safetensors();
+        assert!(matches!(&st.tensors[0].data, TensorData::F64(v) if v == &[0.1, -1.0 / 3.0]));
+        let back = Checkpoint::<f64>::from_safetensors(&st, "c").unwrap();
+        assert_eq!(back.model[0].1.to_vec(), [0.1, -1.0 / 3.0]);
+        let ckpt32 = Checkpoint::<f32> { model: vec![("w".into(), Tensor::from_slice(&[0.1f32], &[1]).unwrap())], ..Checkpoint::default() };
+        assert!(matches!(&ckpt32.to_safetensors().tensors[0].data, TensorData::F32(v) if v == &[0.1f32]));
+    }
+
+    #[test]
     fn unknown_prefix_is_an_error_naming_the_tensor() {
         let st = SafeTensors {
             tensors: vec![NamedTensor { name: "weights.w".into(), shape: vec![1], data: TensorData::F32(vec![1.0]) }],

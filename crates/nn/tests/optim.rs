@@ -82,6 +82,27 @@ fn adam_first_step_moves_each_weight_by_lr_against_the_gradient_sign() -> Result
 }
 
 #[test]
+fn set_lr_sets_the_rate_of_the_next_step() -> Result<()> {
+    // The training loop changes the rate every step (warmup, cosine decay) through
+    // `set_lr`; the next update must use it: Adam's first step moves by lr sign(g),
+    // SGD's by lr g.
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut adam = Adam::new(0.01);
+    adam.set_lr(0.004);
+    assert_eq!(adam.lr(), 0.004);
+    step(&mut adam, &mut model, &[3.0, -0.5], 2.0)?;
+    close(&model.a.to_vec(), &[1.0 - 0.004 * 3.0 / (3.0 + 1e-8), -2.0 + 0.004 * 0.5 / (0.5 + 1e-8)]);
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut sgd = Sgd::new(0.1, 0.0);
+    sgd.set_lr(0.25);
+    assert_eq!(sgd.lr(), 0.25);
+    step(&mut sgd, &mut model, &[1.0, 2.0], -1.0)?;
+    close(&model.a.to_vec(), &[1.0 - 0.25, -2.0 - 0.5]);
+    close(&model.b.to_vec(), &[0.5 + 0.25]);
+    Ok(())
+}
+
+#[test]
 fn adam_second_step_matches_the_bias_corrected_moments() -> Result<()> {
     let mut model = Pair::new(&[1.0, -2.0], 0.5);
     let (lr, b1, b2, eps) = (0.01, 0.9, 0.999, 1e-8);
