@@ -146,4 +146,17 @@ mod tests {
             assert_eq!(error.into_tensor_error().to_string(), message);
         }
     }
+
+    #[test]
+    fn wrapped_errors_are_handed_back_as_the_source() {
+        // A caller walking the error chain (anyhow, `ddpm`'s own report) reaches the
+        // operating system's or the tensor crate's error; the others are the root.
+        use std::error::Error as _;
+        let io = Error::Io { path: "runs/quick".into(), source: io::Error::new(io::ErrorKind::NotFound, "no such file") };
+        assert_eq!(io.source().map(ToString::to_string).as_deref(), Some("no such file"));
+        let inner = tensor::Error::Broadcast { op: "add", lhs: vec![2, 3], rhs: vec![4] };
+        let message = inner.to_string();
+        assert_eq!(Error::Tensor(inner).source().map(ToString::to_string), Some(message));
+        assert!(Error::InvalidArgument { op: "GroupNorm::new", msg: "5 groups".into() }.source().is_none());
+    }
 }
