@@ -9,7 +9,7 @@
 //! Shapes: `x` `[B, C, H, W]` stored as `x[((b C + c) H + y) W + x]`, `L = H W`.
 
 use nn::Result;
-use nn::{AttentionBlock, Module, ResBlock};
+use nn::{AttentionBlock, Linear, Module, ResBlock};
 use tensor::{rng, Tensor};
 
 /// Every parameter of `module` replaced by values drawn from N(0, 0.5^2) (seeded),
@@ -189,5 +189,7 @@ fn flop_counts_are_twice_the_multiply_adds() -> Result<()> {
     let without_skip = ResBlock::<f32>::new(8, 8, 16, 4, 0.0, &mut rng(0))?;
     let macs = n * (l * 8 * 8 * 9 + 16 * 8 + l * 8 * 8 * 9);
     assert_eq!(without_skip.flops(n, s), 2.0 * macs as f64);
+    let linear = Linear::<f32>::new(5, 3, &mut rng(0));
+    assert_eq!(linear.flops(n), 2.0 * (n * 5 * 3) as f64);
     Ok(())
 }

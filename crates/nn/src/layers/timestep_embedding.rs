@@ -62,6 +62,24 @@ mod tests {
     }
 
     #[test]
+    fn each_sine_and_cosine_share_the_angle_t_times_its_frequency() {
+        // Pair i is (sin a, cos a) with a = t f_i and f_i = 10000^(-i / (half - 1)),
+        // written here as a power rather than the exp-of-log of the code: the pair
+        // lies on the unit circle, and its angle is a modulo 2 pi.
+        let (dim, half) = (12, 6);
+        for t in [3.0, 17.5, 999.0] {
+            let emb = timestep_embedding::<f64>(&[t], dim).unwrap().to_vec();
+            for i in 0..half {
+                let (sin, cos) = (emb[i], emb[half + i]);
+                let angle = t * MAX_PERIOD.powf(-(i as f64) / (half - 1) as f64);
+                assert!((sin * sin + cos * cos - 1.0).abs() < 1e-12, "t {t}, pair {i} off the unit circle");
+                let turns = (sin.atan2(cos) - angle) / std::f64::consts::TAU;
+                assert!((turns - turns.round()).abs() < 1e-9, "t {t}, pair {i}: angle {} != {angle} mod 2 pi", sin.atan2(cos));
+            }
+        }
+    }
+
+    #[test]
     fn rejects_odd_or_tiny_dims() {
         assert!(timestep_embedding::<f32>(&[0.0], 7).is_err());
         assert!(timestep_embedding::<f32>(&[0.0], 2).is_err());
