@@ -1,8 +1,7 @@
 //! The Module contract: parameter counts, unique names in a stable order, seeded
 //! initialisation, clones, modes, and shapes through the models.
 
-use nn::Result;
-use nn::{Dropout, MlpConfig, MlpDenoiser, Mode, Module, UNet, UNetConfig};
+use nn::{Dropout, Error, MlpConfig, MlpDenoiser, Mode, Module, Result, UNet, UNetConfig};
 use std::collections::HashSet;
 use tensor::{no_grad, rng, Tensor};
 
@@ -20,6 +19,42 @@ fn default_unet_forward_is_about_35_5_gflop_for_a_batch_of_64() -> Result<()> {
     assert!((flops / 35.5e9 - 1.0).abs() < 0.01, "{flops:e}");
     // Linear in the batch size.
     assert!((unet.flops_forward(128) / flops - 2.0).abs() < 1e-3);
+    Ok(())
+}
+
+#[test]
+fn unet_flops_are_twice_the_multiply_adds_counted_from_the_weights() -> Result<()> {
+    // Every weight does one multiply-add per output position: a convolution's
+    // [K, C, kh, kw] at each of the s^2 pixels of its output map, a linear layer's
+    // [out, in] once a sample. The side s follows from the name: level L runs at
+    // image_size / 2^L, a downsample writes the level below, an upsample the level
+    // above, the middle runs at the deepest level. Attention adds its two products,
+    // L^2 C multiply-adds each, with L = s^2 and C the qkv conv's input channels.
+    for config in [UNetConfig::tiny(), UNetConfig::default()] {
+        let unet = UNet::<f32>::new(&config, &mut rng(0))?;
+        let side = |level: usize| config.image_size >> level;
+        let mut macs = 0;
+        for (name, weight) in unet.named_params() {
+            if !name.ends_with(".weight") || weight.rank() == 1 {
+                continue; // biases, and the scales of the norms
+            }
+            let parts: Vec<&str> = name.split('.').collect();
+            let level = || parts[1].parse::<usize>().expect("a level index");
+            let s = match (parts[0], parts.get(2).copied().unwrap_or("")) {
+                ("down", "downsample") => side(level() + 1),
+                ("up", "upsample") => side(level() - 1),
+                ("down" | "up", _) => side(level()),
+                ("mid", _) => side(config.channel_mults.len() - 1),
+                _ => side(0), // input_conv, out.conv, and the time embedding's linear layers
+            };
+            let positions = if weight.rank() == 4 { s * s } else { 1 };
+            macs += positions * weight.elem_count();
+            if name.ends_with("qkv.weight") {
+                macs += 2 * (s * s) * (s * s) * weight.dims()[1];
+            }
+        }
+        assert_eq!(unet.flops_forward(3), 2.0 * (3 * macs) as f64, "{config:?}");
+    }
     Ok(())
 }
 
@@ -128,9 +163,23 @@ fn unet_keeps_the_input_shape_and_rejects_wrong_inputs() -> Result<()> {
     let eps_again = no_grad(|| unet.forward(&x, &[0, 11, 999]))?.to_vec();
     assert_eq!(eps.to_vec()[..64], eps_again[..64]);
     assert_ne!(eps.to_vec()[64..128], eps_again[64..128]);
-    assert!(unet.forward(&x, &[0, 1]).is_err(), "two timesteps for three images");
-    assert!(unet.forward(&Tensor::zeros(&[3, 2, 8, 8]), &[0, 1, 2]).is_err(), "two channels");
-    assert!(unet.forward(&Tensor::zeros(&[3, 1, 7, 7]), &[0, 1, 2]).is_err(), "7 does not halve evenly");
+    // Each way to be wrong on its own is refused by the UNet's own check, before any
+    // layer sees the input, with the shapes in the message.
+    let wrong: [(&[usize], usize, &str); 6] = [
+        (&[3, 1, 8, 8], 2, "two timesteps for three images"),
+        (&[3, 2, 8, 8], 3, "two channels"),
+        (&[3, 1, 7, 8], 3, "a height of 7 does not halve evenly"),
+        (&[3, 1, 8, 5], 3, "a width of 5 does not halve evenly"),
+        (&[3, 1, 7, 7], 3, "neither side halves evenly"),
+        (&[3, 64], 3, "not an image"),
+    ];
+    for (dims, timesteps, why) in wrong {
+        let t: Vec<usize> = (0..timesteps).collect();
+        match unet.forward(&Tensor::zeros(dims), &t) {
+            Err(Error::ShapeMismatch { op: "UNet::forward", msg }) => assert!(msg.contains(&format!("{dims:?}")), "{why}: {msg}"),
+            other => panic!("{why}: expected UNet::forward's ShapeMismatch, got {other:?}"),
+        }
+    }
     Ok(())
 }
 
@@ -172,7 +221,24 @@ fn mlp_denoiser_for_toy_data_and_flattened_mnist() -> Result<()> {
     let mnist = MlpDenoiser::<f32>::new(&MlpConfig { hidden_dim: 64, ..MlpConfig::mnist() }, &mut rng(0))?;
     let x = Tensor::randn(&[2, 1, 28, 28], &mut rng(1));
     assert_eq!(mnist.forward(&x, &[5, 6])?.dims(), &[2, 1, 28, 28]);
-    assert!(toy.forward(&x, &[5, 6]).is_err(), "784 values per sample for a 2-D model");
+    // Each way to be wrong on its own is refused by the model's own check. A model
+    // of 1-D data shows the rank check alone: a rank-1 x_t has the right count.
+    let line = MlpDenoiser::<f32>::new(&MlpConfig { data_dim: 1, ..MlpConfig::toy_2d() }, &mut rng(0))?;
+    assert_eq!(line.forward(&Tensor::zeros(&[2, 1]), &[5, 6])?.dims(), &[2, 1]);
+    let wrong: [(&MlpDenoiser<f32>, &[usize], usize, &str); 3] = [
+        (&toy, &[2, 1, 28, 28], 2, "784 values per sample for a 2-D model"),
+        (&toy, &[2, 2], 3, "three timesteps for two samples"),
+        (&line, &[2], 2, "a batch of scalars without a sample axis"),
+    ];
+    for (model, dims, timesteps, why) in wrong {
+        let t: Vec<usize> = (0..timesteps).collect();
+        match model.forward(&Tensor::zeros(dims), &t) {
+            Err(Error::ShapeMismatch { op: "MlpDenoiser::forward", msg }) => {
+                assert!(msg.contains(&format!("{dims:?}")), "{why}: {msg}");
+            }
+            other => panic!("{why}: expected MlpDenoiser::forward's ShapeMismatch, got {other:?}"),
+        }
+    }
     Ok(())
 }
 

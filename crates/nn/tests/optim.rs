@@ -65,6 +65,27 @@ fn sgd_with_momentum_matches_hand_computed_steps() -> Result<()> {
     let (first_b, second_b) = (-1.0, 1.0);
     close(&model.a.to_vec(), &[0.9 - 0.1 * (mu * 1.0 + 0.5), -2.2 - 0.1 * (mu * 2.0 + 0.0)]);
     close(&model.b.to_vec(), &[0.6 - 0.1 * (mu * first_b + second_b)]);
+    assert_eq!(sgd.steps(), 2);
+    Ok(())
+}
+
+#[test]
+fn sgd_weight_decay_adds_wd_p_to_the_gradient_before_the_momentum() -> Result<()> {
+    // g' = g + wd p, b = mu b + g', p <- p - lr b, for two steps.
+    let (lr, mu, wd) = (0.1, 0.5, 0.2);
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut sgd = Sgd::new(lr, mu);
+    sgd.weight_decay = wd;
+    step(&mut sgd, &mut model, &[1.0, 2.0], -1.0)?;
+    let b1 = [1.0 + wd * 1.0, 2.0 + wd * -2.0, -1.0 + wd * 0.5];
+    let p1 = [1.0 - lr * b1[0], -2.0 - lr * b1[1], 0.5 - lr * b1[2]];
+    close(&model.a.to_vec(), &p1[..2]);
+    close(&model.b.to_vec(), &p1[2..]);
+    step(&mut sgd, &mut model, &[0.5, 0.0], 1.0)?;
+    let g2 = [0.5, 0.0, 1.0];
+    let p2: Vec<f64> = (0..3).map(|i| p1[i] - lr * (mu * b1[i] + g2[i] + wd * p1[i])).collect();
+    close(&model.a.to_vec(), &p2[..2]);
+    close(&model.b.to_vec(), &p2[2..]);
     Ok(())
 }
 
@@ -172,6 +193,23 @@ fn optimizer_state_round_trips_through_named_tensors() -> Result<()> {
     assert_eq!(model.a.to_vec(), copy.a.to_vec());
     assert_eq!(model.b.to_vec(), copy.b.to_vec());
     assert!(resumed.load_state_tensors(&[("momentum.a".to_string(), Tensor::zeros(&[2]))]).is_err());
+
+    // SGD's state is its step count and momentum buffers; a resumed SGD that lost the
+    // buffers would take the next step with b = g instead of mu b + g.
+    let mut model = Pair::new(&[1.0, -2.0], 0.5);
+    let mut sgd = Sgd::new(0.1, 0.9);
+    step(&mut sgd, &mut model, &[3.0, -0.5], 1.0)?;
+    let state = sgd.state_tensors();
+    let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["step", "momentum_buffer.a", "momentum_buffer.b"]);
+    let mut resumed = Sgd::new(0.1, 0.9);
+    resumed.load_state_tensors(&state)?;
+    assert_eq!(resumed.steps(), 1);
+    let mut copy = model.clone();
+    step(&mut sgd, &mut model, &[1.0, 1.0], -1.0)?;
+    step(&mut resumed, &mut copy, &[1.0, 1.0], -1.0)?;
+    assert_eq!(model.a.to_vec(), copy.a.to_vec());
+    assert_eq!(model.b.to_vec(), copy.b.to_vec());
     Ok(())
 }
 

@@ -2,10 +2,13 @@
 //! no Nesterov):
 //!
 //! ```text
-//! g <- g + wd p                              (L2 weight decay)
-//! b <- g                 on the first step,  b <- mu b + g  after   (momentum_buffer)
+//! g <- g + wd p          (L2 weight decay)
+//! b <- mu b + g          (momentum_buffer)
 //! p <- p - lr b
 //! ```
+//!
+//! PyTorch sets `b <- g` on the first step; here `b` starts at zero, so the first
+//! `mu b + g` is `g` exactly and needs no branch of its own.
 
 use super::{for_each_param_with_grad, Optimizer, StateTable};
 use crate::error::Result;
@@ -36,7 +39,7 @@ impl<T: Float> Sgd<T> {
 impl<T: Float> Optimizer<T> for Sgd<T> {
     fn step(&mut self, model: &mut dyn Module<T>, grads: &GradStore<T>) -> Result<()> {
         self.step += 1;
-        let (lr, mu, wd, first) = (self.lr, self.momentum, self.weight_decay, self.step == 1);
+        let (lr, mu, wd) = (self.lr, self.momentum, self.weight_decay);
         let state = &mut self.state;
         for_each_param_with_grad(model, grads, |name, param, grad| {
             let [buffer] = state.buffers(name, param.dims())? else { unreachable!("one kind") };
@@ -44,7 +47,7 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
             param.update_data(|p| {
                 for ((p, &g), b) in p.iter_mut().zip(grad.iter()).zip(buffer.iter_mut()) {
                     let g = g.to_f64() + wd * p.to_f64();
-                    let b64 = if first || mu == 0.0 { g } else { mu * b.to_f64() + g };
+                    let b64 = mu * b.to_f64() + g;
                     *b = T::from_f64(b64);
                     *p = T::from_f64(p.to_f64() - lr * b64);
                 }
