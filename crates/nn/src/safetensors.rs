@@ -424,11 +424,9 @@ impl SafeTensors {
         let io_error = |path: &Path, source| Error::Io { path: path.to_owned(), source };
         let file_name =
             path.file_name().ok_or_else(|| io_error(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name")))?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        // Unique per process and per call, so concurrent saves do not share a temp file.
+        let dir = parent_dir(path);
+        // Beside the destination, so that the rename stays on one file system. Unique
+        // per process and per call, so concurrent saves do not share a temp file.
         let temp =
             dir.join(format!(".{}.{}-{}.tmp", file_name.to_string_lossy(), std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
         let written = File::create(&temp).and_then(|mut file| {
@@ -475,6 +473,15 @@ impl SafeTensors {
         let path = path.as_ref();
         let bytes = fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
         Self::from_bytes(&bytes, &path.display().to_string())
+    }
+}
+
+/// The folder `path` is in: `.` for a bare file name, whose parent is the empty path
+/// (which `File::open` cannot open to sync).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
 }
 
@@ -634,6 +641,21 @@ mod tests {
     }
 
     #[test]
+    fn tensor_data_reports_its_dtype_length_and_element_size() {
+        let cases = [(TensorData::F32(vec![1.0, 2.0, 3.0]), "F32", 3, 4), (TensorData::F64(vec![]), "F64", 0, 8)];
+        for (data, dtype, len, size) in cases {
+            assert_eq!((data.dtype(), data.len(), data.is_empty(), data.element_size()), (dtype, len, len == 0, size));
+        }
+    }
+
+    #[test]
+    fn the_temp_file_goes_into_the_destinations_folder() {
+        assert_eq!(parent_dir(Path::new("model.safetensors")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("runs/quick/model.safetensors")), Path::new("runs/quick"));
+        assert_eq!(parent_dir(Path::new("/model.safetensors")), Path::new("/"));
+    }
+
+    #[test]
     fn empty_file_round_trips() {
         let bytes = SafeTensors::default().to_bytes().unwrap();
         assert_eq!(bytes, file_with_header("{}", &[]));
@@ -743,6 +765,15 @@ mod tests {
         assert_format_error(&bytes, &["offset 0", "header length 1000 runs past the end"]);
         bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_format_error(&bytes, &["offset 0", "exceeds the cap"]);
+        // The cap itself is allowed (this file is too short for it), one more is not.
+        bytes[..8].copy_from_slice(&MAX_HEADER_LEN.to_le_bytes());
+        assert_format_error(&bytes, &["offset 0", "runs past the end"]);
+        bytes[..8].copy_from_slice(&(MAX_HEADER_LEN + 1).to_le_bytes());
+        assert_format_error(&bytes, &["offset 0", "exceeds the cap"]);
+        // One byte past the end; the header may end exactly at the end (no data).
+        let past = bytes.len() as u64 - 8 + 1;
+        bytes[..8].copy_from_slice(&past.to_le_bytes());
+        assert_format_error(&bytes, &["offset 0", &format!("header length {past} runs past the end")]);
     }
 
     #[test]
@@ -752,7 +783,12 @@ mod tests {
         assert_format_error(&bytes, &["offset 9", "not valid UTF-8"]);
         assert_format_error(&file_with_header("{\"w\": ", &[]), &["offset", "not valid JSON"]);
         assert_format_error(&file_with_header("{} x", &[]), &["offset 11", "not valid JSON"]);
-        assert_format_error(&file_with_header("[1, 2]", &[]), &["not a JSON object"]);
+        assert_format_error(&file_with_header("[1, 2]", &[]), &["not a JSON object", "expected a JSON object of tensor entries"]);
+        // An error past the first line: the offset counts the earlier lines' bytes and
+        // their newlines, and points at the byte where the parser stopped (the x).
+        let header = "{\n  \"w\": x}";
+        let at = 8 + header.find('x').unwrap();
+        assert_format_error(&file_with_header(header, &[]), &[&format!("offset {at}"), "not valid JSON"]);
         assert_format_error(&file_with_header("", &[]), &["offset 8", "not valid JSON"]);
         // Deep nesting is refused without recursing into it.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -773,6 +809,10 @@ mod tests {
         assert_format_error(
             &with(r#""w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}"#.into(), &data),
             &["tensor \"w\"", "bad header entry"],
+        );
+        assert_format_error(
+            &with(f32_entry("w", "\"2\"", 0, 8), &data),
+            &["tensor \"w\"", "expected an array of at most 64 non-negative integers"],
         );
         let huge = format!("[{}, {}, 4]", u64::MAX, u64::MAX);
         assert_format_error(&with(f32_entry("w", &huge, 0, 8), &data), &["tensor \"w\"", "too many elements"]);

@@ -13,6 +13,23 @@ fn default_unet_has_exactly_1_623_169_parameters() -> Result<()> {
 }
 
 #[test]
+fn tiny_unet_is_the_small_model_its_docs_describe() -> Result<()> {
+    // 1x8x8 images, base 8, levels (1, 2) at 8 and 4, attention only at 4, sinusoid
+    // of 8 into a time embedding of 16, GroupNorm with 4 groups: the fast tests are
+    // fast because the model is this small.
+    let unet = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(0))?;
+    let dims = |name: &str| unet.named_params().into_iter().find(|(n, _)| n == name).map(|(_, p)| p.dims().to_vec());
+    assert_eq!(dims("input_conv.weight"), Some(vec![8, 1, 3, 3]));
+    assert_eq!(dims("time_embed.linear1.weight"), Some(vec![16, 8]));
+    assert_eq!(dims("down.1.res.0.conv1.weight"), Some(vec![16, 8, 3, 3]));
+    assert_eq!(dims("down.1.attn.0.qkv.weight"), Some(vec![48, 16, 1, 1]));
+    assert_eq!(dims("down.0.attn.0.qkv.weight"), None);
+    assert_eq!(dims("down.2.res.0.conv1.weight"), None);
+    assert_eq!(unet.down[0].res[0].norm1.groups, 4);
+    Ok(())
+}
+
+#[test]
 fn default_unet_forward_is_about_35_5_gflop_for_a_batch_of_64() -> Result<()> {
     let unet = UNet::<f32>::new(&UNetConfig::default(), &mut rng(0))?;
     let flops = unet.flops_forward(64);

@@ -222,5 +222,40 @@ mod tests {
         assert!(odd.validate().unwrap_err().to_string().contains("divisible"));
         let groups = UNetConfig { groups: 5, ..UNetConfig::default() };
         assert!(groups.validate().unwrap_err().to_string().contains("groups"));
+
+        // Each problem alone, with the words that name it.
+        let d = UNetConfig::default;
+        let bad = [
+            (UNetConfig { channel_mults: vec![], ..d() }, "at least one level"),
+            (UNetConfig { channel_mults: vec![1, 0], ..d() }, "no zero"),
+            (UNetConfig { image_channels: 0, ..d() }, "sizes must be positive"),
+            (UNetConfig { base_channels: 0, ..d() }, "sizes must be positive"),
+            (UNetConfig { time_embed_dim: 0, ..d() }, "sizes must be positive"),
+            (UNetConfig { num_res_blocks: 0, ..d() }, "sizes must be positive"),
+            (UNetConfig { image_size: 0, ..d() }, "image_size 0"),
+            (UNetConfig { image_size: 14, ..d() }, "image_size 14 must be divisible by 2^2"),
+            (UNetConfig { groups: 0, ..d() }, "0 groups"),
+            (UNetConfig { base_channels: 12, channel_mults: vec![1, 2], groups: 8, ..d() }, "8 groups do not divide 12"),
+            (UNetConfig { base_channels: 4, channel_mults: vec![1, 3], groups: 8, ..d() }, "8 groups do not divide 4"),
+            (UNetConfig { sinusoidal_dim: 2, ..d() }, "sinusoidal_dim 2"),
+            (UNetConfig { sinusoidal_dim: 7, ..d() }, "sinusoidal_dim 7"),
+            (UNetConfig { dropout: 1.0, ..d() }, "dropout 1"),
+            (UNetConfig { dropout: -0.1, ..d() }, "dropout -0.1"),
+        ];
+        for (config, words) in bad {
+            let message = config.validate().map_or_else(|e| e.to_string(), |()| format!("{config:?} accepted"));
+            assert!(message.contains(words), "{message:?} does not say {words:?}");
+        }
+        // The edges that are allowed: the smallest sinusoid, no dropout, and levels
+        // whose channel count (base times multiplier) is what the groups divide.
+        let good = [
+            UNetConfig { sinusoidal_dim: 4, ..d() },
+            UNetConfig { dropout: 0.0, ..d() },
+            UNetConfig { dropout: 0.99, ..d() },
+            UNetConfig { base_channels: 4, channel_mults: vec![3], groups: 12, ..d() },
+        ];
+        for config in good {
+            assert!(config.validate().is_ok(), "{config:?}: {:?}", config.validate());
+        }
     }
 }
