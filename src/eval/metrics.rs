@@ -330,6 +330,8 @@ mod tests {
         let uniform: Vec<usize> = (0..1000).map(|i| i % 10).collect();
         assert!((class_entropy(&uniform, 10) - 10f64.ln()).abs() < 1e-12);
         assert_eq!(class_entropy(&[3; 50], 10), 0.0);
+        // +0, not -0 (which compares equal but prints as "-0.000").
+        assert!(class_entropy(&[3; 50], 10).is_sign_positive());
         // Two classes at 1/4 and 3/4.
         let want = -(0.25f64 * 0.25f64.ln() + 0.75 * 0.75f64.ln());
         assert!((class_entropy(&[0, 1, 1, 1], 10) - want).abs() < 1e-12);
@@ -369,5 +371,11 @@ mod tests {
         assert!((formula / spread - 1.0).abs() < 0.1, "delta method {formula}, Monte Carlo {spread}");
         // A binomial fraction: sqrt(0.9 * 0.1 / 100) = 0.03.
         assert!((fraction_stderr(0.9, 100) - 0.03).abs() < 1e-12);
+        // Classes that never occur add nothing (0 ln 0 = 0): two of ten classes at
+        // 1/4 and 3/4 of n = 4 give sqrt((sum p (ln p)^2 - H^2) / 4).
+        let (p, q) = (0.25f64, 0.75f64);
+        let h = -(p * p.ln() + q * q.ln());
+        let want = ((p * p.ln().powi(2) + q * q.ln().powi(2) - h * h) / 4.0).sqrt();
+        assert!((class_entropy_stderr(&[0, 1, 1, 1], 10) - want).abs() < 1e-12);
     }
 }
