@@ -195,17 +195,28 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> f64 {
     mean_term + a.cov.trace() + b.cov.trace() - 2.0 * cross
 }
 
-/// The entropy (nats) of the histogram of `classes` over `k` classes; `ln k`
-/// when every class is equally frequent, 0 when one class takes all.
-#[must_use]
-pub fn class_entropy(classes: &[usize], k: usize) -> f64 {
+/// The frequencies `p_k` of the classes that occur among `classes` (of `k`), in
+/// class order; classes that never occur are left out (`0 ln 0 = 0`).
+fn class_frequencies(classes: &[usize], k: usize) -> Vec<f64> {
     let mut counts = vec![0usize; k];
     for &c in classes {
         counts[c] += 1;
     }
-    let n = classes.len() as f64;
+    let n = classes.len().max(1) as f64;
+    counts.into_iter().filter(|&c| c > 0).map(|c| c as f64 / n).collect()
+}
+
+/// `H = -sum p_k ln p_k` (nats).
+fn entropy(frequencies: &[f64]) -> f64 {
     // (+ 0.0 turns the -0.0 of a single class into 0.)
-    counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).map(|p| -p * p.ln()).sum::<f64>() + 0.0
+    frequencies.iter().map(|p| -p * p.ln()).sum::<f64>() + 0.0
+}
+
+/// The entropy (nats) of the histogram of `classes` over `k` classes; `ln k`
+/// when every class is equally frequent, 0 when one class takes all.
+#[must_use]
+pub fn class_entropy(classes: &[usize], k: usize) -> f64 {
+    entropy(&class_frequencies(classes, k))
 }
 
 /// The standard error of a fraction `p` of `n` independent trials (binomial):
@@ -220,15 +231,10 @@ pub fn fraction_stderr(p: f64, n: usize) -> f64 {
 /// (Basharin 1959).
 #[must_use]
 pub fn class_entropy_stderr(classes: &[usize], k: usize) -> f64 {
-    let mut counts = vec![0usize; k];
-    for &c in classes {
-        counts[c] += 1;
-    }
-    let n = classes.len().max(1) as f64;
-    let probabilities: Vec<f64> = counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).collect();
-    let entropy: f64 = probabilities.iter().map(|p| -p * p.ln()).sum();
-    let second_moment: f64 = probabilities.iter().map(|p| p * p.ln().powi(2)).sum();
-    ((second_moment - entropy * entropy).max(0.0) / n).sqrt()
+    let frequencies = class_frequencies(classes, k);
+    let h = entropy(&frequencies);
+    let second_moment: f64 = frequencies.iter().map(|p| p * p.ln().powi(2)).sum();
+    ((second_moment - h * h).max(0.0) / classes.len().max(1) as f64).sqrt()
 }
 
 #[cfg(test)]
