@@ -169,6 +169,15 @@ fn a_clone_is_independent_of_its_original() -> Result<()> {
     Ok(())
 }
 
+/// Asserts that `result` is `op`'s own `ShapeMismatch` (not an error of a layer
+/// further in) and that its message names the input's shape `dims`.
+fn assert_refused_by(result: Result<Tensor<f32>>, op: &str, dims: &[usize], why: &str) {
+    match result {
+        Err(Error::ShapeMismatch { op: by, msg }) if by == op => assert!(msg.contains(&format!("{dims:?}")), "{why}: {msg}"),
+        other => panic!("{why}: expected {op}'s ShapeMismatch, got {other:?}"),
+    }
+}
+
 #[test]
 fn unet_keeps_the_input_shape_and_rejects_wrong_inputs() -> Result<()> {
     let unet = UNet::<f32>::new(&UNetConfig::tiny(), &mut rng(0))?;
@@ -192,10 +201,7 @@ fn unet_keeps_the_input_shape_and_rejects_wrong_inputs() -> Result<()> {
     ];
     for (dims, timesteps, why) in wrong {
         let t: Vec<usize> = (0..timesteps).collect();
-        match unet.forward(&Tensor::zeros(dims), &t) {
-            Err(Error::ShapeMismatch { op: "UNet::forward", msg }) => assert!(msg.contains(&format!("{dims:?}")), "{why}: {msg}"),
-            other => panic!("{why}: expected UNet::forward's ShapeMismatch, got {other:?}"),
-        }
+        assert_refused_by(unet.forward(&Tensor::zeros(dims), &t), "UNet::forward", dims, why);
     }
     Ok(())
 }
@@ -249,12 +255,7 @@ fn mlp_denoiser_for_toy_data_and_flattened_mnist() -> Result<()> {
     ];
     for (model, dims, timesteps, why) in wrong {
         let t: Vec<usize> = (0..timesteps).collect();
-        match model.forward(&Tensor::zeros(dims), &t) {
-            Err(Error::ShapeMismatch { op: "MlpDenoiser::forward", msg }) => {
-                assert!(msg.contains(&format!("{dims:?}")), "{why}: {msg}");
-            }
-            other => panic!("{why}: expected MlpDenoiser::forward's ShapeMismatch, got {other:?}"),
-        }
+        assert_refused_by(model.forward(&Tensor::zeros(dims), &t), "MlpDenoiser::forward", dims, why);
     }
     Ok(())
 }
