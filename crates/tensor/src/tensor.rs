@@ -17,6 +17,10 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Shortest run of contiguous elements that [`Tensor::contiguous_data`]
+/// copies as one task of a parallel copy (a 7 x 7 channel plane is 49).
+const PARALLEL_MIN_RUN: usize = 32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A unique id per tensor node, the key of the gradient store.
@@ -322,9 +326,26 @@ impl<T: Float> Tensor<T> {
             Cow::Owned(out)
         } else {
             let storage = &self.0.storage;
-            let mut out = crate::pool::with_capacity(layout.elem_count());
+            let count = layout.elem_count();
             // Whole runs at a time where the innermost axis is contiguous (a
             // channel slice of NCHW: runs of H * W), else element by element.
+            // A large copy of long runs goes to the threads, run by run (the
+            // gradient of a concatenation, split back into its parts: a serial
+            // copy there left the other thread idle).
+            if count >= crate::ops::PARALLEL_MIN_ELEMS {
+                let (mut starts, mut run) = (Vec::new(), 0);
+                let has_runs = layout.for_each_run(|start, len| {
+                    starts.push(start);
+                    run = len;
+                });
+                if has_runs.is_some() && run >= PARALLEL_MIN_RUN {
+                    let mut out = crate::pool::for_overwrite(count);
+                    let copy_run = |(o, &start): (&mut [T], &usize)| o.copy_from_slice(&storage[start..start + run]);
+                    out.par_chunks_mut(run).zip(starts.par_iter()).for_each(copy_run);
+                    return Cow::Owned(out);
+                }
+            }
+            let mut out = crate::pool::with_capacity(count);
             if layout.for_each_run(|start, len| out.extend_from_slice(&storage[start..start + len])).is_none() {
                 layout.for_each_index(|_, s| out.push(storage[s]));
             }
@@ -420,12 +441,18 @@ mod tests {
             tensor(&[4, 9, 6])?.narrow(1, 2, 5)?.permute(&[0, 2, 1])?,
             tensor(&[3, 1])?.broadcast_to(&[3, 4])?,
             tensor(&[64, 49, 32])?.permute(&[0, 2, 1])?,
+            // Runs of 49 (a 7 x 7 plane), enough of them for the threaded run copy.
+            tensor(&[16, 96, 7, 7])?.narrow(1, 16, 48)?,
+            // Runs of 5: too short for it, copied on one thread.
+            tensor(&[16, 96, 7, 7])?.narrow(3, 1, 5)?,
         ];
         for view in &views {
             assert!(!view.layout().is_contiguous());
             assert_eq!(view.contiguous_data().into_owned(), by_index(view), "{:?} {:?}", view.dims(), view.layout().strides());
         }
         assert!(views[6].elem_count() >= crate::ops::PARALLEL_MIN_ELEMS, "one view takes the threaded copy");
+        assert!(views[7].elem_count() >= crate::ops::PARALLEL_MIN_ELEMS && 49 >= PARALLEL_MIN_RUN, "one takes the threaded run copy");
+        assert!(views[8].elem_count() >= crate::ops::PARALLEL_MIN_ELEMS && 5 < PARALLEL_MIN_RUN, "and one of that size does not");
         Ok(())
     }
 

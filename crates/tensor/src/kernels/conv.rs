@@ -89,6 +89,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::vectorized;
 use super::gemm::scratch::with_scratch;
 use super::gemm::{gemm_packed_b, gemm_prepacked, gemm_with, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading};
 use implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
@@ -234,6 +235,45 @@ pub fn uses_winograd(g: &Conv2dGeometry) -> (bool, bool) {
 /// Images per task in the weight gradient: fixed, so that the summation
 /// order (and so every bit of the result) does not depend on thread count.
 const WEIGHT_GRAD_CHUNK: usize = 4;
+
+/// Elements per task of [`add_partials_in_order`]: the block of the sum (16
+/// KiB of f32) stays in L1 while every partial streams past it.
+const PARTIAL_SUM_BLOCK: usize = 1 << 12;
+
+/// Adds the partials `partials[part..]`, one after the other, into the first
+/// `part` elements, and returns those: each element gets `p_0 + p_1 + ...`
+/// in chunk order, so the sum is the same, bit for bit, whatever the thread
+/// count. Blocks of elements run on the threads (the weight gradient of a
+/// 128-channel 3 x 3 convolution sums 16 partials of 147,456 numbers; added
+/// on one thread that left the other idle, about a millisecond a layer).
+fn add_partials_in_order<T: GemmScalar>(partials: &mut [T], part: usize) -> &mut [T] {
+    let (sum, rest) = partials.split_at_mut(part);
+    if part == 0 {
+        return sum;
+    }
+    let add_block = |(b, block): (usize, &mut [T])| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for partial in rest.chunks_exact(part) {
+                    for (s, &p) in block.iter_mut().zip(&partial[b * PARTIAL_SUM_BLOCK..]) {
+                        *s = *s + p;
+                    }
+                }
+            },
+        );
+    };
+    if rest.len() >= PARALLEL_PARTIAL_SUM_MIN {
+        sum.par_chunks_mut(PARTIAL_SUM_BLOCK).enumerate().for_each(add_block);
+    } else {
+        sum.chunks_mut(PARTIAL_SUM_BLOCK).enumerate().for_each(add_block);
+    }
+    sum
+}
+
+/// From this many numbers to add on, [`add_partials_in_order`] splits its
+/// blocks between the threads.
+const PARALLEL_PARTIAL_SUM_MIN: usize = 1 << 15;
 
 /// Row-major (rows, cols) view of a slice that holds exactly that matrix.
 fn row_major<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
@@ -546,13 +586,7 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                 }
             },
         );
-        // Add the partials in chunk order, into the first.
-        let (sum, rest) = partials.split_at_mut(kr);
-        for partial in rest.chunks_exact(kr.max(1)) {
-            for (s, &p) in sum.iter_mut().zip(partial) {
-                *s = *s + p;
-            }
-        }
+        let sum = add_partials_in_order(partials, kr);
         if g.is_pointwise() {
             grad_w.copy_from_slice(sum);
         } else {

@@ -8,6 +8,7 @@ use crate::layout::Layout;
 use crate::op::Op;
 use crate::shape::{broadcast_shape, check_axis, contiguous_strides, elem_count};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 impl<T: Float> Tensor<T> {
     /// The same elements under a new shape (a view when contiguous, else a copy).
@@ -169,12 +170,24 @@ impl<T: Float> Tensor<T> {
         dims[axis] = xs.iter().map(|x| x.dims()[axis]).sum();
         let outer: usize = dims[..axis].iter().product();
         let inner: usize = dims[axis + 1..].iter().product();
-        let mut out = crate::pool::with_capacity(elem_count(&dims));
         let parts: Vec<_> = xs.iter().map(|x| x.contiguous_data()).collect();
-        for o in 0..outer {
-            for (x, data) in xs.iter().zip(&parts) {
-                let block = x.dims()[axis] * inner;
-                out.extend_from_slice(&data[o * block..(o + 1) * block]);
+        let blocks: Vec<usize> = xs.iter().map(|x| x.dims()[axis] * inner).collect();
+        // Row o of the output (one index of the axes before `axis`) is block o
+        // of each input, side by side; the rows go to the threads when large.
+        let row = dims[axis] * inner;
+        let fill_row = |(o, out_o): (usize, &mut [T])| {
+            let mut at = 0;
+            for (data, &block) in parts.iter().zip(&blocks) {
+                out_o[at..at + block].copy_from_slice(&data[o * block..(o + 1) * block]);
+                at += block;
+            }
+        };
+        let mut out = crate::pool::for_overwrite(outer * row);
+        if row > 0 {
+            if out.len() >= super::PARALLEL_MIN_ELEMS {
+                out.par_chunks_mut(row).enumerate().for_each(fill_row);
+            } else {
+                out.chunks_mut(row).enumerate().for_each(fill_row);
             }
         }
         Ok(Tensor::from_op(out, &dims, Op::Cat { xs: xs.to_vec(), axis }))
@@ -210,7 +223,14 @@ pub(crate) fn narrow_backward<T: Float>(x: &Tensor<T>, axis: usize, start: usize
     let strides = contiguous_strides(x.dims());
     let block = Layout::new(g.dims().to_vec(), strides.clone(), start * strides[axis]);
     let gd = g.contiguous_data();
-    block.for_each_index(|i, s| grad[s] = gd[i]);
+    // Runs of the block at a time (g is contiguous, so its runs follow each other).
+    let mut from = 0;
+    block
+        .for_each_run(|s, len| {
+            grad[s..s + len].copy_from_slice(&gd[from..from + len]);
+            from += len;
+        })
+        .expect("contiguous strides end in a unit stride");
     Tensor::from_vec(grad, x.dims())
 }
 
@@ -229,4 +249,72 @@ pub(crate) fn cat_backward<T: Float>(xs: &[Tensor<T>], axis: usize, g: &Tensor<T
             part
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[n, c, h, w]` with element `i` (row-major) equal to `scale * i + shift`.
+    fn ramp(dims: &[usize], scale: f32, shift: f32) -> Result<Tensor<f32>> {
+        Tensor::from_vec((0..elem_count(dims)).map(|i| scale * i as f32 + shift).collect(), dims)
+    }
+
+    /// Joined along channels at a size that takes the threads (and along the
+    /// batch and the last axis at a small one), against the definition
+    /// `out[n, c, ..] = a[n, c, ..]` for `c < Ca`, else `b[n, c - Ca, ..]`;
+    /// the gradient of each part is its block of the upstream gradient.
+    #[test]
+    fn cat_and_its_gradient_match_the_definition_on_and_off_the_threads() -> Result<()> {
+        for (da, db, axis) in [([64, 32, 7, 7], [64, 16, 7, 7], 1), ([2, 3, 2, 5], [1, 3, 2, 5], 0), ([2, 3, 2, 5], [2, 3, 2, 1], 3)] {
+            let a = ramp(&da, 0.25, -7.0)?.requires_grad();
+            let b = ramp(&db, -0.5, 3.0)?.requires_grad();
+            let out = Tensor::cat(&[a.clone(), b.clone()], axis)?;
+            let (av, bv, ov) = (a.to_vec(), b.to_vec(), out.to_vec());
+            let dims = out.dims().to_vec();
+            Layout::new(dims.clone(), contiguous_strides(&dims), 0).for_each_index(|i, _| {
+                let mut index: Vec<usize> = Vec::new();
+                let mut rest = i;
+                for &d in dims.iter().rev() {
+                    index.push(rest % d);
+                    rest /= d;
+                }
+                index.reverse();
+                let in_a = index[axis] < da[axis];
+                let (source, source_dims) = if in_a { (&av, &da) } else { (&bv, &db) };
+                let mut at = index.clone();
+                if !in_a {
+                    at[axis] -= da[axis];
+                }
+                let flat = at.iter().zip(contiguous_strides(source_dims)).map(|(i, s)| i * s).sum::<usize>();
+                assert_eq!(ov[i], source[flat], "{dims:?} at {index:?}");
+            });
+            // L = sum(out * w): dL/dout = w, so each part's gradient is w's block.
+            let w = ramp(&dims, 0.125, 1.0)?;
+            let mut grads = out.mul(&w)?.sum_all()?.backward()?;
+            let (ga, gb) = (grads.remove(&a).expect("a took part"), grads.remove(&b).expect("b took part"));
+            assert_eq!(ga.to_vec(), w.narrow(axis, 0, da[axis])?.to_vec(), "{dims:?}");
+            assert_eq!(gb.to_vec(), w.narrow(axis, da[axis], db[axis])?.to_vec(), "{dims:?}");
+            if axis == 1 {
+                assert!(out.elem_count() >= super::super::PARALLEL_MIN_ELEMS, "the large case takes the threads");
+            }
+        }
+        Ok(())
+    }
+
+    /// The gradient of a narrowed view: g inside the block, exactly zero outside.
+    #[test]
+    fn narrow_gradient_is_g_in_the_block_and_zero_elsewhere() -> Result<()> {
+        let x = ramp(&[4, 12, 5, 5], 0.5, 0.0)?.requires_grad();
+        let part = x.narrow(1, 4, 4)?;
+        let w = ramp(part.dims(), -0.25, 2.0)?;
+        let grad = part.mul(&w)?.sum_all()?.backward()?.remove(&x).expect("x took part").to_vec();
+        let wv = w.to_vec();
+        for (i, &gi) in grad.iter().enumerate() {
+            let (n, c, pixel) = (i / (12 * 25), i / 25 % 12, i % 25);
+            let expected = if (4..8).contains(&c) { wv[(n * 4 + c - 4) * 25 + pixel] } else { 0.0 };
+            assert_eq!(gi.to_bits(), expected.to_bits(), "element {i} (n {n}, c {c})");
+        }
+        Ok(())
+    }
 }

@@ -334,3 +334,31 @@ fn winograd_where_it_pays() {
     assert_eq!(uses_winograd(&Conv2dGeometry { stride: 2, ..g(64, 14, 64) }), (false, false));
     assert_eq!(uses_winograd(&Conv2dGeometry { kh: 1, kw: 1, padding: 0, ..g(64, 14, 64) }), (false, false));
 }
+
+/// The weight gradient's partial sums, added block by block on the threads,
+/// give every element the same bits as the serial loop `p_0 + p_1 + ...` in
+/// chunk order: f32 values of mixed magnitude (so the order shows in the
+/// rounding), a part that is no whole number of blocks, and sizes below and
+/// above the threaded one.
+#[test]
+fn partial_sums_match_the_serial_chunk_order_bit_for_bit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for (part, count) in [(3, 4), (PARTIAL_SUM_BLOCK * 2 + 17, 16), (PARTIAL_SUM_BLOCK - 1, 2)] {
+        let partials: Vec<f32> = (0..part * count).map(|_| rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-3..4))).collect();
+        let mut serial = partials[..part].to_vec();
+        for partial in partials[part..].chunks_exact(part) {
+            for (s, &p) in serial.iter_mut().zip(partial) {
+                *s += p;
+            }
+        }
+        let mut buffer = partials.clone();
+        let sum = add_partials_in_order(&mut buffer, part);
+        assert_eq!(sum.len(), part);
+        for (i, (a, b)) in sum.iter().zip(&serial).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "part {part}, {count} partials: element {i}");
+        }
+        assert_eq!(buffer[part..], partials[part..], "the partials after the first are only read");
+        let threaded = (count - 1) * part >= PARALLEL_PARTIAL_SUM_MIN;
+        assert_eq!(threaded, part > PARTIAL_SUM_BLOCK * 2, "one case on each side of the threaded size");
+    }
+}

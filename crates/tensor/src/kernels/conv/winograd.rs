@@ -111,7 +111,7 @@ use super::super::elementwise::vectorized;
 use super::super::gemm::scratch::with_scratch;
 use super::super::gemm::{gemm_packed_b, gemm_unpacked, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
 use super::super::transpose::transpose;
-use super::{flip_weight, per_image_threading, row_major, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
+use super::{add_partials_in_order, flip_weight, per_image_threading, row_major, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
 
 /// Positions of a transformed 4 x 4 tile, one GEMM each.
 const POSITIONS: usize = 16;
@@ -586,13 +586,7 @@ pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                 });
             }
         });
-        // Add the partials in chunk order, into the first.
-        let (sum, rest) = partials.split_at_mut(part);
-        for partial in rest.chunks_exact(part) {
-            for (s, &p) in sum.iter_mut().zip(partial) {
-                *s = *s + p;
-            }
-        }
+        let sum = add_partials_in_order(partials, part);
         // dw[k, c] = G^T dU[., k, c] G.
         for (kc, dw) in grad_w.chunks_exact_mut(9).enumerate() {
             let du = |r: usize, s: usize| sum[(r * 4 + s) * k * c + kc];
