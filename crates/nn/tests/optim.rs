@@ -2,7 +2,8 @@
 //! against its closed form, and the state round trip a checkpoint relies on.
 
 use nn::Result;
-use nn::{clip_grad_norm, Adam, Ema, LinearWarmup, Module, Optimizer, Sgd, WarmupCosine};
+use nn::WeightDecay;
+use nn::{adam_update, clip_grad_norm, Adam, AdamHyper, Ema, LinearWarmup, Module, Optimizer, Sgd, WarmupCosine};
 use tensor::{GradStore, Tensor};
 
 /// Two named parameters, `a` [2] and `b` [1].
@@ -344,4 +345,29 @@ fn parameter_errors_name_the_parameter() -> Result<()> {
     let error = ema.update(&Other(model.clone())).unwrap_err().to_string();
     assert!(error.starts_with("Ema: c: ") && error.contains("the average holds b"), "{error}");
     Ok(())
+}
+
+/// A parameter large enough for its update to be split between the threads
+/// gets the same bits as each of its elements updated alone (the update is
+/// elementwise), with both kinds of weight decay, over three steps.
+#[test]
+fn adam_update_on_the_threads_equals_the_update_element_by_element() {
+    let n = 50_000 + 7;
+    let wave = |scale: f32, phase: f32| (0..n).map(|i| scale * (i as f32 * 0.37 + phase).sin()).collect::<Vec<f32>>();
+    for weight_decay in [WeightDecay::Decoupled(0.01), WeightDecay::L2(0.1)] {
+        let hyper = AdamHyper { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay };
+        let (mut p, mut m, mut v) = (wave(1.0, 0.0), vec![0.0f32; n], vec![0.0f32; n]);
+        let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
+        for step in 1..=3 {
+            let grad = wave(0.5, step as f32);
+            adam_update(&hyper, step, &mut p, &grad, &mut m, &mut v);
+            for i in 0..n {
+                adam_update(&hyper, step, &mut p1[i..=i], &grad[i..=i], &mut m1[i..=i], &mut v1[i..=i]);
+            }
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        assert!(bits(&p) == bits(&p1) && bits(&m) == bits(&m1) && bits(&v) == bits(&v1), "{weight_decay:?}");
+        let moved = p.iter().zip(wave(1.0, 0.0)).filter(|(a, b)| a != &b).count();
+        assert!(moved > n * 99 / 100, "{weight_decay:?}: {moved} of {n} weights moved");
+    }
 }
