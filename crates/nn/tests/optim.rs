@@ -371,3 +371,40 @@ fn adam_update_on_the_threads_equals_the_update_element_by_element() {
         assert!(moved > n * 99 / 100, "{weight_decay:?}: {moved} of {n} weights moved");
     }
 }
+
+/// Forty parameters of mixed sizes.
+struct Many(Vec<Tensor<f64>>);
+
+impl Module<f64> for Many {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<f64>)) {
+        for (i, p) in self.0.iter().enumerate() {
+            f(&nn::module::join(prefix, &i.to_string()), p);
+        }
+    }
+
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<f64>)) {
+        for (i, p) in self.0.iter_mut().enumerate() {
+            f(&nn::module::join(prefix, &i.to_string()), p);
+        }
+    }
+}
+
+/// The parameters' sums of squares, taken on the threads, are added in
+/// parameter order: the norm has the bits of one serial loop over every
+/// gradient, parameter by parameter (numbers of mixed magnitude, so that
+/// another order would round differently).
+#[test]
+fn clip_grad_norm_adds_in_parameter_order_bit_for_bit() -> Result<()> {
+    let sizes: Vec<usize> = (0..40).map(|i| 1 + (i * 7919) % 5000).collect();
+    let model = Many(sizes.iter().map(|&n| Tensor::zeros(&[n]).requires_grad()).collect());
+    let mut grads = GradStore::default();
+    let mut serial = 0.0f64;
+    for (i, (p, &n)) in model.0.iter().zip(&sizes).enumerate() {
+        let g: Vec<f64> = (0..n).map(|j| ((i * 31 + j) as f64 * 0.61).sin() * 10f64.powi((j % 7) as i32 - 3)).collect();
+        serial += g.iter().map(|v| v.powi(2)).sum::<f64>();
+        grads.accumulate(p, Tensor::from_vec(g, &[n])?)?;
+    }
+    let norm = clip_grad_norm(&model, &mut grads, f64::INFINITY)?;
+    assert_eq!(norm.to_bits(), serial.sqrt().to_bits());
+    Ok(())
+}
