@@ -73,7 +73,7 @@ pub fn adam_update<T: Float>(hyper: &AdamHyper, step: u64, param: &mut [T], grad
 }
 
 /// From this many numbers on, a parameter's update is split between the
-/// threads (the course UNet's 3 x 3 convolutions hold 9,216 to 147,456).
+/// threads (the course UNet's 3 x 3 convolutions hold 288 to 73,728).
 const PARALLEL_MIN_PARAMS: usize = 1 << 14;
 /// Numbers per task of the split update: four slices of 16 KiB each (the
 /// parameter, its gradient and the two moments) for one task.
