@@ -244,9 +244,9 @@ const PARTIAL_SUM_BLOCK: usize = 1 << 12;
 /// `part` elements, and returns those: each element gets `p_0 + p_1 + ...`
 /// in chunk order, so the sum is the same, bit for bit, whatever the thread
 /// count. Blocks of elements run on the threads: the weight gradient of the
-/// course UNet's largest 3 x 3 convolution (64 to 128 channels, batch 64)
-/// sums 16 partials of 73,728 numbers (131,072 in Winograd's domain), and
-/// added on one thread that left the other idle.
+/// course UNet's largest 3 x 3 convolution (between 64 and 128 channels)
+/// sums 16 partials of 73,728 numbers (131,072 in Winograd's domain), which
+/// on one thread left the other idle.
 fn add_partials_in_order<T: GemmScalar>(partials: &mut [T], part: usize) -> &mut [T] {
     let (sum, rest) = partials.split_at_mut(part);
     if part == 0 {
