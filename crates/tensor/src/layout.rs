@@ -99,17 +99,34 @@ impl Layout {
             f(self.offset, self.elem_count());
             return Some(());
         }
+        let (run_axes, run) = self.run_axes()?;
+        self.for_each_outer(rank - run_axes, |base| f(base, run));
+        Some(())
+    }
+
+    /// The length of the runs [`Layout::for_each_run`] walks, without walking
+    /// them; `None` when it has none.
+    pub(crate) fn run_len(&self) -> Option<usize> {
+        if self.dims.is_empty() || self.elem_count() == 0 {
+            return Some(self.elem_count());
+        }
+        self.run_axes().map(|(_, run)| run)
+    }
+
+    /// `(axes, elements)` of a run of a layout with at least one axis and one
+    /// element: the longest suffix of axes laid out back to back, `None` when
+    /// the innermost stride is not 1.
+    fn run_axes(&self) -> Option<(usize, usize)> {
+        let rank = self.dims.len();
         if self.strides[rank - 1] != 1 && self.dims[rank - 1] != 1 {
             return None;
         }
-        // The run: the longest suffix of axes laid out back to back.
         let (mut run_axes, mut run) = (1, self.dims[rank - 1]);
         while run_axes < rank && self.strides[rank - 1 - run_axes] == run {
             run *= self.dims[rank - 1 - run_axes];
             run_axes += 1;
         }
-        self.for_each_outer(rank - run_axes, |base| f(base, run));
-        Some(())
+        Some((run_axes, run))
     }
 
     /// The storage offset of each matrix of a layout whose last two axes are
@@ -180,7 +197,7 @@ mod tests {
 
     /// The runs, laid end to end, are the element order of `for_each_index`, for
     /// a channel slice of NCHW, a narrowed row, size-1 axes, a broadcast and an
-    /// offset; a non-unit innermost stride has no runs.
+    /// offset, each as long as `run_len` says; a non-unit innermost stride has no runs.
     #[test]
     fn runs_cover_the_elements_in_row_major_order() {
         let layouts = [
@@ -195,7 +212,9 @@ mod tests {
         for l in &layouts {
             let mut from_runs = Vec::new();
             let mut runs = 0;
+            let run_len = l.run_len().expect("unit inner stride");
             l.for_each_run(|start, len| {
+                assert_eq!(len, run_len, "{l:?}: run_len names the runs' length");
                 from_runs.extend(start..start + len);
                 runs += 1;
             })
@@ -205,5 +224,6 @@ mod tests {
         }
         assert_eq!(Layout::new(vec![4, 5], vec![5, 1], 0).for_each_run(|_, _| {}).map(|()| 1), Some(1));
         assert!(Layout::new(vec![3, 2], vec![1, 3], 0).for_each_run(|_, _| unreachable!()).is_none());
+        assert_eq!(Layout::new(vec![3, 2], vec![1, 3], 0).run_len(), None);
     }
 }

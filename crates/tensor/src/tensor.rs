@@ -17,11 +17,11 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Shortest run of contiguous elements that [`Tensor::contiguous_data`]
 /// copies as one task of a parallel copy (a 7 x 7 channel plane is 49).
 const PARALLEL_MIN_RUN: usize = 32;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A unique id per tensor node, the key of the gradient store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -332,18 +332,14 @@ impl<T: Float> Tensor<T> {
             // A large copy of long runs goes to the threads, run by run (the
             // gradient of a concatenation, split back into its parts: a serial
             // copy there left the other thread idle).
-            if count >= crate::ops::PARALLEL_MIN_ELEMS {
-                let (mut starts, mut run) = (Vec::new(), 0);
-                let has_runs = layout.for_each_run(|start, len| {
-                    starts.push(start);
-                    run = len;
-                });
-                if has_runs.is_some() && run >= PARALLEL_MIN_RUN {
-                    let mut out = crate::pool::for_overwrite(count);
-                    let copy_run = |(o, &start): (&mut [T], &usize)| o.copy_from_slice(&storage[start..start + run]);
-                    out.par_chunks_mut(run).zip(starts.par_iter()).for_each(copy_run);
-                    return Cow::Owned(out);
-                }
+            let parallel_run = layout.run_len().filter(|&run| run >= PARALLEL_MIN_RUN && count >= crate::ops::PARALLEL_MIN_ELEMS);
+            if let Some(run) = parallel_run {
+                let mut starts = Vec::with_capacity(count / run);
+                layout.for_each_run(|start, _| starts.push(start)).expect("run_len found runs");
+                let mut out = crate::pool::for_overwrite(count);
+                let copy_run = |(o, &start): (&mut [T], &usize)| o.copy_from_slice(&storage[start..start + run]);
+                out.par_chunks_mut(run).zip(starts.par_iter()).for_each(copy_run);
+                return Cow::Owned(out);
             }
             let mut out = crate::pool::with_capacity(count);
             if layout.for_each_run(|start, len| out.extend_from_slice(&storage[start..start + len])).is_none() {
