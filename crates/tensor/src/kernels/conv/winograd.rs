@@ -111,7 +111,7 @@ use super::super::elementwise::vectorized;
 use super::super::gemm::scratch::with_scratch;
 use super::super::gemm::{gemm_packed_b, gemm_unpacked, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
 use super::super::transpose::transpose;
-use super::{add_partials_in_order, flip_weight, per_image_threading, row_major, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
+use super::{add_partials_in_order, per_image_threading, row_major, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
 
 /// Positions of a transformed 4 x 4 tile, one GEMM each.
 const POSITIONS: usize = 16;
@@ -129,6 +129,10 @@ pub(super) const MIN_SIDE_WEIGHT_GRAD: usize = 14;
 /// Tiles a group of images brings to each GEMM, at least: 7 x 7 images have
 /// 16 tiles each, and a product with 16 rows is mostly overhead.
 const MIN_GROUP_TILES: usize = 64;
+
+/// Fewest filters a task of the weight gradient's last transform takes (a
+/// filter is 64 additions and halvings).
+const FILTERS_PER_TASK: usize = 256;
 
 /// Extra elements after a matrix the GEMM reads in place: the direct
 /// microkernel reads up to two segments past a row's last column (see
@@ -197,30 +201,39 @@ fn combine3<T: GemmScalar>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(
     }
 }
 
-/// `ut (16, C, K)`: `G w[k, c] G^T` of each 3 x 3 filter of `weight` (K, C,
-/// 3, 3), position `pos = 4 r + s` of the 4 x 4 result, stored as the GEMMs'
+/// `ut (16, C, K)`: `G w[k, c] G^T` of each 3 x 3 filter `filter(k, c)` (row
+/// major), position `pos = 4 r + s` of the 4 x 4 result, stored as the GEMMs'
 /// B (`U[pos]^T`).
-fn transform_weight<T: GemmScalar>(k: usize, c: usize, weight: &[T], ut: &mut [T]) {
-    for (kc, w) in weight.chunks_exact(9).enumerate() {
-        let (ki, ci) = (kc / c, kc % c);
-        // G w: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 of w.
-        let mut gw = [[T::ZERO; 3]; 4];
-        for j in 0..3 {
-            let (g0, g1, g2) = (w[j], w[3 + j], w[6 + j]);
-            gw[0][j] = g0;
-            gw[1][j] = (g0 + g1 + g2) * T::HALF;
-            gw[2][j] = (g0 - g1 + g2) * T::HALF;
-            gw[3][j] = g2;
-        }
-        // (G w) G^T: the same on each row.
-        for (r, row) in gw.iter().enumerate() {
-            let [g0, g1, g2] = *row;
-            let out = [g0, (g0 + g1 + g2) * T::HALF, (g0 - g1 + g2) * T::HALF, g2];
-            for (s, &v) in out.iter().enumerate() {
-                ut[((r * 4 + s) * c + ci) * k + ki] = v;
+///
+/// Row `r` of the result fills positions `4 r .. 4 r + 4`, one contiguous
+/// `(4, C, K)` slab of `ut`, so the four rows are four tasks on the threads;
+/// within a slab the loop runs along K, so each of its four positions is
+/// written in order. Every value is the same expression of the same nine
+/// weights in any order of the loops, so the bits do not depend on it.
+fn transform_weight<T: GemmScalar>(k: usize, c: usize, filter: impl Fn(usize, usize) -> [T; 9] + Sync, ut: &mut [T]) {
+    ut[..POSITIONS * c * k].par_chunks_exact_mut(4 * c * k).enumerate().for_each(|(r, slab)| {
+        for ci in 0..c {
+            for ki in 0..k {
+                let w = filter(ki, ci);
+                // Row r of G w: g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2 or
+                // g2 of each column of w.
+                let [g0, g1, g2] = std::array::from_fn(|j| {
+                    let (g0, g1, g2) = (w[j], w[3 + j], w[6 + j]);
+                    match r {
+                        0 => g0,
+                        1 => (g0 + g1 + g2) * T::HALF,
+                        2 => (g0 - g1 + g2) * T::HALF,
+                        _ => g2,
+                    }
+                });
+                // (G w) G^T: the same along the row.
+                let row = [g0, (g0 + g1 + g2) * T::HALF, (g0 - g1 + g2) * T::HALF, g2];
+                for (s, &v) in row.iter().enumerate() {
+                    slab[(s * c + ci) * k + ki] = v;
+                }
             }
         }
-    }
+    });
 }
 
 /// The filters of a convolution, transformed: `ut (16, C, K)` plus slack.
@@ -233,18 +246,22 @@ pub(super) struct Filters<T> {
 impl<T: GemmScalar> Filters<T> {
     /// `weight` is (K, C, 3, 3).
     pub(super) fn new(k: usize, c: usize, weight: &[T]) -> Filters<T> {
-        let mut ut = vec![T::ZERO; POSITIONS * c * k + SLACK];
-        transform_weight(k, c, weight, &mut ut);
-        Filters { ut, c, k }
+        Filters::transformed(k, c, |ki, ci| std::array::from_fn(|tap| weight[(ki * c + ci) * 9 + tap]))
     }
 
     /// The filters of the grad-input convolution: `weight` (K, C, 3, 3)
-    /// flipped to (C, K, 3, 3) (see `Conv2dGeometry::flipped`).
+    /// flipped to (C, K, 3, 3) (see `Conv2dGeometry::flipped`): filter `(c,
+    /// k)` of the flipped convolution is filter `(k, c)` of `weight` with its
+    /// nine taps in reverse order, read where it lies.
     pub(super) fn flipped(g: &Conv2dGeometry, weight: &[T]) -> Filters<T> {
-        with_scratch(g.c * g.k * 9, |flipped: &mut [T]| {
-            flip_weight(g, weight, flipped);
-            Filters::new(g.c, g.k, flipped)
-        })
+        Filters::transformed(g.c, g.k, |ci, ki| std::array::from_fn(|tap| weight[(ki * g.c + ci) * 9 + 8 - tap]))
+    }
+
+    /// `K x C` filters, `filter(k, c)` each, transformed.
+    fn transformed(k: usize, c: usize, filter: impl Fn(usize, usize) -> [T; 9] + Sync) -> Filters<T> {
+        let mut ut = vec![T::ZERO; POSITIONS * c * k + SLACK];
+        transform_weight(k, c, filter, &mut ut);
+        Filters { ut, c, k }
     }
 
     /// `U[pos]^T` (C, K) as a GEMM's B.
@@ -587,8 +604,8 @@ pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
             }
         });
         let sum = add_partials_in_order(partials, part);
-        // dw[k, c] = G^T dU[., k, c] G.
-        for (kc, dw) in grad_w.chunks_exact_mut(9).enumerate() {
+        // dw[k, c] = G^T dU[., k, c] G, filter by filter on the threads.
+        grad_w.par_chunks_exact_mut(9).with_min_len(FILTERS_PER_TASK).enumerate().for_each(|(kc, dw)| {
             let du = |r: usize, s: usize| sum[(r * 4 + s) * k * c + kc];
             // G^T dU, column s: du0 + (du1 + du2) / 2, (du1 - du2) / 2, (du1 + du2) / 2 + du3.
             let f: [[T; 3]; 4] = std::array::from_fn(|s| {
@@ -602,6 +619,62 @@ pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                 dw_row[1] = (f1 - f2) * T::HALF;
                 dw_row[2] = (f1 + f2) * T::HALF + f3;
             }
-        }
+        });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::super::flip_weight;
+    use super::*;
+
+    /// `G w G^T` of every filter, one after another: the loop the threaded
+    /// transform replaced, with the same expressions in the same order.
+    fn serial_transform(k: usize, c: usize, weight: &[f32]) -> Vec<f32> {
+        let half = 0.5;
+        let mut ut = vec![f32::NAN; POSITIONS * c * k];
+        for (kc, w) in weight.chunks_exact(9).enumerate() {
+            let (ki, ci) = (kc / c, kc % c);
+            let mut gw = [[0.0; 3]; 4];
+            for j in 0..3 {
+                let (g0, g1, g2) = (w[j], w[3 + j], w[6 + j]);
+                gw[0][j] = g0;
+                gw[1][j] = (g0 + g1 + g2) * half;
+                gw[2][j] = (g0 - g1 + g2) * half;
+                gw[3][j] = g2;
+            }
+            for (r, &[g0, g1, g2]) in gw.iter().enumerate() {
+                for (s, v) in [g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2].into_iter().enumerate() {
+                    ut[((r * 4 + s) * c + ci) * k + ki] = v;
+                }
+            }
+        }
+        ut
+    }
+
+    /// The filters transformed on the threads, straight from the weights and
+    /// from the weights flipped in place, have the serial loop's bits, and
+    /// write every element of a NaN-poisoned buffer.
+    #[test]
+    fn filters_match_the_serial_transform_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for (k, c) in [(1, 1), (3, 5), (7, 2), (64, 64), (64, 128)] {
+            let weight: Vec<f32> = (0..k * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let expected = serial_transform(k, c, &weight);
+            let mut poisoned = vec![f32::NAN; POSITIONS * c * k];
+            transform_weight(k, c, |ki, ci| std::array::from_fn(|tap| weight[(ki * c + ci) * 9 + tap]), &mut poisoned);
+            assert_eq!(bits(&poisoned), bits(&expected), "K {k} C {c}");
+            assert_eq!(bits(&Filters::new(k, c, &weight).ut[..POSITIONS * c * k]), bits(&expected), "K {k} C {c}");
+
+            let g = Conv2dGeometry { n: 1, c, h: 7, w: 7, k, kh: 3, kw: 3, stride: 1, padding: 1 };
+            let mut flipped = vec![f32::NAN; c * k * 9];
+            flip_weight(&g, &weight, &mut flipped);
+            let expected = serial_transform(c, k, &flipped);
+            assert_eq!(bits(&Filters::flipped(&g, &weight).ut[..POSITIONS * c * k]), bits(&expected), "flipped, K {k} C {c}");
+        }
+    }
 }
