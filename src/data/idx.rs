@@ -403,6 +403,101 @@ mod tests {
         assert!(err.to_string().contains("cut.idx.gz"), "{err}");
     }
 
+    /// A file is gunzipped if it starts like gzip, whatever its name, and if its
+    /// name ends in `.gz`, whatever it starts with (where gunzipping plain bytes
+    /// fails, naming the file).
+    #[test]
+    fn gzip_is_known_by_its_magic_or_its_name() {
+        let plain = idx_bytes(&[3], &[4, 5, 6]);
+        let dir = std::env::temp_dir().join(format!("course-idx-name-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("packed.idx"), gzip(&plain)).unwrap();
+        std::fs::write(dir.join("plain.idx.gz"), &plain).unwrap();
+        assert_eq!(IdxArray::read(dir.join("packed.idx")).unwrap().data(), &[4, 5, 6]);
+        let err = IdxArray::read(dir.join("plain.idx.gz")).unwrap_err().to_string();
+        assert!(err.contains("plain.idx.gz (decompressed)"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Gzip bytes handed to the plain reader are refused with a hint; other
+    /// bad magics get none.
+    #[test]
+    fn gzip_bytes_read_as_plain_idx_get_a_hint() {
+        let packed = gzip(&idx_bytes(&[1], &[0]));
+        let err = IdxArray::from_reader(packed.as_slice(), "data.bin").unwrap_err().to_string();
+        assert!(err.contains("bad magic 0x1f8b") && err.contains("(this looks like gzip data)"), "{err}");
+        let err = IdxArray::from_reader([0u8, 1, 8, 1].as_slice(), "data.bin").unwrap_err().to_string();
+        assert!(err.contains("bad magic 0x00010801") && !err.contains("gzip"), "{err}");
+    }
+
+    /// Hands out `bytes`, then fails with `kind`, as a gzip decoder does on
+    /// corrupt data.
+    struct FailsAfter {
+        bytes: Vec<u8>,
+        pos: usize,
+        kind: io::ErrorKind,
+    }
+
+    impl Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos == self.bytes.len() {
+                return Err(io::Error::new(self.kind, "broken stream"));
+            }
+            let n = buf.len().min(self.bytes.len() - self.pos).min(4);
+            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    /// A read that fails inside the data is a format error at the offset of the
+    /// first byte not read (header plus the data read so far) for corrupt data,
+    /// and an I/O error naming the source otherwise.
+    #[test]
+    fn a_failed_read_inside_the_data_names_its_offset() {
+        // dims [64]: an 8-byte header, then 10 of the 64 data bytes.
+        let bytes = idx_bytes(&[64], &[7; 10]);
+        let reader = FailsAfter { bytes: bytes.clone(), pos: 0, kind: io::ErrorKind::InvalidData };
+        let err = IdxArray::from_reader(reader, "cut.idx").unwrap_err();
+        assert!(matches!(err, Error::Format { offset: 18, .. }), "{err}");
+        assert!(err.to_string().contains("corrupt or truncated gzip stream"), "{err}");
+        // Inside the header: the offset counts the header bytes read.
+        let reader = FailsAfter { bytes: bytes[..6].to_vec(), pos: 0, kind: io::ErrorKind::UnexpectedEof };
+        assert!(matches!(IdxArray::from_reader(reader, "cut.idx").unwrap_err(), Error::Format { offset: 6, .. }));
+        let reader = FailsAfter { bytes, pos: 0, kind: io::ErrorKind::PermissionDenied };
+        let err = IdxArray::from_reader(reader, "cut.idx").unwrap_err();
+        assert!(matches!(&err, Error::Io { path, .. } if path.to_str() == Some("cut.idx")), "{err}");
+    }
+
+    /// Every other read is interrupted (as by a signal), and then retried.
+    struct Interrupted<'a> {
+        bytes: &'a [u8],
+        interrupt: bool,
+    }
+
+    impl Read for Interrupted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            self.bytes.read(buf)
+        }
+    }
+
+    #[test]
+    fn interrupted_reads_are_retried() {
+        let bytes = idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let array = IdxArray::from_reader(Interrupted { bytes: &bytes, interrupt: false }, "slow.idx").unwrap();
+        assert_eq!((array.dims(), array.data()), (&[2, 3][..], &[1, 2, 3, 4, 5, 6][..]));
+    }
+
+    #[test]
+    fn debug_shows_the_dims_and_the_data_length() {
+        let array = IdxArray::from_bytes(&idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]), "ok.idx").unwrap();
+        assert_eq!(format!("{array:?}"), "IdxArray { dims: [2, 3], data: [6 bytes] }");
+    }
+
     #[test]
     fn missing_file_is_an_io_error_naming_it() {
         let err = IdxArray::read("/nonexistent/none.idx").unwrap_err();

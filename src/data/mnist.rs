@@ -382,6 +382,10 @@ mod tests {
     fn batches_gather_the_right_examples() {
         let test = Mnist::load(Mnist::default_dir(), Split::Test).unwrap();
         let order = [3, 1, 4, 1, 5];
+        let mut sized = test.batches(&order, 2).unwrap();
+        assert_eq!(sized.len(), 3, "ExactSizeIterator: ceil(5 / 2) batches");
+        sized.next();
+        assert_eq!(sized.size_hint(), (2, Some(2)));
         let batches: Vec<MnistBatch> = test.batches(&order, 2).unwrap().collect();
         assert_eq!(batches.iter().map(MnistBatch::len).collect::<Vec<_>>(), [2, 2, 1]);
         let second = &batches[1];
@@ -391,6 +395,10 @@ mod tests {
         let expected: Vec<f32> = test.image(1).unwrap().iter().map(|&p| pixel_to_float(p)).collect();
         assert_eq!(&second.images[PIXELS..2 * PIXELS], &expected[..]);
         assert!(second.images.iter().all(|x| (-1.0..=1.0).contains(x)));
+        assert!(!second.is_empty() && !test.is_empty());
+        assert!(MnistBatch { indices: vec![], images: vec![], labels: vec![] }.is_empty());
+        // Debug names the split and its size, not 7.8 million pixels.
+        assert_eq!(format!("{test:?}"), "MnistSplit { split: Test, len: 10000 }");
     }
 
     #[test]
@@ -453,5 +461,14 @@ mod tests {
         // Labels start after the 8-byte header, so example 1 sits at byte 9.
         assert!(err.contains("t10k-labels-idx1-ubyte.gz") && err.contains("offset 9"), "{err}");
         assert!(err.contains("label 10"), "{err}");
+    }
+
+    #[test]
+    fn a_split_of_no_images_loads_empty() {
+        let dir = write_split("empty", &[0, 28, 28], &[0], &[]);
+        let split = Mnist::load(&dir, Split::Test).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(split.is_empty() && split.images().is_empty());
+        assert_eq!(split.image(0), None);
     }
 }
