@@ -273,7 +273,8 @@ fn add_partials_in_order<T: GemmScalar>(partials: &mut [T], part: usize) -> &mut
 }
 
 /// From this many numbers to add on, [`add_partials_in_order`] splits its
-/// blocks between the threads.
+/// blocks between the threads (and the im2col weight gradient puts its sum
+/// back in the weight's order on the threads).
 const PARALLEL_PARTIAL_SUM_MIN: usize = 1 << 15;
 
 /// Row-major (rows, cols) view of a slice that holds exactly that matrix.
@@ -591,14 +592,20 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
         if g.is_pointwise() {
             grad_w.copy_from_slice(sum);
         } else {
-            // sum[k, (i*KW + j)*C + c] -> grad_w[k, (c*KH + i)*KW + j]
+            // sum[k, (i*KW + j)*C + c] -> grad_w[k, (c*KH + i)*KW + j], row
+            // by row (on the threads for a large gradient).
             let taps = g.kh * g.kw;
-            for (dw_k, sum_k) in grad_w.chunks_exact_mut(r).zip(sum.chunks_exact(r)) {
+            let reorder = |(dw_k, sum_k): (&mut [T], &[T])| {
                 for (ij, sum_ij) in sum_k.chunks_exact(g.c).enumerate() {
                     for (c, &v) in sum_ij.iter().enumerate() {
                         dw_k[c * taps + ij] = v;
                     }
                 }
+            };
+            if kr >= PARALLEL_PARTIAL_SUM_MIN {
+                grad_w.par_chunks_exact_mut(r).zip(sum.par_chunks_exact(r)).for_each(reorder);
+            } else {
+                grad_w.chunks_exact_mut(r).zip(sum.chunks_exact(r)).for_each(reorder);
             }
         }
     });
