@@ -140,4 +140,58 @@ mod tests {
         drop(lock);
         fs::remove_dir_all(dir).unwrap();
     }
+
+    /// A lock that cannot be created or cleared is an I/O error naming the lock
+    /// file, not a report of another process.
+    #[test]
+    fn a_lock_that_cannot_be_written_or_removed_is_an_io_error() {
+        let dir = std::env::temp_dir().join(format!("ddpm-lock-io-test-{}", std::process::id()));
+        let e = RunLock::acquire(&dir.join("missing")).unwrap_err();
+        assert!(matches!(&e, Error::Io { path, .. } if path.ends_with("missing/run.lock")), "{e}");
+        // A folder named run.lock: it exists, names no pid, and cannot be removed as a file.
+        fs::create_dir_all(dir.join(LOCK_FILE)).unwrap();
+        let e = RunLock::acquire(&dir).unwrap_err();
+        assert!(matches!(&e, Error::Io { path, .. } if path.ends_with(LOCK_FILE)), "{e}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A lock whose holder has not written its pid yet is read again: a live
+    /// pid written meanwhile keeps the folder for its process.
+    #[test]
+    fn a_pid_written_while_it_is_awaited_holds_the_lock() {
+        let dir = std::env::temp_dir().join(format!("ddpm-lock-late-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(LOCK_FILE), "").unwrap();
+        let path = dir.join(LOCK_FILE);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            fs::write(path, std::process::id().to_string()).unwrap();
+        });
+        let e = RunLock::acquire(&dir).unwrap_err().to_string();
+        writer.join().unwrap();
+        assert!(e.contains(&format!("in use by process {}", std::process::id())), "{e}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A lock whose holder has not written its pid yet is read again; if it
+    /// disappears meanwhile (its holder ended, or another process cleared it),
+    /// the lock is taken.
+    #[test]
+    fn a_lock_cleared_while_its_pid_is_awaited_is_taken() {
+        let dir = std::env::temp_dir().join(format!("ddpm-lock-race-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(LOCK_FILE), "").unwrap();
+        let path = dir.join(LOCK_FILE);
+        // `holder` waits up to 20 x 10 ms for a pid; the file goes after 50 ms.
+        let clearer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            fs::remove_file(path).unwrap();
+        });
+        let lock = RunLock::acquire(&dir);
+        clearer.join().unwrap();
+        assert!(lock.is_ok(), "{:?}", lock.unwrap_err());
+        assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).unwrap(), std::process::id().to_string());
+        drop(lock);
+        fs::remove_dir_all(dir).unwrap();
+    }
 }
