@@ -155,40 +155,39 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A lock whose holder has not written its pid yet is read again: a live
-    /// pid written meanwhile keeps the folder for its process.
+    /// Acquires the lock on a fresh folder `name` whose lock file exists but is
+    /// empty (its holder has not written its pid yet), while another thread
+    /// runs `meanwhile` on that file 50 ms in: `holder` reads it again for up to
+    /// 20 x 10 ms. Returns the folder (to be removed) and the outcome.
+    fn acquire_while_the_pid_is_awaited(name: &str, meanwhile: fn(&Path)) -> (PathBuf, Result<RunLock>) {
+        let dir = std::env::temp_dir().join(format!("ddpm-lock-{name}-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(LOCK_FILE);
+        fs::write(&path, "").unwrap();
+        let other = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            meanwhile(&path);
+        });
+        let lock = RunLock::acquire(&dir);
+        other.join().unwrap();
+        (dir, lock)
+    }
+
+    /// A live pid written while the lock is read again keeps the folder for its
+    /// process.
     #[test]
     fn a_pid_written_while_it_is_awaited_holds_the_lock() {
-        let dir = std::env::temp_dir().join(format!("ddpm-lock-late-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(LOCK_FILE), "").unwrap();
-        let path = dir.join(LOCK_FILE);
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            fs::write(path, std::process::id().to_string()).unwrap();
-        });
-        let e = RunLock::acquire(&dir).unwrap_err().to_string();
-        writer.join().unwrap();
+        let (dir, lock) = acquire_while_the_pid_is_awaited("late", |path| fs::write(path, std::process::id().to_string()).unwrap());
+        let e = lock.unwrap_err().to_string();
         assert!(e.contains(&format!("in use by process {}", std::process::id())), "{e}");
         fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A lock whose holder has not written its pid yet is read again; if it
-    /// disappears meanwhile (its holder ended, or another process cleared it),
-    /// the lock is taken.
+    /// A lock that disappears while it is read again (its holder ended, or
+    /// another process cleared it) is taken.
     #[test]
     fn a_lock_cleared_while_its_pid_is_awaited_is_taken() {
-        let dir = std::env::temp_dir().join(format!("ddpm-lock-race-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(LOCK_FILE), "").unwrap();
-        let path = dir.join(LOCK_FILE);
-        // `holder` waits up to 20 x 10 ms for a pid; the file goes after 50 ms.
-        let clearer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            fs::remove_file(path).unwrap();
-        });
-        let lock = RunLock::acquire(&dir);
-        clearer.join().unwrap();
+        let (dir, lock) = acquire_while_the_pid_is_awaited("race", |path| fs::remove_file(path).unwrap());
         assert!(lock.is_ok(), "{:?}", lock.unwrap_err());
         assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).unwrap(), std::process::id().to_string());
         drop(lock);
