@@ -50,10 +50,16 @@ impl Progress {
             );
             Progress { what, unit, total, bar: Some(bar), log: None }
         } else {
-            let now = Instant::now();
-            let log = Log { started: now, offset: 0, position: 0, last_position: 0, last_time: now, message: String::new() };
-            Progress { what, unit, total, bar: None, log: Some(Mutex::new(log)) }
+            Progress::logged(what, total, unit)
         }
+    }
+
+    /// Progress written as log lines, whatever stderr is.
+    #[must_use]
+    pub fn logged(what: &'static str, total: u64, unit: &'static str) -> Self {
+        let now = Instant::now();
+        let log = Log { started: now, offset: 0, position: 0, last_position: 0, last_time: now, message: String::new() };
+        Progress { what, unit, total, bar: None, log: Some(Mutex::new(log)) }
     }
 
     /// No output at all (`--quiet`, and work inside another command's progress).
@@ -89,12 +95,19 @@ impl Progress {
 
     /// One more unit done.
     pub fn inc(&self) {
-        let position = match (&self.bar, &self.log) {
-            (Some(bar), _) => bar.position() + 1,
-            (None, Some(log)) => log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).position + 1,
-            (None, None) => return,
-        };
-        self.set_position(position);
+        if self.bar.is_some() || self.log.is_some() {
+            self.set_position(self.position() + 1);
+        }
+    }
+
+    /// The units done so far (0 when hidden).
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        match (&self.bar, &self.log) {
+            (Some(bar), _) => bar.position(),
+            (None, Some(log)) => log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).position,
+            (None, None) => 0,
+        }
     }
 
     /// A note shown after the counts (e.g. the current loss).

@@ -184,3 +184,76 @@ pub fn save_samples(path: &Path, config: &TrainConfig, samples: &tensor::Tensor<
         save_png(path, &[data_plot, sample_plot]).map_err(io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::config::{ModelConfig, Preset};
+
+    /// The toy preset's MLP, untrained, with 100 timesteps: a batch samples in milliseconds.
+    fn toy() -> (TrainConfig, Model) {
+        let config = TrainConfig { timesteps: 100, ..TrainConfig::preset(Preset::Toy) };
+        let model = Model::new(&config.model, 0).unwrap();
+        (config, model)
+    }
+
+    #[test]
+    fn model_calls_is_the_number_of_predictions_a_batch_makes() {
+        let (config, model) = toy();
+        for (kind, steps) in [(SamplerKind::Ddpm, 7), (SamplerKind::Ddim, 7), (SamplerKind::Ddim, 50), (SamplerKind::Langevin, 7)] {
+            let sampler = SamplerChoice { kind, steps, eta: 0.0 };
+            // A total no count reaches: no log line within the test.
+            let progress = Progress::logged("test", u64::MAX, "model calls");
+            draw_in_batches(&model, &config, sampler, 3, 0, &[], &progress).unwrap();
+            assert_eq!(progress.position(), model_calls(&config, sampler) as u64, "{kind:?} with {steps} steps");
+        }
+    }
+
+    #[test]
+    fn batches_are_seeded_one_after_another_and_only_the_first_records_frames() {
+        let (config, model) = toy();
+        let sampler = SamplerChoice { kind: SamplerKind::Ddpm, steps: 0, eta: 0.0 };
+        let record = [99, 50];
+        let count = SAMPLE_BATCH + 3;
+        let all = draw_in_batches(&model, &config, sampler, count, 7, &record, &Progress::hidden()).unwrap();
+        let first = draw(&model, &config, sampler, SAMPLE_BATCH, 7, &record).unwrap();
+        let second = draw(&model, &config, sampler, 3, 8, &[]).unwrap();
+        assert_eq!(all.sample.dims(), [count, 2]);
+        assert_eq!(all.sample.to_vec(), [first.sample.to_vec(), second.sample.to_vec()].concat());
+        assert_eq!(all.frames.len(), record.len());
+        for (got, want) in all.frames.iter().zip(&first.frames) {
+            assert_eq!(got.t, want.t);
+            assert_eq!(got.x_t.to_vec(), want.x_t.to_vec(), "frame at t = {}", got.t);
+        }
+    }
+
+    #[test]
+    fn only_images_are_clipped_to_the_data_range() {
+        // An untrained model predicts x_0 far outside [-1, 1]; DDIM's last step
+        // returns that prediction, clipped for MNIST, left as it is for 2-D points.
+        let sampler = SamplerChoice { kind: SamplerKind::Ddim, steps: 2, eta: 0.0 };
+        let mnist = TrainConfig { model: ModelConfig::Unet(nn::UNetConfig::tiny()), timesteps: 100, ..TrainConfig::preset(Preset::Quick) };
+        let unet = Model::new(&mnist.model, 0).unwrap();
+        let images = draw(&unet, &mnist, sampler, 4, 0, &[]).unwrap().sample.to_vec();
+        assert!(images.iter().all(|v| (-1.0..=1.0).contains(v)), "{images:?}");
+        let (config, mlp) = toy();
+        let points = draw(&mlp, &config, sampler, 64, 0, &[]).unwrap().sample.to_vec();
+        assert!(points.iter().any(|v| v.abs() > 1.0), "{points:?}");
+    }
+
+    #[test]
+    fn toy_points_are_the_data_set_of_the_run() {
+        use crate::data::toy::{checkerboard, eight_gaussians, swiss_roll, two_moons};
+        let generators: [(Dataset, fn(usize, u64) -> Vec<[f32; 2]>); 4] = [
+            (Dataset::SwissRoll, swiss_roll),
+            (Dataset::TwoMoons, two_moons),
+            (Dataset::EightGaussians, eight_gaussians),
+            (Dataset::Checkerboard, checkerboard),
+        ];
+        for (data, generator) in generators {
+            let points = toy_points(data, 300, 5);
+            assert_eq!(points.len(), 300);
+            assert_eq!(points, generator(300, 5), "{data:?}");
+        }
+    }
+}
