@@ -244,7 +244,8 @@ mod tests {
     #[test]
     fn toy_points_are_the_data_set_of_the_run() {
         use crate::data::toy::{checkerboard, eight_gaussians, swiss_roll, two_moons};
-        let generators: [(Dataset, fn(usize, u64) -> Vec<[f32; 2]>); 4] = [
+        type Generator = fn(usize, u64) -> Vec<[f32; 2]>;
+        let generators: [(Dataset, Generator); 4] = [
             (Dataset::SwissRoll, swiss_roll),
             (Dataset::TwoMoons, two_moons),
             (Dataset::EightGaussians, eight_gaussians),
