@@ -320,17 +320,22 @@ fn implicit_packing_matches_the_definitions() {
     }
 }
 
-/// Which passes take Winograd at the course UNet's three 3x3 shapes (batch
-/// 64): none at 28 x 28 x 32, all at 14 x 14 x 64, forward and grad input at
-/// 7 x 7 x 64; never with stride 2 or a 1x1 kernel.
+/// Which passes take Winograd at the UNets' 3x3 shapes (batch 64): all at 28
+/// x 28 x 32 and 14 x 14 x 64, forward and grad input at 7 x 7; none with 16
+/// channels in or out (the quick UNet's 28 x 28 level), with stride 2 or a
+/// 1x1 kernel.
 #[test]
 fn winograd_where_it_pays() {
     let g = |c: usize, hw: usize, k: usize| Conv2dGeometry { n: 64, c, h: hw, w: hw, k, kh: 3, kw: 3, stride: 1, padding: 1 };
-    assert_eq!(uses_winograd(&g(32, 28, 32)), (false, false));
+    assert_eq!(uses_winograd(&g(32, 28, 32)), (true, true));
     assert_eq!(uses_winograd(&g(64, 14, 64)), (true, true));
     assert_eq!(uses_winograd(&g(128, 14, 64)), (true, true));
     assert_eq!(uses_winograd(&g(64, 7, 64)), (true, false));
-    assert_eq!(uses_winograd(&g(64, 14, 32)), (false, false));
+    assert_eq!(uses_winograd(&g(32, 7, 32)), (true, false));
+    assert_eq!(uses_winograd(&g(64, 14, 32)), (true, true));
+    assert_eq!(uses_winograd(&g(16, 28, 16)), (false, false));
+    assert_eq!(uses_winograd(&g(16, 14, 32)), (false, false));
+    assert_eq!(uses_winograd(&g(32, 28, 31)), (false, false));
     assert_eq!(uses_winograd(&Conv2dGeometry { stride: 2, ..g(64, 14, 64) }), (false, false));
     assert_eq!(uses_winograd(&Conv2dGeometry { kh: 1, kw: 1, padding: 0, ..g(64, 14, 64) }), (false, false));
 }

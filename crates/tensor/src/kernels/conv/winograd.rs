@@ -77,8 +77,8 @@
 //! ```
 //!
 //! With 32 channels (the 28 x 28 level) and for the weight gradient at 7 x
-//! 7 it was slower, so those keep im2col ([`MIN_CHANNELS`],
-//! [`MIN_SIDE_WEIGHT_GRAD`]). Two later steps, each alternated three times
+//! 7 it was slower then, so those kept im2col ([`MIN_CHANNELS`],
+//! [`MIN_SIDE_WEIGHT_GRAD`]; 32 channels moved in session 19, below). Two later steps, each alternated three times
 //! with the step before: the copies to and from channels last as 16 x 16
 //! block transposes in registers (`kernels/transpose.rs`; element by element
 //! they were about 12% of the passes), the 14 x 14 passes 5-10% faster; the
@@ -95,7 +95,25 @@
 //! ```
 //!
 //! With both steps, 32 channels (28 x 28 x 32) came out even with im2col in
-//! six alternations, so [`MIN_CHANNELS`] stayed.
+//! six alternations, so [`MIN_CHANNELS`] stayed at 64 then.
+//!
+//! Session 18 moved the filter transforms onto the threads, and at 32
+//! channels the transforms now pay: session 19 (Intel Xeon model 167, batch
+//! 64, two threads, `examples/conv_pass`, medians of 150 passes, three
+//! alternations of im2col against Winograd, ms, forward / grad input / grad
+//! weight):
+//!
+//! ```text
+//! 32 -> 32, 28 x 28     3.26-3.44 / 3.19-3.48 / 3.40-3.51   against  3.02-3.20 / 2.99-3.12 / 3.46-3.51
+//! 32 -> 32, 14 x 14     0.92-0.96 / 0.91-0.95 / 0.85-0.87   against  0.78-0.83 / 0.75-0.79 / 0.80-0.87
+//! 32 -> 32, 7 x 7       0.35-0.36 / 0.36-0.39               against  0.25-0.26 / 0.245-0.253
+//! ```
+//!
+//! so [`MIN_CHANNELS`] is 32: the course UNet's 28 x 28 level and the quick
+//! preset's 14 x 14 and 7 x 7 levels run here too (its training step 0.149-0.159
+//! -> 0.143-0.152 s, the course UNet's forward 178-183 -> 165-179 ms, three
+//! alternations of `examples/unet_step` and `examples/unet_forward`). At 16
+//! channels (the quick preset's 28 x 28 level) Winograd took twice the time.
 //!
 //! # Rounding
 //!
@@ -116,11 +134,11 @@ use super::{add_partials_in_order, per_image_threading, row_major, row_major_mut
 /// Positions of a transformed 4 x 4 tile, one GEMM each.
 const POSITIONS: usize = 16;
 
-/// Fewest input and output channels for which the transforms pay. The 16
-/// GEMMs have a `k` of C (forward) or K (grad input); with 32 channels (the
-/// course UNet's 28 x 28 level) each micro-tile of C is loaded and stored for
-/// 32 multiply-adds a column, and the passes were 20-60% slower than im2col.
-pub(super) const MIN_CHANNELS: usize = 64;
+/// Fewest input and output channels for which the transforms pay (see "Where
+/// it pays"). The 16 GEMMs have a `k` of C (forward) or K (grad input); with 16
+/// channels each micro-tile of C is loaded and stored for 16 multiply-adds a
+/// column, and the passes took twice as long as im2col's.
+pub(super) const MIN_CHANNELS: usize = 32;
 
 /// Smallest image side for the weight gradient: at 7 x 7 it was slower than
 /// im2col (16 tiles an image, so the GEMMs' `k` is 64 per four images).
