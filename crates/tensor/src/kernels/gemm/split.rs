@@ -24,8 +24,9 @@
 //! more. The old rule (split only where the pool wins by 10%) read that as
 //! "never split" at some sides: 3 starts in 30 kept products up to 256^3 on
 //! one thread for the whole run (GEMM 128^3 at 144 against 255 GFLOP/s in
-//! `ddpm bench`), and in a busier hour the smallest of three measurements
-//! still did in 4 of 40. With this rule 80 starts in 80 measured 64^3. A pool
+//! `ddpm bench`); measuring three times (30 ms instead of 10) and keeping the
+//! smallest threshold still did in 4 starts of 40 in a busier hour. With this
+//! rule 80 starts in 80 measured 64^3. A pool
 //! that truly loses, like session 9's (1.6 times slower), is slower by far
 //! more than 5%.
 
