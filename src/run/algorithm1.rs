@@ -90,6 +90,16 @@ mod tests {
     use std::cell::RefCell;
     use tensor::rng;
 
+    #[test]
+    fn only_a_finite_loss_with_a_finite_gradient_norm_steps() {
+        let outcome = |loss: f64, grad_norm: f64| StepOutcome { loss, grad_norm }.stepped();
+        assert!(outcome(0.5, 2.0));
+        assert!(!outcome(f64::NAN, f64::NAN));
+        assert!(!outcome(0.5, f64::NAN));
+        assert!(!outcome(f64::INFINITY, 2.0));
+        assert!(!outcome(0.5, f64::INFINITY));
+    }
+
     /// The MLP denoiser, recording every input it is asked about: its output
     /// depends on x_t and on t, so a wrong x_t or t changes the loss.
     #[derive(Clone)]

@@ -381,6 +381,68 @@ mod tests {
         }
     }
 
+    /// The recipes the README's preset table and chapter 8 describe, with the
+    /// parameter counts they quote.
+    #[test]
+    fn presets_are_the_recipes_the_course_documents() {
+        use crate::run::model::Model;
+        use nn::Module;
+        let params = |c: &TrainConfig| Model::new(&c.model, 0).unwrap().num_params();
+        let quick = TrainConfig::preset(Preset::Quick);
+        assert_eq!(
+            (quick.schedule, quick.lr, quick.lr_schedule, quick.loss_weight),
+            (BetaSchedule::Cosine, 2e-3, LrScheduleKind::Cosine, LossWeightKind::MinSnr)
+        );
+        assert_eq!((quick.min_snr_gamma, quick.ema_decay, quick.ema_warmup, quick.steps, quick.batch), (5.0, 0.995, true, 1400, 64));
+        assert_eq!(params(&quick), 315_121);
+        assert_eq!(ModelConfig::Unet(TrainConfig::quick_unet()), quick.model);
+        let course = TrainConfig::preset(Preset::Course);
+        assert_eq!((course.warmup, course.steps, course.checkpoint_every, course.sample_every), (200, 8000, 500, 1000));
+        assert_eq!((course.ema_decay, course.lr, course.schedule), (0.999, 1e-3, BetaSchedule::Linear));
+        assert_eq!(params(&course), 1_623_169);
+        let toy = TrainConfig::preset(Preset::Toy);
+        assert_eq!((toy.data, toy.batch, toy.lr, toy.warmup, toy.ema_decay), (Dataset::SwissRoll, 256, 1e-3, 100, 0.995));
+        assert_eq!((toy.steps, toy.checkpoint_every, toy.samples, toy.model_data_dim()), (10_000, 1000, 1000, Some(2)));
+        assert!(matches!(toy.model, ModelConfig::Mlp(nn::MlpConfig { hidden_dim: 256, .. })));
+        assert_eq!(quick.model_data_dim(), None);
+        for (preset, dir) in [(Preset::Quick, "runs/quick"), (Preset::Course, "runs/course"), (Preset::Toy, "runs/toy")] {
+            assert_eq!(TrainConfig::default_run_dir(preset), PathBuf::from(dir));
+        }
+    }
+
+    #[test]
+    fn the_objective_and_the_reverse_process_come_from_the_config() {
+        let quick = TrainConfig { min_snr_gamma: 3.0, prediction: Parameterization::StartX, ..TrainConfig::preset(Preset::Quick) };
+        let options = quick.training_options();
+        assert_eq!(options.weighting, TimestepWeighting::MinSnr { gamma: 3.0 });
+        assert_eq!(
+            (options.loss, options.parameterization, options.variance),
+            (LossKind::Simple, Parameterization::StartX, VarianceKind::FixedLarge)
+        );
+        let uniform = TrainConfig { loss_weight: LossWeightKind::Uniform, ..quick.clone() };
+        assert_eq!(uniform.training_options().weighting, TimestepWeighting::Uniform);
+        let reverse = quick.reverse_options(true);
+        assert_eq!(
+            (reverse.variance, reverse.parameterization, reverse.clip_denoised),
+            (VarianceKind::FixedLarge, Parameterization::StartX, true)
+        );
+    }
+
+    #[test]
+    fn a_rate_or_gamma_of_zero_or_infinity_is_refused() {
+        let quick = TrainConfig::preset(Preset::Quick);
+        assert!(quick.validate().is_ok());
+        for (config, flag) in [
+            (TrainConfig { lr: 0.0, ..quick.clone() }, "--lr"),
+            (TrainConfig { lr: f64::INFINITY, ..quick.clone() }, "--lr"),
+            (TrainConfig { min_snr_gamma: 0.0, ..quick.clone() }, "--min-snr-gamma"),
+            (TrainConfig { min_snr_gamma: f64::INFINITY, ..quick.clone() }, "--min-snr-gamma"),
+        ] {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+    }
+
     #[test]
     fn resume_names_the_settings_that_changed() {
         let saved = TrainConfig::preset(Preset::Quick);
