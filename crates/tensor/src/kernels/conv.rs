@@ -75,9 +75,9 @@
 //!
 //! A 3x3 convolution with stride 1 and padding 1 and at least 32 channels
 //! in and out (every level of the course UNet, the 14 x 14 and 7 x 7 levels
-//! of the quick preset's) takes `conv/winograd.rs` instead: F(2x2, 3x3), 16 GEMMs over transformed 4 x 4
-//! tiles, 2.25 times fewer multiplications; the weight gradient too from 14
-//! x 14 on. Its header has the algorithm, the measurements and the rounding.
+//! of the quick preset's) takes `conv/winograd.rs` instead: F(2x2, 3x3), 16
+//! GEMMs over transformed 4 x 4 tiles, 2.25 times fewer multiplications; the
+//! weight gradient too from 14 x 14 on. Its header has the algorithm, the measurements and the rounding.
 //!
 //! Threads: images are independent in the forward and grad-input passes, so
 //! rayon runs one image per task (each task with its own reused scratch

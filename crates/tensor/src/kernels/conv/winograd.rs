@@ -78,10 +78,11 @@
 //!
 //! With 32 channels (the 28 x 28 level) and for the weight gradient at 7 x
 //! 7 it was slower then, so those kept im2col ([`MIN_CHANNELS`],
-//! [`MIN_SIDE_WEIGHT_GRAD`]; 32 channels moved in session 19, below). Two later steps, each alternated three times
-//! with the step before: the copies to and from channels last as 16 x 16
-//! block transposes in registers (`kernels/transpose.rs`; element by element
-//! they were about 12% of the passes), the 14 x 14 passes 5-10% faster; the
+//! [`MIN_SIDE_WEIGHT_GRAD`]; 32 channels moved in session 19, below). Two
+//! later steps, each alternated three times with the step before: the copies
+//! to and from channels last as 16 x 16 block transposes in registers
+//! (`kernels/transpose.rs`; element by element they were about 12% of the
+//! passes), the 14 x 14 passes 5-10% faster; the
 //! products unpacked, 14 x 14 64 -> 64 3.4-4.5 against 4.3-5.1 ms a pass,
 //! 128 -> 64 7.0-8.0 against 7.6-9.0, 7 x 7 forward and grad input 1.3-1.6
 //! against 1.5-2.1. All of it against im2col (the code of session 12),

@@ -26,9 +26,8 @@
 //! one thread for the whole run (GEMM 128^3 at 144 against 255 GFLOP/s in
 //! `ddpm bench`); measuring three times (30 ms instead of 10) and keeping the
 //! smallest threshold still did in 4 starts of 40 in a busier hour. With this
-//! rule 80 starts in 80 measured 64^3. A pool
-//! that truly loses, like session 9's (1.6 times slower), is slower by far
-//! more than 5%.
+//! rule 80 starts in 80 measured 64^3. A pool that truly loses, like session
+//! 9's (1.6 times slower), is slower by far more than 5%.
 
 use std::sync::OnceLock;
 use std::time::Instant;
