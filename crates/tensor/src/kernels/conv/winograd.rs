@@ -64,6 +64,16 @@
 //! 14 a tile row); the short runs and the stride-2 gathers made it slower
 //! than im2col everywhere.
 //!
+//! A tile's transform runs [`LANES`] channels at a time (the tail one at a
+//! time), its 16 values held in registers from the row step to the column
+//! step; through a buffer of the tile's channels (session 19's code), each
+//! value made an extra store and two extra loads. Session 20 (Intel Xeon
+//! model 167, batch 64, three alternations, medians): forward 32 -> 32 at
+//! 28 x 28 2.53-2.57 -> 2.33-2.38 ms, 64 -> 64 at 14 x 14 1.87-1.91 ->
+//! 1.79-1.82; the course UNet's forward 137.6-139.2 -> 134.2-135.2 ms, its
+//! training step 0.450-0.455 -> 0.442-0.444 s. The output transform adds the
+//! bias as it writes a pixel, the same sum as a pass over the image after.
+//!
 //! # Where it pays (Intel Xeon of sessions 10-13, batch 64, two threads)
 //!
 //! Forward, grad input and grad weight, alternated with the im2col passes
@@ -203,21 +213,52 @@ impl Tiles {
     }
 }
 
-/// `out[i] = f(a[i], b[i])`: one step of a transform, over the channels of
-/// a tile.
+/// Channels a step of a transform holds at once: a vector register of f32
+/// with AVX-512. A tile's 16 values stay in registers from its row step to
+/// its column step (see "Layout").
+const LANES: usize = 16;
+
+/// `N` consecutive channels of one pixel or position.
+type Lanes<T, const N: usize> = [T; N];
+
+/// `src[..N]`.
 #[inline(always)]
-fn combine<T: GemmScalar>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
-    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-        *o = f(a, b);
-    }
+fn load<T: GemmScalar, const N: usize>(src: &[T]) -> Lanes<T, N> {
+    let mut v = [T::ZERO; N];
+    v.copy_from_slice(&src[..N]);
+    v
 }
 
-/// `out[i] = f(a[i], b[i], c[i])`.
+/// `dst[..N] = v`.
 #[inline(always)]
-fn combine3<T: GemmScalar>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
-    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = f(a, b, c);
+fn store<T: Copy, const N: usize>(dst: &mut [T], v: Lanes<T, N>) {
+    dst[..N].copy_from_slice(&v);
+}
+
+/// `f(a[i], b[i])` lane by lane: one step of a transform.
+#[inline(always)]
+fn lanewise<T: Copy, const N: usize>(a: Lanes<T, N>, b: Lanes<T, N>, f: impl Fn(T, T) -> T) -> Lanes<T, N> {
+    let mut out = a;
+    for i in 0..N {
+        out[i] = f(a[i], b[i]);
     }
+    out
+}
+
+/// `0 - a[i]` lane by lane.
+#[inline(always)]
+fn negated<T: GemmScalar, const N: usize>(a: Lanes<T, N>) -> Lanes<T, N> {
+    lanewise(a, a, |_, b| T::ZERO - b)
+}
+
+/// `f(a[i], b[i], c[i])` lane by lane.
+#[inline(always)]
+fn lanewise3<T: Copy, const N: usize>(a: Lanes<T, N>, b: Lanes<T, N>, c: Lanes<T, N>, f: impl Fn(T, T, T) -> T) -> Lanes<T, N> {
+    let mut out = a;
+    for i in 0..N {
+        out[i] = f(a[i], b[i], c[i]);
+    }
+    out
 }
 
 /// `ut (16, C, K)`: `G w[k, c] G^T` of each 3 x 3 filter `filter(k, c)` (row
@@ -305,43 +346,60 @@ fn pad_channels_last<T: GemmScalar>(x: &[T], c: usize, tiles: Tiles, xt: &mut [T
 /// `vt (16, T, C)` rows `first ..`: `B^T d B` of each input tile of one
 /// padded channels-last image `xt`, tile `ty TW + tx` in row `first + ty TW +
 /// tx` of each position's (T, C) matrix, `t_all` rows a position.
-/// `h` holds 16 C.
 #[inline(always)]
-fn transform_input<T: GemmScalar>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T], h: &mut [T]) {
+fn transform_input<T: GemmScalar>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T]) {
     let wp = 2 * tiles.tw + 2;
+    let full = c / LANES * LANES;
     for ty in 0..tiles.th {
         for tx in 0..tiles.tw {
-            let d = |r: usize, s: usize| &xt[((2 * ty + r) * wp + 2 * tx + s) * c..][..c];
-            // d B: the row transform of each tile row r, h[4 r + s].
-            for r in 0..4 {
-                let (d0, d1, d2, d3) = (d(r, 0), d(r, 1), d(r, 2), d(r, 3));
-                let (h0, rest) = h[4 * r * c..(4 * r + 4) * c].split_at_mut(c);
-                let (h1, rest) = rest.split_at_mut(c);
-                let (h2, h3) = rest.split_at_mut(c);
-                combine(h0, d0, d2, |a, b| a - b);
-                combine(h1, d1, d2, |a, b| a + b);
-                combine(h2, d2, d1, |a, b| a - b);
-                combine(h3, d1, d3, |a, b| a - b);
-            }
-            // B^T (d B): the column transform, into the 16 positions.
             let t = first + ty * tiles.tw + tx;
-            let hrow = |r: usize, s: usize| &h[(4 * r + s) * c..][..c];
-            for s in 0..4 {
-                let (h0, h1, h2, h3) = (hrow(0, s), hrow(1, s), hrow(2, s), hrow(3, s));
-                let mut row =
-                    |r: usize, a: &[T], b: &[T], f: fn(T, T) -> T| combine(&mut vt[((4 * r + s) * t_all + t) * c..][..c], a, b, f);
-                row(0, h0, h2, |a, b| a - b);
-                row(1, h1, h2, |a, b| a + b);
-                row(2, h2, h1, |a, b| a - b);
-                row(3, h1, h3, |a, b| a - b);
+            let pixel = |r: usize, s: usize| ((2 * ty + r) * wp + 2 * tx + s) * c;
+            let position = |pos: usize| (pos * t_all + t) * c;
+            for c0 in (0..full).step_by(LANES) {
+                input_tile::<T, LANES>(xt, pixel, vt, position, c0);
+            }
+            for c0 in full..c {
+                input_tile::<T, 1>(xt, pixel, vt, position, c0);
             }
         }
     }
 }
 
+/// `B^T d B` of one tile, channels `c0 .. c0 + N`: `d[r][s]` at `xt[pixel(r,
+/// s) + c0 ..]`, position `pos` to `vt[position(pos) + c0 ..]`.
+#[inline(always)]
+fn input_tile<T: GemmScalar, const N: usize>(
+    xt: &[T],
+    pixel: impl Fn(usize, usize) -> usize,
+    vt: &mut [T],
+    position: impl Fn(usize) -> usize,
+    c0: usize,
+) {
+    // d B: the row transform of each tile row r.
+    let mut h = [[[T::ZERO; N]; 4]; 4];
+    for (r, h) in h.iter_mut().enumerate() {
+        let d = |s: usize| load::<T, N>(&xt[pixel(r, s) + c0..]);
+        let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+        *h = [
+            lanewise(d0, d2, |a, b| a - b),
+            lanewise(d1, d2, |a, b| a + b),
+            lanewise(d2, d1, |a, b| a - b),
+            lanewise(d1, d3, |a, b| a - b),
+        ];
+    }
+    // B^T (d B): the column transform, into the 16 positions.
+    for s in 0..4 {
+        let (h0, h1, h2, h3) = (h[0][s], h[1][s], h[2][s], h[3][s]);
+        store(&mut vt[position(s) + c0..], lanewise(h0, h2, |a, b| a - b));
+        store(&mut vt[position(4 + s) + c0..], lanewise(h1, h2, |a, b| a + b));
+        store(&mut vt[position(8 + s) + c0..], lanewise(h2, h1, |a, b| a - b));
+        store(&mut vt[position(12 + s) + c0..], lanewise(h1, h3, |a, b| a - b));
+    }
+}
+
 /// `out` (K, H, W) of one image from `mt (16, T, K)` rows `first ..`: `A^T M A`
-/// of each tile, the outputs past the image's edge dropped, plus `bias[k]`.
-/// `yt` holds H W K (the image channels last), `q` 12 K.
+/// of each tile plus `bias[k]`, the outputs past the image's edge dropped.
+/// `yt` holds H W K (the image channels last).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transform_output<T: GemmScalar>(
@@ -353,46 +411,55 @@ fn transform_output<T: GemmScalar>(
     bias: Option<&[T]>,
     out: &mut [T],
     yt: &mut [T],
-    q: &mut [T],
 ) {
     let Tiles { h, w, th, tw } = tiles;
+    let full = k / LANES * LANES;
     for ty in 0..th {
         for tx in 0..tw {
             let t = first + ty * tw + tx;
-            let m = |pos: usize| &mt[(pos * t_all + t) * k..][..k];
-            // A^T M: q[2 s + a] from column s of the four rows.
-            for s in 0..4 {
-                let (q0, q1) = q[2 * s * k..(2 * s + 2) * k].split_at_mut(k);
-                combine3(q0, m(s), m(4 + s), m(8 + s), |a, b, c| a + b + c);
-                combine3(q1, m(4 + s), m(8 + s), m(12 + s), |a, b, c| a - b - c);
+            let position = |pos: usize| (pos * t_all + t) * k;
+            // Pixel (2 ty + a, 2 tx + b), if inside the image.
+            let pixel = |a: usize, b: usize| (2 * ty + a < h && 2 * tx + b < w).then(|| ((2 * ty + a) * w + 2 * tx + b) * k);
+            for c0 in (0..full).step_by(LANES) {
+                output_tile::<T, LANES>(mt, position, bias, yt, pixel, c0);
             }
-            // (A^T M) A: pixel (2 ty + a, 2 tx + b), if inside the image.
-            let (q, y) = q.split_at_mut(8 * k);
-            let q = &*q;
-            let qs = |a: usize, s: usize| &q[(2 * s + a) * k..][..k];
-            for a in 0..2 {
-                let row = 2 * ty + a;
-                if row >= h {
-                    continue;
-                }
-                let (y0, y1) = y[..2 * k].split_at_mut(k);
-                combine3(y0, qs(a, 0), qs(a, 1), qs(a, 2), |a, b, c| a + b + c);
-                combine3(y1, qs(a, 1), qs(a, 2), qs(a, 3), |a, b, c| a - b - c);
-                for (b, yb) in [&*y0, &*y1].into_iter().enumerate() {
-                    let col = 2 * tx + b;
-                    if col < w {
-                        yt[(row * w + col) * k..][..k].copy_from_slice(yb);
-                    }
-                }
+            for c0 in full..k {
+                output_tile::<T, 1>(mt, position, bias, yt, pixel, c0);
             }
         }
     }
-    // Channels last to (K, H, W), then the bias.
+    // Channels last to (K, H, W).
     transpose(yt, (h * w, k), k, out, h * w);
-    if let Some(bias) = bias {
-        for (out_k, &b) in out.chunks_exact_mut(h * w).zip(bias) {
-            for o in out_k {
-                *o = *o + b;
+}
+
+/// `A^T M A + bias` of one tile, channels `c0 .. c0 + N`: position `pos` at
+/// `mt[position(pos) + c0 ..]`, output `(a, b)` to `yt[pixel(a, b) + c0 ..]`
+/// where `pixel` gives an offset (inside the image).
+#[inline(always)]
+fn output_tile<T: GemmScalar, const N: usize>(
+    mt: &[T],
+    position: impl Fn(usize) -> usize,
+    bias: Option<&[T]>,
+    yt: &mut [T],
+    pixel: impl Fn(usize, usize) -> Option<usize>,
+    c0: usize,
+) {
+    let m = |pos: usize| load::<T, N>(&mt[position(pos) + c0..]);
+    // A^T M: q[a][s] from column s of the four rows.
+    let mut q = [[[T::ZERO; N]; 4]; 2];
+    let [q0, q1] = &mut q;
+    for (s, (q0, q1)) in q0.iter_mut().zip(q1).enumerate() {
+        let (m0, m1, m2, m3) = (m(s), m(4 + s), m(8 + s), m(12 + s));
+        *q0 = lanewise3(m0, m1, m2, |a, b, c| a + b + c);
+        *q1 = lanewise3(m1, m2, m3, |a, b, c| a - b - c);
+    }
+    let bias = bias.map(|bias| load::<T, N>(&bias[c0..]));
+    // (A^T M) A, plus the bias.
+    for (a, q) in q.iter().enumerate() {
+        let y = [lanewise3(q[0], q[1], q[2], |a, b, c| a + b + c), lanewise3(q[1], q[2], q[3], |a, b, c| a - b - c)];
+        for (b, y) in y.into_iter().enumerate() {
+            if let Some(offset) = pixel(a, b) {
+                store(&mut yt[offset + c0..], bias.map_or(y, |bias| lanewise(y, bias, |y, b| y + b)));
             }
         }
     }
@@ -400,8 +467,7 @@ fn transform_output<T: GemmScalar>(
 
 /// `dmt (16, T, K)` rows `first ..`: `A dY A^T` of each output tile of one
 /// image's `dout` (K, H, W), zero for the outputs past the image's edge.
-/// `dt` holds 2 TH 2 TW K (the gradients channels last), `staging` H W K,
-/// `e` 8 K.
+/// `dt` holds 2 TH 2 TW K (the gradients channels last), `staging` H W K.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transform_output_grad<T: GemmScalar>(
@@ -413,7 +479,6 @@ fn transform_output_grad<T: GemmScalar>(
     dmt: &mut [T],
     dt: &mut [T],
     staging: &mut [T],
-    e: &mut [T],
 ) {
     let Tiles { h, w, th, tw } = tiles;
     let wt = 2 * tw;
@@ -422,28 +487,49 @@ fn transform_output_grad<T: GemmScalar>(
     for (y, row) in staging[..h * w * k].chunks_exact(w * k).enumerate() {
         dt[y * wt * k..][..w * k].copy_from_slice(row);
     }
+    let full = k / LANES * LANES;
     for ty in 0..th {
         for tx in 0..tw {
-            let dy = |a: usize, b: usize| &dt[((2 * ty + a) * wt + 2 * tx + b) * k..][..k];
-            // A dY: e[2 r + b] = dy0, dy0 + dy1, dy0 - dy1, -dy1 (rows a).
-            for b in 0..2 {
-                let (d0, d1) = (dy(0, b), dy(1, b));
-                e[b * k..][..k].copy_from_slice(d0);
-                combine(&mut e[(2 + b) * k..][..k], d0, d1, |a, b| a + b);
-                combine(&mut e[(4 + b) * k..][..k], d0, d1, |a, b| a - b);
-                combine(&mut e[(6 + b) * k..][..k], d0, d1, |_, b| T::ZERO - b);
-            }
-            // (A dY) A^T: dm[r][s] = e0, e0 + e1, e0 - e1, -e1 (columns b).
             let t = first + ty * tw + tx;
-            for r in 0..4 {
-                let (e0, e1) = (&e[2 * r * k..][..k], &e[(2 * r + 1) * k..][..k]);
-                let mut row = |s: usize, f: fn(T, T) -> T| combine(&mut dmt[((4 * r + s) * t_all + t) * k..][..k], e0, e1, f);
-                row(0, |a, _| a);
-                row(1, |a, b| a + b);
-                row(2, |a, b| a - b);
-                row(3, |_, b| T::ZERO - b);
+            let pixel = |a: usize, b: usize| ((2 * ty + a) * wt + 2 * tx + b) * k;
+            let position = |pos: usize| (pos * t_all + t) * k;
+            for c0 in (0..full).step_by(LANES) {
+                output_grad_tile::<T, LANES>(dt, pixel, dmt, position, c0);
+            }
+            for c0 in full..k {
+                output_grad_tile::<T, 1>(dt, pixel, dmt, position, c0);
             }
         }
+    }
+}
+
+/// `A dY A^T` of one tile, channels `c0 .. c0 + N`: `dy[a][b]` at
+/// `dt[pixel(a, b) + c0 ..]`, position `pos` to `dmt[position(pos) + c0 ..]`.
+#[inline(always)]
+fn output_grad_tile<T: GemmScalar, const N: usize>(
+    dt: &[T],
+    pixel: impl Fn(usize, usize) -> usize,
+    dmt: &mut [T],
+    position: impl Fn(usize) -> usize,
+    c0: usize,
+) {
+    // A dY: e[r][b] = dy0, dy0 + dy1, dy0 - dy1, -dy1 (rows a).
+    let e: [[Lanes<T, N>; 2]; 4] = {
+        let dy = |a: usize, b: usize| load::<T, N>(&dt[pixel(a, b) + c0..]);
+        let [(d00, d10), (d01, d11)] = [(dy(0, 0), dy(1, 0)), (dy(0, 1), dy(1, 1))];
+        [
+            [d00, d01],
+            [lanewise(d00, d10, |a, b| a + b), lanewise(d01, d11, |a, b| a + b)],
+            [lanewise(d00, d10, |a, b| a - b), lanewise(d01, d11, |a, b| a - b)],
+            [negated(d10), negated(d11)],
+        ]
+    };
+    // (A dY) A^T: dm[r][s] = e0, e0 + e1, e0 - e1, -e1 (columns b).
+    for (r, [e0, e1]) in e.into_iter().enumerate() {
+        store(&mut dmt[position(4 * r) + c0..], e0);
+        store(&mut dmt[position(4 * r + 1) + c0..], lanewise(e0, e1, |a, b| a + b));
+        store(&mut dmt[position(4 * r + 2) + c0..], lanewise(e0, e1, |a, b| a - b));
+        store(&mut dmt[position(4 * r + 3) + c0..], negated(e1));
     }
 }
 
@@ -511,18 +597,18 @@ pub(super) fn forward<T: GemmScalar>(filters: &Filters<T>, (h, w): (usize, usize
         let images = x_g.len() / chw;
         let t_all = images * tiles.per_image();
         let (v_len, m_len) = (POSITIONS * t_all * c, POSITIONS * t_all * k);
-        let tmp_len = (tiles.padded_pixels() + h * w + 16) * c.max(k);
+        let tmp_len = (tiles.padded_pixels() + h * w) * c.max(k);
         with_scratch(v_len + m_len + tmp_len, |scratch: &mut [T]| {
             let (vt, rest) = scratch.split_at_mut(v_len);
             let (mt, tmp) = rest.split_at_mut(m_len);
             let (xt, rest) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
-            let (staging, h_tmp) = rest.split_at_mut(h * w * c.max(k));
+            let staging = &mut rest[..h * w * c.max(k)];
             vectorized(
                 #[inline(always)]
                 || {
                     for (image, x_n) in x_g.chunks_exact(chw).enumerate() {
                         pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c], staging);
-                        transform_input(xt, c, tiles, image * tiles.per_image(), t_all, vt, h_tmp);
+                        transform_input(xt, c, tiles, image * tiles.per_image(), t_all, vt);
                     }
                 },
             );
@@ -546,7 +632,7 @@ pub(super) fn forward<T: GemmScalar>(filters: &Filters<T>, (h, w): (usize, usize
                 #[inline(always)]
                 || {
                     for (image, out_n) in out_g.chunks_exact_mut(khw).enumerate() {
-                        transform_output(mt, k, tiles, image * tiles.per_image(), t_all, bias, out_n, xt, h_tmp);
+                        transform_output(mt, k, tiles, image * tiles.per_image(), t_all, bias, out_n, xt);
                     }
                 },
             );
@@ -573,30 +659,20 @@ pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
             for (i, (x_g, dout_g)) in groups.enumerate() {
                 let t_all = x_g.len() / chw * tiles.per_image();
                 let (v_len, dm_len) = (POSITIONS * t_all * c + SLACK, POSITIONS * t_all * k);
-                let tmp_len = (tiles.padded_pixels() + h * w + 16) * c.max(k);
+                let tmp_len = (tiles.padded_pixels() + h * w) * c.max(k);
                 with_scratch(v_len + dm_len + tmp_len, |scratch: &mut [T]| {
                     let (vt, rest) = scratch.split_at_mut(v_len);
                     let (dmt, tmp) = rest.split_at_mut(dm_len);
                     let (xt, rest) = tmp.split_at_mut(tiles.padded_pixels() * c.max(k));
-                    let (staging, e_tmp) = rest.split_at_mut(h * w * c.max(k));
+                    let staging = &mut rest[..h * w * c.max(k)];
                     vectorized(
                         #[inline(always)]
                         || {
                             for (image, (x_n, dout_n)) in x_g.chunks_exact(chw).zip(dout_g.chunks_exact(khw)).enumerate() {
                                 let first = image * tiles.per_image();
                                 pad_channels_last(x_n, c, tiles, &mut xt[..tiles.padded_pixels() * c], staging);
-                                transform_input(xt, c, tiles, first, t_all, vt, e_tmp);
-                                transform_output_grad(
-                                    dout_n,
-                                    k,
-                                    tiles,
-                                    first,
-                                    t_all,
-                                    dmt,
-                                    &mut xt[..4 * tiles.per_image() * k],
-                                    staging,
-                                    e_tmp,
-                                );
+                                transform_input(xt, c, tiles, first, t_all, vt);
+                                transform_output_grad(dout_n, k, tiles, first, t_all, dmt, &mut xt[..4 * tiles.per_image() * k], staging);
                             }
                         },
                     );
