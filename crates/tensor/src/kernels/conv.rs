@@ -567,7 +567,7 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                         let pg = g.padded();
                         with_scratch(pg.hp * pg.wp * g.c + l, |scratch: &mut [T]| {
                             let (xhwc, tap_plane) = scratch.split_at_mut(pg.hp * pg.wp * g.c);
-                            pad_hwc(x_n, (g.c, g.h, g.w), g.padding, xhwc);
+                            pad_hwc(x_n, (g.c, g.h, g.w), g.padding, (pg.hp, pg.wp), xhwc);
                             weight_grad_thin(g, xhwc, dout_n, tap_plane, i > 0, partial);
                         });
                         continue;
@@ -580,7 +580,7 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                     } else {
                         let pg = g.padded();
                         with_scratch(pg.hp * pg.wp * g.c, |xhwc: &mut [T]| {
-                            pad_hwc(x_n, (g.c, g.h, g.w), g.padding, xhwc);
+                            pad_hwc(x_n, (g.c, g.h, g.w), g.padding, (pg.hp, pg.wp), xhwc);
                             let rows = Im2row { xhwc, g: pg };
                             gemm_packed_b(Kernel::best(), threading, T::ONE, dout_n, &rows, beta, partial);
                         });

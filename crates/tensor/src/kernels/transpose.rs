@@ -7,8 +7,13 @@
 //! last; at 14 x 14 x 64 the copies to and from channels last were about a
 //! tenth of a Winograd convolution's time. For f32 on a CPU with AVX-512F,
 //! whole 16 x 16 blocks are transposed in registers instead: sixteen row
-//! loads, three rounds of sixteen shuffles, sixteen row stores. The edges
+//! loads, four rounds of sixteen shuffles, sixteen row stores. The edges
 //! that do not fill a block go element by element, as does f64.
+//!
+//! The rows written need not follow each other: [`transpose_into_frame`]
+//! puts pixel `(y, x)` of an image inside a larger frame (a convolution's
+//! zero padding around it), so an image goes channels last into its padded
+//! frame in one pass.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -22,71 +27,129 @@ const BLOCK: usize = 16;
 /// # Panics
 /// If `src` or `dst` is too short for those indices.
 pub fn transpose<T: GemmScalar>(src: &[T], (rows, cols): (usize, usize), src_rs: usize, dst: &mut [T], dst_rs: usize) {
+    let frame = Frame { width: cols.max(1), frame_width: cols.max(1), first: 0, pixel_stride: dst_rs };
+    transpose_into_frame(src, (rows, cols), src_rs, dst, frame);
+}
+
+/// Where [`transpose_into_frame`] writes the columns of its source: column
+/// `j` is pixel `(j / width, j % width)` of an image, and becomes the row
+/// of `dst` at `first + ((j / width) frame_width + j % width) pixel_stride`
+/// (an image channels last inside a wider frame: the zero padding of a
+/// convolution around it). A plain transpose is one image row, `width =
+/// frame_width = cols`.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    pub width: usize,
+    pub frame_width: usize,
+    pub first: usize,
+    pub pixel_stride: usize,
+}
+
+impl Frame {
+    /// The row of column `j`.
+    fn row(self, j: usize) -> usize {
+        self.first + (j / self.width * self.frame_width + j % self.width) * self.pixel_stride
+    }
+
+    /// The rows of columns `j0, j0 + 1, ...`, counted along (no division a
+    /// column).
+    fn rows_from(self, j0: usize) -> impl Iterator<Item = usize> {
+        let (mut y, mut x) = (j0 / self.width, j0 % self.width);
+        std::iter::from_fn(move || {
+            let row = self.first + (y * self.frame_width + x) * self.pixel_stride;
+            x += 1;
+            if x == self.width {
+                (x, y) = (0, y + 1);
+            }
+            Some(row)
+        })
+    }
+}
+
+/// `dst[row(j) + i] = src[i * src_rs + j]` for `i < rows`, `j < cols`,
+/// `row(j)` as [`Frame`] says; the rest of `dst` is left as it is.
+///
+/// # Panics
+/// If `src` is too short, if the frame's rows overlap (`pixel_stride <
+/// rows` or `frame_width < width`), or if its last row ends past `dst`.
+pub fn transpose_into_frame<T: GemmScalar>(src: &[T], (rows, cols): (usize, usize), src_rs: usize, dst: &mut [T], frame: Frame) {
     if rows == 0 || cols == 0 {
         return;
     }
     assert!(
-        (rows - 1) * src_rs + cols <= src.len() && (cols - 1) * dst_rs + rows <= dst.len() && cols <= src_rs && rows <= dst_rs,
-        "transpose: a ({rows}, {cols}) matrix with row strides {src_rs} -> {dst_rs} does not fit slices of {} and {}",
+        frame.width > 0
+            && frame.width <= frame.frame_width
+            && rows <= frame.pixel_stride
+            && (rows - 1) * src_rs + cols <= src.len()
+            && cols <= src_rs
+            && frame.row(cols - 1) + rows <= dst.len(),
+        "transpose: a ({rows}, {cols}) matrix with row stride {src_rs} into {frame:?} does not fit slices of {} and {}",
         src.len(),
         dst.len()
     );
-    let (block_rows, block_cols) = blocks_in_registers(src, (rows, cols), src_rs, dst, dst_rs);
+    let (block_rows, block_cols) = blocks_in_registers(src, (rows, cols), src_rs, dst, frame);
     // The edges (or everything): the columns right of the blocks, then the
     // rows under them.
-    for i in 0..block_rows {
-        for j in block_cols..cols {
-            dst[j * dst_rs + i] = src[i * src_rs + j];
+    for (j, row) in (block_cols..cols).zip(frame.rows_from(block_cols)) {
+        for i in 0..block_rows {
+            dst[row + i] = src[i * src_rs + j];
         }
     }
-    for i in block_rows..rows {
-        for j in 0..cols {
-            dst[j * dst_rs + i] = src[i * src_rs + j];
+    for (j, row) in (0..cols).zip(frame.rows_from(0)) {
+        for i in block_rows..rows {
+            dst[row + i] = src[i * src_rs + j];
         }
     }
 }
 
 /// Transposes the whole 16 x 16 blocks of the matrix in registers, if `T`
 /// is f32 and the CPU has AVX-512F, and returns the rows and columns they
-/// cover; else does nothing and returns `(0, 0)`.
+/// cover; else does nothing and returns `(0, 0)`. A column of blocks at a
+/// time, so its 16 rows of `dst` are found once.
 fn blocks_in_registers<T: GemmScalar>(
     src: &[T],
     (rows, cols): (usize, usize),
     src_rs: usize,
     dst: &mut [T],
-    dst_rs: usize,
+    frame: Frame,
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && is_x86_feature_detected!("avx512f") {
         // SAFETY: T is f32 (the same type id), so these are slices of f32.
         let (src, dst) = unsafe { (&*(src as *const [T] as *const [f32]), &mut *(dst as *mut [T] as *mut [f32])) };
         let (full_rows, full_cols) = (rows / BLOCK * BLOCK, cols / BLOCK * BLOCK);
-        for i0 in (0..full_rows).step_by(BLOCK) {
-            for j0 in (0..full_cols).step_by(BLOCK) {
+        for j0 in (0..full_cols).step_by(BLOCK) {
+            let mut dst_rows = [0; BLOCK];
+            for (d, row) in dst_rows.iter_mut().zip(frame.rows_from(j0)) {
+                *d = row;
+            }
+            for i0 in (0..full_rows).step_by(BLOCK) {
                 // SAFETY: AVX-512F was detected just above; the block's rows
-                // i0..i0+16 and columns j0..j0+16 lie inside both matrices,
-                // whose extents `transpose` checked.
-                unsafe { block_16x16_avx512(src, i0 * src_rs + j0, src_rs, dst, j0 * dst_rs + i0, dst_rs) };
+                // i0..i0+16 and columns j0..j0+16 lie inside `src`, and its
+                // destination rows `dst_rows[c] + i0 ..][..16]` inside `dst`
+                // (rows grow with the column and the last ends inside `dst`,
+                // as `transpose_into_frame` checked).
+                unsafe { block_16x16_avx512(src, i0 * src_rs + j0, src_rs, dst, &dst_rows, i0) };
             }
         }
         return (full_rows, full_cols);
     }
-    let _ = (src, rows, cols, src_rs, dst, dst_rs);
+    let _ = (src, rows, cols, src_rs, dst, frame);
     (0, 0)
 }
 
-/// One 16 x 16 block: `dst[d + c * dst_rs + r] = src[s + r * src_rs + c]`,
+/// One 16 x 16 block: `dst[dst_rows[c] + i0 + r] = src[s + r * src_rs + c]`,
 /// `r, c < 16`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, and every index above must be in bounds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn block_16x16_avx512(src: &[f32], s: usize, src_rs: usize, dst: &mut [f32], d: usize, dst_rs: usize) {
+unsafe fn block_16x16_avx512(src: &[f32], s: usize, src_rs: usize, dst: &mut [f32], dst_rows: &[usize; 16], i0: usize) {
     use std::arch::x86_64::{
         __m512, _mm512_loadu_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
     };
-    debug_assert!(s + 15 * src_rs + 16 <= src.len() && d + 15 * dst_rs + 16 <= dst.len());
+    debug_assert!(s + 15 * src_rs + 16 <= src.len() && dst_rows.iter().all(|&d| d + i0 + 16 <= dst.len()));
     // SAFETY (every load): row r of the block is src[s + r * src_rs ..][..16],
     // in bounds by the caller's contract.
     let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.as_ptr().add(s + i * src_rs)) });
@@ -127,10 +190,10 @@ unsafe fn block_16x16_avx512(src: &[f32], s: usize, src_rs: usize, dst: &mut [f3
             _mm512_shuffle_f32x4::<0xDD>(a, b)
         }
     });
-    for (c, row) in w.iter().enumerate() {
-        // SAFETY: column c of the block is dst[d + c * dst_rs ..][..16], in
+    for (row, &d) in w.iter().zip(dst_rows) {
+        // SAFETY: column c of the block is dst[dst_rows[c] + i0 ..][..16], in
         // bounds by the caller's contract.
-        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(d + c * dst_rs), *row) };
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(d + i0), *row) };
     }
 }
 
@@ -170,6 +233,38 @@ mod tests {
                 transpose_naive(&src64, (rows, cols), src_rs, &mut want64, dst_rs);
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got64), bits(&want64), "f64 ({rows}, {cols}) pad {pad}");
+            }
+        }
+    }
+
+    /// Into frames: images of odd and block-sized widths in wider frames
+    /// with an offset, rows of `dst` wider than the matrix (f32 blocks and
+    /// their edges, f64): each column lands where the frame's formula puts
+    /// it, bit for bit, and nothing else of the NaN-poisoned destination
+    /// is written.
+    #[test]
+    fn into_a_frame_matches_the_definition() {
+        for (rows, width, height) in [(16, 16, 2), (32, 7, 7), (33, 28, 3), (5, 3, 11), (48, 14, 14)] {
+            let cols = width * height;
+            let frame = Frame { width, frame_width: width + 3, first: 2 * rows + 5, pixel_stride: rows + 1 };
+            let len = frame.row(cols - 1) + rows + 4;
+            let row = |j: usize| frame.first + ((j / width) * (width + 3) + j % width) * (rows + 1);
+            let src32: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.25 + 1.0).collect();
+            let mut got32 = vec![f32::NAN; len];
+            transpose_into_frame(&src32, (rows, cols), cols, &mut got32, frame);
+            let src64: Vec<f64> = src32.iter().map(|&x| f64::from(x) * 1.5).collect();
+            let mut got64 = vec![f64::NAN; len];
+            transpose_into_frame(&src64, (rows, cols), cols, &mut got64, frame);
+            let mut written = vec![false; len];
+            for j in 0..cols {
+                for i in 0..rows {
+                    assert_eq!(got32[row(j) + i].to_bits(), src32[i * cols + j].to_bits(), "f32 {rows} x {width} x {height} ({i}, {j})");
+                    assert_eq!(got64[row(j) + i].to_bits(), src64[i * cols + j].to_bits(), "f64 {rows} x {width} x {height} ({i}, {j})");
+                    written[row(j) + i] = true;
+                }
+            }
+            for (idx, _) in written.iter().enumerate().filter(|(_, &w)| !w) {
+                assert!(got32[idx].is_nan() && got64[idx].is_nan(), "{rows} x {width} x {height}: element {idx} written");
             }
         }
     }

@@ -21,9 +21,8 @@
 //! each run of a micro-panel row is then consecutive channels of one pixel,
 //! a contiguous copy instead of a gather across the rows of `cols`.
 
-use super::super::gemm::scratch::with_scratch;
 use super::super::gemm::{DirectB, GemmScalar, PackB, MAX_KC, SEGMENT};
-use super::super::transpose::transpose;
+use super::super::transpose::{transpose_into_frame, Frame};
 
 /// Sizes of one padded input image and the kernel sliding over it.
 #[derive(Clone, Copy, Debug)]
@@ -58,24 +57,39 @@ pub(super) fn pad_chw<T: GemmScalar>(x: &[T], (h, w): (usize, usize), (ph, pw): 
     }
 }
 
-/// Copies one image `x` (C, H, W) into `xhwc` (H + 2P, W + 2P, C):
-/// channels last, zeros around it. The image is transposed to (H W, C) in
-/// 16 x 16 blocks (see `kernels/transpose.rs`), then copied row by row into
-/// the padded frame. (Pixel by pixel, gathering each pixel's C values from
-/// the C planes, was 1.4% of a course UNet step.)
-pub(super) fn pad_hwc<T: GemmScalar>(x: &[T], (c, h, w): (usize, usize, usize), p: usize, xhwc: &mut [T]) {
-    let wp = w + 2 * p;
-    let row_len = wp * c;
-    xhwc[..p * row_len].fill(T::ZERO);
-    xhwc[(p + h) * row_len..].fill(T::ZERO);
-    with_scratch(h * w * c, |staging: &mut [T]| {
-        transpose(x, (c, h * w), h * w, staging, c);
-        for (y, row) in xhwc[p * row_len..(p + h) * row_len].chunks_exact_mut(row_len.max(1)).enumerate() {
-            row[..p * c].fill(T::ZERO);
-            row[(p + w) * c..].fill(T::ZERO);
-            row[p * c..(p + w) * c].copy_from_slice(&staging[y * w * c..][..w * c]);
-        }
-    });
+/// Copies one image `x` (C, H, W) into the frame `xhwc` (FH, FW, C):
+/// channels last, its first pixel at row and column P, zeros around it and
+/// in `xhwc` past the frame. The image is transposed in 16 x 16 blocks
+/// straight to its pixels in the frame (see `kernels/transpose.rs`), and only
+/// the frame around it is zeroed. (Pixel by pixel, gathering each pixel's C
+/// values from the C planes, was 1.4% of a course UNet step; through a
+/// buffer of the image channels last, then copied row by row, was one more
+/// pass over the image.)
+///
+/// # Panics
+/// If the frame is smaller than the image after P rows and columns, or
+/// `xhwc` smaller than the frame.
+pub(super) fn pad_hwc<T: GemmScalar>(x: &[T], (c, h, w): (usize, usize, usize), p: usize, (fh, fw): (usize, usize), xhwc: &mut [T]) {
+    assert!(
+        fh >= h + p && fw >= w + p && fh * fw * c <= xhwc.len(),
+        "pad_hwc: a ({c}, {h}, {w}) image at {p} does not fit a ({fh}, {fw}) frame in {} elements",
+        xhwc.len()
+    );
+    transpose_into_frame(
+        x,
+        (c, h * w),
+        h * w,
+        xhwc,
+        Frame { width: w.max(1), frame_width: fw.max(1), first: (p * fw + p) * c, pixel_stride: c },
+    );
+    // The zeros: up to the first pixel, between image rows, after the last.
+    let len = xhwc.len();
+    let row_start = |y: usize| (((p + y) * fw + p) * c).min(len);
+    xhwc[..row_start(0)].fill(T::ZERO);
+    for y in 0..h {
+        xhwc[row_start(y) + w * c..row_start(y + 1)].fill(T::ZERO);
+    }
+    xhwc[row_start(h)..].fill(T::ZERO);
 }
 
 /// `dst.copy_from_slice(&src[..dst.len()])`, with a fixed-length copy (a

@@ -290,7 +290,7 @@ fn implicit_packing_matches_the_definitions() {
         };
 
         let mut xhwc = vec![f64::NAN; hp * wp * c];
-        pad_hwc(&x, (c, h, w), p, &mut xhwc);
+        pad_hwc(&x, (c, h, w), p, (hp, wp), &mut xhwc);
         let rows = Im2row { xhwc: &xhwc, g: pg };
         let rows_at = |q: usize, r: usize| {
             let (ij, ci) = (r / c, r % c);
