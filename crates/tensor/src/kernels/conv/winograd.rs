@@ -79,6 +79,9 @@
 //! ms, grad weight 2.77-2.82 -> 2.52-2.53 (14 x 14: 2.07-2.08 -> 1.93-1.97),
 //! the course UNet's forward 135.9-137.5 -> 131.0-133.5 ms and training
 //! step 0.444-0.450 -> 0.420-0.427 s (three alternations, same machine).
+//! Tried and not kept: V, M and dM interleaved as `(T, 16, C)`, a tile's 16
+//! positions side by side (the GEMMs reading rows 16 C apart): forward 28 x
+//! 28 2.25-2.29 -> 2.31-2.33 ms, grad weight 14 x 14 1.92-1.94 -> 2.31-2.37.
 //!
 //! # Where it pays (Intel Xeon of sessions 10-13, batch 64, two threads)
 //!
