@@ -320,6 +320,32 @@ fn implicit_packing_matches_the_definitions() {
     }
 }
 
+/// `pad_hwc` into frames exactly the padded size and larger (Winograd's odd
+/// sides), with 0-2 pixels of padding, f32 through the 16 x 16 blocks (16
+/// and 32 channels, 28 x 28 images) and their edges (3 channels, 7 x 5),
+/// into a NaN-poisoned buffer longer than the frame: each pixel of the
+/// image lands at row and column P of the frame, channels last, and every
+/// other element is zero.
+#[test]
+fn pad_hwc_fills_the_frame() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (c, h, w) in [(16, 28, 28), (32, 7, 5), (3, 7, 5), (32, 1, 1)] {
+        for (p, extra) in [(0, 0), (1, 0), (1, 1), (2, 3)] {
+            let (fh, fw) = (h + 2 * p + extra, w + 2 * p + extra);
+            let x: Vec<f32> = random(c * h * w, &mut rng);
+            let mut frame = vec![f32::NAN; fh * fw * c + 7];
+            pad_hwc(&x, (c, h, w), p, (fh, fw), &mut frame);
+            for (idx, &got) in frame.iter().enumerate() {
+                let (pixel, ci) = (idx / c, idx % c);
+                let (y, xx) = (pixel / fw, pixel % fw);
+                let inside = idx < fh * fw * c && (p..p + h).contains(&y) && (p..p + w).contains(&xx);
+                let want = if inside { x[(ci * h + y - p) * w + xx - p] } else { 0.0 };
+                assert_eq!(got.to_bits(), want.to_bits(), "c {c} {h}x{w} p {p} frame {fh}x{fw}: element {idx}");
+            }
+        }
+    }
+}
+
 /// Which passes take Winograd at the UNets' 3x3 shapes (batch 64): all at 28
 /// x 28 x 32 and 14 x 14 x 64, forward and grad input at 7 x 7; none with 16
 /// channels in or out (the quick UNet's 28 x 28 level), with stride 2 or a
