@@ -482,3 +482,123 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
         out_of_time: out_of_time.then_some(config.time_budget),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    fn summary(steps_this_session: usize, interrupted: bool, out_of_time: Option<f64>, samples: Option<&str>) -> Summary {
+        Summary {
+            run_dir: PathBuf::from("runs/quick"),
+            steps_done: 1400,
+            steps_this_session,
+            seconds_this_session: 200.0,
+            final_loss: 0.031_25,
+            samples: samples.map(PathBuf::from),
+            interrupted,
+            out_of_time,
+        }
+    }
+
+    /// The last line says how the run ended, its rate, the loss only when
+    /// this session took a step, the budget that stopped it, and where its
+    /// files are.
+    #[test]
+    fn the_summary_line_says_how_the_run_ended() {
+        assert_eq!(
+            summary(1400, false, None, Some("runs/quick/samples.png")).line(),
+            "done at step 1400 (1400 steps in 200.0 s, 7.00 steps/s), loss 0.0312, run folder runs/quick, samples runs/quick/samples.png"
+        );
+        assert_eq!(
+            summary(1, true, None, None).line(),
+            "interrupted at step 1400 (1 steps in 200.0 s, 0.01 steps/s), loss 0.0312, run folder runs/quick"
+        );
+        assert_eq!(
+            summary(0, false, None, None).line(),
+            "done at step 1400 (0 steps in 200.0 s, 0.00 steps/s), run folder runs/quick",
+            "a resumed run that took no step has no loss"
+        );
+        assert_eq!(
+            summary(700, false, Some(100.0), None).line(),
+            "stopped early at step 1400 (700 steps in 200.0 s, 3.50 steps/s), loss 0.0312, by --time-budget 100 s before --steps was reached (--resume goes on), run folder runs/quick"
+        );
+    }
+
+    fn first_draws(mut r: Rng) -> [u64; 4] {
+        std::array::from_fn(|_| r.next_u64())
+    }
+
+    /// Each (seed, purpose, index) has its own stream: nine seeds, four
+    /// purposes and four indices draw nine, four and four different
+    /// sequences, and the same three numbers draw the same one again.
+    #[test]
+    fn every_seed_purpose_and_index_has_its_own_stream() {
+        let distinct = |draws: Vec<[u64; 4]>| {
+            let n = draws.len();
+            let mut unique = draws;
+            unique.sort_unstable();
+            unique.dedup();
+            unique.len() == n
+        };
+        assert!(distinct((0..9).map(|seed| first_draws(stream(seed, DATA_ORDER, 0))).collect()));
+        assert!(distinct((0..4).map(|purpose| first_draws(stream(7, purpose, 0))).collect()));
+        assert!(distinct((0..4).map(|index| first_draws(stream(7, STEP_NOISE, index))).collect()));
+        assert_eq!(first_draws(stream(7, MEMORY_PROBE, 3)), first_draws(stream(7, MEMORY_PROBE, 3)));
+    }
+
+    /// The batches walk a new permutation each epoch (every example once
+    /// per epoch, the two epochs in different orders), and a fresh order
+    /// started at a later step (a resumed run) gives the same batches.
+    #[test]
+    fn batches_walk_each_epoch_once_and_resume_exactly() {
+        let (len, batch) = (10, 4);
+        let mut order = BatchOrder { seed: 3, len, epoch: None };
+        let all: Vec<usize> = (0..5).flat_map(|step| order.indices(step, batch)).collect();
+        for epoch in all.chunks_exact(len) {
+            let mut sorted = epoch.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..len).collect::<Vec<_>>(), "{all:?}");
+        }
+        assert_ne!(all[..len], all[len..2 * len], "two epochs in the same order");
+        let mut resumed = BatchOrder { seed: 3, len, epoch: None };
+        assert_eq!(resumed.indices(3, batch), all[12..16]);
+        assert_ne!(BatchOrder { seed: 4, len, epoch: None }.indices(0, len), all[..len], "another seed, the same order");
+    }
+
+    /// A toy data set is its points: as many examples, gathered in the
+    /// order asked, each a 2-vector.
+    #[test]
+    fn toy_data_gathers_its_points_in_order() {
+        let data = TrainData::Points(vec![[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]);
+        assert_eq!(data.len(), 3);
+        let batch = data.gather(&[2, 0, 2], &[2]).unwrap();
+        assert_eq!(batch.dims(), &[3, 2]);
+        assert_eq!(batch.to_vec(), vec![4.0, 5.0, 0.0, 1.0, 4.0, 5.0]);
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ddpm-train-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("a scratch folder");
+        dir
+    }
+
+    /// Resuming at step 2 keeps the header and the rows of steps 1 and 2,
+    /// whatever the rows after; a missing file becomes the header alone.
+    /// The file is replaced through a temporary that does not stay behind.
+    #[test]
+    fn resuming_keeps_the_metrics_up_to_the_checkpoint() {
+        let dir = scratch("metrics");
+        let path = dir.join("metrics.csv");
+        let header = "step,loss,lr,grad_norm,examples_per_second";
+        fs::write(&path, format!("{header}\n1,0.9,1e-3,2,100\n2,0.8,1e-3,2,100\n3,0.7,1e-3,2,100\n10,0.1,1e-3,2,100\n")).unwrap();
+        truncate_metrics(&path, 2).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{header}\n1,0.9,1e-3,2,100\n2,0.8,1e-3,2,100\n"));
+        assert!(!path.with_extension("tmp").exists());
+        let missing = dir.join("none.csv");
+        truncate_metrics(&missing, 5).unwrap();
+        assert_eq!(fs::read_to_string(&missing).unwrap(), format!("{header}\n"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
