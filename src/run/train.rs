@@ -601,4 +601,71 @@ mod tests {
         assert_eq!(fs::read_to_string(&missing).unwrap(), format!("{header}\n"));
         let _ = fs::remove_dir_all(&dir);
     }
+
+    fn metrics_rows(dir: &Path) -> Vec<Vec<String>> {
+        let text = fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        text.lines().skip(1).map(|line| line.split(',').map(str::to_string).collect()).collect()
+    }
+
+    /// A toy run interrupted after its first step, then resumed: it stops
+    /// at step 1 with a checkpoint, goes on to step 4, and a third start
+    /// takes no step. `metrics.csv` has one row a step with the rate of the
+    /// schedule (`lr_at`) and a throughput no slower than the whole
+    /// session's; the checkpoint's training time adds the sessions up.
+    #[test]
+    fn a_toy_run_interrupted_and_resumed_records_its_steps() {
+        let dir = scratch("toy-run");
+        let config = TrainConfig {
+            steps: 4,
+            checkpoint_every: 2,
+            sample_every: 0,
+            samples: 8,
+            ..TrainConfig::preset(crate::run::config::Preset::Toy)
+        };
+        let session = Session { dir: dir.clone(), resume: false, quiet: true };
+        let elapsed = || -> f64 {
+            let loaded = crate::run::model::Loaded::read(&dir.join("checkpoint.safetensors")).unwrap();
+            loaded.checkpoint.metadata[ELAPSED_KEY].parse().unwrap()
+        };
+        let first = train(&config, &session, &AtomicBool::new(true)).unwrap();
+        assert!(first.interrupted && first.steps_done == 1 && first.steps_this_session == 1, "{first:?}");
+        let elapsed_first = elapsed();
+        let resume = Session { resume: true, ..session.clone() };
+        let second = train(&config, &resume, &AtomicBool::new(false)).unwrap();
+        assert!(!second.interrupted && second.steps_done == 4 && second.steps_this_session == 3, "{second:?}");
+        let elapsed_second = elapsed();
+        assert!(
+            elapsed_second > elapsed_first && elapsed_second <= elapsed_first + second.seconds_this_session,
+            "training time {elapsed_first} then {elapsed_second} (the second session took {} s)",
+            second.seconds_this_session
+        );
+        let rows = metrics_rows(&dir);
+        assert_eq!(rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["1", "2", "3", "4"]);
+        let slowest = config.batch as f64 / (first.seconds_this_session + second.seconds_this_session);
+        for (step, row) in (1..).zip(&rows) {
+            assert_eq!(row[2], format!("{:.6e}", config.lr_at(step)), "the rate of step {step}");
+            let throughput: f64 = row[4].parse().unwrap();
+            assert!(throughput >= slowest, "step {step}: {throughput} examples/s, slower than the sessions' {slowest}");
+        }
+        let third = train(&config, &resume, &AtomicBool::new(false)).unwrap();
+        assert_eq!((third.steps_done, third.steps_this_session), (4, 0), "{third:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// `--grad-clip` clips: with a tiny threshold the first update (Adam's
+    /// `g / (|g| + eps)`, so a gradient of 1e-9 moves the weights a tenth as
+    /// far) differs from the unclipped run's, and so does the loss of step 2.
+    #[test]
+    fn a_gradient_clip_changes_the_update() {
+        let loss_of_step_2 = |grad_clip: f64| {
+            let dir = scratch(&format!("clip-{grad_clip}"));
+            let config =
+                TrainConfig { steps: 2, sample_every: 0, samples: 2, grad_clip, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
+            train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap();
+            let loss = metrics_rows(&dir)[1][1].clone();
+            let _ = fs::remove_dir_all(&dir);
+            loss
+        };
+        assert_ne!(loss_of_step_2(1e-9), loss_of_step_2(0.0));
+    }
 }
