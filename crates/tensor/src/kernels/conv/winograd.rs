@@ -472,7 +472,6 @@ fn output_tile<T: GemmScalar, const N: usize>(
 /// image's `dout` (K, H, W), zero for the outputs past the image's edge.
 /// `dt` holds 2 TH 2 TW K (the gradients channels last).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn transform_output_grad<T: GemmScalar>(dout: &[T], k: usize, tiles: Tiles, first: usize, t_all: usize, dmt: &mut [T], dt: &mut [T]) {
     let Tiles { h, w, th, tw } = tiles;
     let wt = 2 * tw;
