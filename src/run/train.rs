@@ -337,14 +337,8 @@ fn plot_loss(dir: &Path) -> Result<()> {
         .collect();
     // A running mean over 50 steps shows the trend under the minibatch noise.
     let window = 50;
-    let smooth: Vec<(f64, f64)> = points
-        .iter()
-        .enumerate()
-        .map(|(i, &(x, _))| {
-            let from = i.saturating_sub(window - 1);
-            (x, points[from..=i].iter().map(|p| p.1).sum::<f64>() / (i - from + 1) as f64)
-        })
-        .collect();
+    let losses: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let smooth = points.iter().map(|p| p.0).zip(running_mean(&losses, window)).collect();
     let plot = Plot {
         title: "training loss".into(),
         x_label: "step".into(),
@@ -356,6 +350,17 @@ fn plot_loss(dir: &Path) -> Result<()> {
         ],
     };
     save_png(&dir.join("loss.png"), &[plot]).map_err(|source| Error::Io { path: dir.join("loss.png"), source })
+}
+
+/// The mean of each value and the `window - 1` before it (fewer at the start,
+/// where there are fewer before it).
+fn running_mean(values: &[f64], window: usize) -> Vec<f64> {
+    (0..values.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(window);
+            values[from..=i].iter().sum::<f64>() / (i + 1 - from) as f64
+        })
+        .collect()
 }
 
 /// Refuses a batch too large for the memory available, before the kernel kills the
@@ -667,5 +672,51 @@ mod tests {
             loss
         };
         assert_ne!(loss_of_step_2(1e-9), loss_of_step_2(0.0));
+    }
+
+    /// Each value's mean with the `window - 1` before it; the first ones
+    /// average what there is.
+    #[test]
+    fn the_running_mean_averages_the_last_window() {
+        assert_eq!(running_mean(&[1.0, 2.0, 6.0, 4.0, 8.0], 3), [1.0, 1.5, 3.0, 4.0, 6.0]);
+        assert_eq!(running_mean(&[5.0, 7.0], 1), [5.0, 7.0]);
+        assert_eq!(running_mean(&[2.0, 4.0], 50), [2.0, 3.0]);
+        assert!(running_mean(&[], 50).is_empty());
+    }
+
+    /// A rate of 1e30 moves every weight by about 1e30 in the first Adam step
+    /// (no clipping), so step 1's loss is finite and step 2's forward pass
+    /// overflows: the error names step 2, counted from 1 as the metrics are.
+    #[test]
+    fn a_diverging_run_names_the_step_that_diverged() {
+        let dir = scratch("diverge");
+        let config =
+            TrainConfig { steps: 5, lr: 1e30, grad_clip: 0.0, sample_every: 0, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
+        let e = train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap_err();
+        assert!(matches!(&e, Error::Diverged { step: 2, what, last_checkpoint: None } if what == "the loss"), "{e:?}");
+        assert_eq!(metrics_rows(&dir).len(), 1, "step 1's row, and no row for the step that diverged");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A run started from `--init` and resumed without the flag keeps the file
+    /// it started from in its config, and ends where an uninterrupted run does.
+    #[test]
+    fn a_resumed_run_keeps_the_file_it_started_from() {
+        let toy =
+            |steps, init| TrainConfig { steps, sample_every: 0, samples: 2, init, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
+        let (source, resumed, straight) = (scratch("init-source"), scratch("init-resumed"), scratch("init-straight"));
+        let quiet = |dir: &PathBuf, resume| Session { dir: dir.clone(), resume, quiet: true };
+        train(&toy(2, None), &quiet(&source, false), &AtomicBool::new(false)).unwrap();
+        let init = Some(source.join("checkpoint.safetensors"));
+        train(&toy(3, init.clone()), &quiet(&resumed, false), &AtomicBool::new(true)).unwrap();
+        train(&toy(3, None), &quiet(&resumed, true), &AtomicBool::new(false)).unwrap();
+        let saved: TrainConfig = serde_json::from_str(&fs::read_to_string(resumed.join("config.json")).unwrap()).unwrap();
+        assert_eq!(saved.init, init);
+        train(&toy(3, init), &quiet(&straight, false), &AtomicBool::new(false)).unwrap();
+        let losses = |dir: &Path| metrics_rows(dir).into_iter().map(|row| row[1].clone()).collect::<Vec<_>>();
+        assert_eq!(losses(&resumed), losses(&straight));
+        for dir in [source, resumed, straight] {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }
