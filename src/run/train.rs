@@ -695,7 +695,60 @@ mod tests {
         let e = train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(&e, Error::Diverged { step: 2, what, last_checkpoint: None } if what == "the loss"), "{e:?}");
         assert_eq!(metrics_rows(&dir).len(), 1, "step 1's row, and no row for the step that diverged");
+        // With a checkpoint every step, the error names step 1's.
         let _ = fs::remove_dir_all(&dir);
+        let every_step = TrainConfig { checkpoint_every: 1, ..config };
+        let e = train(&every_step, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap_err();
+        let saved = dir.join("checkpoint.safetensors");
+        assert!(matches!(&e, Error::Diverged { step: 2, last_checkpoint: Some(path), .. } if *path == saved), "{e:?}");
+        assert_eq!(crate::run::model::Loaded::read(&saved).unwrap().step, 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A grid every `sample_every` steps, but none at the last step, whose grid
+    /// is `samples.png`: for the toy data drawn by the ancestral sampler over
+    /// every timestep (DDIM's 50 steps are for images).
+    #[test]
+    fn samples_come_every_sample_every_steps_and_at_the_end() {
+        let dir = scratch("sample-every");
+        let config = TrainConfig { steps: 4, sample_every: 2, samples: 4, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
+        let summary = train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap();
+        let mut grids: Vec<String> =
+            fs::read_dir(dir.join("samples")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        grids.sort();
+        assert_eq!(grids, ["step_0000002.png"]);
+        assert_eq!(summary.samples, Some(dir.join("samples.png")));
+        let ema = crate::run::model::Loaded::read(&dir.join("checkpoint.safetensors")).unwrap().model(false).unwrap();
+        let ancestral = SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 };
+        let trajectory = draw_in_batches(&ema, &config, ancestral, config.samples, config.seed, &[], &Progress::hidden()).unwrap();
+        save_samples(&dir.join("expected.png"), &config, &trajectory.sample).unwrap();
+        assert!(
+            fs::read(dir.join("samples.png")).unwrap() == fs::read(dir.join("expected.png")).unwrap(),
+            "samples.png is not the ancestral sampler's"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// `--time-budget` stops a run short of its steps and the summary says so;
+    /// a run that reaches its last step as the budget runs out is done, not
+    /// stopped by the budget.
+    #[test]
+    fn the_time_budget_cuts_a_run_short_but_not_a_finished_one() {
+        let run = |steps| {
+            let dir = scratch(&format!("budget-{steps}"));
+            let config = TrainConfig {
+                steps,
+                time_budget: 1e-9,
+                sample_every: 0,
+                samples: 2,
+                ..TrainConfig::preset(crate::run::config::Preset::Toy)
+            };
+            let summary = train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap();
+            let _ = fs::remove_dir_all(&dir);
+            (summary.steps_done, summary.out_of_time)
+        };
+        assert_eq!(run(3), (1, Some(1e-9)));
+        assert_eq!(run(1), (1, None));
     }
 
     /// A run started from `--init` and resumed without the flag keeps the file
