@@ -146,6 +146,21 @@ fn eval_export_and_ablation_end_to_end() {
     let bad = ddpm(&["eval", "--checkpoint", run_s, "--steps", "5", "--classifier", exported.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a classifier"), "{}", String::from_utf8_lossy(&bad.stderr));
+    // Two samples are the fewest the standard errors allow: one is refused before
+    // any work, naming the flag. The progress counts model calls: one batch of
+    // samples times the sampler's 5 steps.
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let grid = dir.join("grid.png");
+    let two = ddpm(&["eval", "--checkpoint", run_s, "--samples", "2", "--steps", "5", "--grid", grid.to_str().unwrap()]);
+    ok(&two);
+    assert!(stderr(&two).contains("eval: 5/5 model calls"), "{}", stderr(&two));
+    // The grid holds the two 28 x 28 samples in one row.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&grid).unwrap()));
+    let info = decoder.read_info().unwrap().info().clone();
+    assert!(info.width >= 2 * 28 && (28..2 * 28).contains(&info.height), "a grid of {} x {}", info.width, info.height);
+    let one = ddpm(&["eval", "--checkpoint", run_s, "--samples", "1", "--steps", "5"]);
+    assert_eq!(one.status.code(), Some(2));
+    assert!(stderr(&one).contains("--samples") && stderr(&one).contains("at least 2 samples"), "{}", stderr(&one));
     // The ablation: three runs, four rows, a grid per row.
     let out = dir.join("ablation");
     let table = ok(&ddpm(&[
