@@ -143,13 +143,13 @@ fn eval_export_and_ablation_end_to_end() {
     assert!((0.0..=1.0).contains(&r) && (0.0..=10f64.ln() + 1e-12).contains(&h), "{report}");
     assert!(report["fid"].as_f64().unwrap() >= 0.0 && report["fid_floor"].as_f64().unwrap() >= 0.0, "{report}");
     // A file that is not a classifier is refused, naming the file.
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
     let bad = ddpm(&["eval", "--checkpoint", run_s, "--steps", "5", "--classifier", exported.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a classifier"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(stderr(&bad).contains("not a classifier"), "{}", stderr(&bad));
     // Two samples are the fewest the standard errors allow: one is refused before
     // any work, naming the flag. The progress counts model calls: one batch of
     // samples times the sampler's 5 steps.
-    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
     let grid = dir.join("grid.png");
     let two = ddpm(&["eval", "--checkpoint", run_s, "--samples", "2", "--steps", "5", "--grid", grid.to_str().unwrap()]);
     ok(&two);

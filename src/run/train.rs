@@ -491,6 +491,7 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::config::Preset;
     use rand::RngCore;
 
     fn summary(steps_this_session: usize, interrupted: bool, out_of_time: Option<f64>, samples: Option<&str>) -> Summary {
@@ -589,6 +590,11 @@ mod tests {
         dir
     }
 
+    /// A session of the run in `dir` without a progress bar, new or resumed.
+    fn quiet(dir: &Path, resume: bool) -> Session {
+        Session { dir: dir.to_path_buf(), resume, quiet: true }
+    }
+
     /// Resuming at step 2 keeps the header and the rows of steps 1 and 2,
     /// whatever the rows after; a missing file becomes the header alone.
     /// The file is replaced through a temporary that does not stay behind.
@@ -620,14 +626,8 @@ mod tests {
     #[test]
     fn a_toy_run_interrupted_and_resumed_records_its_steps() {
         let dir = scratch("toy-run");
-        let config = TrainConfig {
-            steps: 4,
-            checkpoint_every: 2,
-            sample_every: 0,
-            samples: 8,
-            ..TrainConfig::preset(crate::run::config::Preset::Toy)
-        };
-        let session = Session { dir: dir.clone(), resume: false, quiet: true };
+        let config = TrainConfig { steps: 4, checkpoint_every: 2, sample_every: 0, samples: 8, ..TrainConfig::preset(Preset::Toy) };
+        let session = quiet(&dir, false);
         let elapsed = || -> f64 {
             let loaded = crate::run::model::Loaded::read(&dir.join("checkpoint.safetensors")).unwrap();
             loaded.checkpoint.metadata[ELAPSED_KEY].parse().unwrap()
@@ -664,9 +664,8 @@ mod tests {
     fn a_gradient_clip_changes_the_update() {
         let loss_of_step_2 = |grad_clip: f64| {
             let dir = scratch(&format!("clip-{grad_clip}"));
-            let config =
-                TrainConfig { steps: 2, sample_every: 0, samples: 2, grad_clip, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
-            train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap();
+            let config = TrainConfig { steps: 2, sample_every: 0, samples: 2, grad_clip, ..TrainConfig::preset(Preset::Toy) };
+            train(&config, &quiet(&dir, false), &AtomicBool::new(false)).unwrap();
             let loss = metrics_rows(&dir)[1][1].clone();
             let _ = fs::remove_dir_all(&dir);
             loss
@@ -690,15 +689,14 @@ mod tests {
     #[test]
     fn a_diverging_run_names_the_step_that_diverged() {
         let dir = scratch("diverge");
-        let config =
-            TrainConfig { steps: 5, lr: 1e30, grad_clip: 0.0, sample_every: 0, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
-        let e = train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap_err();
+        let config = TrainConfig { steps: 5, lr: 1e30, grad_clip: 0.0, sample_every: 0, ..TrainConfig::preset(Preset::Toy) };
+        let e = train(&config, &quiet(&dir, false), &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(&e, Error::Diverged { step: 2, what, last_checkpoint: None } if what == "the loss"), "{e:?}");
         assert_eq!(metrics_rows(&dir).len(), 1, "step 1's row, and no row for the step that diverged");
         // With a checkpoint every step, the error names step 1's.
         let _ = fs::remove_dir_all(&dir);
         let every_step = TrainConfig { checkpoint_every: 1, ..config };
-        let e = train(&every_step, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap_err();
+        let e = train(&every_step, &quiet(&dir, false), &AtomicBool::new(false)).unwrap_err();
         let saved = dir.join("checkpoint.safetensors");
         assert!(matches!(&e, Error::Diverged { step: 2, last_checkpoint: Some(path), .. } if *path == saved), "{e:?}");
         assert_eq!(crate::run::model::Loaded::read(&saved).unwrap().step, 1);
@@ -711,8 +709,8 @@ mod tests {
     #[test]
     fn samples_come_every_sample_every_steps_and_at_the_end() {
         let dir = scratch("sample-every");
-        let config = TrainConfig { steps: 4, sample_every: 2, samples: 4, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
-        let summary = train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap();
+        let config = TrainConfig { steps: 4, sample_every: 2, samples: 4, ..TrainConfig::preset(Preset::Toy) };
+        let summary = train(&config, &quiet(&dir, false), &AtomicBool::new(false)).unwrap();
         let mut grids: Vec<String> =
             fs::read_dir(dir.join("samples")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         grids.sort();
@@ -736,14 +734,8 @@ mod tests {
     fn the_time_budget_cuts_a_run_short_but_not_a_finished_one() {
         let run = |steps| {
             let dir = scratch(&format!("budget-{steps}"));
-            let config = TrainConfig {
-                steps,
-                time_budget: 1e-9,
-                sample_every: 0,
-                samples: 2,
-                ..TrainConfig::preset(crate::run::config::Preset::Toy)
-            };
-            let summary = train(&config, &Session { dir: dir.clone(), resume: false, quiet: true }, &AtomicBool::new(false)).unwrap();
+            let config = TrainConfig { steps, time_budget: 1e-9, sample_every: 0, samples: 2, ..TrainConfig::preset(Preset::Toy) };
+            let summary = train(&config, &quiet(&dir, false), &AtomicBool::new(false)).unwrap();
             let _ = fs::remove_dir_all(&dir);
             (summary.steps_done, summary.out_of_time)
         };
@@ -755,10 +747,8 @@ mod tests {
     /// it started from in its config, and ends where an uninterrupted run does.
     #[test]
     fn a_resumed_run_keeps_the_file_it_started_from() {
-        let toy =
-            |steps, init| TrainConfig { steps, sample_every: 0, samples: 2, init, ..TrainConfig::preset(crate::run::config::Preset::Toy) };
+        let toy = |steps, init| TrainConfig { steps, sample_every: 0, samples: 2, init, ..TrainConfig::preset(Preset::Toy) };
         let (source, resumed, straight) = (scratch("init-source"), scratch("init-resumed"), scratch("init-straight"));
-        let quiet = |dir: &PathBuf, resume| Session { dir: dir.clone(), resume, quiet: true };
         train(&toy(2, None), &quiet(&source, false), &AtomicBool::new(false)).unwrap();
         let init = Some(source.join("checkpoint.safetensors"));
         train(&toy(3, init.clone()), &quiet(&resumed, false), &AtomicBool::new(true)).unwrap();
