@@ -88,6 +88,20 @@ fn train_resume_sample_nll_info() {
     for file in ["config.json", "loss.png", "samples.png"] {
         assert!(straight.join(file).exists(), "{file} missing");
     }
+    // The run's grid is what `sample` draws by default: DDIM with eta 1, at most 50
+    // steps (here all T = 25), seed 0. Eta 0 draws other pictures from the same noise.
+    let png = |name: &str, extra: &[&str]| {
+        let out = straight.join(name);
+        let mut args = vec!["sample", "--checkpoint", straight.to_str().unwrap(), "--count", "4", "--steps", "25"];
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        ok(&ddpm(&args));
+        std::fs::read(out).unwrap()
+    };
+    let grid = std::fs::read(straight.join("samples.png")).unwrap();
+    assert!(png("default.png", &[]) == grid, "`sample` with its defaults draws another grid than training");
+    assert!(png("eta1.png", &["--eta", "1", "--seed", "0"]) == grid);
+    assert!(png("eta0.png", &["--eta", "0"]) != grid, "eta 0 drew the eta-1 grid");
 
     let (grid, strip) = (resumed.join("grid.png"), resumed.join("trajectory.png"));
     let out = ok(&ddpm(&[

@@ -152,7 +152,8 @@ fn eval_export_and_ablation_end_to_end() {
     // samples times the sampler's 5 steps.
     let grid = dir.join("grid.png");
     let two = ddpm(&["eval", "--checkpoint", run_s, "--samples", "2", "--steps", "5", "--grid", grid.to_str().unwrap()]);
-    ok(&two);
+    // The report names the sampler: DDIM with the default eta 1.
+    assert!(ok(&two).starts_with(&format!("{run_s}/checkpoint.safetensors at step 3, DDIM-5, eta 1, sampled in")));
     assert!(stderr(&two).contains("eval: 5/5 model calls"), "{}", stderr(&two));
     // The grid holds the two 28 x 28 samples in one row.
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&grid).unwrap()));

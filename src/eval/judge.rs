@@ -231,7 +231,8 @@ pub fn eval(
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let report = judge.score(&samples, seed)?;
-    let mut line = format!("{} at step {}, {:?} sampler, sampled in {seconds:.0} s", loaded.path.display(), loaded.step, sampler.kind);
+    let mut line =
+        format!("{} at step {}, {}, sampled in {seconds:.0} s", loaded.path.display(), loaded.step, sampler.describe(config.timesteps));
     if let Some(grid) = grid {
         save_sample_grid(grid, &samples)?;
         line.push_str(&format!("; first 100 samples -> {}", grid.display()));

@@ -84,10 +84,9 @@ pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory
     progress.finish();
     save_samples(out, config, &drawn.sample)?;
     let mut report = format!(
-        "{} samples ({:?}, {} steps) from {} at step {} in {:.1} s -> {}",
+        "{} samples ({}) from {} at step {} in {:.1} s -> {}",
         count,
-        kind,
-        if kind == SamplerKind::Ddpm { config.timesteps } else { steps },
+        sampler.describe(config.timesteps),
         loaded.path.display(),
         loaded.step,
         started.elapsed().as_secs_f64(),

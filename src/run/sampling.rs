@@ -36,8 +36,22 @@ pub struct SamplerChoice {
 }
 
 impl SamplerChoice {
-    /// DDIM with 50 steps and eta 0, the sampler of the training-time grids.
-    pub const DDIM_50: SamplerChoice = SamplerChoice { kind: SamplerKind::Ddim, steps: 50, eta: 0.0 };
+    /// DDIM with 50 steps and eta 1: the default of `sample` and `eval` and the
+    /// sampler of the training-time grids. At the same 50 model calls eta 1 scored
+    /// better than eta 0 on every model measured, by 0.6-5.1 points recognisable
+    /// and 4-53 of MNIST-FID (chapter 10, "The sampler's noise").
+    pub const DDIM_50: SamplerChoice = SamplerChoice { kind: SamplerKind::Ddim, steps: 50, eta: 1.0 };
+
+    /// "DDIM-50, eta 1", "ancestral, 1000 steps", "Langevin, 10 levels x 5 steps":
+    /// the sampler as `eval` reports it, for a model of `timesteps` steps.
+    #[must_use]
+    pub fn describe(&self, timesteps: usize) -> String {
+        match self.kind {
+            SamplerKind::Ddpm => format!("ancestral, {timesteps} steps"),
+            SamplerKind::Ddim => format!("DDIM-{}, eta {}", self.steps.min(timesteps), self.eta),
+            SamplerKind::Langevin => format!("Langevin, {} levels x {LANGEVIN_STEPS_PER_LEVEL} steps", self.steps.min(timesteps)),
+        }
+    }
 }
 
 /// Langevin steps at each noise level.
@@ -195,6 +209,15 @@ mod tests {
         let config = TrainConfig { timesteps: 100, ..TrainConfig::preset(Preset::Toy) };
         let model = Model::new(&config.model, 0).unwrap();
         (config, model)
+    }
+
+    #[test]
+    fn describe_names_the_sampler_and_the_steps_it_takes() {
+        assert_eq!(SamplerChoice::DDIM_50.describe(1000), "DDIM-50, eta 1");
+        assert_eq!(SamplerChoice::DDIM_50.describe(25), "DDIM-25, eta 1");
+        assert_eq!(SamplerChoice { eta: 0.5, ..SamplerChoice::DDIM_50 }.describe(1000), "DDIM-50, eta 0.5");
+        assert_eq!(SamplerChoice { kind: SamplerKind::Ddpm, steps: 7, eta: 0.0 }.describe(1000), "ancestral, 1000 steps");
+        assert_eq!(SamplerChoice { kind: SamplerKind::Langevin, steps: 10, eta: 0.0 }.describe(1000), "Langevin, 10 levels x 5 steps");
     }
 
     #[test]
