@@ -465,3 +465,21 @@ fn data_dir_flag_and_exit_codes_in_help() {
     ok(&bin().env("DDPM_DATA_DIR", &data).args(["forward", "--images", "1", "--t", "0", "--out", s(&dir.join("fw"))]).output().unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn bench_stops_quietly_when_its_reader_leaves_and_fails_when_stdout_does() {
+    // `ddpm bench | head -1` once head has gone: the next write meets a closed pipe,
+    // and the program stops with exit 0 and nothing on stderr.
+    let mut child = bin().arg("bench").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = wait_at_most(child, Duration::from_secs(120), "bench into a closed pipe");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // Any other failure to write is an error naming the report (a full disk here).
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("no /dev/full on this system: the full-disk half is skipped");
+        return;
+    };
+    let out = wait_at_most(bin().arg("bench").stdout(full).stderr(Stdio::piped()).spawn().unwrap(), Duration::from_secs(120), "bench");
+    assert!(fails(&out, 2).contains("bench"), "{}", text(&out.stderr));
+}
