@@ -5,7 +5,8 @@
 # stops at 1,400 and uses the cosine one) with one option set back (in
 # the same time: batch 32 for twice the steps, two residual blocks a level for the
 # 1,650 steps their slower step allows), then scores 1,000 DDIM-50 samples with
-# `ddpm eval`. Prints the Markdown table of chapter 10. 7 to 14 minutes a row on
+# `ddpm eval --eta 0` (eval's default until session 22, when the table was
+# measured; the default is now eta 1). Prints the Markdown table of chapter 10. 7 to 14 minutes a row on
 # 2 cores (AVX-512), 10 rows.
 #
 #   sh notebooks-md/recipe-ablation.sh            runs into runs/recipe-*/ (kept, reused)
@@ -26,7 +27,7 @@ row() {
         case " $* " in *" --schedule "*) noise= ;; esac
         ddpm train --preset quick --quiet --run "runs/recipe-$name" $length $noise "$@" >&2
     fi
-    ddpm eval --checkpoint "runs/recipe-$name" --json |
+    ddpm eval --checkpoint "runs/recipe-$name" --eta 0 --json |
         python3 -c 'import json, sys
 r = json.load(sys.stdin)
 print("| %s | `%s` | %.1f%% | %.3f | %.1f |" % (sys.argv[1], " ".join(sys.argv[2:]) or "(the preset)", 100 * r["recognisable"], r["class_entropy"], r["fid"]))' "$name" "$@"
