@@ -38,12 +38,13 @@ pub struct SamplerChoice {
 impl SamplerChoice {
     /// DDIM with 50 steps and eta 1: the default of `sample` and `eval` and the
     /// sampler of the training-time grids. At the same 50 model calls eta 1 scored
-    /// better than eta 0 on every model measured, by 0.6-5.1 points recognisable
-    /// and 4-53 of MNIST-FID (chapter 10, "The sampler's noise").
+    /// better than eta 0 on the quick preset's models (3.7-5.1 points recognisable,
+    /// 26-53 of MNIST-FID) and at least as well on the course UNet (chapter 10,
+    /// "The sampler's noise").
     pub const DDIM_50: SamplerChoice = SamplerChoice { kind: SamplerKind::Ddim, steps: 50, eta: 1.0 };
 
     /// "DDIM-50, eta 1", "ancestral, 1000 steps", "Langevin, 10 levels x 5 steps":
-    /// the sampler as `eval` reports it, for a model of `timesteps` steps.
+    /// the sampler as `sample` and `eval` report it, for a model of `timesteps` steps.
     #[must_use]
     pub fn describe(&self, timesteps: usize) -> String {
         match self.kind {
