@@ -116,6 +116,8 @@ fn eval_export_and_ablation_end_to_end() {
     assert_eq!(from_run, from_export);
     let report: serde_json::Value = serde_json::from_str(&from_run).unwrap();
     assert_eq!(report["samples"], 6);
+    // It names what drew the samples: DDIM (the default eta 1) over 5 steps, seed 0.
+    assert_eq!((report["sampler"].as_str(), report["seed"].as_u64()), (Some("DDIM-5, eta 1"), Some(0)));
     // The same samples, saved for another judge: [N, 1, 28, 28] in [-1, 1], and
     // the same report (the file is a by-product, not another draw).
     let samples_file = dir.join("samples.safetensors");

@@ -312,7 +312,7 @@ pub struct EvalArgs {
     /// Use the raw weights instead of the EMA weights.
     #[arg(long)]
     pub raw_weights: bool,
-    /// Print one JSON object instead of a table.
+    /// Print one JSON object instead of a table: the figures, the sampler and the seed.
     #[arg(long)]
     pub json: bool,
 }

@@ -89,7 +89,11 @@ pub fn run(cli: Cli, interrupt: &AtomicBool) -> Result<(String, u8)> {
                 eprintln!("warning: {warning}");
             }
             if args.json {
-                serde_json::to_string(&report).expect("serialises")
+                // The figures, and the sampler and seed that drew the samples they score.
+                let mut json = serde_json::to_value(&report).expect("serialises");
+                json["sampler"] = samples.sampler.describe(loaded.config.timesteps).into();
+                json["seed"] = samples.seed.into();
+                json.to_string()
             } else {
                 format!("{line}\n{}", report.table())
             }
