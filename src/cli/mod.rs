@@ -243,12 +243,18 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn parse(args: &[&str]) -> Result<TrainConfig> {
-        let cli = Cli::try_parse_from(["ddpm", "train"].into_iter().chain(args.iter().copied())).unwrap();
-        match cli.command {
-            Command::Train(t) => resolve(&t, TrainConfig::preset(t.preset)),
+    /// The flags of `ddpm train ARGS`.
+    fn train_args(args: &[&str]) -> TrainArgs {
+        match Cli::try_parse_from(["ddpm", "train"].into_iter().chain(args.iter().copied())).unwrap().command {
+            Command::Train(t) => t,
             _ => unreachable!(),
         }
+    }
+
+    /// `ddpm train ARGS` resolved over its preset, as a new run resolves them.
+    fn parse(args: &[&str]) -> Result<TrainConfig> {
+        let t = train_args(args);
+        resolve(&t, TrainConfig::preset(t.preset))
     }
 
     #[test]
@@ -294,13 +300,10 @@ mod tests {
         assert!(parse(&["--model", "mlp", "--res-blocks", "2"]).unwrap_err().to_string().contains("--res-blocks"));
     }
 
-    /// The flags of `ddpm train ARGS`, resolved over `base` (as `--resume` resolves
-    /// them over the run's own config).
+    /// `ddpm train ARGS` resolved over `base`, as `--resume` resolves them over the
+    /// run's own config.
     fn over(base: TrainConfig, args: &[&str]) -> Result<TrainConfig> {
-        match Cli::try_parse_from(["ddpm", "train"].into_iter().chain(args.iter().copied())).unwrap().command {
-            Command::Train(t) => resolve(&t, base),
-            _ => unreachable!(),
-        }
+        resolve(&train_args(args), base)
     }
 
     #[test]
