@@ -104,20 +104,31 @@ fn train_resume_sample_nll_info() {
     assert!(png("eta0.png", &["--eta", "0"]) != grid, "eta 0 drew the eta-1 grid");
 
     let (grid, strip) = (resumed.join("grid.png"), resumed.join("trajectory.png"));
-    let out = ok(&ddpm(&[
+    let drawn = ddpm(&[
         "sample",
         "--checkpoint",
         resumed.to_str().unwrap(),
         "--count",
         "4",
         "--steps",
-        "5",
+        "20",
         "--out",
         grid.to_str().unwrap(),
         "--trajectory",
         strip.to_str().unwrap(),
-    ]));
-    assert!(grid.exists() && strip.exists(), "{out}");
+    ]);
+    let out = ok(&drawn);
+    // DDIM-20 of T = 25 keeps the steps round(k 24 / 19); the strip shows ten of
+    // them, path indices 0, 2, ..., 16, 19, noisiest first.
+    assert!(out.contains("trajectory at t = 24,20,18,15,13,10,8,5,3,0 "), "{out}");
+    // One batch of 20 model calls, counted to the end.
+    let stderr = String::from_utf8_lossy(&drawn.stderr);
+    assert!(stderr.lines().last().is_some_and(|l| l.starts_with("sample: 20/20 model calls (100%)")), "{stderr}");
+    // Eight rows (x_t and predicted x_0 for each of four samples) of 11 tiles (ten
+    // frames and the final sample), 28 pixels each with a padding between.
+    let info = png::Decoder::new(std::fs::File::open(&strip).unwrap()).read_info().unwrap().info().clone();
+    let pad = (info.height - 8 * 28) / 9;
+    assert!(pad > 0 && info.height == 8 * 28 + 9 * pad && info.width == 11 * 28 + 12 * pad, "{}x{}", info.width, info.height);
     ok(&ddpm(&["sample", "--checkpoint", resumed.to_str().unwrap(), "--sampler", "ddpm", "--count", "2", "--out", grid.to_str().unwrap()]));
     ok(&ddpm(&[
         "sample",
@@ -233,6 +244,11 @@ fn toy_run_plots_data_and_samples() {
     let info = decoder.read_info().unwrap();
     // Two panels side by side: the data and the samples.
     assert!(info.info().width > 2 * info.info().height, "{}x{}", info.info().width, info.info().height);
+    // A trajectory is a strip of images: 2-D points have none.
+    let (grid, strip) = (run.join("s.png"), run.join("trajectory.png"));
+    let (checkpoint, grid, strip) = (run.to_str().unwrap(), grid.to_str().unwrap(), strip.to_str().unwrap());
+    let e = fails(&ddpm(&["sample", "--checkpoint", checkpoint, "--count", "4", "--out", grid, "--trajectory", strip]), 2);
+    assert!(e.contains("--trajectory") && e.contains("MNIST"), "{e}");
     std::fs::remove_dir_all(run).unwrap();
 }
 

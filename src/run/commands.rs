@@ -13,6 +13,7 @@ use crate::run::progress::Progress;
 use crate::run::sampling::{draw_in_batches, model_calls, save_samples, SamplerChoice, SamplerKind, SAMPLE_BATCH};
 use crate::run::validate;
 use ddpm::q_sample;
+use ddpm::sampler::Frame;
 use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
 use nn::Module;
 use std::fmt::Write as _;
@@ -73,8 +74,7 @@ pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory
     };
     let record: Vec<usize> = if trajectory.is_some() {
         require_images(config, "--trajectory")?;
-        let frames = 10.min(path_steps.len());
-        (0..frames).map(|i| path_steps[i * (path_steps.len() - 1) / (frames - 1).max(1)]).collect()
+        trajectory_timesteps(&path_steps)
     } else {
         Vec::new()
     };
@@ -97,24 +97,46 @@ pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory
         // columns: the recorded timesteps, noisiest first, then the final sample.
         let side = config.example_dims().iter().product::<usize>().isqrt();
         let shown = count.min(4);
-        let pixels = side * side;
-        let final_images = drawn.sample.to_vec();
-        let mut images = Vec::new();
-        for i in 0..shown {
-            for row in 0..2 {
-                for frame in &drawn.frames {
-                    let t = if row == 0 { &frame.x_t } else { &frame.pred_xstart };
-                    images.extend_from_slice(&t.to_vec()[i * pixels..(i + 1) * pixels]);
-                }
-                images.extend_from_slice(&final_images[i * pixels..(i + 1) * pixels]);
-            }
-        }
+        let images = trajectory_tiles(&drawn.frames, &drawn.sample.to_vec(), shown, side * side);
         let cols = drawn.frames.len() + 1;
         save_grid(path, &images, shown * 2 * cols, side, side, cols).map_err(io(path))?;
         let ts: Vec<String> = drawn.frames.iter().map(|f| f.t.to_string()).collect();
         let _ = write!(report, "; trajectory at t = {} -> {}", ts.join(","), path.display());
     }
     Ok(report)
+}
+
+/// The timesteps a trajectory shows: ten (or all, if fewer) of the sampler's
+/// `path`, evenly spaced from its first (noisiest) to its last.
+fn trajectory_timesteps(path: &[usize]) -> Vec<usize> {
+    let frames = 10.min(path.len());
+    (0..frames).map(|i| path[i * (path.len() - 1) / (frames - 1).max(1)]).collect()
+}
+
+/// The tiles of a trajectory figure, row by row: for each of the first `shown`
+/// samples, its x_t at every frame then the final sample, and after that its
+/// predicted x_0 at every frame then the final sample again (a figure of
+/// `2 (frames + 1)` columns shows it as two rows). `pixels` values an image.
+fn trajectory_tiles(frames: &[Frame<f32>], final_images: &[f32], shown: usize, pixels: usize) -> Vec<f32> {
+    let x_t: Vec<Vec<f32>> = frames.iter().map(|f| f.x_t.to_vec()).collect();
+    let pred: Vec<Vec<f32>> = frames.iter().map(|f| f.pred_xstart.to_vec()).collect();
+    let mut columns: Vec<&[f32]> = x_t.iter().map(Vec::as_slice).collect();
+    columns.push(final_images);
+    columns.extend(pred.iter().map(Vec::as_slice));
+    columns.push(final_images);
+    tiles_by_row(&columns, shown, pixels)
+}
+
+/// Tiles for a grid whose row `i` is image `i` of every column in turn: each
+/// column holds images of `pixels` values, of which the first `rows` are used.
+fn tiles_by_row(columns: &[&[f32]], rows: usize, pixels: usize) -> Vec<f32> {
+    let mut tiles = Vec::with_capacity(rows * columns.len() * pixels);
+    for i in 0..rows {
+        for column in columns {
+            tiles.extend_from_slice(&column[i * pixels..(i + 1) * pixels]);
+        }
+    }
+    tiles
 }
 
 /// What `ddpm forward` draws.
@@ -154,22 +176,25 @@ pub fn forward(figure: &ForwardFigure, out: &Path) -> Result<String> {
     for &t in &figure.t {
         columns.push(q_sample(&schedule, &x0, &vec![t; n], &noise)?.to_vec());
     }
-    let mut images = Vec::new();
-    for i in 0..n {
-        for column in &columns {
-            images.extend_from_slice(&column[i * 784..(i + 1) * 784]);
-        }
-    }
+    let images = tiles_by_row(&columns.iter().map(Vec::as_slice).collect::<Vec<_>>(), n, 784);
     let picture = out.join("forward.png");
     save_grid(&picture, &images, n * figure.t.len(), 28, 28, figure.t.len()).map_err(io(&picture))?;
+    let plots = out.join("schedule.png");
+    save_png(&plots, &schedule_plots(figure.timesteps)?).map_err(io(&plots))?;
+    Ok(format!("q(x_t | x_0) for {n} test images at t = {:?} -> {}; schedules -> {}", figure.t, picture.display(), plots.display()))
+}
+
+/// The two plots of `ddpm forward`'s `schedule.png`: alpha-bar_t and
+/// SNR_t = alpha-bar_t / (1 - alpha-bar_t) against t, one curve per schedule.
+/// The linear schedule needs T > 20 (beta_T = 20 / T < 1); with fewer steps
+/// only the cosine curve is drawn.
+fn schedule_plots(timesteps: usize) -> Result<[Plot; 2]> {
     let curves = |f: &dyn Fn(f64) -> f64| -> Result<Vec<Series>> {
         [("linear", BetaSchedule::Linear), ("cosine", BetaSchedule::Cosine)]
             .into_iter()
-            // The linear schedule needs T > 20 (beta_T = 20 / T < 1); with fewer
-            // steps only the cosine curve is drawn.
-            .filter(|(_, k)| *k != BetaSchedule::Linear || figure.timesteps > 20)
+            .filter(|(_, k)| *k != BetaSchedule::Linear || timesteps > 20)
             .map(|(label, k)| {
-                let s = NoiseSchedule::new(k, figure.timesteps)?;
+                let s = NoiseSchedule::new(k, timesteps)?;
                 let points = s.alphas_cumprod.iter().enumerate().map(|(t, &a)| (t as f64, f(a))).collect();
                 Ok(Series { label: label.into(), points, dots: false })
             })
@@ -189,9 +214,7 @@ pub fn forward(figure: &ForwardFigure, out: &Path) -> Result<String> {
         log_y: true,
         series: curves(&|a| a / (1.0 - a))?,
     };
-    let plots = out.join("schedule.png");
-    save_png(&plots, &[alpha_bar, snr]).map_err(io(&plots))?;
-    Ok(format!("q(x_t | x_0) for {n} test images at t = {:?} -> {}; schedules -> {}", figure.t, picture.display(), plots.display()))
+    Ok([alpha_bar, snr])
 }
 
 /// `ddpm info`: config, step, parameters.
@@ -258,4 +281,76 @@ pub fn export(loaded: &Loaded, out: &Path, force: bool) -> Result<String> {
         out.display(),
         bytes as f64 / 1e6
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trajectory_shows_ten_evenly_spaced_timesteps_from_first_to_last() {
+        let path: Vec<usize> = (0..20).map(|k| 100 + k).collect();
+        // Frame i of 10 is path index floor(i * 19 / 9).
+        let picked: Vec<usize> = [0, 2, 4, 6, 8, 10, 12, 14, 16, 19].iter().map(|k| 100 + k).collect();
+        assert_eq!(trajectory_timesteps(&path), picked);
+        assert_eq!(trajectory_timesteps(&path[..10]), path[..10].to_vec());
+        assert_eq!(trajectory_timesteps(&path[..4]), path[..4].to_vec());
+        assert_eq!(trajectory_timesteps(&path[..1]), path[..1].to_vec());
+    }
+
+    #[test]
+    fn trajectory_tiles_put_each_samples_states_then_predictions_in_rows() {
+        // Three samples of two values each; two frames. A value names its tile:
+        // x_t of frame f is 10 f + i, the prediction 100 + 10 f + i, the final 1000 + i.
+        let frame = |f: usize| {
+            let values = |base: f32| -> Tensor<f32> {
+                let data = (0..3).flat_map(|i| [base + i as f32; 2]).collect();
+                Tensor::from_vec(data, &[3, 1, 1, 2]).unwrap()
+            };
+            Frame { t: 9 - f, x_t: values(10.0 * f as f32), pred_xstart: values(100.0 + 10.0 * f as f32) }
+        };
+        let final_images: Vec<f32> = (0..3).flat_map(|i| [1000.0 + i as f32; 2]).collect();
+        let tiles = trajectory_tiles(&[frame(0), frame(1)], &final_images, 2, 2);
+        let names: Vec<f32> = tiles.chunks(2).map(|tile| tile[0]).collect();
+        assert!(tiles.chunks(2).all(|tile| tile[0] == tile[1]), "a tile mixes two images");
+        assert_eq!(names, [0.0, 10.0, 1000.0, 100.0, 110.0, 1000.0, 1.0, 11.0, 1001.0, 101.0, 111.0, 1001.0]);
+    }
+
+    #[test]
+    fn tiles_by_row_take_image_i_of_every_column_for_row_i() {
+        let (a, b) = ([1.0, 1.0, 2.0, 2.0, 3.0, 3.0], [4.0, 4.0, 5.0, 5.0, 6.0, 6.0]);
+        assert_eq!(tiles_by_row(&[&a, &b], 2, 2), [1.0, 1.0, 4.0, 4.0, 2.0, 2.0, 5.0, 5.0]);
+    }
+
+    #[test]
+    fn schedule_plots_show_alpha_bar_and_its_snr_for_each_schedule_that_exists() {
+        let labels = |plot: &Plot| plot.series.iter().map(|s| s.label.clone()).collect::<Vec<_>>();
+        let [alpha_bar, snr] = schedule_plots(1000).unwrap();
+        assert_eq!(labels(&alpha_bar), ["linear", "cosine"]);
+        assert_eq!(labels(&snr), ["linear", "cosine"]);
+        // The linear schedule's first step: beta_0 = 1e-4, so alpha-bar_0 = 0.9999 and
+        // SNR_0 = 0.9999 / 0.0001 = 9999.
+        let (t0, a0) = alpha_bar.series[0].points[0];
+        assert!(t0 == 0.0 && (a0 - 0.9999).abs() < 1e-12, "{a0}");
+        let (_, snr0) = snr.series[0].points[0];
+        assert!((snr0 / 9999.0 - 1.0).abs() < 1e-8, "{snr0}");
+        assert_eq!((alpha_bar.series[1].points.len(), snr.series[1].points.len()), (1000, 1000));
+        // beta_T of the linear schedule is 20 / T: a schedule only above T = 20.
+        assert_eq!(labels(&schedule_plots(21).unwrap()[0]), ["linear", "cosine"]);
+        assert_eq!(labels(&schedule_plots(20).unwrap()[0]), ["cosine"]);
+        assert_eq!(labels(&schedule_plots(20).unwrap()[1]), ["cosine"]);
+    }
+
+    #[test]
+    fn forward_refuses_no_images_and_no_timesteps_each_on_its_own() {
+        let out = std::env::temp_dir().join(format!("ddpm-forward-args-{}", std::process::id()));
+        let figure = ForwardFigure { t: vec![0, 500], images: 3, schedule: BetaSchedule::Linear, timesteps: 1000, seed: 0 };
+        for bad in [ForwardFigure { images: 0, ..figure.clone() }, ForwardFigure { t: Vec::new(), ..figure.clone() }] {
+            let err = forward(&bad, &out).unwrap_err().to_string();
+            assert!(err.contains("--images/--t"), "{err}");
+        }
+        let err = forward(&ForwardFigure { t: vec![1000], ..figure }, &out).unwrap_err().to_string();
+        assert!(err.contains("--t") && err.contains("1000"), "{err}");
+        let _ = std::fs::remove_dir_all(out);
+    }
 }
