@@ -107,7 +107,8 @@ pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory
 }
 
 /// The timesteps a trajectory shows: ten (or all, if fewer) of the sampler's
-/// `path`, evenly spaced from its first (noisiest) to its last.
+/// timesteps `path` (ascending), evenly spaced, its first and last included.
+/// The frames come back in sampling order, noisiest first.
 fn trajectory_timesteps(path: &[usize]) -> Vec<usize> {
     let frames = 10.min(path.len());
     (0..frames).map(|i| path[i * (path.len() - 1) / (frames - 1).max(1)]).collect()
