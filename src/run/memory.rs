@@ -77,6 +77,14 @@ mod tests {
         assert!(check_batch("--batch", 10, 100, 1000).is_ok());
         let e = check_batch("--batch", 11, 100, 1000).unwrap_err().to_string();
         assert!(e.contains("--batch 10 or less"), "{e}");
+        // 300 examples of 20 MB are 6 GB; 4 GB hold 200 of them.
+        let e = check_batch("--batch", 300, 20_000_000, 4_000_000_000).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "a batch of 300 needs about 6.0 GB (20.00 MB per example, measured on 8) but 4.0 GB is available; use --batch 200 or less"
+            ),
+            "{e}"
+        );
     }
 
     // The probe itself is tested in `tests/memory_probe.rs`, alone in its process:

@@ -170,4 +170,14 @@ mod tests {
         assert_eq!(clock(0.4), "0:00:00");
         assert_eq!(clock(3725.0), "1:02:05");
     }
+
+    #[test]
+    fn a_resumed_count_starts_where_the_run_stopped_and_times_only_the_new_units() {
+        let progress = Progress::logged("train", 100, "steps");
+        progress.start_at(40);
+        assert_eq!(progress.position(), 40);
+        let log = progress.log.as_ref().unwrap().lock().unwrap();
+        // The ETA divides the time of this process by the units it did: position - offset.
+        assert_eq!((log.offset, log.last_position), (40, 40));
+    }
 }
