@@ -127,12 +127,24 @@ impl Progress {
     }
 
     fn maybe_log(&self, log: &mut Log) {
-        let tenth = self.total.div_ceil(10).max(1);
-        let crossed = log.position / tenth > log.last_position / tenth;
-        if !(crossed || log.last_time.elapsed() >= LOG_EVERY) || log.position == log.last_position {
+        if !self.line_due(log, log.last_time.elapsed()) {
             return;
         }
-        let elapsed = log.started.elapsed().as_secs_f64();
+        eprintln!("{}", self.line(log, log.started.elapsed().as_secs_f64()));
+        log.last_position = log.position;
+        log.last_time = Instant::now();
+    }
+
+    /// Whether a line is due: the position moved, and into another tenth of the
+    /// total or at least [`LOG_EVERY`] (`since_last`) after the last line.
+    fn line_due(&self, log: &Log, since_last: Duration) -> bool {
+        let tenth = self.total.div_ceil(10).max(1);
+        let crossed = log.position / tenth > log.last_position / tenth;
+        (crossed || since_last >= LOG_EVERY) && log.position != log.last_position
+    }
+
+    /// The log line after `elapsed` seconds of this process.
+    fn line(&self, log: &Log, elapsed: f64) -> String {
         // The rate so far, applied to the rest.
         let eta = elapsed / (log.position - log.offset).max(1) as f64 * self.total.saturating_sub(log.position) as f64;
         let percent = 100.0 * log.position as f64 / self.total.max(1) as f64;
@@ -149,9 +161,7 @@ impl Progress {
             line.push_str(", ");
             line.push_str(&log.message);
         }
-        eprintln!("{line}");
-        log.last_position = log.position;
-        log.last_time = Instant::now();
+        line
     }
 }
 
@@ -179,5 +189,31 @@ mod tests {
         let log = progress.log.as_ref().unwrap().lock().unwrap();
         // The ETA divides the time of this process by the units it did: position - offset.
         assert_eq!((log.offset, log.last_position), (40, 40));
+    }
+
+    #[test]
+    fn a_line_gives_the_count_the_share_and_an_eta_from_this_process_s_rate() {
+        let progress = Progress::logged("train", 100, "steps");
+        progress.start_at(40);
+        progress.set_message("loss 0.1".into());
+        let mut log = progress.log.as_ref().unwrap().lock().unwrap();
+        log.position = 50;
+        // 10 steps in 20 s: 2 s a step, so the 50 left take 100 s.
+        assert_eq!(progress.line(&log, 20.0), "train: 50/100 steps (50%), 0:00:20 elapsed, ETA 0:01:40, loss 0.1");
+    }
+
+    #[test]
+    fn a_line_is_due_at_each_tenth_or_after_log_every_if_the_count_moved() {
+        let progress = Progress::logged("train", 100, "steps");
+        let log = progress.log.as_ref().unwrap().lock().unwrap();
+        let soon = Duration::from_secs(1);
+        let due = |log: &Log, last: u64, position: u64, since: Duration| {
+            let log = Log { last_position: last, position, message: String::new(), ..*log };
+            progress.line_due(&log, since)
+        };
+        // Tenths of 100 steps: 10, 20, ...
+        assert!(due(&log, 9, 10, soon) && due(&log, 5, 25, soon));
+        assert!(!due(&log, 10, 11, soon) && !due(&log, 11, 19, soon));
+        assert!(due(&log, 10, 11, LOG_EVERY) && !due(&log, 11, 11, LOG_EVERY));
     }
 }
