@@ -12,25 +12,18 @@
 #   sh notebooks-md/recipe-ablation.sh            runs into runs/recipe-*/ (kept, reused)
 set -eu
 cd "$(dirname "$0")/.."
-ddpm() { cargo run --release --quiet -- "$@"; }
+. notebooks-md/ablation-row.sh
 
 row() {
     name=$1
     shift
-    if [ ! -f "runs/recipe-$name/samples.png" ]; then
-        rm -rf "runs/recipe-$name"
-        # 2,400 steps and the linear noise schedule (the preset's when the table
-        # was measured) unless the row sets its own (unquoted below: two words or none).
-        length="--steps 2400"
-        case " $* " in *" --steps "*) length= ;; esac
-        noise="--schedule linear"
-        case " $* " in *" --schedule "*) noise= ;; esac
-        ddpm train --preset quick --quiet --run "runs/recipe-$name" $length $noise "$@" >&2
-    fi
-    ddpm eval --checkpoint "runs/recipe-$name" --eta 0 --json |
-        python3 -c 'import json, sys
-r = json.load(sys.stdin)
-print("| %s | `%s` | %.1f%% | %.3f | %.1f |" % (sys.argv[1], " ".join(sys.argv[2:]) or "(the preset)", 100 * r["recognisable"], r["class_entropy"], r["fid"]))' "$name" "$@"
+    # 2,400 steps and the linear noise schedule (the preset's when the table was
+    # measured) unless the row sets its own (unquoted in ablation_row: two words or none).
+    length="--steps 2400"
+    case " $* " in *" --steps "*) length= ;; esac
+    noise="--schedule linear"
+    case " $* " in *" --schedule "*) noise= ;; esac
+    ablation_row recipe "--eta 0" "$length $noise" "$name" "$@"
 }
 
 echo "| row | flags | recognisable | class entropy | MNIST-FID |"

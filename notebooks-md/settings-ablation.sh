@@ -11,20 +11,9 @@
 #   sh notebooks-md/settings-ablation.sh          runs into runs/settings-*/ (kept, reused)
 set -eu
 cd "$(dirname "$0")/.."
-ddpm() { cargo run --release --quiet -- "$@"; }
+. notebooks-md/ablation-row.sh
 
-row() {
-    name=$1
-    shift
-    if [ ! -f "runs/settings-$name/samples.png" ]; then
-        rm -rf "runs/settings-$name"
-        ddpm train --preset quick --quiet --run "runs/settings-$name" "$@" >&2
-    fi
-    ddpm eval --checkpoint "runs/settings-$name" --json |
-        python3 -c 'import json, sys
-r = json.load(sys.stdin)
-print("| %s | `%s` | %.1f%% | %.3f | %.1f |" % (sys.argv[1], " ".join(sys.argv[2:]) or "(the preset)", 100 * r["recognisable"], r["class_entropy"], r["fid"]))' "$name" "$@"
-}
+row() { ablation_row settings "" "" "$@"; }
 
 echo "| row | flags | recognisable | class entropy | MNIST-FID |"
 echo "|---|---|---|---|---|"

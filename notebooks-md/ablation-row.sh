@@ -1,0 +1,26 @@
+# One row of an ablation table of the quick preset, shared by recipe-ablation.sh and
+# settings-ablation.sh (sourced from the repository's root, not run):
+#
+#   ablation_row PREFIX "EVAL FLAGS" "TRAIN DEFAULTS" NAME FLAGS...
+#
+# trains `ddpm train --preset quick TRAIN DEFAULTS FLAGS` into runs/PREFIX-NAME
+# unless that run already has its samples.png (a run is kept and reused), then
+# scores it with `ddpm eval EVAL FLAGS` and prints the Markdown row
+# `| NAME | FLAGS | recognisable | class entropy | MNIST-FID |`. The two quoted
+# arguments are word-split (several flags, or none).
+
+ddpm() { cargo run --release --quiet -- "$@"; }
+
+ablation_row() {
+    prefix=$1 eval_flags=$2 train_defaults=$3 name=$4
+    shift 4
+    run="runs/$prefix-$name"
+    if [ ! -f "$run/samples.png" ]; then
+        rm -rf "$run"
+        ddpm train --preset quick --quiet --run "$run" $train_defaults "$@" >&2
+    fi
+    ddpm eval --checkpoint "$run" $eval_flags --json |
+        python3 -c 'import json, sys
+r = json.load(sys.stdin)
+print("| %s | `%s` | %.1f%% | %.3f | %.1f |" % (sys.argv[1], " ".join(sys.argv[2:]) or "(the preset)", 100 * r["recognisable"], r["class_entropy"], r["fid"]))' "$name" "$@"
+}
