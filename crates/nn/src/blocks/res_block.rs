@@ -55,11 +55,15 @@ impl<T: Float> ResBlock<T> {
     /// # Errors
     /// A shape error when `x` or `temb` do not fit the block.
     pub fn forward(&self, x: &Tensor<T>, temb: &Tensor<T>) -> Result<Tensor<T>> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?; // [B, Cout, H, W]
+        let h = self.conv1.forward_after_norm_silu(&self.norm1, x)?; // [B, Cout, H, W]
         let shift = self.time_proj.forward(&temb.silu())?; // [B, Cout]
         let (b, c) = (shift.dims()[0], shift.dims()[1]);
         let h = h.add(&shift.reshape(&[b, c, 1, 1])?)?;
-        let h = self.conv2.forward(&self.dropout.forward(&self.norm2.forward_silu(&h)?)?)?;
+        let h = if self.dropout.is_identity() {
+            self.conv2.forward_after_norm_silu(&self.norm2, &h)?
+        } else {
+            self.conv2.forward(&self.dropout.forward(&self.norm2.forward_silu(&h)?)?)?
+        };
         Ok(match &self.skip {
             Some(skip) => skip.forward(x)?.add(&h)?,
             None => x.add(&h)?,

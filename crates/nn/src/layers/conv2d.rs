@@ -5,8 +5,9 @@
 
 use crate::error::Result;
 use crate::init::uniform_fan_in;
+use crate::layers::group_norm::GroupNorm;
 use crate::module::{join, parameter, Module};
-use tensor::{Float, Rng, Tensor};
+use tensor::{Float, GroupNormSilu, Rng, Tensor};
 
 /// A convolution layer.
 #[derive(Clone, Debug)]
@@ -52,6 +53,19 @@ impl<T: Float> Conv2d<T> {
     /// channels or is not 4-D.
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         Ok(x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding)?)
+    }
+
+    /// `self.forward(&norm.forward_silu(x)?)`, the opening of a residual
+    /// block: when no gradient is recorded, the convolution normalises `x`
+    /// as it reads it and the normalised activations never go to memory
+    /// (see [`Tensor::group_norm_silu_conv2d`]; the same values, bit for
+    /// bit).
+    ///
+    /// # Errors
+    /// [`crate::Error::Tensor`], the group norm's or the conv op's shape error.
+    pub fn forward_after_norm_silu(&self, norm: &GroupNorm<T>, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let norm = GroupNormSilu { groups: norm.groups, weight: &norm.weight, bias: &norm.bias, eps: norm.eps };
+        Ok(x.group_norm_silu_conv2d(&norm, &self.weight, Some(&self.bias), self.stride, self.padding)?)
     }
 
     /// Output side for an input side `size`.

@@ -41,13 +41,20 @@ impl Dropout {
         Ok(Dropout { p, mode: Mode::Train, seed: rng.next_u64(), calls: AtomicU64::new(0) })
     }
 
+    /// True if [`Dropout::forward`] returns its input as it is: in
+    /// evaluation mode, or with `p = 0`.
+    #[must_use]
+    pub fn is_identity(&self) -> bool {
+        self.mode == Mode::Eval || self.p == 0.0
+    }
+
     /// `x * mask / (1 - p)` in training (mask entries 1 with probability `1 - p`),
     /// `x` in evaluation. Any shape.
     ///
     /// # Errors
     /// None in practice (the mask has the shape of `x`).
     pub fn forward<T: Float>(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        if self.mode == Mode::Eval || self.p == 0.0 {
+        if self.is_identity() {
             return Ok(x.clone());
         }
         let call = self.calls.fetch_add(1, Ordering::Relaxed);

@@ -388,7 +388,7 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
     }
     if winograd::applies(g) {
         let filters = winograd::Filters::new(g.k, g.c, weight);
-        winograd::forward(&filters, (g.h, g.w), x, bias, out);
+        winograd::forward(&filters, (g.h, g.w), x, None, bias, out);
         return;
     }
     let weight = row_major(weight, g.k, r);
@@ -417,6 +417,49 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
                 gemm_with(Kernel::best(), threading, T::ONE, weight, cols, beta, row_major_mut(out_n, g.k, l));
             });
         }
+    });
+}
+
+/// Maps plane `i` of a convolution's input (channel `i % C` of image `i /
+/// C`) into a plane of the same size: `map(i, plane, mapped)` writes
+/// `mapped`. See [`conv2d_forward_mapped`].
+pub type PlaneMap<'a, T> = &'a (dyn Fn(usize, &[T], &mut [T]) + Sync);
+
+/// [`conv2d_forward`] of `map` applied to `x` plane by plane, without the
+/// mapped input in memory where the Winograd path runs (3x3, stride 1,
+/// padding 1, at least 32 channels in and out): each image goes through
+/// the map on its way into the channels-last frame that path copies it to
+/// anyway. This is how a group norm and its SiLU feed the convolution after
+/// them when no gradient is needed (`Tensor::group_norm_silu_conv2d`),
+/// saving a write and a read of the normalised activations. Elsewhere the
+/// mapped input is made whole first, then convolved. The result is the
+/// same, bit for bit, as mapping `x` into a buffer and calling
+/// [`conv2d_forward`] on it.
+///
+/// # Panics
+/// As [`conv2d_forward`].
+pub fn conv2d_forward_mapped<T: GemmScalar>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    map: PlaneMap<'_, T>,
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
+    let (hw, chw) = (g.h * g.w, g.c * g.h * g.w);
+    g.assert_lengths("conv2d_forward", &[("x", x.len(), g.n * chw)]);
+    if winograd::applies(g) {
+        g.assert_lengths("conv2d_forward", &[("weight", weight.len(), g.k * g.r()), ("out", out.len(), g.n * g.k * g.l())]);
+        if let Some(bias) = bias {
+            g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
+        }
+        let filters = winograd::Filters::new(g.k, g.c, weight);
+        winograd::forward(&filters, (g.h, g.w), x, Some(map), bias, out);
+        return;
+    }
+    with_scratch(x.len(), |mapped: &mut [T]| {
+        mapped.par_chunks_mut(hw.max(1)).zip(x.par_chunks(hw.max(1))).enumerate().for_each(|(i, (mapped, plane))| map(i, plane, mapped));
+        conv2d_forward(g, mapped, weight, bias, out);
     });
 }
 
@@ -481,7 +524,7 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
     if winograd::applies(g) {
         // The forward convolution of `dout` with the flipped kernel, also 3x3, stride 1, padding 1.
         let filters = winograd::Filters::flipped(g, weight);
-        winograd::forward(&filters, (g.out_h(), g.out_w()), grad_out, None, grad_x);
+        winograd::forward(&filters, (g.out_h(), g.out_w()), grad_out, None, None, grad_x);
         return;
     }
     let threading = per_image_threading(g.n);

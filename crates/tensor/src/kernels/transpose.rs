@@ -17,6 +17,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use super::gemm::scratch::with_scratch;
 use super::gemm::GemmScalar;
 
 /// Rows and columns of a block transposed in registers.
@@ -100,6 +101,46 @@ pub fn transpose_into_frame<T: GemmScalar>(src: &[T], (rows, cols): (usize, usiz
             dst[row + i] = src[i * src_rs + j];
         }
     }
+}
+
+/// [`transpose_into_frame`] of the source after `map`: row `i` of `src` goes
+/// through `map(i, row, mapped)` (writing `mapped`, as long as the row)
+/// before it is transposed. A convolution reads its input this way through a
+/// per-channel map (a group norm's affine map and SiLU, see
+/// `conv::InputMap`) without the mapped image ever going to memory: 16 rows
+/// at a time are mapped into a scratch strip, which stays in cache, and
+/// transposed from there.
+///
+/// # Panics
+/// As [`transpose_into_frame`].
+pub fn transpose_into_frame_mapped<T: GemmScalar>(
+    src: &[T],
+    (rows, cols): (usize, usize),
+    src_rs: usize,
+    dst: &mut [T],
+    frame: Frame,
+    map: impl Fn(usize, &[T], &mut [T]),
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        (rows - 1) * src_rs + cols <= src.len() && cols <= src_rs,
+        "transpose: a ({rows}, {cols}) matrix with row stride {src_rs} does not fit a slice of {}",
+        src.len()
+    );
+    with_scratch(BLOCK * cols, |strip: &mut [T]| {
+        for i0 in (0..rows).step_by(BLOCK) {
+            let strip_rows = BLOCK.min(rows - i0);
+            for (i, mapped) in strip.chunks_exact_mut(cols).take(strip_rows).enumerate() {
+                map(i0 + i, &src[(i0 + i) * src_rs..][..cols], mapped);
+            }
+            // Row i of the strip is row i0 + i of the matrix: i0 further along
+            // every pixel of the frame.
+            let frame = Frame { first: frame.first + i0, ..frame };
+            transpose_into_frame(&strip[..strip_rows * cols], (strip_rows, cols), cols, dst, frame);
+        }
+    });
 }
 
 /// Transposes the whole 16 x 16 blocks of the matrix in registers, if `T`
@@ -210,6 +251,7 @@ fn transpose_naive<T: Copy>(src: &[T], (rows, cols): (usize, usize), src_rs: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_scalar::TestScalar;
 
     /// Odd and block-sized shapes, padded row strides, f32 and f64, the
     /// destination poisoned with NaN: the transposed entries equal the
@@ -266,6 +308,39 @@ mod tests {
             for (idx, _) in written.iter().enumerate().filter(|(_, &w)| !w) {
                 assert!(got32[idx].is_nan() && got64[idx].is_nan(), "{rows} x {width} x {height}: element {idx} written");
             }
+        }
+    }
+
+    /// Through a row map: strips of 16 rows and the rows past the last full
+    /// strip, images of odd widths in wider frames, f32 and f64. Each entry
+    /// is the map of its source value by its own row's rule, bit for bit,
+    /// and nothing else of the NaN-poisoned destination is written.
+    #[test]
+    fn mapped_into_a_frame_matches_the_definition() {
+        fn check<T: TestScalar>(rows: usize, width: usize, height: usize) {
+            let cols = width * height;
+            let frame = Frame { width, frame_width: width + 2, first: rows + 3, pixel_stride: rows + 2 };
+            let len = frame.row(cols - 1) + rows + 5;
+            let rule = |i: usize, v: T| v * T::from_f64(i as f64 + 1.5) - T::from_f64(0.25);
+            let src: Vec<T> = (0..rows * (cols + 1)).map(|i| T::from_f64(i as f64 * 0.125 - 3.0)).collect();
+            let mut got = vec![T::from_f64(f64::NAN); len];
+            transpose_into_frame_mapped(&src, (rows, cols), cols + 1, &mut got, frame, |i, row, mapped| {
+                for (m, &v) in mapped.iter_mut().zip(row) {
+                    *m = rule(i, v);
+                }
+            });
+            let mut want = vec![T::from_f64(f64::NAN); len];
+            for j in 0..cols {
+                for i in 0..rows {
+                    want[frame.row(j) + i] = rule(i, src[i * (cols + 1) + j]);
+                }
+            }
+            let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{} rows, {width} x {height}", rows);
+        }
+        for (rows, width, height) in [(1, 1, 1), (16, 16, 1), (17, 7, 7), (33, 14, 14), (48, 5, 3), (64, 28, 2)] {
+            check::<f32>(rows, width, height);
+            check::<f64>(rows, width, height);
         }
     }
 

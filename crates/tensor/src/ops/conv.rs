@@ -11,7 +11,7 @@ use crate::kernels::conv::{conv2d_backward_input, conv2d_backward_weight, conv2d
 use crate::op::Op;
 use crate::tensor::Tensor;
 
-fn geometry<T: Float>(
+pub(crate) fn geometry<T: Float>(
     x: &Tensor<T>,
     weight: &Tensor<T>,
     bias: Option<&Tensor<T>>,

@@ -13,9 +13,11 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
+use crate::kernels::conv::conv2d_forward_mapped;
 use crate::kernels::elementwise::{map_into, vectorized, zip_into};
 use crate::kernels::gemm::scratch::with_scratch;
 use crate::op::Op;
+use crate::ops::conv::geometry as conv_geometry;
 use crate::ops::unary::{silu_chain, silu_scalar};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -72,6 +74,68 @@ impl<T: Float> Tensor<T> {
     }
 }
 
+/// The group norm before a convolution in [`Tensor::group_norm_silu_conv2d`]:
+/// the arguments of [`Tensor::group_norm_silu`].
+#[derive(Clone, Copy, Debug)]
+pub struct GroupNormSilu<'a, T: Float> {
+    pub groups: usize,
+    pub weight: &'a Tensor<T>,
+    pub bias: &'a Tensor<T>,
+    pub eps: f64,
+}
+
+impl<T: Float> Tensor<T> {
+    /// `x.group_norm_silu(..)?.conv2d(weight, bias, stride, padding)`, the
+    /// opening of every residual block. When no gradient is recorded (inside
+    /// [`crate::no_grad`], or no input requires one), only the statistics
+    /// are computed here: the convolution normalises each image as it reads
+    /// it (`kernels::conv::conv2d_forward_mapped`), so the normalised
+    /// activations are never written to memory and read back. The values
+    /// are the two ops', bit for bit: the same per-channel scale and shift,
+    /// the same SiLU. With a gradient to record, it is the two ops.
+    ///
+    /// # Errors
+    /// As [`Tensor::group_norm`] and [`Tensor::conv2d`].
+    pub fn group_norm_silu_conv2d(
+        &self,
+        norm: &GroupNormSilu<'_, T>,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor<T>> {
+        let inputs = [self, norm.weight, norm.bias, weight].into_iter().chain(bias);
+        if crate::is_grad_enabled() && inputs.into_iter().any(Tensor::requires_grad_flag) {
+            return self.group_norm_silu(norm.groups, norm.weight, norm.bias, norm.eps)?.conv2d(weight, bias, stride, padding);
+        }
+        let (n, c, spatial) = check(self, norm.groups, norm.weight, norm.bias)?;
+        let g = conv_geometry(self, weight, bias, stride, padding)?;
+        let per_group = c / norm.groups;
+        let x = self.contiguous_data();
+        let (w, b) = (norm.weight.contiguous_data(), norm.bias.contiguous_data());
+        // Plane n * C + c is normalised by `scale[..]` and `shift[..]`.
+        let mut affines = vec![(T::ZERO, T::ZERO); n * c];
+        if spatial > 0 {
+            let block = per_group * spatial;
+            affines.par_chunks_mut(per_group).zip(x.par_chunks(block)).enumerate().for_each(|(ng, (affines, x))| {
+                let (mean, rstd) = block_stats(x, spatial, norm.eps);
+                let first_channel = (ng % norm.groups) * per_group;
+                for (j, affine_j) in affines.iter_mut().enumerate() {
+                    *affine_j = affine(mean, rstd, w[first_channel + j], b[first_channel + j]);
+                }
+            });
+        }
+        let normalise = |plane: usize, x: &[T], y: &mut [T]| {
+            let (scale, shift) = affines[plane];
+            map_into(x, y, |v| silu_scalar(v * scale + shift));
+        };
+        let mut out = crate::pool::for_overwrite(g.n * g.k * g.out_h() * g.out_w());
+        let (weight_data, bias_data) = (weight.contiguous_data(), bias.map(|b| b.contiguous_data()));
+        conv2d_forward_mapped(&g, &x, &normalise, &weight_data, bias_data.as_deref(), &mut out);
+        Tensor::from_vec(out, &[g.n, g.k, g.out_h(), g.out_w()])
+    }
+}
+
 /// Per-block statistics saved by the forward: mean and 1/std per (sample, group).
 type Stats<T> = (Vec<T>, Arc<Vec<T>>, Arc<Vec<T>>);
 
@@ -93,20 +157,7 @@ fn group_norm_forward<T: Float>(
     let mut stats = vec![(T::ZERO, T::ZERO); n * groups];
     if block > 0 {
         out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(|(ng, ((y, x), stat))| {
-            // Two passes (mean, then squared deviations) avoid the cancellation
-            // of E[x^2] - mean^2; each channel row is summed in T lanes.
-            // Compiled for the CPU's widest vectors (the same sums, lane for lane).
-            let count = x.len() as f64;
-            let (mean, var) = vectorized(
-                #[inline(always)]
-                || {
-                    let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
-                    let m = T::from_f64(mean);
-                    (mean, x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count)
-                },
-            );
-            let rstd = 1.0 / (var + eps).sqrt();
-            let (mean_t, rstd_t) = (T::from_f64(mean), T::from_f64(rstd));
+            let (mean_t, rstd_t) = block_stats(x, spatial, eps);
             let first_channel = (ng % groups) * per_group;
             for (j, (yc, xc)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
                 let (scale, shift) = affine(mean_t, rstd_t, w[first_channel + j], b[first_channel + j]);
@@ -117,6 +168,25 @@ fn group_norm_forward<T: Float>(
     }
     let (mean, rstd): (Vec<T>, Vec<T>) = stats.into_iter().unzip();
     Ok((out, Arc::new(mean), Arc::new(rstd)))
+}
+
+/// The mean and 1/std of one (sample, group) block, its channels `spatial`
+/// elements each.
+fn block_stats<T: Float>(x: &[T], spatial: usize, eps: f64) -> (T, T) {
+    // Two passes (mean, then squared deviations) avoid the cancellation
+    // of E[x^2] - mean^2; each channel row is summed in T lanes.
+    // Compiled for the CPU's widest vectors (the same sums, lane for lane).
+    let count = x.len() as f64;
+    let (mean, var) = vectorized(
+        #[inline(always)]
+        || {
+            let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
+            let m = T::from_f64(mean);
+            (mean, x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count)
+        },
+    );
+    let rstd = 1.0 / (var + eps).sqrt();
+    (T::from_f64(mean), T::from_f64(rstd))
 }
 
 /// `y = x * scale + shift`: the normalisation and the channel's affine map folded

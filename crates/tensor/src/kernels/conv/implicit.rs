@@ -22,7 +22,7 @@
 //! a contiguous copy instead of a gather across the rows of `cols`.
 
 use super::super::gemm::{DirectB, GemmScalar, PackB, MAX_KC, SEGMENT};
-use super::super::transpose::{transpose_into_frame, Frame};
+use super::super::transpose::{transpose_into_frame, transpose_into_frame_mapped, Frame};
 
 /// Sizes of one padded input image and the kernel sliding over it.
 #[derive(Clone, Copy, Debug)]
@@ -70,18 +70,45 @@ pub(super) fn pad_chw<T: GemmScalar>(x: &[T], (h, w): (usize, usize), (ph, pw): 
 /// If the frame is smaller than the image after P rows and columns, or
 /// `xhwc` smaller than the frame.
 pub(super) fn pad_hwc<T: GemmScalar>(x: &[T], (c, h, w): (usize, usize, usize), p: usize, (fh, fw): (usize, usize), xhwc: &mut [T]) {
+    let frame = hwc_frame((c, h, w), p, (fh, fw), xhwc.len());
+    transpose_into_frame(x, (c, h * w), h * w, xhwc, frame);
+    zero_around_image(c, (h, w), p, fw, xhwc);
+}
+
+/// [`pad_hwc`] of the image after `map`: channel `i`'s plane goes through
+/// `map(i, plane, mapped)` on its way into the frame (see
+/// [`transpose_into_frame_mapped`]).
+///
+/// # Panics
+/// As [`pad_hwc`].
+pub(super) fn pad_hwc_mapped<T: GemmScalar>(
+    x: &[T],
+    (c, h, w): (usize, usize, usize),
+    p: usize,
+    (fh, fw): (usize, usize),
+    xhwc: &mut [T],
+    map: impl Fn(usize, &[T], &mut [T]),
+) {
+    let frame = hwc_frame((c, h, w), p, (fh, fw), xhwc.len());
+    transpose_into_frame_mapped(x, (c, h * w), h * w, xhwc, frame, map);
+    zero_around_image(c, (h, w), p, fw, xhwc);
+}
+
+/// Where the pixels of a (C, H, W) image go in a channels-last (FH, FW, C)
+/// frame of `len` elements, its first pixel at row and column P.
+///
+/// # Panics
+/// If the image does not fit.
+fn hwc_frame((c, h, w): (usize, usize, usize), p: usize, (fh, fw): (usize, usize), len: usize) -> Frame {
     assert!(
-        fh >= h + p && fw >= w + p && fh * fw * c <= xhwc.len(),
-        "pad_hwc: a ({c}, {h}, {w}) image at {p} does not fit a ({fh}, {fw}) frame in {} elements",
-        xhwc.len()
+        fh >= h + p && fw >= w + p && fh * fw * c <= len,
+        "pad_hwc: a ({c}, {h}, {w}) image at {p} does not fit a ({fh}, {fw}) frame in {len} elements"
     );
-    transpose_into_frame(
-        x,
-        (c, h * w),
-        h * w,
-        xhwc,
-        Frame { width: w.max(1), frame_width: fw.max(1), first: (p * fw + p) * c, pixel_stride: c },
-    );
+    Frame { width: w.max(1), frame_width: fw.max(1), first: (p * fw + p) * c, pixel_stride: c }
+}
+
+/// Zeroes what the image's pixels do not cover in the frame of [`pad_hwc`].
+fn zero_around_image<T: GemmScalar>(c: usize, (h, w): (usize, usize), p: usize, fw: usize, xhwc: &mut [T]) {
     // The zeros: up to the first pixel, between image rows, after the last.
     let len = xhwc.len();
     let row_start = |y: usize| (((p + y) * fw + p) * c).min(len);

@@ -149,8 +149,8 @@ use super::super::elementwise::vectorized;
 use super::super::gemm::scratch::with_scratch;
 use super::super::gemm::{gemm_packed_b, gemm_unpacked, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
 use super::super::transpose::transpose;
-use super::implicit::pad_hwc;
-use super::{add_partials_in_order, per_image_threading, row_major, row_major_mut, Conv2dGeometry, WEIGHT_GRAD_CHUNK};
+use super::implicit::{pad_hwc, pad_hwc_mapped};
+use super::{add_partials_in_order, per_image_threading, row_major, row_major_mut, Conv2dGeometry, PlaneMap, WEIGHT_GRAD_CHUNK};
 
 /// Positions of a transformed 4 x 4 tile, one GEMM each.
 const POSITIONS: usize = 16;
@@ -573,16 +573,24 @@ impl<T: GemmScalar> DirectB<T> for Stored<'_, T> {
     }
 }
 
-/// The forward convolution of `x` (N, C, H, W) by `filters` into `out` (N,
-/// K, H, W), overwritten. Per group of images: `V[pos]^T (T, C)`, then
-/// `M[pos]^T (T, K) = V[pos]^T @ U[pos]^T`, then the outputs.
-pub(super) fn forward<T: GemmScalar>(filters: &Filters<T>, (h, w): (usize, usize), x: &[T], bias: Option<&[T]>, out: &mut [T]) {
+/// The forward convolution of `x` (N, C, H, W), each plane through `map`
+/// if one is given, by `filters` into `out` (N, K, H, W), overwritten. Per
+/// group of images: `V[pos]^T (T, C)`, then `M[pos]^T (T, K) = V[pos]^T @
+/// U[pos]^T`, then the outputs.
+pub(super) fn forward<T: GemmScalar>(
+    filters: &Filters<T>,
+    (h, w): (usize, usize),
+    x: &[T],
+    map: Option<PlaneMap<'_, T>>,
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
     let (c, k) = (filters.c, filters.k);
     let tiles = Tiles::new(h, w);
     let (chw, khw) = (c * h * w, k * h * w);
     let group = tiles.group();
     let threading = per_image_threading((x.len() / chw).div_ceil(group));
-    x.par_chunks(group * chw).zip(out.par_chunks_mut(group * khw)).for_each(|(x_g, out_g)| {
+    x.par_chunks(group * chw).zip(out.par_chunks_mut(group * khw)).enumerate().for_each(|(g, (x_g, out_g))| {
         let images = x_g.len() / chw;
         let t_all = images * tiles.per_image();
         let (v_len, m_len) = (POSITIONS * t_all * c, POSITIONS * t_all * k);
@@ -595,7 +603,14 @@ pub(super) fn forward<T: GemmScalar>(filters: &Filters<T>, (h, w): (usize, usize
                 #[inline(always)]
                 || {
                     for (image, x_n) in x_g.chunks_exact(chw).enumerate() {
-                        pad_hwc(x_n, (c, h, w), 1, tiles.padded(), &mut xt[..tiles.padded_pixels() * c]);
+                        let frame = &mut xt[..tiles.padded_pixels() * c];
+                        match map {
+                            // Plane `channel` of image `g * group + image` of the batch.
+                            Some(map) => pad_hwc_mapped(x_n, (c, h, w), 1, tiles.padded(), frame, |channel, plane, mapped| {
+                                map((g * group + image) * c + channel, plane, mapped);
+                            }),
+                            None => pad_hwc(x_n, (c, h, w), 1, tiles.padded(), frame),
+                        }
                         transform_input(xt, c, tiles, image * tiles.per_image(), t_all, vt);
                     }
                 },
