@@ -3,7 +3,7 @@
 //! The last assertion fails if a primitive of `OpKind::ALL` was not checked.
 
 use std::collections::BTreeSet;
-use tensor::{attention, gradcheck, group_norm_composed, rng, GroupNormSilu, OpKind, Result, Tensor};
+use tensor::{attention, gradcheck, group_norm_composed, rng, Addend, GroupNormSilu, OpKind, Result, Tensor};
 
 type F = Box<dyn Fn(&[Tensor<f64>]) -> Result<Tensor<f64>>>;
 
@@ -188,44 +188,86 @@ fn fused_group_norm_silu_equals_group_norm_then_silu_bit_for_bit() {
     check(x, w, b, &g);
 }
 
+/// The addends `group_norm_silu_conv2d` takes: none, one a plane (a
+/// residual block's time embedding), a whole output (its skip path), and
+/// one of another shape that `add` broadcasts (the op falls back to the
+/// separate ops).
+#[derive(Clone, Copy, Debug)]
+enum AddendShape {
+    None,
+    PerPlane,
+    Whole,
+    PerChannel,
+}
+
 /// `group_norm_silu_conv2d` against its twin, `group_norm_silu` then
-/// `conv2d`, bit for bit in f32 and f64: without a graph (the statistics
-/// here, the normalisation inside the convolution) on the Winograd path
-/// (7 x 7 and 6 x 5 images, 32 and 48 channels) and off it (16 channels,
-/// stride 2, one output channel, no bias); with a graph, where it is the two
-/// ops, the same values and the same gradients for all five inputs.
+/// `conv2d` then `add`, bit for bit in f32 and f64: without a graph (the
+/// statistics here, the normalisation and the addition inside the
+/// convolution) on the Winograd path (7 x 7 and 6 x 5 images, 32 and 48
+/// channels) and off it (16 channels, stride 2, one output channel, no
+/// bias), with each kind of addend; with a graph, where it is the separate
+/// ops, the same values and the same gradients for all six inputs.
 #[test]
 fn group_norm_silu_conv2d_equals_group_norm_silu_then_conv2d_bit_for_bit() {
     fn bits<T: tensor::Float>(t: &Tensor<T>) -> Vec<u64> {
         t.to_vec().iter().map(|v| v.to_f64().to_bits()).collect()
     }
+    fn on_its_side<T: tensor::Float>(a: &Tensor<T>, left: bool) -> Addend<'_, T> {
+        if left {
+            Addend::Left(a)
+        } else {
+            Addend::Right(a)
+        }
+    }
     fn check<T: tensor::Float>(
         (n, c, h, w, k, groups, stride, with_bias): (usize, usize, usize, usize, usize, usize, usize, bool),
+        (shape, left): (AddendShape, bool),
         seed: u64,
     ) {
         let x = randn(&[n, c, h, w], seed).cast::<T>();
         let (nw, nb) = (randn(&[c], seed + 1).cast::<T>(), randn(&[c], seed + 2).cast::<T>());
         let (cw, cb) = (randn(&[k, c, 3, 3], seed + 3).mul_scalar(0.1).cast::<T>(), randn(&[k], seed + 4).cast::<T>());
         let cb = with_bias.then_some(&cb);
+        let side = |s: usize| (s + 2 - 3) / stride + 1;
+        let add = match shape {
+            AddendShape::None => None,
+            AddendShape::PerPlane => Some(randn(&[n, k, 1, 1], seed + 6).cast::<T>()),
+            AddendShape::Whole => Some(randn(&[n, k, side(h), side(w)], seed + 6).cast::<T>()),
+            AddendShape::PerChannel => Some(randn(&[k, 1, 1], seed + 6).cast::<T>()),
+        };
+        let what = format!("{n} x {c} x {h} x {w} -> {k}, stride {stride}, addend {shape:?}, on the left: {left}");
         let norm = GroupNormSilu { groups, weight: &nw, bias: &nb, eps: 1e-5 };
-        let twin = || x.group_norm_silu(groups, &nw, &nb, 1e-5).unwrap().conv2d(&cw, cb, stride, 1).unwrap();
-        let fused = x.group_norm_silu_conv2d(&norm, &cw, cb, stride, 1).unwrap();
-        assert_eq!(bits(&fused), bits(&twin()), "no graph: {n} x {c} x {h} x {w} -> {k}, stride {stride}");
+        let twin = |x: &Tensor<T>, nw: &Tensor<T>, nb: &Tensor<T>, cw: &Tensor<T>, cb: Option<&Tensor<T>>, add: Option<&Tensor<T>>| {
+            let out = x.group_norm_silu(groups, nw, nb, 1e-5).unwrap().conv2d(cw, cb, stride, 1).unwrap();
+            match add {
+                None => out,
+                Some(a) if left => a.add(&out).unwrap(),
+                Some(a) => out.add(a).unwrap(),
+            }
+        };
+        let fused = x.group_norm_silu_conv2d(&norm, &cw, cb, (stride, 1), add.as_ref().map(|a| on_its_side(a, left))).unwrap();
+        assert_eq!(bits(&fused), bits(&twin(&x, &nw, &nb, &cw, cb, add.as_ref())), "no graph: {what}");
         // With a graph.
         let (x, nw, nb, cw) = (x.requires_grad(), nw.requires_grad(), nb.requires_grad(), cw.requires_grad());
-        let cb = cb.map(|b| b.clone().requires_grad());
+        let (cb, add) = (cb.map(|b| b.clone().requires_grad()), add.map(Tensor::requires_grad));
         let norm = GroupNormSilu { groups, weight: &nw, bias: &nb, eps: 1e-5 };
-        let fused = x.group_norm_silu_conv2d(&norm, &cw, cb.as_ref(), stride, 1).unwrap();
-        let twin = x.group_norm_silu(groups, &nw, &nb, 1e-5).unwrap().conv2d(&cw, cb.as_ref(), stride, 1).unwrap();
-        assert_eq!(bits(&fused), bits(&twin));
+        let fused = x.group_norm_silu_conv2d(&norm, &cw, cb.as_ref(), (stride, 1), add.as_ref().map(|a| on_its_side(a, left))).unwrap();
+        let twin = twin(&x, &nw, &nb, &cw, cb.as_ref(), add.as_ref());
+        assert_eq!(bits(&fused), bits(&twin), "graph: {what}");
+        // The graph's add op takes the addend on its side.
+        if let Some(a) = &add {
+            let first_input = fused.op().map(|op| op.inputs()[0].id());
+            assert_eq!(first_input == Some(a.id()), left, "the addend's side in the graph: {what}");
+        }
         let upstream = randn(fused.dims(), seed + 5).cast::<T>();
         let gf = fused.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
         let gt = twin.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
         for (name, p) in [("x", &x), ("norm weight", &nw), ("norm bias", &nb), ("conv weight", &cw)]
             .into_iter()
             .chain(cb.as_ref().map(|b| ("conv bias", b)))
+            .chain(add.as_ref().map(|a| ("addend", a)))
         {
-            assert_eq!(bits(gf.get(p).unwrap()), bits(gt.get(p).unwrap()), "gradient of {name}");
+            assert_eq!(bits(gf.get(p).unwrap()), bits(gt.get(p).unwrap()), "gradient of {name}: {what}");
         }
     }
     for (case, seed) in [
@@ -234,8 +276,12 @@ fn group_norm_silu_conv2d_equals_group_norm_silu_then_conv2d_bit_for_bit() {
         ((2, 16, 9, 9, 1, 4, 1, false), 110),
         ((2, 32, 8, 8, 32, 8, 2, true), 120),
     ] {
-        check::<f32>(case, seed);
-        check::<f64>(case, seed);
+        for shape in [AddendShape::None, AddendShape::PerPlane, AddendShape::Whole, AddendShape::PerChannel] {
+            for left in [true, false] {
+                check::<f32>(case, (shape, left), seed);
+                check::<f64>(case, (shape, left), seed);
+            }
+        }
     }
 }
 
@@ -244,11 +290,16 @@ fn group_norm_silu_conv2d_equals_group_norm_silu_then_conv2d_bit_for_bit() {
 fn group_norm_silu_conv2d_names_what_is_wrong() {
     let (x, nw, nb) = (randn(&[2, 6, 4, 4], 130), randn(&[6], 131), randn(&[6], 132));
     let norm = GroupNormSilu { groups: 4, weight: &nw, bias: &nb, eps: 1e-5 };
-    let err = x.group_norm_silu_conv2d(&norm, &randn(&[3, 6, 3, 3], 133), None, 1, 1).unwrap_err().to_string();
+    let err = x.group_norm_silu_conv2d(&norm, &randn(&[3, 6, 3, 3], 133), None, (1, 1), None).unwrap_err().to_string();
     assert!(err.contains("group_norm") && err.contains("6 channels do not split into 4 groups"), "{err}");
     let norm = GroupNormSilu { groups: 3, ..norm };
-    let err = x.group_norm_silu_conv2d(&norm, &randn(&[3, 5, 3, 3], 134), None, 1, 1).unwrap_err().to_string();
+    let err = x.group_norm_silu_conv2d(&norm, &randn(&[3, 5, 3, 3], 134), None, (1, 1), None).unwrap_err().to_string();
     assert!(err.contains("conv2d") && err.contains("has 6 channels but weight [3, 5, 3, 3] expects 5"), "{err}");
+    let err = x
+        .group_norm_silu_conv2d(&norm, &randn(&[3, 6, 3, 3], 135), None, (1, 1), Some(Addend::Right(&randn(&[2, 3, 5], 136))))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("add") && err.contains("[2, 3, 4, 4]") && err.contains("[2, 3, 5]"), "{err}");
 }
 
 #[test]

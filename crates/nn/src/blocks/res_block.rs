@@ -15,7 +15,7 @@ use crate::layers::dropout::Dropout;
 use crate::layers::group_norm::GroupNorm;
 use crate::layers::linear::Linear;
 use crate::module::{join, Mode, Module};
-use tensor::{Float, Rng, Tensor};
+use tensor::{Addend, Float, Rng, Tensor};
 
 /// A time-conditioned residual block.
 #[derive(Clone, Debug)]
@@ -55,19 +55,18 @@ impl<T: Float> ResBlock<T> {
     /// # Errors
     /// A shape error when `x` or `temb` do not fit the block.
     pub fn forward(&self, x: &Tensor<T>, temb: &Tensor<T>) -> Result<Tensor<T>> {
-        let h = self.conv1.forward_after_norm_silu(&self.norm1, x)?; // [B, Cout, H, W]
         let shift = self.time_proj.forward(&temb.silu())?; // [B, Cout]
         let (b, c) = (shift.dims()[0], shift.dims()[1]);
-        let h = h.add(&shift.reshape(&[b, c, 1, 1])?)?;
-        let h = if self.dropout.is_identity() {
-            self.conv2.forward_after_norm_silu(&self.norm2, &h)?
-        } else {
-            self.conv2.forward(&self.dropout.forward(&self.norm2.forward_silu(&h)?)?)?
+        let h = self.conv1.forward_after_norm_silu(&self.norm1, x, Some(Addend::Right(&shift.reshape(&[b, c, 1, 1])?)))?; // [B, Cout, H, W]
+        let skip = match &self.skip {
+            Some(skip) => skip.forward(x)?,
+            None => x.clone(),
         };
-        Ok(match &self.skip {
-            Some(skip) => skip.forward(x)?.add(&h)?,
-            None => x.add(&h)?,
-        })
+        if self.dropout.is_identity() {
+            self.conv2.forward_after_norm_silu(&self.norm2, &h, Some(Addend::Left(&skip)))
+        } else {
+            Ok(skip.add(&self.conv2.forward(&self.dropout.forward(&self.norm2.forward_silu(&h)?)?)?)?)
+        }
     }
 
     /// Multiply-adds times two of the convolutions and the projection, for `n`

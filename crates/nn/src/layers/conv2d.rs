@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::init::uniform_fan_in;
 use crate::layers::group_norm::GroupNorm;
 use crate::module::{join, parameter, Module};
-use tensor::{Float, GroupNormSilu, Rng, Tensor};
+use tensor::{Addend, Float, GroupNormSilu, Rng, Tensor};
 
 /// A convolution layer.
 #[derive(Clone, Debug)]
@@ -55,17 +55,21 @@ impl<T: Float> Conv2d<T> {
         Ok(x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding)?)
     }
 
-    /// `self.forward(&norm.forward_silu(x)?)`, the opening of a residual
-    /// block: when no gradient is recorded, the convolution normalises `x`
-    /// as it reads it and the normalised activations never go to memory
-    /// (see [`Tensor::group_norm_silu_conv2d`]; the same values, bit for
-    /// bit).
+    /// `self.forward(&norm.forward_silu(x)?)`, then the addend added on its
+    /// side if one is given: how a residual block opens (the addend its time embedding,
+    /// `[N, K, 1, 1]`) and closes (the addend its skip path). When no
+    /// gradient is recorded, the convolution normalises `x` as it reads it
+    /// and adds the addend to each output image while that is in cache, so
+    /// neither the normalised activations nor the sum's first term go to
+    /// memory (see [`Tensor::group_norm_silu_conv2d`]; the same values, bit
+    /// for bit).
     ///
     /// # Errors
-    /// [`crate::Error::Tensor`], the group norm's or the conv op's shape error.
-    pub fn forward_after_norm_silu(&self, norm: &GroupNorm<T>, x: &Tensor<T>) -> Result<Tensor<T>> {
+    /// [`crate::Error::Tensor`], the group norm's, the conv op's or the
+    /// addition's shape error.
+    pub fn forward_after_norm_silu(&self, norm: &GroupNorm<T>, x: &Tensor<T>, addend: Option<Addend<'_, T>>) -> Result<Tensor<T>> {
         let norm = GroupNormSilu { groups: norm.groups, weight: &norm.weight, bias: &norm.bias, eps: norm.eps };
-        Ok(x.group_norm_silu_conv2d(&norm, &self.weight, Some(&self.bias), self.stride, self.padding)?)
+        Ok(x.group_norm_silu_conv2d(&norm, &self.weight, Some(&self.bias), (self.stride, self.padding), addend)?)
     }
 
     /// Output side for an input side `size`.

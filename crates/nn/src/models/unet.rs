@@ -200,7 +200,7 @@ impl<T: Float> UNet<T> {
                 h = upsample.forward(&h)?;
             }
         }
-        self.out_conv.forward_after_norm_silu(&self.out_norm, &h)
+        self.out_conv.forward_after_norm_silu(&self.out_norm, &h, None)
     }
 
     fn check_input(&self, x: &Tensor<T>, timesteps: usize) -> Result<()> {

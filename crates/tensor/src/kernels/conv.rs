@@ -388,7 +388,7 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
     }
     if winograd::applies(g) {
         let filters = winograd::Filters::new(g.k, g.c, weight);
-        winograd::forward(&filters, (g.h, g.w), x, None, bias, out);
+        winograd::forward(&filters, (g.h, g.w), x, Fused { input: None, output: None }, bias, out);
         return;
     }
     let weight = row_major(weight, g.k, r);
@@ -422,26 +422,42 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
 
 /// Maps plane `i` of a convolution's input (channel `i % C` of image `i /
 /// C`) into a plane of the same size: `map(i, plane, mapped)` writes
-/// `mapped`. See [`conv2d_forward_mapped`].
+/// `mapped`.
 pub type PlaneMap<'a, T> = &'a (dyn Fn(usize, &[T], &mut [T]) + Sync);
 
-/// [`conv2d_forward`] of `map` applied to `x` plane by plane, without the
-/// mapped input in memory where the Winograd path runs (3x3, stride 1,
-/// padding 1, at least 32 channels in and out): each image goes through
-/// the map on its way into the channels-last frame that path copies it to
-/// anyway. This is how a group norm and its SiLU feed the convolution after
-/// them when no gradient is needed (`Tensor::group_norm_silu_conv2d`),
-/// saving a write and a read of the normalised activations. Elsewhere the
-/// mapped input is made whole first, then convolved. The result is the
-/// same, bit for bit, as mapping `x` into a buffer and calling
-/// [`conv2d_forward`] on it.
+/// Updates plane `i` of a convolution's output (channel `i % K` of image `i
+/// / K`) in place: `update(i, plane)`.
+pub type PlaneUpdate<'a, T> = &'a (dyn Fn(usize, &mut [T]) + Sync);
+
+/// What [`conv2d_forward_fused`] does besides the convolution: a map of
+/// the input's planes before, an update of the output's planes after (the
+/// bias added).
+#[derive(Clone, Copy)]
+pub struct Fused<'a, T> {
+    pub input: Option<PlaneMap<'a, T>>,
+    pub output: Option<PlaneUpdate<'a, T>>,
+}
+
+/// [`conv2d_forward`] of the input's planes through `fused.input`, its
+/// output's planes then updated by `fused.output`, without the mapped
+/// input or the output before its update in memory where the Winograd path
+/// runs (3x3, stride 1, padding 1, at least 32 channels in and out): each
+/// image goes through the map on its way into the channels-last frame that
+/// path copies it to anyway, and each output image is updated while it is
+/// still in cache. This is how a group norm and its SiLU feed the
+/// convolution after them, and the residual block's additions follow it,
+/// when no gradient is needed (`Tensor::group_norm_silu_conv2d`), saving
+/// a write and a read of the activations for each. Elsewhere the mapped
+/// input is made whole first, and the update is a pass over the output
+/// after. The result is the same, bit for bit, as mapping `x` into a
+/// buffer, calling [`conv2d_forward`] on it and updating its output.
 ///
 /// # Panics
 /// As [`conv2d_forward`].
-pub fn conv2d_forward_mapped<T: GemmScalar>(
+pub fn conv2d_forward_fused<T: GemmScalar>(
     g: &Conv2dGeometry,
     x: &[T],
-    map: PlaneMap<'_, T>,
+    fused: Fused<'_, T>,
     weight: &[T],
     bias: Option<&[T]>,
     out: &mut [T],
@@ -454,13 +470,23 @@ pub fn conv2d_forward_mapped<T: GemmScalar>(
             g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
         }
         let filters = winograd::Filters::new(g.k, g.c, weight);
-        winograd::forward(&filters, (g.h, g.w), x, Some(map), bias, out);
+        winograd::forward(&filters, (g.h, g.w), x, fused, bias, out);
         return;
     }
-    with_scratch(x.len(), |mapped: &mut [T]| {
-        mapped.par_chunks_mut(hw.max(1)).zip(x.par_chunks(hw.max(1))).enumerate().for_each(|(i, (mapped, plane))| map(i, plane, mapped));
-        conv2d_forward(g, mapped, weight, bias, out);
-    });
+    match fused.input {
+        Some(map) => with_scratch(x.len(), |mapped: &mut [T]| {
+            mapped
+                .par_chunks_mut(hw.max(1))
+                .zip(x.par_chunks(hw.max(1)))
+                .enumerate()
+                .for_each(|(i, (mapped, plane))| map(i, plane, mapped));
+            conv2d_forward(g, mapped, weight, bias, out);
+        }),
+        None => conv2d_forward(g, x, weight, bias, out),
+    }
+    if let Some(update) = fused.output {
+        out.par_chunks_mut(g.l().max(1)).enumerate().for_each(|(i, plane)| update(i, plane));
+    }
 }
 
 /// Fills row k of `out` (K, L) with `bias[k]` and returns the GEMM's beta
@@ -524,7 +550,7 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
     if winograd::applies(g) {
         // The forward convolution of `dout` with the flipped kernel, also 3x3, stride 1, padding 1.
         let filters = winograd::Filters::flipped(g, weight);
-        winograd::forward(&filters, (g.out_h(), g.out_w()), grad_out, None, None, grad_x);
+        winograd::forward(&filters, (g.out_h(), g.out_w()), grad_out, Fused { input: None, output: None }, None, grad_x);
         return;
     }
     let threading = per_image_threading(g.n);

@@ -13,8 +13,8 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
-use crate::kernels::conv::conv2d_forward_mapped;
-use crate::kernels::elementwise::{map_into, vectorized, zip_into};
+use crate::kernels::conv::{conv2d_forward_fused, Fused, PlaneUpdate};
+use crate::kernels::elementwise::{map_into, vectorized, zip_assign, zip_into};
 use crate::kernels::gemm::scratch::with_scratch;
 use crate::op::Op;
 use crate::ops::conv::geometry as conv_geometry;
@@ -84,36 +84,81 @@ pub struct GroupNormSilu<'a, T: Float> {
     pub eps: f64,
 }
 
+/// A tensor added to the output of [`Tensor::group_norm_silu_conv2d`], and
+/// the side of the sum it stands on. The values do not depend on the side
+/// (floating-point addition commutes), but with a graph to record the side
+/// orders the add op's inputs, so the order in which the backward pass
+/// visits the two branches and sums their gradients: the residual block
+/// adds its skip path on the left and its time embedding on the right, as
+/// its separate ops always did, and trains to the same bits.
+#[derive(Clone, Copy, Debug)]
+pub enum Addend<'a, T: Float> {
+    /// `addend + conv(..)`.
+    Left(&'a Tensor<T>),
+    /// `conv(..) + addend`.
+    Right(&'a Tensor<T>),
+}
+
+impl<'a, T: Float> Addend<'a, T> {
+    fn tensor(self) -> &'a Tensor<T> {
+        match self {
+            Addend::Left(t) | Addend::Right(t) => t,
+        }
+    }
+}
+
 impl<T: Float> Tensor<T> {
-    /// `x.group_norm_silu(..)?.conv2d(weight, bias, stride, padding)`, the
-    /// opening of every residual block. When no gradient is recorded (inside
-    /// [`crate::no_grad`], or no input requires one), only the statistics
-    /// are computed here: the convolution normalises each image as it reads
-    /// it (`kernels::conv::conv2d_forward_mapped`), so the normalised
-    /// activations are never written to memory and read back. The values
-    /// are the two ops', bit for bit: the same per-channel scale and shift,
-    /// the same SiLU. With a gradient to record, it is the two ops.
+    /// `x.group_norm_silu(..)?.conv2d(weight, bias, stride, padding)`, then
+    /// the addend added if one is given: the opening of every residual block
+    /// (the addend its time embedding, `[N, K, 1, 1]`) and its close (the
+    /// addend the skip path, `[N, K, OH, OW]`). When no gradient is recorded
+    /// (inside [`crate::no_grad`], or no input requires one), only the
+    /// statistics are computed here: the convolution normalises each image
+    /// as it reads it and adds the addend to each output image while that is
+    /// in cache (`kernels::conv::conv2d_forward_fused`), so neither the
+    /// normalised activations nor the output before the addition go to
+    /// memory and back. The values are the separate ops', bit for bit: the
+    /// same per-channel scale and shift, the same SiLU, the same sums. With
+    /// a gradient to record, or an addend of another shape, it is the
+    /// separate ops.
     ///
     /// # Errors
-    /// As [`Tensor::group_norm`] and [`Tensor::conv2d`].
+    /// As [`Tensor::group_norm`], [`Tensor::conv2d`] and [`Tensor::add`].
     pub fn group_norm_silu_conv2d(
         &self,
         norm: &GroupNormSilu<'_, T>,
         weight: &Tensor<T>,
         bias: Option<&Tensor<T>>,
-        stride: usize,
-        padding: usize,
+        (stride, padding): (usize, usize),
+        then_add: Option<Addend<'_, T>>,
     ) -> Result<Tensor<T>> {
-        let inputs = [self, norm.weight, norm.bias, weight].into_iter().chain(bias);
+        let separate = || {
+            let out = self.group_norm_silu(norm.groups, norm.weight, norm.bias, norm.eps)?.conv2d(weight, bias, stride, padding)?;
+            match then_add {
+                None => Ok(out),
+                Some(Addend::Left(addend)) => addend.add(&out),
+                Some(Addend::Right(addend)) => out.add(addend),
+            }
+        };
+        let addend = then_add.map(Addend::tensor);
+        let inputs = [self, norm.weight, norm.bias, weight].into_iter().chain(bias).chain(addend);
         if crate::is_grad_enabled() && inputs.into_iter().any(Tensor::requires_grad_flag) {
-            return self.group_norm_silu(norm.groups, norm.weight, norm.bias, norm.eps)?.conv2d(weight, bias, stride, padding);
+            return separate();
         }
         let (n, c, spatial) = check(self, norm.groups, norm.weight, norm.bias)?;
         let g = conv_geometry(self, weight, bias, stride, padding)?;
+        let out_dims = [g.n, g.k, g.out_h(), g.out_w()];
+        // The addend is one value a plane, or a plane a plane.
+        let addend_run = match addend.map(Tensor::dims) {
+            None => 0,
+            Some(dims) if dims == [g.n, g.k, 1, 1] => 1,
+            Some(dims) if dims == out_dims => g.out_h() * g.out_w(),
+            Some(_) => return separate(),
+        };
         let per_group = c / norm.groups;
         let x = self.contiguous_data();
         let (w, b) = (norm.weight.contiguous_data(), norm.bias.contiguous_data());
-        // Plane n * C + c is normalised by `scale[..]` and `shift[..]`.
+        // Plane n * C + c is normalised by `affines[n * C + c]`: (scale, shift).
         let mut affines = vec![(T::ZERO, T::ZERO); n * c];
         if spatial > 0 {
             let block = per_group * spatial;
@@ -129,10 +174,24 @@ impl<T: Float> Tensor<T> {
             let (scale, shift) = affines[plane];
             map_into(x, y, |v| silu_scalar(v * scale + shift));
         };
-        let mut out = crate::pool::for_overwrite(g.n * g.k * g.out_h() * g.out_w());
+        let addend = addend.map(|a| a.contiguous_data());
+        let add = |plane: usize, out: &mut [T]| {
+            let addend = addend.as_deref().expect("an update only with an addend");
+            if addend_run == 1 {
+                let a = addend[plane];
+                vectorized(
+                    #[inline(always)]
+                    || out.iter_mut().for_each(|o| *o += a),
+                );
+            } else {
+                zip_assign(out, &addend[plane * addend_run..][..addend_run], 0, false, |o, a| o + a);
+            }
+        };
+        let fused = Fused { input: Some(&normalise), output: addend.is_some().then_some(&add as PlaneUpdate<'_, T>) };
+        let mut out = crate::pool::for_overwrite(out_dims.iter().product());
         let (weight_data, bias_data) = (weight.contiguous_data(), bias.map(|b| b.contiguous_data()));
-        conv2d_forward_mapped(&g, &x, &normalise, &weight_data, bias_data.as_deref(), &mut out);
-        Tensor::from_vec(out, &[g.n, g.k, g.out_h(), g.out_w()])
+        conv2d_forward_fused(&g, &x, fused, &weight_data, bias_data.as_deref(), &mut out);
+        Tensor::from_vec(out, &out_dims)
     }
 }
 

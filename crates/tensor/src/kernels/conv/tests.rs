@@ -241,19 +241,22 @@ fn same_bits_on_1_2_3_threads(g: &Conv2dGeometry) {
     assert_eq!(one, run(3));
 }
 
-/// The forward of a mapped input equals the forward of the input mapped
-/// into a buffer first, bit for bit, NaN-poisoned outputs overwritten: on
-/// the Winograd path (odd sides, groups of images, channels past a strip
-/// of 16, a map that differs per image and channel) and off it (too few
-/// channels, stride 2, 1x1), with and without a bias, f32 and f64.
+/// The fused forward equals its three steps done one after the other (the
+/// input mapped into a buffer, the forward, the output updated), bit for
+/// bit, NaN-poisoned outputs overwritten: with the input map, the output
+/// update, both and neither; on the Winograd path (odd sides, groups of
+/// images, channels past a strip of 16, maps that differ per image and
+/// channel) and off it (too few channels, stride 2, 1x1); with and without
+/// a bias; f32 and f64.
 #[test]
-fn mapped_forward_equals_the_forward_of_the_mapped_input() {
+fn fused_forward_equals_its_steps_one_after_the_other() {
     fn check<T: TestScalar>(g: &Conv2dGeometry, rng: &mut ChaCha8Rng) {
-        let hw = g.h * g.w;
+        let (hw, l) = (g.h * g.w, g.out_h() * g.out_w());
         let x: Vec<T> = random(g.n * g.c * hw, rng);
         let weight: Vec<T> = random(g.k * g.c * g.kh * g.kw, rng);
         let bias: Vec<T> = random(g.k, rng);
         let (scale, shift): (Vec<T>, Vec<T>) = (random(g.n * g.c, rng), random(g.n * g.c, rng));
+        let addend: Vec<T> = random(g.n * g.k * l, rng);
         // An affine map per plane, then a kink (as SiLU would be): nothing
         // the plain forward could reproduce by reading the planes in another order.
         let value = |i: usize, v: T| {
@@ -269,15 +272,27 @@ fn mapped_forward_equals_the_forward_of_the_mapped_input() {
                 *m = value(i, v);
             }
         };
-        let mapped_x: Vec<T> = x.iter().enumerate().map(|(j, &v)| value(j / hw.max(1), v)).collect();
-        for bias in [None, Some(&bias[..])] {
-            let out_len = g.n * g.k * g.out_h() * g.out_w();
-            let mut got = vec![T::from_f64(f64::NAN); out_len];
-            let mut want = vec![T::from_f64(f64::NAN); out_len];
-            conv2d_forward_mapped(g, &x, &map, &weight, bias, &mut got);
-            conv2d_forward(g, &mapped_x, &weight, bias, &mut want);
+        // Each output plane halved, then its own addend added.
+        let update = |i: usize, plane: &mut [T]| {
+            for (o, &a) in plane.iter_mut().zip(&addend[i * l..]) {
+                *o = *o * T::HALF + a;
+            }
+        };
+        for (with_map, with_update, bias) in
+            [(true, true, Some(&bias[..])), (true, false, None), (false, true, Some(&bias[..])), (false, false, None)]
+        {
+            let input = if with_map { x.iter().enumerate().map(|(j, &v)| value(j / hw.max(1), v)).collect() } else { x.clone() };
+            let mut want = vec![T::from_f64(f64::NAN); g.n * g.k * l];
+            conv2d_forward(g, &input, &weight, bias, &mut want);
+            if with_update {
+                want.chunks_exact_mut(l).enumerate().for_each(|(i, plane)| update(i, plane));
+            }
+            let mut got = vec![T::from_f64(f64::NAN); want.len()];
+            let fused =
+                Fused { input: with_map.then_some(&map as PlaneMap<'_, T>), output: with_update.then_some(&update as PlaneUpdate<'_, T>) };
+            conv2d_forward_fused(g, &x, fused, &weight, bias, &mut got);
             let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{g:?}, bias {}", bias.is_some());
+            assert_eq!(bits(&got), bits(&want), "{g:?}, map {with_map}, update {with_update}, bias {}", bias.is_some());
         }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(9);

@@ -150,7 +150,7 @@ use super::super::gemm::scratch::with_scratch;
 use super::super::gemm::{gemm_packed_b, gemm_unpacked, DirectB, GemmScalar, Kernel, MatMut, MatRef, PackB, SEGMENT};
 use super::super::transpose::transpose;
 use super::implicit::{pad_hwc, pad_hwc_mapped};
-use super::{add_partials_in_order, per_image_threading, row_major, row_major_mut, Conv2dGeometry, PlaneMap, WEIGHT_GRAD_CHUNK};
+use super::{add_partials_in_order, per_image_threading, row_major, row_major_mut, Conv2dGeometry, Fused, WEIGHT_GRAD_CHUNK};
 
 /// Positions of a transformed 4 x 4 tile, one GEMM each.
 const POSITIONS: usize = 16;
@@ -573,15 +573,16 @@ impl<T: GemmScalar> DirectB<T> for Stored<'_, T> {
     }
 }
 
-/// The forward convolution of `x` (N, C, H, W), each plane through `map`
-/// if one is given, by `filters` into `out` (N, K, H, W), overwritten. Per
+/// The forward convolution of `x` (N, C, H, W), each plane through
+/// `fused.input` if given, by `filters` into `out` (N, K, H, W),
+/// overwritten, each plane then updated by `fused.output` if given. Per
 /// group of images: `V[pos]^T (T, C)`, then `M[pos]^T (T, K) = V[pos]^T @
 /// U[pos]^T`, then the outputs.
 pub(super) fn forward<T: GemmScalar>(
     filters: &Filters<T>,
     (h, w): (usize, usize),
     x: &[T],
-    map: Option<PlaneMap<'_, T>>,
+    fused: Fused<'_, T>,
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
@@ -604,7 +605,7 @@ pub(super) fn forward<T: GemmScalar>(
                 || {
                     for (image, x_n) in x_g.chunks_exact(chw).enumerate() {
                         let frame = &mut xt[..tiles.padded_pixels() * c];
-                        match map {
+                        match fused.input {
                             // Plane `channel` of image `g * group + image` of the batch.
                             Some(map) => pad_hwc_mapped(x_n, (c, h, w), 1, tiles.padded(), frame, |channel, plane, mapped| {
                                 map((g * group + image) * c + channel, plane, mapped);
@@ -636,6 +637,11 @@ pub(super) fn forward<T: GemmScalar>(
                 || {
                     for (image, out_n) in out_g.chunks_exact_mut(khw).enumerate() {
                         transform_output(mt, k, tiles, image * tiles.per_image(), t_all, bias, out_n, xt);
+                        if let Some(update) = fused.output {
+                            for (channel, plane) in out_n.chunks_exact_mut(h * w).enumerate() {
+                                update((g * group + image) * k + channel, plane);
+                            }
+                        }
                     }
                 },
             );
