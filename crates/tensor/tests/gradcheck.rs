@@ -285,6 +285,24 @@ fn group_norm_silu_conv2d_equals_group_norm_silu_then_conv2d_bit_for_bit() {
     }
 }
 
+/// Empty images (a side of 0, or no channels) in a padding the kernel fits
+/// in: no statistics to take, and the output is the bias alone, as from
+/// the separate ops.
+#[test]
+fn group_norm_silu_conv2d_of_empty_images_is_the_bias() {
+    for (c, h, w, groups) in [(4, 0, 3, 2), (0, 3, 3, 1)] {
+        let x = Tensor::<f64>::zeros(&[2, c, h, w]);
+        let (nw, nb) = (randn(&[c], 140), randn(&[c], 141));
+        let (cw, cb) = (randn(&[3, c, 1, 1], 142), randn(&[3], 143));
+        let norm = GroupNormSilu { groups, weight: &nw, bias: &nb, eps: 1e-5 };
+        let fused = x.group_norm_silu_conv2d(&norm, &cw, Some(&cb), (1, 1), None).unwrap();
+        let twin = x.group_norm_silu(groups, &nw, &nb, 1e-5).unwrap().conv2d(&cw, Some(&cb), 1, 1).unwrap();
+        let plane = fused.dims()[2] * fused.dims()[3];
+        let bias: Vec<f64> = (0..fused.elem_count()).map(|i| cb.to_vec()[i / plane % 3]).collect();
+        assert_eq!((fused.to_vec(), twin.to_vec()), (bias.clone(), bias), "{c} x {h} x {w}");
+    }
+}
+
 /// Bad shapes are refused by the op that would have refused them.
 #[test]
 fn group_norm_silu_conv2d_names_what_is_wrong() {

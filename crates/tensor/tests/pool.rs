@@ -4,7 +4,11 @@
 //! before its backward, the pool is filled with NaN buffers of the lengths the op
 //! asks for; every result must come out bit for bit as without them.
 
-use tensor::{rng, Result, Tensor};
+use std::sync::{Mutex, PoisonError};
+use tensor::{no_grad, rng, Addend, GroupNormSilu, Result, Tensor};
+
+/// The tests count what the pool holds, so they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 type Op = fn(&Tensor<f64>, &[Tensor<f64>]) -> Result<Tensor<f64>>;
 
@@ -37,6 +41,7 @@ fn run(op: Op, x: &Tensor<f64>, params: &[Tensor<f64>], g: &Tensor<f64>, lens: &
 
 #[test]
 fn outputs_taken_from_the_pool_leak_nothing_of_its_old_values() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let mut r = rng(85);
     let x = Tensor::<f64>::randn(&[2, 8, 20, 20], &mut r);
     let w = Tensor::<f64>::randn(&[8, 8, 3, 3], &mut r);
@@ -63,5 +68,42 @@ fn outputs_taken_from_the_pool_leak_nothing_of_its_old_values() -> Result<()> {
     assert!(tensor::pool::pooled_bytes() > 0);
     tensor::pool::release();
     assert_eq!(tensor::pool::pooled_bytes(), 0, "release frees every pooled buffer");
+    Ok(())
+}
+
+/// Without a graph, `group_norm_silu_conv2d` keeps no intermediate tensor:
+/// the normalised activations and the convolution's output before the
+/// addition never exist whole, so after the op (its result alive) the pool,
+/// emptied before, holds nothing. The separate ops leave both behind. Also
+/// with parameters that require gradients, inside `no_grad`; at 14 x 14 and
+/// 32 channels (the Winograd path, each intermediate 100 KiB, above the
+/// pool's minimum); with no addend, a time embedding and a skip path.
+#[test]
+fn group_norm_silu_conv2d_without_a_graph_leaves_no_intermediate() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut r = rng(86);
+    let x = Tensor::<f64>::randn(&[2, 32, 14, 14], &mut r);
+    let (gamma, beta) = (Tensor::<f64>::randn(&[32], &mut r).requires_grad(), Tensor::<f64>::randn(&[32], &mut r).requires_grad());
+    let (w, b) = (Tensor::<f64>::randn(&[32, 32, 3, 3], &mut r).mul_scalar(0.1).requires_grad(), Tensor::<f64>::randn(&[32], &mut r));
+    let (shift, skip) = (Tensor::<f64>::randn(&[2, 32, 1, 1], &mut r), Tensor::<f64>::randn(&[2, 32, 14, 14], &mut r));
+    let norm = GroupNormSilu { groups: 8, weight: &gamma, bias: &beta, eps: 1e-5 };
+    for addend in [None, Some(Addend::Right(&shift)), Some(Addend::Left(&skip))] {
+        let separate = || {
+            let out = x.group_norm_silu(8, &gamma, &beta, 1e-5)?.conv2d(&w, Some(&b), 1, 1)?;
+            match addend {
+                None => Ok(out),
+                Some(Addend::Left(a)) => a.add(&out),
+                Some(Addend::Right(a)) => out.add(a),
+            }
+        };
+        let want = no_grad(separate)?;
+        assert!(tensor::pool::pooled_bytes() > 0, "the separate ops leave an intermediate behind ({addend:?})");
+        tensor::pool::release();
+        let fused = no_grad(|| x.group_norm_silu_conv2d(&norm, &w, Some(&b), (1, 1), addend))?;
+        assert_eq!(tensor::pool::pooled_bytes(), 0, "nothing given back to the pool ({addend:?})");
+        let bits = |t: &Tensor<f64>| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&want), "{addend:?}");
+        tensor::pool::release();
+    }
     Ok(())
 }

@@ -79,6 +79,17 @@
 //! GEMMs over transformed 4 x 4 tiles, 2.25 times fewer multiplications; the
 //! weight gradient too from 14 x 14 on. Its header has the algorithm, the measurements and the rounding.
 //!
+//! # Fused forward
+//!
+//! The Winograd forward copies each image into a channels-last frame before
+//! it transforms it, and each output image out of a channels-last buffer
+//! after. [`conv2d_forward_fused`] uses both copies: a map of the input's
+//! planes (a group norm's scale, shift and SiLU) is applied on the way in,
+//! an update of the output's planes (a residual block's additions) right
+//! after the way out, so neither the mapped input nor the output before its
+//! update is a pass over memory of its own. Bit-identical to the three
+//! steps done one after the other.
+//!
 //! Threads: images are independent in the forward and grad-input passes, so
 //! rayon runs one image per task (each task with its own reused scratch
 //! buffers and a single-threaded GEMM). The weight gradient sums over
@@ -386,6 +397,15 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
     if let Some(bias) = bias {
         g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
     }
+    if chw == 0 {
+        // Empty images (no channels, or a side of 0 inside the padding): every
+        // output is the bias alone, and there is no image to split the work by.
+        for out_n in out.chunks_exact_mut((g.k * l).max(1)) {
+            out_n.fill(T::ZERO);
+            fill_bias(bias, out_n, l);
+        }
+        return;
+    }
     if winograd::applies(g) {
         let filters = winograd::Filters::new(g.k, g.c, weight);
         winograd::forward(&filters, (g.h, g.w), x, Fused { input: None, output: None }, bias, out);
@@ -436,6 +456,15 @@ pub type PlaneUpdate<'a, T> = &'a (dyn Fn(usize, &mut [T]) + Sync);
 pub struct Fused<'a, T> {
     pub input: Option<PlaneMap<'a, T>>,
     pub output: Option<PlaneUpdate<'a, T>>,
+}
+
+impl<T> std::fmt::Debug for Fused<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fused")
+            .field("input", &self.input.map(|_| "a plane map"))
+            .field("output", &self.output.map(|_| "a plane update"))
+            .finish()
+    }
 }
 
 /// [`conv2d_forward`] of the input's planes through `fused.input`, its

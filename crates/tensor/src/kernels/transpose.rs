@@ -344,6 +344,25 @@ mod tests {
         }
     }
 
+    /// A matrix with no rows or no columns writes nothing and maps nothing,
+    /// whatever its row stride says.
+    #[test]
+    fn empty_matrices_write_nothing() {
+        for (rows, cols) in [(0, 5), (5, 0), (0, 0)] {
+            let mut dst = [f32::NAN; 8];
+            transpose_into_frame_mapped(
+                &[],
+                (rows, cols),
+                7,
+                &mut dst,
+                Frame { width: 1, frame_width: 1, first: 0, pixel_stride: 1 },
+                |_, _, _| panic!("nothing to map"),
+            );
+            transpose(&[], (rows, cols), 7, &mut dst, 1);
+            assert!(dst.iter().all(|v| v.is_nan()), "({rows}, {cols})");
+        }
+    }
+
     #[test]
     #[should_panic(expected = "transpose: a (3, 4) matrix")]
     fn too_short_a_destination_panics() {

@@ -122,6 +122,9 @@ impl<T: Float> Tensor<T> {
     /// a gradient to record, or an addend of another shape, it is the
     /// separate ops.
     ///
+    /// Shapes: `self` `[N, C, H, W]`, the norm's weight and bias `[C]`,
+    /// `weight` `[K, C, kh, kw]`, `bias` `[K]`, the result `[N, K, OH, OW]`.
+    ///
     /// # Errors
     /// As [`Tensor::group_norm`], [`Tensor::conv2d`] and [`Tensor::add`].
     pub fn group_norm_silu_conv2d(
@@ -159,17 +162,16 @@ impl<T: Float> Tensor<T> {
         let x = self.contiguous_data();
         let (w, b) = (norm.weight.contiguous_data(), norm.bias.contiguous_data());
         // Plane n * C + c is normalised by `affines[n * C + c]`: (scale, shift).
+        // (Empty images have no blocks, and no planes to map.)
         let mut affines = vec![(T::ZERO, T::ZERO); n * c];
-        if spatial > 0 {
-            let block = per_group * spatial;
-            affines.par_chunks_mut(per_group).zip(x.par_chunks(block)).enumerate().for_each(|(ng, (affines, x))| {
-                let (mean, rstd) = block_stats(x, spatial, norm.eps);
-                let first_channel = (ng % norm.groups) * per_group;
-                for (j, affine_j) in affines.iter_mut().enumerate() {
-                    *affine_j = affine(mean, rstd, w[first_channel + j], b[first_channel + j]);
-                }
-            });
-        }
+        let block = (per_group * spatial).max(1);
+        affines.par_chunks_mut(per_group.max(1)).zip(x.par_chunks(block)).enumerate().for_each(|(ng, (affines, x))| {
+            let (mean, rstd) = block_stats(x, spatial, norm.eps);
+            let first_channel = (ng % norm.groups) * per_group;
+            for (j, affine_j) in affines.iter_mut().enumerate() {
+                *affine_j = affine(mean, rstd, w[first_channel + j], b[first_channel + j]);
+            }
+        });
         let normalise = |plane: usize, x: &[T], y: &mut [T]| {
             let (scale, shift) = affines[plane];
             map_into(x, y, |v| silu_scalar(v * scale + shift));

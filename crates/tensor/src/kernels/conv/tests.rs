@@ -192,6 +192,28 @@ fn f64_matches_naive() {
     }
 }
 
+/// Empty images (a side of 0, or no channels) inside a padding the kernel
+/// fits in: every output is its channel's bias (0 without one), in place of
+/// the NaN the output was poisoned with; the naive forward agrees.
+#[test]
+fn empty_images_give_the_bias() {
+    for (c, h, w) in [(4, 0, 3), (0, 5, 5), (2, 3, 0)] {
+        let g = Conv2dGeometry { n: 2, c, h, w, k: 3, kh: 1, kw: 1, stride: 1, padding: 1 };
+        let (weight, bias) = (vec![0.5f64; 3 * c], [1.5, -2.0, 0.25]);
+        for bias in [Some(&bias[..]), None] {
+            let mut out = vec![f64::NAN; 2 * 3 * g.out_h() * g.out_w()];
+            conv2d_forward(&g, &vec![0.0; 2 * c * h * w], &weight, bias, &mut out);
+            let mut want = vec![f64::NAN; out.len()];
+            conv2d_forward_naive(&g, &vec![0.0; 2 * c * h * w], &weight, bias, &mut want);
+            let plane = g.out_h() * g.out_w();
+            for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                let expected = bias.map_or(0.0, |b| b[i / plane % 3]);
+                assert_eq!((got, want), (expected, expected), "{g:?}, bias {}: element {i}", bias.is_some());
+            }
+        }
+    }
+}
+
 /// The naive forward on a case small enough to do by hand: a 2x2 all-ones
 /// kernel over a 3x3 ramp, padding 0, stride 1, bias 0.5.
 #[test]
