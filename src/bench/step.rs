@@ -135,7 +135,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `reps` training steps and forwards after one warm-up of each.
+/// Times `reps` training steps and three times as many forwards (a forward
+/// takes about a third of a step's time, and a median of three is too few
+/// to see a change of a few percent from one run to the next), after one
+/// warm-up of each.
 ///
 /// # Errors
 /// An invalid config.
@@ -155,8 +158,8 @@ pub fn measure(config: &UNetConfig, batch: usize, reps: usize) -> Result<StepTim
         steps.push(started.elapsed().as_secs_f64() * 1e3);
     }
     let peak_rss_bytes = peak_rss();
-    let mut forwards = Vec::with_capacity(reps);
-    for _ in 0..reps {
+    let mut forwards = Vec::with_capacity(3 * reps);
+    for _ in 0..3 * reps {
         let started = Instant::now();
         std::hint::black_box(bench.forward()?);
         forwards.push(started.elapsed().as_secs_f64() * 1e3);
