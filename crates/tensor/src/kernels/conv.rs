@@ -392,11 +392,13 @@ fn col2im<T: GemmScalar>(g: &Conv2dGeometry, dcols: &[T], dx: &mut [T]) {
 /// # Panics
 /// If a slice length does not match the geometry.
 pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
+    conv2d_forward_fused(g, x, Fused::NONE, weight, bias, out);
+}
+
+/// The forward of [`conv2d_forward_fused`] off the Winograd path, image by
+/// image, lengths checked.
+fn forward_by_images<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
     let (l, r, chw) = (g.l(), g.r(), g.c * g.h * g.w);
-    g.assert_lengths("conv2d_forward", &[("x", x.len(), g.n * chw), ("weight", weight.len(), g.k * r), ("out", out.len(), g.n * g.k * l)]);
-    if let Some(bias) = bias {
-        g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
-    }
     if chw == 0 {
         // Empty images (no channels, or a side of 0 inside the padding): every
         // output is the bias alone, and there is no image to split the work by.
@@ -404,11 +406,6 @@ pub fn conv2d_forward<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], 
             out_n.fill(T::ZERO);
             fill_bias(bias, out_n, l);
         }
-        return;
-    }
-    if winograd::applies(g) {
-        let filters = winograd::Filters::new(g.k, g.c, weight);
-        winograd::forward(&filters, (g.h, g.w), x, Fused { input: None, output: None }, bias, out);
         return;
     }
     let weight = row_major(weight, g.k, r);
@@ -458,6 +455,11 @@ pub struct Fused<'a, T> {
     pub output: Option<PlaneUpdate<'a, T>>,
 }
 
+impl<T> Fused<'_, T> {
+    /// Nothing besides the convolution.
+    pub const NONE: Self = Fused { input: None, output: None };
+}
+
 impl<T> std::fmt::Debug for Fused<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fused")
@@ -491,13 +493,15 @@ pub fn conv2d_forward_fused<T: GemmScalar>(
     bias: Option<&[T]>,
     out: &mut [T],
 ) {
-    let (hw, chw) = (g.h * g.w, g.c * g.h * g.w);
-    g.assert_lengths("conv2d_forward", &[("x", x.len(), g.n * chw)]);
-    if winograd::applies(g) {
-        g.assert_lengths("conv2d_forward", &[("weight", weight.len(), g.k * g.r()), ("out", out.len(), g.n * g.k * g.l())]);
-        if let Some(bias) = bias {
-            g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
-        }
+    let (l, hw) = (g.l(), g.h * g.w);
+    g.assert_lengths(
+        "conv2d_forward",
+        &[("x", x.len(), g.n * g.c * hw), ("weight", weight.len(), g.k * g.r()), ("out", out.len(), g.n * g.k * l)],
+    );
+    if let Some(bias) = bias {
+        g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
+    }
+    if winograd::applies(g) && hw > 0 {
         let filters = winograd::Filters::new(g.k, g.c, weight);
         winograd::forward(&filters, (g.h, g.w), x, fused, bias, out);
         return;
@@ -509,12 +513,12 @@ pub fn conv2d_forward_fused<T: GemmScalar>(
                 .zip(x.par_chunks(hw.max(1)))
                 .enumerate()
                 .for_each(|(i, (mapped, plane))| map(i, plane, mapped));
-            conv2d_forward(g, mapped, weight, bias, out);
+            forward_by_images(g, mapped, weight, bias, out);
         }),
-        None => conv2d_forward(g, x, weight, bias, out),
+        None => forward_by_images(g, x, weight, bias, out),
     }
     if let Some(update) = fused.output {
-        out.par_chunks_mut(g.l().max(1)).enumerate().for_each(|(i, plane)| update(i, plane));
+        out.par_chunks_mut(l.max(1)).enumerate().for_each(|(i, plane)| update(i, plane));
     }
 }
 
@@ -579,7 +583,7 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
     if winograd::applies(g) {
         // The forward convolution of `dout` with the flipped kernel, also 3x3, stride 1, padding 1.
         let filters = winograd::Filters::flipped(g, weight);
-        winograd::forward(&filters, (g.out_h(), g.out_w()), grad_out, Fused { input: None, output: None }, None, grad_x);
+        winograd::forward(&filters, (g.out_h(), g.out_w()), grad_out, Fused::NONE, None, grad_x);
         return;
     }
     let threading = per_image_threading(g.n);

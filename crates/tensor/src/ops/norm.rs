@@ -177,19 +177,20 @@ impl<T: Float> Tensor<T> {
             map_into(x, y, |v| silu_scalar(v * scale + shift));
         };
         let addend = addend.map(|a| a.contiguous_data());
-        let add = |plane: usize, out: &mut [T]| {
-            let addend = addend.as_deref().expect("an update only with an addend");
-            if addend_run == 1 {
-                let a = addend[plane];
-                vectorized(
-                    #[inline(always)]
-                    || out.iter_mut().for_each(|o| *o += a),
-                );
-            } else {
-                zip_assign(out, &addend[plane * addend_run..][..addend_run], 0, false, |o, a| o + a);
+        let add = addend.as_deref().map(|addend| {
+            move |plane: usize, out: &mut [T]| {
+                if addend_run == 1 {
+                    let a = addend[plane];
+                    vectorized(
+                        #[inline(always)]
+                        || out.iter_mut().for_each(|o| *o += a),
+                    );
+                } else {
+                    zip_assign(out, &addend[plane * addend_run..][..addend_run], 0, false, |o, a| o + a);
+                }
             }
-        };
-        let fused = Fused { input: Some(&normalise), output: addend.is_some().then_some(&add as PlaneUpdate<'_, T>) };
+        });
+        let fused = Fused { input: Some(&normalise), output: add.as_ref().map(|add| add as PlaneUpdate<'_, T>) };
         let mut out = crate::pool::for_overwrite(out_dims.iter().product());
         let (weight_data, bias_data) = (weight.contiguous_data(), bias.map(|b| b.contiguous_data()));
         conv2d_forward_fused(&g, &x, fused, &weight_data, bias_data.as_deref(), &mut out);
