@@ -130,6 +130,21 @@ fn train_resume_sample_nll_info() {
     let pad = (info.height - 8 * 28) / 9;
     assert!(pad > 0 && info.height == 8 * 28 + 9 * pad && info.width == 11 * 28 + 12 * pad, "{}x{}", info.width, info.height);
     ok(&ddpm(&["sample", "--checkpoint", resumed.to_str().unwrap(), "--sampler", "ddpm", "--count", "2", "--out", grid.to_str().unwrap()]));
+    // Ancestral sampling on 20 of the 25 steps: DDIM-20's kept steps, 20 model calls.
+    let respaced = |steps: &str| {
+        let args = ["sample", "--checkpoint", resumed.to_str().unwrap(), "--sampler", "ddpm", "--steps", steps, "--count", "2"];
+        ddpm(&[&args[..], &["--out", grid.to_str().unwrap(), "--trajectory", strip.to_str().unwrap()]].concat())
+    };
+    let drawn = respaced("20");
+    let out = ok(&drawn);
+    assert!(out.contains("(ancestral, 20 of 25 steps)") && out.contains("trajectory at t = 24,20,18,15,13,10,8,5,3,0 "), "{out}");
+    let stderr = String::from_utf8_lossy(&drawn.stderr);
+    assert!(stderr.lines().last().is_some_and(|l| l.starts_with("sample: 20/20 model calls (100%)")), "{stderr}");
+    let e = fails(&respaced("26"), 2);
+    assert!(
+        e.contains("--steps") && e.contains("ancestral sampling keeps") && e.contains("T = 25 of the model's timesteps, got 26"),
+        "{e}"
+    );
     ok(&ddpm(&[
         "sample",
         "--checkpoint",

@@ -202,9 +202,13 @@ pub struct SamplerArgs {
     /// Sampling algorithm.
     #[arg(long, value_enum, default_value = "ddim")]
     pub sampler: SamplerKind,
-    /// DDIM / Langevin: number of timesteps used.
-    #[arg(long, default_value_t = SamplerChoice::DDIM_50.steps)]
-    pub steps: usize,
+    /// Number of timesteps used, evenly spaced (Langevin: noise levels visited).
+    /// Default: 50 for DDIM and Langevin, all T for ancestral sampling; ancestral
+    /// sampling on fewer steps runs Algorithm 2 on the respaced schedule, with the
+    /// checkpoint's variance (`eval --variance` overrides it) read from that schedule
+    /// (chapter 10).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// DDIM: eta (0 = deterministic; 1 = the posterior's noise at every step, which
     /// scores better at 50 steps, chapter 10).
     #[arg(long, default_value_t = SamplerChoice::DDIM_50.eta)]

@@ -31,7 +31,11 @@ use std::sync::atomic::AtomicBool;
 /// Whatever the command reports.
 pub fn run(cli: Cli, interrupt: &AtomicBool) -> Result<(String, u8)> {
     let set = |sampling: &SamplerArgs, count: usize, seed: u64| SampleSet {
-        sampler: SamplerChoice { kind: sampling.sampler, steps: sampling.steps, eta: sampling.eta },
+        sampler: SamplerChoice {
+            kind: sampling.sampler,
+            steps: sampling.steps.or(SamplerChoice::default_steps(sampling.sampler)),
+            eta: sampling.eta,
+        },
         count,
         seed,
     };

@@ -209,8 +209,8 @@ pub fn eval(
     samples_out: Option<&Path>,
 ) -> Result<(EvalReport, String)> {
     let SampleSet { sampler, count, seed } = set;
-    if count < 2 || sampler.steps == 0 {
-        return Err(Error::InvalidArgument { what: "--samples/--steps", reason: "need at least 2 samples and 1 step".into() });
+    if count < 2 {
+        return Err(Error::InvalidArgument { what: "--samples", reason: format!("needs at least 2 samples, got {count}") });
     }
     if loaded.config.data != Dataset::Mnist {
         return Err(Error::InvalidArgument { what: "--checkpoint", reason: "eval needs a checkpoint trained on MNIST".into() });
@@ -242,7 +242,7 @@ pub fn eval(
             ("checkpoint", loaded.path.display().to_string()),
             ("step", loaded.step.to_string()),
             ("sampler", format!("{:?}", sampler.kind)),
-            ("steps", sampler.steps.to_string()),
+            ("steps", sampler.kept_steps(loaded.config.timesteps).to_string()),
             ("eta", sampler.eta.to_string()),
             ("seed", seed.to_string()),
         ];

@@ -25,7 +25,7 @@ use crate::eval::judge::{draw_many, save_sample_grid, EvalReport, Judge};
 use crate::run::config::{ModelConfig, TrainConfig};
 use crate::run::model::Loaded;
 use crate::run::progress::Progress;
-use crate::run::sampling::{SamplerChoice, SamplerKind};
+use crate::run::sampling::SamplerChoice;
 use crate::run::train::Session;
 use ddpm::{LossKind, VarianceKind};
 use std::fmt::Write as _;
@@ -153,7 +153,7 @@ pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
                 let model = loaded.model(false)?;
                 let mut config = loaded.config.clone();
                 config.variance = row.variance;
-                let ancestral = SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 };
+                let ancestral = SamplerChoice::ANCESTRAL;
                 let samples = draw_many(&model, &config, ancestral, args.samples, args.base.seed, &Progress::hidden())?;
                 save_sample_grid(&args.out.join(format!("{}.png", row.slug())), &samples)?;
                 let eval = judge.score(&samples, args.base.seed)?;

@@ -10,7 +10,7 @@ use crate::render::raster::save_png;
 use crate::run::config::{Dataset, TrainConfig};
 use crate::run::model::{Loaded, ELAPSED_KEY};
 use crate::run::progress::Progress;
-use crate::run::sampling::{draw_in_batches, model_calls, save_samples, SamplerChoice, SamplerKind, SAMPLE_BATCH};
+use crate::run::sampling::{draw_in_batches, model_calls, save_samples, SamplerChoice, SAMPLE_BATCH};
 use crate::run::validate;
 use ddpm::q_sample;
 use ddpm::sampler::Frame;
@@ -57,7 +57,6 @@ pub struct SampleSet {
 pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory: Option<&Path>) -> Result<String> {
     let config = &loaded.config;
     let SampleSet { sampler, count, seed } = set;
-    let (kind, steps) = (sampler.kind, sampler.steps);
     if count == 0 {
         return Err(Error::InvalidArgument { what: "--count", reason: "must be at least 1".into() });
     }
@@ -68,10 +67,7 @@ pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory
     }
     let model = loaded.model(raw)?;
     // The timesteps whose state the trajectory shows: ten along the sampler's path.
-    let path_steps = match kind {
-        SamplerKind::Ddpm => (0..config.timesteps).collect(),
-        SamplerKind::Ddim | SamplerKind::Langevin => evenly_spaced_timesteps(config.timesteps, steps.clamp(2, config.timesteps))?,
-    };
+    let path_steps = evenly_spaced_timesteps(config.timesteps, sampler.kept_steps(config.timesteps))?;
     let record: Vec<usize> = if trajectory.is_some() {
         require_images(config, "--trajectory")?;
         trajectory_timesteps(&path_steps)

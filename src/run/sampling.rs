@@ -9,7 +9,7 @@ use crate::run::config::{Dataset, TrainConfig};
 use crate::run::model::Model;
 use crate::run::progress::Progress;
 use crate::run::watched::Watched;
-use ddpm::sampler::{sample_ancestral, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
+use ddpm::sampler::{sample_ancestral, sample_ancestral_respaced, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
 use ddpm::schedule::evenly_spaced_timesteps;
 use std::path::Path;
 use tensor::rng;
@@ -29,8 +29,9 @@ pub enum SamplerKind {
 #[derive(Clone, Copy, Debug)]
 pub struct SamplerChoice {
     pub kind: SamplerKind,
-    /// DDIM: timesteps used; Langevin: noise levels visited.
-    pub steps: usize,
+    /// Timesteps used (DDIM and ancestral sampling, evenly spaced) or noise levels
+    /// visited (Langevin); `None` for all T of the model's.
+    pub steps: Option<usize>,
     /// DDIM's eta.
     pub eta: f64,
 }
@@ -41,16 +42,38 @@ impl SamplerChoice {
     /// better than eta 0 on the quick preset's models (3.7-5.1 points recognisable,
     /// 26-53 of MNIST-FID) and at least as well on the course UNet (chapter 10,
     /// "The sampler's noise").
-    pub const DDIM_50: SamplerChoice = SamplerChoice { kind: SamplerKind::Ddim, steps: 50, eta: 1.0 };
+    pub const DDIM_50: SamplerChoice = SamplerChoice { kind: SamplerKind::Ddim, steps: Some(50), eta: 1.0 };
 
-    /// "DDIM-50, eta 1", "ancestral, 1000 steps", "Langevin, 10 levels x 5 steps":
-    /// the sampler as `sample` and `eval` report it, for a model of `timesteps` steps.
+    /// Ancestral sampling over every timestep: Ho et al.'s Algorithm 2 as written.
+    pub const ANCESTRAL: SamplerChoice = SamplerChoice { kind: SamplerKind::Ddpm, steps: None, eta: 1.0 };
+
+    /// The steps a sampler takes when `--steps` is not given: 50 for DDIM and
+    /// Langevin, every timestep for ancestral sampling.
+    #[must_use]
+    pub fn default_steps(kind: SamplerKind) -> Option<usize> {
+        match kind {
+            SamplerKind::Ddpm => None,
+            SamplerKind::Ddim | SamplerKind::Langevin => SamplerChoice::DDIM_50.steps,
+        }
+    }
+
+    /// The timesteps (or Langevin's noise levels) used with a model of `timesteps`.
+    #[must_use]
+    pub fn kept_steps(&self, timesteps: usize) -> usize {
+        self.steps.map_or(timesteps, |steps| steps.min(timesteps))
+    }
+
+    /// "DDIM-50, eta 1", "ancestral, 1000 steps", "ancestral, 50 of 1000 steps",
+    /// "Langevin, 10 levels x 5 steps": the sampler as `sample` and `eval` report it,
+    /// for a model of `timesteps` steps.
     #[must_use]
     pub fn describe(&self, timesteps: usize) -> String {
+        let kept = self.kept_steps(timesteps);
         match self.kind {
-            SamplerKind::Ddpm => format!("ancestral, {timesteps} steps"),
-            SamplerKind::Ddim => format!("DDIM-{}, eta {}", self.steps.min(timesteps), self.eta),
-            SamplerKind::Langevin => format!("Langevin, {} levels x {LANGEVIN_STEPS_PER_LEVEL} steps", self.steps.min(timesteps)),
+            SamplerKind::Ddpm if kept == timesteps => format!("ancestral, {timesteps} steps"),
+            SamplerKind::Ddpm => format!("ancestral, {kept} of {timesteps} steps"),
+            SamplerKind::Ddim => format!("DDIM-{kept}, eta {}", self.eta),
+            SamplerKind::Langevin => format!("Langevin, {kept} levels x {LANGEVIN_STEPS_PER_LEVEL} steps"),
         }
     }
 }
@@ -82,14 +105,14 @@ pub fn draw(
     draw_watched(&Watched::new(model, &Progress::hidden()), config, sampler, count, seed, record)
 }
 
-/// The model calls one batch of `draw` makes: one per kept timestep (DDIM), per
-/// timestep (ancestral), or per Langevin step.
+/// The model calls one batch of `draw` makes: one per kept timestep (DDIM and
+/// ancestral sampling), or per Langevin step.
 #[must_use]
 pub fn model_calls(config: &TrainConfig, sampler: SamplerChoice) -> usize {
+    let kept = sampler.kept_steps(config.timesteps);
     match sampler.kind {
-        SamplerKind::Ddpm => config.timesteps,
-        SamplerKind::Ddim => sampler.steps.min(config.timesteps),
-        SamplerKind::Langevin => sampler.steps.min(config.timesteps) * LANGEVIN_STEPS_PER_LEVEL,
+        SamplerKind::Ddpm | SamplerKind::Ddim => kept,
+        SamplerKind::Langevin => kept * LANGEVIN_STEPS_PER_LEVEL,
     }
 }
 
@@ -138,15 +161,22 @@ fn draw_watched(
     // Model call after model call: the other workers busy-wait between ops.
     let _awake = tensor::KeepAwake::new();
     let clip_denoised = config.data == Dataset::Mnist;
+    let kept = sampler.kept_steps(config.timesteps);
     let trajectory = match sampler.kind {
-        SamplerKind::Ddpm => sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r),
+        SamplerKind::Ddpm if kept == config.timesteps => {
+            sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r)
+        }
+        SamplerKind::Ddpm => {
+            let steps = evenly_spaced_timesteps(config.timesteps, kept)?;
+            sample_ancestral_respaced(&schedule, model, &shape, &steps, config.reverse_options(clip_denoised), record, &mut r)
+        }
         SamplerKind::Ddim => {
-            let steps = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
+            let steps = evenly_spaced_timesteps(config.timesteps, kept)?;
             let options = DdimOptions { eta: sampler.eta, parameterization: config.prediction, clip_denoised };
             sample_ddim(&schedule, model, &shape, &steps, options, record, &mut r)
         }
         SamplerKind::Langevin => {
-            let mut levels = evenly_spaced_timesteps(config.timesteps, sampler.steps.min(config.timesteps))?;
+            let mut levels = evenly_spaced_timesteps(config.timesteps, kept)?;
             levels.reverse();
             let options = LangevinOptions { levels, steps_per_level: LANGEVIN_STEPS_PER_LEVEL, step_size_ratio: LANGEVIN_STEP_RATIO };
             sample_langevin(&schedule, model, &shape, &options, record, &mut r)
@@ -217,26 +247,39 @@ mod tests {
         assert_eq!(SamplerChoice::DDIM_50.describe(1000), "DDIM-50, eta 1");
         assert_eq!(SamplerChoice::DDIM_50.describe(25), "DDIM-25, eta 1");
         assert_eq!(SamplerChoice { eta: 0.5, ..SamplerChoice::DDIM_50 }.describe(1000), "DDIM-50, eta 0.5");
-        assert_eq!(SamplerChoice { kind: SamplerKind::Ddpm, steps: 7, eta: 0.0 }.describe(1000), "ancestral, 1000 steps");
-        assert_eq!(SamplerChoice { kind: SamplerKind::Langevin, steps: 10, eta: 0.0 }.describe(1000), "Langevin, 10 levels x 5 steps");
+        assert_eq!(SamplerChoice::ANCESTRAL.describe(1000), "ancestral, 1000 steps");
+        assert_eq!(SamplerChoice { steps: Some(1000), ..SamplerChoice::ANCESTRAL }.describe(1000), "ancestral, 1000 steps");
+        assert_eq!(SamplerChoice { steps: Some(50), ..SamplerChoice::ANCESTRAL }.describe(1000), "ancestral, 50 of 1000 steps");
+        assert_eq!(SamplerChoice { kind: SamplerKind::Ddim, steps: None, eta: 0.0 }.describe(25), "DDIM-25, eta 0");
+        assert_eq!(
+            SamplerChoice { kind: SamplerKind::Langevin, steps: Some(10), eta: 0.0 }.describe(1000),
+            "Langevin, 10 levels x 5 steps"
+        );
     }
 
     #[test]
     fn model_calls_is_the_number_of_predictions_a_batch_makes() {
         let (config, model) = toy();
-        for (kind, steps) in [(SamplerKind::Ddpm, 7), (SamplerKind::Ddim, 7), (SamplerKind::Ddim, 50), (SamplerKind::Langevin, 7)] {
+        let cases = [
+            (SamplerKind::Ddpm, None),
+            (SamplerKind::Ddpm, Some(7)),
+            (SamplerKind::Ddim, Some(7)),
+            (SamplerKind::Ddim, Some(50)),
+            (SamplerKind::Langevin, Some(7)),
+        ];
+        for (kind, steps) in cases {
             let sampler = SamplerChoice { kind, steps, eta: 0.0 };
             // A total no count reaches: no log line within the test.
             let progress = Progress::logged("test", u64::MAX, "model calls");
             draw_in_batches(&model, &config, sampler, 3, 0, &[], &progress).unwrap();
-            assert_eq!(progress.position(), model_calls(&config, sampler) as u64, "{kind:?} with {steps} steps");
+            assert_eq!(progress.position(), model_calls(&config, sampler) as u64, "{kind:?} with {steps:?} steps");
         }
     }
 
     #[test]
     fn batches_are_seeded_one_after_another_and_only_the_first_records_frames() {
         let (config, model) = toy();
-        let sampler = SamplerChoice { kind: SamplerKind::Ddpm, steps: 0, eta: 0.0 };
+        let sampler = SamplerChoice::ANCESTRAL;
         let record = [99, 50];
         let count = SAMPLE_BATCH + 3;
         let all = draw_in_batches(&model, &config, sampler, count, 7, &record, &Progress::hidden()).unwrap();
@@ -255,7 +298,7 @@ mod tests {
     fn only_images_are_clipped_to_the_data_range() {
         // An untrained model predicts x_0 far outside [-1, 1]; DDIM's last step
         // returns that prediction, clipped for MNIST, left as it is for 2-D points.
-        let sampler = SamplerChoice { kind: SamplerKind::Ddim, steps: 2, eta: 0.0 };
+        let sampler = SamplerChoice { kind: SamplerKind::Ddim, steps: Some(2), eta: 0.0 };
         let mnist = TrainConfig { model: ModelConfig::Unet(nn::UNetConfig::tiny()), timesteps: 100, ..TrainConfig::preset(Preset::Quick) };
         let unet = Model::new(&mnist.model, 0).unwrap();
         let images = draw(&unet, &mnist, sampler, 4, 0, &[]).unwrap().sample.to_vec();

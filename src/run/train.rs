@@ -19,7 +19,7 @@ use crate::run::config::{Dataset, LrScheduleKind, TrainConfig};
 use crate::run::model::{Model, CONFIG_KEY, ELAPSED_KEY, FORMAT, FORMAT_KEY, STEP_KEY};
 use crate::run::progress::Progress;
 use crate::run::run_lock::{remove_stale_temp_files, RunLock};
-use crate::run::sampling::{draw, draw_in_batches, save_samples, toy_points, SamplerChoice, SamplerKind};
+use crate::run::sampling::{draw, draw_in_batches, save_samples, toy_points, SamplerChoice};
 use ddpm::{sample_timesteps, training_losses};
 use nn::{Adam, Checkpoint, Ema, Module, Optimizer};
 use rand::seq::SliceRandom;
@@ -467,11 +467,7 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
         None
     } else {
         let path = run.dir.join(format!("samples.{}", "png"));
-        let sampler = if config.data == Dataset::Mnist {
-            SamplerChoice::DDIM_50
-        } else {
-            SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 }
-        };
+        let sampler = if config.data == Dataset::Mnist { SamplerChoice::DDIM_50 } else { SamplerChoice::ANCESTRAL };
         let trajectory = draw_in_batches(&run.ema_model()?, &config, sampler, config.samples, config.seed, &[], &Progress::hidden())?;
         save_samples(&path, &config, &trajectory.sample)?;
         Some(path)
@@ -717,7 +713,7 @@ mod tests {
         assert_eq!(grids, ["step_0000002.png"]);
         assert_eq!(summary.samples, Some(dir.join("samples.png")));
         let ema = crate::run::model::Loaded::read(&dir.join("checkpoint.safetensors")).unwrap().model(false).unwrap();
-        let ancestral = SamplerChoice { kind: SamplerKind::Ddpm, steps: config.timesteps, eta: 1.0 };
+        let ancestral = SamplerChoice::ANCESTRAL;
         let trajectory = draw_in_batches(&ema, &config, ancestral, config.samples, config.seed, &[], &Progress::hidden()).unwrap();
         save_samples(&dir.join("expected.png"), &config, &trajectory.sample).unwrap();
         assert!(

@@ -10,8 +10,9 @@ fn invalid(what: &'static str, reason: String) -> Error {
     Error::InvalidArgument { what, reason }
 }
 
-/// The sampler flags for a model of `timesteps` steps: DDIM keeps between 2 and T
-/// of its timesteps and Langevin visits as many noise levels; eta is in [0, 1].
+/// The sampler flags for a model of `timesteps` steps: DDIM and ancestral sampling
+/// keep between 2 and T of its timesteps and Langevin visits as many noise levels;
+/// eta is in [0, 1].
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the flag, its value and its range.
@@ -20,17 +21,16 @@ pub fn sampler(args: &SamplerChoice, timesteps: usize) -> Result<()> {
         return Err(invalid("--eta", format!("DDIM's eta must be in [0, 1] (0 deterministic, 1 ancestral-like), got {}", args.eta)));
     }
     let what = match args.kind {
-        SamplerKind::Ddpm => return Ok(()),
+        SamplerKind::Ddpm => "ancestral sampling keeps",
         SamplerKind::Ddim => "DDIM keeps",
         SamplerKind::Langevin => "Langevin visits",
     };
-    if args.steps < 2 || args.steps > timesteps {
-        return Err(invalid(
-            "--steps",
-            format!("{what} at least 2 and at most T = {timesteps} of the model's timesteps, got {}", args.steps),
-        ));
+    match args.steps {
+        Some(steps) if steps < 2 || steps > timesteps => {
+            Err(invalid("--steps", format!("{what} at least 2 and at most T = {timesteps} of the model's timesteps, got {steps}")))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A number that must be finite and at least zero.
@@ -110,7 +110,7 @@ mod tests {
     use super::*;
 
     fn args(kind: SamplerKind, steps: usize, eta: f64) -> SamplerChoice {
-        SamplerChoice { kind, steps, eta }
+        SamplerChoice { kind, steps: Some(steps), eta }
     }
 
     #[test]
@@ -119,7 +119,10 @@ mod tests {
         assert!(sampler(&args(SamplerKind::Ddim, 25, 1.0), 25).is_ok());
         assert!(sampler(&args(SamplerKind::Ddim, 26, 0.0), 25).unwrap_err().to_string().contains("T = 25"));
         assert!(sampler(&args(SamplerKind::Langevin, 1, 0.0), 25).is_err());
-        assert!(sampler(&args(SamplerKind::Ddpm, 5000, 0.0), 25).is_ok());
+        assert!(sampler(&args(SamplerKind::Ddpm, 25, 0.0), 25).is_ok());
+        assert!(sampler(&args(SamplerKind::Ddpm, 26, 0.0), 25).unwrap_err().to_string().contains("ancestral sampling keeps"));
+        assert!(sampler(&args(SamplerKind::Ddpm, 1, 0.0), 25).unwrap_err().to_string().contains("--steps"));
+        assert!(sampler(&SamplerChoice::ANCESTRAL, 25).is_ok());
         for eta in [-0.1, 1.1, f64::NAN, f64::INFINITY] {
             assert!(sampler(&args(SamplerKind::Ddim, 10, eta), 25).unwrap_err().to_string().contains("--eta"), "{eta}");
         }

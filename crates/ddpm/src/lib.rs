@@ -61,7 +61,7 @@
 //! | 15 | Var[x_{t-1} \| x_t] = beta-tilde_t + coef1_t^2 Var[x_0 \| x_t] >= beta-tilde_t for any data; <= beta_t iff Var[x_0 \| x_t] <= 1 - alpha-bar_t (every x_t for Gaussian data of variance <= 1, on average over x_t for any data of variance <= 1); conventions at t = 0 | Ho §3.2; notes 002 §3.2 | [`VarianceKind::variances`] | `beta_and_beta_tilde_bracket_the_reverse_variance`, `note002_and_crate_docs_beta_tilde_and_beta_bracket_the_reverse_variance_only_under_conditions` (`crates/ddpm/tests/errata.rs`) |
 //! | 16 | the optimal eps_theta is E[eps \| x_t] and minimises L_simple | notes 000; Ho eq. 14 | [`DatasetOptimalPredictor`], [`training_losses`] | `the_exact_noise_predictor_minimises_l_simple`, `l_simple_of_the_exact_predictor_equals_its_quadrature_floor`, `training_losses_follow_their_definitions`, `the_dataset_posterior_is_bayes_rule_even_where_every_likelihood_underflows`, `the_exact_predictors_read_each_batch_item_at_its_own_timestep` |
 //! | 17 | Algorithm 2 = a draw from p(x_{t-1} \| x_t) built from the posterior | Ho Alg. 2, eq. 11; notes 003 eq. 13 | [`p_mean_variance`], [`p_sample`], [`sample_ancestral`] | `algorithm_2_update_equals_a_draw_from_the_reverse_posterior_step`, `ancestral_sampling_with_the_exact_predictor_returns_the_data_points` |
-//! | 18 | DDIM eta = 1 ~ ancestral with beta-tilde; eta = 0 deterministic | DDIM eq. 12, §4.1; notes 000 | [`ddim_step`], [`sample_ddim`] | `ddim_with_eta_one_matches_ancestral_and_with_eta_zero_is_deterministic`, `respaced_ddim_keeps_the_marginals_and_samples_the_data_distribution` |
+//! | 18 | DDIM eta = 1 ~ ancestral with beta-tilde, on every step or on respaced ones; eta = 0 deterministic | DDIM eq. 12, §4.1; notes 000 | [`ddim_step`], [`sample_ddim`], [`sample_ancestral_respaced`] | `ddim_with_eta_one_matches_ancestral_and_with_eta_zero_is_deterministic`, `respaced_ddim_keeps_the_marginals_and_samples_the_data_distribution`, `respaced_ancestral_sampling_with_the_posterior_variance_is_ddim_with_eta_one` |
 //! | 19 | a forward step is a Langevin step toward N(0, I); N(0, I) is stationary | notes 000 "DDPM <-> Langevin" | [`q_step_sample`], [`sample_langevin`] | `a_forward_step_is_a_langevin_step_toward_the_standard_normal`, `langevin_dynamics_with_the_exact_score_reaches_its_stationary_law` |
 //! | 20 | with the exact predictor, sampling returns the data points | notes 000; Ho §3.2 | [`DatasetOptimalPredictor`], [`sample_ancestral`] | `ancestral_sampling_with_the_exact_predictor_returns_the_data_points` |
 //! | 21 | variational transform: ln x = min_lambda (lambda x + b(lambda)), b(lambda) = -ln lambda - 1; the tangent at lambda = 1 / E w averages to Jensen's E ln w <= ln E w | notes 002 §2.3.1-2.3.2 | [`log_tangent`], [`log_tangent_intercept`], [`log_tangent_slope`] | `the_variational_transform_bounds_the_log_by_its_tangents` |
@@ -110,7 +110,8 @@ pub use posterior::{q_posterior_mean_from_eps, q_posterior_mean_variance};
 pub use predictor::{DatasetOptimalPredictor, GaussianOptimalPredictor, NoisePredictor};
 pub use reverse::{p_mean_variance, predict_xstart, Parameterization, ReverseOptions, ReverseStep, VarianceKind};
 pub use sampler::{
-    ddim_step, p_sample, sample_ancestral, sample_ddim, sample_langevin, DdimOptions, Frame, LangevinOptions, SampleStep, Trajectory,
+    ddim_step, p_sample, sample_ancestral, sample_ancestral_respaced, sample_ddim, sample_langevin, DdimOptions, Frame, LangevinOptions,
+    SampleStep, Trajectory,
 };
 pub use schedule::{coefficient_at, cosine_betas, evenly_spaced_timesteps, linear_betas, BetaSchedule, NoiseSchedule};
 pub use true_reverse::{q_reverse_step, GaussianMixture};

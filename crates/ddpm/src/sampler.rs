@@ -155,16 +155,56 @@ pub fn sample_ancestral<T: Float>(
     record: &[usize],
     rng: &mut Rng,
 ) -> Result<Trajectory<T>> {
-    let batch = check_shape("sample_ancestral", shape)?;
     check_timesteps("sample_ancestral", record, schedule.num_timesteps())?;
+    let all: Vec<usize> = (0..schedule.num_timesteps()).collect();
+    ancestral_on("sample_ancestral", schedule, &all, model, shape, options, record, rng)
+}
+
+/// Ancestral sampling on the kept code timesteps `use_timesteps` (strictly
+/// increasing) of `schedule`: Algorithm 2 run on the respaced schedule
+/// ([`NoiseSchedule::respaced`]; Nichol & Dhariwal 2021 §4), with the model called at
+/// the original timesteps. sigma^2 comes from the respaced schedule: `FixedLarge` is
+/// its beta', `FixedSmall` its posterior variance beta-tilde', a learned variance
+/// interpolates between the two. With `FixedSmall` this is DDIM with eta = 1
+/// ([`sample_ddim`]) written as the posterior's mean instead of Song et al.'s eq. 12;
+/// `FixedLarge` adds more noise at every step than any eta <= 1 does. Records a frame
+/// before each kept step in `record`.
+///
+/// # Errors
+/// Model errors, a bad shape, or invalid kept steps.
+pub fn sample_ancestral_respaced<T: Float>(
+    schedule: &NoiseSchedule,
+    model: &impl NoisePredictor<T>,
+    shape: &[usize],
+    use_timesteps: &[usize],
+    options: ReverseOptions,
+    record: &[usize],
+    rng: &mut Rng,
+) -> Result<Trajectory<T>> {
+    let respaced = schedule.respaced(use_timesteps)?;
+    ancestral_on("sample_ancestral_respaced", &respaced, use_timesteps, model, shape, options, record, rng)
+}
+
+/// Algorithm 2 on `schedule`, whose code step `k` the model knows as `steps[k]`.
+#[allow(clippy::too_many_arguments)]
+fn ancestral_on<T: Float>(
+    op: &'static str,
+    schedule: &NoiseSchedule,
+    steps: &[usize],
+    model: &impl NoisePredictor<T>,
+    shape: &[usize],
+    options: ReverseOptions,
+    record: &[usize],
+    rng: &mut Rng,
+) -> Result<Trajectory<T>> {
+    let batch = check_shape(op, shape)?;
     no_grad(|| {
         let mut x = Tensor::<T>::randn(shape, rng);
         let mut frames = Vec::new();
-        for step in (0..schedule.num_timesteps()).rev() {
-            let t = vec![step; batch];
-            let model_output = model.predict(&x, &t)?;
+        for (k, &step) in steps.iter().enumerate().rev() {
+            let model_output = model.predict(&x, &vec![step; batch])?;
             let noise = Tensor::<T>::randn(shape, rng);
-            let next = p_sample(schedule, &model_output, &x, &t, options, &noise)?;
+            let next = p_sample(schedule, &model_output, &x, &vec![k; batch], options, &noise)?;
             if record.contains(&step) {
                 frames.push(Frame { t: step, x_t: x.clone(), pred_xstart: next.pred_xstart });
             }

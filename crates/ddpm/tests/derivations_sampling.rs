@@ -6,9 +6,9 @@
 mod derivations_common;
 
 use ddpm::{
-    ddim_step, evenly_spaced_timesteps, p_mean_variance, p_sample, predict_eps_from_xstart, sample_ancestral, sample_ddim, sample_langevin,
-    BetaSchedule, DatasetOptimalPredictor, DdimOptions, GaussianOptimalPredictor, LangevinOptions, NoiseSchedule, Parameterization,
-    ReverseOptions, VarianceKind,
+    ddim_step, evenly_spaced_timesteps, p_mean_variance, p_sample, predict_eps_from_xstart, sample_ancestral, sample_ancestral_respaced,
+    sample_ddim, sample_langevin, BetaSchedule, DatasetOptimalPredictor, DdimOptions, GaussianOptimalPredictor, LangevinOptions,
+    NoiseSchedule, Parameterization, ReverseOptions, VarianceKind,
 };
 use derivations_common::{assert_mean_close, assert_variance_close, max_abs_diff};
 use tensor::{rng, Tensor};
@@ -176,6 +176,46 @@ fn respaced_ddim_keeps_the_marginals_and_samples_the_data_distribution() -> Test
     assert!((mean - data_mean).abs() < 0.01 + 5.0 * se, "DDIM mean {mean}");
     let var_se = var * (2.0 / (samples.len() as f64 - 1.0)).sqrt();
     assert!((var - data_std * data_std).abs() < 0.03 * data_std * data_std + 5.0 * var_se, "DDIM variance {var}");
+    Ok(())
+}
+
+#[test]
+fn respaced_ancestral_sampling_with_the_posterior_variance_is_ddim_with_eta_one() -> TestResult {
+    // Algorithm 2 on the respaced schedule (Nichol & Dhariwal §4) with sigma^2 = beta-tilde' draws, step for
+    // step, what DDIM with eta = 1 draws on the same kept steps: the same mean mu-tilde' (DDIM's eq. 12 written
+    // as the posterior's mean) and the same sigma z, so from the same seed the samples agree to rounding.
+    // On every step the respaced sampler is Algorithm 2 itself; 50 kept steps with the larger beta' differ.
+    let schedule = NoiseSchedule::new(BetaSchedule::Linear, 1000)?;
+    let predictor = GaussianOptimalPredictor::new(schedule.clone(), 0.5, 0.3);
+    let kept = evenly_spaced_timesteps(1000, 50)?;
+    let record = [kept[49], kept[20], 0];
+    for clip_denoised in [false, true] {
+        let options = |variance| ReverseOptions { variance, parameterization: Parameterization::Epsilon, clip_denoised };
+        let ancestral = sample_ancestral_respaced::<f64>(
+            &schedule,
+            &predictor,
+            &[64, 3],
+            &kept,
+            options(VarianceKind::FixedSmall),
+            &record,
+            &mut rng(71),
+        )?;
+        let ddim_options = DdimOptions { eta: 1.0, parameterization: Parameterization::Epsilon, clip_denoised };
+        let ddim = sample_ddim::<f64>(&schedule, &predictor, &[64, 3], &kept, ddim_options, &record, &mut rng(71))?;
+        assert!(max_abs_diff(&ancestral.sample.to_vec(), &ddim.sample.to_vec()) < 1e-9, "clip {clip_denoised}");
+        assert_eq!(ancestral.frames.iter().map(|f| f.t).collect::<Vec<_>>(), vec![kept[49], kept[20], 0]);
+        for (a, d) in ancestral.frames.iter().zip(&ddim.frames) {
+            assert!(max_abs_diff(&a.x_t.to_vec(), &d.x_t.to_vec()) < 1e-9, "frame at t = {}", a.t);
+        }
+        let large =
+            sample_ancestral_respaced::<f64>(&schedule, &predictor, &[64, 3], &kept, options(VarianceKind::FixedLarge), &[], &mut rng(71))?;
+        assert!(max_abs_diff(&large.sample.to_vec(), &ddim.sample.to_vec()) > 1e-3, "clip {clip_denoised}: beta' is not beta-tilde'");
+        let all: Vec<usize> = (0..1000).collect();
+        let every_step =
+            sample_ancestral_respaced::<f64>(&schedule, &predictor, &[8, 3], &all, options(VarianceKind::FixedLarge), &[], &mut rng(73))?;
+        let plain = sample_ancestral::<f64>(&schedule, &predictor, &[8, 3], options(VarianceKind::FixedLarge), &[], &mut rng(73))?;
+        assert!(max_abs_diff(&every_step.sample.to_vec(), &plain.sample.to_vec()) < 1e-9, "clip {clip_denoised}");
+    }
     Ok(())
 }
 
