@@ -9,7 +9,7 @@ use crate::run::config::{Dataset, TrainConfig};
 use crate::run::model::Model;
 use crate::run::progress::Progress;
 use crate::run::watched::Watched;
-use ddpm::sampler::{sample_ancestral, sample_ancestral_respaced, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
+use ddpm::sampler::{sample_ancestral_respaced, sample_ddim, sample_langevin, DdimOptions, LangevinOptions, Trajectory};
 use ddpm::schedule::evenly_spaced_timesteps;
 use std::path::Path;
 use tensor::rng;
@@ -163,9 +163,6 @@ fn draw_watched(
     let clip_denoised = config.data == Dataset::Mnist;
     let kept = sampler.kept_steps(config.timesteps);
     let trajectory = match sampler.kind {
-        SamplerKind::Ddpm if kept == config.timesteps => {
-            sample_ancestral(&schedule, model, &shape, config.reverse_options(clip_denoised), record, &mut r)
-        }
         SamplerKind::Ddpm => {
             let steps = evenly_spaced_timesteps(config.timesteps, kept)?;
             sample_ancestral_respaced(&schedule, model, &shape, &steps, config.reverse_options(clip_denoised), record, &mut r)
@@ -234,12 +231,39 @@ pub fn save_samples(path: &Path, config: &TrainConfig, samples: &tensor::Tensor<
 mod tests {
     use super::*;
     use crate::run::config::{ModelConfig, Preset};
+    use ddpm::BetaSchedule;
 
     /// The toy preset's MLP, untrained, with 100 timesteps: a batch samples in milliseconds.
     fn toy() -> (TrainConfig, Model) {
         let config = TrainConfig { timesteps: 100, ..TrainConfig::preset(Preset::Toy) };
         let model = Model::new(&config.model, 0).unwrap();
         (config, model)
+    }
+
+    #[test]
+    fn without_steps_ancestral_sampling_takes_every_step_and_the_others_fifty() {
+        // What `sample` and `eval` run when `--steps` is not given, on a model of T = 1000.
+        let calls = |kind| SamplerChoice { kind, steps: SamplerChoice::default_steps(kind), eta: 1.0 }.kept_steps(1000);
+        assert_eq!([calls(SamplerKind::Ddpm), calls(SamplerKind::Ddim), calls(SamplerKind::Langevin)], [1000, 50, 50]);
+        // and on a model of fewer steps than 50, all of them
+        assert_eq!(SamplerChoice { steps: SamplerChoice::default_steps(SamplerKind::Ddim), ..SamplerChoice::DDIM_50 }.kept_steps(25), 25);
+    }
+
+    #[test]
+    fn ancestral_sampling_over_every_step_draws_what_algorithm_2_draws_bit_for_bit() {
+        // `--sampler ddpm` runs on the schedule respaced to the kept steps, all T of them
+        // by default. Its betas, recomputed as 1 - alpha-bar_s / alpha-bar_(s-1), differ
+        // from the schedule's in the last bits of an f64, which the f32 coefficients
+        // round away: the samples are those of Algorithm 2 on the schedule itself, as
+        // they were before respacing existed.
+        for schedule in [BetaSchedule::Linear, BetaSchedule::Cosine] {
+            let config = TrainConfig { schedule, ..TrainConfig::preset(Preset::Toy) };
+            let model = Model::new(&config.model, 0).unwrap();
+            let drawn = draw(&model, &config, SamplerChoice::ANCESTRAL, 64, 3, &[]).unwrap().sample.to_vec();
+            let options = config.reverse_options(false);
+            let direct = ddpm::sample_ancestral(&config.noise_schedule().unwrap(), &model, &[64, 2], options, &[], &mut rng(3)).unwrap();
+            assert!(drawn == direct.sample.to_vec(), "{schedule:?}");
+        }
     }
 
     #[test]
