@@ -14,7 +14,7 @@ use crate::run::sampling::{draw_in_batches, model_calls, save_samples, SamplerCh
 use crate::run::validate;
 use ddpm::q_sample;
 use ddpm::sampler::Frame;
-use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
+use ddpm::schedule::{BetaSchedule, NoiseSchedule};
 use nn::Module;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -67,7 +67,7 @@ pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory
     }
     let model = loaded.model(raw)?;
     // The timesteps whose state the trajectory shows: ten along the sampler's path.
-    let path_steps = evenly_spaced_timesteps(config.timesteps, sampler.kept_steps(config.timesteps))?;
+    let path_steps = sampler.timesteps(config.timesteps)?;
     let record: Vec<usize> = if trajectory.is_some() {
         require_images(config, "--trajectory")?;
         trajectory_timesteps(&path_steps)

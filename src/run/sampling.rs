@@ -63,6 +63,15 @@ impl SamplerChoice {
         self.steps.map_or(timesteps, |steps| steps.min(timesteps))
     }
 
+    /// The code timesteps the sampler visits with a model of `timesteps`, increasing:
+    /// [`Self::kept_steps`] of them, evenly spaced, the first and the last included.
+    ///
+    /// # Errors
+    /// A step count below 2 (see [`crate::run::validate::sampler`]).
+    pub fn timesteps(&self, timesteps: usize) -> Result<Vec<usize>> {
+        Ok(evenly_spaced_timesteps(timesteps, self.kept_steps(timesteps))?)
+    }
+
     /// "DDIM-50, eta 1", "ancestral, 1000 steps", "ancestral, 50 of 1000 steps",
     /// "Langevin, 10 levels x 5 steps": the sampler as `sample` and `eval` report it,
     /// for a model of `timesteps` steps.
@@ -161,19 +170,17 @@ fn draw_watched(
     // Model call after model call: the other workers busy-wait between ops.
     let _awake = tensor::KeepAwake::new();
     let clip_denoised = config.data == Dataset::Mnist;
-    let kept = sampler.kept_steps(config.timesteps);
+    let steps = sampler.timesteps(config.timesteps)?;
     let trajectory = match sampler.kind {
         SamplerKind::Ddpm => {
-            let steps = evenly_spaced_timesteps(config.timesteps, kept)?;
             sample_ancestral_respaced(&schedule, model, &shape, &steps, config.reverse_options(clip_denoised), record, &mut r)
         }
         SamplerKind::Ddim => {
-            let steps = evenly_spaced_timesteps(config.timesteps, kept)?;
             let options = DdimOptions { eta: sampler.eta, parameterization: config.prediction, clip_denoised };
             sample_ddim(&schedule, model, &shape, &steps, options, record, &mut r)
         }
         SamplerKind::Langevin => {
-            let mut levels = evenly_spaced_timesteps(config.timesteps, kept)?;
+            let mut levels = steps;
             levels.reverse();
             let options = LangevinOptions { levels, steps_per_level: LANGEVIN_STEPS_PER_LEVEL, step_size_ratio: LANGEVIN_STEP_RATIO };
             sample_langevin(&schedule, model, &shape, &options, record, &mut r)
