@@ -38,6 +38,48 @@ fn conv_with_zero_stride_or_oversized_kernel() {
 }
 
 #[test]
+fn conv_kernel_checked_against_each_padded_side() {
+    // One side too small is enough to refuse, whichever side it is.
+    let err = zeros(&[1, 1, 8, 2]).conv2d(&zeros(&[1, 1, 3, 3]), None, 1, 0).unwrap_err();
+    assert_eq!(err.to_string(), "conv2d: shape mismatch: kernel 3x3 larger than the padded input 8x2");
+    let err = zeros(&[1, 1, 2, 8]).conv2d(&zeros(&[1, 1, 3, 3]), None, 1, 0).unwrap_err();
+    assert_eq!(err.to_string(), "conv2d: shape mismatch: kernel 3x3 larger than the padded input 2x8");
+    // The padding counts twice: 3 + 2 * 0 < 5 is refused, 1 + 2 * 1 = 3 is not.
+    assert!(zeros(&[1, 1, 3, 3]).conv2d(&zeros(&[1, 1, 5, 5]), None, 1, 0).is_err());
+    assert_eq!(zeros(&[1, 1, 1, 1]).conv2d(&zeros(&[1, 1, 3, 3]), None, 1, 1).unwrap().dims(), [1, 1, 1, 1]);
+    // A kernel exactly the size of the padded input fits once.
+    assert_eq!(zeros(&[1, 1, 3, 4]).conv2d(&zeros(&[2, 1, 3, 4]), None, 1, 0).unwrap().dims(), [1, 2, 1, 1]);
+    assert_eq!(zeros(&[1, 1, 2, 3]).conv2d(&zeros(&[1, 1, 4, 5]), None, 1, 1).unwrap().dims(), [1, 1, 1, 1]);
+}
+
+#[test]
+fn conv_of_a_wrong_rank_on_either_side() {
+    let err = zeros(&[1, 4, 4]).conv2d(&zeros(&[1, 1, 3, 3]), None, 1, 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d: shape mismatch: needs x [N, C, H, W] and weight [K, C, kh, kw], got x [1, 4, 4] and weight [1, 1, 3, 3]"
+    );
+    assert!(zeros(&[1, 1, 4, 4]).conv2d(&zeros(&[1, 3, 3]), None, 1, 1).is_err());
+}
+
+#[test]
+fn attention_of_unequal_or_wrong_rank_inputs() {
+    let (q, v) = (zeros(&[1, 2, 3]), zeros(&[1, 2, 4]));
+    let err = tensor::attention(&q, &q, &v).unwrap_err();
+    assert_eq!(err.to_string(), "attention: shape mismatch: q [1, 2, 3], k [1, 2, 3], v [1, 2, 4] must all be [B, C, L]");
+    assert!(tensor::attention(&q, &v, &q).is_err());
+    let flat = zeros(&[2, 3]);
+    assert!(matches!(tensor::attention(&flat, &flat, &flat), Err(Error::ShapeMismatch { op: "attention", .. })));
+}
+
+#[test]
+fn cross_entropy_of_a_wrong_label_count_or_rank() {
+    let err = zeros(&[2, 3]).cross_entropy(&[0]).unwrap_err();
+    assert_eq!(err.to_string(), "cross_entropy: shape mismatch: logits [2, 3] with 1 labels; expected [N, classes] and N labels");
+    assert!(matches!(zeros(&[2, 3, 1]).cross_entropy(&[0, 1]), Err(Error::ShapeMismatch { op: "cross_entropy", .. })));
+}
+
+#[test]
 fn reshape_to_a_different_element_count() {
     let err = zeros(&[2, 3]).reshape(&[4, 2]).unwrap_err();
     assert_eq!(err.to_string(), "reshape: shape [2, 3] has 6 elements but [4, 2] needs 8");
