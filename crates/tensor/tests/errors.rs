@@ -13,6 +13,14 @@ fn matmul_of_mismatched_inner_sizes() {
 }
 
 #[test]
+fn matmul_of_a_vector_on_either_side() {
+    // The inner sizes agree (3 and 3); the rank alone is wrong.
+    let err = zeros(&[3]).matmul(&zeros(&[3, 4])).unwrap_err();
+    assert_eq!(err.to_string(), "matmul: shape mismatch: cannot multiply 3 by 3x4");
+    assert!(matches!(zeros(&[2, 3]).matmul(&zeros(&[3])), Err(Error::ShapeMismatch { op: "matmul", .. })));
+}
+
+#[test]
 fn matmul_of_unbroadcastable_batches() {
     let err = zeros(&[2, 3, 4]).matmul(&zeros(&[3, 4, 5])).unwrap_err();
     assert_eq!(err, Error::Broadcast { op: "matmul", lhs: vec![2], rhs: vec![3] });

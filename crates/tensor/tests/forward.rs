@@ -66,3 +66,52 @@ fn nearest_upsampling_copies_pixel_i_over_s_j_over_s() {
     assert_eq!(randn(&[1, 2, 3, 0], 6).upsample_nearest2d(2).unwrap().dims(), [1, 2, 6, 0]);
     assert_eq!(randn(&[1, 2, 0, 3], 7).upsample_nearest2d(2).unwrap().dims(), [1, 2, 0, 6]);
 }
+
+#[test]
+fn matmul_with_an_empty_axis() {
+    // No rows or no columns: an empty product. No inner axis (k = 0): every entry
+    // is an empty sum, 0, whatever the output buffer held before.
+    assert_eq!(randn(&[0, 3], 8).matmul(&randn(&[3, 4], 9)).unwrap().dims(), [0, 4]);
+    assert_eq!(randn(&[2, 3], 10).matmul(&randn(&[3, 0], 11)).unwrap().dims(), [2, 0]);
+    assert_eq!(randn(&[5, 0, 3], 12).matmul(&randn(&[5, 3, 2], 13)).unwrap().dims(), [5, 0, 2]);
+    for seed in 0..3 {
+        // A freed buffer of the output's size, full of non-zero values, for the pool to hand out.
+        drop(randn(&[4, 2, 3], 16 + seed).exp());
+        let product = randn(&[4, 2, 0], 14).matmul(&randn(&[4, 0, 3], 15)).unwrap();
+        assert_eq!(product.dims(), [4, 2, 3]);
+        assert!(product.to_vec().iter().all(|&v| v == 0.0), "{:?}", product.to_vec());
+    }
+}
+
+#[test]
+fn unary_ops_are_their_formulas() {
+    // Both signs, values near 0, and |x| = 30 where exp(x) or exp(-x) is huge: the
+    // stable sigmoid must still give 1 / (1 + e^-x) there.
+    let xs = [-30.0, -2.5, -1.0, -0.3, 0.0, 0.2, 0.7, 1.5, 4.0, 30.0];
+    let x = Tensor::from_vec(xs.to_vec(), &[2, 5]).unwrap();
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    // GELU's tanh approximation with c = sqrt(2 / pi).
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let gelu = |v: f64| 0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh());
+    let cases: [(&str, Tensor<f64>, fn(f64) -> f64); 8] = [
+        ("neg", x.neg(), |v| -v),
+        ("exp", x.exp(), f64::exp),
+        ("tanh", x.tanh(), f64::tanh),
+        ("relu", x.relu(), |v| v.max(0.0)),
+        ("abs", x.abs(), f64::abs),
+        ("sqr", x.sqr(), |v| v * v),
+        ("clamp", x.clamp(-1.0, 1.5), |v| v.clamp(-1.0, 1.5)),
+        ("affine", x.affine(-1.5, 0.25), |v| -1.5 * v + 0.25),
+    ];
+    for (name, got, f) in cases {
+        assert_close(&got.to_vec(), &xs.map(f), name);
+    }
+    assert_close(&x.sigmoid().to_vec(), &xs.map(sigmoid), "sigmoid");
+    assert_close(&x.silu().to_vec(), &xs.map(|v| v * sigmoid(v)), "silu");
+    assert_close(&x.gelu().to_vec(), &xs.map(gelu), "gelu");
+    let positive = x.abs().add_scalar(0.5);
+    let ps = xs.map(|v| v.abs() + 0.5);
+    assert_close(&positive.log().to_vec(), &ps.map(f64::ln), "log");
+    assert_close(&positive.sqrt().to_vec(), &ps.map(f64::sqrt), "sqrt");
+    assert_close(&positive.powf(2.5).to_vec(), &ps.map(|v| v.powf(2.5)), "powf");
+}
