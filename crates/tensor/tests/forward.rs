@@ -83,6 +83,9 @@ fn matmul_with_an_empty_axis() {
     }
 }
 
+/// A unary op's definition, applied to one f64.
+type Formula = fn(f64) -> f64;
+
 #[test]
 fn unary_ops_are_their_formulas() {
     // Both signs, values near 0, and |x| = 30 where exp(x) or exp(-x) is huge: the
@@ -93,7 +96,7 @@ fn unary_ops_are_their_formulas() {
     // GELU's tanh approximation with c = sqrt(2 / pi).
     let c = (2.0 / std::f64::consts::PI).sqrt();
     let gelu = |v: f64| 0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh());
-    let cases: [(&str, Tensor<f64>, fn(f64) -> f64); 8] = [
+    let cases: [(&str, Tensor<f64>, Formula); 8] = [
         ("neg", x.neg(), |v| -v),
         ("exp", x.exp(), f64::exp),
         ("tanh", x.tanh(), f64::tanh),
