@@ -1,5 +1,5 @@
 //! Forward ops against loops written from their definitions, in f64, on shapes
-//! where no two sizes are equal (so a swapped or added size cannot pass).
+//! whose sizes differ from one another (so a swapped or added size cannot pass).
 //!
 //! The gradient checks compare each backward rule with finite differences of the
 //! forward, so a wrong forward with a consistent gradient passes them; these
@@ -45,9 +45,9 @@ fn attention_is_the_softmax_of_scaled_dot_products_weighting_the_values() {
 #[test]
 fn nearest_upsampling_copies_pixel_i_over_s_j_over_s() {
     // 3 is neither the height nor the width, and w + s differs from w s. The
-    // second shape has 3 * 4 * 52 * 56 = 34,944 outputs, over the 2^15 at which
+    // second shape has 3 * 5 * 52 * 56 = 43,680 outputs, over the 2^15 at which
     // the rows are split across threads.
-    for (seed, (n, c, h, w, s)) in [(2, 1, 2, 4, 3), (3, 4, 13, 14, 4)].into_iter().enumerate() {
+    for (seed, (n, c, h, w, s)) in [(2, 1, 2, 4, 3), (3, 5, 13, 14, 4)].into_iter().enumerate() {
         let x = randn(&[n, c, h, w], 4 + seed as u64);
         let xd = x.to_vec();
         let got = x.upsample_nearest2d(s).unwrap();
@@ -75,10 +75,11 @@ fn matmul_with_an_empty_axis() {
     assert_eq!(randn(&[2, 3], 10).matmul(&randn(&[3, 0], 11)).unwrap().dims(), [2, 0]);
     assert_eq!(randn(&[5, 0, 3], 12).matmul(&randn(&[5, 3, 2], 13)).unwrap().dims(), [5, 0, 2]);
     for seed in 0..3 {
-        // A freed buffer of the output's size, full of non-zero values, for the pool to hand out.
-        drop(randn(&[4, 2, 3], 16 + seed).exp());
-        let product = randn(&[4, 2, 0], 14).matmul(&randn(&[4, 0, 3], 15)).unwrap();
-        assert_eq!(product.dims(), [4, 2, 3]);
+        // A freed buffer of the output's size, full of non-zero values, for the pool to
+        // hand out: 4 * 32 * 40 f64 are 40 KiB, over the pool's 32 KiB minimum.
+        drop(randn(&[4, 32, 40], 16 + seed).exp());
+        let product = randn(&[4, 32, 0], 14).matmul(&randn(&[4, 0, 40], 15)).unwrap();
+        assert_eq!(product.dims(), [4, 32, 40]);
         assert!(product.to_vec().iter().all(|&v| v == 0.0), "{:?}", product.to_vec());
     }
 }
