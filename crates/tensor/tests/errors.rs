@@ -112,3 +112,61 @@ fn other_bad_arguments() {
     assert!(Tensor::<f32>::cat(&[], 0).is_err());
     assert!(zeros(&[2, 3]).backward().is_err());
 }
+
+#[test]
+fn max_and_argmax_of_an_empty_axis() {
+    let err = zeros(&[2, 0]).max(&[1], false).unwrap_err();
+    assert_eq!(err.to_string(), "max: reducing an empty axis of [2, 0]");
+    assert!(matches!(zeros(&[0, 3]).argmax(0), Err(Error::InvalidArgument { op: "argmax", .. })));
+    assert!(matches!(zeros(&[2, 3]).argmax(2), Err(Error::AxisOutOfRange { op: "argmax", axis: 2, rank: 2 })));
+}
+
+#[test]
+fn gather_of_a_wrong_index_shape_or_value() {
+    let x = zeros(&[3, 4]);
+    // The index's rank, its value count, and its size off the gathered axis.
+    let err = x.gather(1, &[0; 6], &[6]).unwrap_err();
+    assert_eq!(err.to_string(), "gather: shape mismatch: index of shape [6] (6 values) for x [3, 4] along axis 1");
+    assert!(matches!(x.gather(1, &[0; 5], &[3, 2]), Err(Error::ShapeMismatch { op: "gather", .. })));
+    assert!(matches!(x.gather(1, &[0; 4], &[2, 2]), Err(Error::ShapeMismatch { op: "gather", .. })));
+    // Any size along the axis itself is fine; an index past its end is not.
+    assert_eq!(x.gather(1, &[3; 9], &[3, 3]).unwrap().dims(), [3, 3]);
+    let err = x.gather(1, &[0, 1, 4], &[3, 1]).unwrap_err();
+    assert_eq!(err.to_string(), "gather: index 4 out of range for axis 1 of [3, 4]");
+}
+
+#[test]
+fn views_of_a_wrong_axis_or_shape() {
+    let err = zeros(&[2, 3]).squeeze(1).unwrap_err();
+    assert_eq!(err.to_string(), "squeeze: axis 1 of [2, 3] has size 3, not 1");
+    assert!(matches!(zeros(&[2, 3]).unsqueeze(3), Err(Error::AxisOutOfRange { op: "unsqueeze", axis: 3, rank: 3 })));
+    // An axis past the rank, a repeated axis, and too few axes are not permutations.
+    for perm in [&[0, 2][..], &[1, 1], &[1]] {
+        let err = zeros(&[2, 3]).permute(perm).unwrap_err();
+        assert_eq!(err.to_string(), format!("permute: {perm:?} is not a permutation of the axes of [2, 3]"));
+    }
+    assert!(matches!(zeros(&[3]).t(), Err(Error::InvalidArgument { op: "t", .. })));
+    assert!(matches!(zeros(&[2, 3]).transpose(0, 2), Err(Error::AxisOutOfRange { op: "transpose", .. })));
+    assert!(matches!(zeros(&[3]).broadcast_to(&[1]), Err(Error::Broadcast { op: "broadcast_to", .. })));
+}
+
+#[test]
+fn cat_of_disagreeing_shapes() {
+    let err = Tensor::cat(&[zeros(&[2, 3]), zeros(&[3, 4])], 0).unwrap_err();
+    assert_eq!(err.to_string(), "cat: shape mismatch: [2, 3] and [3, 4] differ outside axis 0");
+    // The same sizes as far as they go, but a different rank.
+    assert!(matches!(Tensor::cat(&[zeros(&[2, 3]), zeros(&[2, 3, 1])], 0), Err(Error::ShapeMismatch { op: "cat", .. })));
+}
+
+#[test]
+fn group_norm_of_a_wrong_rank_group_count_or_parameter() {
+    let (w, b) = (zeros(&[6]), zeros(&[6]));
+    let err = zeros(&[6]).group_norm(3, &w, &b, 1e-5).unwrap_err();
+    assert_eq!(err.to_string(), "group_norm: shape mismatch: x needs shape [N, C, ...], got [6]");
+    let err = zeros(&[2, 6]).group_norm(0, &w, &b, 1e-5).unwrap_err();
+    assert_eq!(err.to_string(), "group_norm: 6 channels do not split into 0 groups");
+    // A wrong weight or a wrong bias, each alone.
+    let err = zeros(&[2, 6, 3]).group_norm(3, &zeros(&[5]), &b, 1e-5).unwrap_err();
+    assert_eq!(err.to_string(), "group_norm: shape mismatch: weight [5] and bias [6] should both be [6] for x [2, 6, 3]");
+    assert!(matches!(zeros(&[2, 6, 3]).group_norm_silu(3, &w, &zeros(&[5]), 1e-5), Err(Error::ShapeMismatch { op: "group_norm", .. })));
+}
