@@ -277,9 +277,9 @@ fn a_binary_op_with_one_output_element_reads_each_view_at_its_offset() {
 #[test]
 fn group_norm_is_shift_invariant_far_from_zero() {
     // (x - mean) / std does not change when a constant is added to x. With the
-    // data 10^6 away from 0 in f64, the sum of squares minus n mean^2 would lose
-    // about 10 of its 16 digits to cancellation; the two-pass variance (squared
-    // deviations from the mean) keeps the result to 1e-8.
+    // data 10^6 away from 0 (so x^2 about 10^12) in f64, the sum of squares minus
+    // n mean^2 would lose about 12 of its 16 digits to cancellation; the two-pass
+    // variance (squared deviations from the mean) keeps the result to 1e-8.
     let x = randn(&[2, 6, 5, 7], 51);
     let (w, b) = (randn(&[6], 52), randn(&[6], 53));
     let near = x.group_norm(3, &w, &b, 1e-5).unwrap();
