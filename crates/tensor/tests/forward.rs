@@ -249,6 +249,8 @@ fn gather_reads_x_at_the_index_along_its_axis() {
 
 #[test]
 fn squeeze_unsqueeze_and_cat_keep_the_elements_in_order() {
+    // unsqueeze(a) inserts an axis of size 1 at a, squeeze(a) removes it; neither
+    // moves an element in row-major order.
     let x = randn(&[2, 3], 41);
     for (axis, dims) in [(0, [1, 2, 3]), (1, [2, 1, 3]), (2, [2, 3, 1])] {
         let u = x.unsqueeze(axis).unwrap();
