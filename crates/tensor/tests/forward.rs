@@ -180,15 +180,12 @@ fn variance_divides_by_n_or_by_n_minus_one() {
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (v.len() - usize::from(unbiased)) as f64
     };
+    // The (i, k) pairs of axes 0 and 2, in row-major order.
+    let pairs = || (0..2).flat_map(|i| (0..3).map(move |k| (i, k)));
     for unbiased in [false, true] {
-        let rows: Vec<f64> = (0..2)
-            .flat_map(|i| (0..3).map(move |k| (i, k)))
-            .map(|(i, k)| variance(&(0..4).map(|j| at(i, j, k)).collect::<Vec<_>>(), unbiased))
-            .collect();
+        let rows: Vec<f64> = pairs().map(|(i, k)| variance(&(0..4).map(|j| at(i, j, k)).collect::<Vec<_>>(), unbiased)).collect();
         assert_close(&x.var(&[1], false, unbiased).unwrap().to_vec(), &rows, &format!("var over 1, unbiased {unbiased}"));
-        let cols: Vec<f64> = (0..4)
-            .map(|j| variance(&(0..2).flat_map(|i| (0..3).map(move |k| (i, k))).map(|(i, k)| at(i, j, k)).collect::<Vec<_>>(), unbiased))
-            .collect();
+        let cols: Vec<f64> = (0..4).map(|j| variance(&pairs().map(|(i, k)| at(i, j, k)).collect::<Vec<_>>(), unbiased)).collect();
         assert_close(&x.var(&[0, 2], false, unbiased).unwrap().to_vec(), &cols, &format!("var over 0 and 2, unbiased {unbiased}"));
     }
 }
@@ -219,16 +216,19 @@ fn gather_reads_x_at_the_index_along_its_axis() {
     let dims = [3, 4, 5];
     let x = randn(&dims, 31);
     let xd = x.to_vec();
+    let read = |c: [usize; 3]| xd[(c[0] * 4 + c[1]) * 5 + c[2]];
     for axis in 0..3 {
-        let mut index_dims = dims.to_vec();
+        let mut index_dims = dims;
         index_dims[axis] = 2;
         let n: usize = index_dims.iter().product();
+        // The coordinates of output element f, row-major in index_dims.
+        let coords = |f: usize| [f / (index_dims[1] * index_dims[2]), f / index_dims[2] % index_dims[1], f % index_dims[2]];
         let index: Vec<usize> = (0..n).map(|f| (f * 5 + 3) % dims[axis]).collect();
         let want: Vec<f64> = (0..n)
             .map(|f| {
-                let mut c = [f / (index_dims[1] * index_dims[2]), f / index_dims[2] % index_dims[1], f % index_dims[2]];
+                let mut c = coords(f);
                 c[axis] = index[f];
-                xd[(c[0] * 4 + c[1]) * 5 + c[2]]
+                read(c)
             })
             .collect();
         let got = x.gather(axis, &index, &index_dims).unwrap();
@@ -238,9 +238,9 @@ fn gather_reads_x_at_the_index_along_its_axis() {
         let picked = x.index_select(axis, &[2, 0]).unwrap();
         let want: Vec<f64> = (0..n)
             .map(|f| {
-                let mut c = [f / (index_dims[1] * index_dims[2]), f / index_dims[2] % index_dims[1], f % index_dims[2]];
+                let mut c = coords(f);
                 c[axis] = [2, 0][c[axis]];
-                xd[(c[0] * 4 + c[1]) * 5 + c[2]]
+                read(c)
             })
             .collect();
         assert_close(&picked.to_vec(), &want, &format!("index_select along {axis}"));
