@@ -4,8 +4,8 @@ the same machine, so the ratios of the README's speed table can be reproduced.
     python benches/torch/yardstick.py             # 2 threads, a table
     python benches/torch/yardstick.py --json      # one JSON object per line
 
-Rows (names and shapes as `ddpm bench` prints them, src/bench_report.rs and
-src/step_bench.rs):
+Rows (names and shapes as `ddpm bench` prints them, src/bench/report.rs and
+src/bench/step.rs):
 - unet_train_step B64: one L_simple step of the course UNet (1,623,169
   parameters) at batch 64, forward + backward + Adam, as `StepBench::train_step`;
 - unet_forward B64: one forward pass without a graph;
