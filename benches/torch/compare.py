@@ -94,9 +94,8 @@ def table(rounds):
         torch = [t[field] for _, t in present]
         ratios = [ratio(o, t, field, kind) for o, t in zip(ours, torch)]
         unit = "ms" if field == "ms" else "GFLOP/s"
-        what = "time" if kind == "time" else "speed"
         lines.append(
-            f"| {label} | {span(ours)} {unit} | {span(torch)} {unit} | {what} "
+            f"| {label} | {span(ours)} {unit} | {span(torch)} {unit} | {kind} "
             + " / ".join(f"{r:.2f}" for r in ratios)
             + f" | {sense} {target} | {sum(meets(r, target, sense) for r in ratios)} of {len(ratios)} |"
         )

@@ -216,7 +216,7 @@ fn gather_reads_x_at_the_index_along_its_axis() {
     let dims = [3, 4, 5];
     let x = randn(&dims, 31);
     let xd = x.to_vec();
-    let read = |c: [usize; 3]| xd[(c[0] * 4 + c[1]) * 5 + c[2]];
+    let read = |c: [usize; 3]| xd[(c[0] * dims[1] + c[1]) * dims[2] + c[2]];
     for axis in 0..3 {
         let mut index_dims = dims;
         index_dims[axis] = 2;
