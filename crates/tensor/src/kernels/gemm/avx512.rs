@@ -16,6 +16,7 @@
 
 use std::arch::x86_64::{
     __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::direct::{DirectPanel, SEGMENT};
@@ -39,6 +40,18 @@ impl Avx512 {
 
 const MR: usize = 12;
 const NR: usize = 32;
+
+/// How many rank-1 updates ahead the packed kernel asks for its B~ rows (8
+/// rows, 1 KiB). With the largest `KC` (512, on a core with a 2 MiB L2) the
+/// 64 KiB B~ micro-panel does not fit in L1 and comes from L2 for every A~
+/// micro-panel, and the hardware prefetcher alone left the kernel waiting on
+/// it. On the Intel Xeon (model 167), `ddpm bench` alternated five times
+/// with the kernel before: 1024^3 on two threads 251.8-263.7 -> 262.4-271.5
+/// GFLOP/s, 512^3 245.0-251.5 -> 253.2-260.3, the convolutions and the UNet
+/// steps unchanged; 4, 16 and 32 rows ahead measured as 8 did
+/// (`examples/gemm_pass`). Not yet measured on the AMD EPYC, whose `KC =
+/// 192` panel stays in L1, so there it only adds two loads to 24 FMAs.
+const PREFETCH_STEPS: usize = 8;
 
 /// `C <- alpha AB + beta C` for the accumulated tile `acc` (`ROWS` x 32),
 /// rounded as `(alpha * ab) + (beta * c)`; with `beta == 0`, C is not read.
@@ -200,6 +213,11 @@ unsafe fn kernel_12x32<const ROWS: usize>(kc: usize, alpha: f32, a: *const f32, 
     // acc[i][h] holds tile row i, columns 16h .. 16h + 16.
     let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
     for p in 0..kc {
+        // The B~ row PREFETCH_STEPS ahead (its two cache lines) on its way
+        // to L1; past the panel's end it names some other line, harmlessly.
+        let ahead = b.wrapping_add((p + PREFETCH_STEPS) * NR).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
         // SAFETY: p < kc, so b + p*32 .. + 32 and a + p*12 .. + 12 are in
         // bounds (caller's contract).
         let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * NR)), _mm512_loadu_ps(b.add(p * NR + 16))) };

@@ -1,0 +1,44 @@
+//! Times square f32 GEMMs on the calling thread alone and on rayon's pool,
+//! for a kernel change measured without the rest of `ddpm bench`: `cargo run
+//! --release --example gemm_pass [n ...]` (256 512 1024 2048). Prints the
+//! fastest of seven runs of each, in GFLOP/s, and the FMA peak of one core
+//! and of all cores for scale.
+
+use std::time::Instant;
+use tensor::kernels::gemm::{gemm_with, Kernel, MatMut, MatRef, Threading};
+
+fn main() {
+    // As `ddpm` does: the main thread is one of rayon's workers, and the
+    // others busy-wait between products.
+    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+    let _awake = tensor::KeepAwake::new();
+    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![256, 512, 1024, 2048] } else { sizes };
+    println!("kernel {}, {:?}", Kernel::best().name(), tensor::kernels::gemm::blocking_f32(Kernel::best()));
+    for n in sizes {
+        // Inputs in [-0.5, 0.5): no denormals, no overflow.
+        let a: Vec<f32> = (0..n * n).map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5).collect();
+        let b: Vec<f32> = (0..n * n).map(|i| (i * 104_729 % 1000) as f32 / 1000.0 - 0.5).collect();
+        let mut c = vec![0.0f32; n * n];
+        let flops = 2.0 * (n * n * n) as f64;
+        // At least 2 GFLOP per timed run, so small sizes are not all timer.
+        let reps = (2e9 / flops).ceil() as usize;
+        let mut line = format!("n {n:5}");
+        for (name, threading) in [("1 thread", Threading::Single), ("pool", Threading::Rayon)] {
+            let fastest = (0..7)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..reps {
+                        let a = MatRef::new(&a, n, n, n, 1).expect("A is n x n");
+                        let b = MatRef::new(&b, n, n, n, 1).expect("B is n x n");
+                        let c = MatMut::new(&mut c, n, n, n, 1).expect("C is n x n");
+                        gemm_with(Kernel::best(), threading, 1.0, a, b, 0.0, c);
+                    }
+                    start.elapsed().as_secs_f64() / reps as f64
+                })
+                .fold(f64::INFINITY, f64::min);
+            line += &format!("   {name}: {:6.1} GFLOP/s", flops / fastest / 1e9);
+        }
+        println!("{line}");
+    }
+}
