@@ -50,7 +50,8 @@ const NR: usize = 32;
 /// GFLOP/s, 512^3 245.0-251.5 -> 253.2-260.3, the convolutions and the UNet
 /// steps unchanged; 4, 16 and 32 rows ahead measured as 8 did
 /// (`examples/gemm_pass`). Not yet measured on the AMD EPYC, whose `KC =
-/// 192` panel stays in L1, so there it only adds two loads to 24 FMAs.
+/// 192` panel stays in L1, so there it only adds two prefetch instructions
+/// to 24 FMAs.
 const PREFETCH_STEPS: usize = 8;
 
 /// `C <- alpha AB + beta C` for the accumulated tile `acc` (`ROWS` x 32),
