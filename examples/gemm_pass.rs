@@ -1,8 +1,9 @@
 //! Times square f32 GEMMs on the calling thread alone and on rayon's pool,
 //! for a kernel change measured without the rest of `ddpm bench`: `cargo run
 //! --release --example gemm_pass [n ...]` (256 512 1024 2048). Prints the
-//! fastest of seven runs of each, in GFLOP/s, and the FMA peak of one core
-//! and of all cores for scale.
+//! kernel, its cache blocks and the FMA peak of the pool (as `ddpm bench`
+//! measures it) for scale, then the fastest of seven runs of each size, in
+//! GFLOP/s.
 
 use std::time::Instant;
 use tensor::kernels::gemm::{gemm_with, Kernel, MatMut, MatRef, Threading};
@@ -14,7 +15,9 @@ fn main() {
     let _awake = tensor::KeepAwake::new();
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![256, 512, 1024, 2048] } else { sizes };
-    println!("kernel {}, {:?}", Kernel::best().name(), tensor::kernels::gemm::blocking_f32(Kernel::best()));
+    let kernel = Kernel::best();
+    let peak = tensor::kernels::peak::peak_gflops(kernel, 0.4);
+    println!("kernel {}, {:?}, FMA peak of the pool {peak:.1} GFLOP/s", kernel.name(), tensor::kernels::gemm::blocking_f32(kernel));
     for n in sizes {
         // Inputs in [-0.5, 0.5): no denormals, no overflow.
         let a: Vec<f32> = (0..n * n).map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5).collect();
@@ -32,7 +35,7 @@ fn main() {
                         let a = MatRef::new(&a, n, n, n, 1).expect("A is n x n");
                         let b = MatRef::new(&b, n, n, n, 1).expect("B is n x n");
                         let c = MatMut::new(&mut c, n, n, n, 1).expect("C is n x n");
-                        gemm_with(Kernel::best(), threading, 1.0, a, b, 0.0, c);
+                        gemm_with(kernel, threading, 1.0, a, b, 0.0, c);
                     }
                     start.elapsed().as_secs_f64() / reps as f64
                 })
