@@ -5,6 +5,7 @@
 //! measures it) for scale, then the fastest of seven runs of each size, in
 //! GFLOP/s.
 
+use course::bench::cases::random_vec;
 use std::time::Instant;
 use tensor::kernels::gemm::{gemm_with, Kernel, MatMut, MatRef, Threading};
 
@@ -19,9 +20,8 @@ fn main() {
     let peak = tensor::kernels::peak::peak_gflops(kernel, 0.4);
     println!("kernel {}, {:?}, FMA peak of the pool {peak:.1} GFLOP/s", kernel.name(), tensor::kernels::gemm::blocking_f32(kernel));
     for n in sizes {
-        // Inputs in [-0.5, 0.5): no denormals, no overflow.
-        let a: Vec<f32> = (0..n * n).map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5).collect();
-        let b: Vec<f32> = (0..n * n).map(|i| (i * 104_729 % 1000) as f32 / 1000.0 - 0.5).collect();
+        // The inputs `ddpm bench` multiplies (the same seeds).
+        let (a, b) = (random_vec(n * n, 1), random_vec(n * n, 2));
         let mut c = vec![0.0f32; n * n];
         let flops = 2.0 * (n * n * n) as f64;
         // At least 2 GFLOP per timed run, so small sizes are not all timer.
