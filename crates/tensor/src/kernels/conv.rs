@@ -502,7 +502,7 @@ pub fn conv2d_forward_fused<T: GemmScalar>(
         g.assert_lengths("conv2d_forward", &[("bias", bias.len(), g.k)]);
     }
     if winograd::applies(g) && hw > 0 {
-        let filters = winograd::Filters::new(g.k, g.c, weight);
+        let filters = winograd::Filters::new(g.k, g.c, weight, winograd::tile_side(g.h, g.w));
         winograd::forward(&filters, (g.h, g.w), x, fused, bias, out);
         return;
     }
@@ -582,7 +582,7 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
     );
     if winograd::applies(g) {
         // The forward convolution of `dout` with the flipped kernel, also 3x3, stride 1, padding 1.
-        let filters = winograd::Filters::flipped(g, weight);
+        let filters = winograd::Filters::flipped(g, weight, winograd::tile_side(g.out_h(), g.out_w()));
         winograd::forward(&filters, (g.out_h(), g.out_w()), grad_out, Fused::NONE, None, grad_x);
         return;
     }

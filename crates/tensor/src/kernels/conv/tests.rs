@@ -52,15 +52,26 @@ fn geometries() -> Vec<Conv2dGeometry> {
     // `gemm/direct.rs`): R = 288 rows of the im2col matrix, L = 784 rows of
     // the weight gradient's, channels a multiple of 16.
     out.push(Conv2dGeometry { n: 2, c: 32, h: 28, w: 28, k: 5, kh: 3, kw: 3, stride: 1, padding: 1 });
-    // Winograd F(2x2, 3x3) (`winograd.rs`: 3x3, stride 1, padding 1, at
-    // least 64 channels in and out; the weight gradient from 14 x 14 on):
+    // Winograd (`winograd.rs`: 3x3, stride 1, padding 1, at least 32
+    // channels in and out; the weight gradient from 14 x 14 on, F(2x2, 3x3)):
     // odd and even sides (tiles past the edge), one-pixel and one-tile
     // images, batches that span several groups of images (7 x 7: four a
     // group) and several weight-gradient chunks, GEMMs with more than one A~
     // and B~ micro-panel.
-    for (n, c, h, w, k) in
-        [(6, 64, 7, 7, 65), (5, 65, 6, 5, 64), (3, 64, 1, 1, 64), (1, 64, 3, 2, 70), (5, 64, 15, 14, 64), (2, 72, 14, 17, 64)]
-    {
+    // F(4x4, 3x3) in the forward and grad input where both sides are 4 j or
+    // 4 j + 3 (7 x 7 above; 28 x 28 over two groups of images, a side with a
+    // tile past the edge, one tile, 16 channels and a tail of one).
+    for (n, c, h, w, k) in [
+        (6, 64, 7, 7, 65),
+        (5, 65, 6, 5, 64),
+        (3, 64, 1, 1, 64),
+        (1, 64, 3, 2, 70),
+        (5, 64, 15, 14, 64),
+        (2, 72, 14, 17, 64),
+        (3, 32, 28, 28, 33),
+        (2, 33, 8, 11, 48),
+        (4, 32, 3, 4, 32),
+    ] {
         out.push(Conv2dGeometry { n, c, h, w, k, kh: 3, kw: 3, stride: 1, padding: 1 });
     }
     out

@@ -1,5 +1,8 @@
-//! Winograd's minimal filtering F(2x2, 3x3): a 3x3 convolution (stride 1,
-//! padding 1) with 16 multiplications per 2 x 2 outputs instead of 36.
+//! Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3): a 3x3
+//! convolution (stride 1, padding 1) with 16 multiplications per 2 x 2
+//! outputs instead of 36, or 36 per 4 x 4 outputs instead of 144. The
+//! smaller one is explained first; the larger one is the same construction
+//! with six points instead of four ("Four by four", below).
 //!
 //! In one dimension, two outputs of a 3-tap filter `g` over four inputs
 //! `d0..d3` (`y0 = d0 g0 + d1 g1 + d2 g2`, `y1 = d1 g0 + d2 g1 + d3 g2`) take
@@ -135,10 +138,53 @@
 //! alternations of `examples/unet_step` and `examples/unet_forward`). At 16
 //! channels (the quick preset's 28 x 28 level) Winograd took twice the time.
 //!
+//! # Four by four
+//!
+//! F(4x4, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016) takes four outputs of a 3-tap filter from six inputs with
+//! six products, `y = A^T [(G g) . (B^T d)]`, the polynomials evaluated at
+//! 0, 1, -1, 2, -2 and infinity:
+//!
+//! ```text
+//!        | 4  0 -5  0  1  0 |         |  1/4    0     0   |
+//!        | 0 -4 -4  1  1  0 |         | -1/6  -1/6  -1/6  |        | 1  1  1  1  1  0 |
+//! B^T =  | 0  4 -4 -1  1  0 |    G =  | -1/6   1/6  -1/6  |  A^T = | 0  1 -1  2 -2  0 |
+//!        | 0 -2 -1  2  1  0 |         |  1/24  1/12  1/6  |        | 0  1  1  4  4  0 |
+//!        | 0  2 -1 -2  1  0 |         |  1/24 -1/12  1/6  |        | 0  1 -1  8 -8  1 |
+//!        | 0  4  0 -5  0  1 |         |  0     0     1    |
+//! ```
+//!
+//! Nested, a 4 x 4 output tile comes from its 6 x 6 input tile through 36
+//! GEMMs, one a position: 2.25 multiply-adds per output and channel pair
+//! against F(2x2)'s 4 and the direct 9, and the input and output transforms
+//! cost about what F(2x2)'s do per output. Its tiles cover a side in steps of
+//! four, so a side of 14 takes four tiles (16 pixels, 256 transformed for
+//! 196) where F(2x2) takes seven (exactly 14): the forward takes F(4x4) only
+//! where both cover the same padded image (sides 4 j and 4 j + 3: 28 and 7
+//! in the UNets), F(2x2) elsewhere ([`tile_side`]); the grad input, a
+//! forward convolution, the same. The weight gradient keeps F(2x2): its
+//! bound (below) grows with the tile. Session 30 (Intel Xeon model 167,
+//! batch 64, `examples/conv_pass`, medians): forward 32 -> 32 at 28 x 28
+//! 2.75-3.07 -> 2.13-2.39 ms (300 passes, four alternations); 64 -> 64 at 7
+//! x 7 forward 0.78-0.83 -> 0.76-0.81 ms and grad input 0.79-0.87 ->
+//! 0.75-0.76 (1,000 passes, three alternations; the fastest passes
+//! 0.71-0.75 -> 0.63-0.65); at 14 x 14 F(4x4) took 2.22-2.45 ms against
+//! F(2x2)'s 2.06-2.14 (the tiles past the edge, and products of 64 rows
+//! instead of 98). Forward, grad input and grad weight together at 28 x 28
+//! 9.80 -> 8.37 ms. The course UNet's forward 174-180 -> 162-168 ms and
+//! training step 0.559-0.575 -> 0.540-0.547 s (`examples/unet_forward` and
+//! `examples/unet_step`, two alternations, the three and four fastest).
+//!
 //! # Rounding
 //!
-//! The transforms only add, subtract and halve. The forward and grad-input
-//! results meet the im2col passes' tolerance against the f64 oracle; the
+//! F(2x2)'s transforms only add, subtract and halve; F(4x4)'s also multiply
+//! by 2, 4, 5 and 8 (exact but for the 5) and by 1/4, 1/6, 1/12 and 1/24,
+//! and its products carry values up to about 20 times the inputs, so its
+//! error is larger: on the conv tests' random data (`f32_matches_naive`) the
+//! worst element of a geometry reaches 1.5-9% of the tolerance below with
+//! F(4x4), 0.11-0.15% with F(2x2).
+//! The forward and grad-input results meet the im2col passes' tolerance
+//! against the f64 oracle; the
 //! weight gradient's sums pair every output gradient of a tile with every
 //! input value of it, so its error is bounded by the whole tile's products
 //! instead of the weight's own (`winograd_weight_bound` in the conv tests).
@@ -152,8 +198,33 @@ use super::super::transpose::transpose;
 use super::implicit::{pad_hwc, pad_hwc_mapped};
 use super::{add_partials_in_order, per_image_threading, row_major, row_major_mut, Conv2dGeometry, Fused, WEIGHT_GRAD_CHUNK};
 
-/// Positions of a transformed 4 x 4 tile, one GEMM each.
-const POSITIONS: usize = 16;
+/// F(4x4, 3x3), the forward's and grad input's: outputs and positions of
+/// a tile a side.
+const F4: usize = 4;
+const F4_SIDE: usize = 6;
+
+/// Positions of a transformed 6 x 6 tile, one GEMM each.
+const POSITIONS_F4: usize = F4_SIDE * F4_SIDE;
+
+/// F(2x2, 3x3), the weight gradient's, and the forward's where F(4x4)'s
+/// larger tiles would reach further past the image ([`tile_side`]).
+const F2: usize = 2;
+
+/// Positions of a transformed 4 x 4 tile.
+const POSITIONS_F2: usize = 16;
+
+/// The output tile side of the forward (and grad input) of an H x W image:
+/// [`F4`] where its tiles cover the same padded image as [`F2`]'s (a side
+/// of 4 j or 4 j + 3: 28 and 7, not 14, whose four tiles of four would
+/// transform 256 pixels for its 196).
+pub(super) fn tile_side(h: usize, w: usize) -> usize {
+    let same_cover = |side: usize| side.div_ceil(F4) * F4 == side.div_ceil(F2) * F2;
+    if same_cover(h) && same_cover(w) {
+        F4
+    } else {
+        F2
+    }
+}
 
 /// Fewest input and output channels for which the transforms pay (see "Where
 /// it pays"). The 16 GEMMs have a `k` of C (forward) or K (grad input); with 16
@@ -166,7 +237,8 @@ pub(super) const MIN_CHANNELS: usize = 32;
 pub(super) const MIN_SIDE_WEIGHT_GRAD: usize = 14;
 
 /// Tiles a group of images brings to each GEMM, at least: 7 x 7 images have
-/// 16 tiles each, and a product with 16 rows is mostly overhead.
+/// 4 tiles each (16 with F(2x2)), and a product with so few rows is mostly
+/// overhead.
 const MIN_GROUP_TILES: usize = 64;
 
 /// Fewest filters a task of the weight gradient's last transform takes (a
@@ -191,19 +263,22 @@ pub(super) fn applies_to_weight_grad(g: &Conv2dGeometry) -> bool {
     applies(g) && g.h.min(g.w) >= MIN_SIDE_WEIGHT_GRAD
 }
 
-/// The 2 x 2 output tiles of an H x W image (H x W out, padding 1).
+/// The m x m output tiles of an H x W image (H x W out, padding 1): m = 4
+/// in the forward ([`F4`]), 2 in the weight gradient ([`F2`]).
 #[derive(Clone, Copy, Debug)]
 struct Tiles {
     h: usize,
     w: usize,
-    /// Tile rows and columns, `ceil(H / 2)` and `ceil(W / 2)`.
+    /// Tile rows and columns, `ceil(H / m)` and `ceil(W / m)`.
     th: usize,
     tw: usize,
+    /// The side of an output tile.
+    m: usize,
 }
 
 impl Tiles {
-    fn new(h: usize, w: usize) -> Tiles {
-        Tiles { h, w, th: h.div_ceil(2), tw: w.div_ceil(2) }
+    fn new(h: usize, w: usize, m: usize) -> Tiles {
+        Tiles { h, w, th: h.div_ceil(m), tw: w.div_ceil(m), m }
     }
 
     fn per_image(&self) -> usize {
@@ -215,11 +290,11 @@ impl Tiles {
         MIN_GROUP_TILES.div_ceil(self.per_image().max(1))
     }
 
-    /// The zero-padded image every tile's 4 x 4 inputs fall in: (2 TH + 2,
-    /// 2 TW + 2), one row and column more than the padding when a side is
-    /// odd.
+    /// The zero-padded image every tile's (m + 2) x (m + 2) inputs fall in:
+    /// (m TH + 2, m TW + 2), rows and columns past the padding where m does
+    /// not divide a side.
     fn padded(&self) -> (usize, usize) {
-        (2 * self.th + 2, 2 * self.tw + 2)
+        (self.m * self.th + 2, self.m * self.tw + 2)
     }
 
     /// Pixels of [`Tiles::padded`].
@@ -277,6 +352,42 @@ fn lanewise3<T: Copy, const N: usize>(a: Lanes<T, N>, b: Lanes<T, N>, c: Lanes<T
     out
 }
 
+/// `G g` of F(4x4, 3x3) for one column (or row) `g` of a filter: `g0 / 4`,
+/// `-(g0 + g1 + g2) / 6`, `-(g0 - g1 + g2) / 6`, `(g0 + 2 g1 + 4 g2) / 24`,
+/// `(g0 - 2 g1 + 4 g2) / 24`, `g2`.
+#[inline(always)]
+fn filter_f4<T: GemmScalar>(g0: T, g1: T, g2: T) -> [T; F4_SIDE] {
+    let (two, four) = (T::cast(2.0), T::cast(4.0));
+    let (sixth, twenty_fourth) = (T::cast(-1.0 / 6.0), T::cast(1.0 / 24.0));
+    let (even, odd) = (g0 + g2 * four, g1 * two);
+    [g0 * T::cast(0.25), (g0 + g1 + g2) * sixth, (g0 - g1 + g2) * sixth, (even + odd) * twenty_fourth, (even - odd) * twenty_fourth, g2]
+}
+
+/// `ut (36, C, K)`: `G w[k, c] G^T` of each 3 x 3 filter `filter(k, c)` (row
+/// major), position `pos = 6 r + s` of the 6 x 6 result, stored as the GEMMs'
+/// B (`U[pos]^T`).
+///
+/// Row `r` of the result fills positions `6 r .. 6 r + 6`, one contiguous
+/// `(6, C, K)` slab of `ut`, so the six rows are six tasks on the threads;
+/// within a slab the loop runs along K, so each of its six positions is
+/// written in order. Every value is the same expression of the same nine
+/// weights in any order of the loops, so the bits do not depend on it.
+fn transform_weight_f4<T: GemmScalar>(k: usize, c: usize, filter: impl Fn(usize, usize) -> [T; 9] + Sync, ut: &mut [T]) {
+    ut[..POSITIONS_F4 * c * k].par_chunks_exact_mut(F4_SIDE * c * k).enumerate().for_each(|(r, slab)| {
+        for ci in 0..c {
+            for ki in 0..k {
+                let w = filter(ki, ci);
+                // Row r of G w: the transform of each column of w.
+                let gw: [T; 3] = std::array::from_fn(|j| filter_f4(w[j], w[3 + j], w[6 + j])[r]);
+                // (G w) G^T: the same along the row.
+                for (s, v) in filter_f4(gw[0], gw[1], gw[2]).into_iter().enumerate() {
+                    slab[(s * c + ci) * k + ki] = v;
+                }
+            }
+        }
+    });
+}
+
 /// `ut (16, C, K)`: `G w[k, c] G^T` of each 3 x 3 filter `filter(k, c)` (row
 /// major), position `pos = 4 r + s` of the 4 x 4 result, stored as the GEMMs'
 /// B (`U[pos]^T`).
@@ -286,8 +397,8 @@ fn lanewise3<T: Copy, const N: usize>(a: Lanes<T, N>, b: Lanes<T, N>, c: Lanes<T
 /// within a slab the loop runs along K, so each of its four positions is
 /// written in order. Every value is the same expression of the same nine
 /// weights in any order of the loops, so the bits do not depend on it.
-fn transform_weight<T: GemmScalar>(k: usize, c: usize, filter: impl Fn(usize, usize) -> [T; 9] + Sync, ut: &mut [T]) {
-    ut[..POSITIONS * c * k].par_chunks_exact_mut(4 * c * k).enumerate().for_each(|(r, slab)| {
+fn transform_weight_f2<T: GemmScalar>(k: usize, c: usize, filter: impl Fn(usize, usize) -> [T; 9] + Sync, ut: &mut [T]) {
+    ut[..POSITIONS_F2 * c * k].par_chunks_exact_mut(4 * c * k).enumerate().for_each(|(r, slab)| {
         for ci in 0..c {
             for ki in 0..k {
                 let w = filter(ki, ci);
@@ -312,37 +423,203 @@ fn transform_weight<T: GemmScalar>(k: usize, c: usize, filter: impl Fn(usize, us
     });
 }
 
-/// The filters of a convolution, transformed: `ut (16, C, K)` plus slack.
+/// The filters of a convolution, transformed: `ut (P, C, K)` plus slack, P the
+/// positions of the tile side `side`.
 pub(super) struct Filters<T> {
     ut: Vec<T>,
     c: usize,
     k: usize,
+    side: usize,
 }
 
 impl<T: GemmScalar> Filters<T> {
-    /// `weight` is (K, C, 3, 3).
-    pub(super) fn new(k: usize, c: usize, weight: &[T]) -> Filters<T> {
-        Filters::transformed(k, c, |ki, ci| std::array::from_fn(|tap| weight[(ki * c + ci) * 9 + tap]))
+    /// `weight` is (K, C, 3, 3), for images of `side` ([`tile_side`]).
+    pub(super) fn new(k: usize, c: usize, weight: &[T], side: usize) -> Filters<T> {
+        Filters::transformed(k, c, side, |ki, ci| std::array::from_fn(|tap| weight[(ki * c + ci) * 9 + tap]))
     }
 
     /// The filters of the grad-input convolution: `weight` (K, C, 3, 3)
     /// flipped to (C, K, 3, 3) (see `Conv2dGeometry::flipped`): filter `(c,
     /// k)` of the flipped convolution is filter `(k, c)` of `weight` with its
     /// nine taps in reverse order, read where it lies.
-    pub(super) fn flipped(g: &Conv2dGeometry, weight: &[T]) -> Filters<T> {
-        Filters::transformed(g.c, g.k, |ci, ki| std::array::from_fn(|tap| weight[(ki * g.c + ci) * 9 + 8 - tap]))
+    pub(super) fn flipped(g: &Conv2dGeometry, weight: &[T], side: usize) -> Filters<T> {
+        Filters::transformed(g.c, g.k, side, |ci, ki| std::array::from_fn(|tap| weight[(ki * g.c + ci) * 9 + 8 - tap]))
     }
 
-    /// `K x C` filters, `filter(k, c)` each, transformed.
-    fn transformed(k: usize, c: usize, filter: impl Fn(usize, usize) -> [T; 9] + Sync) -> Filters<T> {
-        let mut ut = vec![T::ZERO; POSITIONS * c * k + SLACK];
-        transform_weight(k, c, filter, &mut ut);
-        Filters { ut, c, k }
+    /// `K x C` filters, `filter(k, c)` each, transformed for the tile side
+    /// `side`.
+    fn transformed(k: usize, c: usize, side: usize, filter: impl Fn(usize, usize) -> [T; 9] + Sync) -> Filters<T> {
+        let mut ut = vec![T::ZERO; positions(side) * c * k + SLACK];
+        match side {
+            F4 => transform_weight_f4(k, c, filter, &mut ut),
+            _ => transform_weight_f2(k, c, filter, &mut ut),
+        }
+        Filters { ut, c, k, side }
     }
 
     /// `U[pos]^T` (C, K) as a GEMM's B.
     fn position(&self, pos: usize) -> Stored<'_, T> {
         Stored { data: &self.ut[pos * self.c * self.k..], rows: self.c, cols: self.k, ld: self.k }
+    }
+}
+
+/// `B^T d` of F(4x4, 3x3) for six inputs `d0 .. d5` in a row (or column):
+/// `4 d0 - 5 d2 + d4`, `(d4 - 4 d2) +- (d3 - 4 d1)`, `(d4 - d2) +- 2 (d3 -
+/// d1)`, `4 d1 - 5 d3 + d5`.
+#[inline(always)]
+fn input_f4<T: GemmScalar>([d0, d1, d2, d3, d4, d5]: [T; F4_SIDE]) -> [T; F4_SIDE] {
+    let (two, four, five) = (T::cast(2.0), T::cast(4.0), T::cast(5.0));
+    let (a, b) = (d4 - d2 * four, d3 - d1 * four);
+    let (c, d) = (d4 - d2, (d3 - d1) * two);
+    [d0 * four - d2 * five + d4, a + b, a - b, c + d, c - d, d1 * four - d3 * five + d5]
+}
+
+/// `A^T m` of F(4x4, 3x3) for six positions `m0 .. m5` in a row (or column):
+/// `m0 + (m1 + m2) + (m3 + m4)`, `(m1 - m2) + 2 (m3 - m4)`, `(m1 + m2) + 4
+/// (m3 + m4)`, `(m1 - m2) + 8 (m3 - m4) + m5`.
+#[inline(always)]
+fn output_f4<T: GemmScalar>([m0, m1, m2, m3, m4, m5]: [T; F4_SIDE]) -> [T; F4] {
+    let (a, b, c, d) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+    [m0 + a + c, b + d * T::cast(2.0), a + c * T::cast(4.0), b + d * T::cast(8.0) + m5]
+}
+
+/// The positions (GEMMs) of an output tile side, [`F4`] or [`F2`].
+fn positions(side: usize) -> usize {
+    if side == F4 {
+        POSITIONS_F4
+    } else {
+        POSITIONS_F2
+    }
+}
+
+/// `f` of each lane's six values: one step of an F(4x4) transform, [`N`]
+/// channels at once.
+#[inline(always)]
+fn lanewise6<T: GemmScalar, const N: usize, const OUT: usize>(
+    v: [Lanes<T, N>; F4_SIDE],
+    f: impl Fn([T; F4_SIDE]) -> [T; OUT],
+) -> [Lanes<T, N>; OUT] {
+    let mut out = [[T::ZERO; N]; OUT];
+    for i in 0..N {
+        let y = f([v[0][i], v[1][i], v[2][i], v[3][i], v[4][i], v[5][i]]);
+        for (o, y) in out.iter_mut().zip(y) {
+            o[i] = y;
+        }
+    }
+    out
+}
+
+/// `vt (36, T, C)` rows `first ..`: `B^T d B` of each 6 x 6 input tile of one
+/// padded channels-last image `xt`, tile `ty TW + tx` in row `first + ty TW +
+/// tx` of each position's (T, C) matrix, `t_all` rows a position.
+#[inline(always)]
+fn transform_input_f4<T: GemmScalar>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T]) {
+    let wp = F4 * tiles.tw + 2;
+    let full = c / LANES * LANES;
+    for ty in 0..tiles.th {
+        for tx in 0..tiles.tw {
+            let t = first + ty * tiles.tw + tx;
+            let pixel = |r: usize, s: usize| ((F4 * ty + r) * wp + F4 * tx + s) * c;
+            let position = |pos: usize| (pos * t_all + t) * c;
+            for c0 in (0..full).step_by(LANES) {
+                input_tile_f4::<T, LANES>(xt, pixel, vt, position, c0);
+            }
+            for c0 in full..c {
+                input_tile_f4::<T, 1>(xt, pixel, vt, position, c0);
+            }
+        }
+    }
+}
+
+/// `B^T d B` of one 6 x 6 tile, channels `c0 .. c0 + N`: `d[r][s]` at
+/// `xt[pixel(r, s) + c0 ..]`, position `pos` to `vt[position(pos) + c0 ..]`.
+#[inline(always)]
+fn input_tile_f4<T: GemmScalar, const N: usize>(
+    xt: &[T],
+    pixel: impl Fn(usize, usize) -> usize,
+    vt: &mut [T],
+    position: impl Fn(usize) -> usize,
+    c0: usize,
+) {
+    // d B: the row transform of each tile row r.
+    let mut h = [[[T::ZERO; N]; F4_SIDE]; F4_SIDE];
+    for (r, h) in h.iter_mut().enumerate() {
+        let d = |s: usize| load::<T, N>(&xt[pixel(r, s) + c0..]);
+        *h = lanewise6([d(0), d(1), d(2), d(3), d(4), d(5)], input_f4);
+    }
+    // B^T (d B): the column transform, into the 36 positions.
+    for s in 0..F4_SIDE {
+        let column = lanewise6([h[0][s], h[1][s], h[2][s], h[3][s], h[4][s], h[5][s]], input_f4);
+        for (r, v) in column.into_iter().enumerate() {
+            store(&mut vt[position(F4_SIDE * r + s) + c0..], v);
+        }
+    }
+}
+
+/// `out` (K, H, W) of one image from `mt (36, T, K)` rows `first ..`: `A^T M
+/// A` of each tile plus `bias[k]`, the outputs past the image's edge dropped.
+/// `yt` holds H W K (the image channels last).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_output_f4<T: GemmScalar>(
+    mt: &[T],
+    k: usize,
+    tiles: Tiles,
+    first: usize,
+    t_all: usize,
+    bias: Option<&[T]>,
+    out: &mut [T],
+    yt: &mut [T],
+) {
+    let Tiles { h, w, th, tw, .. } = tiles;
+    let full = k / LANES * LANES;
+    for ty in 0..th {
+        for tx in 0..tw {
+            let t = first + ty * tw + tx;
+            let position = |pos: usize| (pos * t_all + t) * k;
+            // Pixel (4 ty + a, 4 tx + b), if inside the image.
+            let pixel = |a: usize, b: usize| (F4 * ty + a < h && F4 * tx + b < w).then(|| ((F4 * ty + a) * w + F4 * tx + b) * k);
+            for c0 in (0..full).step_by(LANES) {
+                output_tile_f4::<T, LANES>(mt, position, bias, yt, pixel, c0);
+            }
+            for c0 in full..k {
+                output_tile_f4::<T, 1>(mt, position, bias, yt, pixel, c0);
+            }
+        }
+    }
+    // Channels last to (K, H, W).
+    transpose(yt, (h * w, k), k, out, h * w);
+}
+
+/// `A^T M A + bias` of one tile, channels `c0 .. c0 + N`: position `pos` at
+/// `mt[position(pos) + c0 ..]`, output `(a, b)` to `yt[pixel(a, b) + c0 ..]`
+/// where `pixel` gives an offset (inside the image).
+#[inline(always)]
+fn output_tile_f4<T: GemmScalar, const N: usize>(
+    mt: &[T],
+    position: impl Fn(usize) -> usize,
+    bias: Option<&[T]>,
+    yt: &mut [T],
+    pixel: impl Fn(usize, usize) -> Option<usize>,
+    c0: usize,
+) {
+    // A^T M: q[a][s] from column s of the six rows.
+    let mut q = [[[T::ZERO; N]; F4_SIDE]; F4];
+    for s in 0..F4_SIDE {
+        let m = |r: usize| load::<T, N>(&mt[position(F4_SIDE * r + s) + c0..]);
+        for (q, v) in q.iter_mut().zip(lanewise6([m(0), m(1), m(2), m(3), m(4), m(5)], output_f4)) {
+            q[s] = v;
+        }
+    }
+    let bias = bias.map(|bias| load::<T, N>(&bias[c0..]));
+    // (A^T M) A, plus the bias.
+    for (a, &q) in q.iter().enumerate() {
+        let y = lanewise6(q, output_f4);
+        for (b, y) in y.into_iter().enumerate() {
+            if let Some(offset) = pixel(a, b) {
+                store(&mut yt[offset + c0..], bias.map_or(y, |bias| lanewise(y, bias, |y, b| y + b)));
+            }
+        }
     }
 }
 
@@ -415,7 +692,7 @@ fn transform_output<T: GemmScalar>(
     out: &mut [T],
     yt: &mut [T],
 ) {
-    let Tiles { h, w, th, tw } = tiles;
+    let Tiles { h, w, th, tw, .. } = tiles;
     let full = k / LANES * LANES;
     for ty in 0..th {
         for tx in 0..tw {
@@ -473,7 +750,7 @@ fn output_tile<T: GemmScalar, const N: usize>(
 /// `dt` holds 2 TH 2 TW K (the gradients channels last).
 #[inline(always)]
 fn transform_output_grad<T: GemmScalar>(dout: &[T], k: usize, tiles: Tiles, first: usize, t_all: usize, dmt: &mut [T], dt: &mut [T]) {
-    let Tiles { h, w, th, tw } = tiles;
+    let Tiles { h, w, th, tw, .. } = tiles;
     let wt = 2 * tw;
     pad_hwc(dout, (k, h, w), 0, (2 * th, wt), dt);
     let full = k / LANES * LANES;
@@ -587,14 +864,15 @@ pub(super) fn forward<T: GemmScalar>(
     out: &mut [T],
 ) {
     let (c, k) = (filters.c, filters.k);
-    let tiles = Tiles::new(h, w);
+    let tiles = Tiles::new(h, w, filters.side);
+    let positions = positions(filters.side);
     let (chw, khw) = (c * h * w, k * h * w);
     let group = tiles.group();
     let threading = per_image_threading((x.len() / chw).div_ceil(group));
     x.par_chunks(group * chw).zip(out.par_chunks_mut(group * khw)).enumerate().for_each(|(g, (x_g, out_g))| {
         let images = x_g.len() / chw;
         let t_all = images * tiles.per_image();
-        let (v_len, m_len) = (POSITIONS * t_all * c, POSITIONS * t_all * k);
+        let (v_len, m_len) = (positions * t_all * c, positions * t_all * k);
         // `xt` holds an image padded channels last, then its output channels last.
         let xt_len = tiles.padded_pixels() * c.max(k);
         with_scratch(v_len + m_len + xt_len, |scratch: &mut [T]| {
@@ -612,7 +890,11 @@ pub(super) fn forward<T: GemmScalar>(
                             }),
                             None => pad_hwc(x_n, (c, h, w), 1, tiles.padded(), frame),
                         }
-                        transform_input(xt, c, tiles, image * tiles.per_image(), t_all, vt);
+                        let first = image * tiles.per_image();
+                        match tiles.m {
+                            F4 => transform_input_f4(xt, c, tiles, first, t_all, vt),
+                            _ => transform_input(xt, c, tiles, first, t_all, vt),
+                        }
                     }
                 },
             );
@@ -636,7 +918,11 @@ pub(super) fn forward<T: GemmScalar>(
                 #[inline(always)]
                 || {
                     for (image, out_n) in out_g.chunks_exact_mut(khw).enumerate() {
-                        transform_output(mt, k, tiles, image * tiles.per_image(), t_all, bias, out_n, xt);
+                        let first = image * tiles.per_image();
+                        match tiles.m {
+                            F4 => transform_output_f4(mt, k, tiles, first, t_all, bias, out_n, xt),
+                            _ => transform_output(mt, k, tiles, first, t_all, bias, out_n, xt),
+                        }
                         if let Some(update) = fused.output {
                             for (channel, plane) in out_n.chunks_exact_mut(h * w).enumerate() {
                                 update((g * group + image) * k + channel, plane);
@@ -656,18 +942,18 @@ pub(super) fn forward<T: GemmScalar>(
 pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_out: &[T], grad_w: &mut [T]) {
     let (c, k, h, w) = (g.c, g.k, g.h, g.w);
     let (chw, khw) = (c * h * w, k * h * w);
-    let tiles = Tiles::new(h, w);
+    let tiles = Tiles::new(h, w, F2);
     let group = tiles.group().min(WEIGHT_GRAD_CHUNK);
     let chunks = g.n.div_ceil(WEIGHT_GRAD_CHUNK);
     let threading = per_image_threading(chunks);
-    let part = POSITIONS * k * c;
+    let part = POSITIONS_F2 * k * c;
     with_scratch(chunks * part, |partials: &mut [T]| {
         let inputs = x.par_chunks(WEIGHT_GRAD_CHUNK * chw).zip(grad_out.par_chunks(WEIGHT_GRAD_CHUNK * khw));
         partials.par_chunks_exact_mut(part).zip(inputs).for_each(|(partial, (x_chunk, dout_chunk))| {
             let groups = x_chunk.chunks(group * chw).zip(dout_chunk.chunks(group * khw));
             for (i, (x_g, dout_g)) in groups.enumerate() {
                 let t_all = x_g.len() / chw * tiles.per_image();
-                let (v_len, dm_len) = (POSITIONS * t_all * c + SLACK, POSITIONS * t_all * k);
+                let (v_len, dm_len) = (POSITIONS_F2 * t_all * c + SLACK, POSITIONS_F2 * t_all * k);
                 // `xt` holds an image padded channels last, then its output
                 // gradients channels last.
                 let xt_len = tiles.padded_pixels() * c.max(k);
@@ -736,23 +1022,30 @@ mod tests {
     use super::*;
 
     /// `G w G^T` of every filter, one after another: the loop the threaded
-    /// transform replaced, with the same expressions in the same order.
-    fn serial_transform(k: usize, c: usize, weight: &[f32]) -> Vec<f32> {
+    /// transforms replaced, with the same expressions in the same order, for
+    /// a tile side of 2 (the 4 x 4 `G`) or 4 (the 6 x 6 one).
+    fn serial_transform(k: usize, c: usize, weight: &[f32], side: usize) -> Vec<f32> {
         let half = 0.5;
-        let mut ut = vec![f32::NAN; POSITIONS * c * k];
+        let g_f2 = |g0: f32, g1: f32, g2: f32| vec![g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2];
+        let g_f4 = |g0: f32, g1: f32, g2: f32| {
+            let (even, odd) = (g0 + g2 * 4.0, g1 * 2.0);
+            let (sixth, twenty_fourth) = ((-1.0 / 6.0f64) as f32, (1.0 / 24.0f64) as f32);
+            vec![g0 * 0.25, (g0 + g1 + g2) * sixth, (g0 - g1 + g2) * sixth, (even + odd) * twenty_fourth, (even - odd) * twenty_fourth, g2]
+        };
+        let g = |g0, g1, g2| if side == F4 { g_f4(g0, g1, g2) } else { g_f2(g0, g1, g2) };
+        let n = side + 2;
+        let mut ut = vec![f32::NAN; n * n * c * k];
         for (kc, w) in weight.chunks_exact(9).enumerate() {
             let (ki, ci) = (kc / c, kc % c);
-            let mut gw = [[0.0; 3]; 4];
+            let mut gw = vec![[0.0; 3]; n];
             for j in 0..3 {
-                let (g0, g1, g2) = (w[j], w[3 + j], w[6 + j]);
-                gw[0][j] = g0;
-                gw[1][j] = (g0 + g1 + g2) * half;
-                gw[2][j] = (g0 - g1 + g2) * half;
-                gw[3][j] = g2;
+                for (r, v) in g(w[j], w[3 + j], w[6 + j]).into_iter().enumerate() {
+                    gw[r][j] = v;
+                }
             }
             for (r, &[g0, g1, g2]) in gw.iter().enumerate() {
-                for (s, v) in [g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2].into_iter().enumerate() {
-                    ut[((r * 4 + s) * c + ci) * k + ki] = v;
+                for (s, v) in g(g0, g1, g2).into_iter().enumerate() {
+                    ut[((r * n + s) * c + ci) * k + ki] = v;
                 }
             }
         }
@@ -765,20 +1058,39 @@ mod tests {
     #[test]
     fn filters_match_the_serial_transform_bit_for_bit() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for (k, c) in [(1, 1), (3, 5), (7, 2), (64, 64), (64, 128)] {
-            let weight: Vec<f32> = (0..k * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let expected = serial_transform(k, c, &weight);
-            let mut poisoned = vec![f32::NAN; POSITIONS * c * k];
-            transform_weight(k, c, |ki, ci| std::array::from_fn(|tap| weight[(ki * c + ci) * 9 + tap]), &mut poisoned);
-            assert_eq!(bits(&poisoned), bits(&expected), "K {k} C {c}");
-            assert_eq!(bits(&Filters::new(k, c, &weight).ut[..POSITIONS * c * k]), bits(&expected), "K {k} C {c}");
+        for side in [F2, F4] {
+            let p = positions(side);
+            for (k, c) in [(1, 1), (3, 5), (7, 2), (64, 64), (64, 128)] {
+                let weight: Vec<f32> = (0..k * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let expected = serial_transform(k, c, &weight, side);
+                let mut poisoned = vec![f32::NAN; p * c * k];
+                let filter = |ki: usize, ci: usize| std::array::from_fn(|tap| weight[(ki * c + ci) * 9 + tap]);
+                match side {
+                    F4 => transform_weight_f4(k, c, filter, &mut poisoned),
+                    _ => transform_weight_f2(k, c, filter, &mut poisoned),
+                }
+                assert_eq!(bits(&poisoned), bits(&expected), "side {side} K {k} C {c}");
+                assert_eq!(bits(&Filters::new(k, c, &weight, side).ut[..p * c * k]), bits(&expected), "side {side} K {k} C {c}");
 
-            let g = Conv2dGeometry { n: 1, c, h: 7, w: 7, k, kh: 3, kw: 3, stride: 1, padding: 1 };
-            let mut flipped = vec![f32::NAN; c * k * 9];
-            flip_weight(&g, &weight, &mut flipped);
-            let expected = serial_transform(c, k, &flipped);
-            assert_eq!(bits(&Filters::flipped(&g, &weight).ut[..POSITIONS * c * k]), bits(&expected), "flipped, K {k} C {c}");
+                let g = Conv2dGeometry { n: 1, c, h: 7, w: 7, k, kh: 3, kw: 3, stride: 1, padding: 1 };
+                let mut flipped = vec![f32::NAN; c * k * 9];
+                flip_weight(&g, &weight, &mut flipped);
+                let expected = serial_transform(c, k, &flipped, side);
+                assert_eq!(bits(&Filters::flipped(&g, &weight, side).ut[..p * c * k]), bits(&expected), "flipped, side {side} K {k} C {c}");
+            }
         }
+    }
+
+    /// F(4x4) where its tiles cover what F(2x2)'s do: sides 4 j and 4 j + 3.
+    #[test]
+    fn four_by_four_tiles_where_they_cover_no_more() {
+        assert_eq!(tile_side(28, 28), F4);
+        assert_eq!(tile_side(7, 7), F4);
+        assert_eq!(tile_side(14, 14), F2);
+        assert_eq!(tile_side(28, 14), F2);
+        assert_eq!(tile_side(1, 1), F2);
+        assert_eq!(tile_side(3, 8), F4);
+        assert_eq!(tile_side(5, 4), F2);
     }
 }

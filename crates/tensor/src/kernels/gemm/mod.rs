@@ -158,6 +158,9 @@ pub trait GemmScalar:
     /// One half (the Winograd transforms of `conv/winograd.rs`).
     const HALF: Self;
 
+    /// `x` rounded to this type: the other constants of those transforms.
+    fn cast(x: f64) -> Self;
+
     /// Runs the five loops with the microkernel `kernel` for this type.
     #[doc(hidden)]
     fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: Self, a: MatRef<Self>, b: MatRef<Self>, beta: Self, c: MatMut<Self>);
@@ -198,6 +201,11 @@ impl GemmScalar for f32 {
     const ONE: Self = 1.0;
     const HALF: Self = 0.5;
 
+    #[inline(always)]
+    fn cast(x: f64) -> f32 {
+        x as f32
+    }
+
     fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f32, a: MatRef<f32>, b: MatRef<f32>, beta: f32, c: MatMut<f32>) {
         dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Stored(b), beta, c);
     }
@@ -231,6 +239,11 @@ impl GemmScalar for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const HALF: Self = 0.5;
+
+    #[inline(always)]
+    fn cast(x: f64) -> f64 {
+        x
+    }
 
     fn gemm_dispatch(kernel: Kernel, threading: Threading, alpha: f64, a: MatRef<f64>, b: MatRef<f64>, beta: f64, c: MatMut<f64>) {
         dispatch(kernel, threading, alpha, ASource::Stored(a), BSource::Stored(b), beta, c);
