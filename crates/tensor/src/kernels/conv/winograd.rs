@@ -509,6 +509,26 @@ fn lanewise6<T: GemmScalar, const N: usize, const OUT: usize>(
     out
 }
 
+/// `d B` of one row of a 6 x 6 input tile, its six inputs at `src[at(s) ..]`.
+#[inline(always)]
+fn input_row_f4<T: GemmScalar, const N: usize>(src: &[T], at: impl Fn(usize) -> usize) -> [Lanes<T, N>; F4_SIDE] {
+    let d = |s: usize| load::<T, N>(&src[at(s)..]);
+    lanewise6([d(0), d(1), d(2), d(3), d(4), d(5)], input_f4)
+}
+
+/// `A^T m` of one column of six positions at `src[at(r) ..]`.
+#[inline(always)]
+fn output_column_f4<T: GemmScalar, const N: usize>(src: &[T], at: impl Fn(usize) -> usize) -> [Lanes<T, N>; F4] {
+    let m = |r: usize| load::<T, N>(&src[at(r)..]);
+    lanewise6([m(0), m(1), m(2), m(3), m(4), m(5)], output_f4)
+}
+
+/// Row `a` of `(A^T M) A` from the six columns `q` of `A^T M`.
+#[inline(always)]
+fn output_row_f4<T: GemmScalar, const N: usize>(q: &[[Lanes<T, N>; F4]; F4_SIDE], a: usize) -> [Lanes<T, N>; F4] {
+    lanewise6([q[0][a], q[1][a], q[2][a], q[3][a], q[4][a], q[5][a]], output_f4)
+}
+
 /// `vt (36, T, C)` rows `first ..`: `B^T d B` of each 6 x 6 input tile of one
 /// padded channels-last image `xt`, tile `ty TW + tx` in row `first + ty TW +
 /// tx` of each position's (T, C) matrix, `t_all` rows a position.
@@ -541,12 +561,10 @@ fn input_tile_f4<T: GemmScalar, const N: usize>(
     position: impl Fn(usize) -> usize,
     c0: usize,
 ) {
-    // d B: the row transform of each tile row r.
-    let mut h = [[[T::ZERO; N]; F4_SIDE]; F4_SIDE];
-    for (r, h) in h.iter_mut().enumerate() {
-        let d = |s: usize| load::<T, N>(&xt[pixel(r, s) + c0..]);
-        *h = lanewise6([d(0), d(1), d(2), d(3), d(4), d(5)], input_f4);
-    }
+    // d B: the row transform of each tile row r (built in place: an array
+    // zeroed first and then filled cost a `memset` a tile).
+    let row = |r: usize| input_row_f4::<T, N>(xt, |s| pixel(r, s) + c0);
+    let h = [row(0), row(1), row(2), row(3), row(4), row(5)];
     // B^T (d B): the column transform, into the 36 positions.
     for s in 0..F4_SIDE {
         let column = lanewise6([h[0][s], h[1][s], h[2][s], h[3][s], h[4][s], h[5][s]], input_f4);
@@ -603,18 +621,14 @@ fn output_tile_f4<T: GemmScalar, const N: usize>(
     pixel: impl Fn(usize, usize) -> Option<usize>,
     c0: usize,
 ) {
-    // A^T M: q[a][s] from column s of the six rows.
-    let mut q = [[[T::ZERO; N]; F4_SIDE]; F4];
-    for s in 0..F4_SIDE {
-        let m = |r: usize| load::<T, N>(&mt[position(F4_SIDE * r + s) + c0..]);
-        for (q, v) in q.iter_mut().zip(lanewise6([m(0), m(1), m(2), m(3), m(4), m(5)], output_f4)) {
-            q[s] = v;
-        }
-    }
+    // A^T M: q[s][a] from column s of the six rows (built in place, as in
+    // `input_tile_f4`).
+    let column = |s: usize| output_column_f4::<T, N>(mt, |r| position(F4_SIDE * r + s) + c0);
+    let q = [column(0), column(1), column(2), column(3), column(4), column(5)];
     let bias = bias.map(|bias| load::<T, N>(&bias[c0..]));
     // (A^T M) A, plus the bias.
-    for (a, &q) in q.iter().enumerate() {
-        let y = lanewise6(q, output_f4);
+    for a in 0..F4 {
+        let y = output_row_f4(&q, a);
         for (b, y) in y.into_iter().enumerate() {
             if let Some(offset) = pixel(a, b) {
                 store(&mut yt[offset + c0..], bias.map_or(y, |bias| lanewise(y, bias, |y, b| y + b)));
