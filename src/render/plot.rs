@@ -2,7 +2,7 @@
 //!
 //! A plot is data: series of points, a title, axis labels, and a log-y switch (loss
 //! curves span decades). [`Plot::frame`] maps the data onto the canvas and picks
-//! the ticks; [`crate::raster`] draws it as a PNG.
+//! the ticks; [`super::raster`] draws it as a PNG.
 
 /// One named line (or cloud of dots).
 #[derive(Clone, Debug, Default)]

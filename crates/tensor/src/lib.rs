@@ -12,7 +12,7 @@
 //! - [`kernels`]: GEMM and convolution on raw slices;
 //! - [`pool`]: tensor buffers reused from one training step to the next;
 //! - [`awake`]: rayon's workers kept busy-waiting through a training loop;
-//! - [`gradcheck`]: finite-difference verification of every gradient.
+//! - [`gradcheck`](mod@gradcheck): finite-difference verification of every gradient.
 //!
 //! ```
 //! use tensor::{no_grad, rng, Tensor};

@@ -269,7 +269,7 @@ pub(super) fn applies_to_weight_grad(g: &Conv2dGeometry) -> bool {
 }
 
 /// The m x m output tiles of an H x W image (H x W out, padding 1): m = 4
-/// in the forward ([`F4`]), 2 in the weight gradient ([`F2`]).
+/// or 2 in the forward ([`tile_side`]), 2 in the weight gradient.
 #[derive(Clone, Copy, Debug)]
 struct Tiles {
     h: usize,
@@ -497,7 +497,7 @@ fn positions(side: usize) -> usize {
     }
 }
 
-/// `f` of each lane's six values: one step of an F(4x4) transform, [`N`]
+/// `f` of each lane's six values: one step of an F(4x4) transform, `N`
 /// channels at once.
 #[inline(always)]
 fn lanewise6<T: GemmScalar, const N: usize, const OUT: usize>(
