@@ -534,28 +534,6 @@ fn output_row_f4<T: GemmScalar, const N: usize>(q: &[[Lanes<T, N>; F4]; F4_SIDE]
     lanewise6([q[0][a], q[1][a], q[2][a], q[3][a], q[4][a], q[5][a]], output_f4)
 }
 
-/// `vt (36, T, C)` rows `first ..`: `B^T d B` of each 6 x 6 input tile of one
-/// padded channels-last image `xt`, tile `ty TW + tx` in row `first + ty TW +
-/// tx` of each position's (T, C) matrix, `t_all` rows a position.
-#[inline(always)]
-fn transform_input_f4<T: GemmScalar>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T]) {
-    let wp = F4 * tiles.tw + 2;
-    let full = c / LANES * LANES;
-    for ty in 0..tiles.th {
-        for tx in 0..tiles.tw {
-            let t = first + ty * tiles.tw + tx;
-            let pixel = |r: usize, s: usize| ((F4 * ty + r) * wp + F4 * tx + s) * c;
-            let position = |pos: usize| (pos * t_all + t) * c;
-            for c0 in (0..full).step_by(LANES) {
-                input_tile_f4::<T, LANES>(xt, pixel, vt, position, c0);
-            }
-            for c0 in full..c {
-                input_tile_f4::<T, 1>(xt, pixel, vt, position, c0);
-            }
-        }
-    }
-}
-
 /// `B^T d B` of one 6 x 6 tile, channels `c0 .. c0 + N`: `d[r][s]` at
 /// `xt[pixel(r, s) + c0 ..]`, position `pos` to `vt[position(pos) + c0 ..]`.
 #[inline(always)]
@@ -577,41 +555,6 @@ fn input_tile_f4<T: GemmScalar, const N: usize>(
             store(&mut vt[position(F4_SIDE * r + s) + c0..], v);
         }
     }
-}
-
-/// `out` (K, H, W) of one image from `mt (36, T, K)` rows `first ..`: `A^T M
-/// A` of each tile plus `bias[k]`, the outputs past the image's edge dropped.
-/// `yt` holds H W K (the image channels last).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn transform_output_f4<T: GemmScalar>(
-    mt: &[T],
-    k: usize,
-    tiles: Tiles,
-    first: usize,
-    t_all: usize,
-    bias: Option<&[T]>,
-    out: &mut [T],
-    yt: &mut [T],
-) {
-    let Tiles { h, w, th, tw, .. } = tiles;
-    let full = k / LANES * LANES;
-    for ty in 0..th {
-        for tx in 0..tw {
-            let t = first + ty * tw + tx;
-            let position = |pos: usize| (pos * t_all + t) * k;
-            // Pixel (4 ty + a, 4 tx + b), if inside the image.
-            let pixel = |a: usize, b: usize| (F4 * ty + a < h && F4 * tx + b < w).then(|| ((F4 * ty + a) * w + F4 * tx + b) * k);
-            for c0 in (0..full).step_by(LANES) {
-                output_tile_f4::<T, LANES>(mt, position, bias, yt, pixel, c0);
-            }
-            for c0 in full..k {
-                output_tile_f4::<T, 1>(mt, position, bias, yt, pixel, c0);
-            }
-        }
-    }
-    // Channels last to (K, H, W).
-    transpose(yt, (h * w, k), k, out, h * w);
 }
 
 /// `A^T M A + bias` of one tile, channels `c0 .. c0 + N`: position `pos` at
@@ -642,23 +585,33 @@ fn output_tile_f4<T: GemmScalar, const N: usize>(
     }
 }
 
-/// `vt (16, T, C)` rows `first ..`: `B^T d B` of each input tile of one
+/// `vt (P, T, C)` rows `first ..`: `B^T d B` of each input tile of one
 /// padded channels-last image `xt`, tile `ty TW + tx` in row `first + ty TW +
-/// tx` of each position's (T, C) matrix, `t_all` rows a position.
+/// tx` of each position's (T, C) matrix, `t_all` rows a position; P is 16 or
+/// 36 as the tiles are `M` = 2 or 4 outputs a side (`tiles.m`; a constant, so
+/// that each copy calls its own tile transform with no branch in the loop).
 #[inline(always)]
-fn transform_input<T: GemmScalar>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T]) {
-    let wp = 2 * tiles.tw + 2;
+fn transform_input<T: GemmScalar, const M: usize>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T]) {
+    debug_assert_eq!(tiles.m, M);
+    let m = M;
+    let wp = m * tiles.tw + 2;
     let full = c / LANES * LANES;
     for ty in 0..tiles.th {
         for tx in 0..tiles.tw {
             let t = first + ty * tiles.tw + tx;
-            let pixel = |r: usize, s: usize| ((2 * ty + r) * wp + 2 * tx + s) * c;
+            let pixel = |r: usize, s: usize| ((m * ty + r) * wp + m * tx + s) * c;
             let position = |pos: usize| (pos * t_all + t) * c;
             for c0 in (0..full).step_by(LANES) {
-                input_tile::<T, LANES>(xt, pixel, vt, position, c0);
+                match M {
+                    F4 => input_tile_f4::<T, LANES>(xt, pixel, vt, position, c0),
+                    _ => input_tile::<T, LANES>(xt, pixel, vt, position, c0),
+                }
             }
             for c0 in full..c {
-                input_tile::<T, 1>(xt, pixel, vt, position, c0);
+                match M {
+                    F4 => input_tile_f4::<T, 1>(xt, pixel, vt, position, c0),
+                    _ => input_tile::<T, 1>(xt, pixel, vt, position, c0),
+                }
             }
         }
     }
@@ -696,12 +649,13 @@ fn input_tile<T: GemmScalar, const N: usize>(
     }
 }
 
-/// `out` (K, H, W) of one image from `mt (16, T, K)` rows `first ..`: `A^T M A`
-/// of each tile plus `bias[k]`, the outputs past the image's edge dropped.
-/// `yt` holds H W K (the image channels last).
+/// `out` (K, H, W) of one image from `mt (P, T, K)` rows `first ..`: `A^T M A`
+/// of each tile plus `bias[k]`, the outputs past the image's edge dropped; P
+/// is 16 or 36 as the tiles are `M` = 2 or 4 outputs a side (`tiles.m`, as in
+/// [`transform_input`]). `yt` holds H W K (the image channels last).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn transform_output<T: GemmScalar>(
+fn transform_output<T: GemmScalar, const M: usize>(
     mt: &[T],
     k: usize,
     tiles: Tiles,
@@ -711,19 +665,26 @@ fn transform_output<T: GemmScalar>(
     out: &mut [T],
     yt: &mut [T],
 ) {
-    let Tiles { h, w, th, tw, .. } = tiles;
+    let Tiles { h, w, th, tw, m } = tiles;
+    debug_assert_eq!(m, M);
     let full = k / LANES * LANES;
     for ty in 0..th {
         for tx in 0..tw {
             let t = first + ty * tw + tx;
             let position = |pos: usize| (pos * t_all + t) * k;
-            // Pixel (2 ty + a, 2 tx + b), if inside the image.
-            let pixel = |a: usize, b: usize| (2 * ty + a < h && 2 * tx + b < w).then(|| ((2 * ty + a) * w + 2 * tx + b) * k);
+            // Pixel (m ty + a, m tx + b), if inside the image.
+            let pixel = |a: usize, b: usize| (m * ty + a < h && m * tx + b < w).then(|| ((m * ty + a) * w + m * tx + b) * k);
             for c0 in (0..full).step_by(LANES) {
-                output_tile::<T, LANES>(mt, position, bias, yt, pixel, c0);
+                match M {
+                    F4 => output_tile_f4::<T, LANES>(mt, position, bias, yt, pixel, c0),
+                    _ => output_tile::<T, LANES>(mt, position, bias, yt, pixel, c0),
+                }
             }
             for c0 in full..k {
-                output_tile::<T, 1>(mt, position, bias, yt, pixel, c0);
+                match M {
+                    F4 => output_tile_f4::<T, 1>(mt, position, bias, yt, pixel, c0),
+                    _ => output_tile::<T, 1>(mt, position, bias, yt, pixel, c0),
+                }
             }
         }
     }
@@ -911,8 +872,8 @@ pub(super) fn forward<T: GemmScalar>(
                         }
                         let first = image * tiles.per_image();
                         match tiles.m {
-                            F4 => transform_input_f4(xt, c, tiles, first, t_all, vt),
-                            _ => transform_input(xt, c, tiles, first, t_all, vt),
+                            F4 => transform_input::<T, F4>(xt, c, tiles, first, t_all, vt),
+                            _ => transform_input::<T, F2>(xt, c, tiles, first, t_all, vt),
                         }
                     }
                 },
@@ -939,8 +900,8 @@ pub(super) fn forward<T: GemmScalar>(
                     for (image, out_n) in out_g.chunks_exact_mut(khw).enumerate() {
                         let first = image * tiles.per_image();
                         match tiles.m {
-                            F4 => transform_output_f4(mt, k, tiles, first, t_all, bias, out_n, xt),
-                            _ => transform_output(mt, k, tiles, first, t_all, bias, out_n, xt),
+                            F4 => transform_output::<T, F4>(mt, k, tiles, first, t_all, bias, out_n, xt),
+                            _ => transform_output::<T, F2>(mt, k, tiles, first, t_all, bias, out_n, xt),
                         }
                         if let Some(update) = fused.output {
                             for (channel, plane) in out_n.chunks_exact_mut(h * w).enumerate() {
@@ -985,7 +946,7 @@ pub(super) fn backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                             for (image, (x_n, dout_n)) in x_g.chunks_exact(chw).zip(dout_g.chunks_exact(khw)).enumerate() {
                                 let first = image * tiles.per_image();
                                 pad_hwc(x_n, (c, h, w), 1, tiles.padded(), &mut xt[..tiles.padded_pixels() * c]);
-                                transform_input(xt, c, tiles, first, t_all, vt);
+                                transform_input::<T, F2>(xt, c, tiles, first, t_all, vt);
                                 transform_output_grad(dout_n, k, tiles, first, t_all, dmt, &mut xt[..4 * tiles.per_image() * k]);
                             }
                         },
