@@ -557,9 +557,8 @@ fn input_tile_f4<T: GemmScalar, const N: usize>(
     }
 }
 
-/// `A^T M A + bias` of one tile, channels `c0 .. c0 + N`: position `pos` at
-/// `mt[position(pos) + c0 ..]`, output `(a, b)` to `yt[pixel(a, b) + c0 ..]`
-/// where `pixel` gives an offset (inside the image).
+/// F(4x4)'s `A^T M A + bias` of one tile, its 36 positions to 4 x 4 outputs,
+/// channels `c0 .. c0 + N`, with the arguments of [`output_tile`].
 #[inline(always)]
 fn output_tile_f4<T: GemmScalar, const N: usize>(
     mt: &[T],
