@@ -28,7 +28,11 @@ pub trait Float:
 {
     /// The name used in messages and checkpoints (`"F32"`, `"F64"`).
     const DTYPE: &'static str;
-    fn from_f64(x: f64) -> Self;
+    /// `x` rounded to this type ([`GemmScalar::cast`], the kernels' name for it).
+    #[inline]
+    fn from_f64(x: f64) -> Self {
+        Self::cast(x)
+    }
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
@@ -104,10 +108,6 @@ macro_rules! impl_float {
     ($t:ty, $name:literal, $exp:expr) => {
         impl Float for $t {
             const DTYPE: &'static str = $name;
-            #[inline]
-            fn from_f64(x: f64) -> Self {
-                x as $t
-            }
             #[inline]
             fn to_f64(self) -> f64 {
                 self as f64
