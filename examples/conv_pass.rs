@@ -1,11 +1,13 @@
 //! Runs one pass of a 3x3 convolution of `ddpm bench` (batch 64, stride 1,
 //! padding 1) over and over, for a profile of that pass alone (`perf record`):
 //! `cargo run --release --example conv_pass C SIDE K [passes]
-//! [fwd|dx|dw|all]`, e.g. `64 7 64 2000 dw`. Prints the mean, median and
+//! [fwd|dx|dw|all] [KERNEL]`, e.g. `64 7 64 2000 dw` (`KERNEL` 1 for a 1x1
+//! convolution; 3, padding 1, by default). Prints the mean, median and
 //! fastest time of a pass.
 
 use course::bench::cases::ConvCase;
 use std::time::Instant;
+use tensor::kernels::conv::Conv2dGeometry;
 
 fn main() {
     // As `ddpm bench` does: the main thread is one of rayon's workers, and the
@@ -21,7 +23,10 @@ fn main() {
         "dw" => ConvCase::backward_weight,
         _ => ConvCase::forward_backward,
     };
-    let mut case = ConvCase::conv3x3(c, side, k);
+    // An optional sixth argument: the kernel's side (1: a 1x1 convolution,
+    // no padding).
+    let kernel = number(5, 3);
+    let mut case = ConvCase::new(Conv2dGeometry { kh: kernel, kw: kernel, padding: kernel / 2, ..ConvCase::conv3x3_geometry(c, side, k) });
     let mut ms: Vec<f64> = (0..passes)
         .map(|_| {
             let start = Instant::now();

@@ -39,7 +39,12 @@ impl ConvCase {
     /// from `c` channels to `k`, one of [`UNET_CONV3X3`].
     #[must_use]
     pub fn conv3x3(c: usize, hw: usize, k: usize) -> Self {
-        let g = Self::conv3x3_geometry(c, hw, k);
+        Self::new(Self::conv3x3_geometry(c, hw, k))
+    }
+
+    /// The convolution of geometry `g`, with random inputs.
+    #[must_use]
+    pub fn new(g: Conv2dGeometry) -> Self {
         let out_len = g.n * g.k * g.out_h() * g.out_w();
         let (x_len, weight_len) = (g.n * g.c * g.h * g.w, g.k * g.c * g.kh * g.kw);
         ConvCase {
@@ -65,7 +70,12 @@ impl ConvCase {
     #[must_use]
     pub fn label(&self) -> String {
         let g = &self.geometry;
-        format!("N{}xC{}x{}x{}xK{}", g.n, g.c, g.h, g.w, g.k)
+        let kernel = if (g.kh, g.kw, g.stride, g.padding) == (3, 3, 1, 1) {
+            String::new()
+        } else {
+            format!(" {}x{}/{}p{}", g.kh, g.kw, g.stride, g.padding)
+        };
+        format!("N{}xC{}x{}x{}xK{}{kernel}", g.n, g.c, g.h, g.w, g.k)
     }
 
     /// The forward pass, `g.flops()` flops.
