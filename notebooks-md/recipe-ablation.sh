@@ -2,7 +2,7 @@
 # The quick preset's recipe, one change at a time (chapter 10, "The quick preset's
 # recipe"): each row trains the quick preset for 2,400 steps (the preset's length
 # when the table was measured, with the linear noise schedule it had then; it now
-# stops at 1,400 and uses the cosine one) with one option set back (in
+# stops at 1,800 and uses the cosine one) with one option set back (in
 # the same time: batch 32 for twice the steps, two residual blocks a level for the
 # 1,650 steps their slower step allows), then scores 1,000 DDIM-50 samples with
 # `ddpm eval --eta 0` (eval's default until session 22, when the table was
