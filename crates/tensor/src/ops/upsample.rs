@@ -5,6 +5,8 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
+use crate::kernels::elementwise::vectorized;
+use crate::kernels::gemm::scratch::with_scratch;
 use crate::op::Op;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -46,25 +48,104 @@ impl<T: Float> Tensor<T> {
 }
 
 // Each input pixel feeds a scale x scale block of outputs: its gradient is the
-// sum of g over that block.
+// sum of g over that block, row by row of the block, each row's `scale` pixels
+// summed first: `0 + (g00 + g01 + ...) + (g10 + g11 + ...) + ...`. That order
+// fixes the bits; both paths below keep it.
 pub(crate) fn upsample_nearest2d_backward<T: Float>(x: &Tensor<T>, scale: usize, g: &Tensor<T>) -> Result<Tensor<T>> {
-    let w = x.dims()[3];
-    let ow = w * scale;
+    let (h, w) = (x.dims()[2], x.dims()[3]);
     let gd = g.contiguous_data();
-    let mut grad = crate::pool::zeroed(x.elem_count());
-    // Input row r collects the `scale` output rows it was copied to, and within
-    // them the `scale` pixels each input pixel became. Rows are independent.
+    let mut grad = crate::pool::for_overwrite(x.elem_count());
+    let plane = h * w;
+    if plane == 0 {
+        return Tensor::from_vec(grad, x.dims());
+    }
+    let parallel = gd.len() >= super::PARALLEL_MIN_ELEMS;
+    if scale == 2 {
+        // The UNet's factor, one plane at a time in two passes that run the
+        // width of a whole plane, not of a row (7 or 14 pixels, too short for
+        // a vector): the pair sums of every output row, `pairs[k] = g[2k] +
+        // g[2k + 1]` (output row r's pairs are pairs[r w ..][..w]), then each
+        // input row adds the pairs of its two output rows.
+        let collect = |(grad_plane, g_plane): (&mut [T], &[T])| {
+            with_scratch(2 * plane, |pairs: &mut [T]| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (p, two) in pairs.iter_mut().zip(g_plane.chunks_exact(2)) {
+                            *p = two[0] + two[1];
+                        }
+                        for (grad_row, rows) in grad_plane.chunks_exact_mut(w).zip(pairs.chunks_exact(2 * w)) {
+                            let (top, bottom) = rows.split_at(w);
+                            for ((gv, &t), &b) in grad_row.iter_mut().zip(top).zip(bottom) {
+                                *gv = (T::ZERO + t) + b;
+                            }
+                        }
+                    },
+                );
+            });
+        };
+        if parallel {
+            grad.par_chunks_mut(plane).zip(gd.par_chunks(4 * plane)).for_each(collect);
+        } else {
+            grad.chunks_mut(plane).zip(gd.chunks(4 * plane)).for_each(collect);
+        }
+        return Tensor::from_vec(grad, x.dims());
+    }
+    backward_any_scale(&gd, scale, w, parallel, &mut grad);
+    Tensor::from_vec(grad, x.dims())
+}
+
+/// The backward for any factor, into `grad` (rows of `w`): input row r
+/// collects the `scale` output rows it was copied to, and within them the
+/// `scale` pixels each input pixel became.
+fn backward_any_scale<T: Float>(gd: &[T], scale: usize, w: usize, parallel: bool, grad: &mut [T]) {
+    let ow = w * scale;
     let collect = |(grad_row, block): (&mut [T], &[T])| {
+        grad_row.fill(T::ZERO);
         for out_row in block.chunks(ow) {
             for (gv, pixels) in grad_row.iter_mut().zip(out_row.chunks(scale)) {
                 *gv += pixels.iter().copied().sum::<T>();
             }
         }
     };
-    if w > 0 && gd.len() >= super::PARALLEL_MIN_ELEMS {
+    if parallel {
         grad.par_chunks_mut(w).zip(gd.par_chunks(scale * ow)).for_each(collect);
-    } else if w > 0 {
+    } else {
         grad.chunks_mut(w).zip(gd.chunks(scale * ow)).for_each(collect);
     }
-    Tensor::from_vec(grad, x.dims())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The factor-2 path against the any-factor one, bit for bit: odd sides,
+    /// planes on and off the threads, and upstream values with signed zeros.
+    #[test]
+    fn factor_two_sums_as_any_factor_does() -> Result<()> {
+        let mut r = crate::rng(7);
+        for dims in [[1, 1, 1, 1], [2, 3, 7, 5], [64, 16, 14, 14], [3, 2, 1, 9]] {
+            let x = Tensor::<f32>::randn(&dims, &mut r);
+            let mut g = Tensor::<f32>::randn(&[dims[0], dims[1], 2 * dims[2], 2 * dims[3]], &mut r).to_vec();
+            // Whole blocks of -0 (every third column pair of every output
+            // row), and lone zeros of either sign.
+            let ow = 2 * dims[3];
+            for (i, v) in g.iter_mut().enumerate() {
+                match ((i % ow) / 2 % 3, i % 7) {
+                    (0, _) => *v = -0.0,
+                    (_, 3) => *v = 0.0,
+                    (_, 5) => *v = -0.0,
+                    _ => {}
+                }
+            }
+            let parallel = g.len() >= super::super::PARALLEL_MIN_ELEMS;
+            let g = Tensor::from_vec(g, &[dims[0], dims[1], 2 * dims[2], 2 * dims[3]])?;
+            let got = upsample_nearest2d_backward(&x, 2, &g)?.to_vec();
+            let mut want = vec![f32::NAN; x.elem_count()];
+            backward_any_scale(&g.to_vec(), 2, dims[3], parallel, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{dims:?}");
+        }
+        Ok(())
+    }
 }
