@@ -670,7 +670,10 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                         with_scratch(pg.hp * pg.wp * g.c + l, |scratch: &mut [T]| {
                             let (xhwc, tap_plane) = scratch.split_at_mut(pg.hp * pg.wp * g.c);
                             pad_hwc(x_n, (g.c, g.h, g.w), g.padding, (pg.hp, pg.wp), xhwc);
-                            weight_grad_thin(g, xhwc, dout_n, tap_plane, i > 0, partial);
+                            vectorized(
+                                #[inline(always)]
+                                || weight_grad_thin(g, xhwc, dout_n, tap_plane, i > 0, partial),
+                            );
                         });
                         continue;
                     }
@@ -728,6 +731,7 @@ const THIN_MAX_R: usize = 32;
 /// the column multiplies are gathered once into `tap_plane` (L) (a row of the
 /// im2col matrix), then each of the K sums is one dot product in
 /// [`SUM_LANES`] lanes. With `accumulate`, added to `partial`.
+#[inline(always)]
 fn weight_grad_thin<T: GemmScalar>(g: &Conv2dGeometry, xhwc: &[T], dout: &[T], tap_plane: &mut [T], accumulate: bool, partial: &mut [T]) {
     let (r, l, out_w, wp) = (g.r(), g.l(), g.out_w(), g.w + 2 * g.padding);
     for col in 0..r {
@@ -751,6 +755,7 @@ fn weight_grad_thin<T: GemmScalar>(g: &Conv2dGeometry, xhwc: &[T], dout: &[T], t
 const SUM_LANES: usize = 16;
 
 /// `sum_i a_i b_i` in `SUM_LANES` interleaved partial sums, as [`lane_sum`].
+#[inline(always)]
 fn lane_dot<T: GemmScalar>(a: &[T], b: &[T]) -> T {
     let mut lanes = [T::ZERO; SUM_LANES];
     let (chunks_a, chunks_b) = (a.chunks_exact(SUM_LANES), b.chunks_exact(SUM_LANES));
