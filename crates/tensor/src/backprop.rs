@@ -238,7 +238,9 @@ fn backward_op<T: Float>(op: &Op<T>, out: &Tensor<T>, g: &Tensor<T>) -> Result<V
         Op::Copy(_) => one(Ok(g.clone())),
         Op::Cat { xs, axis } => view::cat_backward(xs, *axis, g).map(|v| v.into_iter().map(Some).collect()),
         Op::Matmul(a, b) => two(matmul::matmul_backward(a, b, g)),
-        Op::Conv2d { x, weight, bias, stride, padding } => conv::conv2d_backward(x, weight, bias.is_some(), *stride, *padding, g),
+        Op::Conv2d { x, weight, bias, stride, padding } => {
+            conv::conv2d_backward(x, weight, bias.is_some(), *stride, *padding, g, x.requires_grad_flag())
+        }
         Op::GroupNorm { x, weight, bias, groups, mean, rstd, silu } => {
             let grads = if *silu {
                 norm::group_norm_silu_backward(x, weight, bias, *groups, mean, rstd, g)

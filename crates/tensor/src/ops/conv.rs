@@ -61,6 +61,8 @@ impl<T: Float> Tensor<T> {
 //   dL/dx = the "transposed convolution" of g with w (col2im of W^T G),
 //   dL/dw = sum over images of g correlated with x (G X_col^T),
 //   dL/db = sum of g over n, oh, ow.
+// dL/dx only `with_grad_x`: the first convolution's input is the noisy image,
+// which needs none.
 pub(crate) fn conv2d_backward<T: Float>(
     x: &Tensor<T>,
     weight: &Tensor<T>,
@@ -68,17 +70,48 @@ pub(crate) fn conv2d_backward<T: Float>(
     stride: usize,
     padding: usize,
     g: &Tensor<T>,
+    with_grad_x: bool,
 ) -> Result<Vec<Option<Tensor<T>>>> {
     let geo = geometry(x, weight, None, stride, padding)?;
     let (gd, wd, xd) = (g.contiguous_data(), weight.contiguous_data(), x.contiguous_data());
-    let mut grad_x = crate::pool::for_overwrite(x.elem_count());
-    conv2d_backward_input(&geo, &gd, &wd, &mut grad_x);
+    let grad_x = if with_grad_x {
+        let mut grad_x = crate::pool::for_overwrite(x.elem_count());
+        conv2d_backward_input(&geo, &gd, &wd, &mut grad_x);
+        Some(Tensor::from_vec(grad_x, x.dims())?)
+    } else {
+        None
+    };
     let mut grad_w = crate::pool::for_overwrite(weight.elem_count());
     let mut grad_b = crate::pool::zeroed(geo.k);
     conv2d_backward_weight(&geo, &xd, &gd, &mut grad_w, has_bias.then_some(grad_b.as_mut_slice()));
-    let mut grads = vec![Some(Tensor::from_vec(grad_x, x.dims())?), Some(Tensor::from_vec(grad_w, weight.dims())?)];
+    let mut grads = vec![grad_x, Some(Tensor::from_vec(grad_w, weight.dims())?)];
     if has_bias {
         grads.push(Some(Tensor::from_vec(grad_b, &[geo.k])?));
     }
     Ok(grads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// dL/dx is computed only when asked for; the weight and bias gradients are
+    /// the same either way.
+    #[test]
+    fn grad_x_only_when_asked() -> Result<()> {
+        let mut r = crate::rng(3);
+        let x = Tensor::<f64>::randn(&[2, 3, 5, 4], &mut r);
+        let w = Tensor::<f64>::randn(&[4, 3, 3, 3], &mut r);
+        let g = Tensor::<f64>::randn(&[2, 4, 5, 4], &mut r);
+        let with = conv2d_backward(&x, &w, true, 1, 1, &g, true)?;
+        let without = conv2d_backward(&x, &w, true, 1, 1, &g, false)?;
+        assert_eq!(with[0].as_ref().map(|gx| gx.dims().to_vec()), Some(vec![2, 3, 5, 4]));
+        assert!(without[0].is_none());
+        for (a, b) in with[1..].iter().zip(&without[1..]) {
+            let (a, b) = (a.as_ref().expect("a weight or bias gradient"), b.as_ref().expect("a weight or bias gradient"));
+            assert_eq!(a.to_vec(), b.to_vec());
+        }
+        assert_eq!(without.len(), 3);
+        Ok(())
+    }
 }
