@@ -105,6 +105,8 @@ fn cases() -> Vec<(&'static str, F, Vec<Tensor<f64>>)> {
             vec![randn(&[2, 4, 3, 1], 53), randn(&[4], 54), randn(&[4], 55)],
         ),
         ("upsample_nearest2d", Box::new(|x: &[Tensor<f64>]| x[0].upsample_nearest2d(2)), vec![randn(&[1, 2, 2, 3], 56)]),
+        // Any other factor takes the other path of the backward.
+        ("upsample_nearest2d by 3", Box::new(|x: &[Tensor<f64>]| x[0].upsample_nearest2d(3)), vec![randn(&[2, 1, 3, 2], 57)]),
         (
             "where",
             Box::new(|x: &[Tensor<f64>]| {
