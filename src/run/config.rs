@@ -191,16 +191,17 @@ impl TrainConfig {
             // 1.44 times cheaper (in a run this short more steps beat more depth), and the
             // cosine noise schedule, which at 1,400 steps recognised 3.4 and 3.8 points
             // more than the linear one (training seeds 0 and 1; 3.4 at 1,600; nothing at
-            // 2,400). 1,800 steps fit the ten minutes on the slowest machine measured, an
-            // Intel Xeon (AVX-512, FMA peak 330 GFLOP/s) whose speed moves with its
+            // 2,400). 1,800 steps are sized to fit the ten minutes on the slowest machine
+            // measured (an estimate: it has not been measured since session 14), an Intel Xeon (AVX-512, FMA peak 330 GFLOP/s) whose speed moves with its
             // neighbours and which builds a fresh clone in 80-99 s: with session 11's
             // kernels it trained 1,100 steps at 4.3 a second where session 10's did 3.15
             // (and 2.39 in a slow hour, when 1,200 steps took 10 min 9 s in all), 1.25-1.5
             // times faster; this code trains the preset 1.30-1.35 times faster than
             // session 11's (three alternations on the other Intel Xeon, session 31), so at
             // that slow rate sped up as measured (by the smaller factor) 1,800 steps take
-            // 8 min 5 s to 9 min 23 s with the build, as 1,400 did at session 11's speed. The faster Intel Xeon trains
-            // them in about 290 s. A fixed length, not a clock, so the run is reproducible.
+            // 8 min 5 s to 9 min 23 s with the build, as 1,400 did at session 11's speed. A
+            // fresh clone on the faster Intel Xeon built in 92 s and trained them in 308 s.
+            // A fixed length, not a clock, so the run is reproducible.
             Preset::Quick => TrainConfig {
                 model: ModelConfig::Unet(nn::UNetConfig { base_channels: 16, num_res_blocks: 1, ..nn::UNetConfig::default() }),
                 schedule: BetaSchedule::Cosine,
