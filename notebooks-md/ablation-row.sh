@@ -11,6 +11,14 @@
 
 ddpm() { cargo run --release --quiet -- "$@"; }
 
+# Prints `FLAG VALUE`, a setting every row of a table trains with, unless the row's
+# own flags (the rest of the arguments) set FLAG; then nothing.
+unless_set() {
+    flag=$1 value=$2
+    shift 2
+    case " $* " in *" $flag "*) ;; *) echo "$flag $value" ;; esac
+}
+
 ablation_row() {
     prefix=$1 eval_flags=$2 train_defaults=$3 name=$4
     shift 4

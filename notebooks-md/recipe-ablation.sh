@@ -18,12 +18,8 @@ row() {
     name=$1
     shift
     # 2,400 steps and the linear noise schedule (the preset's when the table was
-    # measured) unless the row sets its own (unquoted in ablation_row: two words or none).
-    length="--steps 2400"
-    case " $* " in *" --steps "*) length= ;; esac
-    noise="--schedule linear"
-    case " $* " in *" --schedule "*) noise= ;; esac
-    ablation_row recipe "--eta 0" "$length $noise" "$name" "$@"
+    # measured) unless the row sets its own (unquoted in ablation_row: words or none).
+    ablation_row recipe "--eta 0" "$(unless_set --steps 2400 "$@") $(unless_set --schedule linear "$@")" "$name" "$@"
 }
 
 echo "| row | flags | recognisable | class entropy | MNIST-FID |"

@@ -16,9 +16,7 @@ cd "$(dirname "$0")/.."
 # The preset's length when the table was measured (it has run 1,800 steps since
 # session 31), unless the row sets its own.
 row() {
-    length="--steps 1400"
-    case " $* " in *" --steps "*) length= ;; esac
-    ablation_row settings "" "$length" "$@"
+    ablation_row settings "" "$(unless_set --steps 1400 "$@")" "$@"
 }
 
 echo "| row | flags | recognisable | class entropy | MNIST-FID |"
