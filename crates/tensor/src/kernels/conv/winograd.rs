@@ -592,13 +592,12 @@ fn output_tile_f4<T: GemmScalar, const N: usize>(
 #[inline(always)]
 fn transform_input<T: GemmScalar, const M: usize>(xt: &[T], c: usize, tiles: Tiles, first: usize, t_all: usize, vt: &mut [T]) {
     debug_assert_eq!(tiles.m, M);
-    let m = M;
-    let wp = m * tiles.tw + 2;
+    let wp = M * tiles.tw + 2;
     let full = c / LANES * LANES;
     for ty in 0..tiles.th {
         for tx in 0..tiles.tw {
             let t = first + ty * tiles.tw + tx;
-            let pixel = |r: usize, s: usize| ((m * ty + r) * wp + m * tx + s) * c;
+            let pixel = |r: usize, s: usize| ((M * ty + r) * wp + M * tx + s) * c;
             let position = |pos: usize| (pos * t_all + t) * c;
             for c0 in (0..full).step_by(LANES) {
                 match M {
@@ -664,15 +663,15 @@ fn transform_output<T: GemmScalar, const M: usize>(
     out: &mut [T],
     yt: &mut [T],
 ) {
-    let Tiles { h, w, th, tw, m } = tiles;
-    debug_assert_eq!(m, M);
+    let Tiles { h, w, th, tw, .. } = tiles;
+    debug_assert_eq!(tiles.m, M);
     let full = k / LANES * LANES;
     for ty in 0..th {
         for tx in 0..tw {
             let t = first + ty * tw + tx;
             let position = |pos: usize| (pos * t_all + t) * k;
-            // Pixel (m ty + a, m tx + b), if inside the image.
-            let pixel = |a: usize, b: usize| (m * ty + a < h && m * tx + b < w).then(|| ((m * ty + a) * w + m * tx + b) * k);
+            // Pixel (M ty + a, M tx + b), if inside the image.
+            let pixel = |a: usize, b: usize| (M * ty + a < h && M * tx + b < w).then(|| ((M * ty + a) * w + M * tx + b) * k);
             for c0 in (0..full).step_by(LANES) {
                 match M {
                     F4 => output_tile_f4::<T, LANES>(mt, position, bias, yt, pixel, c0),
