@@ -5,7 +5,10 @@
 //! Every figure is the median over several timed samples after a warm-up;
 //! each sample repeats the operation until it lasts about 20 ms. Ours and the
 //! baseline are sampled alternately, so load from other processes hits both
-//! alike and their ratio stays meaningful on a busy machine.
+//! alike and their ratio stays meaningful on a busy machine. Our samples run
+//! with rayon's other workers busy-waiting between calls ([`Waiting`]), as
+//! they do wherever the program runs its kernels (training, sampling, the
+//! UNet rows here); the baseline's threads wait as its own library makes them.
 //!
 //! Rows are produced by section functions (`gemm_rows`, `conv_rows`) that
 //! each push [`Row`]s into a [`Report`], which prints them as they come, as
@@ -207,26 +210,46 @@ const SAMPLE_TIME: Duration = Duration::from_millis(20);
 /// Samples per figure (the median is reported).
 const SAMPLES: usize = 7;
 
-/// Times `f` (after a warm-up call) and returns its median duration per call.
+/// How the threads of a timed function wait between its calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// Rayon's other workers busy-wait ([`tensor::KeepAwake`], held through
+    /// each sample), as they do through `ddpm train` and `ddpm sample`, so a
+    /// call does not start by waking a sleeping thread. PyTorch's OpenMP
+    /// threads spin between parallel regions too, so `yardstick.py` times
+    /// its products the same way. Ours.
+    Spinning,
+    /// As the function's own library makes them (the baseline).
+    Own,
+}
+
+/// Times `f` (after a warm-up call), its threads [`Waiting::Spinning`], and
+/// returns its median duration per call.
 fn median_time(mut f: impl FnMut()) -> Duration {
-    median_times([&mut f as &mut dyn FnMut()])[0]
+    median_times([(&mut f as &mut dyn FnMut(), Waiting::Spinning)])[0]
 }
 
 /// Times each function in turn, `SAMPLES` times round-robin, each sample
-/// long enough to last `SAMPLE_TIME`; returns each one's median per call.
-fn median_times<const N: usize>(mut fs: [&mut dyn FnMut(); N]) -> [Duration; N] {
+/// long enough to last `SAMPLE_TIME` and begun by one untimed call (which
+/// also wakes the pool); returns each one's median per call.
+fn median_times<const N: usize>(mut fs: [(&mut dyn FnMut(), Waiting); N]) -> [Duration; N] {
+    let guard = |waiting: Waiting| (waiting == Waiting::Spinning).then(tensor::KeepAwake::new);
     // Warm-up: caches, page faults, scratch buffers, the thread pool; and a
     // first guess at how many calls make a sample.
     let reps: [u32; N] = std::array::from_fn(|i| {
-        fs[i]();
+        let (f, waiting) = &mut fs[i];
+        let _awake = guard(*waiting);
+        f();
         let start = Instant::now();
-        fs[i]();
+        f();
         let once = start.elapsed().max(Duration::from_nanos(100));
         (SAMPLE_TIME.as_secs_f64() / once.as_secs_f64()).ceil().clamp(1.0, 1e6) as u32
     });
     let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(SAMPLES));
     for _ in 0..SAMPLES {
-        for ((f, &reps), samples) in fs.iter_mut().zip(&reps).zip(&mut samples) {
+        for (((f, waiting), &reps), samples) in fs.iter_mut().zip(&reps).zip(&mut samples) {
+            let _awake = guard(*waiting);
+            f();
             let start = Instant::now();
             for _ in 0..reps {
                 f();
@@ -317,7 +340,7 @@ fn gemm_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
                 )
             }
         };
-        let [t_ours, t_base] = median_times([&mut ours, &mut baseline]);
+        let [t_ours, t_base] = median_times([(&mut ours, Waiting::Spinning), (&mut baseline, Waiting::Own)]);
         let flops = 2.0 * (m * n * k) as f64;
         report.row(&Row {
             bench: case.bench.to_string(),
