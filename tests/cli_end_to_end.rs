@@ -267,11 +267,23 @@ fn toy_run_plots_data_and_samples() {
     std::fs::remove_dir_all(run).unwrap();
 }
 
-/// The short-run recipe (cosine learning rate, EMA warm-up, min-SNR) resumes bit for
-/// bit too: the EMA's decay depends on its update count, which the checkpoint keeps.
+/// The short-run recipe (cosine learning rate, EMA warm-up, min-SNR) and stratified
+/// timesteps resume bit for bit too: the EMA's decay depends on its update count,
+/// which the checkpoint keeps, and the sampler is read back from the run's config.
 #[test]
 fn recipe_options_resume_bit_for_bit_and_fix_the_schedule_length() {
-    const RECIPE: &[&str] = &["--lr-schedule", "cosine", "--ema-warmup", "true", "--loss-weight", "min-snr", "--min-snr-gamma", "3"];
+    const RECIPE: &[&str] = &[
+        "--lr-schedule",
+        "cosine",
+        "--ema-warmup",
+        "true",
+        "--loss-weight",
+        "min-snr",
+        "--min-snr-gamma",
+        "3",
+        "--timestep-sampling",
+        "stratified",
+    ];
     let (straight, resumed) = (scratch("recipe-straight"), scratch("recipe-resumed"));
     ok(&train(&straight, &[RECIPE, &["--steps", "6"]].concat()));
     ok(&train(&resumed, &[RECIPE, &["--steps", "6", "--time-budget", "0.000001"]].concat()));
@@ -286,6 +298,8 @@ fn recipe_options_resume_bit_for_bit_and_fix_the_schedule_length() {
     assert_eq!(bits(&a.model), bits(&b.model), "weights differ after resume");
     assert_eq!(bits(&a.ema), bits(&b.ema), "EMA weights differ after resume");
     assert_eq!(metrics(&straight), metrics(&resumed));
+    let config = std::fs::read_to_string(resumed.join("config.json")).unwrap();
+    assert!(config.contains(r#""timestep_sampling": "stratified""#), "{config}");
     // The cosine schedule ends at --steps: a longer resume would bend it mid-run.
     let err = fails(&ddpm(&["train", "--run", resumed.to_str().unwrap(), "--resume", "--steps", "9", "--quiet"]), 2);
     assert!(err.contains("--steps") && err.contains("cosine"), "{err}");

@@ -3,7 +3,7 @@
 //! Training flags are all optional: a preset (`--preset quick`) fills in every value,
 //! and any flag given overrides the preset's value.
 
-use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelKind, Preset};
+use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelKind, Preset, TimestepSamplingKind};
 use crate::run::sampling::{SamplerChoice, SamplerKind};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
@@ -154,6 +154,9 @@ pub struct TrainArgs {
     /// Min-SNR: the signal-to-noise ratio above which a timestep's weight stops growing.
     #[arg(long)]
     pub min_snr_gamma: Option<f64>,
+    /// How a step draws its batch's timesteps.
+    #[arg(long, value_enum)]
+    pub timestep_sampling: Option<TimestepSamplingKind>,
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long)]
     pub grad_clip: Option<f64>,

@@ -195,6 +195,7 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         lr_schedule,
         loss_weight,
         min_snr_gamma,
+        timestep_sampling,
         grad_clip,
         ema_decay,
         ema_warmup,

@@ -20,7 +20,7 @@
 //! sets); `t` holds one 0-based code timestep per item (code index = paper t - 1).
 
 use crate::error::Result;
-use ddpm::{sample_timesteps, training_losses, NoisePredictor, NoiseSchedule, TrainingOptions};
+use ddpm::{training_losses, NoisePredictor, NoiseSchedule, TrainingOptions};
 use nn::{clip_grad_norm, Module, Optimizer};
 use tensor::{Rng, Tensor};
 
@@ -44,7 +44,9 @@ impl StepOutcome {
 }
 
 /// One step of Algorithm 1 on the minibatch `x_start` (x_0, line 2):
-/// - line 3: `t ~ Uniform({0, ..., T - 1})` (code indices), one per item, from `rng`;
+/// - line 3: `t ~ Uniform({0, ..., T - 1})` (code indices), one per item, from `rng`
+///   (independently, or one per stratum with `options.timestep_sampling`, see
+///   [`ddpm::stratified_timesteps`]);
 /// - line 4: `eps ~ N(0, I)` of the shape of `x_start`, from `rng` after `t`;
 /// - line 5: the loss on `x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps`
 ///   ([`training_losses`]; L_simple by default), its gradient, the gradient clipped
@@ -65,7 +67,7 @@ pub fn train_step<M: Module<f32> + NoisePredictor<f32>>(
     max_grad_norm: f64,
     rng: &mut Rng,
 ) -> Result<StepOutcome> {
-    let t = sample_timesteps(schedule.num_timesteps(), x_start.dims()[0], rng);
+    let t = options.timestep_sampling.draw(schedule.num_timesteps(), x_start.dims()[0], rng);
     let noise = Tensor::<f32>::randn(x_start.dims(), rng);
     let loss = training_losses(schedule, &*model, x_start, &t, &noise, options)?.loss;
     let loss_value = f64::from(loss.item()?);
@@ -85,7 +87,7 @@ pub fn train_step<M: Module<f32> + NoisePredictor<f32>>(
 mod tests {
     use super::*;
     use crate::run::model::Model;
-    use ddpm::BetaSchedule;
+    use ddpm::{sample_timesteps, BetaSchedule};
     use nn::{Adam, MlpConfig, MlpDenoiser, Mode};
     use std::cell::RefCell;
     use tensor::rng;
@@ -174,6 +176,32 @@ mod tests {
         // The update is one clipped AdamW step: the weights moved, as the reference's did.
         assert_ne!(params(&model), before);
         assert_eq!(params(&model), params(&reference));
+        Ok(())
+    }
+
+    /// With `--timestep-sampling stratified`, line 3 draws the batch's
+    /// timesteps with `stratified_timesteps` from the same stream: one in each
+    /// eighth of 0..100 for a batch of 8.
+    #[test]
+    fn the_stratified_option_draws_one_timestep_per_stratum() -> Result<()> {
+        let schedule = NoiseSchedule::new(BetaSchedule::Linear, 100)?;
+        let mut r = rng(1);
+        let inner = MlpDenoiser::new(&MlpConfig::toy_2d(), &mut r)?;
+        let mut model = Recording { inner, seen: RefCell::new(Vec::new()) };
+        let x_start = Tensor::<f32>::rand_uniform(&[8, 2], -1.0, 1.0, &mut r);
+        let options = TrainingOptions { timestep_sampling: ddpm::TimestepSampling::Stratified, ..TrainingOptions::default() };
+        let mut optimizer = Adam::adamw(1e-2, 0.0);
+        train_step(&schedule, &mut model, &mut optimizer, &x_start, options, f64::INFINITY, &mut rng(7))?;
+        let seen = model.seen.borrow();
+        assert_eq!(seen[0].1, ddpm::stratified_timesteps(100, 8, &mut rng(7)));
+        for (i, &t) in seen[0].1.iter().enumerate() {
+            assert!(
+                (100 * i..100 * (i + 1)).contains(&(8 * t)),
+                "item {i} at t = {t}, outside its stratum [{}, {})",
+                12.5 * i as f64,
+                12.5 * (i + 1) as f64
+            );
+        }
         Ok(())
     }
 

@@ -4,7 +4,10 @@
 
 use crate::error::{Error, Result};
 use clap::ValueEnum;
-use ddpm::{BetaSchedule, LossKind, NoiseSchedule, Parameterization, ReverseOptions, TimestepWeighting, TrainingOptions, VarianceKind};
+use ddpm::{
+    BetaSchedule, LossKind, NoiseSchedule, Parameterization, ReverseOptions, TimestepSampling, TimestepWeighting, TrainingOptions,
+    VarianceKind,
+};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -59,6 +62,18 @@ pub enum LossWeightKind {
     Uniform,
     /// Min-SNR-gamma: the nearly clean timesteps weigh less (see --min-snr-gamma).
     MinSnr,
+}
+
+/// How a step draws its batch's timesteps, as the command line names it (the
+/// `ddpm` crate's [`TimestepSampling`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestepSamplingKind {
+    /// Each timestep independently uniform (Algorithm 1).
+    #[default]
+    Uniform,
+    /// One timestep in each of `batch` equal strata of 0..T.
+    Stratified,
 }
 
 /// `config.json` spells the `ddpm` crate's choices by their names (`Display` and
@@ -117,6 +132,8 @@ pub struct TrainConfig {
     pub loss_weight: LossWeightKind,
     #[serde(default = "default_min_snr_gamma")]
     pub min_snr_gamma: f64,
+    #[serde(default)]
+    pub timestep_sampling: TimestepSamplingKind,
     pub grad_clip: f64,
     pub ema_decay: f64,
     #[serde(default)]
@@ -168,6 +185,7 @@ impl TrainConfig {
             lr_schedule: LrScheduleKind::Constant,
             loss_weight: LossWeightKind::Uniform,
             min_snr_gamma: default_min_snr_gamma(),
+            timestep_sampling: TimestepSamplingKind::Uniform,
             grad_clip: 1.0,
             ema_decay: 0.999,
             ema_warmup: false,
@@ -298,6 +316,10 @@ impl TrainConfig {
             variance: self.variance,
             weighting,
             hybrid_lambda: self.hybrid_lambda,
+            timestep_sampling: match self.timestep_sampling {
+                TimestepSamplingKind::Uniform => TimestepSampling::Uniform,
+                TimestepSamplingKind::Stratified => TimestepSampling::Stratified,
+            },
         }
     }
 
