@@ -6,7 +6,7 @@
 # for the steps that take the preset's time at that width (measured on the AMD
 # EPYC of session 23; see the chapter). Prints the Markdown table of chapter 10.
 # About 3 minutes a row on the AMD EPYC (2 cores), 6 minutes on the slower Intel
-# Xeon, 12 rows.
+# Xeon, 13 rows.
 #
 #   sh notebooks-md/settings-ablation.sh          runs into runs/settings-*/ (kept, reused)
 set -eu
@@ -28,6 +28,7 @@ row ema-0.998 --ema-decay 0.998
 row min-snr-2 --min-snr-gamma 2
 row min-snr-10 --min-snr-gamma 10
 row warmup-25 --warmup 25
+row stratified-t --timestep-sampling stratified
 row no-grad-clip --grad-clip 0
 row no-grad-clip-seed-1 --grad-clip 0 --seed 1
 row width-8 --base-channels 8 --steps 2400
