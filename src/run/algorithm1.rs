@@ -129,17 +129,23 @@ mod tests {
         }
     }
 
+    /// A 100-step linear schedule, a recording toy MLP and a batch of 8 points.
+    fn recording_toy() -> Result<(NoiseSchedule, Recording, Tensor<f32>)> {
+        let schedule = NoiseSchedule::new(BetaSchedule::Linear, 100)?;
+        let mut r = rng(1);
+        let inner = MlpDenoiser::new(&MlpConfig::toy_2d(), &mut r)?;
+        let model = Recording { inner, seen: RefCell::new(Vec::new()) };
+        let x_start = Tensor::<f32>::rand_uniform(&[8, 2], -1.0, 1.0, &mut r);
+        Ok((schedule, model, x_start))
+    }
+
     fn params(model: &impl Module<f32>) -> Vec<Vec<f32>> {
         model.named_params().into_iter().map(|(_, p)| p.to_vec()).collect()
     }
 
     #[test]
     fn one_step_is_lines_3_to_5_of_algorithm_1() -> Result<()> {
-        let schedule = NoiseSchedule::new(BetaSchedule::Linear, 100)?;
-        let mut r = rng(1);
-        let inner = MlpDenoiser::new(&MlpConfig::toy_2d(), &mut r)?;
-        let mut model = Recording { inner, seen: RefCell::new(Vec::new()) };
-        let x_start = Tensor::<f32>::rand_uniform(&[8, 2], -1.0, 1.0, &mut r);
+        let (schedule, mut model, x_start) = recording_toy()?;
         let options = TrainingOptions::default();
         let max_norm = 0.5;
 
@@ -184,11 +190,7 @@ mod tests {
     /// eighth of 0..100 for a batch of 8.
     #[test]
     fn the_stratified_option_draws_one_timestep_per_stratum() -> Result<()> {
-        let schedule = NoiseSchedule::new(BetaSchedule::Linear, 100)?;
-        let mut r = rng(1);
-        let inner = MlpDenoiser::new(&MlpConfig::toy_2d(), &mut r)?;
-        let mut model = Recording { inner, seen: RefCell::new(Vec::new()) };
-        let x_start = Tensor::<f32>::rand_uniform(&[8, 2], -1.0, 1.0, &mut r);
+        let (schedule, mut model, x_start) = recording_toy()?;
         let options = TrainingOptions { timestep_sampling: ddpm::TimestepSampling::Stratified, ..TrainingOptions::default() };
         let mut optimizer = Adam::adamw(1e-2, 0.0);
         train_step(&schedule, &mut model, &mut optimizer, &x_start, options, f64::INFINITY, &mut rng(7))?;
