@@ -6,7 +6,7 @@
 //! each sample repeats the operation until it lasts about 20 ms. Ours and the
 //! baseline are sampled alternately, so load from other processes hits both
 //! alike and their ratio stays meaningful on a busy machine. Our samples run
-//! with rayon's other workers busy-waiting between calls ([`Waiting`]), as
+//! with rayon's other workers busy-waiting between calls (`Waiting`), as
 //! they do wherever the program runs its kernels (training, sampling, the
 //! UNet rows here); the baseline's threads wait as its own library makes them.
 //!
