@@ -3,11 +3,11 @@
 //! Training flags are all optional: a preset (`--preset quick`) fills in every value,
 //! and any flag given overrides the preset's value.
 
-use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelKind, Preset, TimestepSamplingKind};
+use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelKind, Preset};
 use crate::run::sampling::{SamplerChoice, SamplerKind};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use ddpm::{BetaSchedule, LossKind, Parameterization, VarianceKind};
+use ddpm::{BetaSchedule, LossKind, Parameterization, TimestepSampling, VarianceKind};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -91,6 +91,8 @@ const LOSS_HELP: [&str; 3] =
     ["L_simple: the unweighted noise MSE (Ho et al. eq. 14)", "The true variational bound L_vlb", "L_simple + lambda L_vlb"];
 const VARIANCE_HELP: [&str; 2] = ["sigma_t^2 = beta_t", "sigma_t^2 = beta-tilde_t, the posterior variance"];
 const PREDICTION_HELP: [&str; 2] = ["The model predicts the noise eps (the paper's choice)", "The model predicts x_0"];
+const TIMESTEP_SAMPLING_HELP: [&str; 2] =
+    ["Each timestep independently uniform on 0..T (Algorithm 1)", "One timestep in each of the batch's equal strata of 0..T"];
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -155,8 +157,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub min_snr_gamma: Option<f64>,
     /// How a step draws its batch's timesteps.
-    #[arg(long, value_enum)]
-    pub timestep_sampling: Option<TimestepSamplingKind>,
+    #[arg(long, value_parser = named(&TimestepSampling::NAMES, &TIMESTEP_SAMPLING_HELP))]
+    pub timestep_sampling: Option<TimestepSampling>,
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long)]
     pub grad_clip: Option<f64>,

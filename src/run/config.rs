@@ -64,18 +64,6 @@ pub enum LossWeightKind {
     MinSnr,
 }
 
-/// How a step draws its batch's timesteps, as the command line names it (the
-/// `ddpm` crate's [`TimestepSampling`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TimestepSamplingKind {
-    /// Each timestep independently uniform (Algorithm 1).
-    #[default]
-    Uniform,
-    /// One timestep in each of `batch` equal strata of 0..T.
-    Stratified,
-}
-
 /// `config.json` spells the `ddpm` crate's choices by their names (`Display` and
 /// `FromStr`), the names the command line accepts.
 mod by_name {
@@ -132,8 +120,8 @@ pub struct TrainConfig {
     pub loss_weight: LossWeightKind,
     #[serde(default = "default_min_snr_gamma")]
     pub min_snr_gamma: f64,
-    #[serde(default)]
-    pub timestep_sampling: TimestepSamplingKind,
+    #[serde(default, with = "by_name")]
+    pub timestep_sampling: TimestepSampling,
     pub grad_clip: f64,
     pub ema_decay: f64,
     #[serde(default)]
@@ -185,7 +173,7 @@ impl TrainConfig {
             lr_schedule: LrScheduleKind::Constant,
             loss_weight: LossWeightKind::Uniform,
             min_snr_gamma: default_min_snr_gamma(),
-            timestep_sampling: TimestepSamplingKind::Uniform,
+            timestep_sampling: TimestepSampling::Uniform,
             grad_clip: 1.0,
             ema_decay: 0.999,
             ema_warmup: false,
@@ -316,10 +304,7 @@ impl TrainConfig {
             variance: self.variance,
             weighting,
             hybrid_lambda: self.hybrid_lambda,
-            timestep_sampling: match self.timestep_sampling {
-                TimestepSamplingKind::Uniform => TimestepSampling::Uniform,
-                TimestepSamplingKind::Stratified => TimestepSampling::Stratified,
-            },
+            timestep_sampling: self.timestep_sampling,
         }
     }
 
