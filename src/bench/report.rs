@@ -217,7 +217,7 @@ enum Waiting {
     /// each sample), as they do through `ddpm train` and `ddpm sample`, so a
     /// call does not start by waking a sleeping thread. PyTorch's OpenMP
     /// threads spin between parallel regions too, so `yardstick.py` times
-    /// its products the same way. Ours.
+    /// its products the same way. How our kernels are timed.
     Spinning,
     /// As the function's own library makes them (the baseline).
     Own,

@@ -198,7 +198,8 @@ impl TrainConfig {
             // cosine noise schedule, which at 1,400 steps recognised 3.4 and 3.8 points
             // more than the linear one (training seeds 0 and 1; 3.4 at 1,600; nothing at
             // 2,400). 1,800 steps are sized to fit the ten minutes on the slowest machine
-            // measured (an estimate: it has not been measured since session 14), an Intel Xeon (AVX-512, FMA peak 330 GFLOP/s) whose speed moves with its
+            // measured (an estimate: it has not been measured since session 14), an
+            // Intel Xeon (AVX-512, FMA peak 330 GFLOP/s) whose speed moves with its
             // neighbours and which builds a fresh clone in 80-99 s: with session 11's
             // kernels it trained 1,100 steps at 4.3 a second where session 10's did 3.15
             // (and 2.39 in a slow hour, when 1,200 steps took 10 min 9 s in all), 1.25-1.5
