@@ -100,7 +100,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::vectorized;
+use super::elementwise::{lane_dot, lane_sum, vectorized};
 use super::gemm::scratch::with_scratch;
 use super::gemm::{gemm_packed_b, gemm_prepacked, gemm_with, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading};
 use implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
@@ -731,6 +731,8 @@ const THIN_MAX_R: usize = 32;
 /// the column multiplies are gathered once into `tap_plane` (L) (a row of the
 /// im2col matrix), then each of the K sums is one dot product in
 /// [`SUM_LANES`] lanes. With `accumulate`, added to `partial`.
+///
+/// [`SUM_LANES`]: crate::kernels::elementwise::SUM_LANES
 #[inline(always)]
 fn weight_grad_thin<T: GemmScalar>(g: &Conv2dGeometry, xhwc: &[T], dout: &[T], tap_plane: &mut [T], accumulate: bool, partial: &mut [T]) {
     let (r, l, out_w, wp) = (g.r(), g.l(), g.out_w(), g.w + 2 * g.padding);
@@ -749,45 +751,6 @@ fn weight_grad_thin<T: GemmScalar>(g: &Conv2dGeometry, xhwc: &[T], dout: &[T], t
             *p = if accumulate { *p + dot } else { dot };
         }
     }
-}
-
-/// Lanes of [`lane_sum`] and [`lane_dot`].
-const SUM_LANES: usize = 16;
-
-/// `sum_i a_i b_i` in `SUM_LANES` interleaved partial sums, as [`lane_sum`].
-#[inline(always)]
-fn lane_dot<T: GemmScalar>(a: &[T], b: &[T]) -> T {
-    let mut lanes = [T::ZERO; SUM_LANES];
-    let (chunks_a, chunks_b) = (a.chunks_exact(SUM_LANES), b.chunks_exact(SUM_LANES));
-    let (tail_a, tail_b) = (chunks_a.remainder(), chunks_b.remainder());
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for ((lane, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
-            *lane = *lane + x * y;
-        }
-    }
-    for ((lane, &x), &y) in lanes.iter_mut().zip(tail_a).zip(tail_b) {
-        *lane = *lane + x * y;
-    }
-    lanes.into_iter().fold(T::ZERO, |sum, lane| sum + lane)
-}
-
-/// `sum(row)`, added in `SUM_LANES` interleaved partial sums and then across
-/// them in lane order: a fixed order (the same bits on every machine) that the
-/// compiler turns into vector adds. A plain fold is one dependent add after
-/// another, four cycles each; at 28 x 28 with 16 channels the bias gradient
-/// summed that way was a fifth of the weight-gradient pass.
-fn lane_sum<T: GemmScalar>(row: &[T]) -> T {
-    let mut lanes = [T::ZERO; SUM_LANES];
-    let mut chunks = row.chunks_exact(SUM_LANES);
-    for chunk in &mut chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane = *lane + v;
-        }
-    }
-    for (lane, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-        *lane = *lane + v;
-    }
-    lanes.into_iter().fold(T::ZERO, |sum, lane| sum + lane)
 }
 
 /// `weight_flipped (C, K, KH, KW)[c, k, i, j] = weight (K, C, KH, KW)[k, c, KH-1-i, KW-1-j]`:

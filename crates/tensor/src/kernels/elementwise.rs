@@ -15,6 +15,7 @@
 //! The `*_to_vec` forms return a new vector written once, element by element: an
 //! op's output is never zero-filled before it is overwritten.
 
+use crate::kernels::gemm::GemmScalar;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -300,6 +301,46 @@ fn has_avx512() -> bool {
 fn has_avx2_fma() -> bool {
     // The std macro caches the CPUID answer, so this is a load and a test.
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Lanes of [`lane_sum`] and [`lane_dot`].
+pub(crate) const SUM_LANES: usize = 16;
+
+/// `sum_i a_i b_i` in `SUM_LANES` interleaved partial sums, as [`lane_sum`].
+#[inline(always)]
+pub(crate) fn lane_dot<T: GemmScalar>(a: &[T], b: &[T]) -> T {
+    let mut lanes = [T::ZERO; SUM_LANES];
+    let (chunks_a, chunks_b) = (a.chunks_exact(SUM_LANES), b.chunks_exact(SUM_LANES));
+    let (tail_a, tail_b) = (chunks_a.remainder(), chunks_b.remainder());
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(ca).zip(cb) {
+            *lane = *lane + x * y;
+        }
+    }
+    for ((lane, &x), &y) in lanes.iter_mut().zip(tail_a).zip(tail_b) {
+        *lane = *lane + x * y;
+    }
+    lanes.into_iter().fold(T::ZERO, |sum, lane| sum + lane)
+}
+
+/// `sum(row)`, added in `SUM_LANES` interleaved partial sums and then across
+/// them in lane order: a fixed order (the same bits on every machine) that the
+/// compiler turns into vector adds. A plain fold is one dependent add after
+/// another, four cycles each; at 28 x 28 with 16 channels the bias gradient
+/// summed that way was a fifth of the weight-gradient pass.
+#[inline(always)]
+pub(crate) fn lane_sum<T: GemmScalar>(row: &[T]) -> T {
+    let mut lanes = [T::ZERO; SUM_LANES];
+    let mut chunks = row.chunks_exact(SUM_LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = *lane + v;
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *lane = *lane + v;
+    }
+    lanes.into_iter().fold(T::ZERO, |sum, lane| sum + lane)
 }
 
 #[cfg(test)]
