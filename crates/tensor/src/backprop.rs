@@ -17,7 +17,7 @@
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::op::Op;
-use crate::ops::{binary, conv, matmul, norm, reduce, select, unary, upsample, view};
+use crate::ops::{attention, binary, conv, matmul, norm, reduce, select, unary, upsample, view};
 use crate::tensor::{Tensor, TensorId};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -250,6 +250,7 @@ fn backward_op<T: Float>(op: &Op<T>, out: &Tensor<T>, g: &Tensor<T>) -> Result<V
             grads.map(|(gx, gw, gb)| vec![Some(gx), Some(gw), Some(gb)])
         }
         Op::UpsampleNearest2d { x, scale } => one(upsample::upsample_nearest2d_backward(x, *scale, g)),
+        Op::Attention { qkv, weights } => one(attention::attention_backward(qkv, weights, g)),
         Op::Where { mask, a, b } => select::where_backward(mask, a, b, g).map(|(ga, gb)| vec![None, Some(ga), Some(gb)]),
         Op::IndexSelect { x, axis, indices } => one(select::index_select_backward(x, *axis, indices, g)),
         Op::Gather { x, axis, index } => one(select::gather_backward(x, *axis, index, g)),

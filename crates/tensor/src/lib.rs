@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use gradcheck::{gradcheck, GradCheck};
 pub use layout::Layout;
 pub use op::{Op, OpKind};
+pub use ops::attention::{attention, attention_composed};
 pub use ops::norm::{group_norm_composed, Addend, GroupNormSilu};
-pub use ops::softmax::attention;
 pub use random::{rng, Rng};
 pub use tensor::{Tensor, TensorId};

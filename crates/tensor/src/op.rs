@@ -84,6 +84,13 @@ pub enum Op<T: Float> {
         x: Tensor<T>,
         scale: usize,
     },
+    // Attention (ops/attention.rs).
+    /// `qkv` `[B, 3C, L]`; `weights` the softmax weights `P` `[B, L, L]` the
+    /// forward computed, saved for the backward.
+    Attention {
+        qkv: Tensor<T>,
+        weights: Arc<Vec<T>>,
+    },
     // Selection (ops/select.rs). The mask and the indices get no gradient.
     Where {
         mask: Tensor<T>,
@@ -147,6 +154,7 @@ op_kinds!(
     GroupNorm,
     GroupNormSilu,
     UpsampleNearest2d,
+    Attention,
     Where,
     IndexSelect,
     Gather,
@@ -188,6 +196,7 @@ impl<T: Float> Op<T> {
             Op::GroupNorm { silu: false, .. } => OpKind::GroupNorm,
             Op::GroupNorm { silu: true, .. } => OpKind::GroupNormSilu,
             Op::UpsampleNearest2d { .. } => OpKind::UpsampleNearest2d,
+            Op::Attention { .. } => OpKind::Attention,
             Op::Where { .. } => OpKind::Where,
             Op::IndexSelect { .. } => OpKind::IndexSelect,
             Op::Gather { .. } => OpKind::Gather,
@@ -227,6 +236,7 @@ impl<T: Float> Op<T> {
             | Op::Conv2d { .. }
             | Op::GroupNorm { .. }
             | Op::UpsampleNearest2d { .. }
+            | Op::Attention { .. }
             | Op::Where { .. }
             | Op::IndexSelect { .. }
             | Op::Gather { .. } => false,
@@ -275,7 +285,8 @@ impl<T: Float> Op<T> {
             | Op::Maximum(..)
             | Op::Matmul(..)
             | Op::Conv2d { .. }
-            | Op::GroupNorm { .. }) => read,
+            | Op::GroupNorm { .. }
+            | Op::Attention { .. }) => read,
         }
     }
 
@@ -304,6 +315,7 @@ impl<T: Float> Op<T> {
             | Op::BroadcastTo(x)
             | Op::Copy(x)
             | Op::UpsampleNearest2d { x, .. }
+            | Op::Attention { qkv: x, .. }
             | Op::IndexSelect { x, .. }
             | Op::Gather { x, .. } => vec![x],
             Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) | Op::Maximum(a, b) | Op::Matmul(a, b) => {

@@ -78,6 +78,14 @@ fn attention_of_unequal_or_wrong_rank_inputs() {
     assert!(tensor::attention(&q, &v, &q).is_err());
     let flat = zeros(&[2, 3]);
     assert!(matches!(tensor::attention(&flat, &flat, &flat), Err(Error::ShapeMismatch { op: "attention", .. })));
+    assert!(tensor::attention_composed(&q, &q, &v).is_err() && tensor::attention_composed(&flat, &flat, &flat).is_err());
+    // The stacked form: rank 3 and a channel count that splits in three.
+    let err = zeros(&[1, 4, 3]).attention_qkv().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "attention: shape mismatch: qkv [1, 4, 3] must be [B, 3C, L]: queries, keys and values stacked along axis 1"
+    );
+    assert!(zeros(&[6, 3]).attention_qkv().is_err() && zeros(&[1, 6, 3]).attention_qkv().is_ok());
 }
 
 #[test]

@@ -47,13 +47,16 @@ fn outputs_taken_from_the_pool_leak_nothing_of_its_old_values() -> Result<()> {
     let w = Tensor::<f64>::randn(&[8, 8, 3, 3], &mut r);
     let (gamma, beta) = (Tensor::<f64>::randn(&[8], &mut r), Tensor::<f64>::randn(&[8], &mut r));
     let m = Tensor::<f64>::randn(&[20, 20], &mut r);
+    // Keys and values for x as the queries of attention: 8 images, 2 channels, 400 positions.
+    let kv = Tensor::<f64>::randn(&[8, 4, 400], &mut r);
     let image = 2 * 8 * 20 * 20;
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         ("conv2d", |x, p| x.conv2d(&p[0], None, 1, 1), vec![w], vec![image]),
         ("group_norm", |x, p| x.group_norm(4, &p[0], &p[1], 1e-5), vec![gamma.clone(), beta.clone()], vec![image]),
         ("group_norm_silu", |x, p| x.group_norm_silu(2, &p[0], &p[1], 1e-5), vec![gamma, beta], vec![image]),
         ("upsample_nearest2d", |x, _| x.upsample_nearest2d(2), vec![], vec![image, 4 * image]),
         ("matmul", |x, p| x.matmul(&p[0]), vec![m], vec![image]),
+        ("attention", |x, p| Tensor::cat(&[x.reshape(&[8, 2, 400])?, p[0].clone()], 1)?.attention_qkv(), vec![kv], vec![image, 3 * image]),
     ];
     for (name, op, params, lens) in cases {
         let y_dims = op(&x, &params)?.dims().to_vec();

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::layers::conv2d::Conv2d;
 use crate::layers::group_norm::GroupNorm;
 use crate::module::{join, Module};
-use tensor::{attention, Float, Rng, Tensor};
+use tensor::{Float, Rng, Tensor};
 
 /// The self-attention block.
 #[derive(Clone, Debug)]
@@ -50,9 +50,9 @@ impl<T: Float> AttentionBlock<T> {
             });
         }
         let (b, c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
-        let qkv = self.qkv.forward(&self.norm.forward(x)?)?.reshape(&[b, 3 * c, h * w])?; // [B, 3C, L]
-        let (q, k, v) = (qkv.narrow(1, 0, c)?, qkv.narrow(1, c, c)?, qkv.narrow(1, 2 * c, c)?);
-        let a = attention(&q, &k, &v)?.reshape(&[b, c, h, w])?; // [B, C, H, W]
+        // [B, 3C, L]: q, k, v stacked, as `attention_qkv` takes them.
+        let qkv = self.qkv.forward(&self.norm.forward(x)?)?.reshape(&[b, 3 * c, h * w])?;
+        let a = qkv.attention_qkv()?.reshape(&[b, c, h, w])?; // [B, C, H, W]
         Ok(x.add(&self.proj.forward(&a)?)?)
     }
 

@@ -5,6 +5,7 @@
 //! split across threads in fixed-size chunks, so results never depend on the
 //! thread count.
 
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub mod matmul;

@@ -1,5 +1,5 @@
 //! Composite ops built from primitives, with no backward code of their own:
-//! softmax, log-softmax, attention, and the losses.
+//! softmax, log-softmax and the losses (attention, fused, is `attention.rs`).
 
 use crate::element::Float;
 use crate::error::{Error, Result};
@@ -59,26 +59,4 @@ impl<T: Float> Tensor<T> {
         let picked = self.log_softmax(1)?.gather(1, labels, &[labels.len(), 1])?;
         Ok(picked.mean_all()?.neg())
     }
-}
-
-/// Single-head dot-product attention over `L` positions with `C` channels.
-///
-/// Shapes: `q`, `k`, `v` `[B, C, L]`, output `[B, C, L]`:
-/// `out[b, :, i] = sum_j softmax_j(q[b, :, i] . k[b, :, j] / sqrt(C)) v[b, :, j]`.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`] unless the three shapes are equal and of rank 3.
-pub fn attention<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) -> Result<Tensor<T>> {
-    if q.rank() != 3 || q.dims() != k.dims() || q.dims() != v.dims() {
-        return Err(Error::ShapeMismatch {
-            op: "attention",
-            msg: format!("q {:?}, k {:?}, v {:?} must all be [B, C, L]", q.dims(), k.dims(), v.dims()),
-        });
-    }
-    let c = q.dims()[1];
-    // scores[b, i, j] = q[b, :, i] . k[b, :, j] / sqrt(C): (B, L, C) @ (B, C, L).
-    let scores = q.t()?.matmul(k)?.mul_scalar(T::from_f64(1.0 / (c as f64).sqrt()));
-    let weights = scores.softmax(2)?; // over the keys j
-                                      // out[b, c, i] = sum_j v[b, c, j] weights[b, i, j]: (B, C, L) @ (B, L, L)^T.
-    v.matmul(&weights.t()?)
 }
