@@ -97,7 +97,7 @@ fn unary_ops_are_their_formulas() {
     // GELU's tanh approximation with c = sqrt(2 / pi).
     let c = (2.0 / std::f64::consts::PI).sqrt();
     let gelu = |v: f64| 0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh());
-    let cases: [(&str, Tensor<f64>, Formula); 8] = [
+    let cases: [(&str, Tensor<f64>, Formula); 12] = [
         ("neg", x.neg(), |v| -v),
         ("exp", x.exp(), f64::exp),
         ("tanh", x.tanh(), f64::tanh),
@@ -106,6 +106,11 @@ fn unary_ops_are_their_formulas() {
         ("sqr", x.sqr(), |v| v * v),
         ("clamp", x.clamp(-1.0, 1.5), |v| v.clamp(-1.0, 1.5)),
         ("affine", x.affine(-1.5, 0.25), |v| -1.5 * v + 0.25),
+        // The scalar forms, each an affine map.
+        ("add_scalar", x.add_scalar(0.75), |v| v + 0.75),
+        ("sub_scalar", x.sub_scalar(0.75), |v| v - 0.75),
+        ("mul_scalar", x.mul_scalar(-3.0), |v| -3.0 * v),
+        ("div_scalar", x.div_scalar(4.0), |v| v / 4.0),
     ];
     for (name, got, f) in cases {
         assert_close(&got.to_vec(), &xs.map(f), name);
