@@ -86,10 +86,11 @@ pub enum Op<T: Float> {
     },
     // Attention (ops/attention.rs).
     /// `qkv` `[B, 3C, L]`; `weights` the softmax weights `P` `[B, L, L]` the
-    /// forward computed, saved for the backward.
+    /// forward computed, saved for the backward (a tensor, so that its buffer
+    /// goes back to the pool with the graph; no gradient flows to it).
     Attention {
         qkv: Tensor<T>,
-        weights: Arc<Vec<T>>,
+        weights: Tensor<T>,
     },
     // Selection (ops/select.rs). The mask and the indices get no gradient.
     Where {

@@ -56,7 +56,12 @@ fn outputs_taken_from_the_pool_leak_nothing_of_its_old_values() -> Result<()> {
         ("group_norm_silu", |x, p| x.group_norm_silu(2, &p[0], &p[1], 1e-5), vec![gamma, beta], vec![image]),
         ("upsample_nearest2d", |x, _| x.upsample_nearest2d(2), vec![], vec![image, 4 * image]),
         ("matmul", |x, p| x.matmul(&p[0]), vec![m], vec![image]),
-        ("attention", |x, p| Tensor::cat(&[x.reshape(&[8, 2, 400])?, p[0].clone()], 1)?.attention_qkv(), vec![kv], vec![image, 3 * image]),
+        (
+            "attention",
+            |x, p| Tensor::cat(&[x.reshape(&[8, 2, 400])?, p[0].clone()], 1)?.attention_qkv(),
+            vec![kv],
+            vec![image, 3 * image, 8 * 400 * 400],
+        ),
     ];
     for (name, op, params, lens) in cases {
         let y_dims = op(&x, &params)?.dims().to_vec();

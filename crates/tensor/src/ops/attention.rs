@@ -25,7 +25,6 @@ use crate::kernels::gemm::{gemm_with, Kernel, MatMut, MatRef, Threading};
 use crate::op::Op;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// Single-head dot-product attention over `L` positions with `C` channels.
 ///
@@ -95,7 +94,7 @@ impl<T: Float> Tensor<T> {
         // The weights are the backward's; without a graph to record, each
         // image's stay in a scratch buffer.
         let keep = crate::is_grad_enabled() && self.requires_grad_flag();
-        let mut weights = if keep { vec![T::ZERO; b * l * l] } else { Vec::new() };
+        let mut weights = if keep { crate::pool::for_overwrite(b * l * l) } else { Vec::new() };
         if b * c * l > 0 {
             let images = out.par_chunks_exact_mut(c * l).zip(qkv.par_chunks_exact(3 * c * l));
             if keep {
@@ -104,7 +103,8 @@ impl<T: Float> Tensor<T> {
                 images.for_each(|(out, qkv)| with_scratch(l * l, |p: &mut [T]| image_forward(qkv, (c, l), p, out)));
             }
         }
-        Ok(Tensor::from_op(out, &[b, c, l], Op::Attention { qkv: self.clone(), weights: Arc::new(weights) }))
+        let weights = if keep { Tensor::from_vec(weights, &[b, l, l])? } else { Tensor::zeros(&[0]) };
+        Ok(Tensor::from_op(out, &[b, c, l], Op::Attention { qkv: self.clone(), weights }))
     }
 }
 
@@ -174,9 +174,9 @@ fn softmax_row<T: Float>(row: &mut [T]) {
 //   S = q^T k / sqrt(C)      -> dq = k dS^T / sqrt(C)  (C, L) @ (L, L)^T
 //                               dk = q dS / sqrt(C)    (C, L) @ (L, L)
 // written into the three parts of d(qkv) (3C, L), the order of the stacked input.
-pub(crate) fn attention_backward<T: Float>(qkv: &Tensor<T>, weights: &[T], g: &Tensor<T>) -> Result<Tensor<T>> {
+pub(crate) fn attention_backward<T: Float>(qkv: &Tensor<T>, weights: &Tensor<T>, g: &Tensor<T>) -> Result<Tensor<T>> {
     let (b, c, l) = (qkv.dims()[0], qkv.dims()[1] / 3, qkv.dims()[2]);
-    let (qkv_data, gd) = (qkv.contiguous_data(), g.contiguous_data());
+    let (qkv_data, gd, weights) = (qkv.contiguous_data(), g.contiguous_data(), weights.contiguous_data());
     let mut grad = crate::pool::for_overwrite(b * 3 * c * l);
     if b * c * l > 0 {
         let images = grad.par_chunks_exact_mut(3 * c * l).zip(qkv_data.par_chunks_exact(3 * c * l));
