@@ -193,6 +193,21 @@ fn fused_attention_equals_composed_reference() {
     }
 }
 
+/// Scores far from 0 (q and k of size 12, so |S| reaches the hundreds): in f32
+/// `exp` overflows past 88.7, and only the softmax's shift by the row's largest
+/// score keeps the fused op finite and equal to its twin.
+#[test]
+fn fused_attention_of_large_scores_stays_finite() {
+    let qkv = randn(&[2, 3 * 8, 49], 160).mul_scalar(12.0).cast::<f32>();
+    let (q, k, v) = (qkv.narrow(1, 0, 8).unwrap(), qkv.narrow(1, 8, 8).unwrap(), qkv.narrow(1, 16, 8).unwrap());
+    let scores = q.t().unwrap().matmul(&k).unwrap().to_vec();
+    assert!(scores.iter().any(|s| s.abs() > 200.0), "the case reaches scores that overflow exp");
+    let (fused, composed) = (qkv.attention_qkv().unwrap().to_vec(), attention_composed(&q, &k, &v).unwrap().to_vec());
+    assert!(fused.iter().all(|v| v.is_finite()));
+    let worst = fused.iter().zip(&composed).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst < 1e-3, "{worst:e}");
+}
+
 #[test]
 fn fused_group_norm_equals_composed_reference() {
     let x = randn(&[3, 6, 4, 5], 70);
