@@ -208,6 +208,19 @@ fn fused_attention_of_large_scores_stays_finite() {
     assert!(worst < 1e-3, "{worst:e}");
 }
 
+/// No images, no channels or no positions: an empty output of the right shape,
+/// and an empty gradient of the input's shape (nothing is cut into chunks of 0).
+#[test]
+fn fused_attention_of_empty_shapes() {
+    for (b, c, l) in [(0, 2, 5), (2, 0, 5), (2, 2, 0)] {
+        let qkv = Tensor::<f64>::zeros(&[b, 3 * c, l]).requires_grad();
+        let out = qkv.attention_qkv().unwrap();
+        assert_eq!(out.dims(), [b, c, l]);
+        let grads = out.backward_with(&Tensor::zeros(&[b, c, l])).unwrap();
+        assert_eq!(grads.get(&qkv).unwrap().dims(), [b, 3 * c, l], "{b} x {c} x {l}");
+    }
+}
+
 #[test]
 fn fused_group_norm_equals_composed_reference() {
     let x = randn(&[3, 6, 4, 5], 70);
