@@ -288,12 +288,13 @@ fn add_partials_in_order<T: GemmScalar>(partials: &mut [T], part: usize) -> &mut
 /// back in the weight's order on the threads).
 const PARALLEL_PARTIAL_SUM_MIN: usize = 1 << 15;
 
-/// Row-major (rows, cols) view of a slice that holds exactly that matrix.
-fn row_major<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
+/// Row-major (rows, cols) view of a slice that holds exactly that matrix
+/// (the convolutions' and the fused attention's).
+pub(crate) fn row_major<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
     MatRef::new(data, rows, cols, cols, 1).expect("slice length checked against the geometry")
 }
 
-fn row_major_mut<T>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+pub(crate) fn row_major_mut<T>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
     MatMut::new(data, rows, cols, cols, 1).expect("slice length checked against the geometry")
 }
 

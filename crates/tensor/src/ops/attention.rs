@@ -19,6 +19,7 @@
 
 use crate::element::Float;
 use crate::error::{Error, Result};
+use crate::kernels::conv::{row_major, row_major_mut};
 use crate::kernels::elementwise::{lane_dot, lane_sum, vectorized};
 use crate::kernels::gemm::scratch::with_scratch;
 use crate::kernels::gemm::{gemm_with, Kernel, MatMut, MatRef, Threading};
@@ -50,7 +51,7 @@ pub fn attention_composed<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>)
     check_parts(q, k, v)?;
     let c = q.dims()[1];
     // scores[b, i, j] = q[b, :, i] . k[b, :, j] / sqrt(C): (B, L, C) @ (B, C, L).
-    let scores = q.t()?.matmul(k)?.mul_scalar(T::from_f64(1.0 / (c as f64).sqrt()));
+    let scores = q.t()?.matmul(k)?.mul_scalar(score_scale(c));
     // Over the keys j.
     let weights = scores.softmax(2)?;
     // out[b, c, i] = sum_j v[b, c, j] weights[b, i, j]: (B, C, L) @ (B, L, L)^T.
@@ -108,15 +109,6 @@ impl<T: Float> Tensor<T> {
     }
 }
 
-/// `(rows, cols)` row-major matrix views of a slice.
-fn matrix<T>(data: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
-    MatRef::new(data, rows, cols, cols, 1).expect("slice sized rows * cols")
-}
-
-fn matrix_mut<T>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
-    MatMut::new(data, rows, cols, cols, 1).expect("slice sized rows * cols")
-}
-
 /// `1 / sqrt(C)`, the scale of the scores.
 fn score_scale<T: Float>(c: usize) -> T {
     T::from_f64(1.0 / (c as f64).sqrt())
@@ -132,7 +124,7 @@ fn image_forward<T: Float>(qkv: &[T], (c, l): (usize, usize), p: &mut [T], out: 
     let (q, rest) = qkv.split_at(c * l);
     let (k, v) = rest.split_at(c * l);
     // S = q^T k / sqrt(C): (L, C) @ (C, L).
-    product(score_scale(c), matrix(q, c, l).t(), matrix(k, c, l), matrix_mut(p, l, l));
+    product(score_scale(c), row_major(q, c, l).t(), row_major(k, c, l), row_major_mut(p, l, l));
     vectorized(
         #[inline(always)]
         || {
@@ -142,7 +134,7 @@ fn image_forward<T: Float>(qkv: &[T], (c, l): (usize, usize), p: &mut [T], out: 
         },
     );
     // out = v P^T: (C, L) @ (L, L)^T.
-    product(T::ONE, matrix(v, c, l), matrix(p, l, l).t(), matrix_mut(out, c, l));
+    product(T::ONE, row_major(v, c, l), row_major(p, l, l).t(), row_major_mut(out, c, l));
 }
 
 /// `row <- softmax(row)`: `exp(s_j - m) / sum_j' exp(s_j' - m)`, `m` the row's
@@ -194,10 +186,10 @@ fn image_backward<T: Float>(qkv: &[T], (c, l): (usize, usize), p: &[T], g: &[T],
     let (k, v) = rest.split_at(c * l);
     let (dq, rest) = grad.split_at_mut(c * l);
     let (dk, dv) = rest.split_at_mut(c * l);
-    let g = matrix(g, c, l);
-    product(T::ONE, g, matrix(p, l, l), matrix_mut(dv, c, l));
+    let g = row_major(g, c, l);
+    product(T::ONE, g, row_major(p, l, l), row_major_mut(dv, c, l));
     // dP, then dS in its place.
-    product(T::ONE, g.t(), matrix(v, c, l), matrix_mut(ds, l, l));
+    product(T::ONE, g.t(), row_major(v, c, l), row_major_mut(ds, l, l));
     vectorized(
         #[inline(always)]
         || {
@@ -209,7 +201,7 @@ fn image_backward<T: Float>(qkv: &[T], (c, l): (usize, usize), p: &[T], g: &[T],
             }
         },
     );
-    let ds = matrix(ds, l, l);
-    product(score_scale(c), matrix(k, c, l), ds.t(), matrix_mut(dq, c, l));
-    product(score_scale(c), matrix(q, c, l), ds, matrix_mut(dk, c, l));
+    let ds = row_major(ds, l, l);
+    product(score_scale(c), row_major(k, c, l), ds.t(), row_major_mut(dq, c, l));
+    product(score_scale(c), row_major(q, c, l), ds, row_major_mut(dk, c, l));
 }
