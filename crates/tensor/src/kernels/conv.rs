@@ -32,7 +32,14 @@
 //! stride is smaller than the kernel, hence `+=`).
 //!
 //! A 1x1 convolution with stride 1 and no padding needs no im2col: `cols[n]`
-//! is `x[n]` itself viewed as (C, H*W).
+//! is `x[n]` itself viewed as (C, H*W). Its grad input is `weight^T @
+//! dout[n]` written straight into `dx[n]`; its grad weight copies `x[n]`
+//! channels last, as `Im2row` does, and multiplies `dout[n]` by that stored
+//! (H*W, C) matrix with nothing packed. (As a flipped convolution, with a
+//! padded copy of `dout[n]` and a copy-out, the grad input took 1.1-2.3
+//! times as long at the UNets' shapes; the grad weight as a product with
+//! the strided view `x[n]^T`, whose B~ panels were gathered column by
+//! column, 1.2-2 times; see `benches/SPEED.md`, session 34.)
 //!
 //! # Implicit im2col
 //!
@@ -102,7 +109,7 @@ use rayon::prelude::*;
 
 use super::elementwise::{lane_dot, lane_sum, vectorized};
 use super::gemm::scratch::with_scratch;
-use super::gemm::{gemm_packed_b, gemm_prepacked, gemm_with, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading};
+use super::gemm::{gemm_packed_b, gemm_prepacked, gemm_unpacked, gemm_with, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading};
 use implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
 
 mod implicit;
@@ -588,8 +595,9 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
         return;
     }
     let threading = per_image_threading(g.n);
-    if let Some(flipped) = g.flipped() {
-        // dx = conv(dout, weight flipped), see `Conv2dGeometry::flipped`.
+    if let Some(flipped) = g.flipped().filter(|_| !g.is_pointwise()) {
+        // dx = conv(dout, weight flipped), see `Conv2dGeometry::flipped`
+        // (a pointwise conv multiplies by weight^T below instead).
         let r_flipped = g.k * g.kh * g.kw;
         with_scratch(g.c * r_flipped, |weight_flipped: &mut [T]| {
             flip_weight(g, weight, weight_flipped);
@@ -654,8 +662,9 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
     }
 
     // One (K, R) partial sum per chunk of images, in one scratch buffer;
-    // except for a pointwise conv its columns are in the order (i, j, c) of
-    // `Im2row`, put back in the order (c, i, j) of grad_w at the end.
+    // its columns are in the order (i, j, c) of `Im2row`, put back in the
+    // order (c, i, j) of grad_w at the end (the same order for a pointwise
+    // conv).
     let chunks = g.n.div_ceil(WEIGHT_GRAD_CHUNK);
     let kr = g.k * r;
     let chunk_x = WEIGHT_GRAD_CHUNK * chw;
@@ -680,17 +689,18 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                     }
                     let beta = if i == 0 { T::ZERO } else { T::ONE };
                     let dout_n = row_major(dout_n, g.k, l);
-                    let partial = row_major_mut(partial, g.k, r);
-                    if g.is_pointwise() {
-                        gemm_with(Kernel::best(), threading, T::ONE, dout_n, row_major(x_n, r, l).t(), beta, partial);
-                    } else {
-                        let pg = g.padded();
-                        with_scratch(pg.hp * pg.wp * g.c, |xhwc: &mut [T]| {
-                            pad_hwc(x_n, (g.c, g.h, g.w), g.padding, (pg.hp, pg.wp), xhwc);
-                            let rows = Im2row { xhwc, g: pg };
-                            gemm_packed_b(Kernel::best(), threading, T::ONE, dout_n, &rows, beta, partial);
-                        });
-                    }
+                    let mut partial = row_major_mut(partial, g.k, r);
+                    let pg = g.padded();
+                    with_scratch(pg.hp * pg.wp * g.c, |xhwc: &mut [T]| {
+                        pad_hwc(x_n, (g.c, g.h, g.w), g.padding, (pg.hp, pg.wp), xhwc);
+                        // A pointwise conv's rows are the image channels last, a
+                        // stored (L, C) matrix the unpacked kernel reads in place.
+                        if g.is_pointwise() && gemm_unpacked(dout_n, row_major(xhwc, l, r), i > 0, partial.rb()) {
+                            return;
+                        }
+                        let rows = Im2row { xhwc, g: pg };
+                        gemm_packed_b(Kernel::best(), threading, T::ONE, dout_n, &rows, beta, partial);
+                    });
                 }
             },
         );

@@ -47,6 +47,10 @@ fn geometries() -> Vec<Conv2dGeometry> {
         out.push(Conv2dGeometry { n: 6, c, h: 9, w: 11, k: 5, kh: 3, kw: 3, stride, padding: 1 });
     }
     out.push(Conv2dGeometry { n: 2, c: 31, h: 5, w: 4, k: 3, kh: 1, kw: 1, stride: 1, padding: 1 });
+    // Pointwise (its grad weight multiplies by the image channels last,
+    // unpacked): a batch over two weight-gradient chunks, a column block and
+    // a part of one, a short last tile of rows.
+    out.push(Conv2dGeometry { n: 6, c: 40, h: 9, w: 7, k: 13, kh: 1, kw: 1, stride: 1, padding: 0 });
     out.push(Conv2dGeometry { n: 2, c: 1, h: 7, w: 6, k: 3, kh: 4, kw: 7, stride: 1, padding: 2 });
     // Products that span several `kc` blocks with B read in place (see
     // `gemm/direct.rs`): R = 288 rows of the im2col matrix, L = 784 rows of
