@@ -752,8 +752,14 @@ fn weight_grad_thin<T: GemmScalar>(g: &Conv2dGeometry, xhwc: &[T], dout: &[T], t
         let (i, j) = (tap / g.kw, tap % g.kw);
         for (oh, plane_row) in tap_plane[..l].chunks_exact_mut(out_w).enumerate() {
             let start = ((oh * g.stride + i) * wp + j) * g.c + c;
-            for (v, &x) in plane_row.iter_mut().zip(xhwc[start..].iter().step_by(g.stride * g.c)) {
-                *v = x;
+            match g.stride * g.c {
+                // One channel at stride 1 (a UNet's first convolution): a run.
+                1 => plane_row.copy_from_slice(&xhwc[start..][..out_w]),
+                step => {
+                    for (v, &x) in plane_row.iter_mut().zip(xhwc[start..].iter().step_by(step)) {
+                        *v = x;
+                    }
+                }
             }
         }
         for (k, dout_k) in dout.chunks_exact(l).enumerate() {
