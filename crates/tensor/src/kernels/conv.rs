@@ -35,11 +35,12 @@
 //! is `x[n]` itself viewed as (C, H*W). Its grad input is `weight^T @
 //! dout[n]` written straight into `dx[n]`; its grad weight copies `x[n]`
 //! channels last, as `Im2row` does, and multiplies `dout[n]` by that stored
-//! (H*W, C) matrix with nothing packed. (As a flipped convolution, with a
-//! padded copy of `dout[n]` and a copy-out, the grad input took 1.1-2.3
-//! times as long at the UNets' shapes; the grad weight as a product with
-//! the strided view `x[n]^T`, whose B~ panels were gathered column by
-//! column, 1.2-2 times; see `benches/SPEED.md`, session 34.)
+//! (H*W, C) matrix with nothing packed while it fits a quarter of L2. (As a
+//! flipped convolution, with a padded copy of `dout[n]` and a copy-out, the
+//! grad input took 1.1-2.3 times as long at the UNets' shapes; the grad
+//! weight as a product with the strided view `x[n]^T`, whose B~ panels were
+//! gathered column by column, 1.2-2 times; see `benches/SPEED.md`, session
+//! 34.)
 //!
 //! # Implicit im2col
 //!
@@ -109,7 +110,9 @@ use rayon::prelude::*;
 
 use super::elementwise::{lane_dot, lane_sum, vectorized};
 use super::gemm::scratch::with_scratch;
-use super::gemm::{gemm_packed_b, gemm_prepacked, gemm_unpacked, gemm_with, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading};
+use super::gemm::{
+    gemm_packed_b, gemm_prepacked, gemm_unpacked, gemm_with, CacheSizes, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading,
+};
 use implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
 
 mod implicit;
@@ -670,6 +673,9 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
     let chunk_x = WEIGHT_GRAD_CHUNK * chw;
     let chunk_dout = WEIGHT_GRAD_CHUNK * g.k * l;
     let threading = per_image_threading(chunks);
+    // A pointwise conv's im2row matrix is the image channels last, a stored
+    // (L, C) matrix the unpacked kernel can read in place, if it stays in L2.
+    let unpacked = g.is_pointwise() && l * r * std::mem::size_of::<T>() * UNPACKED_MAX_L2_SHARE <= CacheSizes::detect().l2;
     with_scratch(chunks * kr, |partials: &mut [T]| {
         partials.par_chunks_exact_mut(kr.max(1)).zip(x.par_chunks(chunk_x.max(1)).zip(grad_out.par_chunks(chunk_dout.max(1)))).for_each(
             |(partial, (x_chunk, dout_chunk))| {
@@ -693,9 +699,7 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
                     let pg = g.padded();
                     with_scratch(pg.hp * pg.wp * g.c, |xhwc: &mut [T]| {
                         pad_hwc(x_n, (g.c, g.h, g.w), g.padding, (pg.hp, pg.wp), xhwc);
-                        // A pointwise conv's rows are the image channels last, a
-                        // stored (L, C) matrix the unpacked kernel reads in place.
-                        if g.is_pointwise() && gemm_unpacked(dout_n, row_major(xhwc, l, r), i > 0, partial.rb()) {
+                        if unpacked && gemm_unpacked(dout_n, row_major(xhwc, l, r), i > 0, partial.rb()) {
                             return;
                         }
                         let rows = Im2row { xhwc, g: pg };
@@ -726,6 +730,12 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
         }
     });
 }
+
+/// The largest share of L2 a pointwise conv's image (channels last) takes
+/// for the weight gradient to read it unpacked: a quarter, so that it stays
+/// there while the tiles of each band of `dout` pass over it (the quick and
+/// course UNets' largest, 96 channels at 28 x 28, is 301 KB).
+const UNPACKED_MAX_L2_SHARE: usize = 4;
 
 /// Below this many columns (`R = C KH KW`) the weight gradient of an image is
 /// not a GEMM but `K R` dot products over its output pixels. A 1-channel

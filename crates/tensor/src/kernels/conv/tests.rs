@@ -51,6 +51,9 @@ fn geometries() -> Vec<Conv2dGeometry> {
     // unpacked): a batch over two weight-gradient chunks, a column block and
     // a part of one, a short last tile of rows.
     out.push(Conv2dGeometry { n: 6, c: 40, h: 9, w: 7, k: 13, kh: 1, kw: 1, stride: 1, padding: 0 });
+    // ... and an image too large for that (553 KB channels last, over a
+    // quarter of a 2 MiB L2), packed instead.
+    out.push(Conv2dGeometry { n: 5, c: 64, h: 48, w: 45, k: 7, kh: 1, kw: 1, stride: 1, padding: 0 });
     out.push(Conv2dGeometry { n: 2, c: 1, h: 7, w: 6, k: 3, kh: 4, kw: 7, stride: 1, padding: 2 });
     // Products that span several `kc` blocks with B read in place (see
     // `gemm/direct.rs`): R = 288 rows of the im2col matrix, L = 784 rows of
