@@ -53,7 +53,8 @@ pub(crate) fn broadcast_strides(layout: &Layout, out_dims: &[usize]) -> Vec<usiz
 
 /// Merges neighbouring axes that every stride list walks as one (stride of the
 /// outer = stride of the inner times its size), so broadcasting a `[C, 1, 1]` bias
-/// over `[N, C, H, W]` becomes a loop over `[N*C, H*W]`.
+/// over `[N, C, H, W]` becomes a loop over `[N, C, H*W]`, and two contiguous
+/// tensors of the same shape one loop over all their elements.
 fn coalesce(dims: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize> {
     let mut out_dims: Vec<usize> = Vec::new();
     let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
@@ -141,7 +142,34 @@ pub(crate) fn zip_strided<T: Float>(
 
 #[cfg(test)]
 mod tests {
+    use super::coalesce;
     use crate::tensor::Tensor;
+
+    /// Axes merge only when every stride list walks them as one: the outer
+    /// axis's stride is the inner one's times the inner size. Size-1 axes
+    /// drop out.
+    #[test]
+    fn coalesce_merges_only_axes_walked_as_one() {
+        let cases: [(&[usize], [&[usize]; 2], &[usize], [&[usize]; 2]); 6] = [
+            // Two contiguous tensors: one loop.
+            (&[2, 3, 4], [&[12, 4, 1], &[12, 4, 1]], &[24], [&[1], &[1]]),
+            // A [C, 1, 1] bias over [N, C, H, W]: H and W merge, C stays.
+            (&[2, 3, 4, 5], [&[60, 20, 5, 1], &[0, 1, 0, 0]], &[2, 3, 20], [&[60, 20, 1], &[0, 1, 0]]),
+            // A [C, 1] bias over [N, C, W]: nothing merges.
+            (&[2, 3, 4], [&[12, 4, 1], &[0, 1, 0]], &[2, 3, 4], [&[12, 4, 1], &[0, 1, 0]]),
+            // Rows of 3 at a stride of 4 (a narrowed view): a gap, no merge.
+            (&[2, 3], [&[4, 1], &[3, 1]], &[2, 3], [&[4, 1], &[3, 1]]),
+            // A permuted view: the outer axis steps by half the inner's stride.
+            (&[2, 2], [&[4, 8], &[2, 1]], &[2, 2], [&[4, 8], &[2, 1]]),
+            // Size-1 axes drop out before merging.
+            (&[1, 3, 1, 2], [&[6, 2, 2, 1], &[6, 2, 2, 1]], &[6], [&[1], &[1]]),
+        ];
+        for (dims, strides, want_dims, want_strides) in cases {
+            let mut got = strides.map(<[usize]>::to_vec);
+            let got_dims = coalesce(dims, &mut got);
+            assert_eq!((got_dims.as_slice(), got), (want_dims, want_strides.map(<[usize]>::to_vec)), "{dims:?} {strides:?}");
+        }
+    }
 
     /// `a - b` (not commutative, so a swapped operand shows) with NumPy
     /// broadcasting, element by element from the output's index.
