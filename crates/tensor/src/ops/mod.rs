@@ -150,7 +150,9 @@ mod tests {
     /// drop out.
     #[test]
     fn coalesce_merges_only_axes_walked_as_one() {
-        let cases: [(&[usize], [&[usize]; 2], &[usize], [&[usize]; 2]); 6] = [
+        // (dims, the two stride lists) -> (merged dims, merged stride lists)
+        type Case<'a> = (&'a [usize], [&'a [usize]; 2], &'a [usize], [&'a [usize]; 2]);
+        let cases: [Case; 6] = [
             // Two contiguous tensors: one loop.
             (&[2, 3, 4], [&[12, 4, 1], &[12, 4, 1]], &[24], [&[1], &[1]]),
             // A [C, 1, 1] bias over [N, C, H, W]: H and W merge, C stays.
