@@ -37,9 +37,9 @@
 //! channels last, as `Im2row` does, and multiplies `dout[n]` by that stored
 //! (H*W, C) matrix with nothing packed while it fits a quarter of L2. (As a
 //! flipped convolution, with a padded copy of `dout[n]` and a copy-out, the
-//! grad input took 1.1-2.3 times as long at the UNets' shapes; the grad
+//! grad input took 1.3-2.5 times as long at the UNets' shapes; the grad
 //! weight as a product with the strided view `x[n]^T`, whose B~ panels were
-//! gathered column by column, 1.2-2 times; see `benches/SPEED.md`, session
+//! gathered column by column, 1.3-2.2 times; see `benches/SPEED.md`, session
 //! 34.)
 //!
 //! # Implicit im2col
