@@ -734,7 +734,11 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
 /// The largest share of L2 a pointwise conv's image (channels last) takes
 /// for the weight gradient to read it unpacked: a quarter, so that it stays
 /// there while the tiles of each band of `dout` pass over it (the quick and
-/// course UNets' largest, 96 channels at 28 x 28, is 301 KB).
+/// course UNets' largest, 96 channels at 28 x 28, is 301 KB). `gemm_with`
+/// reads a stored B unpacked only up to an eighth of L2; through it, that
+/// 96-channel gradient took 2.16-2.17 ms, where the direct call took
+/// 1.69-1.85 (Intel Xeon with 2 MiB L2, `conv_pass 96 28 32 300 dw 1`; see
+/// `benches/SPEED.md`, session 34), so the call is made here.
 const UNPACKED_MAX_L2_SHARE: usize = 4;
 
 /// Below this many columns (`R = C KH KW`) the weight gradient of an image is
