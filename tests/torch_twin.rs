@@ -155,7 +155,8 @@ fn same_weights_give_the_same_eps_at_several_t() {
 }
 
 /// L_simple, and the hybrid loss L_simple + lambda T L_t whose bound term runs
-/// through the posterior, the KL and (at t = 0) the discretised decoder.
+/// through the posterior, the KL and (at t = 0) the discretised decoder, for a
+/// network that predicts the noise and for one that predicts the velocity.
 #[test]
 fn same_weights_and_noise_give_the_same_loss_and_gradients() {
     let Some(python) = python() else { return };
@@ -168,21 +169,25 @@ fn same_weights_and_noise_give_the_same_loss_and_gradients() {
     let x0 = Tensor::<f32>::rand_uniform(&[4, 1, 8, 8], -1.0, 1.0, &mut r);
     let noise = Tensor::<f32>::randn(&[4, 1, 8, 8], &mut r);
     let schedule = NoiseSchedule::new(BetaSchedule::Linear, TIMESTEPS).unwrap();
-    for (name, loss_kind) in [("simple", LossKind::Simple), ("hybrid", LossKind::Hybrid)] {
+    let cases = [
+        ("simple", LossKind::Simple, "eps", Parameterization::Epsilon),
+        ("hybrid", LossKind::Hybrid, "eps", Parameterization::Epsilon),
+        ("simple", LossKind::Simple, "v", Parameterization::Velocity),
+        ("hybrid", LossKind::Hybrid, "v", Parameterization::Velocity),
+    ];
+    for (loss_name, loss_kind, prediction, parameterization) in cases {
+        let name = format!("{loss_name}-{prediction}");
         let (ckpt, inputs, out) =
             (dir.join(format!("{name}.safetensors")), dir.join("in.safetensors"), dir.join(format!("{name}-out.safetensors")));
         let mut run = serde_json::from_str::<serde_json::Value>(&run_config(json.clone())).unwrap();
-        run["loss"] = name.into();
+        run["loss"] = loss_name.into();
+        run["prediction"] = prediction.into();
         save_checkpoint(&ckpt, &unet, run.to_string());
         save_inputs(&inputs, &[("x0", &x0), ("noise", &noise)], &T_EVAL);
         run_script(&python, "check_twin.py", &["loss", ckpt.to_str().unwrap(), inputs.to_str().unwrap(), out.to_str().unwrap()]);
 
-        let options = TrainingOptions {
-            loss: loss_kind,
-            parameterization: Parameterization::Epsilon,
-            variance: VarianceKind::FixedLarge,
-            ..TrainingOptions::default()
-        };
+        let options =
+            TrainingOptions { loss: loss_kind, parameterization, variance: VarianceKind::FixedLarge, ..TrainingOptions::default() };
         let predict = |x: &Tensor<f32>, t: &[usize]| unet.forward(x, t).map_err(nn::Error::into_tensor_error);
         let loss = training_losses(&schedule, &predict, &x0, &T_EVAL, &noise, options).unwrap().loss;
         let ours = f64::from(loss.item().unwrap());

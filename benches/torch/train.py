@@ -43,7 +43,7 @@ def parse_args():
     p.add_argument("--loss", choices=["simple", "vlb", "hybrid"], default="simple")
     p.add_argument("--hybrid-lambda", type=float, default=0.001)
     p.add_argument("--variance", choices=["fixed-large", "fixed-small"], default="fixed-large")
-    p.add_argument("--prediction", choices=["eps", "x0"], default="eps")
+    p.add_argument("--prediction", choices=["eps", "x0", "v"], default="eps")
     p.add_argument("--batch", type=int, default=64, help="global batch, over all processes")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)

@@ -406,8 +406,17 @@ class Diffusion:
             return np.log(np.append(self.posterior_variance[1], self.betas[1:]))
         return self.posterior_log_variance_clipped
 
+    def velocity(self, x_start, t, noise):
+        """v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022; ddpm::velocity)."""
+        return self.at(self.sqrt_alphas_cumprod, t, noise) * noise - self.at(self.sqrt_one_minus_alphas_cumprod, t, x_start) * x_start
+
     def predict_xstart(self, model_output, x_t, t, prediction, clip):
-        x0 = self.predict_xstart_from_eps(x_t, t, model_output) if prediction == "eps" else model_output
+        if prediction == "eps":
+            x0 = self.predict_xstart_from_eps(x_t, t, model_output)
+        elif prediction == "v":
+            x0 = self.at(self.sqrt_alphas_cumprod, t, x_t) * x_t - self.at(self.sqrt_one_minus_alphas_cumprod, t, x_t) * model_output
+        else:
+            x0 = model_output
         return x0.clamp(-1.0, 1.0) if clip else x0
 
     def vb_terms_bpd(self, model_output, x_start, x_t, t, variance, prediction):
@@ -426,7 +435,9 @@ class Diffusion:
         T * L_t, or L_simple + lambda T L_t (hybrid), batch mean."""
         x_t = self.q_sample(x_start, t, noise)
         output = model(x_t, t)
-        target = noise if config["prediction"] == "eps" else x_start
+        target = {"eps": noise, "x0": x_start, "v": None}[config["prediction"]]
+        if target is None:
+            target = self.velocity(x_start, t, noise)
         mse = mean_flat((output - target) ** 2)
         if config["loss"] == "simple":
             return mse.mean()

@@ -90,7 +90,11 @@ where
 const LOSS_HELP: [&str; 3] =
     ["L_simple: the unweighted noise MSE (Ho et al. eq. 14)", "The true variational bound L_vlb", "L_simple + lambda L_vlb"];
 const VARIANCE_HELP: [&str; 2] = ["sigma_t^2 = beta_t", "sigma_t^2 = beta-tilde_t, the posterior variance"];
-const PREDICTION_HELP: [&str; 2] = ["The model predicts the noise eps (the paper's choice)", "The model predicts x_0"];
+const PREDICTION_HELP: [&str; 3] = [
+    "The model predicts the noise eps (the paper's choice)",
+    "The model predicts x_0",
+    "The model predicts the velocity v = sqrt(alpha-bar) eps - sqrt(1 - alpha-bar) x_0 (Salimans & Ho 2022)",
+];
 const TIMESTEP_SAMPLING_HELP: [&str; 2] =
     ["Each timestep independently uniform on 0..T (Algorithm 1)", "One timestep in each of the batch's equal strata of 0..T"];
 

@@ -83,6 +83,39 @@ pub fn predict_xstart_from_eps<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<
     Ok(scaled_x_t.sub(&scaled_eps)?)
 }
 
+/// The velocity target of (x_0, eps) at t (Salimans & Ho 2022, §4):
+/// `v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0`.
+///
+/// Write `x_t = cos(phi) x_0 + sin(phi) eps` with `cos(phi) = sqrt(alpha-bar_t)`; then
+/// `v = d x_t / d phi`, a unit vector's turn rather than either end of it. Unlike eps,
+/// whose x_0 estimate divides by `sqrt(alpha-bar_t)` (large where the image is mostly
+/// noise), v gives x_0 and eps back by a rotation, with coefficients at most 1:
+/// `x_0 = cos(phi) x_t - sin(phi) v` ([`predict_xstart_from_v`]) and
+/// `eps = sin(phi) x_t + cos(phi) v`.
+///
+/// # Errors
+/// A timestep out of range, not one per batch item, or `noise` of another shape.
+pub fn velocity<T: Float>(schedule: &NoiseSchedule, x_start: &Tensor<T>, t: &[usize], noise: &Tensor<T>) -> Result<Tensor<T>> {
+    let op = "velocity";
+    let scaled_noise = noise.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, noise.dims())?)?;
+    let scaled_x_start = x_start.mul(&coefficient_at(op, &schedule.sqrt_one_minus_alphas_cumprod, t, x_start.dims())?)?;
+    Ok(scaled_noise.sub(&scaled_x_start)?)
+}
+
+/// x_0 recovered from x_t and a velocity v (see [`velocity`]):
+/// `x_0 = sqrt(alpha-bar_t) x_t - sqrt(1 - alpha-bar_t) v`, since
+/// `sqrt(alpha-bar_t) x_t = alpha-bar_t x_0 + sqrt(alpha-bar_t (1 - alpha-bar_t)) eps` and
+/// `sqrt(1 - alpha-bar_t) v = sqrt(alpha-bar_t (1 - alpha-bar_t)) eps - (1 - alpha-bar_t) x_0`.
+///
+/// # Errors
+/// A timestep out of range, not one per batch item, or shapes that disagree.
+pub fn predict_xstart_from_v<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<T>, t: &[usize], v: &Tensor<T>) -> Result<Tensor<T>> {
+    let op = "predict_xstart_from_v";
+    let scaled_x_t = x_t.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, x_t.dims())?)?;
+    let scaled_v = v.mul(&coefficient_at(op, &schedule.sqrt_one_minus_alphas_cumprod, t, v.dims())?)?;
+    Ok(scaled_x_t.sub(&scaled_v)?)
+}
+
 /// The noise recovered from x_t and x_0, solving q_sample for eps:
 /// `eps = (x_t - sqrt(alpha-bar_t) x_0) / sqrt(1 - alpha-bar_t)
 ///      = (sqrt(1/alpha-bar_t) x_t - x_0) / sqrt(1/alpha-bar_t - 1)`.

@@ -70,6 +70,7 @@
 //! | 24 | q(x_{t-1} \| x_t) is a mixture of posteriors; its KL from the best Gaussian is O(beta_t^3) (O(beta_t^4) for equal weights) | Ho §2; notes 000 | [`q_reverse_step`] | `the_true_reverse_step_is_the_bayes_mixture`, `the_true_reverse_step_becomes_gaussian_as_beta_shrinks` |
 //! | 25 | mu_theta may predict mu-tilde_t directly; L_{t-1} = lambda_t \|target - prediction\|^2 + C for mean, x_0 and eps | Ho §3.2, eqs. 8, 10, 12; notes 002 §3.2 | [`Parameterization::PosteriorMean`], [`predict_xstart_from_posterior_mean`], [`parameterization_mse_weight`], [`training_losses`] | `predicting_the_posterior_mean_is_a_third_equivalent_parameterisation` |
 //! | — | x_0 parameterisation gives the same p(x_{t-1} \| x_t) | Ho §3.2 | [`Parameterization::StartX`] | `predicting_x0_or_eps_gives_the_same_reverse_step` |
+//! | — | the velocity v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0 turns (x_0, eps) by the angle phi of x_t = cos(phi) x_0 + sin(phi) eps (v = d x_t / d phi); x_0 and eps come back by the inverse turn; it gives the same p(x_{t-1} \| x_t), its error weighs coef1_t^2 (1 - alpha-bar_t) / (2 sigma_t^2) in the bound and min-SNR's weight on it is min(SNR_t, gamma) / (SNR_t + 1) | Salimans & Ho 2022 §4 | [`velocity`], [`predict_xstart_from_v`], [`Parameterization::Velocity`] | `the_velocity_is_a_rotation_of_the_image_and_its_noise`, `predicting_the_posterior_mean_is_a_third_equivalent_parameterisation`, `min_snr_is_one_objective_in_x0_space_for_every_parameterization` |
 //! | — | the linear schedule spans 1e-4..0.02 (scaled by 1000/T); the cosine schedule's alpha-bar is f(t/T)/f(0) | Ho §4; N&D eq. 17 | [`linear_betas`], [`cosine_betas`], [`NoiseSchedule::from_betas`] | `the_named_schedules_follow_their_definitions`, `every_schedule_array_has_one_value_per_step` |
 //! | — | respacing keeps alpha-bar at the kept steps, both ends always kept | N&D §4; DDIM §4.2 | [`NoiseSchedule::respaced`], [`evenly_spaced_timesteps`] | `respaced_ddim_keeps_the_marginals_and_samples_the_data_distribution`, `evenly_spaced_timesteps_keep_both_ends_and_even_gaps` |
 //! | — | erf, and the tanh CDF's error in the decoder | Ho eq. 13 | [`erf`], [`erfc`], [`approx_standard_normal_cdf`] | `erf_matches_reference_values_and_the_integral_of_the_gaussian`, `erfc_keeps_its_relative_precision_deep_in_the_tail`, `tanh_cdf_approximation_error_is_measured_and_bounded` |
@@ -97,7 +98,10 @@ pub mod variational;
 pub use bound::{calc_bpd_loop, mean_flat, prior_bpd, vb_terms_bpd, BoundTerms, VbTerms};
 pub use continuous::{gaussian_probability_flow, reverse_sde_step, sample_reverse_sde};
 pub use error::{Error, Result};
-pub use forward::{predict_eps_from_xstart, predict_xstart_from_eps, q_mean_variance, q_sample, q_step_mean_variance, q_step_sample};
+pub use forward::{
+    predict_eps_from_xstart, predict_xstart_from_eps, predict_xstart_from_v, q_mean_variance, q_sample, q_step_mean_variance,
+    q_step_sample, velocity,
+};
 pub use gaussian::{normal_log_density, reparameterize, DiagonalGaussian};
 pub use likelihood::{
     approx_standard_normal_cdf, discretized_gaussian_log_likelihood, discretized_gaussian_log_likelihood_exact, erf, erfc, normal_kl,

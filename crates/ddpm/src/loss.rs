@@ -7,7 +7,7 @@
 
 use crate::bound::{mean_flat, vb_terms_bpd};
 use crate::error::{Error, Result};
-use crate::forward::q_sample;
+use crate::forward::{q_sample, velocity};
 use crate::names::by_name;
 use crate::posterior::q_posterior_mean_variance;
 use crate::predictor::NoisePredictor;
@@ -40,7 +40,8 @@ pub fn noise_mse_weight(schedule: &NoiseSchedule, t: usize, sigma_squared: f64) 
 pub enum LossKind {
     /// L_simple = E |eps - eps_theta(x_t, t)|^2 (Ho et al. eq. 14), as a mean over
     /// the data axes; for x_0 prediction, E |x_0 - x0_theta|^2; for posterior-mean
-    /// prediction, E |mu-tilde_t(x_t, x_0) - mu_theta|^2.
+    /// prediction, E |mu-tilde_t(x_t, x_0) - mu_theta|^2; for velocity prediction,
+    /// E |v - v_theta|^2.
     Simple,
     /// The bound itself: T * L_t(in bits per dimension) for a uniform t, an unbiased
     /// one-sample estimate of sum_t L_{t-1} + L_0 (the bound without the constant L_T).
@@ -59,8 +60,10 @@ pub enum LossKind {
 /// `min(SNR_t, gamma)`, SNR_t = alpha-bar_t / (1 - alpha-bar_t), so the nearly clean
 /// timesteps, whose x_0 error is tiny and easy, stop dominating the gradient. Since
 /// `|x_0 - x0_theta|^2 = |eps - eps_theta|^2 / SNR_t`, the same weighting on the noise
-/// error is `min(SNR_t, gamma) / SNR_t`, and on the posterior mean's error
-/// `min(SNR_t, gamma) / posterior_mean_coef1_t^2`.
+/// error is `min(SNR_t, gamma) / SNR_t`, on the posterior mean's error
+/// `min(SNR_t, gamma) / posterior_mean_coef1_t^2`, and on the velocity's error, since
+/// `|x_0 - x0_theta|^2 = (1 - alpha-bar_t) |v - v_theta|^2`,
+/// `min(SNR_t, gamma) (1 - alpha-bar_t) = min(SNR_t, gamma) / (SNR_t + 1)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TimestepWeighting {
     /// Every timestep weighs 1 (Ho et al.'s L_simple).
@@ -83,11 +86,13 @@ impl TimestepWeighting {
                 let alpha_cumprod = schedule.alphas_cumprod[t];
                 let snr = alpha_cumprod / (1.0 - alpha_cumprod);
                 // The error of each prediction in units of the x_0 error:
-                // eps_err^2 = SNR x0_err^2, mu_err = posterior_mean_coef1 x0_err.
+                // eps_err^2 = SNR x0_err^2, mu_err = posterior_mean_coef1 x0_err,
+                // x0_err^2 = (1 - alpha-bar) v_err^2.
                 match parameterization {
                     Parameterization::Epsilon => snr.min(gamma) / snr,
                     Parameterization::StartX => snr.min(gamma),
                     Parameterization::PosteriorMean => snr.min(gamma) / schedule.posterior_mean_coef1[t].powi(2),
+                    Parameterization::Velocity => snr.min(gamma) * (1.0 - alpha_cumprod),
                 }
             }
         }
@@ -179,6 +184,7 @@ pub fn training_losses<T: Float>(
             Parameterization::Epsilon => noise.clone(),
             Parameterization::StartX => x_start.clone(),
             Parameterization::PosteriorMean => q_posterior_mean_variance(schedule, x_start, &x_t, t)?.mean,
+            Parameterization::Velocity => velocity(schedule, x_start, t, noise)?,
         };
         let per_item = mean_flat(&model_output.sub(&target)?.sqr())?;
         match options.weighting {

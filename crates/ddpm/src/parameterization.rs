@@ -3,8 +3,8 @@
 //!
 //! "The simplest parameterisation of mu_theta is a model that predicts mu-tilde_t, the
 //! forward-process posterior mean" (Ho et al. §3.2 below eq. 8; notes 002 §3.2):
-//! [`crate::Parameterization::PosteriorMean`]. Beside it are eps (Ho's choice, eq. 11) and x_0.
-//! All three define the same reverse step once converted: x_0 is recovered from the
+//! [`crate::Parameterization::PosteriorMean`]. Beside it are eps (Ho's choice, eq. 11), x_0
+//! and the velocity v of Salimans & Ho 2022. All four define the same reverse step once converted: x_0 is recovered from the
 //! prediction and plugged into mu-tilde_t (see [`crate::reverse`]).
 //!
 //! Shapes: `x_t`, `posterior_mean` are `[B, ...]`; `t` holds one code timestep per batch
@@ -43,7 +43,10 @@ pub fn predict_xstart_from_posterior_mean<T: Float>(
 /// - `PosteriorMean`: the error itself, `lambda = 1 / (2 sigma^2)`;
 /// - `StartX`: `coef1_t (x_0 - x0_theta)`, `lambda = coef1_t^2 / (2 sigma^2)`;
 /// - `Epsilon`: `-beta_t / (sqrt(alpha_t) sqrt(1 - alpha-bar_t)) (eps - eps_theta)` (eq. 10),
-///   `lambda = beta_t^2 / (2 sigma^2 alpha_t (1 - alpha-bar_t))` (eq. 12, [`crate::noise_mse_weight`]).
+///   `lambda = beta_t^2 / (2 sigma^2 alpha_t (1 - alpha-bar_t))` (eq. 12, [`crate::noise_mse_weight`]);
+/// - `Velocity`: `coef1_t (x_0 - x0_theta) = -coef1_t sqrt(1 - alpha-bar_t) (v - v_theta)`
+///   (x_0 is linear in v, see [`crate::predict_xstart_from_v`]),
+///   `lambda = coef1_t^2 (1 - alpha-bar_t) / (2 sigma^2)`.
 ///
 /// C depends only on the variances (0 when sigma_t^2 = beta-tilde_t).
 ///
@@ -68,6 +71,7 @@ pub fn parameterization_mse_weight(
         Parameterization::PosteriorMean => 1.0,
         Parameterization::StartX => schedule.posterior_mean_coef1[t],
         Parameterization::Epsilon => schedule.betas[t] / (schedule.alphas[t].sqrt() * schedule.sqrt_one_minus_alphas_cumprod[t]),
+        Parameterization::Velocity => schedule.posterior_mean_coef1[t] * schedule.sqrt_one_minus_alphas_cumprod[t],
     };
     Ok(mean_error_scale * mean_error_scale / (2.0 * sigma_squared))
 }

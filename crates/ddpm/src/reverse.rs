@@ -11,7 +11,7 @@
 //! batch item (code index = paper t - 1, see [`crate::schedule`]).
 
 use crate::error::{Error, Result};
-use crate::forward::{full_coefficient, predict_xstart_from_eps};
+use crate::forward::{full_coefficient, predict_xstart_from_eps, predict_xstart_from_v};
 use crate::names::by_name;
 use crate::parameterization::predict_xstart_from_posterior_mean;
 use crate::posterior::q_posterior_mean_variance;
@@ -63,11 +63,17 @@ pub enum Parameterization {
     /// The posterior mean mu-tilde_t(x_t, x_0) itself, "the simplest parameterisation"
     /// (Ho et al. §3.2 below eq. 8); see [`crate::parameterization`].
     PosteriorMean,
+    /// The velocity `v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0` (Salimans &
+    /// Ho 2022, "Progressive Distillation", §4), the rate of change of x_t along the
+    /// circle `x_t = cos(phi) x_0 + sin(phi) eps`, `sin(phi) = sqrt(1 - alpha-bar_t)`:
+    /// see [`crate::velocity`].
+    Velocity,
 }
 
 impl Parameterization {
     /// The names of the parameterisations, as `FromStr` and `Display` spell them.
-    pub const NAMES: [(&'static str, Parameterization); 2] = [("eps", Parameterization::Epsilon), ("x0", Parameterization::StartX)];
+    pub const NAMES: [(&'static str, Parameterization); 3] =
+        [("eps", Parameterization::Epsilon), ("x0", Parameterization::StartX), ("v", Parameterization::Velocity)];
 }
 
 by_name!(Parameterization, "prediction");
@@ -106,7 +112,8 @@ pub struct ReverseStep<T: Float> {
 
 /// The predicted x_0 from a model output: `model_output` itself for
 /// [`Parameterization::StartX`], x_0 from (x_t, eps_theta) by [`predict_xstart_from_eps`],
-/// or from (x_t, mu_theta) by [`predict_xstart_from_posterior_mean`]; clipped to [-1, 1] when `clip_denoised`.
+/// from (x_t, mu_theta) by [`predict_xstart_from_posterior_mean`], or from (x_t, v_theta)
+/// by [`predict_xstart_from_v`]; clipped to [-1, 1] when `clip_denoised`.
 ///
 /// # Errors
 /// A timestep out of range, not one per batch item, or shapes that disagree.
@@ -122,6 +129,7 @@ pub fn predict_xstart<T: Float>(
         Parameterization::Epsilon => predict_xstart_from_eps(schedule, x_t, t, model_output)?,
         Parameterization::StartX => model_output.clone(),
         Parameterization::PosteriorMean => predict_xstart_from_posterior_mean(schedule, x_t, t, model_output)?,
+        Parameterization::Velocity => predict_xstart_from_v(schedule, x_t, t, model_output)?,
     };
     Ok(if clip_denoised { pred_xstart.clamp(-T::ONE, T::ONE) } else { pred_xstart })
 }

@@ -260,10 +260,11 @@ fn sampling_is_reproducible_from_a_seed() -> TestResult {
 #[test]
 fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> TestResult {
     // Ho et al. §3.2: "the most straightforward parameterisation of mu_theta is a model that predicts mu-tilde_t".
-    // (1) Outputs that agree (mu_theta = mu-tilde_t(x_t, x0_theta), eps_theta from x0_theta) give the same
-    //     p(x_{t-1} | x_t) under all three parameterisations.
+    // (1) Outputs that agree (mu_theta = mu-tilde_t(x_t, x0_theta), eps_theta from x0_theta, v_theta from both) give
+    //     the same p(x_{t-1} | x_t) under all four parameterisations.
     // (2) Each error enters the bound with its own weight: L_{t-1} = lambda_t |target - prediction|^2 + C with
-    //     mu-tilde - mu_theta = error (mean), coef1 (x_0 - x0_theta), -beta / (sqrt(alpha) sqrt(1 - alpha-bar)) (eps - eps_theta);
+    //     mu-tilde - mu_theta = error (mean), coef1 (x_0 - x0_theta), -beta / (sqrt(alpha) sqrt(1 - alpha-bar)) (eps - eps_theta),
+    //     -coef1 sqrt(1 - alpha-bar) (v - v_theta);
     //     checked against vb_terms_bpd in nats, C = (D/2)(beta-tilde/sigma^2 - 1 - ln(beta-tilde/sigma^2)).
     // (3) L_simple for this parameterisation regresses mu-tilde_t(x_t, x_0), built here from the coefficients.
     let schedule = NoiseSchedule::new(BetaSchedule::Cosine, 1000)?;
@@ -280,18 +281,31 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
     let mean_theta = Tensor::from_vec(mean_theta, &dims)?;
     let recovered = ddpm::predict_xstart_from_posterior_mean(&schedule, &x_t, &t, &mean_theta)?;
     assert!(max_abs_diff(&recovered.to_vec(), &x0) < 1e-9);
+    // And the velocity that agrees with them, v = sqrt(alpha-bar) eps - sqrt(1 - alpha-bar) x_0, by hand.
+    let eps = eps_theta.to_vec();
+    let v_theta: Vec<f64> = (0..20)
+        .map(|i| schedule.sqrt_alphas_cumprod[t[i / 5]] * eps[i] - schedule.sqrt_one_minus_alphas_cumprod[t[i / 5]] * x0[i])
+        .collect();
+    let v_theta = Tensor::from_vec(v_theta, &dims)?;
     let base = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
-    let outputs =
-        [(Parameterization::Epsilon, &eps_theta), (Parameterization::StartX, &x0_theta), (Parameterization::PosteriorMean, &mean_theta)];
+    let outputs = [
+        (Parameterization::Epsilon, &eps_theta),
+        (Parameterization::StartX, &x0_theta),
+        (Parameterization::PosteriorMean, &mean_theta),
+        (Parameterization::Velocity, &v_theta),
+    ];
     let means: Vec<Vec<f64>> = outputs
         .iter()
         .map(|(parameterization, output)| {
             Ok(p_mean_variance(&schedule, output, &x_t, &t, ReverseOptions { parameterization: *parameterization, ..base })?.mean.to_vec())
         })
         .collect::<ddpm::Result<_>>()?;
-    assert!(max_abs_diff(&means[0], &means[2]) < 1e-9 && max_abs_diff(&means[1], &means[2]) < 1e-9);
+    assert!(means[1..].iter().all(|mean| max_abs_diff(&means[0], mean) < 1e-9));
 
     let (true_x0, true_eps) = (x_start.to_vec(), noise.to_vec());
+    let true_v: Vec<f64> = (0..20)
+        .map(|i| schedule.sqrt_alphas_cumprod[t[i / 5]] * true_eps[i] - schedule.sqrt_one_minus_alphas_cumprod[t[i / 5]] * true_x0[i])
+        .collect();
     let true_mean = ddpm::q_posterior_mean_variance(&schedule, &x_start, &x_t, &t)?.mean.to_vec();
     for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
         let (sigma_squared, _) = variance.variances(&schedule);
@@ -302,6 +316,7 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
                 Parameterization::Epsilon => &true_eps,
                 Parameterization::StartX => &true_x0,
                 Parameterization::PosteriorMean => &true_mean,
+                Parameterization::Velocity => &true_v,
             };
             let output = output.to_vec();
             for (b, &step) in t.iter().enumerate().skip(1) {
@@ -338,5 +353,55 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
             / 5.0;
         assert!((mse[b] - expected).abs() < 1e-12 * expected.max(1.0), "t={step}: {} vs {expected}", mse[b]);
     }
+    Ok(())
+}
+
+#[test]
+fn the_velocity_is_a_rotation_of_the_image_and_its_noise() -> TestResult {
+    // Salimans & Ho 2022 §4: with cos(phi) = sqrt(alpha-bar_t), sin(phi) = sqrt(1 - alpha-bar_t),
+    //   x_t = cos(phi) x_0 + sin(phi) eps,   v = cos(phi) eps - sin(phi) x_0,
+    // a rotation of (x_0, eps) by phi. So (1) it turns back: x_0 = cos x_t - sin v and eps = sin x_t + cos v;
+    // (2) it keeps lengths: x_t^2 + v^2 = x_0^2 + eps^2 element by element; (3) v = d x_t / d phi, checked by a
+    // central difference in phi; (4) L_simple for velocity prediction regresses v; (5) a DDIM step from
+    // v_theta is the step from the eps_theta it encodes.
+    let schedule = NoiseSchedule::new(BetaSchedule::Cosine, 1000)?;
+    let mut rng = rng(202);
+    let t = [0, 3, 250, 700, 999];
+    let dims = [5, 6];
+    let (x_start, noise) = (Tensor::<f64>::rand_uniform(&dims, -1.0, 1.0, &mut rng), Tensor::<f64>::randn(&dims, &mut rng));
+    let x_t = ddpm::q_sample(&schedule, &x_start, &t, &noise)?;
+    let v = ddpm::velocity(&schedule, &x_start, &t, &noise)?;
+    let (x0, eps, xt, vv) = (x_start.to_vec(), noise.to_vec(), x_t.to_vec(), v.to_vec());
+    let phi = |i: usize| schedule.sqrt_one_minus_alphas_cumprod[t[i / 6]].atan2(schedule.sqrt_alphas_cumprod[t[i / 6]]);
+    for i in 0..30 {
+        let (c, s) = (phi(i).cos(), phi(i).sin());
+        assert!((vv[i] - (c * eps[i] - s * x0[i])).abs() < 1e-12, "v[{i}]");
+        assert!((xt[i] * xt[i] + vv[i] * vv[i] - x0[i] * x0[i] - eps[i] * eps[i]).abs() < 1e-12, "length at {i}");
+        assert!((s * xt[i] + c * vv[i] - eps[i]).abs() < 1e-12, "eps from v at {i}");
+        let h = 1e-6;
+        let at = |p: f64| p.cos() * x0[i] + p.sin() * eps[i];
+        let derivative = (at(phi(i) + h) - at(phi(i) - h)) / (2.0 * h);
+        assert!((derivative - vv[i]).abs() < 1e-8, "d x_t / d phi at {i}: {derivative} vs {}", vv[i]);
+    }
+    let recovered = ddpm::predict_xstart_from_v(&schedule, &x_t, &t, &v)?;
+    assert!(max_abs_diff(&recovered.to_vec(), &x0) < 1e-12);
+
+    let v_theta = Tensor::<f64>::randn(&dims, &mut rng);
+    let options = ddpm::TrainingOptions { parameterization: Parameterization::Velocity, ..ddpm::TrainingOptions::default() };
+    let model = |_: &Tensor<f64>, _: &[usize]| Ok(v_theta.clone());
+    let mse = ddpm::training_losses(&schedule, &model, &x_start, &t, &noise, options)?.mse.ok_or("no mse")?.to_vec();
+    let output = v_theta.to_vec();
+    for (b, &step) in t.iter().enumerate() {
+        let expected = (b * 6..b * 6 + 6).map(|i| (vv[i] - output[i]).powi(2)).sum::<f64>() / 6.0;
+        assert!((mse[b] - expected).abs() < 1e-12 * expected.max(1.0), "t={step}: {} vs {expected}", mse[b]);
+    }
+
+    let x0_theta = ddpm::predict_xstart_from_v(&schedule, &x_t, &t, &v_theta)?;
+    let eps_theta = predict_eps_from_xstart(&schedule, &x_t, &t, &x0_theta)?;
+    let step = |output: &Tensor<f64>, parameterization| -> ddpm::Result<Vec<f64>> {
+        let options = DdimOptions { eta: 0.0, parameterization, clip_denoised: false };
+        Ok(ddim_step(&schedule, output, &x_t, &t, options, &noise)?.sample.to_vec())
+    };
+    assert!(max_abs_diff(&step(&v_theta, Parameterization::Velocity)?, &step(&eps_theta, Parameterization::Epsilon)?) < 1e-9);
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Min-SNR-gamma weighting (Hang et al. 2023): one objective, whichever quantity the
 //! network predicts. On the noise it weighs `min(SNR_t, gamma) / SNR_t`; on x_0 it
 //! weighs `min(SNR_t, gamma)`; on the posterior mean `min(SNR_t, gamma) / coef1_t^2`;
-//! all are `min(SNR_t, gamma) |x_0 - x0_hat|^2`.
+//! on the velocity `min(SNR_t, gamma) / (SNR_t + 1)`; all are
+//! `min(SNR_t, gamma) |x_0 - x0_hat|^2`.
 
 use ddpm::{training_losses, BetaSchedule, NoiseSchedule, Parameterization, TimestepWeighting, TrainingOptions};
 use tensor::{rng, Tensor};
@@ -73,6 +74,21 @@ fn min_snr_is_one_objective_in_x0_space_for_every_parameterization() -> Result<(
     let mu_options = TrainingOptions { parameterization: Parameterization::PosteriorMean, ..options };
     let mu_loss = training_losses(&schedule, &mu_model, &x_start, &t, &noise, mu_options)?.loss.item()?;
     assert!((mu_loss - expected).abs() <= 1e-9 * expected.abs(), "mu-tilde form {mu_loss} vs {expected}");
+
+    // And one that predicts the velocity v = sqrt(alpha-bar) eps_hat - sqrt(1 - alpha-bar) x0_hat of the same x0_hat.
+    let v_hat: Vec<f64> = (0..x0.len())
+        .map(|i| {
+            let a = schedule.alphas_cumprod[t[i / per_item]];
+            let x0_hat = x0_prediction.to_vec()[i];
+            let eps_hat = (x_t[i] - a.sqrt() * x0_hat) / (1.0 - a).sqrt();
+            a.sqrt() * eps_hat - (1.0 - a).sqrt() * x0_hat
+        })
+        .collect();
+    let v_prediction = Tensor::from_vec(v_hat, &[batch, per_item])?;
+    let v_model = |_: &Tensor<f64>, _: &[usize]| Ok(v_prediction.clone());
+    let v_options = TrainingOptions { parameterization: Parameterization::Velocity, ..options };
+    let v_loss = training_losses(&schedule, &v_model, &x_start, &t, &noise, v_options)?.loss.item()?;
+    assert!((v_loss - expected).abs() <= 1e-9 * expected.abs(), "v form {v_loss} vs {expected}");
     Ok(())
 }
 
