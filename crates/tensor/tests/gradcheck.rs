@@ -221,13 +221,27 @@ fn fused_attention_of_empty_shapes() {
     }
 }
 
+/// The fused group norm against its composed twin, values and gradients. The
+/// second shape's blocks (2 x 90 values) run the sums' lane loops twice with a
+/// tail of 52 (64 lanes for the statistics), and each channel's row of 90 twice
+/// with a tail of 26 (32 lanes for the backward's sums); the first's blocks of
+/// 40 are all tail.
 #[test]
 fn fused_group_norm_equals_composed_reference() {
-    let x = randn(&[3, 6, 4, 5], 70);
-    let (w, b) = (randn(&[6], 71), randn(&[6], 72));
-    let fused = x.group_norm(3, &w, &b, 1e-5).unwrap();
-    let composed = group_norm_composed(&x, 3, &w, &b, 1e-5).unwrap();
-    assert!(fused.allclose(&composed, 1e-12));
+    for (dims, groups, seed) in [([3, 6, 4, 5], 3, 70), ([2, 4, 9, 10], 2, 80)] {
+        let c = dims[1];
+        let x = randn(&dims, seed).add_scalar(3.0).requires_grad();
+        let (w, b) = (randn(&[c], seed + 1).requires_grad(), randn(&[c], seed + 2).requires_grad());
+        let upstream = randn(&dims, seed + 3);
+        let fused = x.group_norm(groups, &w, &b, 1e-5).unwrap();
+        let composed = group_norm_composed(&x, groups, &w, &b, 1e-5).unwrap();
+        assert!(fused.allclose(&composed, 1e-12), "{dims:?}");
+        let gf = fused.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = composed.mul(&upstream).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, p) in [("x", &x), ("weight", &w), ("bias", &b)] {
+            assert!(gf.get(p).unwrap().allclose(gc.get(p).unwrap(), 1e-10), "{dims:?}: gradient of {name}");
+        }
+    }
 }
 
 /// The fused `silu(group_norm(x))` against its unfused twin, `group_norm` then

@@ -166,7 +166,7 @@ impl<T: Float> Tensor<T> {
         let mut affines = vec![(T::ZERO, T::ZERO); n * c];
         let block = (per_group * spatial).max(1);
         affines.par_chunks_mut(per_group.max(1)).zip(x.par_chunks(block)).enumerate().for_each(|(ng, (affines, x))| {
-            let (mean, rstd) = block_stats(x, spatial, norm.eps);
+            let (mean, rstd) = block_stats(x, norm.eps);
             let first_channel = (ng % norm.groups) * per_group;
             for (j, affine_j) in affines.iter_mut().enumerate() {
                 *affine_j = affine(mean, rstd, w[first_channel + j], b[first_channel + j]);
@@ -219,7 +219,7 @@ fn group_norm_forward<T: Float>(
     let mut stats = vec![(T::ZERO, T::ZERO); n * groups];
     if block > 0 {
         out.par_chunks_mut(block).zip(x.par_chunks(block)).zip(stats.par_iter_mut()).enumerate().for_each(|(ng, ((y, x), stat))| {
-            let (mean_t, rstd_t) = block_stats(x, spatial, eps);
+            let (mean_t, rstd_t) = block_stats(x, eps);
             let first_channel = (ng % groups) * per_group;
             for (j, (yc, xc)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
                 let (scale, shift) = affine(mean_t, rstd_t, w[first_channel + j], b[first_channel + j]);
@@ -234,17 +234,18 @@ fn group_norm_forward<T: Float>(
 
 /// The mean and 1/std of one (sample, group) block, its channels `spatial`
 /// elements each.
-fn block_stats<T: Float>(x: &[T], spatial: usize, eps: f64) -> (T, T) {
+fn block_stats<T: Float>(x: &[T], eps: f64) -> (T, T) {
     // Two passes (mean, then squared deviations) avoid the cancellation
-    // of E[x^2] - mean^2; each channel row is summed in T lanes.
-    // Compiled for the CPU's widest vectors (the same sums, lane for lane).
+    // of E[x^2] - mean^2; the block (its channels are contiguous) is summed
+    // in T lanes. Compiled for the CPU's widest vectors (the same sums, lane
+    // for lane).
     let count = x.len() as f64;
     let (mean, var) = vectorized(
         #[inline(always)]
         || {
-            let mean = x.chunks(spatial).map(|row| lane_sum(row, |v| v)).sum::<f64>() / count;
+            let mean = lane_sum::<T, STAT_LANES>(x, |v| v) / count;
             let m = T::from_f64(mean);
-            (mean, x.chunks(spatial).map(|row| lane_sum(row, |v| (v - m) * (v - m))).sum::<f64>() / count)
+            (mean, lane_sum::<T, STAT_LANES>(x, |v| (v - m) * (v - m)) / count)
         },
     );
     let rstd = 1.0 / (var + eps).sqrt();
@@ -275,12 +276,26 @@ pub fn group_norm_composed<T: Float>(x: &Tensor<T>, groups: usize, weight: &Tens
     xhat.mul(&weight.reshape(&affine_dims)?)?.add(&bias.reshape(&affine_dims)?)
 }
 
-/// `sum_i f(x_i)` over a row: accumulated in 8 lanes of `T` (so the loop
-/// vectorises), then added up in f64.
+/// Lanes of the forward's block sums: four 16-float vectors, four
+/// independent chains of additions, where eight lanes (half a vector, one
+/// chain) waited on each addition's latency. With these and
+/// [`GRAD_LANES`], group norm + SiLU forward and backward at batch 64 ran
+/// 2.45-2.66 -> 2.04-2.23 ms at 48 channels of 28 x 28, 0.80-0.92 -> 0.69-0.77
+/// at 16, and the course UNet's training step 0.454-0.462 -> 0.440-0.453 s
+/// (`benches/SPEED.md`, session 35).
+const STAT_LANES: usize = 64;
+
+/// Lanes of the backward's two sums a channel (two chains each); a
+/// channel's row is shorter than a block (49 values at 7 x 7), so fewer
+/// than [`STAT_LANES`].
+const GRAD_LANES: usize = 32;
+
+/// `sum_i f(x_i)` over a row: accumulated in `LANES` lanes of `T` (so the
+/// loop vectorises), then added up in f64.
 #[inline(always)]
-fn lane_sum<T: Float>(row: &[T], f: impl Fn(T) -> T) -> f64 {
-    let mut lanes = [T::ZERO; 8];
-    let chunks = row.chunks_exact(8);
+fn lane_sum<T: Float, const LANES: usize>(row: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut lanes = [T::ZERO; LANES];
+    let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
         for (l, &v) in lanes.iter_mut().zip(chunk) {
@@ -294,16 +309,16 @@ fn lane_sum<T: Float>(row: &[T], f: impl Fn(T) -> T) -> f64 {
 /// `(sum_i g_i, sum_i g_i x_i)` over a row, as [`lane_sum`].
 #[inline(always)]
 fn lane_sums_g_gx<T: Float>(g: &[T], x: &[T]) -> (f64, f64) {
-    let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
-    let (gc, xc) = (g.chunks_exact(8), x.chunks_exact(8));
+    let (mut sg, mut sgx) = ([T::ZERO; GRAD_LANES], [T::ZERO; GRAD_LANES]);
+    let (gc, xc) = (g.chunks_exact(GRAD_LANES), x.chunks_exact(GRAD_LANES));
     let (gt, xt) = (gc.remainder(), xc.remainder());
     for (gc, xc) in gc.zip(xc) {
-        for l in 0..8 {
+        for l in 0..GRAD_LANES {
             sg[l] += gc[l];
             sgx[l] += gc[l] * xc[l];
         }
     }
-    let total = |lanes: [T; 8]| lanes.iter().map(|v| v.to_f64()).sum::<f64>();
+    let total = |lanes: [T; GRAD_LANES]| lanes.iter().map(|v| v.to_f64()).sum::<f64>();
     let tail_g: f64 = gt.iter().map(|v| v.to_f64()).sum();
     let tail_gx: f64 = gt.iter().zip(xt).map(|(g, x)| g.to_f64() * x.to_f64()).sum();
     (total(sg) + tail_g, total(sgx) + tail_gx)
