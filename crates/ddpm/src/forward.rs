@@ -86,10 +86,11 @@ pub fn predict_xstart_from_eps<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<
 /// The velocity target of (x_0, eps) at t (Salimans & Ho 2022, §4):
 /// `v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0`.
 ///
-/// Write `x_t = cos(phi) x_0 + sin(phi) eps` with `cos(phi) = sqrt(alpha-bar_t)`; then
-/// `v = d x_t / d phi`, a unit vector's turn rather than either end of it. Unlike eps,
-/// whose x_0 estimate divides by `sqrt(alpha-bar_t)` (large where the image is mostly
-/// noise), v gives x_0 and eps back by a rotation, with coefficients at most 1:
+/// Write `x_t = cos(phi) x_0 + sin(phi) eps` with `cos(phi) = sqrt(alpha-bar_t)`, a point
+/// on the arc from x_0 to eps; then `v = d x_t / d phi`, its velocity along the arc
+/// rather than either end. Unlike eps, whose x_0 estimate divides by `sqrt(alpha-bar_t)`
+/// (near 0 where the image is mostly noise), v gives x_0 and eps back by a rotation,
+/// with coefficients at most 1:
 /// `x_0 = cos(phi) x_t - sin(phi) v` ([`predict_xstart_from_v`]) and
 /// `eps = sin(phi) x_t + cos(phi) v`.
 ///

@@ -4,8 +4,9 @@
 //! "The simplest parameterisation of mu_theta is a model that predicts mu-tilde_t, the
 //! forward-process posterior mean" (Ho et al. §3.2 below eq. 8; notes 002 §3.2):
 //! [`crate::Parameterization::PosteriorMean`]. Beside it are eps (Ho's choice, eq. 11), x_0
-//! and the velocity v of Salimans & Ho 2022. All four define the same reverse step once converted: x_0 is recovered from the
-//! prediction and plugged into mu-tilde_t (see [`crate::reverse`]).
+//! and the velocity v of Salimans & Ho 2022. All four define the same reverse step once
+//! converted: x_0 is recovered from the prediction and plugged into mu-tilde_t (see
+//! [`crate::reverse`]).
 //!
 //! Shapes: `x_t`, `posterior_mean` are `[B, ...]`; `t` holds one code timestep per batch
 //! item (code index = paper t - 1, see [`crate::schedule`]).

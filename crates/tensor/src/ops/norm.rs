@@ -232,8 +232,8 @@ fn group_norm_forward<T: Float>(
     Ok((out, Arc::new(mean), Arc::new(rstd)))
 }
 
-/// The mean and 1/std of one (sample, group) block, its channels `spatial`
-/// elements each.
+/// The mean and 1/std of one (sample, group) block, its channels one after
+/// another.
 fn block_stats<T: Float>(x: &[T], eps: f64) -> (T, T) {
     // Two passes (mean, then squared deviations) avoid the cancellation
     // of E[x^2] - mean^2; the block (its channels are contiguous) is summed
