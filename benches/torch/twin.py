@@ -406,15 +406,22 @@ class Diffusion:
             return np.log(np.append(self.posterior_variance[1], self.betas[1:]))
         return self.posterior_log_variance_clipped
 
+    def cos_minus_sin(self, t, a, b):
+        """sqrt(abar) a - sqrt(1 - abar) b: v from (eps, x_0), x_0 from (x_t, v) (ddpm's forward.rs)."""
+        return self.at(self.sqrt_alphas_cumprod, t, a) * a - self.at(self.sqrt_one_minus_alphas_cumprod, t, b) * b
+
     def velocity(self, x_start, t, noise):
         """v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022; ddpm::velocity)."""
-        return self.at(self.sqrt_alphas_cumprod, t, noise) * noise - self.at(self.sqrt_one_minus_alphas_cumprod, t, x_start) * x_start
+        return self.cos_minus_sin(t, noise, x_start)
+
+    def predict_xstart_from_v(self, x_t, t, v):
+        return self.cos_minus_sin(t, x_t, v)
 
     def predict_xstart(self, model_output, x_t, t, prediction, clip):
         if prediction == "eps":
             x0 = self.predict_xstart_from_eps(x_t, t, model_output)
         elif prediction == "v":
-            x0 = self.at(self.sqrt_alphas_cumprod, t, x_t) * x_t - self.at(self.sqrt_one_minus_alphas_cumprod, t, x_t) * model_output
+            x0 = self.predict_xstart_from_v(x_t, t, model_output)
         else:
             x0 = model_output
         return x0.clamp(-1.0, 1.0) if clip else x0
@@ -435,9 +442,12 @@ class Diffusion:
         T * L_t, or L_simple + lambda T L_t (hybrid), batch mean."""
         x_t = self.q_sample(x_start, t, noise)
         output = model(x_t, t)
-        target = {"eps": noise, "x0": x_start, "v": None}[config["prediction"]]
-        if target is None:
+        if config["prediction"] == "eps":
+            target = noise
+        elif config["prediction"] == "v":
             target = self.velocity(x_start, t, noise)
+        else:
+            target = x_start
         mse = mean_flat((output - target) ** 2)
         if config["loss"] == "simple":
             return mse.mean()

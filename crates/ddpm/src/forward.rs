@@ -97,10 +97,7 @@ pub fn predict_xstart_from_eps<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<
 /// # Errors
 /// A timestep out of range, not one per batch item, or `noise` of another shape.
 pub fn velocity<T: Float>(schedule: &NoiseSchedule, x_start: &Tensor<T>, t: &[usize], noise: &Tensor<T>) -> Result<Tensor<T>> {
-    let op = "velocity";
-    let scaled_noise = noise.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, noise.dims())?)?;
-    let scaled_x_start = x_start.mul(&coefficient_at(op, &schedule.sqrt_one_minus_alphas_cumprod, t, x_start.dims())?)?;
-    Ok(scaled_noise.sub(&scaled_x_start)?)
+    cos_minus_sin("velocity", schedule, t, noise, x_start)
 }
 
 /// x_0 recovered from x_t and a velocity v (see [`velocity`]):
@@ -111,10 +108,16 @@ pub fn velocity<T: Float>(schedule: &NoiseSchedule, x_start: &Tensor<T>, t: &[us
 /// # Errors
 /// A timestep out of range, not one per batch item, or shapes that disagree.
 pub fn predict_xstart_from_v<T: Float>(schedule: &NoiseSchedule, x_t: &Tensor<T>, t: &[usize], v: &Tensor<T>) -> Result<Tensor<T>> {
-    let op = "predict_xstart_from_v";
-    let scaled_x_t = x_t.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, x_t.dims())?)?;
-    let scaled_v = v.mul(&coefficient_at(op, &schedule.sqrt_one_minus_alphas_cumprod, t, v.dims())?)?;
-    Ok(scaled_x_t.sub(&scaled_v)?)
+    cos_minus_sin("predict_xstart_from_v", schedule, t, x_t, v)
+}
+
+/// `cos(phi) a - sin(phi) b` with `cos(phi) = sqrt(alpha-bar_t)`, `sin(phi) =
+/// sqrt(1 - alpha-bar_t)`: the second row of the turn by phi, which makes v from
+/// (eps, x_0) and, the turn being its own pattern backwards, x_0 from (x_t, v).
+fn cos_minus_sin<T: Float>(op: &'static str, schedule: &NoiseSchedule, t: &[usize], a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+    let scaled_a = a.mul(&coefficient_at(op, &schedule.sqrt_alphas_cumprod, t, a.dims())?)?;
+    let scaled_b = b.mul(&coefficient_at(op, &schedule.sqrt_one_minus_alphas_cumprod, t, b.dims())?)?;
+    Ok(scaled_a.sub(&scaled_b)?)
 }
 
 /// The noise recovered from x_t and x_0, solving q_sample for eps:

@@ -282,11 +282,12 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
     let recovered = ddpm::predict_xstart_from_posterior_mean(&schedule, &x_t, &t, &mean_theta)?;
     assert!(max_abs_diff(&recovered.to_vec(), &x0) < 1e-9);
     // And the velocity that agrees with them, v = sqrt(alpha-bar) eps - sqrt(1 - alpha-bar) x_0, by hand.
-    let eps = eps_theta.to_vec();
-    let v_theta: Vec<f64> = (0..20)
-        .map(|i| schedule.sqrt_alphas_cumprod[t[i / 5]] * eps[i] - schedule.sqrt_one_minus_alphas_cumprod[t[i / 5]] * x0[i])
-        .collect();
-    let v_theta = Tensor::from_vec(v_theta, &dims)?;
+    let velocity_by_hand = |eps: &[f64], x0: &[f64]| -> Vec<f64> {
+        (0..20)
+            .map(|i| schedule.sqrt_alphas_cumprod[t[i / 5]] * eps[i] - schedule.sqrt_one_minus_alphas_cumprod[t[i / 5]] * x0[i])
+            .collect()
+    };
+    let v_theta = Tensor::from_vec(velocity_by_hand(&eps_theta.to_vec(), &x0), &dims)?;
     let base = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
     let outputs = [
         (Parameterization::Epsilon, &eps_theta),
@@ -303,9 +304,7 @@ fn predicting_the_posterior_mean_is_a_third_equivalent_parameterisation() -> Tes
     assert!(means[1..].iter().all(|mean| max_abs_diff(&means[0], mean) < 1e-9));
 
     let (true_x0, true_eps) = (x_start.to_vec(), noise.to_vec());
-    let true_v: Vec<f64> = (0..20)
-        .map(|i| schedule.sqrt_alphas_cumprod[t[i / 5]] * true_eps[i] - schedule.sqrt_one_minus_alphas_cumprod[t[i / 5]] * true_x0[i])
-        .collect();
+    let true_v = velocity_by_hand(&true_eps, &true_x0);
     let true_mean = ddpm::q_posterior_mean_variance(&schedule, &x_start, &x_t, &t)?.mean.to_vec();
     for variance in [VarianceKind::FixedLarge, VarianceKind::FixedSmall] {
         let (sigma_squared, _) = variance.variances(&schedule);

@@ -56,7 +56,7 @@ fn min_snr_is_one_objective_in_x0_space_for_every_parameterization() -> Result<(
     assert!((eps_loss - expected).abs() <= 1e-9 * expected.abs(), "eps form {eps_loss} vs x_0 form {expected}");
 
     // A network that predicts x_0 directly, with the same x0_hat, has the same loss.
-    let x0_prediction = Tensor::from_vec(x0_hat, &[batch, per_item])?;
+    let x0_prediction = Tensor::from_vec(x0_hat.clone(), &[batch, per_item])?;
     let x0_model = |_: &Tensor<f64>, _: &[usize]| Ok(x0_prediction.clone());
     let x0_options = TrainingOptions { parameterization: Parameterization::StartX, ..options };
     let x0_loss = training_losses(&schedule, &x0_model, &x_start, &t, &noise, x0_options)?.loss.item()?;
@@ -66,7 +66,7 @@ fn min_snr_is_one_objective_in_x0_space_for_every_parameterization() -> Result<(
     let mu_hat: Vec<f64> = (0..x0.len())
         .map(|i| {
             let s = t[i / per_item];
-            schedule.posterior_mean_coef1[s] * x0_prediction.to_vec()[i] + schedule.posterior_mean_coef2[s] * x_t[i]
+            schedule.posterior_mean_coef1[s] * x0_hat[i] + schedule.posterior_mean_coef2[s] * x_t[i]
         })
         .collect();
     let mu_prediction = Tensor::from_vec(mu_hat, &[batch, per_item])?;
@@ -79,9 +79,8 @@ fn min_snr_is_one_objective_in_x0_space_for_every_parameterization() -> Result<(
     let v_hat: Vec<f64> = (0..x0.len())
         .map(|i| {
             let a = schedule.alphas_cumprod[t[i / per_item]];
-            let x0_hat = x0_prediction.to_vec()[i];
-            let eps_hat = (x_t[i] - a.sqrt() * x0_hat) / (1.0 - a).sqrt();
-            a.sqrt() * eps_hat - (1.0 - a).sqrt() * x0_hat
+            let eps_hat = (x_t[i] - a.sqrt() * x0_hat[i]) / (1.0 - a).sqrt();
+            a.sqrt() * eps_hat - (1.0 - a).sqrt() * x0_hat[i]
         })
         .collect();
     let v_prediction = Tensor::from_vec(v_hat, &[batch, per_item])?;
