@@ -172,6 +172,11 @@ pub struct TrainArgs {
     /// Warm the EMA decay up as min(decay, (1 + n) / (10 + n)) (true or false).
     #[arg(long)]
     pub ema_warmup: Option<bool>,
+    /// UNet: start the last layer of every residual and attention branch, and the
+    /// output convolution, at zero, so each block starts as its skip path (true or
+    /// false; fresh weights only, not those of --init).
+    #[arg(long)]
+    pub zero_init: Option<bool>,
     /// Number of optimizer steps.
     #[arg(long)]
     pub steps: Option<usize>,

@@ -126,6 +126,10 @@ pub struct TrainConfig {
     pub ema_decay: f64,
     #[serde(default)]
     pub ema_warmup: bool,
+    /// Fresh UNet weights with the last layer of every residual and attention
+    /// branch, and the output convolution, at zero (`nn::UNet::zero_branch_outputs`).
+    #[serde(default)]
+    pub zero_init: bool,
     pub steps: usize,
     /// Seconds; 0 for no budget.
     pub time_budget: f64,
@@ -177,6 +181,7 @@ impl TrainConfig {
             grad_clip: 1.0,
             ema_decay: 0.999,
             ema_warmup: false,
+            zero_init: false,
             steps: 2000,
             time_budget: 0.0,
             seed: 0,
@@ -278,6 +283,9 @@ impl TrainConfig {
                 if v == 0 {
                     return Err(invalid(flag, "must be at least 1"));
                 }
+            }
+            if self.zero_init {
+                return Err(invalid("--zero-init", "it zeroes the UNet's residual branches; the MLP has none (use --zero-init false)"));
             }
         }
         if !(self.min_snr_gamma > 0.0 && self.min_snr_gamma.is_finite()) {

@@ -272,7 +272,13 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
     write_atomic(&dir.join("metrics.csv"), b"step,loss,lr,grad_norm,examples_per_second\n")?;
     let model = match &config.init {
         Some(init) => initial_weights(init, &config)?,
-        None => Model::new(&config.model, config.seed)?,
+        None => {
+            let mut model = Model::new(&config.model, config.seed)?;
+            if let (Model::Unet(unet), true) = (&mut model, config.zero_init) {
+                unet.zero_branch_outputs();
+            }
+            model
+        }
     };
     let optimizer = Adam::adamw(config.lr, 0.0);
     let ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
@@ -737,6 +743,25 @@ mod tests {
         };
         assert_eq!(run(3), (1, Some(1e-9)));
         assert_eq!(run(1), (1, None));
+    }
+
+    /// `--zero-init` reaches the fresh model: the quick preset's UNet with it
+    /// predicts zeros (every branch's last layer and the output convolution
+    /// at zero); without it, PyTorch's initialisation, it does not.
+    #[test]
+    fn zero_init_starts_a_new_run_at_the_zero_function() {
+        let x = Tensor::<f32>::randn(&[2, 1, 28, 28], &mut tensor::rng(1));
+        let first_output = |zero_init: bool| {
+            let dir = scratch(&format!("zero-init-{zero_init}"));
+            let config = TrainConfig { zero_init, ..TrainConfig::preset(Preset::Quick) };
+            let run = open_run(&config, &quiet(&dir, false)).unwrap();
+            let out = tensor::no_grad(|| run.model.forward(&x, &[10, 900])).unwrap().to_vec();
+            drop(run);
+            let _ = fs::remove_dir_all(&dir);
+            out
+        };
+        assert!(first_output(true).iter().all(|&v| v == 0.0));
+        assert!(first_output(false).iter().any(|&v| v != 0.0));
     }
 
     /// A run started from `--init` and resumed without the flag keeps the file

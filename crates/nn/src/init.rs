@@ -11,7 +11,8 @@
 //! The DDPM code instead zero-initialises the last convolution of each residual
 //! branch and of the output; we keep PyTorch's defaults so that every layer
 //! receives a gradient from the first step and the gradient checks are not
-//! trivially zero.
+//! trivially zero. [`crate::UNet::zero_branch_outputs`] applies the DDPM code's
+//! start to a fresh UNet (`ddpm train --zero-init true`).
 
 use tensor::{Float, Rng, Tensor};
 

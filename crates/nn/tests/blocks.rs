@@ -9,7 +9,7 @@
 //! Shapes: `x` `[B, C, H, W]` stored as `x[((b C + c) H + y) W + x]`, `L = H W`.
 
 use nn::Result;
-use nn::{AttentionBlock, Linear, Module, ResBlock};
+use nn::{AttentionBlock, Linear, Module, ResBlock, UNet, UNetConfig};
 use tensor::{rng, Tensor};
 
 /// Every parameter of `module` replaced by values drawn from N(0, 0.5^2) (seeded),
@@ -202,5 +202,78 @@ fn flop_counts_are_twice_the_multiply_adds() -> Result<()> {
     assert_eq!(without_skip.flops(n, s), 2.0 * macs as f64);
     let linear = Linear::<f32>::new(5, 3, &mut rng(0));
     assert_eq!(linear.flops(n), 2.0 * (n * 5 * 3) as f64);
+    Ok(())
+}
+
+/// The DDPM code's initialisation (`UNet::zero_branch_outputs`): with the last
+/// layer of every branch at zero, each residual block is its skip path and each
+/// attention block the identity, so the network is the zero function. Then the
+/// chain rule says which parameters learn first: a zeroed layer's weight
+/// gradient is its input times `dout`, not zero, but it passes `dout W = 0` back,
+/// so at the first step only the output convolution has a gradient. Once that is
+/// not zero (after its first step), the gradient flows down the skip paths: the
+/// layers on them learn, and so do the zeroed layers, but not the layers inside a
+/// branch before its zeroed last one (first convolutions, time projections,
+/// norms, queries and keys), whose gradient still passes through a zero weight.
+#[test]
+fn zeroed_branch_outputs_make_every_block_its_skip_path() -> Result<()> {
+    let config = UNetConfig { channel_mults: vec![1, 2], num_res_blocks: 1, ..UNetConfig::tiny() };
+    let mut unet = UNet::<f64>::new(&config, &mut rng(5))?;
+    unet.zero_branch_outputs();
+    let mut r = rng(7);
+    let x = Tensor::<f64>::randn(&[2, 1, 8, 8], &mut r);
+    let t = [3, 700];
+
+    // Block by block: out = skip(x), bit for bit.
+    let temb = Tensor::<f64>::randn(&[2, config.time_embed_dim], &mut r);
+    let h = Tensor::<f64>::randn(&[2, 8, 8, 8], &mut r);
+    let widening = &unet.down[1].res[0]; // 8 -> 16 channels: a 1x1 skip
+    let skip = widening.skip.as_ref().expect("the channels change");
+    assert_eq!(widening.forward(&h, &temb)?.to_vec(), skip.forward(&h)?.to_vec());
+    let h16 = Tensor::<f64>::randn(&[2, 16, 4, 4], &mut r);
+    assert_eq!(unet.mid.res1.forward(&h16, &temb)?.to_vec(), h16.to_vec(), "same channels: the identity");
+    assert_eq!(unet.mid.attn.forward(&h16)?.to_vec(), h16.to_vec());
+    assert!(unet.forward(&x, &t)?.to_vec().iter().all(|&v| v == 0.0), "the zero function");
+
+    // Which parameters have a gradient of sum(out * target), before and after
+    // the output convolution's first step.
+    let target = Tensor::<f64>::randn(&[2, 1, 8, 8], &mut r);
+    let learning = |unet: &UNet<f64>| -> Result<Vec<String>> {
+        let grads = unet.forward(&x, &t)?.mul(&target)?.sum_all()?.backward()?;
+        let mut names = Vec::new();
+        unet.visit_params("", &mut |name, p| {
+            if grads.get(p).is_some_and(|g| g.to_vec().iter().any(|&v| v != 0.0)) {
+                names.push(name.to_string());
+            }
+        });
+        Ok(names)
+    };
+    assert_eq!(learning(&unet)?, ["out.conv.weight", "out.conv.bias"]);
+
+    unet.out_conv.weight = Tensor::randn(unet.out_conv.weight.dims(), &mut r).requires_grad();
+    let names = learning(&unet)?;
+    let learns = |name: &str| names.iter().any(|n| n == name);
+    for on_a_path in [
+        "input_conv.weight",
+        "down.0.downsample.conv.weight",
+        "down.1.res.0.skip.weight",
+        "up.1.upsample.conv.weight",
+        "up.0.res.0.skip.weight",
+        "out.norm.weight",
+    ] {
+        assert!(learns(on_a_path), "{on_a_path} is on a skip path: {names:?}");
+    }
+    for zeroed in ["down.0.res.0.conv2.weight", "mid.res2.conv2.bias", "mid.attn.proj.weight", "up.0.res.1.conv2.weight"] {
+        assert!(learns(zeroed), "{zeroed}: its input times dout: {names:?}");
+    }
+    for inside in [
+        "down.0.res.0.conv1.weight",
+        "mid.res1.time_proj.weight",
+        "mid.res1.norm2.weight",
+        "mid.attn.qkv.weight",
+        "time_embed.linear1.weight",
+    ] {
+        assert!(!learns(inside), "{inside} sits before a zero weight: {names:?}");
+    }
     Ok(())
 }

@@ -153,6 +153,30 @@ impl<T: Float> UNet<T> {
         })
     }
 
+    /// Zeroes the last layer of every branch that is added to a path, as the
+    /// DDPM code does (its `zero_module`): the second convolution of each
+    /// residual block, the output projection of each attention block, and the
+    /// output convolution. Each block then starts as its skip path (the
+    /// identity, or the 1x1 convolution where the channels change), and the
+    /// network as the zero function: predicting the noise, it starts at the
+    /// noise's mean, and the first L_simple is E[eps^2] = 1. A zeroed layer
+    /// still has a gradient (its input times the gradient of its output), so
+    /// the first step moves it, and from the second the layers before it
+    /// learn too. `--zero-init` in `ddpm train`; chapter 8 of the course.
+    pub fn zero_branch_outputs(&mut self) {
+        let down_res = self.down.iter_mut().flat_map(|level| level.res.iter_mut());
+        let up_res = self.up.iter_mut().flat_map(|level| level.res.iter_mut());
+        for res in down_res.chain([&mut self.mid.res1, &mut self.mid.res2]).chain(up_res) {
+            res.conv2.zero_parameters();
+        }
+        let down_attn = self.down.iter_mut().flat_map(|level| level.attn.iter_mut().flatten());
+        let up_attn = self.up.iter_mut().flat_map(|level| level.attn.iter_mut().flatten());
+        for attn in down_attn.chain([&mut self.mid.attn]).chain(up_attn) {
+            attn.proj.zero_parameters();
+        }
+        self.out_conv.zero_parameters();
+    }
+
     /// The predicted noise `eps_theta(x_t, t)`: `x_t [B, C, S, S]`, `t` the `B`
     /// timesteps (0-based code indices) -> `[B, C, S, S]`.
     ///
