@@ -176,11 +176,6 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
             }
         }
     }
-    if kind == ModelKind::Mlp {
-        // A preset's zero initialisation is its UNet's; an explicit --zero-init
-        // true is refused below (the MLP has no residual branches).
-        c.zero_init = false;
-    }
     if kind == ModelKind::Unet && c.data != Dataset::Mnist {
         return Err(invalid("--model", "the UNet takes 28x28 images; use --model mlp for 2-D toy data"));
     }
@@ -313,7 +308,6 @@ mod tests {
         assert!(parse(&["--res-blocks", "0"]).unwrap_err().to_string().contains("--res-blocks"));
         assert!(parse(&["--model", "mlp", "--res-blocks", "2"]).unwrap_err().to_string().contains("--res-blocks"));
         assert!(parse(&["--model", "mlp", "--zero-init", "true"]).unwrap_err().to_string().contains("--zero-init"));
-        assert!(!parse(&["--model", "mlp"]).unwrap().zero_init, "the preset's zero-init is its UNet's");
     }
 
     /// `ddpm train ARGS` resolved over `base`, as `--resume` resolves them over the
