@@ -46,9 +46,10 @@ impl<T: Float> Conv2d<T> {
         Self::new(in_channels, out_channels, 1, 1, 0, rng)
     }
 
-    /// Sets the weight and bias to zero: the layer then outputs zeros, while
-    /// its weight gradient, `dout` times its input, does not vanish, so it
-    /// leaves zero at the first step (see [`crate::UNet::zero_branch_outputs`]).
+    /// Sets the weight and bias to zero: the layer then outputs zeros and
+    /// passes no gradient back, while its own gradient, `dout` times its
+    /// input, does not vanish, so a step can move it (see
+    /// [`crate::UNet::zero_branch_outputs`]).
     pub fn zero_parameters(&mut self) {
         self.weight.update_data(|w| w.fill(T::ZERO));
         self.bias.update_data(|b| b.fill(T::ZERO));

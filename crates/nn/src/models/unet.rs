@@ -160,9 +160,11 @@ impl<T: Float> UNet<T> {
     /// identity, or the 1x1 convolution where the channels change), and the
     /// network as the zero function: predicting the noise, it starts at the
     /// noise's mean, and the first L_simple is E[eps^2] = 1. A zeroed layer
-    /// still has a gradient (its input times the gradient of its output), so
-    /// the first step moves it, and from the second the layers before it
-    /// learn too. `--zero-init` in `ddpm train`; chapter 8 of the course.
+    /// still has a weight gradient (its input times the gradient of its
+    /// output), but passes none back, so the output convolution moves at the
+    /// first step, each branch's zeroed layer once the gradient reaches its
+    /// output along the skip paths, and the layers before it one step after
+    /// that. `--zero-init` in `ddpm train`; chapter 8 of the course.
     pub fn zero_branch_outputs(&mut self) {
         let down_res = self.down.iter_mut().flat_map(|level| level.res.iter_mut());
         let up_res = self.up.iter_mut().flat_map(|level| level.res.iter_mut());
