@@ -166,9 +166,7 @@ impl<T: Float> UNet<T> {
     /// output along the skip paths, and the layers before it one step after
     /// that. `--zero-init` in `ddpm train`; chapter 8 of the course.
     pub fn zero_branch_outputs(&mut self) {
-        let down_res = self.down.iter_mut().flat_map(|level| level.res.iter_mut());
-        let up_res = self.up.iter_mut().flat_map(|level| level.res.iter_mut());
-        for res in down_res.chain([&mut self.mid.res1, &mut self.mid.res2]).chain(up_res) {
+        for res in self.res_blocks_mut() {
             res.conv2.zero_parameters();
         }
         let down_attn = self.down.iter_mut().flat_map(|level| level.attn.iter_mut().flatten());
@@ -177,6 +175,13 @@ impl<T: Float> UNet<T> {
             attn.proj.zero_parameters();
         }
         self.out_conv.zero_parameters();
+    }
+
+    /// Every residual block: down the levels, the middle's two, up the levels.
+    fn res_blocks_mut(&mut self) -> impl Iterator<Item = &mut ResBlock<T>> {
+        let down = self.down.iter_mut().flat_map(|level| level.res.iter_mut());
+        let up = self.up.iter_mut().flat_map(|level| level.res.iter_mut());
+        down.chain([&mut self.mid.res1, &mut self.mid.res2]).chain(up)
     }
 
     /// The predicted noise `eps_theta(x_t, t)`: `x_t [B, C, S, S]`, `t` the `B`
@@ -352,9 +357,7 @@ impl<T: Float> Module<T> for UNet<T> {
     }
 
     fn set_mode(&mut self, mode: Mode) {
-        let blocks = self.down.iter_mut().flat_map(|l| l.res.iter_mut());
-        let blocks = blocks.chain([&mut self.mid.res1, &mut self.mid.res2]);
-        for block in blocks.chain(self.up.iter_mut().flat_map(|l| l.res.iter_mut())) {
+        for block in self.res_blocks_mut() {
             block.set_mode(mode);
         }
     }
