@@ -1,9 +1,10 @@
 //! Runs one pass of a 3x3 convolution of `ddpm bench` (batch 64, stride 1,
 //! padding 1) over and over, for a profile of that pass alone (`perf record`):
 //! `cargo run --release --example conv_pass C SIDE K [passes]
-//! [fwd|dx|dw|all] [KERNEL]`, e.g. `64 7 64 2000 dw` (`KERNEL` 1 for a 1x1
-//! convolution; 3, padding 1, by default). Prints the mean, median and
-//! fastest time of a pass.
+//! [fwd|dx|dw|all] [KERNEL] [STRIDE]`, e.g. `64 7 64 2000 dw` (`KERNEL` 1 for
+//! a 1x1 convolution; 3, padding 1, by default; `STRIDE` 2 for a UNet's
+//! downsampling convolution, `16 28 16 1000 all 3 2`). Prints the mean,
+//! median and fastest time of a pass.
 
 use course::bench::cases::ConvCase;
 use std::time::Instant;
@@ -25,8 +26,10 @@ fn main() {
     };
     // An optional sixth argument: the kernel's side (1: a 1x1 convolution,
     // no padding).
-    let kernel = number(5, 3);
-    let mut case = ConvCase::new(Conv2dGeometry { kh: kernel, kw: kernel, padding: kernel / 2, ..ConvCase::conv3x3_geometry(c, side, k) });
+    // And a seventh: the stride.
+    let (kernel, stride) = (number(5, 3), number(6, 1));
+    let geometry = Conv2dGeometry { kh: kernel, kw: kernel, padding: kernel / 2, stride, ..ConvCase::conv3x3_geometry(c, side, k) };
+    let mut case = ConvCase::new(geometry);
     let mut ms: Vec<f64> = (0..passes)
         .map(|_| {
             let start = Instant::now();

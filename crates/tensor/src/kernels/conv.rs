@@ -77,7 +77,11 @@
 //! reads where they lie in the padded image (`Im2row` when C is a multiple
 //! of 16); see `gemm/direct.rs`. Bit-identical to packing them.
 //!
-//! The forward and grad input at stride 2 keep the explicit im2col / col2im.
+//! At stride S > 1 the forward reads the same way from the image split into
+//! `S x S` phase planes (every S-th pixel of every S-th row, from each of
+//! the S^2 starting pixels), where each row of `cols` is a contiguous run
+//! again (see `Im2col`). The grad input at stride S > 1 keeps the explicit
+//! `dcols` and col2im.
 //!
 //! # Winograd
 //!
@@ -113,7 +117,7 @@ use super::gemm::scratch::with_scratch;
 use super::gemm::{
     gemm_packed_b, gemm_prepacked, gemm_unpacked, gemm_with, CacheSizes, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading,
 };
-use implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
+use implicit::{pad_chw, pad_chw_phases, pad_hwc, Im2col, Im2row, PaddedGeometry};
 
 mod implicit;
 mod winograd;
@@ -330,41 +334,17 @@ fn inside(out_len: usize, in_len: usize, stride: usize, padding: usize, offset: 
     lo.min(hi)..hi
 }
 
-/// im2col for one image: `x` is (C, H, W), `cols` is (R, L), see the top of the file.
-fn im2col<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], cols: &mut [T]) {
-    let (oh_n, ow_n, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding);
-    let mut rows = cols.chunks_exact_mut(oh_n * ow_n);
-    for x_c in x.chunks_exact(g.h * g.w) {
-        for i in 0..g.kh {
-            let oh_inside = inside(oh_n, g.h, s, p, i);
-            for j in 0..g.kw {
-                let ow_inside = inside(ow_n, g.w, s, p, j);
-                let row = rows.next().expect("cols has R rows");
-                for (oh, out) in row.chunks_exact_mut(ow_n).enumerate() {
-                    if !oh_inside.contains(&oh) {
-                        out.fill(T::ZERO);
-                        continue;
-                    }
-                    let x_row = &x_c[(oh * s + i - p) * g.w..][..g.w];
-                    out[..ow_inside.start].fill(T::ZERO);
-                    out[ow_inside.end..].fill(T::ZERO);
-                    if s == 1 {
-                        // Stride 1: the inside part is a shifted copy of the input row.
-                        let shift = ow_inside.start + j - p;
-                        out[ow_inside.clone()].copy_from_slice(&x_row[shift..shift + ow_inside.len()]);
-                    } else {
-                        for ow in ow_inside.clone() {
-                            out[ow] = x_row[ow * s + j - p];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// col2im for one image, the adjoint of [`im2col`]: `dx` (C, H, W) is
-/// overwritten with the sum of the `dcols` (R, L) entries gathered from each position.
+/// col2im for one image, the adjoint of im2col: `dx` (C, H, W) is
+/// overwritten with the sum of the `dcols` (R, L) entries gathered from
+/// each position (`cols[(c*KH + i)*KW + j, oh*OW + ow]` was `x[c, oh*S + i -
+/// P, ow*S + j - P]`, see the top of the file).
+///
+/// At stride 2 two other ways measured slower at the quick UNet's
+/// downsampling convolutions (`benches/SPEED.md`, session 37): adding the
+/// rows into the phase planes of the forward's [`pad_chw_phases`], where
+/// they are contiguous runs, then reading the image out of them; and no
+/// `dcols` at all, the grad input of each phase a stride-1 convolution of
+/// `dout` by the taps that reach it (four small products an image).
 fn col2im<T: GemmScalar>(g: &Conv2dGeometry, dcols: &[T], dx: &mut [T]) {
     let (oh_n, ow_n, s, p) = (g.out_h(), g.out_w(), g.stride, g.padding);
     dx.fill(T::ZERO);
@@ -422,27 +402,21 @@ fn forward_by_images<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], b
     let weight = row_major(weight, g.k, r);
     let threading = per_image_threading(g.n);
     // The implicit path packs the weight once for the whole batch.
-    let packed_weight = (!g.is_pointwise() && g.stride == 1).then(|| PackedA::new(Kernel::best(), weight));
+    let packed_weight = (!g.is_pointwise()).then(|| PackedA::new(Kernel::best(), weight));
     let images = x.par_chunks_exact(chw.max(1)).zip(out.par_chunks_exact_mut((g.k * l).max(1)));
-    images.for_each(|(x_n, out_n)| {
-        if g.is_pointwise() {
+    images.for_each(|(x_n, out_n)| match &packed_weight {
+        None => {
             let beta = fill_bias(bias, out_n, l);
             let x_n = row_major(x_n, r, l);
             gemm_with(Kernel::best(), threading, T::ONE, weight, x_n, beta, row_major_mut(out_n, g.k, l));
-        } else if let Some(packed_weight) = &packed_weight {
+        }
+        Some(packed_weight) => {
             let pg = g.padded();
-            let padded_len = g.c * pg.hp * pg.wp;
+            let padded_len = pg.phased_len();
             with_scratch(padded_len + Im2col::<T>::slack(&pg), |xpad: &mut [T]| {
-                pad_chw(x_n, (g.h, g.w), (g.padding, g.padding), xpad);
+                pad_chw_phases(x_n, (g.h, g.w), g.padding, &pg, xpad);
                 xpad[padded_len..].fill(T::ZERO);
                 conv_padded(packed_weight, xpad, pg, bias, threading, out_n);
-            });
-        } else {
-            with_scratch(r * l, |cols: &mut [T]| {
-                im2col(g, x_n, cols);
-                let beta = fill_bias(bias, out_n, l);
-                let cols = row_major(cols, r, l);
-                gemm_with(Kernel::best(), threading, T::ONE, weight, cols, beta, row_major_mut(out_n, g.k, l));
             });
         }
     });
@@ -547,11 +521,12 @@ fn fill_bias<T: GemmScalar>(bias: Option<&[T]>, out: &mut [T], l: usize) -> T {
     }
 }
 
-/// A stride-1 convolution of one padded image by implicit im2col:
-/// `out (M, OH, OW) = weight (M, R) @ cols + bias`, `xpad` (C, HP, WP) plus
-/// slack, the weight packed once for the batch. The GEMM fills an
-/// (M, OH * WP) scratch in the padded coordinates of [`Im2col`]; copying it
-/// out drops the junk columns `ow >= OW`.
+/// A convolution of one padded image by implicit im2col: `out (M, OH, OW)
+/// = weight (M, R) @ cols + bias`, `xpad` (C, HP, WP) plus slack at stride
+/// 1, its phase planes (C, S, S, HQ, WQ) plus slack at stride S, the weight
+/// packed once for the batch. The GEMM fills an (M, OH * WQ) scratch in the
+/// padded coordinates of [`Im2col`] (WQ = WP at stride 1); copying it out
+/// drops the junk columns `ow >= OW`.
 fn conv_padded<T: GemmScalar>(
     weight: &PackedA<T>,
     xpad: &[T],
@@ -560,7 +535,8 @@ fn conv_padded<T: GemmScalar>(
     threading: Threading,
     out: &mut [T],
 ) {
-    let (m, wide) = (weight.rows(), pg.out_h * pg.wp);
+    let wq = pg.phase_sides().1;
+    let (m, wide) = (weight.rows(), pg.out_h * wq);
     with_scratch(m * wide, |out_wide: &mut [T]| {
         let cols = Im2col { xpad, g: pg };
         let c = row_major_mut(out_wide, m, wide);
@@ -568,7 +544,7 @@ fn conv_padded<T: GemmScalar>(
         let rows = out.chunks_exact_mut((pg.out_h * pg.out_w).max(1));
         for (k, (out_k, wide_k)) in rows.zip(out_wide.chunks_exact(wide)).enumerate() {
             let b = bias.map_or(T::ZERO, |bias| bias[k]);
-            for (out_row, wide_row) in out_k.chunks_exact_mut(pg.out_w).zip(wide_k.chunks_exact(pg.wp)) {
+            for (out_row, wide_row) in out_k.chunks_exact_mut(pg.out_w).zip(wide_k.chunks_exact(wq)) {
                 for (o, &v) in out_row.iter_mut().zip(wide_row) {
                     *o = v + b;
                 }

@@ -42,6 +42,22 @@ pub(super) struct PaddedGeometry {
     pub out_w: usize,
 }
 
+impl PaddedGeometry {
+    /// The sides `(HQ, WQ) = (ceil(HP / S), ceil(WP / S))` of the `S x S`
+    /// phase planes that [`pad_chw_phases`] splits each padded channel into
+    /// (the padded channel itself at stride 1).
+    pub(super) fn phase_sides(&self) -> (usize, usize) {
+        (self.hp.div_ceil(self.stride), self.wp.div_ceil(self.stride))
+    }
+
+    /// Elements of a padded image in phase planes, `C * S^2 * HQ * WQ`
+    /// (`C * HP * WP` at stride 1).
+    pub(super) fn phased_len(&self) -> usize {
+        let (hq, wq) = self.phase_sides();
+        self.c * self.stride * self.stride * hq * wq
+    }
+}
+
 /// Copies one image `x` (C, H, W) into `xpad` (C, H + 2 PH, W + 2 PW), zeros
 /// around it.
 pub(super) fn pad_chw<T: GemmScalar>(x: &[T], (h, w): (usize, usize), (ph, pw): (usize, usize), xpad: &mut [T]) {
@@ -53,6 +69,40 @@ pub(super) fn pad_chw<T: GemmScalar>(x: &[T], (h, w): (usize, usize), (ph, pw): 
             xpad_row[..pw].fill(T::ZERO);
             xpad_row[pw..pw + w].copy_from_slice(x_row);
             xpad_row[pw + w..].fill(T::ZERO);
+        }
+    }
+}
+
+/// Copies one image `x` (C, H, W), padded by `P` on every side, into its
+/// phase planes `xq` (C, S, S, HQ, WQ) for the stride `S` of `g`: plane `(c,
+/// a, b)` holds the padded pixels `(S*y + a, S*x + b)`, `y < HQ`, `x < WQ`,
+/// zero where that pixel is padding or past the padded image. So a stride-`S`
+/// convolution reads each plane with stride 1 ([`Im2col`]). At stride 1 the
+/// one plane is the padded channel, and this is [`pad_chw`].
+pub(super) fn pad_chw_phases<T: GemmScalar>(x: &[T], (h, w): (usize, usize), p: usize, g: &PaddedGeometry, xq: &mut [T]) {
+    let s = g.stride;
+    if s == 1 {
+        pad_chw(x, (h, w), (p, p), xq);
+        return;
+    }
+    let (hq, wq) = g.phase_sides();
+    for (x_c, xq_c) in x.chunks_exact(h * w).zip(xq.chunks_exact_mut(s * s * hq * wq)) {
+        for (phase, plane) in xq_c.chunks_exact_mut(hq * wq).enumerate() {
+            let (a, b) = (phase / s, phase % s);
+            // The columns x of the plane whose pixel S*x + b - P is in the image.
+            let inside = super::inside(wq, w, s, p, b);
+            for (y, row) in plane.chunks_exact_mut(wq).enumerate() {
+                let Some(image_y) = (s * y + a).checked_sub(p).filter(|&image_y| image_y < h) else {
+                    row.fill(T::ZERO);
+                    continue;
+                };
+                let x_row = &x_c[image_y * w..][..w];
+                row[..inside.start].fill(T::ZERO);
+                row[inside.end..].fill(T::ZERO);
+                for (q, v) in inside.clone().zip(&mut row[inside.clone()]) {
+                    *v = x_row[s * q + b - p];
+                }
+            }
         }
     }
 }
@@ -146,8 +196,9 @@ fn zero_columns_past<T: GemmScalar>(panel: &mut [T], width: usize, nr: usize) {
     }
 }
 
-/// The im2col matrix of a stride-1 convolution in padded coordinates,
-/// `cols` (R, OH * WP), never stored: see the top of the file.
+/// The im2col matrix of a convolution in padded coordinates, never stored:
+/// `cols` is (R, OH * WP) at stride 1 and (R, OH * WQ) at stride S (see the
+/// top of the file).
 ///
 /// With stride 1, row `(c, i, j)` of the im2col matrix, output pixel
 /// `(oh, ow)`, reads `xpad[c, oh + i, ow + j]`, which in the flattened
@@ -159,8 +210,18 @@ fn zero_columns_past<T: GemmScalar>(panel: &mut [T], width: usize, nr: usize) {
 /// the row's end and produce junk outputs that the caller drops (7% more
 /// work at 28 x 28 with padding 1; a packing gather per element cost more).
 ///
-/// `xpad` must extend `MAX_NR + KW` elements past the padded image, so that
-/// the junk columns of the last panel stay in bounds; see [`Im2col::slack`].
+/// At stride S the same trick works on the phase planes of
+/// [`pad_chw_phases`]: row `(c, i, j)`, output pixel `(oh, ow)` reads the
+/// padded pixel `(S*oh + i, S*ow + j)`, which is pixel `(oh + i/S, ow + j/S)`
+/// of the plane `(c, i%S, j%S)`, whose rows are WQ long; so with the columns
+/// numbered `oh*WQ + ow`, row `(c, i, j)` is the slice of `xpad` from
+/// `((c*S + i%S)*S + j%S)*HQ*WQ + (i/S)*WQ + j/S` on. Every stride reads
+/// contiguous runs, and the GEMM and its direct microkernel need no strided
+/// gather (an explicit im2col at stride 2 gathered every element alone).
+///
+/// `xpad` (the padded image, or its phase planes) must extend `MAX_NR + KW`
+/// elements past its end, so that the junk columns of the last panel stay in
+/// bounds; see [`Im2col::slack`].
 pub(super) struct Im2col<'a, T> {
     pub xpad: &'a [T],
     pub g: PaddedGeometry,
@@ -197,11 +258,10 @@ impl<T: GemmScalar> PackB<T> for Im2col<'_, T> {
     }
 
     fn cols(&self) -> usize {
-        self.g.out_h * self.g.wp
+        self.g.out_h * self.g.phase_sides().1
     }
 
     fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
-        debug_assert_eq!(self.g.stride, 1, "the padded-coordinates trick needs stride 1");
         // A compile-time width makes each row copy a few vector moves.
         match nr {
             4 => self.pack_panels::<4>(pc, kc, jc, nc, dst),
@@ -218,7 +278,8 @@ impl<T: GemmScalar> PackB<T> for Im2col<'_, T> {
 }
 
 /// Read in place, row `(c, i, j)` is the slice of `xpad` that starts at
-/// `(c*HP + i)*WP + j`, and column `col` lies `col` further on: every run of
+/// `(c*HP + i)*WP + j` (at stride S: `((c*S + i%S)*S + j%S)*HQ*WQ +
+/// (i/S)*WQ + j/S`), and column `col` lies `col` further on: every run of
 /// columns is contiguous. The junk columns of the last segment read the slack.
 impl<T: GemmScalar> DirectB<T> for Im2col<'_, T> {
     fn base(&self) -> &[T] {
@@ -227,11 +288,12 @@ impl<T: GemmScalar> DirectB<T> for Im2col<'_, T> {
 
     fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
         let g = &self.g;
+        let (s, (hq, wq)) = (g.stride, g.phase_sides());
         let taps = g.kh * g.kw;
         // Step (c, i, j) like an odometer rather than divide for each row.
         let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
         for offset in offsets {
-            *offset = (c * g.hp + i) * g.wp + j;
+            *offset = (((c * s + i % s) * s + j % s) * hq + i / s) * wq + j / s;
             j += 1;
             if j == g.kw {
                 (i, j) = (i + 1, 0);

@@ -9,20 +9,20 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::implicit::{pad_chw, pad_hwc, Im2col, Im2row, PaddedGeometry};
+use super::implicit::{pad_chw_phases, pad_hwc, Im2col, Im2row, PaddedGeometry};
 use super::*;
 use crate::kernels::gemm::PackB;
 use crate::kernels::test_scalar::TestScalar;
 
 /// N in {1, 3}, C in {1, 3, 5}, H x W in {1x1, 5x7, 7x5, 28x28}, kernels
-/// 1x1, 3x3, 2x3, stride 1, 2, padding 0, 1, 2; those where the kernel fits.
+/// 1x1, 3x3, 2x3, stride 1, 2, 3, padding 0, 1, 2; those where the kernel fits.
 fn geometries() -> Vec<Conv2dGeometry> {
     let mut out = Vec::new();
     for n in [1, 3] {
         for c in [1, 3, 5] {
             for (h, w) in [(1, 1), (5, 7), (7, 5), (28, 28)] {
                 for (kh, kw) in [(1, 1), (3, 3), (2, 3)] {
-                    for stride in [1, 2] {
+                    for stride in [1, 2, 3] {
                         for padding in [0, 1, 2] {
                             if h + 2 * padding < kh || w + 2 * padding < kw {
                                 continue;
@@ -59,6 +59,13 @@ fn geometries() -> Vec<Conv2dGeometry> {
     // `gemm/direct.rs`): R = 288 rows of the im2col matrix, L = 784 rows of
     // the weight gradient's, channels a multiple of 16.
     out.push(Conv2dGeometry { n: 2, c: 32, h: 28, w: 28, k: 5, kh: 3, kw: 3, stride: 1, padding: 1 });
+    // The quick UNet's downsampling convolutions (3x3, stride 2, padding 1:
+    // 16 channels 28 -> 14, 32 channels 14 -> 7, the forward reading the
+    // phase planes in place), and an odd side whose last phase row and
+    // column are past the padded image.
+    for (c, side) in [(16, 28), (32, 14), (16, 13)] {
+        out.push(Conv2dGeometry { n: 2, c, h: side, w: side, k: c, kh: 3, kw: 3, stride: 2, padding: 1 });
+    }
     // Winograd (`winograd.rs`: 3x3, stride 1, padding 1, at least 32
     // channels in and out; the weight gradient from 14 x 14 on, F(2x2, 3x3)):
     // odd and even sides (tiles past the edge), one-pixel and one-tile
@@ -362,8 +369,10 @@ fn wrong_output_length_panics() {
 /// the matrices written out from their definitions (the naive twins), with
 /// the packed buffers poisoned with NaN and zero columns past the last
 /// real one. `cols` is in padded coordinates:
-/// `cols[(c*KH + i)*KW + j, oh*WP + ow] = xpad[c, oh + i, ow + j]` (junk
-/// past the padded image reads the zero slack), and
+/// `cols[(c*KH + i)*KW + j, oh*WP + ow] = xpad[c, oh + i, ow + j]` at
+/// stride 1 (junk past the padded image reads the zero slack), and at
+/// stride S the same over the phase planes, `cols[.., oh*WQ + ow] = xpad[c,
+/// S*oh + i, S*ow + j]`; and
 /// `rows[oh*OW + ow, (i*KW + j)*C + c] = xpad[c, oh*S + i, ow*S + j]`.
 #[test]
 fn implicit_packing_matches_the_definitions() {
@@ -409,24 +418,50 @@ fn implicit_packing_matches_the_definitions() {
         };
         check(&rows, &rows_at, "Im2row");
 
-        if stride == 1 {
-            let padded_len = c * hp * wp;
-            let mut xpad = vec![f64::NAN; padded_len + Im2col::<f64>::slack(&pg)];
-            pad_chw(&x, (h, w), (p, p), &mut xpad);
-            xpad[padded_len..].fill(0.0);
-            let cols = Im2col { xpad: &xpad, g: pg };
-            let cols_at = |r: usize, q: usize| {
-                let (ci, i, j) = tap(r);
-                // Flat padded index; past the image it is the zero slack.
-                let flat = (ci * hp + i) * wp + j + q;
-                if flat >= padded_len {
-                    0.0
-                } else {
-                    xpad_at(flat / (hp * wp), flat % (hp * wp) / wp, flat % wp)
-                }
-            };
-            check(&cols, &cols_at, "Im2col");
+        // The padded image at stride 1, its S x S phase planes at stride S:
+        // plane (c, a, b) holds the padded pixels (S y + a, S x + b), zero
+        // past the padded image.
+        let (hq, wq) = (hp.div_ceil(stride), wp.div_ceil(stride));
+        let phased_len = c * stride * stride * hq * wq;
+        assert_eq!((pg.phase_sides(), pg.phased_len()), ((hq, wq), phased_len));
+        let xq_at = |flat: usize| {
+            let (plane, y, xx) = (flat / (hq * wq), flat % (hq * wq) / wq, flat % wq);
+            let (ci, a, b) = (plane / (stride * stride), plane % (stride * stride) / stride, plane % stride);
+            let (y, xx) = (stride * y + a, stride * xx + b);
+            if y < hp && xx < wp {
+                xpad_at(ci, y, xx)
+            } else {
+                0.0
+            }
+        };
+        let mut xpad = vec![f64::NAN; phased_len + Im2col::<f64>::slack(&pg)];
+        pad_chw_phases(&x, (h, w), p, &pg, &mut xpad);
+        for (flat, &v) in xpad[..phased_len].iter().enumerate() {
+            assert_eq!(v, xq_at(flat), "pad_chw_phases c {c} stride {stride} element {flat}");
         }
+        xpad[phased_len..].fill(0.0);
+        let cols = Im2col { xpad: &xpad, g: pg };
+        // Row (c, i, j) starts at pixel (i/S, j/S) of plane (c, i%S, j%S), and
+        // column q lies q further on (junk past a row's OW outputs; past the
+        // planes it is the zero slack). At output (oh, ow), q = oh WQ + ow,
+        // that is the padded pixel (S oh + i, S ow + j).
+        let cols_at = |r: usize, q: usize| {
+            let (ci, i, j) = tap(r);
+            let flat = (((ci * stride + i % stride) * stride + j % stride) * hq + i / stride) * wq + j / stride + q;
+            if flat >= phased_len {
+                0.0
+            } else {
+                xq_at(flat)
+            }
+        };
+        for (oh, ow) in [(0, 0), (pg.out_h - 1, pg.out_w - 1)] {
+            for r in 0..c * kh * kw {
+                let (ci, i, j) = tap(r);
+                assert_eq!(cols_at(r, oh * wq + ow), xpad_at(ci, stride * oh + i, stride * ow + j), "cols_at");
+            }
+        }
+        assert_eq!(cols.cols(), pg.out_h * wq);
+        check(&cols, &cols_at, "Im2col");
     }
 }
 
