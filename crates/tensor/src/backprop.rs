@@ -99,14 +99,8 @@ impl<T: Float> GradStore<T> {
             });
         }
         let _guard = NoGradGuard::new();
-        // Added into the stored buffer when nothing else holds it (else into a
-        // copy): no new buffer per addition, and the same sums as `add`.
         let sum = match self.grads.remove(&t.id()) {
-            Some(mut previous) => {
-                let grad = grad.contiguous_data();
-                previous.update_data(|acc| crate::ops::add_assign(acc, &grad));
-                previous
-            }
+            Some(previous) => sum_in_place(previous, grad),
             None => grad,
         };
         self.grads.insert(t.id(), sum);
@@ -123,6 +117,49 @@ impl<T: Float> GradStore<T> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.grads.is_empty()
+    }
+}
+
+/// `a + b` for two gradients of one tensor, added into the buffer of `a`, or
+/// of `b`, when nothing else holds it (else into a copy of `a`): no new
+/// buffer per addition, and the same sums as `add` (a floating-point sum of
+/// two terms does not depend on their order). The other operand is read
+/// where it lies: a view, such as a concatenation's gradient split back
+/// into its parts (`cat_backward`), is added run by run, not copied first.
+fn sum_in_place<T: Float>(mut a: Tensor<T>, mut b: Tensor<T>) -> Tensor<T> {
+    if let Some(acc) = a.data_in_place() {
+        add_view(acc, &b);
+        return a;
+    }
+    if let Some(acc) = b.data_in_place() {
+        add_view(acc, &a);
+        return b;
+    }
+    a.update_data(|acc| add_view(acc, &b));
+    a
+}
+
+/// `acc += view` (row-major), the view read in place: each run of its
+/// innermost contiguous axes added to its stretch of `acc`, on the threads
+/// when large; element by element (through a copy) when it has no runs.
+fn add_view<T: Float>(acc: &mut [T], view: &Tensor<T>) {
+    use rayon::prelude::*;
+    let layout = view.layout();
+    let count = layout.elem_count();
+    let storage = view.storage();
+    match layout.run_len() {
+        Some(run) if run == count => crate::ops::add_assign(acc, &storage[layout.offset()..layout.offset() + count]),
+        Some(run) if run > 0 => {
+            let mut starts = Vec::with_capacity(count / run);
+            layout.for_each_run(|start, _| starts.push(start)).expect("run_len found runs");
+            let add_run = |(acc, &start): (&mut [T], &usize)| crate::ops::add_run(acc, &storage[start..start + run]);
+            if count >= crate::ops::PARALLEL_MIN_ELEMS {
+                acc.par_chunks_mut(run).zip(starts.par_iter()).for_each(add_run);
+            } else {
+                acc.chunks_mut(run).zip(&starts).for_each(add_run);
+            }
+        }
+        _ => crate::ops::add_assign(acc, &view.contiguous_data()),
     }
 }
 
@@ -162,6 +199,10 @@ impl<T: Float> Tensor<T> {
             // of this iteration, every value that only this rule read is freed.
             let Some(op) = node.take_op() else { continue };
             let Some(g) = store.grads.remove(&node.id()) else { continue };
+            // A gradient that is still a view (a concatenation's block, nothing
+            // added onto it) is made whole once here, not once by every rule
+            // that reads it (an add hands it to both of its inputs).
+            let g = if g.layout().is_contiguous() { g } else { g.contiguous()? };
             let input_grads = backward_op(&op, &node, &g)?;
             for (input, input_grad) in op.inputs().into_iter().zip(input_grads) {
                 if let Some(ig) = input_grad {
@@ -296,6 +337,41 @@ mod tests {
         let grads = big.mul(&big)?.add(&big)?.sum_all()?.backward()?;
         let want: Vec<f64> = (0..n).map(|i| 2.0 * i as f64 + 1.0).collect();
         assert_eq!(grads.get(&big).unwrap().to_vec(), want);
+        Ok(())
+    }
+
+    /// A tensor read by a concatenation and by another op (a UNet's skip
+    /// connection) gets its block of the concatenation's gradient as a view,
+    /// added onto the other gradient where it lies: the same bits as `add` of
+    /// the two gradients made whole, whichever arrives first: along the
+    /// channels (runs of a plane) on the threads and off, and along the last
+    /// axis (short runs, many of them); and a view that is the whole
+    /// gradient (the other input of the concatenation) reads as its block.
+    #[test]
+    fn a_concatenation_s_gradient_is_added_from_where_it_lies() -> Result<()> {
+        let mut r = crate::rng(5);
+        for (dx, dy, axis) in
+            [(vec![64, 32, 7, 7], vec![64, 16, 7, 7], 1), (vec![2, 3, 5], vec![2, 4, 5], 1), (vec![300, 2, 70], vec![300, 2, 3], 2)]
+        {
+            let x = Tensor::<f32>::randn(&dx, &mut r).requires_grad();
+            let y = Tensor::<f32>::randn(&dy, &mut r).requires_grad();
+            let joined = Tensor::cat(&[x.clone(), y.clone()], axis)?;
+            let u = Tensor::<f32>::randn(joined.dims(), &mut r);
+            let v = Tensor::<f32>::randn(&dx, &mut r);
+            let u_x = u.narrow(axis, 0, dx[axis])?.contiguous()?;
+            let u_y = u.narrow(axis, dx[axis], dy[axis])?.contiguous()?;
+            let want = no_grad(|| u_x.add(&v))?.to_vec();
+            // sum(cat(x, y) u) + sum(x v) and the other way round: the two
+            // gradients of x reach the store in both orders.
+            let cat_first = joined.mul(&u)?.sum_all()?.add(&x.mul(&v)?.sum_all()?)?.backward()?;
+            let joined = Tensor::cat(&[x.clone(), y.clone()], axis)?;
+            let cat_last = x.mul(&v)?.sum_all()?.add(&joined.mul(&u)?.sum_all()?)?.backward()?;
+            for grads in [&cat_first, &cat_last] {
+                let got = grads.get(&x).expect("x took part").to_vec();
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{dx:?} + {dy:?} along {axis}");
+                assert_eq!(grads.get(&y).expect("y took part").to_vec(), u_y.to_vec());
+            }
+        }
         Ok(())
     }
 }

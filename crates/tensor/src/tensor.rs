@@ -373,21 +373,27 @@ impl<T: Float> Tensor<T> {
         Tensor::<U>::leaf(data, self.dims())
     }
 
+    /// The elements in row-major order, to write in place, if nothing else
+    /// shares this tensor or its buffer and the buffer is exactly its
+    /// elements in order (not a view of part of one).
+    pub(crate) fn data_in_place(&mut self) -> Option<&mut [T]> {
+        let whole_buffer =
+            self.0.layout.is_contiguous() && self.0.layout.offset() == 0 && self.0.storage.len() == self.0.layout.elem_count();
+        if !whole_buffer {
+            return None;
+        }
+        Arc::get_mut(&mut self.0).and_then(|inner| Arc::get_mut(&mut inner.storage)).map(Vec::as_mut_slice)
+    }
+
     /// Changes the values of a leaf in place (optimizer steps, EMA, loading).
     ///
     /// `f` sees the elements in row-major order. The storage is written in place
     /// when nothing else shares it; otherwise it is copied first (copy on write), so
     /// a graph that still holds the old values is never changed behind its back.
     pub fn update_data(&mut self, f: impl FnOnce(&mut [T])) {
-        let unique_contiguous =
-            self.0.layout.is_contiguous() && self.0.layout.offset() == 0 && self.0.storage.len() == self.0.layout.elem_count();
-        if unique_contiguous {
-            if let Some(inner) = Arc::get_mut(&mut self.0) {
-                if let Some(data) = Arc::get_mut(&mut inner.storage) {
-                    f(data);
-                    return;
-                }
-            }
+        if let Some(data) = self.data_in_place() {
+            f(data);
+            return;
         }
         let mut data = self.to_vec();
         f(&mut data);

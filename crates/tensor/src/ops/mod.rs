@@ -43,6 +43,12 @@ pub(crate) fn add_assign<T: Float>(acc: &mut [T], b: &[T]) {
     zip_assign(acc, b, CHUNK, acc.len() >= PARALLEL_MIN_ELEMS, |x, y| x + y);
 }
 
+/// `acc[i] += b[i]` on this thread: one run of a larger sum that the caller
+/// splits between the threads.
+pub(crate) fn add_run<T: Float>(acc: &mut [T], b: &[T]) {
+    zip_assign(acc, b, CHUNK, false, |x, y| x + y);
+}
+
 /// The strides that read `layout` broadcast to `out_dims` (0 on repeated axes).
 /// The caller has checked that the shapes broadcast.
 pub(crate) fn broadcast_strides(layout: &Layout, out_dims: &[usize]) -> Vec<usize> {

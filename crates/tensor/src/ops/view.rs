@@ -239,12 +239,15 @@ pub(crate) fn broadcast_backward<T: Float>(x: &Tensor<T>, g: &Tensor<T>) -> Resu
     g.sum_to_shape(x.dims())
 }
 
-// Cat places the inputs side by side; each gets its block of g.
+// Cat places the inputs side by side; each gets its block of g, as a view:
+// a rule that needs it in order copies it then (`contiguous_data`), and a
+// gradient added onto another one (a UNet's skip connection, read by the
+// concatenation and by the next block down) is added from where it lies.
 pub(crate) fn cat_backward<T: Float>(xs: &[Tensor<T>], axis: usize, g: &Tensor<T>) -> Result<Vec<Tensor<T>>> {
     let mut start = 0;
     xs.iter()
         .map(|x| {
-            let part = g.narrow(axis, start, x.dims()[axis])?.contiguous();
+            let part = g.narrow(axis, start, x.dims()[axis]);
             start += x.dims()[axis];
             part
         })
