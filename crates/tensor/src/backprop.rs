@@ -140,26 +140,12 @@ fn sum_in_place<T: Float>(mut a: Tensor<T>, mut b: Tensor<T>) -> Tensor<T> {
 }
 
 /// `acc += view` (row-major), the view read in place: each run of its
-/// innermost contiguous axes added to its stretch of `acc`, on the threads
-/// when large; element by element (through a copy) when it has no runs.
+/// innermost contiguous axes added to its stretch of `acc` ([`Tensor::zip_runs`]),
+/// element by element (through a copy) when it has no runs.
 fn add_view<T: Float>(acc: &mut [T], view: &Tensor<T>) {
-    use rayon::prelude::*;
-    let layout = view.layout();
-    let count = layout.elem_count();
-    let storage = view.storage();
-    match layout.run_len() {
-        Some(run) if run == count => crate::ops::add_assign(acc, &storage[layout.offset()..layout.offset() + count]),
-        Some(run) if run > 0 => {
-            let mut starts = Vec::with_capacity(count / run);
-            layout.for_each_run(|start, _| starts.push(start)).expect("run_len found runs");
-            let add_run = |(acc, &start): (&mut [T], &usize)| crate::ops::add_run(acc, &storage[start..start + run]);
-            if count >= crate::ops::PARALLEL_MIN_ELEMS {
-                acc.par_chunks_mut(run).zip(starts.par_iter()).for_each(add_run);
-            } else {
-                acc.chunks_mut(run).zip(&starts).for_each(add_run);
-            }
-        }
-        _ => crate::ops::add_assign(acc, &view.contiguous_data()),
+    // A contiguous view is borrowed, not copied, and added on the threads in chunks.
+    if view.layout().is_contiguous() || view.zip_runs(acc, crate::ops::add_run).is_none() {
+        crate::ops::add_assign(acc, &view.contiguous_data());
     }
 }
 

@@ -19,9 +19,16 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Shortest run of contiguous elements that [`Tensor::contiguous_data`]
-/// copies as one task of a parallel copy (a 7 x 7 channel plane is 49).
+/// Shortest run of contiguous elements that [`Tensor::zip_runs`] hands to a
+/// thread as one task (a 7 x 7 channel plane is 49): the runs of
+/// [`Tensor::contiguous_data`]'s copy, and of a gradient added from a view.
 const PARALLEL_MIN_RUN: usize = 32;
+
+/// Whether the `run`-long runs of a view of `count` elements go to the
+/// threads: long runs, many elements.
+fn threaded_runs(run: usize, count: usize) -> bool {
+    run >= PARALLEL_MIN_RUN && count >= crate::ops::PARALLEL_MIN_ELEMS
+}
 
 /// A unique id per tensor node, the key of the gradient store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -332,13 +339,9 @@ impl<T: Float> Tensor<T> {
             // A large copy of long runs goes to the threads, run by run (the
             // gradient of a concatenation, split back into its parts: a serial
             // copy there left the other thread idle).
-            let parallel_run = layout.run_len().filter(|&run| run >= PARALLEL_MIN_RUN && count >= crate::ops::PARALLEL_MIN_ELEMS);
-            if let Some(run) = parallel_run {
-                let mut starts = Vec::with_capacity(count / run);
-                layout.for_each_run(|start, _| starts.push(start)).expect("run_len found runs");
+            if layout.run_len().is_some_and(|run| threaded_runs(run, count)) {
                 let mut out = crate::pool::for_overwrite(count);
-                let copy_run = |(o, &start): (&mut [T], &usize)| o.copy_from_slice(&storage[start..start + run]);
-                out.par_chunks_mut(run).zip(starts.par_iter()).for_each(copy_run);
+                self.zip_runs(&mut out, <[T]>::copy_from_slice).expect("run_len found runs");
                 return Cow::Owned(out);
             }
             let mut out = crate::pool::with_capacity(count);
@@ -347,6 +350,29 @@ impl<T: Float> Tensor<T> {
             }
             Cow::Owned(out)
         }
+    }
+
+    /// Calls `f(out_run, run)` for each run of this tensor's elements (its
+    /// innermost axes that lie back to back), in row-major order, with the
+    /// stretch of `out` (as long as the tensor) that the run fills there; on
+    /// the threads, run by run, when the runs are long and many. `None`, and
+    /// `f` never called, when the innermost axis is not contiguous.
+    pub(crate) fn zip_runs(&self, out: &mut [T], f: impl Fn(&mut [T], &[T]) + Sync) -> Option<()> {
+        let (layout, storage) = (&self.0.layout, &self.0.storage);
+        let run = layout.run_len()?;
+        debug_assert_eq!(out.len(), layout.elem_count(), "zip_runs: out is not as long as the tensor");
+        if threaded_runs(run, out.len()) {
+            let mut starts = Vec::with_capacity(out.len() / run);
+            layout.for_each_run(|start, _| starts.push(start))?;
+            out.par_chunks_mut(run).zip(starts.par_iter()).for_each(|(o, &start)| f(o, &storage[start..start + run]));
+        } else {
+            let mut at = 0;
+            layout.for_each_run(|start, len| {
+                f(&mut out[at..at + len], &storage[start..start + len]);
+                at += len;
+            })?;
+        }
+        Some(())
     }
 
     /// The elements in row-major order, copied.
