@@ -166,6 +166,10 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this value (0 = off).
     #[arg(long)]
     pub grad_clip: Option<f64>,
+    /// Adam's beta2, the decay of its running mean of squared gradients (0.999 averages
+    /// over about the last 1,000 steps, 0.99 over the last 100).
+    #[arg(long)]
+    pub adam_beta2: Option<f64>,
     /// Decay of the exponential moving average of the weights.
     #[arg(long)]
     pub ema_decay: Option<f64>,

@@ -197,6 +197,7 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
         min_snr_gamma,
         timestep_sampling,
         grad_clip,
+        adam_beta2,
         ema_decay,
         ema_warmup,
         zero_init,

@@ -123,6 +123,10 @@ pub struct TrainConfig {
     #[serde(default, with = "by_name")]
     pub timestep_sampling: TimestepSampling,
     pub grad_clip: f64,
+    /// Adam's second-moment decay: how many recent steps the per-weight scale of the
+    /// update averages over (about 1 / (1 - beta2)).
+    #[serde(default = "default_adam_beta2")]
+    pub adam_beta2: f64,
     pub ema_decay: f64,
     #[serde(default)]
     pub ema_warmup: bool,
@@ -146,6 +150,11 @@ pub struct TrainConfig {
 /// Hang et al.'s gamma.
 fn default_min_snr_gamma() -> f64 {
     5.0
+}
+
+/// Kingma & Ba's (and PyTorch's) beta2.
+fn default_adam_beta2() -> f64 {
+    0.999
 }
 
 impl TrainConfig {
@@ -179,6 +188,7 @@ impl TrainConfig {
             min_snr_gamma: default_min_snr_gamma(),
             timestep_sampling: TimestepSampling::Uniform,
             grad_clip: 1.0,
+            adam_beta2: default_adam_beta2(),
             ema_decay: 0.999,
             ema_warmup: false,
             zero_init: false,
@@ -271,6 +281,9 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(invalid("--lr", &format!("must be a positive number, got {}", self.lr)));
         }
+        if !(0.0..1.0).contains(&self.adam_beta2) {
+            return Err(invalid("--adam-beta2", &format!("must be in [0, 1), got {}", self.adam_beta2)));
+        }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(invalid("--ema-decay", &format!("must be in [0, 1), got {}", self.ema_decay)));
         }
@@ -297,6 +310,15 @@ impl TrainConfig {
             unet.validate().map_err(|e| invalid("--base-channels/--channel-mults/--res-blocks", &e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The run's optimizer: AdamW without weight decay, PyTorch's beta1 and eps, and
+    /// this config's `lr` and `adam_beta2`.
+    #[must_use]
+    pub fn optimizer<T: tensor::Float>(&self) -> nn::Adam<T> {
+        let mut adam = nn::Adam::adamw(self.lr, 0.0);
+        adam.hyper.beta2 = self.adam_beta2;
+        adam
     }
 
     /// The training objective of the `ddpm` crate.
@@ -446,13 +468,31 @@ mod tests {
         );
     }
 
+    /// A config saved before `adam_beta2` existed reads as the Adam those runs
+    /// used (PyTorch's 0.999), and the run's optimizer takes the config's value.
     #[test]
-    fn a_rate_or_gamma_of_zero_or_infinity_is_refused() {
+    fn adam_s_beta2_comes_from_the_config_and_defaults_to_pytorch_s() {
+        let quick = TrainConfig::preset(Preset::Quick);
+        let mut json = serde_json::to_value(&quick).unwrap();
+        json.as_object_mut().unwrap().remove("adam_beta2").expect("the config names adam_beta2");
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.adam_beta2, 0.999);
+        let fast = TrainConfig { adam_beta2: 0.95, lr: 3e-3, ..quick };
+        let adam = fast.optimizer::<f32>().hyper;
+        assert_eq!((adam.lr, adam.beta1, adam.beta2, adam.eps), (3e-3, 0.9, 0.95, 1e-8));
+        assert_eq!(adam.weight_decay, nn::WeightDecay::Decoupled(0.0));
+    }
+
+    #[test]
+    fn a_rate_beta2_or_gamma_out_of_range_is_refused() {
         let quick = TrainConfig::preset(Preset::Quick);
         assert!(quick.validate().is_ok());
         for (config, flag) in [
             (TrainConfig { lr: 0.0, ..quick.clone() }, "--lr"),
             (TrainConfig { lr: f64::INFINITY, ..quick.clone() }, "--lr"),
+            (TrainConfig { adam_beta2: 1.0, ..quick.clone() }, "--adam-beta2"),
+            (TrainConfig { adam_beta2: -0.5, ..quick.clone() }, "--adam-beta2"),
+            (TrainConfig { adam_beta2: f64::NAN, ..quick.clone() }, "--adam-beta2"),
             (TrainConfig { min_snr_gamma: 0.0, ..quick.clone() }, "--min-snr-gamma"),
             (TrainConfig { min_snr_gamma: f64::INFINITY, ..quick.clone() }, "--min-snr-gamma"),
         ] {

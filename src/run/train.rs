@@ -246,7 +246,7 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
         let config = TrainConfig { init: config.init.or_else(|| loaded.config.init.clone()), ..config };
         let mut model = Model::new(&config.model, config.seed)?;
         model.load_named_params(&loaded.checkpoint.model)?;
-        let mut optimizer = Adam::adamw(config.lr, 0.0);
+        let mut optimizer = config.optimizer();
         optimizer.load_state_tensors(&loaded.checkpoint.optimizer)?;
         let mut ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
         let source = checkpoint_file.display().to_string();
@@ -280,7 +280,7 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
             model
         }
     };
-    let optimizer = Adam::adamw(config.lr, 0.0);
+    let optimizer = config.optimizer();
     let ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
     Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0, _lock: lock })
 }
