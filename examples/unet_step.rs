@@ -1,9 +1,10 @@
 //! Times training steps of the course UNet on a batch of MNIST-sized noise, each
 //! one step of Algorithm 1 ([`train_step`]: t, eps, x_t, L_simple, backward,
 //! AdamW). Run with `cargo run --release --example unet_step [batch] [steps]
-//! [base channels | quick]` (64, 3, 32; `quick` is the quick preset's UNet: 16
-//! channels, one residual block a level); more steps make a steadier profile
-//! (`perf record`).
+//! [base channels | quick]` (64, 3, 32; `quick` is the quick preset's UNet: 16,
+//! 16 and 32 channels at 28 x 28, 14 x 14 and 7 x 7 since session 38, 16, 32 and 32
+//! before, one residual block a level); more steps make a steadier profile (`perf
+//! record`).
 
 use course::error::Error;
 use course::run::algorithm1::train_step;

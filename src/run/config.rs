@@ -201,37 +201,47 @@ impl TrainConfig {
             init: None,
         };
         match preset {
-            // A 16-channel UNet (315,121 parameters) and a recipe for what ten minutes on
+            // A 16-channel UNet (236,321 parameters) and a recipe for what ten minutes on
             // two cores buy (chapter 8, "The quick preset's recipe"; each choice is a row
-            // of chapter 10's table, measured in the same time): a higher peak rate that a
+            // of chapter 10's tables, measured in the same time): a higher peak rate that a
             // cosine decay settles by the last step, an EMA whose decay warms up so the
             // random start does not linger in the average (the warm-up's decay stays below
-            // `ema_decay` until update 1,790, so it sets all but the last 210 of 2,000;
+            // `ema_decay` until update 1,790, so it sets all but the last 730 of 2,520;
             // chapter 10), min-SNR weighting so the nearly clean timesteps do not dominate
             // the gradient, one residual block a level instead of two, which makes a step
-            // 1.44 times cheaper (in a run this short more steps beat more depth), and the
-            // cosine noise schedule, which at 1,400 steps recognised 3.4 and 3.8 points
-            // more than the linear one (training seeds 0 and 1; 3.4 at 1,600; nothing at
-            // 2,400). 2,000 steps are sized to fit the ten minutes on the slowest machine
-            // measured (an estimate: it has not been measured since session 14), an
-            // Intel Xeon (AVX-512, FMA peak 330 GFLOP/s) whose speed moves with its
-            // neighbours and which builds a fresh clone in 80-99 s: with session 11's
-            // kernels it trained 1,100 steps at 4.3 a second where session 10's did 3.15
-            // (and 2.39 in a slow hour, when 1,200 steps took 10 min 9 s in all), 1.25-1.5
-            // times faster; this code trains the preset 1.42-1.44 times faster than
-            // session 11's (three alternations on the other Intel Xeon, session 36), so at
-            // that slow rate sped up as measured (by the smallest factor) 2,000 steps take
-            // 8 min 12 s to 9 min 31 s with a 99 s build. A fixed length, not a clock, so
-            // the run is reproducible.
+            // 1.44 times cheaper (in a run this short more steps beat more depth), 16
+            // channels at 14 x 14 where the course UNet has 32 (`channel_mults` 1, 1, 2:
+            // a step 1.26-1.28 times cheaper, and over training seeds 0-3 the 2,520 steps
+            // of the same time recognised 2.0 points more on average and scored an FID 3.7
+            // lower; chapter 10, "Where the channels go"), and the cosine noise schedule,
+            // which at 1,400 steps recognised 3.4 and 3.8 points more than the linear one
+            // (training seeds 0 and 1; 3.4 at 1,600; nothing at 2,400). 2,520 steps are
+            // sized to fit the ten minutes on the slowest machine measured (an estimate: it
+            // has not been measured since session 14), an Intel Xeon (AVX-512, FMA peak
+            // 330 GFLOP/s) whose speed moves with its neighbours and which builds a fresh
+            // clone in 80-99 s: with session 11's kernels it trained 1,100 steps at 4.3 a
+            // second where session 10's did 3.15 (and 2.39 in a slow hour, when 1,200 steps
+            // took 10 min 9 s in all), 1.25-1.5 times faster; this code trains the 1, 2, 2
+            // UNet 1.42-1.44 times faster than session 11's (three alternations on the
+            // other Intel Xeon, session 36), so at that slow rate sped up as measured (by
+            // the smallest factor) 2,000 steps of it take 8 min 12 s to 9 min 31 s with a
+            // 99 s build, and 2,520 steps of the 1, 1, 2 UNet as long (measured on the
+            // other Intel Xeon, session 38). A fixed length, not a clock, so the run is
+            // reproducible.
             Preset::Quick => TrainConfig {
-                model: ModelConfig::Unet(nn::UNetConfig { base_channels: 16, num_res_blocks: 1, ..nn::UNetConfig::default() }),
+                model: ModelConfig::Unet(nn::UNetConfig {
+                    base_channels: 16,
+                    channel_mults: vec![1, 1, 2],
+                    num_res_blocks: 1,
+                    ..nn::UNetConfig::default()
+                }),
                 schedule: BetaSchedule::Cosine,
                 lr: 2e-3,
                 lr_schedule: LrScheduleKind::Cosine,
                 loss_weight: LossWeightKind::MinSnr,
                 ema_decay: 0.995,
                 ema_warmup: true,
-                steps: 2000,
+                steps: 2520,
                 ..mnist_base
             },
             // The course UNet (1,623,169 parameters), sized for what two CPU cores
@@ -433,8 +443,9 @@ mod tests {
             (quick.schedule, quick.lr, quick.lr_schedule, quick.loss_weight),
             (BetaSchedule::Cosine, 2e-3, LrScheduleKind::Cosine, LossWeightKind::MinSnr)
         );
-        assert_eq!((quick.min_snr_gamma, quick.ema_decay, quick.ema_warmup, quick.steps, quick.batch), (5.0, 0.995, true, 2000, 64));
-        assert_eq!(params(&quick), 315_121);
+        assert_eq!((quick.min_snr_gamma, quick.ema_decay, quick.ema_warmup, quick.steps, quick.batch), (5.0, 0.995, true, 2520, 64));
+        assert_eq!(params(&quick), 236_321);
+        assert!(matches!(&quick.model, ModelConfig::Unet(unet) if unet.channel_mults == [1, 1, 2]));
         assert_eq!(ModelConfig::Unet(TrainConfig::quick_unet()), quick.model);
         let course = TrainConfig::preset(Preset::Course);
         assert_eq!((course.warmup, course.steps, course.checkpoint_every, course.sample_every), (200, 8000, 500, 1000));
