@@ -225,9 +225,9 @@ impl TrainConfig {
             // UNet 1.42-1.44 times faster than session 11's (three alternations on the
             // other Intel Xeon, session 36), so at that slow rate sped up as measured (by
             // the smallest factor) 2,000 steps of it take 8 min 12 s to 9 min 31 s with a
-            // 99 s build, and 2,520 steps of the 1, 1, 2 UNet as long (measured on the
-            // other Intel Xeon, session 38). A fixed length, not a clock, so the run is
-            // reproducible.
+            // 99 s build, and 2,520 steps of the 1, 1, 2 UNet 1.7% longer, 8 min 19 s to
+            // 9 min 39 s (whole runs on the other Intel Xeon, session 38: 290.4 s against
+            // 285.5 s). A fixed length, not a clock, so the run is reproducible.
             Preset::Quick => TrainConfig {
                 model: ModelConfig::Unet(nn::UNetConfig {
                     base_channels: 16,
