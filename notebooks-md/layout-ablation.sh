@@ -6,7 +6,7 @@
 # scores 1,000 DDIM-50 samples with eta 1 (`ddpm eval`'s default). The preset (1, 1, 2
 # for 2,520 steps since session 38) and the layout before it run four training seeds;
 # Adam's beta2 at 0.99 rides on the layout before it. Prints the Markdown table of
-# chapter 10. 4.5 to 6 minutes a row on 2 cores (AVX-512), 18 rows.
+# chapter 10. 4.5 to 6 minutes a row on 2 cores (AVX-512), 15 rows.
 #
 #   sh notebooks-md/layout-ablation.sh            runs into runs/layout-*/ (kept, reused)
 set -eu

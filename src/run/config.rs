@@ -291,11 +291,11 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(invalid("--lr", &format!("must be a positive number, got {}", self.lr)));
         }
-        if !(0.0..1.0).contains(&self.adam_beta2) {
-            return Err(invalid("--adam-beta2", &format!("must be in [0, 1), got {}", self.adam_beta2)));
-        }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            return Err(invalid("--ema-decay", &format!("must be in [0, 1), got {}", self.ema_decay)));
+        // Decays of running means: 1 would never move from the start.
+        for (flag, decay) in [("--adam-beta2", self.adam_beta2), ("--ema-decay", self.ema_decay)] {
+            if !(0.0..1.0).contains(&decay) {
+                return Err(invalid(flag, &format!("must be in [0, 1), got {decay}")));
+            }
         }
         for (flag, v) in [("--grad-clip", self.grad_clip), ("--time-budget", self.time_budget), ("--hybrid-lambda", self.hybrid_lambda)] {
             crate::run::validate::finite_non_negative(flag, v)?;
