@@ -95,8 +95,11 @@ const PREDICTION_HELP: [&str; 3] = [
     "The model predicts x_0",
     "The model predicts the velocity v = sqrt(alpha-bar) eps - sqrt(1 - alpha-bar) x_0 (Salimans & Ho 2022)",
 ];
-const TIMESTEP_SAMPLING_HELP: [&str; 2] =
-    ["Each timestep independently uniform on 0..T (Algorithm 1)", "One timestep in each of the batch's equal strata of 0..T"];
+const TIMESTEP_SAMPLING_HELP: [&str; 3] = [
+    "Each timestep independently uniform on 0..T (Algorithm 1)",
+    "One timestep in each of the batch's equal strata of 0..T",
+    "Each timestep independently floor(T sigmoid(z)), z ~ N(0, 1): more of the middle noise levels",
+];
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {

@@ -207,6 +207,20 @@ mod tests {
         Ok(())
     }
 
+    /// With `--timestep-sampling logit-normal`, line 3 draws with
+    /// `logit_normal_timesteps` from the same stream.
+    #[test]
+    fn the_logit_normal_option_draws_with_its_sampler() -> Result<()> {
+        let (schedule, mut model, x_start) = recording_toy()?;
+        let options = TrainingOptions { timestep_sampling: ddpm::TimestepSampling::LogitNormal, ..TrainingOptions::default() };
+        let mut optimizer = Adam::adamw(1e-2, 0.0);
+        train_step(&schedule, &mut model, &mut optimizer, &x_start, options, f64::INFINITY, &mut rng(7))?;
+        let seen = model.seen.borrow();
+        assert_eq!(seen[0].1, ddpm::logit_normal_timesteps(100, 8, &mut rng(7)));
+        assert_ne!(seen[0].1, ddpm::sample_timesteps(100, 8, &mut rng(7)));
+        Ok(())
+    }
+
     #[test]
     fn a_non_finite_loss_leaves_the_weights_alone() -> Result<()> {
         let schedule = NoiseSchedule::new(BetaSchedule::Linear, 100)?;

@@ -75,6 +75,7 @@
 //! | — | respacing keeps alpha-bar at the kept steps, both ends always kept | N&D §4; DDIM §4.2 | [`NoiseSchedule::respaced`], [`evenly_spaced_timesteps`] | `respaced_ddim_keeps_the_marginals_and_samples_the_data_distribution`, `evenly_spaced_timesteps_keep_both_ends_and_even_gaps` |
 //! | — | erf, and the tanh CDF's error in the decoder | Ho eq. 13 | [`erf`], [`erfc`], [`approx_standard_normal_cdf`] | `erf_matches_reference_values_and_the_integral_of_the_gaussian`, `erfc_keeps_its_relative_precision_deep_in_the_tail`, `tanh_cdf_approximation_error_is_measured_and_bounded` |
 //! | — | one timestep per stratum, t_i = floor(T (u + i) / B): each t_i uniform on 0..T, the batch mean of t / T varying by ((T/B)^2 - 1) / (12 T^2) instead of (T^2 - 1) / (12 T^2 B) | Ho Alg. 1 line 3; Kingma et al. 2021 (VDM) | [`stratified_timesteps`], [`TimestepSampling`] | `strata_keep_the_mean_and_divide_the_variance_by_the_batch`, `every_timestep_is_equally_likely_either_way`, `each_stratum_holds_one_timestep` |
+//! | — | logit-normal timesteps, t = floor(T sigmoid(z)), z ~ N(0, 1): P(t) = Phi(logit((t + 1) / T)) - Phi(logit(t / T)), the objective reweighted by T P(t) towards the middle noise levels | Esser et al. 2024 (SD3) §3.1 | [`logit_normal_timesteps`], [`logit_normal_timestep_probability`] | `logit_normal_draws_follow_their_closed_form`, `logit_normal_probabilities_sum_to_one_and_mirror` |
 //! | — | gradient of the vb and hybrid losses w.r.t. eps_theta | — | [`vb_terms_bpd`], [`training_losses`] | `vb_loss_gradient_matches_finite_differences` |
 //! | — | every function matches improved-diffusion in f64 | — | all of the above | `tests/golden.rs` |
 
@@ -108,8 +109,8 @@ pub use likelihood::{
     standard_normal_cdf,
 };
 pub use loss::{
-    noise_mse_weight, sample_timesteps, stratified_timesteps, training_losses, LossKind, TimestepSampling, TimestepWeighting,
-    TrainingLosses, TrainingOptions, HYBRID_LAMBDA,
+    logit_normal_timestep_probability, logit_normal_timesteps, noise_mse_weight, sample_timesteps, stratified_timesteps, training_losses,
+    LossKind, TimestepSampling, TimestepWeighting, TrainingLosses, TrainingOptions, HYBRID_LAMBDA,
 };
 pub use parameterization::{parameterization_mse_weight, predict_xstart_from_posterior_mean};
 pub use posterior::{q_posterior_mean_from_eps, q_posterior_mean_variance};

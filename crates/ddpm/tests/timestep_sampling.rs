@@ -1,10 +1,11 @@
-//! The batch's timesteps, two ways (Algorithm 1, line 3). A batch's loss is a Monte
-//! Carlo estimate of the average over t of each timestep's loss; drawing one
-//! timestep per stratum keeps that estimate's mean and narrows its spread. Both
-//! claims are checked here against closed forms, by Monte Carlo with stated
-//! tolerances.
+//! The batch's timesteps, three ways (Algorithm 1, line 3). A batch's loss is a
+//! Monte Carlo estimate of the average over t of each timestep's loss; drawing one
+//! timestep per stratum keeps that estimate's mean and narrows its spread, while
+//! logit-normal draws change what it averages, each timestep weighted by its
+//! probability. Each claim is checked here against closed forms, by Monte Carlo
+//! with stated tolerances.
 
-use ddpm::{sample_timesteps, stratified_timesteps, TimestepSampling};
+use ddpm::{logit_normal_timestep_probability, logit_normal_timesteps, sample_timesteps, stratified_timesteps, TimestepSampling};
 use tensor::rng;
 
 const T: usize = 1000;
@@ -81,4 +82,60 @@ fn strata_keep_the_mean_and_divide_the_variance_by_the_batch() {
     assert!((uniform_var / want_uniform - 1.0).abs() < 0.05, "uniform variance {uniform_var}, want {want_uniform}");
     assert!((strata_var / want_strata - 1.0).abs() < 0.05, "stratified variance {strata_var}, want {want_strata}");
     assert!(strata_var * 7.0 < uniform_var, "B = 8 strata should cut the variance about 8-fold: {strata_var} vs {uniform_var}");
+}
+
+#[test]
+fn logit_normal_probabilities_sum_to_one_and_mirror() {
+    for t_max in [1, 2, 7, 16, 1000] {
+        let p: Vec<f64> = (0..t_max).map(|t| logit_normal_timestep_probability(t_max, t)).collect();
+        let total: f64 = p.iter().sum();
+        assert!((total - 1.0).abs() < 1e-12, "T = {t_max}: the probabilities sum to {total}");
+        // z and -z are equally likely and sigmoid(-z) = 1 - sigmoid(z), so t and
+        // T - 1 - t are too.
+        for t in 0..t_max {
+            assert!(
+                (p[t] - p[t_max - 1 - t]).abs() < 1e-12,
+                "T = {t_max}: P({t}) = {} but P({}) = {}",
+                p[t],
+                t_max - 1 - t,
+                p[t_max - 1 - t]
+            );
+        }
+    }
+    // At T = 1000 the middle is the mode: the density of logit-normal u at 1/2 is
+    // phi(0) / (1/4) = 4 / sqrt(2 pi) = 1.596, so P(500) is about 1.596 / 1000; and
+    // the first timestep needs z < logit(1/1000) = -6.9, a chance of 2.5e-12.
+    let mode = logit_normal_timestep_probability(T, 500);
+    assert!((mode * T as f64 / (4.0 / (2.0 * std::f64::consts::PI).sqrt()) - 1.0).abs() < 1e-4, "P(500) = {mode}");
+    let first = logit_normal_timestep_probability(T, 0);
+    assert!(first > 2.4e-12 && first < 2.6e-12, "P(0) = {first}");
+}
+
+#[test]
+fn logit_normal_draws_follow_their_closed_form() {
+    // 4,000 batches of 8 with T = 16: each count is binomial(32,000, P(t)); allow 5
+    // of its standard deviations. The ends are thin (P(0) = 3.4e-3, 108 draws
+    // expected, against P(7) = P(8) = 0.099), and they are tested too.
+    let t_small = 16;
+    let draws = 4000 * BATCH;
+    let mut counts = [0usize; 16];
+    let mut r = rng(13);
+    for _ in 0..4000 {
+        for t in TimestepSampling::LogitNormal.draw(t_small, BATCH, &mut r) {
+            counts[t] += 1;
+        }
+    }
+    for (t, &n) in counts.iter().enumerate() {
+        let p = logit_normal_timestep_probability(t_small, t);
+        let (mean, sd) = (draws as f64 * p, (draws as f64 * p * (1.0 - p)).sqrt());
+        assert!((n as f64 - mean).abs() < 5.0 * sd, "t = {t} drawn {n} times, {mean:.1} +- {sd:.1} expected");
+    }
+    // The draws stay in range at T = 1000, and the middle holds most of them: P(t in
+    // 100..900) = 1 - 2 Phi(logit(0.1)) = 0.972.
+    let mut r = rng(17);
+    let t: Vec<usize> = (0..1000).flat_map(|_| logit_normal_timesteps(T, BATCH, &mut r)).collect();
+    assert!(t.iter().all(|&t| t < T));
+    let middle = t.iter().filter(|&&t| (100..900).contains(&t)).count() as f64 / t.len() as f64;
+    // 8,000 draws: standard deviation sqrt(0.972 * 0.028 / 8000) = 0.0018; allow 5.
+    assert!((middle - 0.972).abs() < 0.01, "{middle} of the draws in 100..900, 0.972 expected");
 }
