@@ -87,6 +87,21 @@ where
     PossibleValuesParser::new(values).try_map(|name| name.parse::<T>())
 }
 
+/// The value of `--attention-resolutions`: image sides, possibly none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolutions(pub Vec<usize>);
+
+/// `none`, or sides separated by commas.
+fn resolutions(text: &str) -> Result<Resolutions, String> {
+    if text.trim() == "none" {
+        return Ok(Resolutions(Vec::new()));
+    }
+    text.split(',')
+        .map(|side| side.trim().parse::<usize>().map_err(|_| format!("{side:?} is not an image side; give sides like 7 or 14,7, or none")))
+        .collect::<Result<_, _>>()
+        .map(Resolutions)
+}
+
 const LOSS_HELP: [&str; 3] =
     ["L_simple: the unweighted noise MSE (Ho et al. eq. 14)", "The true variational bound L_vlb", "L_simple + lambda L_vlb"];
 const VARIANCE_HELP: [&str; 2] = ["sigma_t^2 = beta_t", "sigma_t^2 = beta-tilde_t, the posterior variance"];
@@ -121,6 +136,11 @@ pub struct TrainArgs {
     /// UNet: residual blocks per level on the way down (one more on the way up).
     #[arg(long)]
     pub res_blocks: Option<usize>,
+    /// UNet: the sides of the levels whose residual blocks are followed by
+    /// attention, comma-separated (e.g. 7), or `none`; the middle block's attention
+    /// stays either way.
+    #[arg(long, value_parser = resolutions)]
+    pub attention_resolutions: Option<Resolutions>,
     /// MLP: hidden width.
     #[arg(long)]
     pub hidden: Option<usize>,

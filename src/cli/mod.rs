@@ -18,7 +18,7 @@ use crate::run::config::{Dataset, LossWeightKind, LrScheduleKind, ModelConfig, M
 use crate::run::model::Loaded;
 use crate::run::sampling::SamplerChoice;
 use crate::run::train::{train, Session};
-use args::{AblationArgs, ClassifierCommand, Cli, Command, SamplerArgs, TrainArgs};
+use args::{AblationArgs, ClassifierCommand, Cli, Command, Resolutions, SamplerArgs, TrainArgs};
 use ddpm::BetaSchedule;
 use std::sync::atomic::AtomicBool;
 
@@ -157,6 +157,16 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
             if let Some(r) = args.res_blocks {
                 unet.num_res_blocks = r;
             }
+            if let Some(Resolutions(sides)) = &args.attention_resolutions {
+                let levels = unet.resolutions();
+                if let Some(side) = sides.iter().find(|side| !levels.contains(side)) {
+                    return Err(invalid(
+                        "--attention-resolutions",
+                        &format!("no level of the UNet is {side} x {side}; its levels are {levels:?} pixels a side"),
+                    ));
+                }
+                unet.attention_resolutions = sides.clone();
+            }
             if args.hidden.is_some() || args.depth.is_some() {
                 return Err(invalid("--hidden/--depth", "they set the MLP; the model is the UNet (use --model mlp)"));
             }
@@ -168,9 +178,13 @@ pub fn resolve(args: &TrainArgs, base: TrainConfig) -> Result<TrainConfig> {
             if let Some(d) = args.depth {
                 mlp.depth = d;
             }
-            if args.base_channels.is_some() || args.channel_mults.is_some() || args.res_blocks.is_some() {
+            if args.base_channels.is_some()
+                || args.channel_mults.is_some()
+                || args.res_blocks.is_some()
+                || args.attention_resolutions.is_some()
+            {
                 return Err(invalid(
-                    "--base-channels/--channel-mults/--res-blocks",
+                    "--base-channels/--channel-mults/--res-blocks/--attention-resolutions",
                     "they set the UNet; the model is the MLP (use --model unet)",
                 ));
             }
@@ -335,9 +349,11 @@ mod tests {
 
     #[test]
     fn unet_flags_on_an_mlp_are_refused_each_on_its_own() {
-        for flag in [&["--base-channels", "8"][..], &["--channel-mults", "1,2"], &["--res-blocks", "2"]] {
+        for flag in [&["--base-channels", "8"][..], &["--channel-mults", "1,2"], &["--res-blocks", "2"], &["--attention-resolutions", "7"]]
+        {
             let args: Vec<&str> = ["--model", "mlp"].into_iter().chain(flag.iter().copied()).collect();
-            assert!(parse(&args).unwrap_err().to_string().contains("--base-channels/--channel-mults/--res-blocks"), "{flag:?}");
+            let err = parse(&args).unwrap_err().to_string();
+            assert!(err.contains("--base-channels/--channel-mults/--res-blocks/--attention-resolutions"), "{flag:?}: {err}");
         }
     }
 
@@ -345,6 +361,22 @@ mod tests {
     fn res_blocks_set_the_unet_depth() {
         let c = parse(&["--res-blocks", "3"]).unwrap();
         assert!(matches!(&c.model, ModelConfig::Unet(unet) if unet.num_res_blocks == 3));
+    }
+
+    #[test]
+    fn attention_resolutions_pick_the_levels_with_attention() {
+        let sides = |args: &[&str]| match parse(args).unwrap().model {
+            ModelConfig::Unet(unet) => unet.attention_resolutions,
+            ModelConfig::Mlp(_) => unreachable!(),
+        };
+        assert_eq!(sides(&[]), [7]);
+        assert_eq!(sides(&["--attention-resolutions", "none"]), Vec::<usize>::new());
+        assert_eq!(sides(&["--attention-resolutions", "14,7"]), [14, 7]);
+        // A side no level has is refused, naming the levels; so is a word that is not one.
+        let err = parse(&["--attention-resolutions", "8"]).unwrap_err().to_string();
+        assert!(err.contains("--attention-resolutions") && err.contains("[28, 14, 7]"), "{err}");
+        let err = Cli::try_parse_from(["ddpm", "train", "--attention-resolutions", "seven"]).unwrap_err().to_string();
+        assert!(err.contains("--attention-resolutions") && err.contains("\"seven\" is not an image side"), "{err}");
     }
 
     #[test]
