@@ -57,15 +57,19 @@ def mlp_config(**overrides):
 
 
 def train_config(model, **overrides):
-    """The run config of `ddpm train` (src/config.rs, TrainConfig), course preset
-    values; `model` is a UNet or MLP config dict. All keys are required by the
-    reader, so none may be dropped."""
+    """The run config of `ddpm train` (src/run/config.rs, TrainConfig), in its key
+    order, with the course preset's values (but no sample grids); `model` is a UNet
+    or MLP config dict. The reader requires every key but `lr_schedule`,
+    `loss_weight`, `min_snr_gamma`, `timestep_sampling`, `adam_beta2`, `ema_warmup`
+    and `zero_init`, which it defaults to the values here (the recipe of the runs
+    saved before those keys existed)."""
     kind = "unet" if "channel_mults" in model else "mlp"
     config = dict(
         data="mnist", model=dict(kind=kind, **model), schedule="linear", timesteps=1000, loss="simple",
         hybrid_lambda=0.001, variance="fixed-large", prediction="eps", batch=64, lr=1e-3, warmup=200,
-        grad_clip=1.0, ema_decay=0.999, steps=8000, time_budget=0.0, seed=0, checkpoint_every=500,
-        sample_every=0, samples=64,
+        lr_schedule="constant", loss_weight="uniform", min_snr_gamma=5.0, timestep_sampling="uniform",
+        grad_clip=1.0, adam_beta2=0.999, ema_decay=0.999, ema_warmup=False, zero_init=False, steps=8000,
+        time_budget=0.0, seed=0, checkpoint_every=500, sample_every=0, samples=64,
     )
     unknown = set(overrides) - set(config)
     if unknown:
@@ -237,6 +241,17 @@ class UNet(nn.Module):
                     attn.append(AttentionBlock(channels, groups))
             self.up[str(level)] = Level(res, attn, "upsample", Upsample(channels) if level > 0 else None)
         self.out = Out(channels, c["image_channels"], groups)
+
+    @torch.no_grad()
+    def zero_branch_outputs(self):
+        """Zeroes the last layer of every branch added to a path, as the DDPM code's
+        `zero_module` (nn::UNet::zero_branch_outputs): `conv2` of each residual
+        block, `proj` of each attention block (the middle's too) and `out.conv`,
+        weight and bias. Each block starts as its skip path, the network as zero."""
+        blocks = [m for m in self.modules() if isinstance(m, (ResBlock, AttentionBlock))]
+        for layer in [b.conv2 if isinstance(b, ResBlock) else b.proj for b in blocks] + [self.out.conv]:
+            layer.weight.zero_()
+            layer.bias.zero_()
 
     def forward(self, x_t, t):
         temb = self.time_embed(t)  # [B, E]
@@ -437,9 +452,21 @@ class Diffusion:
         nll = -mean_flat(discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_variance)) / math.log(2.0)
         return torch.where(t == 0, nll, kl)
 
+    def timestep_weight(self, prediction, gamma):
+        """The min-SNR-gamma weight of the regression error at every code timestep, [T]
+        (Hang et al. 2023 eq. 7; ddpm::TimestepWeighting::weight): min(SNR_t, gamma) on
+        the x_0 error, SNR_t = abar_t / (1 - abar_t), carried to the error of what the
+        network predicts: eps_err^2 = SNR_t x0_err^2, x0_err^2 = (1 - abar_t) v_err^2."""
+        snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+        on_x0 = np.minimum(snr, gamma)
+        if prediction == "eps":
+            return on_x0 / snr
+        return on_x0 * (1.0 - self.alphas_cumprod) if prediction == "v" else on_x0
+
     def training_loss(self, model, x_start, t, noise, config):
-        """The loss of `ddpm train` (ddpm::loss::training_losses): L_simple, the bound
-        T * L_t, or L_simple + lambda T L_t (hybrid), batch mean."""
+        """The loss of `ddpm train` (ddpm::loss::training_losses): L_simple (each
+        item's error weighted per `loss_weight`), the bound T * L_t, or L_simple +
+        lambda T L_t (hybrid; the bound term never weighted), batch mean."""
         x_t = self.q_sample(x_start, t, noise)
         output = model(x_t, t)
         if config["prediction"] == "eps":
@@ -449,6 +476,8 @@ class Diffusion:
         else:
             target = x_start
         mse = mean_flat((output - target) ** 2)
+        if config.get("loss_weight", "uniform") == "min-snr":
+            mse = mse * self.at(self.timestep_weight(config["prediction"], config.get("min_snr_gamma", 5.0)), t, mse)
         if config["loss"] == "simple":
             return mse.mean()
         vb = self.num_timesteps * self.vb_terms_bpd(output, x_start, x_t, t, config["variance"], config["prediction"])
