@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 . notebooks-md/ablation-row.sh
 
 row() {
-    ablation_row layout "" "" "$@"
+    # Uniform timesteps, the preset's when the table was measured (session 38),
+    # unless the row sets its own.
+    ablation_row layout "" "$(unless_set --timestep-sampling uniform "$@")" "$@"
 }
 
 echo "| row | flags | recognisable | class entropy | MNIST-FID |"

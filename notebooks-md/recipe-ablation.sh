@@ -17,10 +17,10 @@ cd "$(dirname "$0")/.."
 row() {
     name=$1
     shift
-    # 2,400 steps, the linear noise schedule and 32 channels at 14 x 14 (the preset's
-    # when the table was measured) unless the row sets its own (unquoted in
-    # ablation_row: words or none).
-    defaults="$(unless_set --steps 2400 "$@") $(unless_set --schedule linear "$@") $(unless_set --channel-mults 1,2,2 "$@")"
+    # 2,400 steps, the linear noise schedule, 32 channels at 14 x 14 and uniform
+    # timesteps (the preset's when the table was measured) unless the row sets its
+    # own (unquoted in ablation_row: words or none).
+    defaults="$(unless_set --steps 2400 "$@") $(unless_set --schedule linear "$@") $(unless_set --channel-mults 1,2,2 "$@") $(unless_set --timestep-sampling uniform "$@")"
     ablation_row recipe "--eta 0" "$defaults" "$name" "$@"
 }
 

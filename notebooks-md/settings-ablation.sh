@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 # since session 31, and 2,520 of a UNet with 16 channels at 14 x 14 since session 38),
 # unless the row sets its own.
 row() {
-    ablation_row settings "" "$(unless_set --steps 1400 "$@") $(unless_set --channel-mults 1,2,2 "$@")" "$@"
+    ablation_row settings "" "$(unless_set --steps 1400 "$@") $(unless_set --channel-mults 1,2,2 "$@") $(unless_set --timestep-sampling uniform "$@")" "$@"
 }
 
 echo "| row | flags | recognisable | class entropy | MNIST-FID |"

@@ -46,7 +46,9 @@ impl StepOutcome {
 /// One step of Algorithm 1 on the minibatch `x_start` (x_0, line 2):
 /// - line 3: `t ~ Uniform({0, ..., T - 1})` (code indices), one per item, from `rng`
 ///   (independently, or one per stratum with `options.timestep_sampling`, see
-///   [`ddpm::stratified_timesteps`]);
+///   [`ddpm::stratified_timesteps`]; or, in place of the paper's uniform law,
+///   crowding the middle of `0..T`: [`ddpm::logit_normal_timesteps`], the quick
+///   preset's);
 /// - line 4: `eps ~ N(0, I)` of the shape of `x_start`, from `rng` after `t`;
 /// - line 5: the loss on `x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps`
 ///   ([`training_losses`]; L_simple by default), its gradient, the gradient clipped
