@@ -254,12 +254,13 @@ pub fn stratified_timesteps(num_timesteps: usize, batch: usize, rng: &mut Rng) -
 /// The draws crowd the middle of `0..T` and thin out at both ends: with `T` =
 /// 1000, t = 500 is drawn 1.7 times as often as t = 200, 4.0 times as often as
 /// t = 100 and 14 times as often as t = 50, and only 1.4% of the draws fall
-/// below t = 100 (as many above 900; see [`logit_normal_timestep_probability`]). Unlike the strata this changes what the
-/// batch's loss estimates: an average of each timestep's loss weighted by
-/// `T p(t)` instead of the plain average, a reweighting of the objective towards
-/// the middle noise levels, where the loss is hardest to bring down, on top of any
-/// weight the loss itself applies (min-SNR's). `--timestep-sampling logit-normal`
-/// trains with it.
+/// below t = 100 (as many above 900; see [`logit_normal_timestep_probability`]).
+/// Unlike the strata this changes what the batch's loss estimates: an average of
+/// each timestep's loss weighted by `T P(t)` instead of the plain average, a
+/// reweighting of the objective towards the middle noise levels (which Esser et
+/// al. argue are the hardest to predict), on top of any weight the loss itself
+/// applies (min-SNR's). `--timestep-sampling logit-normal` trains with it; the
+/// quick preset does since session 39.
 #[must_use]
 pub fn logit_normal_timesteps(num_timesteps: usize, batch: usize, rng: &mut Rng) -> Vec<usize> {
     Tensor::<f64>::randn(&[batch], rng)
