@@ -217,8 +217,8 @@ impl TrainConfig {
             // which at 1,400 steps recognised 3.4 and 3.8 points more than the linear one
             // (training seeds 0 and 1; 3.4 at 1,600; nothing at 2,400), and logit-normal
             // timesteps, which spend the batches on the middle noise levels (over
-            // training seeds 0-3, 1.15 points more recognised than uniform ones, each seed
-            // 0.0 to 2.2 points ahead, FID 2.8 lower with a standard error of 3.7; chapter
+            // training seeds 0-5, 1.42 points more recognised than uniform ones, each seed
+            // 0.0 to 3.1 points ahead, FID 3.6 lower with a standard error of 2.5; chapter
             // 10, "Three more settings at 2,520 steps"; no cost in time). 2,520 steps are
             // sized to fit the ten minutes on the slowest machine measured (an estimate: it
             // has not been measured since session 14), an Intel Xeon (AVX-512, FMA peak
