@@ -282,7 +282,7 @@ pub fn logit_normal_timestep_probability(num_timesteps: usize, t: usize) -> f64 
             1.0
         } else {
             let fraction = k as f64 / num_timesteps as f64;
-            0.5 * crate::likelihood::erfc(-(fraction / (1.0 - fraction)).ln() / std::f64::consts::SQRT_2)
+            crate::likelihood::standard_normal_cdf((fraction / (1.0 - fraction)).ln())
         }
     };
     cdf(t + 1) - cdf(t)
