@@ -7,12 +7,15 @@
 //!   gradient sums thousands of float32 products in another order);
 //! - a file trained by the twin's `train.py` opens here (`ddpm info`), and DDIM
 //!   from the same x_T gives the twin's own samples (max |diff| <= 1e-4 in
-//!   [-1, 1] after 10 steps).
+//!   [-1, 1] after 10 steps);
+//! - `train.py --preset quick` and `--preset course` start from the configs of
+//!   `ddpm train`'s presets.
 //!
 //! Torch is optional: these run when `DDPM_TORCH_PYTHON` names a Python with
 //! torch and safetensors (see benches/torch/README.md), and otherwise print
 //! a skip message and pass.
 
+use course::run::config::{Preset, TrainConfig};
 use ddpm::sampler::{sample_ddim, DdimOptions};
 use ddpm::schedule::{evenly_spaced_timesteps, BetaSchedule, NoiseSchedule};
 use ddpm::{training_losses, LossKind, Parameterization, TrainingOptions, VarianceKind};
@@ -278,4 +281,25 @@ fn a_twin_trained_file_samples_here_as_in_the_twin() {
     eprintln!("DDIM-{steps} from the same x_T: max |engine - twin| = {max_diff:.2e}");
     assert!(max_diff <= 1e-4, "max |diff| {max_diff:e}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `train.py --preset P` writes the config `ddpm train --preset P` starts from: the
+/// twin's presets are a copy of `TrainConfig::preset` (Python cannot read the Rust
+/// ones), and this holds the copy equal. The twin draws no sample grids, so its
+/// `sample_every` is 0 whatever the preset.
+#[test]
+fn the_twin_s_presets_are_the_program_s() {
+    let Some(python) = python() else { return };
+    for (name, preset) in [("quick", Preset::Quick), ("course", Preset::Course)] {
+        let code = format!(
+            "import json, sys; sys.path.insert(0, {dir:?}); sys.argv = ['train.py', '--out', 'unused', '--preset', '{name}']; \
+             import train; print(json.dumps(train.run_config(train.parse_args())))",
+            dir = torch_dir().to_str().unwrap()
+        );
+        let out = Command::new(&python).args(["-c", &code]).output().expect("the Python named by DDPM_TORCH_PYTHON runs");
+        assert!(out.status.success(), "train.py --preset {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let twin: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ours = TrainConfig { sample_every: 0, ..TrainConfig::preset(preset) };
+        assert_eq!(twin, serde_json::to_value(&ours).unwrap(), "--preset {name}");
+    }
 }

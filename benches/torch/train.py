@@ -42,6 +42,7 @@ import twin
 
 # What each preset of `ddpm train` (TrainConfig::preset) sets, as (UNet, run) values
 # over twin.unet_config's and twin.train_config's defaults, which are the course's.
+# A copy: tests/torch_twin.rs (`the_twin_s_presets_are_the_program_s`) holds it equal.
 PRESETS = {
     "course": ({}, {}),
     "quick": (
