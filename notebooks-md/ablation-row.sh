@@ -1,5 +1,6 @@
-# One row of an ablation table of the quick preset, shared by recipe-ablation.sh and
-# settings-ablation.sh (sourced from the repository's root, not run):
+# One row of an ablation table of the quick preset, and the table's header, shared by
+# recipe-ablation.sh, settings-ablation.sh, layout-ablation.sh and
+# settings-2520-ablation.sh (sourced from the repository's root, not run):
 #
 #   ablation_row PREFIX "EVAL FLAGS" "TRAIN DEFAULTS" NAME FLAGS...
 #
@@ -17,6 +18,12 @@ unless_set() {
     flag=$1 value=$2
     shift 2
     case " $* " in *" $flag "*) ;; *) echo "$flag $value" ;; esac
+}
+
+# The header of the table whose rows `ablation_row` prints.
+ablation_header() {
+    echo "| row | flags | recognisable | class entropy | MNIST-FID |"
+    echo "|---|---|---|---|---|"
 }
 
 ablation_row() {

@@ -19,8 +19,7 @@ row() {
     ablation_row layout "" "$(unless_set --timestep-sampling uniform "$@")" "$@"
 }
 
-echo "| row | flags | recognisable | class entropy | MNIST-FID |"
-echo "|---|---|---|---|---|"
+ablation_header
 for seed in 0 1 2 3; do
     row "1-2-2-seed-$seed" --channel-mults 1,2,2 --steps 2000 --seed $seed
     row "1-1-2-seed-$seed" --seed $seed

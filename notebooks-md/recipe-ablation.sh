@@ -24,8 +24,7 @@ row() {
     ablation_row recipe "--eta 0" "$defaults" "$name" "$@"
 }
 
-echo "| row | flags | recognisable | class entropy | MNIST-FID |"
-echo "|---|---|---|---|---|"
+ablation_header
 row preset
 row constant-lr --lr-schedule constant
 row no-ema-warmup --ema-warmup false

@@ -19,8 +19,7 @@ row() {
     ablation_row settings2520 "" "$(unless_set --timestep-sampling uniform "$@")" "$@"
 }
 
-echo "| row | flags | recognisable | class entropy | MNIST-FID |"
-echo "|---|---|---|---|---|"
+ablation_header
 row lr-1.5e-3 --lr 1.5e-3
 row lr-3e-3 --lr 3e-3
 for seed in 0 1 2 3 4 5; do

@@ -20,8 +20,7 @@ row() {
     ablation_row settings "" "$(unless_set --steps 1400 "$@") $(unless_set --channel-mults 1,2,2 "$@") $(unless_set --timestep-sampling uniform "$@")" "$@"
 }
 
-echo "| row | flags | recognisable | class entropy | MNIST-FID |"
-echo "|---|---|---|---|---|"
+ablation_header
 row preset
 row seed-1 --seed 1
 row ema-0.99 --ema-decay 0.99
