@@ -187,13 +187,28 @@ fn blocks_in_registers<T: GemmScalar>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn block_16x16_avx512(src: &[f32], s: usize, src_rs: usize, dst: &mut [f32], dst_rows: &[usize; 16], i0: usize) {
-    use std::arch::x86_64::{
-        __m512, _mm512_loadu_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
-    };
+    use std::arch::x86_64::{__m512, _mm512_loadu_ps, _mm512_storeu_ps};
     debug_assert!(s + 15 * src_rs + 16 <= src.len() && dst_rows.iter().all(|&d| d + i0 + 16 <= dst.len()));
     // SAFETY (every load): row r of the block is src[s + r * src_rs ..][..16],
     // in bounds by the caller's contract.
     let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.as_ptr().add(s + i * src_rs)) });
+    let w = registers_16x16(r);
+    for (row, &d) in w.iter().zip(dst_rows) {
+        // SAFETY: column c of the block is dst[dst_rows[c] + i0 ..][..16], in
+        // bounds by the caller's contract.
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(d + i0), *row) };
+    }
+}
+
+/// The 16 x 16 transpose of the rows `r` in registers: lane `i` of row `c`
+/// of the result is lane `c` of `r[i]`. Four rounds of sixteen shuffles; the
+/// GEMM's packing of A (`gemm/avx512.rs`) uses it too. Callable from code
+/// compiled with AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn registers_16x16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::{__m512, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps};
     // Round 1: interleave pairs of rows, 32-bit elements within each 128-bit lane.
     let t: [__m512; 16] = std::array::from_fn(|i| {
         let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
@@ -223,19 +238,14 @@ unsafe fn block_16x16_avx512(src: &[f32], s: usize, src_rs: usize, dst: &mut [f3
             _mm512_shuffle_f32x4::<0xDD>(a, b)
         }
     });
-    let w: [__m512; 16] = std::array::from_fn(|i| {
+    std::array::from_fn(|i| {
         let (a, b) = (v[i % 8], v[8 + i % 8]);
         if i < 8 {
             _mm512_shuffle_f32x4::<0x88>(a, b)
         } else {
             _mm512_shuffle_f32x4::<0xDD>(a, b)
         }
-    });
-    for (row, &d) in w.iter().zip(dst_rows) {
-        // SAFETY: column c of the block is dst[dst_rows[c] + i0 ..][..16], in
-        // bounds by the caller's contract.
-        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(d + i0), *row) };
-    }
+    })
 }
 
 /// `transpose` by the definition: the oracle of the tests.

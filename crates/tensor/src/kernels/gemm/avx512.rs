@@ -15,8 +15,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-    _mm_prefetch, _MM_HINT_T0,
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_storeu_ps, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::direct::{DirectPanel, SEGMENT};
@@ -24,6 +24,7 @@ use super::kernel::{DirectTile, Kernel, MicroKernel};
 use super::pack::pack_panels;
 use super::portable;
 use super::MatRef;
+use crate::kernels::transpose::registers_16x16;
 
 /// Proof that the CPU has AVX-512F: only [`Avx512::detect`] makes one.
 #[derive(Clone, Copy, Debug)]
@@ -91,7 +92,32 @@ impl MicroKernel<f32> for Avx512 {
     const READS_UNPACKED: bool = true;
 
     fn pack_a(self, a: MatRef<f32>, dst: &mut [f32]) {
-        pack_panels::<f32, MR>(a, dst);
+        let (rows, kc, rs) = (a.rows(), a.cols(), a.row_stride());
+        // Micro-panels of twelve contiguous rows (A row-major) go through
+        // registers; the others, and a last panel of fewer rows, element by
+        // element.
+        let full = if a.col_stride() == 1 && kc > 0 { rows / MR } else { 0 };
+        let data = a.data();
+        for (panel, out) in dst[..full * MR * kc].chunks_exact_mut(MR * kc).enumerate() {
+            let first = panel * MR * rs;
+            assert!(first + (MR - 1) * rs + kc <= data.len(), "pack_a: row {} of A ends past its data", panel * MR + MR - 1);
+            let steps = kc / 16 * 16;
+            for p0 in (0..steps).step_by(16) {
+                // SAFETY: `self` exists, so AVX-512F was detected at run time.
+                // Row i < 12 of the step reads data[first + i * rs + p0 ..][..16],
+                // inside `data` by the assert above (p0 + 16 <= kc); the step
+                // writes out[p0 * 12 ..][..192], inside the panel's 12 kc.
+                unsafe { pack_a_16_steps(data.as_ptr().add(first + p0), rs, out.as_mut_ptr().add(p0 * MR)) };
+            }
+            for p in steps..kc {
+                for (i, o) in out[p * MR..][..MR].iter_mut().enumerate() {
+                    *o = data[first + i * rs + p];
+                }
+            }
+        }
+        if full * MR < rows {
+            pack_panels::<f32, MR>(a.submatrix(full * MR, 0, rows - full * MR, kc), &mut dst[full * MR * kc..]);
+        }
     }
 
     fn pack_b(self, b: MatRef<f32>, dst: &mut [f32]) {
@@ -127,6 +153,30 @@ impl MicroKernel<f32> for Avx512 {
         Some(tile_rows_direct)
     }
 }
+
+/// Sixteen steps `p` of a 12-row A~ micro-panel: `out[q * 12 + i] =
+/// a[i * rs + q]`, `i < 12`, `q < 16`. The twelve rows' runs of sixteen are
+/// loaded whole, transposed in registers (four zero rows fill the 16 x 16
+/// block) and each step's twelve values stored under a mask: 12 loads, 64
+/// shuffles and 16 stores where element by element it is 192 loads and 192
+/// stores. At 1024^3 on one thread packing A was 3.4% of the product's time.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `a` must be valid for reads of `a[i * rs
+/// ..][..16]`, `i < 12`, and `out` for writes of `out[..192]`.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_16_steps(a: *const f32, rs: usize, out: *mut f32) {
+    // SAFETY: rows i < 12 are in bounds by the caller's contract.
+    let rows: [__m512; 16] = std::array::from_fn(|i| if i < MR { unsafe { _mm512_loadu_ps(a.add(i * rs)) } } else { _mm512_setzero_ps() });
+    for (q, step) in registers_16x16(rows).iter().enumerate() {
+        // SAFETY: lanes 0..12 of step q go to out[q * 12 ..][..12], inside
+        // out[..192]; the masked-off lanes are not written.
+        unsafe { _mm512_mask_storeu_ps(out.add(q * MR), STEP_LANES, *step) };
+    }
+}
+
+/// The twelve lanes of a transposed step that hold A~'s rows.
+const STEP_LANES: u16 = (1 << MR) - 1;
 
 /// [`MicroKernel::tile_rows`] of the 12 x 32 kernel with the B~ micro-panel
 /// read in place (see `direct.rs`): row `p` is the two runs
@@ -213,6 +263,15 @@ unsafe fn kernel_12x32_direct<const ROWS: usize>(
 unsafe fn kernel_12x32<const ROWS: usize>(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, rs: usize) {
     // acc[i][h] holds tile row i, columns 16h .. 16h + 16.
     let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
+    // The tile's rows of C on their way to L1 while the k loop runs: with
+    // beta = 1 (every kc block after the first) `store_tile!` reads them.
+    // Each row is 128 bytes, two or three cache lines.
+    for i in 0..ROWS {
+        let row = c.wrapping_add(i * rs).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(127));
+    }
     for p in 0..kc {
         // The B~ row PREFETCH_STEPS ahead (its two cache lines) on its way
         // to L1; past the panel's end it names some other line, harmlessly.

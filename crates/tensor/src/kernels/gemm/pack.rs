@@ -21,6 +21,15 @@
 
 use super::{GemmScalar, MatRef};
 
+/// Steps `p` packed together into every micro-panel, where each step's `W`
+/// values are a contiguous run of the source (B stored row-major: a step is
+/// part of a row of B). Panel by panel, the source is read down its columns,
+/// a row apart each time (4 KiB at n = 1024, a new page per run, which the
+/// hardware prefetcher does not follow); eight rows at a time it is read
+/// along its rows. Packing B was 5.4% of a 1024^3 product on one thread
+/// before, 3.5% after (Intel Xeon model 167, `perf record`).
+const STEPS_TOGETHER: usize = 8;
+
 /// Packs the `rows x kc` view `x` into `ceil(rows / W)` micro-panels of
 /// `W x kc` each, stored one after the other in `dst`:
 /// `dst[panel * W * kc + p * W + i] = x[panel * W + i, p]`, zero past `rows`.
@@ -36,16 +45,21 @@ pub(crate) fn pack_panels<T: GemmScalar, const W: usize>(x: MatRef<T>, dst: &mut
     let data = x.data();
     let panels = rows.div_ceil(W);
     let dst = &mut dst[..panels * W * kc];
-    for (panel, out) in dst.chunks_exact_mut(W * kc).enumerate() {
+    // The W values of one step p are contiguous in the source (A^T in A^T B,
+    // or B stored row-major): the full panels copy runs of W, a few steps at
+    // a time across all of them. The loop below does the others.
+    let runs = if rs == 1 { rows / W } else { 0 };
+    for p0 in (0..kc).step_by(STEPS_TOGETHER) {
+        for (panel, out) in dst.chunks_exact_mut(W * kc).take(runs).enumerate() {
+            for p in p0..(p0 + STEPS_TOGETHER).min(kc) {
+                out[p * W..][..W].copy_from_slice(&data[panel * W + p * cs..][..W]);
+            }
+        }
+    }
+    for (panel, out) in dst.chunks_exact_mut(W * kc).enumerate().skip(runs) {
         let i0 = panel * W;
         let w = W.min(rows - i0);
-        if w == W && rs == 1 {
-            // The W values of one step p are contiguous in the source
-            // (A^T in A^T B, or B stored row-major): copy runs of W.
-            for (p, out_p) in out.chunks_exact_mut(W).enumerate() {
-                out_p.copy_from_slice(&data[i0 + p * cs..][..W]);
-            }
-        } else if w == W && cs == 1 {
+        if w == W && cs == 1 {
             // Each source row is contiguous (A stored row-major): read W
             // rows side by side and interleave them, a W x kc transpose.
             let src: [&[T]; W] = std::array::from_fn(|i| &data[(i0 + i) * rs..][..kc]);

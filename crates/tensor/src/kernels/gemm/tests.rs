@@ -631,3 +631,33 @@ fn direct_b_past_its_base_is_refused() {
     let message = refused.downcast_ref::<String>().map(String::as_str).or(refused.downcast_ref::<&str>().copied()).unwrap_or("");
     assert!(message.contains("reads past its base"), "unexpected panic: {message}");
 }
+
+/// The AVX-512 kernel packs twelve contiguous rows of A through registers,
+/// sixteen steps at a time, and the rest element by element: its A~ must be
+/// `pack_panels`' bit for bit, for row counts around a panel, depths around
+/// sixteen steps, rows with a gap between them and a column-major A, with
+/// every element of the panels written (NaN before) and none past them.
+#[test]
+fn avx512_pack_a_matches_pack_panels() {
+    let Some(kernel) = avx512::Avx512::detect() else {
+        eprintln!("skipping: no AVX-512 on this CPU");
+        return;
+    };
+    const MR: usize = 12;
+    for (rows, kc) in [(1, 1), (11, 17), (12, 16), (13, 15), (24, 33), (25, 512), (37, 100), (48, 31)] {
+        for (rs, cs) in [(kc, 1), (kc + 5, 1), (1, rows)] {
+            let len = (rows - 1) * rs + (kc - 1) * cs + 1;
+            let data: Vec<f32> = (0..len).map(|i| (i % 97) as f32 * 0.25 - 7.0).collect();
+            let a = MatRef::new(&data, rows, kc, rs, cs).unwrap();
+            let packed = rows.div_ceil(MR) * MR * kc;
+            let (mut got, mut want) = (vec![f32::NAN; packed + 16], vec![f32::NAN; packed + 16]);
+            kernel.pack_a(a, &mut got);
+            pack::pack_panels::<f32, MR>(a, &mut want);
+            let case = format!("{rows} x {kc}, strides ({rs}, {cs})");
+            for (i, (g, w)) in got[..packed].iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{case}: A~[{i}] = {g}, pack_panels {w}");
+            }
+            assert!(got[packed..].iter().all(|v| v.is_nan()), "{case}: wrote past the panels");
+        }
+    }
+}
