@@ -643,7 +643,7 @@ fn avx512_pack_a_matches_pack_panels() {
         eprintln!("skipping: no AVX-512 on this CPU");
         return;
     };
-    const MR: usize = 12;
+    const MR: usize = <avx512::Avx512 as MicroKernel<f32>>::MR;
     for (rows, kc) in [(1, 1), (11, 17), (12, 16), (13, 15), (24, 33), (25, 512), (37, 100), (48, 31)] {
         for (rs, cs) in [(kc, 1), (kc + 5, 1), (1, rows)] {
             let len = (rows - 1) * rs + (kc - 1) * cs + 1;
