@@ -77,6 +77,21 @@
 //! reads where they lie in the padded image (`Im2row` when C is a multiple
 //! of 16); see `gemm/direct.rs`. Bit-identical to packing them.
 //!
+//! Read that way, the forward and the grad input at stride 1 need no padded
+//! copy at all when the output rows are as long as the input rows (`2P + 1 =
+//! KW`, every 3x3 convolution with padding 1): `Im2colInPlace` numbers the
+//! columns `oh * W + ow`, so each row of `cols` is a run of the image
+//! itself, and the entries that fall in the padding (a run crossing from one
+//! image row to the next, or above and below the image) are lanes that the
+//! microkernel's masked loads leave at zero. The GEMM then writes the output
+//! itself: no padded copy, no junk columns, no copy-out. Bit-identical to
+//! the padded path. At the quick UNet's shapes (batch 64, two threads,
+//! session 41, time against the padded path's) the forward took 0.88-0.96
+//! of it at 16 channels 28 x 28, 0.84-0.86 at 14 x 14 and 0.68-0.71 from 16
+//! to 32 channels at 7 x 7, the grad input 0.87-0.94, 0.86-0.90 and
+//! 0.65-0.68; the quick UNet's training step 4.0% less (see
+//! `benches/SPEED.md`).
+//!
 //! At stride S > 1 the forward reads the same way from the image split into
 //! `S x S` phase planes (every S-th pixel of every S-th row, from each of
 //! the S^2 starting pixels), where each row of `cols` is a contiguous run
@@ -117,7 +132,7 @@ use super::gemm::scratch::with_scratch;
 use super::gemm::{
     gemm_packed_b, gemm_prepacked, gemm_unpacked, gemm_with, CacheSizes, GemmScalar, Kernel, MatMut, MatRef, PackedA, Threading,
 };
-use implicit::{pad_chw, pad_chw_phases, pad_hwc, Im2col, Im2row, PaddedGeometry};
+use implicit::{pad_chw, pad_chw_phases, pad_hwc, Im2col, Im2colInPlace, Im2row, InPlaceGeometry, PaddedGeometry};
 
 mod implicit;
 mod winograd;
@@ -214,6 +229,30 @@ impl Conv2dGeometry {
             out_h: self.out_h(),
             out_w: self.out_w(),
         }
+    }
+
+    /// The forward pass as [`Im2colInPlace`] reads it, if it can: stride 1,
+    /// output rows as long as input rows (`2 P = KW - 1`) and `P < KH`.
+    fn in_place(&self) -> Option<InPlaceGeometry> {
+        let fits = self.stride == 1 && 2 * self.padding + 1 == self.kw && self.padding < self.kh;
+        (fits && !self.is_pointwise()).then_some(InPlaceGeometry {
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            kh: self.kh,
+            kw: self.kw,
+            ph: self.padding,
+            pw: self.padding,
+        })
+    }
+
+    /// The grad-input pass as a forward convolution of `dout` read by
+    /// [`Im2colInPlace`], if it can be (see [`Self::flipped`] and
+    /// [`Self::in_place`]): then its output rows are as long as `dout`'s.
+    fn flipped_in_place(&self) -> Option<InPlaceGeometry> {
+        let forward = self.in_place()?;
+        let (ph, pw) = (self.kh - 1 - self.padding, self.kw - 1 - self.padding);
+        (2 * pw + 1 == self.kw).then_some(InPlaceGeometry { c: self.k, h: self.out_h(), w: self.out_w(), ph, pw, ..forward })
     }
 
     /// The grad-input pass as a forward convolution, if there is one.
@@ -403,12 +442,20 @@ fn forward_by_images<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], b
     let threading = per_image_threading(g.n);
     // The implicit path packs the weight once for the whole batch.
     let packed_weight = (!g.is_pointwise()).then(|| PackedA::new(Kernel::best(), weight));
+    // Read from the image itself where the GEMM reads B in place (see
+    // `Im2colInPlace`), with the lane masks made once for the batch.
+    let in_place = g.in_place().filter(|_| packed_weight.as_ref().is_some_and(PackedA::reads_b_in_place));
+    let masks = in_place.map(|g| g.tap_masks());
     let images = x.par_chunks_exact(chw.max(1)).zip(out.par_chunks_exact_mut((g.k * l).max(1)));
     images.for_each(|(x_n, out_n)| match &packed_weight {
         None => {
             let beta = fill_bias(bias, out_n, l);
             let x_n = row_major(x_n, r, l);
             gemm_with(Kernel::best(), threading, T::ONE, weight, x_n, beta, row_major_mut(out_n, g.k, l));
+        }
+        Some(packed_weight) if masks.is_some() => {
+            let masks = masks.as_ref().expect("made with in_place");
+            conv_in_place(packed_weight, &Im2colInPlace::new(x_n, masks), bias, threading, out_n);
         }
         Some(packed_weight) => {
             let pg = g.padded();
@@ -521,6 +568,26 @@ fn fill_bias<T: GemmScalar>(bias: Option<&[T]>, out: &mut [T], l: usize) -> T {
     }
 }
 
+/// A convolution of one image by [`Im2colInPlace`]: `out (M, OH, W) =
+/// weight (M, R) @ cols + bias`, the image read where it lies, the weight
+/// packed once for the batch. The product is the output itself; the bias is
+/// added to it in a pass after, while it is in cache, as [`conv_padded`] adds
+/// it to each whole sum, so the bits are the same. (Rows filled with the
+/// bias for the microkernel to add onto, `beta = 1`, were 2-5% slower at 16
+/// channels 28 x 28, and would round differently over several `kc` blocks.)
+fn conv_in_place<T: GemmScalar>(weight: &PackedA<T>, cols: &Im2colInPlace<T>, bias: Option<&[T]>, threading: Threading, out: &mut [T]) {
+    let l = cols.l();
+    gemm_prepacked(threading, T::ONE, weight, cols, T::ZERO, row_major_mut(out, weight.rows(), l));
+    if let Some(bias) = bias {
+        for (out_k, &b) in out.chunks_exact_mut(l.max(1)).zip(bias) {
+            vectorized(
+                #[inline(always)]
+                || out_k.iter_mut().for_each(|o| *o = *o + b),
+            );
+        }
+    }
+}
+
 /// A convolution of one padded image by implicit im2col: `out (M, OH, OW)
 /// = weight (M, R) @ cols + bias`, `xpad` (C, HP, WP) plus slack at stride
 /// 1, its phase planes (C, S, S, HQ, WQ) plus slack at stride S, the weight
@@ -583,6 +650,12 @@ pub fn conv2d_backward_input<T: GemmScalar>(g: &Conv2dGeometry, grad_out: &[T], 
             let weight_flipped = PackedA::new(Kernel::best(), row_major(weight_flipped, g.c, r_flipped));
             let (ph, pw) = (g.kh - 1 - g.padding, g.kw - 1 - g.padding);
             let images = grad_out.par_chunks_exact((g.k * l).max(1)).zip(grad_x.par_chunks_exact_mut(chw.max(1)));
+            if let Some(ip) = g.flipped_in_place().filter(|_| weight_flipped.reads_b_in_place()) {
+                let masks = ip.tap_masks();
+                images
+                    .for_each(|(dout_n, dx_n)| conv_in_place(&weight_flipped, &Im2colInPlace::new(dout_n, &masks), None, threading, dx_n));
+                return;
+            }
             images.for_each(|(dout_n, dx_n)| {
                 let padded_len = g.k * flipped.hp * flipped.wp;
                 with_scratch(padded_len + Im2col::<T>::slack(&flipped), |dout_pad: &mut [T]| {

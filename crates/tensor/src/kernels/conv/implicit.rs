@@ -21,7 +21,7 @@
 //! each run of a micro-panel row is then consecutive channels of one pixel,
 //! a contiguous copy instead of a gather across the rows of `cols`.
 
-use super::super::gemm::{DirectB, GemmScalar, PackB, MAX_KC, SEGMENT};
+use super::super::gemm::{DirectB, GemmScalar, MaskedRuns, PackB, MAX_KC, SEGMENT};
 use super::super::transpose::{transpose_into_frame, transpose_into_frame_mapped, Frame};
 
 /// Sizes of one padded input image and the kernel sliding over it.
@@ -391,5 +391,203 @@ impl<T: GemmScalar> DirectB<T> for Im2row<'_, T> {
 
     fn segment_offset(&self, col: usize) -> usize {
         self.column_offset(col)
+    }
+}
+
+/// A stride-1 convolution whose output rows are as long as its input rows
+/// (`2 PW = KW - 1`, a "same" convolution along the width), for
+/// [`Im2colInPlace`]: image (C, H, W), kernel KH x KW, padding PH rows and
+/// PW columns, output (OH, W) with `OH = H + 2 PH - KH + 1`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InPlaceGeometry {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl InPlaceGeometry {
+    /// Output rows, `OH = H + 2 PH - KH + 1`.
+    pub(super) fn out_h(&self) -> usize {
+        self.h + 2 * self.ph + 1 - self.kh
+    }
+
+    /// Output pixels, `L = OH * W`.
+    fn l(&self) -> usize {
+        self.out_h() * self.w
+    }
+
+    /// The lane masks of every micro-panel, for [`Im2colInPlace`]: entry
+    /// `panel * R + (c * KH + i) * KW + j` holds, for the `2 * SEGMENT`
+    /// columns from `panel * 2 * SEGMENT`, the lanes whose pixel is inside
+    /// the image for kernel offset `(i, j)`; columns past `L` are in none.
+    /// They are the same for every image, so a convolution makes them once
+    /// for its batch (25 panels of 144 rows at 16 channels 28 x 28, 14 KiB).
+    pub(super) fn tap_masks(&self) -> TapMasks {
+        let (taps, panels) = (self.kh * self.kw, self.l().div_ceil(2 * SEGMENT));
+        let r = self.c * taps;
+        let mut masks = vec![[0u16; 2]; panels * r];
+        for (panel, masks) in masks.chunks_exact_mut(r.max(1)).enumerate() {
+            let (tap_masks, other_channels) = masks.split_at_mut(taps);
+            for lane in 0..2 * SEGMENT {
+                let pixel = panel * 2 * SEGMENT + lane;
+                if pixel >= self.l() {
+                    break;
+                }
+                let (oh, ow) = (pixel / self.w, pixel % self.w);
+                for (tap, mask) in tap_masks.iter_mut().enumerate() {
+                    let (i, j) = (tap / self.kw, tap % self.kw);
+                    let row_inside = (oh + i).checked_sub(self.ph).is_some_and(|y| y < self.h);
+                    let column_inside = (ow + j).checked_sub(self.pw).is_some_and(|x| x < self.w);
+                    if row_inside && column_inside {
+                        mask[lane / SEGMENT] |= 1 << (lane % SEGMENT);
+                    }
+                }
+            }
+            for channel in other_channels.chunks_exact_mut(taps.max(1)) {
+                channel.copy_from_slice(tap_masks);
+            }
+        }
+        TapMasks { g: *self, masks }
+    }
+}
+
+/// The lane masks of [`InPlaceGeometry::tap_masks`], with the geometry they
+/// were made for (only that function makes them).
+pub(super) struct TapMasks {
+    g: InPlaceGeometry,
+    masks: Vec<[u16; 2]>,
+}
+
+/// The im2col matrix `cols` (R, OH * W) of a convolution in
+/// [`InPlaceGeometry`], read from the image `x` (C, H, W) itself: no padded
+/// copy of the image, and its columns numbered `oh * W + ow` with no junk
+/// columns, so the product is the output itself.
+///
+/// Row `(c, i, j)`, output pixel `(oh, ow)` reads `x[c, oh + i - PH, ow + j -
+/// PW]`, zero where that pixel is padding. With `OW = W`, that is the
+/// element `c*H*W + i*W + j + (oh*W + ow)` of the image counted from `PH*W +
+/// PW` elements before it: every row of the matrix is one run of memory
+/// again, as for [`Im2col`], and the entries that fall in the padding are
+/// the lanes that [`DirectB::lane_masks`] clears: the left and right
+/// columns of the image for `j != PW` (where a run crosses from one image
+/// row to the next) and the top and bottom rows for `i != PH`. The direct
+/// microkernel loads the other lanes only, so the padding is never stored;
+/// the product's numbers and their order are those of [`Im2col`] on the
+/// padded copy, and so are its bits.
+pub(super) struct Im2colInPlace<'a, T> {
+    x: &'a [T],
+    g: InPlaceGeometry,
+    masks: &'a [[u16; 2]],
+}
+
+impl<'a, T> Im2colInPlace<'a, T> {
+    /// The matrix of the image `x` in the geometry of `masks`.
+    ///
+    /// # Panics
+    /// If `x` is not one (C, H, W) image.
+    pub(super) fn new(x: &'a [T], masks: &'a TapMasks) -> Self {
+        let g = masks.g;
+        assert_eq!(x.len(), g.c * g.h * g.w, "Im2colInPlace: an image of {} elements, geometry {g:?}", x.len());
+        Im2colInPlace { x, g, masks: &masks.masks }
+    }
+
+    /// Output pixels, `L = OH * W`.
+    pub(super) fn l(&self) -> usize {
+        self.g.l()
+    }
+}
+
+impl<T: GemmScalar> PackB<T> for Im2colInPlace<'_, T> {
+    fn rows(&self) -> usize {
+        self.g.c * self.g.kh * self.g.kw
+    }
+
+    fn cols(&self) -> usize {
+        self.g.l()
+    }
+
+    /// Entry by entry through the lane masks (the kernels without a direct
+    /// form; the AVX-512 one reads in place).
+    fn pack_b(&self, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, dst: &mut [T]) {
+        let mut offsets = [0; MAX_KC];
+        let offsets = &mut offsets[..kc];
+        self.row_offsets(pc, offsets);
+        let origin = self.origin();
+        for (panel, dst) in dst[..nc.div_ceil(nr) * kc * nr].chunks_exact_mut(kc * nr).enumerate() {
+            let first = jc + panel * nr;
+            for q in 0..nr {
+                let col = first + q;
+                if col >= jc + nc {
+                    for p in 0..kc {
+                        dst[p * nr + q] = T::ZERO;
+                    }
+                    continue;
+                }
+                // One set of masks covers 2 * SEGMENT columns from a multiple of that.
+                let from = col - col % (2 * SEGMENT);
+                let masks = &self.lane_masks(pc, from)[..kc];
+                let (h, bit) = ((col - from) / SEGMENT, 1 << ((col - from) % SEGMENT));
+                for (p, (&offset, mask)) in offsets.iter().zip(masks).enumerate() {
+                    dst[p * nr + q] = if mask[h] & bit != 0 { self.x[offset + col - origin] } else { T::ZERO };
+                }
+            }
+        }
+    }
+
+    fn direct(&self) -> Option<&dyn DirectB<T>> {
+        Some(self)
+    }
+}
+
+impl<T: GemmScalar> DirectB<T> for Im2colInPlace<'_, T> {
+    fn base(&self) -> &[T] {
+        self.x
+    }
+
+    fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
+        let g = &self.g;
+        let (taps, plane) = (g.kh * g.kw, g.h * g.w);
+        let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
+        for offset in offsets {
+            *offset = c * plane + i * g.w + j;
+            j += 1;
+            if j == g.kw {
+                (i, j) = (i + 1, 0);
+                if i == g.kh {
+                    (c, i) = (c + 1, 0);
+                }
+            }
+        }
+    }
+
+    fn segment_offset(&self, col: usize) -> usize {
+        col
+    }
+
+    fn masked(&self) -> Option<&dyn MaskedRuns> {
+        Some(self)
+    }
+}
+
+// SAFETY: a lane that `lane_masks` sets is one of the masks that
+// `InPlaceGeometry::tap_masks` made for this geometry (`Im2colInPlace::new`
+// takes them with it), set only where the pixel `(oh + i - PH, ow + j - PW)`
+// of output pixel `oh * W + ow < L` is inside the H x W image. For row `(c,
+// i, j)`, `c < C`, that lane is the element `c*H*W + (oh + i - PH)*W + ow +
+// j - PW` of `x`, which `new` checked to be one (C, H, W) image: inside
+// `base()`.
+unsafe impl<T: GemmScalar> MaskedRuns for Im2colInPlace<'_, T> {
+    fn origin(&self) -> usize {
+        self.g.ph * self.g.w + self.g.pw
+    }
+
+    fn lane_masks(&self, pc: usize, col: usize) -> &[[u16; 2]] {
+        debug_assert_eq!(col % (2 * SEGMENT), 0, "a micro-panel starts at a multiple of 2 * SEGMENT");
+        let r = self.g.c * self.g.kh * self.g.kw;
+        &self.masks[col / (2 * SEGMENT) * r..][pc..r]
     }
 }

@@ -9,9 +9,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::implicit::{pad_chw_phases, pad_hwc, Im2col, Im2row, PaddedGeometry};
+use super::implicit::{pad_chw_phases, pad_hwc, Im2col, Im2colInPlace, Im2row, PaddedGeometry};
 use super::*;
-use crate::kernels::gemm::PackB;
+use crate::kernels::gemm::{DirectB, MaskedRuns, PackB, SEGMENT};
 use crate::kernels::test_scalar::TestScalar;
 
 /// N in {1, 3}, C in {1, 3, 5}, H x W in {1x1, 5x7, 7x5, 28x28}, kernels
@@ -462,7 +462,94 @@ fn implicit_packing_matches_the_definitions() {
         }
         assert_eq!(cols.cols(), pg.out_h * wq);
         check(&cols, &cols_at, "Im2col");
+
+        // Read from the image itself at stride 1 (W = 6 wide, 2 P + 1 = KW =
+        // 2 does not hold, so a 3-wide kernel): entry (c, i, j), oh * W + ow
+        // is the padded pixel (oh + i, ow + j), and its lane masks say which
+        // entries are read, for every panel and every first row.
+        if stride == 1 {
+            let g = Conv2dGeometry { n: 1, c, h, w, k: 1, kh: 3, kw: 3, stride: 1, padding: p };
+            let masks = g.in_place().expect("3 x 3, padding 1").tap_masks();
+            let in_place = Im2colInPlace::new(&x, &masks);
+            let r = c * 9;
+            let in_place_at = |row: usize, q: usize| {
+                let (ci, i, j) = (row / 9, row % 9 / 3, row % 3);
+                xpad_at(ci, q / w + i, q % w + j)
+            };
+            assert_eq!((in_place.rows(), in_place.cols()), (r, h * w));
+            check(&in_place, &in_place_at, "Im2colInPlace");
+            let origin = in_place.origin();
+            for col in (0..h * w).step_by(2 * SEGMENT) {
+                for pc in [0, 1, r - 1] {
+                    let mut offsets = vec![0; r - pc];
+                    in_place.row_offsets(pc, &mut offsets);
+                    for (p, (mask, offset)) in in_place.lane_masks(pc, col).iter().zip(offsets).enumerate() {
+                        for lane in 0..2 * SEGMENT {
+                            let q = col + lane;
+                            let read = mask[lane / SEGMENT] & (1 << (lane % SEGMENT)) != 0;
+                            let value = if read { x[offset + in_place.segment_offset(q) - origin] } else { 0.0 };
+                            let want = if q < h * w { in_place_at(pc + p, q) } else { 0.0 };
+                            assert_eq!(value, want, "Im2colInPlace c {c} row {} column {q}", pc + p);
+                            assert!(!read || q < h * w, "a lane past the last column is read");
+                        }
+                    }
+                }
+            }
+        }
     }
+}
+
+/// A convolution read from the image itself (`Im2colInPlace`, the lane
+/// masks of the AVX-512 direct microkernel) gives the bits of the same
+/// convolution read from a zero-padded copy (`Im2col`), with and without a
+/// bias, at the quick UNet's 16 channels, odd sides, a 2 x 3 kernel, a 1 x 1
+/// image, and 64 channels (576 rows: two `kc` blocks). The image lies
+/// between NaNs and the output starts as NaN:
+/// a masked-off lane that was read, or an output left unwritten, would show.
+#[test]
+fn in_place_convolution_equals_the_padded_copy_bit_for_bit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut compared = 0;
+    for (c, h, w, k, kh, kw) in [
+        (16, 28, 28, 16, 3, 3),
+        (16, 14, 14, 16, 3, 3),
+        (5, 13, 11, 7, 3, 3),
+        (3, 7, 5, 2, 2, 3),
+        (2, 1, 1, 3, 3, 3),
+        (64, 9, 10, 20, 3, 3),
+    ] {
+        let g = Conv2dGeometry { n: 1, c, h, w, k, kh, kw, stride: 1, padding: 1 };
+        let (chw, l, r) = (c * h * w, g.l(), g.r());
+        let surround = 3 * w + 40;
+        let mut buffer = vec![f32::NAN; surround + chw + surround];
+        buffer[surround..surround + chw].copy_from_slice(&random::<f32>(chw, &mut rng));
+        let x = &buffer[surround..surround + chw];
+        let (weight, bias) = (random::<f32>(k * r, &mut rng), random::<f32>(k, &mut rng));
+        let packed = PackedA::new(Kernel::best(), row_major(&weight, k, r));
+        if !packed.reads_b_in_place() {
+            eprintln!(
+                "in_place_convolution_equals_the_padded_copy_bit_for_bit: skipped, {} has no direct microkernel",
+                Kernel::best().name()
+            );
+            return;
+        }
+        let masks = g.in_place().expect("a stride-1 convolution with 2P + 1 = KW").tap_masks();
+        let pg = g.padded();
+        let mut xpad = vec![f32::NAN; pg.phased_len() + Im2col::<f32>::slack(&pg)];
+        pad_chw_phases(x, (h, w), 1, &pg, &mut xpad);
+        xpad[pg.phased_len()..].fill(0.0);
+        for bias in [Some(&bias[..]), None] {
+            let (mut in_place, mut padded) = (vec![f32::NAN; k * l], vec![f32::NAN; k * l]);
+            conv_in_place(&packed, &Im2colInPlace::new(x, &masks), bias, Threading::Single, &mut in_place);
+            conv_padded(&packed, &xpad, pg, bias, Threading::Single, &mut padded);
+            for (idx, (a, b)) in in_place.iter().zip(&padded).enumerate() {
+                assert!(a.is_finite(), "{g:?} bias {}: element {idx} = {a}", bias.is_some());
+                assert_eq!(a.to_bits(), b.to_bits(), "{g:?} bias {}: element {idx}: {a} in place, {b} padded", bias.is_some());
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 12);
 }
 
 /// `pad_hwc` into frames exactly the padded size and larger (Winograd's odd

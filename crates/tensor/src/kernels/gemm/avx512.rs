@@ -15,11 +15,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_storeu_ps, _mm_prefetch, _MM_HINT_T0,
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_storeu_ps, _mm_prefetch, _MM_HINT_T0,
 };
 
-use super::direct::{DirectPanel, SEGMENT};
+use super::direct::{DirectPanel, Masked, SEGMENT};
 use super::kernel::{DirectTile, Kernel, MicroKernel};
 use super::pack::pack_panels;
 use super::portable;
@@ -182,66 +182,93 @@ const STEP_LANES: u16 = (1 << MR) - 1;
 
 /// [`MicroKernel::tile_rows`] of the 12 x 32 kernel with the B~ micro-panel
 /// read in place (see `direct.rs`): row `p` is the two runs
-/// `base[rows[p] + segments[h] ..][..16]`, `h = 0, 1`.
+/// `base[rows[p] + segments[h] ..][..16]`, `h = 0, 1`, or with lane masks
+/// those runs less the origin, only the lanes of `masks[p][h]`, zeros in
+/// the others.
 #[allow(clippy::too_many_arguments)]
 fn tile_rows_direct(mr: usize, kc: usize, alpha: f32, a: &[f32], b: &DirectPanel<f32>, beta: f32, c: &mut [f32], rs: usize) {
     const _: () = assert!(NR == 2 * SEGMENT, "a direct panel row is two segments");
     assert!(Kernel::Avx512.available(), "the AVX-512 direct microkernel on a CPU without AVX-512F");
     assert!((1..=MR).contains(&mr));
-    let (base, rows, segments) = b.parts();
+    let (base, rows, segments, masked) = b.parts();
     assert!(a.len() >= kc * MR && rows.len() >= kc && c.len() >= (mr - 1) * rs + NR);
     assert!(b.in_bounds(), "a direct B~ panel reads past its base");
     let (a, c) = (a.as_ptr(), c.as_mut_ptr());
-    // SAFETY: AVX-512F was detected (asserted above; the check is a cached
-    // flag). `in_bounds` bounds every `rows[p] + segments[h] + 16` by
-    // `base.len()` and the asserts above give `a` `kc * 12` elements and `c`
-    // the `mr` rows of the tile (see `kernel_12x32_direct`).
-    unsafe {
-        match mr {
-            1 => kernel_12x32_direct::<1>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            2 => kernel_12x32_direct::<2>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            3 => kernel_12x32_direct::<3>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            4 => kernel_12x32_direct::<4>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            5 => kernel_12x32_direct::<5>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            6 => kernel_12x32_direct::<6>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            7 => kernel_12x32_direct::<7>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            8 => kernel_12x32_direct::<8>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            9 => kernel_12x32_direct::<9>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            10 => kernel_12x32_direct::<10>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            11 => kernel_12x32_direct::<11>(kc, alpha, a, base, rows, segments, beta, c, rs),
-            _ => kernel_12x32_direct::<MR>(kc, alpha, a, base, rows, segments, beta, c, rs),
-        }
+    macro_rules! rows_of {
+        ($masked:literal, $origin:expr, $masks:expr) => {{
+            let base = base.as_ptr().wrapping_sub($origin);
+            // SAFETY: AVX-512F was detected (asserted above; the check is a
+            // cached flag). `in_bounds` bounds every read: without masks
+            // `rows[p] + segments[h] + 16` by `base.len()`, with them every
+            // lane a mask sets by the origin and `base.len()` past it (the
+            // others are not read). The asserts above give `a` `kc * 12`
+            // elements and `c` the `mr` rows of the tile (see
+            // `kernel_12x32_direct`).
+            unsafe {
+                match mr {
+                    1 => kernel_12x32_direct::<1, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    2 => kernel_12x32_direct::<2, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    3 => kernel_12x32_direct::<3, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    4 => kernel_12x32_direct::<4, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    5 => kernel_12x32_direct::<5, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    6 => kernel_12x32_direct::<6, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    7 => kernel_12x32_direct::<7, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    8 => kernel_12x32_direct::<8, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    9 => kernel_12x32_direct::<9, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    10 => kernel_12x32_direct::<10, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    11 => kernel_12x32_direct::<11, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                    _ => kernel_12x32_direct::<MR, $masked>(kc, alpha, a, base, rows, $masks, segments, beta, c, rs),
+                }
+            }
+        }};
+    }
+    match masked {
+        None => rows_of!(false, 0, &[]),
+        Some(Masked { masks, origin }) => rows_of!(true, origin, masks),
     }
 }
 
 /// [`kernel_12x32`] with B~ row `p` loaded from `base + rows[p] +
-/// segments[h]`, `h = 0, 1`, instead of a packed panel. The same FMAs in the
-/// same order, so the same bits.
+/// segments[h]`, `h = 0, 1`, instead of a packed panel; with `MASKED`, only
+/// the lanes set in `masks[p][h]`, zeros in the others (a zero-masked load,
+/// which reads nothing in the lanes it leaves out). The same FMAs in the
+/// same order as on a packed panel holding those values, so the same bits.
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `ROWS <= 12`; `rows` must have `kc`
-/// entries with `rows[p] + segments[h] + 16 <= base.len()`; `a` must be
-/// valid for `kc * 12` reads and `c` for reads and writes of
-/// `c[i * rs + j]`, `i < ROWS`, `j < 32`.
+/// entries and, with `MASKED`, `masks` too; every lane read (all 16 of
+/// `base + rows[p] + segments[h]` without `MASKED`, those `masks[p][h]` sets
+/// with it) must be valid for reads; `a` must be valid for `kc * 12` reads
+/// and `c` for reads and writes of `c[i * rs + j]`, `i < ROWS`, `j < 32`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_12x32_direct<const ROWS: usize>(
+unsafe fn kernel_12x32_direct<const ROWS: usize, const MASKED: bool>(
     kc: usize,
     alpha: f32,
     a: *const f32,
-    base: &[f32],
+    base: *const f32,
     rows: &[usize],
+    masks: &[[u16; 2]],
     segments: [usize; 2],
     beta: f32,
     c: *mut f32,
     rs: usize,
 ) {
     let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
-    let (b0_base, b1_base) = (base.as_ptr().wrapping_add(segments[0]), base.as_ptr().wrapping_add(segments[1]));
+    let (b0_base, b1_base) = (base.wrapping_add(segments[0]), base.wrapping_add(segments[1]));
     for (p, &row) in rows[..kc].iter().enumerate() {
-        // SAFETY: row + segments[h] + 16 <= base.len() (caller's contract),
-        // and p < kc keeps a + p*12 .. + 12 in bounds.
-        let (b0, b1) = unsafe { (_mm512_loadu_ps(b0_base.add(row)), _mm512_loadu_ps(b1_base.add(row))) };
+        // SAFETY: the lanes read at row + segments[h] are valid (caller's
+        // contract), and p < kc keeps a + p*12 .. + 12 and masks[p] in bounds.
+        let (b0, b1) = unsafe {
+            if MASKED {
+                let [m0, m1] = *masks.get_unchecked(p);
+                // The run may start before the image (its first lanes
+                // masked off), so its address is wrapping arithmetic.
+                (_mm512_maskz_loadu_ps(m0, b0_base.wrapping_add(row)), _mm512_maskz_loadu_ps(m1, b1_base.wrapping_add(row)))
+            } else {
+                (_mm512_loadu_ps(b0_base.wrapping_add(row)), _mm512_loadu_ps(b1_base.wrapping_add(row)))
+            }
+        };
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: as above, i < ROWS <= 12.
             let a_ip = _mm512_set1_ps(unsafe { *a.add(p * MR + i) });

@@ -126,14 +126,14 @@ use std::thread::LocalKey;
 
 pub(crate) use blocking::MAX_KC;
 pub use blocking::{Blocking, CacheSizes};
-pub use direct::{DirectB, SEGMENT};
+pub use direct::{DirectB, MaskedRuns, SEGMENT};
 pub use kernel::Kernel;
 pub use naive::gemm_naive;
 pub use split::{calibrate_split, split_min_mnk};
 pub use unpacked::gemm_unpacked;
 pub use view::{MatMut, MatRef};
 
-use direct::{DirectPanel, DirectRows};
+use direct::{DirectPanel, DirectRows, Masked};
 use kernel::{DirectTile, MicroKernel};
 use portable::Portable;
 use scratch::with_scratch;
@@ -369,6 +369,8 @@ pub struct PackedA<T> {
     kc: usize,
     /// `MR` of the kernel: rows of one micro-panel.
     mr: usize,
+    /// True if the kernel has a direct form (see `direct.rs`).
+    direct: bool,
     /// Block `pc` (`kc` columns from column `pc`) starts at `panels * mr * pc`
     /// and holds `panels = rows.div_ceil(mr)` micro-panels of `mr x kc`.
     data: Vec<T>,
@@ -395,6 +397,13 @@ impl<T: GemmScalar> PackedA<T> {
     #[must_use]
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// True if [`gemm_prepacked`] with this A reads a [`PackB`] that has a
+    /// [`DirectB`] form in place rather than packing it (see `direct.rs`).
+    #[must_use]
+    pub fn reads_b_in_place(&self) -> bool {
+        self.direct && self.rows <= DIRECT_MAX_M
     }
 
     /// The micro-panels of the `kc`-column block at column `pc`.
@@ -594,7 +603,8 @@ fn pack_all_of_a<T: GemmScalar, K: MicroKernel<T>>(token: K, kernel: Kernel, a: 
         let kc = kc_max.min(k - pc);
         token.pack_a(a.submatrix(0, pc, m, kc), &mut data[panel_rows * pc..panel_rows * (pc + kc)]);
     }
-    PackedA { kernel, rows: m, cols: k, kc: kc_max, mr: K::MR, data }
+    let direct = K::NR == 2 * SEGMENT && token.direct_tile().is_some();
+    PackedA { kernel, rows: m, cols: k, kc: kc_max, mr: K::MR, direct, data }
 }
 
 /// A GEMM called from a rayon worker is split from `split::split_min_mnk`
@@ -846,7 +856,7 @@ fn direct_loops<T: GemmScalar, K: MicroKernel<T>>(
         let beta = if pc == 0 { beta } else { T::ONE };
         let a_p = a.block(pc, kc);
         let bands = band_count::<T, K>(threads, m);
-        let panels = BPanels::Direct { tile, b, rows: &rows, n };
+        let panels = BPanels::Direct { tile, b, rows: &rows, pc, n };
         for_each_band::<T, K>(bands, a_p, c.rb(), &|a_band, c_band| {
             loop_3(kernel, blocking.mc, alpha, a_band, panels, beta, c_band);
         });
@@ -858,8 +868,9 @@ fn direct_loops<T: GemmScalar, K: MicroKernel<T>>(
 enum BPanels<'a, T> {
     /// Packed, `kc x NR` each, one after the other.
     Packed(&'a [T]),
-    /// Read in place from `b`, whose `n` columns make `n.div_ceil(NR)` panels.
-    Direct { tile: DirectTile<T>, b: &'a dyn DirectB<T>, rows: &'a DirectRows<'a>, n: usize },
+    /// Read in place from `b`, rows `pc ..` of it, whose `n` columns make
+    /// `n.div_ceil(NR)` panels.
+    Direct { tile: DirectTile<T>, b: &'a dyn DirectB<T>, rows: &'a DirectRows<'a>, pc: usize, n: usize },
 }
 
 /// Packs the `kc x nc` block of `b` at `(pc, jc)` into B~, the
@@ -969,8 +980,9 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
                 }
             }
         }
-        BPanels::Direct { tile, b, rows, n } => {
+        BPanels::Direct { tile, b, rows, pc, n } => {
             debug_assert_eq!(n, nc);
+            let kc_rows = rows.len();
             // LOOP 2 over micro-panels read in place; a panel's second
             // segment past the last column (junk columns, dropped by
             // `tile_direct`) reads the first one again, which exists.
@@ -979,7 +991,8 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
                 let nr = K::NR.min(n - first);
                 let segment_0 = b.segment_offset(first);
                 let segment_1 = if first + SEGMENT < n { b.segment_offset(first + SEGMENT) } else { segment_0 };
-                let panel = DirectPanel::new(b.base(), rows, [segment_0, segment_1]);
+                let masked = b.masked().map(|runs| Masked { masks: &runs.lane_masks(pc, first)[..kc_rows], origin: runs.origin() });
+                let panel = DirectPanel::new(b.base(), rows, [segment_0, segment_1], masked);
                 // LOOP 1: split mc into MR-row micro-panels of A~
                 for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
                     let mr = K::MR.min(mc - ir * K::MR);
