@@ -9,6 +9,9 @@ src/bench/step.rs):
 - unet_train_step B64: one L_simple step of the course UNet (1,623,169
   parameters) at batch 64, forward + backward + Adam, as `StepBench::train_step`;
 - unet_forward B64: one forward pass without a graph;
+- unet_quick_train_step B64, unet_quick_forward B64: the same two for the quick
+  preset's UNet (16, 16 and 32 channels, one residual block a level, 236,321
+  parameters; `TrainConfig::quick_unet`);
 - gemm 128x128x128 and 1024x1024x1024: C = A B in float32, GFLOP/s = 2 m k n / s;
 - conv3x3_fwd_bwd N64xC..xHxWxK..: conv forward, grad input and grad weight
   (3 x 2 N K C 9 H W flops), stride 1, padding 1.
@@ -79,11 +82,19 @@ def unet_flops_forward(model, batch, size=28):
     return flops[0]
 
 
-def unet_rows(batch, reps):
+# The UNets `ddpm bench` times, by the prefix of their rows: the course UNet
+# (nn::UNetConfig::default) and the quick preset's (TrainConfig::quick_unet).
+UNETS = [
+    ("unet", twin.unet_config()),
+    ("unet_quick", twin.unet_config(base_channels=16, channel_mults=[1, 1, 2], num_res_blocks=1)),
+]
+
+
+def unet_rows(name, unet_config, batch, reps):
     torch.manual_seed(0)
-    model = twin.UNet(twin.unet_config())
+    model = twin.UNet(unet_config)
     diffusion = twin.Diffusion(twin.linear_betas(1000))
-    config = twin.train_config(twin.unet_config())
+    config = twin.train_config(unet_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x_start = torch.rand(batch, 1, 28, 28) * 2 - 1
     noise = torch.randn(batch, 1, 28, 28)
@@ -113,8 +124,8 @@ def unet_rows(batch, reps):
     flops = unet_flops_forward(model, batch)
     step_s, forward_s = statistics.median(steps), statistics.median(forwards)
     params = sum(p.numel() for p in model.parameters())
-    yield dict(bench="unet_train_step", shape=f"B{batch}", ms=round(step_s * 1e3, 1), gflops=round(3 * flops / step_s / 1e9, 1), params=params)
-    yield dict(bench="unet_forward", shape=f"B{batch}", ms=round(forward_s * 1e3, 1), gflops=round(flops / forward_s / 1e9, 1))
+    yield dict(bench=f"{name}_train_step", shape=f"B{batch}", ms=round(step_s * 1e3, 1), gflops=round(3 * flops / step_s / 1e9, 1), params=params)
+    yield dict(bench=f"{name}_forward", shape=f"B{batch}", ms=round(forward_s * 1e3, 1), gflops=round(flops / forward_s / 1e9, 1))
 
 
 def gemm_rows():
@@ -152,7 +163,8 @@ def main():
     if not args.json:
         print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}; medians")
         print(f"{'bench':<18} {'shape':<20} {'ms':>9} {'GFLOP/s':>9}")
-    for rows in (unet_rows(args.batch, args.reps), gemm_rows(), conv_rows()):
+    unets = [unet_rows(name, config, args.batch, args.reps) for name, config in UNETS]
+    for rows in (*unets, gemm_rows(), conv_rows()):
         for row in rows:
             if args.json:
                 print(json.dumps(row), flush=True)
