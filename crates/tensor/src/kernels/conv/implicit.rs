@@ -289,23 +289,30 @@ impl<T: GemmScalar> DirectB<T> for Im2col<'_, T> {
     fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
         let g = &self.g;
         let (s, (hq, wq)) = (g.stride, g.phase_sides());
-        let taps = g.kh * g.kw;
-        // Step (c, i, j) like an odometer rather than divide for each row.
-        let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
-        for offset in offsets {
-            *offset = (((c * s + i % s) * s + j % s) * hq + i / s) * wq + j / s;
-            j += 1;
-            if j == g.kw {
-                (i, j) = (i + 1, 0);
-                if i == g.kh {
-                    (c, i) = (c + 1, 0);
-                }
-            }
-        }
+        tap_offsets(pc, (g.kh, g.kw), offsets, |c, i, j| (((c * s + i % s) * s + j % s) * hq + i / s) * wq + j / s);
     }
 
     fn segment_offset(&self, col: usize) -> usize {
         col
+    }
+}
+
+/// `offsets[p] = offset(c, i, j)` for the rows `pc + p` of an im2col
+/// matrix, whose row `(c*KH + i)*KW + j` is tap `(i, j)` of channel `c`:
+/// (c, i, j) stepped like an odometer rather than divided out for each row.
+#[inline]
+fn tap_offsets(pc: usize, (kh, kw): (usize, usize), offsets: &mut [usize], offset: impl Fn(usize, usize, usize) -> usize) {
+    let taps = kh * kw;
+    let (mut c, mut i, mut j) = (pc / taps, pc % taps / kw, pc % kw);
+    for slot in offsets {
+        *slot = offset(c, i, j);
+        j += 1;
+        if j == kw {
+            (i, j) = (i + 1, 0);
+            if i == kh {
+                (c, i) = (c + 1, 0);
+            }
+        }
     }
 }
 
@@ -550,18 +557,7 @@ impl<T: GemmScalar> DirectB<T> for Im2colInPlace<'_, T> {
 
     fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
         let g = &self.g;
-        let (taps, plane) = (g.kh * g.kw, g.h * g.w);
-        let (mut c, mut i, mut j) = (pc / taps, pc % taps / g.kw, pc % g.kw);
-        for offset in offsets {
-            *offset = c * plane + i * g.w + j;
-            j += 1;
-            if j == g.kw {
-                (i, j) = (i + 1, 0);
-                if i == g.kh {
-                    (c, i) = (c + 1, 0);
-                }
-            }
-        }
+        tap_offsets(pc, (g.kh, g.kw), offsets, |c, i, j| (c * g.h + i) * g.w + j);
     }
 
     fn segment_offset(&self, col: usize) -> usize {
