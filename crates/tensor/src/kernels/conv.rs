@@ -445,19 +445,16 @@ fn forward_by_images<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], b
     // Read from the image itself where the GEMM reads B in place (see
     // `Im2colInPlace`), with the lane masks made once for the batch.
     let in_place = g.in_place().filter(|_| packed_weight.as_ref().is_some_and(PackedA::reads_b_in_place));
-    let masks = in_place.map(|g| g.tap_masks());
+    let masks = in_place.map(|in_place| in_place.tap_masks());
     let images = x.par_chunks_exact(chw.max(1)).zip(out.par_chunks_exact_mut((g.k * l).max(1)));
-    images.for_each(|(x_n, out_n)| match &packed_weight {
-        None => {
+    images.for_each(|(x_n, out_n)| match (&packed_weight, &masks) {
+        (None, _) => {
             let beta = fill_bias(bias, out_n, l);
             let x_n = row_major(x_n, r, l);
             gemm_with(Kernel::best(), threading, T::ONE, weight, x_n, beta, row_major_mut(out_n, g.k, l));
         }
-        Some(packed_weight) if masks.is_some() => {
-            let masks = masks.as_ref().expect("made with in_place");
-            conv_in_place(packed_weight, &Im2colInPlace::new(x_n, masks), bias, threading, out_n);
-        }
-        Some(packed_weight) => {
+        (Some(packed_weight), Some(masks)) => conv_in_place(packed_weight, &Im2colInPlace::new(x_n, masks), bias, threading, out_n),
+        (Some(packed_weight), None) => {
             let pg = g.padded();
             let padded_len = pg.phased_len();
             with_scratch(padded_len + Im2col::<T>::slack(&pg), |xpad: &mut [T]| {
