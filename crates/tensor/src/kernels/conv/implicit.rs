@@ -479,7 +479,7 @@ pub(super) struct TapMasks {
 /// element `c*H*W + i*W + j + (oh*W + ow)` of the image counted from `PH*W +
 /// PW` elements before it: every row of the matrix is one run of memory
 /// again, as for [`Im2col`], and the entries that fall in the padding are
-/// the lanes that [`DirectB::lane_masks`] clears: the left and right
+/// the lanes that [`MaskedRuns::lane_masks`] clears: the left and right
 /// columns of the image for `j != PW` (where a run crosses from one image
 /// row to the next) and the top and bottom rows for `i != PH`. The direct
 /// microkernel loads the other lanes only, so the padding is never stored;
