@@ -198,11 +198,14 @@ fn tile_rows_direct(mr: usize, kc: usize, alpha: f32, a: &[f32], b: &DirectPanel
         ($masked:literal, $origin:expr, $masks:expr) => {{
             let base = base.as_ptr().wrapping_sub($origin);
             // SAFETY: AVX-512F was detected (asserted above; the check is a
-            // cached flag). `in_bounds` bounds every read: without masks
-            // `rows[p] + segments[h] + 16` by `base.len()`, with them every
-            // lane a mask sets by the origin and `base.len()` past it (the
-            // others are not read). The asserts above give `a` `kc * 12`
-            // elements and `c` the `mr` rows of the tile (see
+            // cached flag). Every read is inside `base`: without masks,
+            // `in_bounds` bounds every `rows[p] + segments[h] + 16` by
+            // `base.len()`; with them, it checks there is a mask for every
+            // row, and each lane a mask sets lies between the origin and
+            // `base.len()` past it, as the `MaskedRuns` that made the masks
+            // promises (`in_bounds` checks that too in debug builds); the
+            // lanes it clears are not read. The asserts above give `a` `kc *
+            // 12` elements and `c` the `mr` rows of the tile (see
             // `kernel_12x32_direct`).
             unsafe {
                 match mr {
