@@ -247,12 +247,12 @@ impl Conv2dGeometry {
     }
 
     /// The grad-input pass as a forward convolution of `dout` read by
-    /// [`Im2colInPlace`], if it can be (see [`Self::flipped`] and
-    /// [`Self::in_place`]): then its output rows are as long as `dout`'s.
+    /// [`Im2colInPlace`], if the forward is one (see [`Self::flipped`] and
+    /// [`Self::in_place`]): `dout` padded by `KH-1-P` rows and `KW-1-P = P`
+    /// columns (`2P + 1 = KW`), so its output rows are as long as `dout`'s.
     fn flipped_in_place(&self) -> Option<InPlaceGeometry> {
         let forward = self.in_place()?;
-        let (ph, pw) = (self.kh - 1 - self.padding, self.kw - 1 - self.padding);
-        (2 * pw + 1 == self.kw).then_some(InPlaceGeometry { c: self.k, h: self.out_h(), w: self.out_w(), ph, pw, ..forward })
+        Some(InPlaceGeometry { c: self.k, h: self.out_h(), w: self.out_w(), ph: self.kh - 1 - self.padding, ..forward })
     }
 
     /// The grad-input pass as a forward convolution, if there is one.
@@ -444,8 +444,7 @@ fn forward_by_images<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], weight: &[T], b
     let packed_weight = (!g.is_pointwise()).then(|| PackedA::new(Kernel::best(), weight));
     // Read from the image itself where the GEMM reads B in place (see
     // `Im2colInPlace`), with the lane masks made once for the batch.
-    let in_place = g.in_place().filter(|_| packed_weight.as_ref().is_some_and(PackedA::reads_b_in_place));
-    let masks = in_place.map(|in_place| in_place.tap_masks());
+    let masks = g.in_place().filter(|_| packed_weight.as_ref().is_some_and(PackedA::reads_b_in_place)).map(|in_place| in_place.tap_masks());
     let images = x.par_chunks_exact(chw.max(1)).zip(out.par_chunks_exact_mut((g.k * l).max(1)));
     images.for_each(|(x_n, out_n)| match (&packed_weight, &masks) {
         (None, _) => {

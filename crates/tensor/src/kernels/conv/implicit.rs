@@ -526,14 +526,9 @@ impl<T: GemmScalar> PackB<T> for Im2colInPlace<'_, T> {
         let origin = self.origin();
         for (panel, dst) in dst[..nc.div_ceil(nr) * kc * nr].chunks_exact_mut(kc * nr).enumerate() {
             let first = jc + panel * nr;
-            for q in 0..nr {
+            let width = nr.min(jc + nc - first);
+            for q in 0..width {
                 let col = first + q;
-                if col >= jc + nc {
-                    for p in 0..kc {
-                        dst[p * nr + q] = T::ZERO;
-                    }
-                    continue;
-                }
                 // One set of masks covers 2 * SEGMENT columns from a multiple of that.
                 let from = col - col % (2 * SEGMENT);
                 let masks = &self.lane_masks(pc, from)[..kc];
@@ -542,6 +537,7 @@ impl<T: GemmScalar> PackB<T> for Im2colInPlace<'_, T> {
                     dst[p * nr + q] = if mask[h] & bit != 0 { self.x[offset + col - origin] } else { T::ZERO };
                 }
             }
+            zero_columns_past(dst, width, nr);
         }
     }
 

@@ -100,11 +100,6 @@ impl<'a> DirectRows<'a> {
     pub(crate) fn new(offsets: &'a [usize]) -> Self {
         DirectRows { offsets, max: offsets.iter().copied().max().unwrap_or(0) }
     }
-
-    /// Rows of the block.
-    pub(crate) fn len(&self) -> usize {
-        self.offsets.len()
-    }
 }
 
 /// One micro-panel of a [`DirectB`], `kc x 2 SEGMENT`, as the direct

@@ -982,7 +982,6 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
         }
         BPanels::Direct { tile, b, rows, pc, n } => {
             debug_assert_eq!(n, nc);
-            let kc_rows = rows.len();
             // LOOP 2 over micro-panels read in place; a panel's second
             // segment past the last column (junk columns, dropped by
             // `tile_direct`) reads the first one again, which exists.
@@ -991,7 +990,7 @@ fn loops_2_1<T: GemmScalar, K: MicroKernel<T>>(
                 let nr = K::NR.min(n - first);
                 let segment_0 = b.segment_offset(first);
                 let segment_1 = if first + SEGMENT < n { b.segment_offset(first + SEGMENT) } else { segment_0 };
-                let masked = b.masked().map(|runs| Masked { masks: &runs.lane_masks(pc, first)[..kc_rows], origin: runs.origin() });
+                let masked = b.masked().map(|runs| Masked { masks: &runs.lane_masks(pc, first)[..kc], origin: runs.origin() });
                 let panel = DirectPanel::new(b.base(), rows, [segment_0, segment_1], masked);
                 // LOOP 1: split mc into MR-row micro-panels of A~
                 for (ir, a_panel) in a_packed.chunks_exact(kc * K::MR).enumerate() {
