@@ -14,7 +14,7 @@
 use crate::element::Float;
 use crate::error::{Error, Result};
 use crate::kernels::conv::{conv2d_forward_fused, Fused, PlaneUpdate};
-use crate::kernels::elementwise::{map_into, vectorized, zip_assign, zip_into};
+use crate::kernels::elementwise::{fold_lanes, map_into, vectorized, zip_assign, zip_into};
 use crate::kernels::gemm::scratch::with_scratch;
 use crate::op::Op;
 use crate::ops::conv::geometry as conv_geometry;
@@ -291,37 +291,42 @@ const STAT_LANES: usize = 64;
 const GRAD_LANES: usize = 32;
 
 /// `sum_i f(x_i)` over a row: accumulated in `LANES` lanes of `T` (so the
-/// loop vectorises), then added up in f64.
+/// loop vectorises; the row's tail goes into the first lanes), then the lanes
+/// added up pairwise in f64 ([`fold_lanes`]). Added one after another, the 64
+/// lanes and a tail of up to 63 values were two chains of dependent f64 adds,
+/// longer than the vector loop over a block of 1,568 values; group norm's sums
+/// spent most of their time there.
 #[inline(always)]
 fn lane_sum<T: Float, const LANES: usize>(row: &[T], f: impl Fn(T) -> T) -> f64 {
     let mut lanes = [T::ZERO; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
         for (l, &v) in lanes.iter_mut().zip(chunk) {
             *l += f(v);
         }
     }
-    let tail_sum: f64 = tail.iter().map(|&v| f(v).to_f64()).sum();
-    lanes.iter().map(|v| v.to_f64()).sum::<f64>() + tail_sum
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += f(v);
+    }
+    fold_lanes(lanes.map(|v| v.to_f64()))
 }
 
 /// `(sum_i g_i, sum_i g_i x_i)` over a row, as [`lane_sum`].
 #[inline(always)]
 fn lane_sums_g_gx<T: Float>(g: &[T], x: &[T]) -> (f64, f64) {
     let (mut sg, mut sgx) = ([T::ZERO; GRAD_LANES], [T::ZERO; GRAD_LANES]);
-    let (gc, xc) = (g.chunks_exact(GRAD_LANES), x.chunks_exact(GRAD_LANES));
-    let (gt, xt) = (gc.remainder(), xc.remainder());
-    for (gc, xc) in gc.zip(xc) {
+    let (mut gc, mut xc) = (g.chunks_exact(GRAD_LANES), x.chunks_exact(GRAD_LANES));
+    for (gc, xc) in (&mut gc).zip(&mut xc) {
         for l in 0..GRAD_LANES {
             sg[l] += gc[l];
             sgx[l] += gc[l] * xc[l];
         }
     }
-    let total = |lanes: [T; GRAD_LANES]| lanes.iter().map(|v| v.to_f64()).sum::<f64>();
-    let tail_g: f64 = gt.iter().map(|v| v.to_f64()).sum();
-    let tail_gx: f64 = gt.iter().zip(xt).map(|(g, x)| g.to_f64() * x.to_f64()).sum();
-    (total(sg) + tail_g, total(sgx) + tail_gx)
+    for ((sg, sgx), (&g, &x)) in sg.iter_mut().zip(&mut sgx).zip(gc.remainder().iter().zip(xc.remainder())) {
+        *sg += g;
+        *sgx += g * x;
+    }
+    (fold_lanes(sg.map(|v| v.to_f64())), fold_lanes(sgx.map(|v| v.to_f64())))
 }
 
 // With xhat = (x - mean) rstd and dxhat = g * weight[c], over one block of M elements:
