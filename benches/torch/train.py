@@ -48,7 +48,7 @@ PRESETS = {
     "quick": (
         dict(base_channels=16, channel_mults=[1, 1, 2], num_res_blocks=1),
         dict(schedule="cosine", lr=2e-3, warmup=100, lr_schedule="cosine", loss_weight="min-snr",
-             timestep_sampling="logit-normal", ema_decay=0.995, ema_warmup=True, steps=2520),
+             timestep_sampling="logit-normal", ema_decay=0.995, ema_warmup=True, steps=2700),
     ),
 }
 # Flag (argparse name) -> config key, for the UNet and the MLP; the run's flags are its keys.

@@ -206,7 +206,7 @@ impl TrainConfig {
             // of chapter 10's tables, measured in the same time): a higher peak rate that a
             // cosine decay settles by the last step, an EMA whose decay warms up so the
             // random start does not linger in the average (the warm-up's decay stays below
-            // `ema_decay` until update 1,790, so it sets all but the last 730 of 2,520;
+            // `ema_decay` until update 1,790, so it sets all but the last 910 of 2,700;
             // chapter 10), min-SNR weighting so the nearly clean timesteps do not dominate
             // the gradient, one residual block a level instead of two, which makes a step
             // 1.44 times cheaper (in a run this short more steps beat more depth), 16
@@ -219,19 +219,18 @@ impl TrainConfig {
             // timesteps, which spend the batches on the middle noise levels (over
             // training seeds 0-5, 1.42 points more recognised than uniform ones, each seed
             // 0.0 to 3.1 points ahead, FID 3.6 lower with a standard error of 2.5; chapter
-            // 10, "Three more settings at 2,520 steps"; no cost in time). 2,520 steps are
+            // 10, "Three more settings at 2,520 steps"; no cost in time). 2,700 steps are
             // sized to fit the ten minutes on the slowest machine measured (an estimate: it
             // has not been measured since session 14), an Intel Xeon (AVX-512, FMA peak
             // 330 GFLOP/s) whose speed moves with its neighbours and which builds a fresh
             // clone in 80-99 s: with session 11's kernels it trained 1,100 steps at 4.3 a
             // second where session 10's did 3.15 (and 2.39 in a slow hour, when 1,200 steps
-            // took 10 min 9 s in all), 1.25-1.5 times faster; this code trains the 1, 2, 2
-            // UNet 1.42-1.44 times faster than session 11's (three alternations on the
-            // other Intel Xeon, session 36), so at that slow rate sped up as measured (by
-            // the smallest factor) 2,000 steps of it take 8 min 12 s to 9 min 31 s with a
-            // 99 s build, and 2,520 steps of the 1, 1, 2 UNet 1.7% longer, 8 min 19 s to
-            // 9 min 39 s (whole runs on the other Intel Xeon, session 38: 290.4 s against
-            // 285.5 s). A fixed length, not a clock, so the run is reproducible.
+            // took 10 min 9 s in all), 1.25-1.5 times faster; this code trains this UNet
+            // 1.90-1.96 times as fast as session 11's code trained its preset's 1, 2, 2 UNet
+            // (three alternations of 300 steps on the other Intel Xeon, session 42), so at
+            // that slow rate sped up as measured (by the smallest factor) 2,700 steps take 8
+            // min 15 s to 9 min 34 s with a 99 s build (chapter 10, "How many steps ten
+            // minutes hold"). A fixed length, not a clock, so the run is reproducible.
             Preset::Quick => TrainConfig {
                 model: ModelConfig::Unet(nn::UNetConfig {
                     base_channels: 16,
@@ -246,7 +245,7 @@ impl TrainConfig {
                 timestep_sampling: TimestepSampling::LogitNormal,
                 ema_decay: 0.995,
                 ema_warmup: true,
-                steps: 2520,
+                steps: 2700,
                 ..mnist_base
             },
             // The course UNet (1,623,169 parameters), sized for what two CPU cores
@@ -448,7 +447,7 @@ mod tests {
             (quick.schedule, quick.lr, quick.lr_schedule, quick.loss_weight),
             (BetaSchedule::Cosine, 2e-3, LrScheduleKind::Cosine, LossWeightKind::MinSnr)
         );
-        assert_eq!((quick.min_snr_gamma, quick.ema_decay, quick.ema_warmup, quick.steps, quick.batch), (5.0, 0.995, true, 2520, 64));
+        assert_eq!((quick.min_snr_gamma, quick.ema_decay, quick.ema_warmup, quick.steps, quick.batch), (5.0, 0.995, true, 2700, 64));
         assert_eq!(quick.timestep_sampling, TimestepSampling::LogitNormal);
         assert_eq!(params(&quick), 236_321);
         assert!(matches!(&quick.model, ModelConfig::Unet(unet) if unet.channel_mults == [1, 1, 2]));
