@@ -696,11 +696,18 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
     if let Some(grad_b) = grad_b {
         g.assert_lengths("conv2d_backward_weight", &[("grad_b", grad_b.len(), g.k)]);
         // Row k of every image's grad_out, summed image by image.
-        // Compiled for the CPU's widest vectors (the same sums, lane for lane).
+        // Compiled for the CPU's widest vectors (the same sums, lane for lane);
+        // a plain loop, since an iterator's fold stayed out of line, outside them.
         grad_b.par_iter_mut().enumerate().for_each(|(k, db)| {
             *db = vectorized(
                 #[inline(always)]
-                || grad_out.chunks_exact(g.k * l).fold(T::ZERO, |sum, dout_n| sum + lane_sum(&dout_n[k * l..][..l])),
+                || {
+                    let mut sum = T::ZERO;
+                    for dout_n in grad_out.chunks_exact(g.k * l) {
+                        sum = sum + lane_sum(&dout_n[k * l..][..l]);
+                    }
+                    sum
+                },
             );
         });
     }
