@@ -357,7 +357,7 @@ pub(crate) fn fold_lanes<T: Copy + std::ops::Add<Output = T>, const LANES: usize
     while width > 1 {
         width /= 2;
         let (low, high) = lanes.split_at_mut(width);
-        for (l, &h) in low.iter_mut().zip(&high[..width]) {
+        for (l, &h) in low.iter_mut().zip(high.iter()) {
             *l = *l + h;
         }
     }

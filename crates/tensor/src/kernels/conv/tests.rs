@@ -463,8 +463,8 @@ fn implicit_packing_matches_the_definitions() {
         assert_eq!(cols.cols(), pg.out_h * wq);
         check(&cols, &cols_at, "Im2col");
 
-        // Read from the image itself at stride 1 (W = 6 wide, 2 P + 1 = KW =
-        // 2 does not hold, so a 3-wide kernel): entry (c, i, j), oh * W + ow
+        // Read from the image itself at stride 1 (2 P + 1 = KW does not hold
+        // for the 2-wide kernel above, so a 3 x 3 one): entry (c, i, j), oh * W + ow
         // is the padded pixel (oh + i, ow + j), and its lane masks say which
         // entries are read, for every panel and every first row.
         if stride == 1 {
