@@ -368,21 +368,25 @@ fn backward_blocks<T: Float>(
     let block = per_group * spatial;
     let (xd, w) = (x.contiguous_data(), weight.contiguous_data());
     let mut grad_x = crate::pool::for_overwrite(xd.len());
-    // Per-block parameter gradients (dL/dweight, dL/dbias for the block's
-    // channels), reduced below in a fixed order so the result does not depend on
+    // Per-block parameter gradients, one flat buffer of `2 * per_group` values a
+    // block (dL/dweight, then dL/dbias, for the block's channels; no allocation
+    // a block), reduced below in a fixed order so the result does not depend on
     // the thread count.
-    let mut partial = vec![(Vec::new(), Vec::new()); n * groups];
+    let mut partial = vec![0.0f64; n * groups * 2 * per_group];
     if block > 0 {
-        grad_x.par_chunks_mut(block).zip(xd.par_chunks(block)).zip(partial.par_iter_mut()).enumerate().for_each(|(ng, ((dx, x), part))| {
+        let parts = partial.par_chunks_mut((2 * per_group).max(1));
+        grad_x.par_chunks_mut(block).zip(xd.par_chunks(block)).zip(parts).enumerate().for_each(|(ng, ((dx, x), part))| {
             block_grad(ng, ng * block..(ng + 1) * block, &mut |g| {
-                *part = block_backward(dx, x, g, (mean[ng], rstd[ng]), &w[(ng % groups) * per_group..][..per_group], spatial);
+                let (gw, gb) = part.split_at_mut(per_group);
+                block_backward(dx, x, g, (mean[ng], rstd[ng]), &w[(ng % groups) * per_group..][..per_group], spatial, (gw, gb));
             });
         });
     }
     let (mut grad_w, mut grad_b) = (vec![0.0f64; c], vec![0.0f64; c]);
-    for (ng, (gw, gb)) in partial.iter().enumerate() {
+    for (ng, part) in partial.chunks_exact((2 * per_group).max(1)).enumerate() {
         let first_channel = (ng % groups) * per_group;
-        for j in 0..gw.len() {
+        let (gw, gb) = part.split_at(per_group);
+        for j in 0..per_group {
             grad_w[first_channel + j] += gw[j];
             grad_b[first_channel + j] += gb[j];
         }
@@ -392,22 +396,37 @@ fn backward_blocks<T: Float>(
 }
 
 /// One block of the backward above: writes `dx` from the block's `x`, its
-/// upstream gradient `g` and statistics, and returns the block's channels'
-/// `(dL/dweight, dL/dbias)`; `w` holds those channels' weights.
-fn block_backward<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T), w: &[T], spatial: usize) -> (Vec<f64>, Vec<f64>) {
+/// upstream gradient `g` and statistics, and the block's channels'
+/// `(dL/dweight, dL/dbias)` into `(gw, gb)`; `w` holds those channels' weights.
+fn block_backward<T: Float>(
+    dx: &mut [T],
+    x: &[T],
+    g: &[T],
+    (mean, rstd): (T, T),
+    w: &[T],
+    spatial: usize,
+    grads: (&mut [f64], &mut [f64]),
+) {
     // Compiled for the CPU's widest vectors (the same sums, lane for lane).
     vectorized(
         #[inline(always)]
-        || block_backward_body(dx, x, g, (mean, rstd), w, spatial),
+        || block_backward_body(dx, x, g, (mean, rstd), w, spatial, grads),
     )
 }
 
 /// [`block_backward`]'s arithmetic.
 #[inline(always)]
-fn block_backward_body<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T), w: &[T], spatial: usize) -> (Vec<f64>, Vec<f64>) {
+fn block_backward_body<T: Float>(
+    dx: &mut [T],
+    x: &[T],
+    g: &[T],
+    (mean, rstd): (T, T),
+    w: &[T],
+    spatial: usize,
+    (gw, gb): (&mut [f64], &mut [f64]),
+) {
     let per_group = w.len();
     let (mu, rs) = (mean.to_f64(), rstd.to_f64());
-    let (mut gw, mut gb) = (vec![0.0f64; per_group], vec![0.0f64; per_group]);
     let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
     for j in 0..per_group {
         let rows = j * spatial..(j + 1) * spatial;
@@ -429,7 +448,6 @@ fn block_backward_body<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (
             *d = coef_g * gv + coef_x * xv + shift;
         }
     }
-    (gw, gb)
 }
 
 /// The backward of [`Tensor::group_norm_silu`]: the normalised values `z` are
