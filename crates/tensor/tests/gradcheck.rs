@@ -39,6 +39,8 @@ fn cases() -> Vec<(&'static str, F, Vec<Tensor<f64>>)> {
         ("gelu", Box::new(|x: &[Tensor<f64>]| Ok(x[0].gelu())), vec![randn(&[3, 5], 9)]),
         ("abs", Box::new(|x: &[Tensor<f64>]| Ok(x[0].abs())), vec![s(&[4, 1], 10)]),
         ("powf", Box::new(|x: &[Tensor<f64>]| Ok(x[0].powf(2.5))), vec![positive(&[3, 2], 11)]),
+        // The square has its own path (a product, not pow), on both signs.
+        ("sqr", Box::new(|x: &[Tensor<f64>]| Ok(x[0].sqr())), vec![randn(&[3, 4], 111)]),
         // Values at least 0.5 away from the bounds (the kinks) on either side.
         ("clamp", Box::new(|x: &[Tensor<f64>]| Ok(x[0].mul_scalar(2.0).clamp(-1.0, 1.0))), vec![s(&[9], 12)]),
         ("affine", Box::new(|x: &[Tensor<f64>]| Ok(x[0].affine(-1.5, 0.25))), vec![randn(&[2, 1, 3], 13)]),

@@ -102,6 +102,11 @@ impl<T: Float> Tensor<T> {
     /// `x^e` for a scalar exponent.
     #[must_use]
     pub fn powf(&self, e: T) -> Tensor<T> {
+        if e == T::from_f64(2.0) {
+            // The square of every loss: a product, not a call into libm's pow
+            // per element (glibc's powf(x, 2) is x * x for every f32 x).
+            return unary(self, |v| v * v, Op::Powf(self.clone(), e));
+        }
         unary(self, move |v| v.powf(e), Op::Powf(self.clone(), e))
     }
 
@@ -234,6 +239,10 @@ pub(crate) fn abs_backward<T: Float>(x: &Tensor<T>, g: &Tensor<T>) -> Result<Ten
 
 // d/dx x^e = e x^(e - 1)
 pub(crate) fn powf_backward<T: Float>(x: &Tensor<T>, e: T, g: &Tensor<T>) -> Result<Tensor<T>> {
+    if e == T::from_f64(2.0) {
+        // x^1 = x: no pow per element for a square (see `Tensor::powf`).
+        return chain(x, g, move |x, g| g * e * x);
+    }
     chain(x, g, move |x, g| g * e * x.powf(e - T::ONE))
 }
 
