@@ -74,8 +74,8 @@ pub fn adam_update<T: Float>(hyper: &AdamHyper, step: u64, param: &mut [T], grad
 
 /// From this many numbers on, a parameter's update is split between the
 /// threads (the course UNet's 3 x 3 convolutions hold 288 to 73,728, the
-/// quick UNet's 144 to 9,216; a task costs a microsecond or two of rayon's, a
-/// thousand numbers several).
+/// quick UNet's 144 to 9,216; a task costs rayon a microsecond or two, the
+/// update of a thousand numbers several).
 const PARALLEL_MIN_PARAMS: usize = 1 << 11;
 /// Numbers per task of the split update: four slices of 4 KiB each (the
 /// parameter, its gradient and the two moments) for one task.

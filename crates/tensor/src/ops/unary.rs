@@ -103,8 +103,9 @@ impl<T: Float> Tensor<T> {
     #[must_use]
     pub fn powf(&self, e: T) -> Tensor<T> {
         if e == T::from_f64(2.0) {
-            // The square of every loss: a product, not a call into libm's pow
-            // per element (glibc's powf(x, 2) is x * x for every f32 x).
+            // The square of every loss: a product (correctly rounded), not a
+            // call into libm's pow per element. glibc's powf(x, 2) gave the same
+            // bits on every f32 tried (benches/SPEED.md, session 43).
             return unary(self, |v| v * v, Op::Powf(self.clone(), e));
         }
         unary(self, move |v| v.powf(e), Op::Powf(self.clone(), e))
