@@ -377,8 +377,7 @@ fn backward_blocks<T: Float>(
         let parts = partial.par_chunks_mut((2 * per_group).max(1));
         grad_x.par_chunks_mut(block).zip(xd.par_chunks(block)).zip(parts).enumerate().for_each(|(ng, ((dx, x), part))| {
             block_grad(ng, ng * block..(ng + 1) * block, &mut |g| {
-                let (gw, gb) = part.split_at_mut(per_group);
-                block_backward(dx, x, g, (mean[ng], rstd[ng]), &w[(ng % groups) * per_group..][..per_group], spatial, (gw, gb));
+                block_backward(dx, x, g, (mean[ng], rstd[ng]), &w[(ng % groups) * per_group..][..per_group], spatial, part);
             });
         });
     }
@@ -396,17 +395,9 @@ fn backward_blocks<T: Float>(
 }
 
 /// One block of the backward above: writes `dx` from the block's `x`, its
-/// upstream gradient `g` and statistics, and the block's channels'
-/// `(dL/dweight, dL/dbias)` into `(gw, gb)`; `w` holds those channels' weights.
-fn block_backward<T: Float>(
-    dx: &mut [T],
-    x: &[T],
-    g: &[T],
-    (mean, rstd): (T, T),
-    w: &[T],
-    spatial: usize,
-    grads: (&mut [f64], &mut [f64]),
-) {
+/// upstream gradient `g` and statistics, and the block's channels' dL/dweight
+/// then dL/dbias into `grads` (`2 * w.len()` values); `w` holds those channels' weights.
+fn block_backward<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T), w: &[T], spatial: usize, grads: &mut [f64]) {
     // Compiled for the CPU's widest vectors (the same sums, lane for lane).
     vectorized(
         #[inline(always)]
@@ -416,16 +407,9 @@ fn block_backward<T: Float>(
 
 /// [`block_backward`]'s arithmetic.
 #[inline(always)]
-fn block_backward_body<T: Float>(
-    dx: &mut [T],
-    x: &[T],
-    g: &[T],
-    (mean, rstd): (T, T),
-    w: &[T],
-    spatial: usize,
-    (gw, gb): (&mut [f64], &mut [f64]),
-) {
+fn block_backward_body<T: Float>(dx: &mut [T], x: &[T], g: &[T], (mean, rstd): (T, T), w: &[T], spatial: usize, grads: &mut [f64]) {
     let per_group = w.len();
+    let (gw, gb) = grads.split_at_mut(per_group);
     let (mu, rs) = (mean.to_f64(), rstd.to_f64());
     let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
     for j in 0..per_group {
