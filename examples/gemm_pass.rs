@@ -1,9 +1,9 @@
 //! Times square f32 GEMMs on the calling thread alone and on rayon's pool,
 //! for a kernel change measured without the rest of `ddpm bench`: `cargo run
 //! --release --example gemm_pass [n ...]` (256 512 1024 2048). Prints the
-//! kernel, its cache blocks and the FMA peak of the pool (as `ddpm bench`
-//! measures it) for scale, then the fastest of seven runs of each size, in
-//! GFLOP/s.
+//! kernel, its cache blocks, the FMA peak of the pool and the register tile
+//! alone (as `ddpm bench` measures them) for scale, then the fastest of seven
+//! runs of each size, in GFLOP/s.
 
 use course::bench::cases::random_vec;
 use std::time::Instant;
@@ -18,7 +18,9 @@ fn main() {
     let sizes = if sizes.is_empty() { vec![256, 512, 1024, 2048] } else { sizes };
     let kernel = Kernel::best();
     let peak = tensor::kernels::peak::peak_gflops(kernel, 0.4);
+    let tile = tensor::kernels::gemm::microkernel_gflops(kernel, 0.4);
     println!("kernel {}, {:?}, FMA peak of the pool {peak:.1} GFLOP/s", kernel.name(), tensor::kernels::gemm::blocking_f32(kernel));
+    println!("the register tile alone, its panels in cache: {tile:.1} GFLOP/s on the pool ({:.0}% of the peak)", 100.0 * tile / peak);
     for n in sizes {
         // The inputs `ddpm bench` multiplies (the same seeds).
         let (a, b) = (random_vec(n * n, 1), random_vec(n * n, 2));

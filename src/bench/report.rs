@@ -23,7 +23,7 @@ use crate::bench::step::{measure, StepTiming};
 use crate::run::config::TrainConfig;
 use nn::UNetConfig;
 use tensor::kernels::conv::uses_winograd;
-use tensor::kernels::gemm::{blocking_f32, gemm, split_min_mnk, CacheSizes, Kernel, MatMut, MatRef};
+use tensor::kernels::gemm::{blocking_f32, gemm, microkernel_gflops, split_min_mnk, CacheSizes, Kernel, MatMut, MatRef};
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,6 +198,11 @@ pub fn run(json: bool) -> io::Result<()> {
     let kernel = Kernel::best();
     let peak = tensor::kernels::peak::peak_gflops(kernel, 0.4);
     report.row(&Row { bench: "fma_peak".into(), shape: format!("{}_registers", kernel.name()), gflops: peak, baseline: None })?;
+    // The register tile alone, its packed panels in cache: the ceiling of the
+    // GEMMs below, which also pack, read and write C, and loop.
+    let tile = microkernel_gflops(kernel, 0.4);
+    let shape = format!("{}_kc{}_in_cache", kernel.name(), blocking_f32(kernel).kc);
+    report.row(&Row { bench: "gemm_microkernel".into(), shape, gflops: tile, baseline: None })?;
     gemm_rows(&mut report)?;
     conv_rows(&mut report)?;
     unet_rows(&mut report)?;

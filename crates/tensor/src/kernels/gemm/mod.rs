@@ -647,6 +647,60 @@ pub fn blocking_f32(kernel: Kernel) -> Blocking {
     }
 }
 
+/// The f32 GFLOP/s of `kernel`'s register tile by itself, on every thread of
+/// the current rayon pool at once: each thread multiplies one packed A~
+/// micro-panel (`MR x KC`) by one packed B~ micro-panel (`KC x NR`) into one
+/// C tile (`beta = 1`), over and over, for about `seconds`, with this CPU's
+/// `KC`. The panels never leave the thread's caches (the B~ micro-panel
+/// stays in L2 where it is larger than L1), so this is the tile's ceiling:
+/// between it and a whole product lie packing, the C tiles read and written
+/// from memory, and the five loops (`benches/SPEED.md`, session 44).
+///
+/// # Panics
+/// If `kernel` is not [`available`](Kernel::available) on this CPU.
+#[must_use]
+pub fn microkernel_gflops(kernel: Kernel, seconds: f64) -> f64 {
+    fn of<K: MicroKernel<f32>>(kernel: K, seconds: f64) -> f64 {
+        let kc = blocks::<f32, K>().kc;
+        // Small values: a C tile that gains 512 x 1e-6 a call stays finite and normal.
+        let run = |calls: usize| {
+            with_scratch(K::MR * kc + kc * K::NR + K::MR * K::NR, |buffer: &mut [f32]| {
+                buffer.fill(1e-3);
+                let (a, rest) = buffer.split_at_mut(K::MR * kc);
+                let (b, c) = rest.split_at_mut(kc * K::NR);
+                for _ in 0..calls {
+                    kernel.tile_rows(K::MR, kc, 1.0, a, b, 1.0, c, K::NR);
+                }
+                std::hint::black_box(c[0]);
+            });
+        };
+        // Calibrate the call count on one thread, then run on all at once.
+        let mut calls = 1 << 6;
+        loop {
+            let started = std::time::Instant::now();
+            run(calls);
+            if started.elapsed().as_secs_f64() > seconds / 4.0 || calls > 1 << 30 {
+                break;
+            }
+            calls *= 2;
+        }
+        let calls = calls * 4;
+        let started = std::time::Instant::now();
+        let threads = rayon::broadcast(|_| run(calls)).len();
+        (threads * calls * 2 * K::MR * K::NR * kc) as f64 / started.elapsed().as_secs_f64() / 1e9
+    }
+    const CHECKED: &str = "microkernel_gflops: the kernel is not available on this CPU";
+    match kernel {
+        Kernel::Portable => of(Portable::<f32>::new(), seconds),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma => of(avx2::Avx2Fma::detect().expect(CHECKED), seconds),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => of(avx512::Avx512::detect().expect(CHECKED), seconds),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx2Fma | Kernel::Avx512 => panic!("{CHECKED}"),
+    }
+}
+
 /// The caches the blocks are sized for: the CPU's, or in tests the ones a
 /// test chose, to run every kernel under other machines' blocks.
 fn caches() -> CacheSizes {

@@ -661,3 +661,14 @@ fn avx512_pack_a_matches_pack_panels() {
         }
     }
 }
+
+/// The register tile alone runs on every available kernel and reports a
+/// finite, positive speed (its arithmetic is checked against the naive
+/// product above; this checks the timing harness around it).
+#[test]
+fn every_register_tile_times_alone() {
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+        let gflops = microkernel_gflops(kernel, 0.01);
+        assert!(gflops.is_finite() && gflops > 0.0, "{kernel:?}: {gflops}");
+    }
+}
