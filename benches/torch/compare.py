@@ -117,6 +117,9 @@ def table(rounds):
     peaks = [row["gflops"] for o, _ in rounds for (bench, _), row in o.items() if bench == "fma_peak"]
     if peaks:
         lines.append(f"\nFMA peak measured by `ddpm bench` in these rounds: {span(peaks)} GFLOP/s.")
+    tiles = [row["gflops"] for o, _ in rounds for (bench, _), row in o.items() if bench == "gemm_microkernel"]
+    if tiles:
+        lines.append(f"Our GEMM's register tile alone, its panels in cache (`gemm_microkernel`): {span(tiles)} GFLOP/s.")
     return "\n".join(lines)
 
 
