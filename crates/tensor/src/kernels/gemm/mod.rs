@@ -662,23 +662,11 @@ pub fn blocking_f32(kernel: Kernel) -> Blocking {
 pub fn microkernel_gflops(kernel: Kernel, seconds: f64) -> f64 {
     fn of<K: MicroKernel<f32>>(kernel: K, seconds: f64) -> f64 {
         let kc = blocks::<f32, K>().kc;
-        // Small values: a C tile that gains 512 x 1e-6 a call stays finite and normal.
-        let run = |calls: usize| {
-            with_scratch(K::MR * kc + kc * K::NR + K::MR * K::NR, |buffer: &mut [f32]| {
-                buffer.fill(1e-3);
-                let (a, rest) = buffer.split_at_mut(K::MR * kc);
-                let (b, c) = rest.split_at_mut(kc * K::NR);
-                for _ in 0..calls {
-                    kernel.tile_rows(K::MR, kc, 1.0, a, b, 1.0, c, K::NR);
-                }
-                std::hint::black_box(c[0]);
-            });
-        };
         // Calibrate the call count on one thread, then run on all at once.
         let mut calls = 1 << 6;
         loop {
             let started = std::time::Instant::now();
-            run(calls);
+            std::hint::black_box(tile_alone(kernel, kc, calls));
             if started.elapsed().as_secs_f64() > seconds / 4.0 || calls > 1 << 30 {
                 break;
             }
@@ -686,8 +674,8 @@ pub fn microkernel_gflops(kernel: Kernel, seconds: f64) -> f64 {
         }
         let calls = calls * 4;
         let started = std::time::Instant::now();
-        let threads = rayon::broadcast(|_| run(calls)).len();
-        (threads * calls * 2 * K::MR * K::NR * kc) as f64 / started.elapsed().as_secs_f64() / 1e9
+        let flops: f64 = rayon::broadcast(|_| std::hint::black_box(tile_alone(kernel, kc, calls)).0).iter().sum();
+        flops / started.elapsed().as_secs_f64() / 1e9
     }
     const CHECKED: &str = "microkernel_gflops: the kernel is not available on this CPU";
     match kernel {
@@ -699,6 +687,23 @@ pub fn microkernel_gflops(kernel: Kernel, seconds: f64) -> f64 {
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Avx2Fma | Kernel::Avx512 => panic!("{CHECKED}"),
     }
+}
+
+/// [`microkernel_gflops`]'s loop on this thread: `calls` tiles of depth `kc`
+/// from panels and a tile that start at 1e-3 everywhere, so each call adds
+/// `kc x 1e-6` to every element of C (small enough to stay finite however
+/// long it runs). Returns the flops and C's first element, which says how
+/// many multiply-adds were done.
+fn tile_alone<K: MicroKernel<f32>>(kernel: K, kc: usize, calls: usize) -> (f64, f32) {
+    with_scratch(K::MR * kc + kc * K::NR + K::MR * K::NR, |buffer: &mut [f32]| {
+        buffer.fill(1e-3);
+        let (a, rest) = buffer.split_at_mut(K::MR * kc);
+        let (b, c) = rest.split_at_mut(kc * K::NR);
+        for _ in 0..calls {
+            kernel.tile_rows(K::MR, kc, 1.0, a, b, 1.0, c, K::NR);
+        }
+        ((calls * 2 * K::MR * K::NR * kc) as f64, c[0])
+    })
 }
 
 /// The caches the blocks are sized for: the CPU's, or in tests the ones a

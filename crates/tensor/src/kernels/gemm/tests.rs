@@ -662,11 +662,35 @@ fn avx512_pack_a_matches_pack_panels() {
     }
 }
 
-/// The register tile alone runs on every available kernel and reports a
-/// finite, positive speed (its arithmetic is checked against the naive
-/// product above; this checks the timing harness around it).
+/// The register tile alone does what its flop count says: after `calls`
+/// tiles of depth `kc` from panels of 1e-3, C's first element is `1e-3 +
+/// calls x kc x 1e-6` (each call adds kc products of 1e-6), and the count is
+/// `2 MR NR kc` a call. Then every available kernel's timing runs and
+/// reports a finite, positive speed.
 #[test]
-fn every_register_tile_times_alone() {
+fn the_register_tile_alone_counts_its_flops() {
+    fn check<K: MicroKernel<f32>>(kernel: K) {
+        for (kc, calls) in [(1, 1), (16, 3), (512, 5)] {
+            let (flops, c0) = tile_alone(kernel, kc, calls);
+            assert_eq!(flops, (calls * 2 * K::MR * K::NR * kc) as f64);
+            let want = 1e-3 + (calls * kc) as f64 * 1e-6;
+            assert!(
+                (f64::from(c0) - want).abs() < 1e-4 * want,
+                "{}: kc {kc}, {calls} calls: {c0} against {want}",
+                std::any::type_name::<K>()
+            );
+        }
+    }
+    check(Portable::<f32>::new());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(kernel) = avx2::Avx2Fma::detect() {
+            check(kernel);
+        }
+        if let Some(kernel) = avx512::Avx512::detect() {
+            check(kernel);
+        }
+    }
     for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
         let gflops = microkernel_gflops(kernel, 0.01);
         assert!(gflops.is_finite() && gflops > 0.0, "{kernel:?}: {gflops}");
