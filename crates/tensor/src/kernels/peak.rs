@@ -77,19 +77,28 @@ fn avx2_loop(iterations: usize) -> f32 {
 /// rayon pool together: each thread runs the FMA loop for about `seconds`.
 #[must_use]
 pub fn peak_gflops(kernel: Kernel, seconds: f64) -> f64 {
-    // Calibrate the iteration count on one thread, then run on all at once.
-    let mut iterations = 1 << 16;
+    pool_gflops(seconds, (1 << 16, 1 << 34), |iterations| std::hint::black_box(fma_loop(kernel, iterations)).0)
+}
+
+/// GFLOP/s of `run` on every thread of the current rayon pool at once, each
+/// thread for about `seconds`: `run(n)` does `n` repetitions of some work and
+/// returns the flops it did (`run` keeps its results alive, with
+/// `std::hint::black_box`). The repetitions are calibrated on one thread
+/// first, doubling from `first` (up to about `cap`) until a run takes a
+/// quarter of `seconds`; the pool then runs four times that many.
+pub(crate) fn pool_gflops(seconds: f64, (first, cap): (usize, usize), run: impl Fn(usize) -> f64 + Sync) -> f64 {
+    let mut repetitions = first;
     loop {
         let started = Instant::now();
-        std::hint::black_box(fma_loop(kernel, iterations));
-        if started.elapsed().as_secs_f64() > seconds / 4.0 || iterations > 1 << 34 {
+        std::hint::black_box(run(repetitions));
+        if started.elapsed().as_secs_f64() > seconds / 4.0 || repetitions > cap {
             break;
         }
-        iterations *= 2;
+        repetitions *= 2;
     }
-    let iterations = iterations * 4;
+    let repetitions = repetitions * 4;
     let started = Instant::now();
-    let flops: f64 = rayon::broadcast(|_| std::hint::black_box(fma_loop(kernel, iterations)).0).iter().sum();
+    let flops: f64 = rayon::broadcast(|_| std::hint::black_box(run(repetitions))).iter().sum();
     flops / started.elapsed().as_secs_f64() / 1e9
 }
 

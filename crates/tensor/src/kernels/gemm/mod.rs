@@ -662,20 +662,7 @@ pub fn blocking_f32(kernel: Kernel) -> Blocking {
 pub fn microkernel_gflops(kernel: Kernel, seconds: f64) -> f64 {
     fn of<K: MicroKernel<f32>>(kernel: K, seconds: f64) -> f64 {
         let kc = blocks::<f32, K>().kc;
-        // Calibrate the call count on one thread, then run on all at once.
-        let mut calls = 1 << 6;
-        loop {
-            let started = std::time::Instant::now();
-            std::hint::black_box(tile_alone(kernel, kc, calls));
-            if started.elapsed().as_secs_f64() > seconds / 4.0 || calls > 1 << 30 {
-                break;
-            }
-            calls *= 2;
-        }
-        let calls = calls * 4;
-        let started = std::time::Instant::now();
-        let flops: f64 = rayon::broadcast(|_| std::hint::black_box(tile_alone(kernel, kc, calls)).0).iter().sum();
-        flops / started.elapsed().as_secs_f64() / 1e9
+        crate::kernels::peak::pool_gflops(seconds, (1 << 6, 1 << 30), |calls| std::hint::black_box(tile_alone(kernel, kc, calls)).0)
     }
     const CHECKED: &str = "microkernel_gflops: the kernel is not available on this CPU";
     match kernel {
