@@ -84,9 +84,8 @@ macro_rules! store_tile {
 }
 
 /// The 12 x 32 kernel: 24 zmm accumulators. Its cache blocks come from
-/// `blocking.rs`: on a 48 KiB L1d `KC = 192` (a 24 KiB B~ micro-panel), on a
-/// 32 KiB L1d `KC = 128`, and with an L2 of 2 MiB or more `KC = 512` (a 64
-/// KiB micro-panel, streamed from L2).
+/// `blocking.rs`: with an L2 of 1 MiB or more `KC = 512` (a 64 KiB B~
+/// micro-panel, streamed from L2).
 impl MicroKernel<f32> for Avx512 {
     const MR: usize = MR;
     const NR: usize = NR;

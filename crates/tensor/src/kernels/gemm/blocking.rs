@@ -1,23 +1,27 @@
 //! The cache-block sizes `MC, KC, NC`, chosen at run time from the cache sizes
 //! of the CPU the program runs on.
 //!
-//! Constants tuned on one CPU are wrong on the next: the 12 x 32 AVX-512 kernel
-//! with `KC = 192` keeps a `192 x 32` B~ micro-panel (24 KiB) in the 48 KiB L1 of
-//! an AMD Zen core, but on an Intel core with 32 KiB of L1 that panel and the A~
-//! micro-panel streaming past it (9 KiB) no longer fit, and every rank-1 update
-//! waits on L2. So each block is sized for the cache level that serves its reuse
-//! (see the loop diagram in `mod.rs`):
+//! Constants tuned on one CPU are wrong on the next: an `MC x KC` A~ block
+//! sized for a 2 MiB L2 spills out of a 1 MiB one, and a B~ block sized for
+//! a 32 MiB L3 out of an 8 MiB one. So each block is sized for the cache
+//! level that serves its reuse (see the loop diagram in `mod.rs`):
 //!
-//! - `KC`: the `KC x NR` B~ micro-panel stays in L1 while LOOP 1 runs every A~
-//!   micro-panel past it. It gets half of L1; the other half holds the A~
-//!   micro-panel in flight and the C tile's lines. A core with a large L2
-//!   (2 MiB or more) gets the largest `KC`, 512, instead: its L2 streams a
-//!   micro-panel that does not fit in L1 as fast as the kernel reads it, and
-//!   each `kc` block of LOOP 4 costs one more pass of loads and stores over C.
-//!   On the Intel Xeon with 48 KiB L1d and 2 MiB L2, `KC = 512` (a 64 KiB
-//!   micro-panel) against the L1 rule's 192, two threads, medians of 40
-//!   alternations: n = 512 187 against 164 GFLOP/s, n = 1024 248 against 228,
-//!   n = 2048 188 against 171, n = 256 126 against 119.
+//! - `KC`: the `KC x NR` B~ micro-panel streams from L2 while LOOP 1 runs
+//!   every A~ micro-panel past it (the kernel asks for each of its rows a few
+//!   rank-1 updates ahead). It takes at most a sixteenth of L2, up to 512:
+//!   512 on every core this project has run on (1 MiB or 2 MiB of L2). A
+//!   larger `KC` means fewer `kc` blocks in LOOP 4, and each costs one more
+//!   pass of loads and stores over C, so it beats keeping the micro-panel in
+//!   L1, the rule until session 45: on the Intel Xeon with 48 KiB L1d and 2
+//!   MiB L2, `KC = 512` (a 64 KiB micro-panel) against the L1 rule's 192, two
+//!   threads, medians of 40 alternations: n = 512 187 against 164 GFLOP/s, n =
+//!   1024 248 against 228, n = 2048 188 against 171, n = 256 126 against 119;
+//!   on the AMD EPYC with 32 KiB L1d and 1 MiB L2 (family 25 model 17), 512
+//!   against the L1 rule's 128, `ddpm bench` alternated three times: n = 1024
+//!   208-216 against 193-199, n = 2048 207-216 against 186-197, n = 512
+//!   203-210 against 141-199, the UNets' steps and convolutions unchanged.
+//!   (The AMD EPYC of family 26 model 2, 48 KiB L1d and 1 MiB L2, where the
+//!   L1 rule gave 192, has not run this rule.)
 //! - `MC`: the `MC x KC` A~ block stays in L2 while LOOP 2 runs every B~
 //!   micro-panel past it. It gets 3/16 of L2, leaving room for the B~
 //!   micro-panels streaming through and for the C tiles written back.
@@ -25,11 +29,9 @@
 //!   A~ block. It gets 3/16 of L3, counted at most 16 MiB (a large shared L3
 //!   is shared with the other cores).
 //!
-//! On the AMD EPYC this project was tuned on (48 KiB L1d, 1 MiB L2, 32 MiB L3)
-//! the rules give `KC = 192, MC = 252, NC = 4096` for the AVX-512 f32 kernel, the
-//! values found best by measurement there (`MC = 240` measured the same). On an
-//! Intel Xeon with 32 KiB L1d and 1 MiB L2 they give `KC = 128, MC = 384`; on
-//! the Intel Xeon with 48 KiB L1d and 2 MiB L2, `KC = 512, MC = 192`.
+//! For the AVX-512 f32 kernel (12 x 32) a 1 MiB L2 and a 32 MiB L3 (the AMD
+//! EPYCs) give `KC = 512, MC = 96, NC = 1536`; a 2 MiB L2 (the Intel Xeons),
+//! `KC = 512, MC = 192`.
 //!
 //! The sizes are read from Linux's `/sys/devices/system/cpu/cpu0/cache`; where
 //! that is missing, a common x86 core is assumed (32 KiB, 1 MiB, 8 MiB).
@@ -38,12 +40,9 @@ use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// Largest `KC` the rules below choose, whatever the L1 (a bound for
+/// Largest `KC` the rules below choose, whatever the caches (a bound for
 /// buffers sized by it, such as the row offsets of a B read in place).
 pub(crate) const MAX_KC: usize = 512;
-
-/// From this L2 size on, `KC` is [`MAX_KC`] (see the module docs).
-const LARGE_L2: usize = 2 << 20;
 
 /// Data-cache sizes of one core, in bytes, and where they were read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +114,7 @@ impl Blocking {
     #[must_use]
     pub fn for_caches(caches: CacheSizes, mr: usize, nr: usize, elem_bytes: usize) -> Blocking {
         // KC: a multiple of 16 keeps the packed panels' rows cache-line aligned.
-        let kc = if caches.l2 >= LARGE_L2 { MAX_KC } else { (caches.l1d / 2 / (nr * elem_bytes) / 16 * 16).clamp(64, MAX_KC) };
+        let kc = (caches.l2 / 16 / (nr * elem_bytes) / 16 * 16).clamp(64, MAX_KC);
         let mc = (caches.l2 * 3 / 16 / (kc * elem_bytes) / mr * mr).clamp(mr, 1020 / mr * mr);
         let nc = (caches.l3.min(16 << 20) * 3 / 16 / (kc * elem_bytes) / nr * nr).clamp(8 * nr, 8192 / nr * nr);
         Blocking { mc, kc, nc }
@@ -159,22 +158,17 @@ mod tests {
 
     #[test]
     fn blocks_fit_the_cache_each_one_lives_in() {
-        let zen = CacheSizes { l1d: 48 << 10, l2: 1 << 20, l3: 32 << 20, source: "test" };
-        let xeon = CacheSizes { l1d: 32 << 10, l2: 1 << 20, l3: 35 << 20, source: "test" };
+        let zen = CacheSizes { l1d: 32 << 10, l2: 1 << 20, l3: 32 << 20, source: "test" };
+        let xeon = CacheSizes { l1d: 48 << 10, l2: 2 << 20, l3: 260 << 20, source: "test" };
+        let small_l2 = CacheSizes { l1d: 32 << 10, l2: 256 << 10, l3: 8 << 20, source: "test" };
         // The AVX-512 f32 kernel: 12 x 32.
-        assert_eq!(Blocking::for_caches(zen, 12, 32, 4), Blocking { mc: 252, kc: 192, nc: 4096 });
-        assert_eq!(Blocking::for_caches(xeon, 12, 32, 4), Blocking { mc: 384, kc: 128, nc: 6144 });
-        // The Intel Xeon with a 2 MiB L2: the largest KC, and MC from it.
-        let xeon_2m = CacheSizes { l1d: 48 << 10, l2: 2 << 20, l3: 260 << 20, source: "test" };
-        assert_eq!(Blocking::for_caches(xeon_2m, 12, 32, 4), Blocking { mc: 192, kc: 512, nc: 1536 });
-        for caches in [zen, xeon, xeon_2m, CacheSizes::ASSUMED] {
+        assert_eq!(Blocking::for_caches(zen, 12, 32, 4), Blocking { mc: 96, kc: 512, nc: 1536 });
+        assert_eq!(Blocking::for_caches(xeon, 12, 32, 4), Blocking { mc: 192, kc: 512, nc: 1536 });
+        assert_eq!(Blocking::for_caches(small_l2, 12, 32, 4), Blocking { mc: 96, kc: 128, nc: 3072 });
+        for caches in [zen, xeon, small_l2, CacheSizes::ASSUMED] {
             for (mr, nr, bytes) in [(12, 32, 4), (6, 16, 4), (8, 16, 8), (6, 8, 8)] {
                 let b = Blocking::for_caches(caches, mr, nr, bytes);
-                if caches.l2 < LARGE_L2 {
-                    assert!(b.kc * nr * bytes <= caches.l1d / 2, "{b:?}: B~ micro-panel in half of L1");
-                } else {
-                    assert!(b.kc == MAX_KC && b.kc * nr * bytes <= caches.l2 / 16, "{b:?}: the largest KC, micro-panel in L2");
-                }
+                assert!(b.kc <= MAX_KC && b.kc * nr * bytes <= caches.l2 / 16, "{b:?}: B~ micro-panel in a sixteenth of L2");
                 assert!(b.mc * b.kc * bytes <= caches.l2 / 4, "{b:?}: A~ block in a quarter of L2");
                 assert!(b.mc.is_multiple_of(mr) && b.nc.is_multiple_of(nr) && b.kc.is_multiple_of(16), "{b:?}: whole tiles");
             }
