@@ -129,6 +129,7 @@ mod tests {
     fn sizes_parse_with_their_units() {
         assert_eq!(parse_size("48K"), Some(48 << 10));
         assert_eq!(parse_size("32M"), Some(32 << 20));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("0K"), None);
         assert_eq!(parse_size("K"), None);
@@ -165,7 +166,14 @@ mod tests {
         assert_eq!(Blocking::for_caches(zen, 12, 32, 4), Blocking { mc: 96, kc: 512, nc: 1536 });
         assert_eq!(Blocking::for_caches(xeon, 12, 32, 4), Blocking { mc: 192, kc: 512, nc: 1536 });
         assert_eq!(Blocking::for_caches(small_l2, 12, 32, 4), Blocking { mc: 96, kc: 128, nc: 3072 });
-        for caches in [zen, xeon, small_l2, CacheSizes::ASSUMED] {
+        assert_eq!(Blocking::for_caches(CacheSizes::ASSUMED, 12, 32, 4), Blocking { mc: 96, kc: 512, nc: 768 });
+        // Where the bounds bind: MC at most 1020 rows (a huge L2), NC at most
+        // 8192 columns (KC at its floor of 64 under a large L3).
+        let huge_l2 = CacheSizes { l1d: 48 << 10, l2: 32 << 20, l3: 64 << 20, source: "test" };
+        assert_eq!(Blocking::for_caches(huge_l2, 12, 32, 4), Blocking { mc: 1020, kc: 512, nc: 1536 });
+        let tiny_l2 = CacheSizes { l1d: 32 << 10, l2: 128 << 10, l3: 32 << 20, source: "test" };
+        assert_eq!(Blocking::for_caches(tiny_l2, 12, 32, 4), Blocking { mc: 96, kc: 64, nc: 8192 });
+        for caches in [zen, xeon, small_l2, huge_l2, tiny_l2, CacheSizes::ASSUMED] {
             for (mr, nr, bytes) in [(12, 32, 4), (6, 16, 4), (8, 16, 8), (6, 8, 8)] {
                 let b = Blocking::for_caches(caches, mr, nr, bytes);
                 assert!(b.kc <= MAX_KC && b.kc * nr * bytes <= caches.l2 / 16, "{b:?}: B~ micro-panel in a sixteenth of L2");
