@@ -7,8 +7,8 @@
 //! level that serves its reuse (see the loop diagram in `mod.rs`):
 //!
 //! - `KC`: the `KC x NR` B~ micro-panel streams from L2 while LOOP 1 runs
-//!   every A~ micro-panel past it (the kernel asks for each of its rows a few
-//!   rank-1 updates ahead). It takes at most a sixteenth of L2, up to 512:
+//!   every A~ micro-panel past it (the AVX-512 kernel asks for each of its
+//!   rows eight rank-1 updates ahead, `PREFETCH_STEPS`). It takes at most a sixteenth of L2, up to 512:
 //!   512 on every core this project has run on (1 MiB or 2 MiB of L2). A
 //!   larger `KC` means fewer `kc` blocks in LOOP 4, and each costs one more
 //!   pass of loads and stores over C, so it beats keeping the micro-panel in

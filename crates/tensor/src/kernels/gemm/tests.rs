@@ -18,6 +18,14 @@ thread_local! {
     pub(super) static CACHES_OVERRIDE: std::cell::Cell<Option<CacheSizes>> = const { std::cell::Cell::new(None) };
 }
 
+/// Another machine's caches for the tests that run under its blocks: a core
+/// with a 256 KiB L2 (`KC = 128` for AVX-512).
+const SMALL_L2_CACHES: CacheSizes = CacheSizes { l1d: 32 << 10, l2: 256 << 10, l3: 8 << 20, source: "test" };
+
+/// Caches so small that every block is at its minimum (`KC = 64`, `MC = MR`,
+/// `NC = 8 NR`).
+const TINY_CACHES: CacheSizes = CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" };
+
 /// How a logical `rows x cols` matrix sits in memory.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Layout {
@@ -235,9 +243,7 @@ fn portable_f64_matches_naive() {
 /// one micro-panel.
 #[test]
 fn every_kernel_matches_naive_under_other_machines_blocks() {
-    let small_l2 = CacheSizes { l1d: 32 << 10, l2: 256 << 10, l3: 8 << 20, source: "test" };
-    let tiny = CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" };
-    for caches in [small_l2, tiny] {
+    for caches in [SMALL_L2_CACHES, TINY_CACHES] {
         CACHES_OVERRIDE.set(Some(caches));
         for kernel in Kernel::ALL {
             check_all_cases::<f32>(kernel);
@@ -396,11 +402,9 @@ fn pack_entry_by_entry<T: GemmScalar>(
 /// (the tiny caches make every LOOP 3 block one micro-panel and split k).
 #[test]
 fn prepacked_a_is_bit_identical_to_packing_in_loop_3() {
-    let small_l2 = CacheSizes { l1d: 32 << 10, l2: 256 << 10, l3: 8 << 20, source: "test" };
-    let tiny = CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0xa11);
-    for caches in [None, Some(small_l2), Some(tiny)] {
+    for caches in [None, Some(SMALL_L2_CACHES), Some(TINY_CACHES)] {
         for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
             for case in cases().into_iter().filter(|c| matches!(c.c, Layout::RowMajor | Layout::Strided)) {
                 let Case { m, n, k, alpha, beta, .. } = case;
@@ -441,7 +445,7 @@ fn prepacked_a_from_other_blocks_is_refused() {
     let (m, k, n) = (5, 300, 4);
     let (a, b) = (vec![1.0f32; m * k], vec![1.0f32; k * n]);
     let mut c = vec![0.0f32; m * n];
-    CACHES_OVERRIDE.set(Some(CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" }));
+    CACHES_OVERRIDE.set(Some(TINY_CACHES));
     let packed = PackedA::new(Kernel::Portable, MatRef::new(&a, m, k, k, 1).unwrap());
     CACHES_OVERRIDE.set(None);
     let b = PackFromView(MatRef::new(&b, k, n, n, 1).unwrap());
@@ -529,7 +533,6 @@ impl DirectB<f32> for ScatteredB {
 /// `DIRECT_MAX_M`, one thread and two, C poisoned with NaN when beta = 0.
 #[test]
 fn direct_b_is_bit_identical_to_packed_b() {
-    let tiny = CacheSizes { l1d: 1 << 10, l2: 1 << 10, l3: 1 << 10, source: "test" };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0xd1ec7);
     let ms = (1..=13).chain([16, 24, 37, DIRECT_MAX_M, DIRECT_MAX_M + 1]);
@@ -552,7 +555,7 @@ fn direct_b_is_bit_identical_to_packed_b() {
             gemm_naive(alpha.abs(), a64.map(f64::abs).view(), b64.map(f64::abs).view(), beta.abs(), bound.view_mut());
             let (alpha, beta) = (alpha as f32, beta as f32);
             for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
-                for caches in [None, Some(tiny)] {
+                for caches in [None, Some(TINY_CACHES)] {
                     for threading in [Threading::Single, Threading::Rayon] {
                         let (want, got) = pool.install(|| {
                             CACHES_OVERRIDE.set(caches);
