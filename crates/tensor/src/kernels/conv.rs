@@ -731,6 +731,7 @@ pub fn conv2d_backward_weight<T: GemmScalar>(g: &Conv2dGeometry, x: &[T], grad_o
     let threading = per_image_threading(chunks);
     // A pointwise conv's im2row matrix is the image channels last, a stored
     // (L, C) matrix the unpacked kernel can read in place, if it stays in L2.
+    // Either path sums L in the same `kc` blocks: the same bits whatever L2.
     let unpacked = g.is_pointwise() && l * r * std::mem::size_of::<T>() * UNPACKED_MAX_L2_SHARE <= CacheSizes::detect().l2;
     with_scratch(chunks * kr, |partials: &mut [T]| {
         partials.par_chunks_exact_mut(kr.max(1)).zip(x.par_chunks(chunk_x.max(1)).zip(grad_out.par_chunks(chunk_dout.max(1)))).for_each(

@@ -584,6 +584,46 @@ fn direct_b_is_bit_identical_to_packed_b() {
     }
 }
 
+/// `gemm_unpacked` (the convolutions' call for a B that fits in L2) gives C
+/// bit for bit as the AVX-512 kernel with B packed or read in place, so the
+/// size of L2, which picks the path, never changes a result: `k` over one and
+/// several `kc` blocks (784 is a pointwise conv's 28 x 28 image), under this
+/// CPU's blocks and two others', m on both sides of `DIRECT_MAX_M`, A
+/// row-major (`dout`) and column-major, C poisoned with NaN when it is not
+/// accumulated into.
+#[test]
+fn unpacked_is_bit_identical_to_packed_b() {
+    if !Kernel::Avx512.available() {
+        eprintln!("skipped: this CPU has no AVX-512F, so gemm_unpacked declines (unpacked.rs tests that)");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0x0b1);
+    for caches in [None, Some(SMALL_L2_CACHES), Some(TINY_CACHES)] {
+        CACHES_OVERRIDE.set(caches);
+        for (m, k, n) in [(16, 784, 16), (13, 1100, 33), (96, 784, 48), (DIRECT_MAX_M + 1, 300, 17), (5, 200, 7)] {
+            for a_layout in [Layout::RowMajor, Layout::ColMajor] {
+                let mut uniform = || rng.random_range(-1.0f32..1.0);
+                let a = Stored::new(m, k, a_layout, &mut uniform, SENTINEL as f32);
+                let b = Stored::new(k, n, Layout::RowMajor, &mut uniform, SENTINEL as f32);
+                let c_start = Stored::new(m, n, Layout::RowMajor, &mut uniform, SENTINEL as f32);
+                for accumulate in [false, true] {
+                    let c0 = if accumulate { c_start.map(|x| x) } else { c_start.map(|_| f32::NAN) };
+                    let beta = if accumulate { 1.0 } else { 0.0 };
+                    let mut want = c0.map(|x| x);
+                    gemm_packed_b(Kernel::Avx512, Threading::Single, 1.0, a.view(), &PackFromView(b.view()), beta, want.view_mut());
+                    let mut got = c0.map(|x| x);
+                    assert!(gemm_unpacked(a.view(), b.view(), accumulate, got.view_mut()));
+                    let what = format!("{caches:?} m {m} k {k} n {n} A {a_layout:?} accumulate {accumulate}");
+                    assert!(!got.data.iter().any(|x| x.is_nan()), "{what}: NaN survived");
+                    let same = want.data.iter().zip(&got.data).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{what}: gemm_unpacked differs from B packed");
+                }
+            }
+        }
+    }
+    CACHES_OVERRIDE.set(None);
+}
+
 /// A [`DirectB`] whose base is too short for the reads its offsets imply is
 /// refused before the microkernel runs, not read out of bounds.
 #[test]

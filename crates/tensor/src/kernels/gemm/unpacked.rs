@@ -16,6 +16,9 @@
 //! in the `kc` blocks LOOP 4 would cut, each block into fresh registers
 //! added to C as the packed microkernel adds it (`alpha * ab + beta * C`,
 //! no fused multiply-add), so C is bit-identical to the packed path's.
+//! [`gemm_unpacked`], called by the convolutions, cuts `k` at the same places:
+//! where a caller picks the unpacked or the packed path by the size of L2,
+//! the choice changes the speed, never a bit of the result.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -28,19 +31,21 @@ const NR: usize = 32;
 /// `C <- A B` (`accumulate` false) or `C <- A B + C` (true): A any
 /// strides, B and C with unit column stride; if `T` is f32 and the CPU has
 /// AVX-512F. Returns false, touching nothing, otherwise. `k` is summed in
-/// one block.
+/// the `kc` blocks the five loops cut for the AVX-512 kernel on this CPU's
+/// caches, so C is what `gemm_packed_b` with that kernel gives, bit for bit.
 ///
 /// # Panics
 /// If the shapes do not match, or B's or C's columns are not contiguous.
 pub fn gemm_unpacked<T: GemmScalar>(a: MatRef<T>, b: MatRef<T>, accumulate: bool, c: MatMut<T>) -> bool {
     let beta = if accumulate { T::ONE } else { T::ZERO };
-    gemm_small(T::ONE, a, b, beta, c, a.cols(), 1)
+    gemm_small(T::ONE, a, b, beta, c, None, 1)
 }
 
-/// `C <- alpha A B + beta C` with `k` summed in blocks of `kc` and the rows
-/// of C split between `threads` rayon tasks: A any strides, B and C with
-/// unit column stride; if `T` is f32 and the CPU has AVX-512F. Returns
-/// false, touching nothing, otherwise. With `beta == 0`, C is not read.
+/// `C <- alpha A B + beta C` with `k` summed in blocks of `kc` (`None`: the
+/// five loops' `kc` for the AVX-512 kernel) and the rows of C split between
+/// `threads` rayon tasks: A any strides, B and C with unit column stride; if
+/// `T` is f32 and the CPU has AVX-512F. Returns false, touching nothing,
+/// otherwise. With `beta == 0`, C is not read.
 ///
 /// # Panics
 /// If the shapes do not match, or B's or C's columns are not contiguous.
@@ -50,7 +55,7 @@ pub(super) fn gemm_small<T: GemmScalar>(
     b: MatRef<T>,
     beta: T,
     mut c: MatMut<T>,
-    kc: usize,
+    kc: Option<usize>,
     threads: usize,
 ) -> bool {
     super::assert_shapes("gemm_unpacked", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
@@ -77,6 +82,7 @@ pub(super) fn gemm_small<T: GemmScalar>(
         let a = MatRef::new(a, m, k, ars, acs).expect(fits);
         let b = MatRef::new(b, k, n, brs, 1).expect(fits);
         let c = MatMut::new(c, m, n, crs, 1).expect(fits);
+        let kc = kc.unwrap_or_else(|| super::kc_block(k, super::blocks::<f32, super::avx512::Avx512>()));
         split_rows(threads.max(1), alpha, a, b, beta, c, kc.max(1));
         return true;
     }
