@@ -8,12 +8,12 @@
 //!
 //! - `KC`: the `KC x NR` B~ micro-panel streams from L2 while LOOP 1 runs
 //!   every A~ micro-panel past it (the AVX-512 kernel asks for each of its
-//!   rows eight rank-1 updates ahead, `PREFETCH_STEPS`). It takes at most a sixteenth of L2, up to 512:
-//!   512 on every core this project has run on (1 MiB or 2 MiB of L2). A
-//!   larger `KC` means fewer `kc` blocks in LOOP 4, and each costs one more
-//!   pass of loads and stores over C, so it beats keeping the micro-panel in
-//!   L1, the rule until session 45: on the Intel Xeon with 48 KiB L1d and 2
-//!   MiB L2, `KC = 512` (a 64 KiB micro-panel) against the L1 rule's 192, two
+//!   rows eight rank-1 updates ahead, `PREFETCH_STEPS`). It takes at most a
+//!   sixteenth of L2, up to 512: 512 on every core this project has run on
+//!   (1 MiB or 2 MiB of L2). A larger `KC` means fewer `kc` blocks in LOOP
+//!   4, and each costs one more pass of loads and stores over C, so it beats
+//!   keeping the micro-panel in L1, the rule until session 45: on the Intel
+//!   Xeon with 48 KiB L1d and 2 MiB L2, `KC = 512` (a 64 KiB micro-panel) against the L1 rule's 192, two
 //!   threads, medians of 40 alternations: n = 512 187 against 164 GFLOP/s, n =
 //!   1024 248 against 228, n = 2048 188 against 171, n = 256 126 against 119;
 //!   on the AMD EPYC with 32 KiB L1d and 1 MiB L2 (family 25 model 17), 512

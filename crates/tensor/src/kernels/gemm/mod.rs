@@ -764,9 +764,8 @@ fn gemm_loops<T: GemmScalar, K: MicroKernel<T>>(
     // pool once, here.
     let enter_pool = threads > 1 && !in_pool;
     if let Some((a, b)) = unpacked_operands::<T, K>(a, b, c.col_stride()) {
-        let kc = kc_block(k, blocking);
         in_pool_once(enter_pool, || {
-            let ran = unpacked::gemm_small(alpha, a, b, beta, c, Some(kc), threads);
+            let ran = unpacked::gemm_small(alpha, a, b, beta, c, threads);
             assert!(ran, "gemm: {} reads small products unpacked, but declined", std::any::type_name::<K>());
         });
         return;

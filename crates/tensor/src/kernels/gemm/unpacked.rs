@@ -38,26 +38,18 @@ const NR: usize = 32;
 /// If the shapes do not match, or B's or C's columns are not contiguous.
 pub fn gemm_unpacked<T: GemmScalar>(a: MatRef<T>, b: MatRef<T>, accumulate: bool, c: MatMut<T>) -> bool {
     let beta = if accumulate { T::ONE } else { T::ZERO };
-    gemm_small(T::ONE, a, b, beta, c, None, 1)
+    gemm_small(T::ONE, a, b, beta, c, 1)
 }
 
-/// `C <- alpha A B + beta C` with `k` summed in blocks of `kc` (`None`: the
-/// five loops' `kc` for the AVX-512 kernel) and the rows of C split between
-/// `threads` rayon tasks: A any strides, B and C with unit column stride; if
-/// `T` is f32 and the CPU has AVX-512F. Returns false, touching nothing,
-/// otherwise. With `beta == 0`, C is not read.
+/// `C <- alpha A B + beta C` with `k` summed in the `kc` blocks the five
+/// loops cut for the AVX-512 kernel on this CPU's caches, and the rows of C
+/// split between `threads` rayon tasks: A any strides, B and C with unit
+/// column stride; if `T` is f32 and the CPU has AVX-512F. Returns false,
+/// touching nothing, otherwise. With `beta == 0`, C is not read.
 ///
 /// # Panics
 /// If the shapes do not match, or B's or C's columns are not contiguous.
-pub(super) fn gemm_small<T: GemmScalar>(
-    alpha: T,
-    a: MatRef<T>,
-    b: MatRef<T>,
-    beta: T,
-    mut c: MatMut<T>,
-    kc: Option<usize>,
-    threads: usize,
-) -> bool {
+pub(super) fn gemm_small<T: GemmScalar>(alpha: T, a: MatRef<T>, b: MatRef<T>, beta: T, mut c: MatMut<T>, threads: usize) -> bool {
     super::assert_shapes("gemm_unpacked", (a.rows(), a.cols()), (b.rows(), b.cols()), (c.rows(), c.cols()));
     assert!(b.col_stride() == 1 || b.cols() <= 1, "gemm_unpacked: B's columns are not contiguous");
     assert!(c.col_stride() == 1 || c.cols() <= 1, "gemm_unpacked: C's columns are not contiguous");
@@ -82,11 +74,11 @@ pub(super) fn gemm_small<T: GemmScalar>(
         let a = MatRef::new(a, m, k, ars, acs).expect(fits);
         let b = MatRef::new(b, k, n, brs, 1).expect(fits);
         let c = MatMut::new(c, m, n, crs, 1).expect(fits);
-        let kc = kc.unwrap_or_else(|| super::kc_block(k, super::blocks::<f32, super::avx512::Avx512>()));
+        let kc = super::kc_block(k, super::blocks::<f32, super::avx512::Avx512>());
         split_rows(threads.max(1), alpha, a, b, beta, c, kc.max(1));
         return true;
     }
-    let _ = (alpha, a, b, beta, c.rb(), kc, threads);
+    let _ = (alpha, a, b, beta, c.rb(), threads);
     false
 }
 
