@@ -189,6 +189,11 @@ fn bad_flags_and_files_are_one_line_errors() {
     std::fs::write(&junk, b"not a checkpoint").unwrap();
     let e = fails(&ddpm(&["info", "--checkpoint", junk.to_str().unwrap()]), 2);
     assert!(e.contains("junk.safetensors"), "{e}");
+    // A run folder that cannot be made, and a checkpoint interval of 0 steps.
+    let e = fails(&ddpm(&["train", "--preset", "toy", "--run", junk.join("r").to_str().unwrap()]), 2);
+    assert!(e.contains("--run") && e.contains("junk.safetensors is a file"), "{e}");
+    let e = fails(&ddpm(&["train", "--preset", "toy", "--checkpoint-every", "0", "--run", dir.join("r").to_str().unwrap()]), 2);
+    assert!(e.contains("--checkpoint-every"), "{e}");
     let other = dir.join("other.safetensors");
     nn::safetensors::SafeTensors::default().save(&other).unwrap();
     let e = fails(&ddpm(&["sample", "--checkpoint", other.to_str().unwrap()]), 2);

@@ -286,7 +286,13 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the flag.
     pub fn validate(&self) -> Result<()> {
-        let positive = [("--timesteps", self.timesteps), ("--batch", self.batch), ("--steps", self.steps), ("--samples", self.samples)];
+        let positive = [
+            ("--timesteps", self.timesteps),
+            ("--batch", self.batch),
+            ("--steps", self.steps),
+            ("--samples", self.samples),
+            ("--checkpoint-every", self.checkpoint_every),
+        ];
         for (flag, v) in positive {
             if v == 0 {
                 return Err(invalid(flag, "must be at least 1"));
@@ -500,7 +506,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_beta2_or_gamma_out_of_range_is_refused() {
+    fn a_rate_beta2_gamma_or_checkpoint_interval_out_of_range_is_refused() {
         let quick = TrainConfig::preset(Preset::Quick);
         assert!(quick.validate().is_ok());
         for (config, flag) in [
@@ -511,6 +517,7 @@ mod tests {
             (TrainConfig { adam_beta2: f64::NAN, ..quick.clone() }, "--adam-beta2"),
             (TrainConfig { min_snr_gamma: 0.0, ..quick.clone() }, "--min-snr-gamma"),
             (TrainConfig { min_snr_gamma: f64::INFINITY, ..quick.clone() }, "--min-snr-gamma"),
+            (TrainConfig { checkpoint_every: 0, ..quick.clone() }, "--checkpoint-every"),
         ] {
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(flag), "{e}");

@@ -260,6 +260,7 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
         truncate_metrics(&dir.join("metrics.csv"), loaded.step)?;
         return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before, _lock: lock });
     }
+    crate::run::validate::writable_dir("--run", &dir)?;
     fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     let lock = lock_run(&dir)?;
     if checkpoint_file.exists() {
@@ -452,7 +453,7 @@ pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) ->
         out_of_time = config.time_budget > 0.0 && started.elapsed().as_secs_f64() >= config.time_budget && run.step < config.steps;
         interrupted = interrupt.load(Ordering::SeqCst);
         let finished = run.step == config.steps || out_of_time || interrupted;
-        if finished || run.step % config.checkpoint_every.max(1) == 0 {
+        if finished || run.step % config.checkpoint_every == 0 {
             run.save_checkpoint(elapsed)?;
             last_checkpoint = Some(run.checkpoint_path());
         }
