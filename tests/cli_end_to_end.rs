@@ -194,6 +194,15 @@ fn bad_flags_and_files_are_one_line_errors() {
     assert!(e.contains("--run") && e.contains("junk.safetensors is a file"), "{e}");
     let e = fails(&ddpm(&["train", "--preset", "toy", "--checkpoint-every", "0", "--run", dir.join("r").to_str().unwrap()]), 2);
     assert!(e.contains("--checkpoint-every"), "{e}");
+    // Refused settings, weights or data leave no run folder behind.
+    let refused = dir.join("refused");
+    let e = fails(&ddpm(&["train", "--preset", "toy", "--timesteps", "1", "--run", refused.to_str().unwrap()]), 2);
+    assert!(e.contains("--timesteps"), "{e}");
+    let e = fails(&ddpm(&["train", "--preset", "toy", "--init", junk.to_str().unwrap(), "--run", refused.to_str().unwrap()]), 2);
+    assert!(e.contains("junk.safetensors"), "{e}");
+    let e = fails(&ddpm(&["train", "--data-dir", dir.to_str().unwrap(), "--run", refused.to_str().unwrap()]), 2);
+    assert!(e.contains("mnist"), "{e}");
+    assert!(!refused.exists());
     let other = dir.join("other.safetensors");
     nn::safetensors::SafeTensors::default().save(&other).unwrap();
     let e = fails(&ddpm(&["sample", "--checkpoint", other.to_str().unwrap()]), 2);

@@ -286,13 +286,11 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the flag.
     pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("--timesteps", self.timesteps),
-            ("--batch", self.batch),
-            ("--steps", self.steps),
-            ("--samples", self.samples),
-            ("--checkpoint-every", self.checkpoint_every),
-        ];
+        if self.timesteps < 2 {
+            return Err(invalid("--timesteps", &format!("must be at least 2, got {}", self.timesteps)));
+        }
+        let positive =
+            [("--batch", self.batch), ("--steps", self.steps), ("--samples", self.samples), ("--checkpoint-every", self.checkpoint_every)];
         for (flag, v) in positive {
             if v == 0 {
                 return Err(invalid(flag, "must be at least 1"));

@@ -212,12 +212,11 @@ impl Run {
     }
 }
 
-/// Starts a new run of `config` or resumes one, per `session`; a resumed run keeps
-/// every setting of its checkpoint's config but the budget and the outputs.
+/// Starts a new run of `config` (validated) or resumes one, per `session`; a resumed
+/// run keeps every setting of its checkpoint's config but the budget and the outputs.
 fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
     let dir = session.dir.clone();
     let checkpoint_file = dir.join("checkpoint.safetensors");
-    config.validate()?;
     let config = config.clone();
     if session.resume {
         if !dir.is_dir() {
@@ -260,6 +259,17 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
         truncate_metrics(&dir.join("metrics.csv"), loaded.step)?;
         return Ok(Run { dir, config, model, optimizer, ema, step: loaded.step, elapsed_before, _lock: lock });
     }
+    // The model first, so that a bad --init makes no run folder.
+    let model = match &config.init {
+        Some(init) => initial_weights(init, &config)?,
+        None => {
+            let mut model = Model::new(&config.model, config.seed)?;
+            if let (Model::Unet(unet), true) = (&mut model, config.zero_init) {
+                unet.zero_branch_outputs();
+            }
+            model
+        }
+    };
     crate::run::validate::writable_dir("--run", &dir)?;
     fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     let lock = lock_run(&dir)?;
@@ -271,16 +281,6 @@ fn open_run(config: &TrainConfig, session: &Session) -> Result<Run> {
     }
     write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&config).expect("serialises").as_bytes())?;
     write_atomic(&dir.join("metrics.csv"), b"step,loss,lr,grad_norm,examples_per_second\n")?;
-    let model = match &config.init {
-        Some(init) => initial_weights(init, &config)?,
-        None => {
-            let mut model = Model::new(&config.model, config.seed)?;
-            if let (Model::Unet(unet), true) = (&mut model, config.zero_init) {
-                unet.zero_branch_outputs();
-            }
-            model
-        }
-    };
     let optimizer = config.optimizer();
     let ema = Ema::new(&model, config.ema_decay).with_warmup(config.ema_warmup);
     Ok(Run { dir, config, model, optimizer, ema, step: 0, elapsed_before: 0.0, _lock: lock })
@@ -401,11 +401,14 @@ fn check_batch_fits(model: &Model, config: &TrainConfig, data: &TrainData, examp
 /// Bad settings or files, I/O errors, or [`Error::Diverged`] on a non-finite loss or
 /// gradient (after which nothing is written).
 pub fn train(config: &TrainConfig, session: &Session, interrupt: &AtomicBool) -> Result<Summary> {
+    // Whatever can refuse the settings or the data does so before the run folder is
+    // touched (a resumed run's config is `config`: the settings these read are fixed).
+    config.validate()?;
+    let schedule = config.noise_schedule()?;
+    let data = TrainData::load(config)?;
     let mut run = open_run(config, session)?;
     let config = run.config.clone();
-    let schedule = config.noise_schedule()?;
     let options = config.training_options();
-    let data = TrainData::load(&config)?;
     let mut order = BatchOrder { seed: config.seed, len: data.len(), epoch: None };
     let example_dims = config.example_dims();
     check_batch_fits(&run.model, &config, &data, &example_dims)?;
