@@ -13,6 +13,43 @@ fn default_unet_has_exactly_1_623_169_parameters() -> Result<()> {
 }
 
 #[test]
+fn parameter_counts_from_the_config_match_the_built_models() -> Result<()> {
+    // Every kind of block: skip projections (channels change), attention at one
+    // level or none, one to three blocks a level, two to four levels, RGB images.
+    let unets = [
+        UNetConfig::default(),
+        UNetConfig::tiny(),
+        UNetConfig { channel_mults: vec![1, 2, 4], ..UNetConfig::default() },
+        UNetConfig { attention_resolutions: vec![], num_res_blocks: 1, base_channels: 16, ..UNetConfig::default() },
+        UNetConfig {
+            image_channels: 3,
+            image_size: 32,
+            channel_mults: vec![1, 2, 2, 2],
+            attention_resolutions: vec![16],
+            num_res_blocks: 3,
+            ..UNetConfig::default()
+        },
+    ];
+    for config in unets {
+        let built = UNet::<f32>::new(&config, &mut rng(0))?.num_params() as u64;
+        assert_eq!(config.parameter_count(), built, "{config:?}");
+    }
+    for config in [MlpConfig::toy_2d(), MlpConfig::mnist(), MlpConfig { depth: 1, ..MlpConfig::toy_2d() }] {
+        assert_eq!(config.parameter_count(), MlpDenoiser::<f32>::new(&config, &mut rng(0))?.num_params() as u64, "{config:?}");
+    }
+    // Absurd sizes saturate instead of wrapping, and are refused by name.
+    let huge = UNetConfig { base_channels: 1 << 62, channel_mults: vec![1, 4], groups: 1, ..UNetConfig::default() };
+    assert!(huge.validate().unwrap_err().to_string().contains("overflows"));
+    assert_eq!(UNetConfig { base_channels: 1 << 40, ..UNetConfig::default() }.parameter_count(), u64::MAX);
+    assert_eq!(MlpConfig { hidden_dim: usize::MAX, ..MlpConfig::toy_2d() }.parameter_count(), u64::MAX);
+    let deep = UNetConfig { num_res_blocks: 1 << 40, ..UNetConfig::default() };
+    assert!(deep.validate().unwrap_err().to_string().contains("num_res_blocks"));
+    let many_levels = UNetConfig { channel_mults: vec![1; 65], ..UNetConfig::default() };
+    assert!(many_levels.validate().unwrap_err().to_string().contains("image_size"));
+    Ok(())
+}
+
+#[test]
 fn tiny_unet_is_the_small_model_its_docs_describe() -> Result<()> {
     // 1x8x8 images, base 8, levels (1, 2) at 8 and 4, attention only at 4, sinusoid
     // of 8 into a time embedding of 16, GroupNorm with 4 groups: the fast tests are

@@ -42,6 +42,18 @@ impl MlpConfig {
     pub fn mnist() -> Self {
         MlpConfig { data_dim: 784, hidden_dim: 1024, depth: 3, time_embed_dim: 128 }
     }
+
+    /// How many weights [`MlpDenoiser::new`] makes, from the sizes alone and
+    /// saturating at `u64::MAX` (see [`UNetConfig::parameter_count`](crate::UNetConfig::parameter_count)):
+    /// `(D + S) H + H`, then `depth - 1` times `H H + H`, then `H D + D`.
+    #[must_use]
+    pub fn parameter_count(&self) -> u64 {
+        let size = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        let linear = |i: u64, o: u64| i.saturating_mul(o).saturating_add(o);
+        let (d, h) = (size(self.data_dim), size(self.hidden_dim));
+        let hidden = linear(h, h).saturating_mul(size(self.depth).saturating_sub(1));
+        linear(d.saturating_add(size(self.time_embed_dim)), h).saturating_add(hidden).saturating_add(linear(h, d))
+    }
 }
 
 impl Default for MlpConfig {

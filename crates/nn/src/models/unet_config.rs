@@ -60,6 +60,11 @@ const KEYS: &[&str] = &[
     "dropout",
 ];
 
+/// The most residual blocks a level may have: far beyond the 2 or 3 of the
+/// published UNets, and small enough that counting a config's parameters stays
+/// instant.
+pub const MAX_RES_BLOCKS: usize = 64;
+
 fn invalid(msg: String) -> Error {
     Error::InvalidArgument { op: "UNetConfig", msg }
 }
@@ -102,10 +107,65 @@ impl UNetConfig {
         (0..self.channel_mults.len()).map(|level| self.image_size >> level).collect()
     }
 
+    /// How many weights [`UNet::new`](crate::UNet::new) makes for this config
+    /// (one that passes [`UNetConfig::validate`]), counted from the sizes alone,
+    /// nothing allocated, and saturating at `u64::MAX`: so an absurd size from a
+    /// flag or a file is refused before a buffer is asked for it. It walks the
+    /// levels as `UNet::new` does; the UNet's tests hold the two equal.
+    #[must_use]
+    pub fn parameter_count(&self) -> u64 {
+        let size = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        let sum = |terms: &[u64]| terms.iter().fold(0u64, |total, &t| total.saturating_add(t));
+        // A convolution of `taps` taps (9 for 3x3, 1 for 1x1, 1 for a linear layer)
+        // has `taps cin cout` weights and `cout` biases; a group norm a scale and a
+        // shift a channel.
+        let conv = |taps: u64, cin: u64, cout: u64| taps.saturating_mul(cin).saturating_mul(cout).saturating_add(cout);
+        let norm = |c: u64| c.saturating_mul(2);
+        let embed = size(self.time_embed_dim);
+        let res_block = |cin: u64, cout: u64| {
+            let skip = if cin == cout { 0 } else { conv(1, cin, cout) };
+            sum(&[norm(cin), conv(9, cin, cout), conv(1, embed, cout), norm(cout), conv(9, cout, cout), skip])
+        };
+        let attention = |c: u64| sum(&[norm(c), conv(1, c, c.saturating_mul(3)), conv(1, c, c)]);
+        let resolutions = self.resolutions();
+        let attends = |level: usize| self.attention_resolutions.contains(&resolutions[level]);
+        let level_channels = |mult: usize| size(self.base_channels).saturating_mul(size(mult));
+        let levels = self.channel_mults.len();
+
+        let base = size(self.base_channels);
+        let mut total = sum(&[conv(1, size(self.sinusoidal_dim), embed), conv(1, embed, embed), conv(9, size(self.image_channels), base)]);
+        let (mut channels, mut skips) = (base, vec![base]);
+        for (level, &mult) in self.channel_mults.iter().enumerate() {
+            for _ in 0..self.num_res_blocks {
+                let out = level_channels(mult);
+                total = sum(&[total, res_block(channels, out), if attends(level) { attention(out) } else { 0 }]);
+                channels = out;
+                skips.push(channels);
+            }
+            if level + 1 < levels {
+                total = sum(&[total, conv(9, channels, channels)]);
+                skips.push(channels);
+            }
+        }
+        total = sum(&[total, res_block(channels, channels), attention(channels), res_block(channels, channels)]);
+        for (level, &mult) in self.channel_mults.iter().enumerate().rev() {
+            for _ in 0..=self.num_res_blocks {
+                let (skip, out) = (skips.pop().unwrap_or(0), level_channels(mult));
+                total = sum(&[total, res_block(channels.saturating_add(skip), out), if attends(level) { attention(out) } else { 0 }]);
+                channels = out;
+            }
+            if level > 0 {
+                total = sum(&[total, conv(9, channels, channels)]);
+            }
+        }
+        sum(&[total, norm(channels), conv(9, channels, size(self.image_channels))])
+    }
+
     /// Checks that the numbers fit together.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the first problem: no level, a zero size,
+    /// more than [`MAX_RES_BLOCKS`] blocks a level, a channel count that overflows,
     /// a group count that does not divide a channel count, an image size that does
     /// not halve evenly down to the last level, an odd or tiny `sinusoidal_dim`, a
     /// dropout outside `[0, 1)`.
@@ -116,8 +176,13 @@ impl UNetConfig {
         if self.image_channels == 0 || self.base_channels == 0 || self.time_embed_dim == 0 || self.num_res_blocks == 0 {
             return Err(invalid(format!("sizes must be positive: {self:?}")));
         }
+        if self.num_res_blocks > MAX_RES_BLOCKS {
+            return Err(invalid(format!("num_res_blocks {} is more than {MAX_RES_BLOCKS} a level", self.num_res_blocks)));
+        }
         let halvings = self.channel_mults.len() - 1;
-        if self.image_size == 0 || !self.image_size.is_multiple_of(1 << halvings) {
+        let halves_evenly =
+            u32::try_from(halvings).ok().and_then(|h| 1usize.checked_shl(h)).is_some_and(|d| self.image_size.is_multiple_of(d));
+        if self.image_size == 0 || !halves_evenly {
             return Err(invalid(format!(
                 "image_size {} must be divisible by 2^{halvings} for {} levels",
                 self.image_size,
@@ -125,7 +190,9 @@ impl UNetConfig {
             )));
         }
         for &m in &self.channel_mults {
-            let channels = self.base_channels * m;
+            let Some(channels) = self.base_channels.checked_mul(m) else {
+                return Err(invalid(format!("base_channels {} times channel_mult {m} overflows", self.base_channels)));
+            };
             if self.groups == 0 || !channels.is_multiple_of(self.groups) {
                 return Err(invalid(format!("{} groups do not divide {channels} channels", self.groups)));
             }
