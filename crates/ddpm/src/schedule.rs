@@ -144,11 +144,23 @@ pub struct NoiseSchedule {
 }
 
 impl NoiseSchedule {
+    /// The most timesteps a named schedule may have: a hundred times the paper's
+    /// 1,000 (improved DDPM used 4,000). Ancestral sampling calls the model once a
+    /// step, so more would take days to sample, and a `T` read from a flag or a file
+    /// cannot ask for tables of any size.
+    pub const MAX_TIMESTEPS: usize = 100_000;
+
     /// The named schedule with `num_timesteps` steps.
     ///
     /// # Errors
-    /// [`Error::InvalidSchedule`] when `num_timesteps < 2`.
+    /// [`Error::InvalidSchedule`] when `num_timesteps < 2` or above
+    /// [`NoiseSchedule::MAX_TIMESTEPS`].
     pub fn new(schedule: BetaSchedule, num_timesteps: usize) -> Result<Self> {
+        if num_timesteps > Self::MAX_TIMESTEPS {
+            return Err(Error::InvalidSchedule {
+                msg: format!("{num_timesteps} timesteps, more than the {} allowed", Self::MAX_TIMESTEPS),
+            });
+        }
         Self::from_betas(schedule.betas(num_timesteps))
     }
 

@@ -28,6 +28,11 @@ fn bad_input_is_an_error_that_names_the_problem() {
     assert!(matches!(NoiseSchedule::from_betas(vec![0.1, 1.0]), Err(Error::InvalidSchedule { .. })));
     assert!(matches!(NoiseSchedule::new(BetaSchedule::Linear, 20), Err(Error::InvalidSchedule { .. })));
     assert!(NoiseSchedule::new(BetaSchedule::Linear, 21).is_ok());
+    // A T from a flag or a file is capped before any table is made.
+    assert!(NoiseSchedule::new(BetaSchedule::Cosine, NoiseSchedule::MAX_TIMESTEPS).is_ok());
+    for huge in [NoiseSchedule::MAX_TIMESTEPS + 1, usize::MAX] {
+        assert!(matches!(NoiseSchedule::new(BetaSchedule::Cosine, huge), Err(Error::InvalidSchedule { .. })));
+    }
     assert!("quadratic".parse::<BetaSchedule>().is_err());
     assert!("learned".parse::<VarianceKind>().is_err());
     // One spelling each way: every name parses back to the value that displays it.
