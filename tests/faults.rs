@@ -173,6 +173,15 @@ fn bad_inputs_are_one_line_errors_naming_the_flag_and_its_range() {
             &["--batch", "GB", "or less"],
         ),
         case("train --time-budget inf --run {dir}/r", &["--time-budget", "finite"]),
+        // Sizes whose buffers no machine has are refused before one is asked for.
+        case("sample --checkpoint {ckpt} --count 18446744073709551615", &["--count", "100000"]),
+        case("eval --checkpoint {ckpt} --samples 100001", &["--samples", "100000"]),
+        case("train --timesteps 1000000000000 --run {dir}/r", &["--timesteps", "100000"]),
+        case("forward --timesteps 18446744073709551615 --t 0 --out {dir}/fw", &["timesteps", "100000"]),
+        case("train --base-channels 1000000000000 --run {dir}/r", &["--base-channels", "parameters"]),
+        case("train --base-channels 4611686018427387904 --channel-mults 1,4 --run {dir}/r", &["--base-channels", "overflows"]),
+        case("train --res-blocks 1000000000000 --run {dir}/r", &["--res-blocks", "num_res_blocks"]),
+        case("train --model mlp --data two-moons --hidden 1000000000000 --run {dir}/r", &["--hidden", "parameters"]),
         Case {
             args: "train --preset toy --hidden 0 --run {dir}/r",
             env: None,
@@ -388,6 +397,33 @@ fn nan_checkpoint(dir: &Path) -> PathBuf {
     let path = dir.join("nan.safetensors");
     c.save(&path).unwrap();
     path
+}
+
+#[test]
+fn a_checkpoint_whose_config_does_not_fit_is_refused_naming_the_file() {
+    // The config in the metadata rebuilds the model, so a file whose config asks
+    // for sizes no flag accepts, or for a model other than the weights it holds,
+    // is refused before a buffer is made for it.
+    let dir = scratch("config");
+    let original = Checkpoint::<f32>::load(tiny_run().join("checkpoint.safetensors")).unwrap();
+    let edits: [(&str, &str); 4] = [
+        ("\"timesteps\":25", "\"timesteps\":1000000000000000"),
+        ("\"base_channels\":8", "\"base_channels\":1000000000000"),
+        ("\"base_channels\":8", "\"base_channels\":16"),
+        ("\"image_size\":28", "\"image_size\":4294967296"),
+    ];
+    for (i, (from, to)) in edits.iter().enumerate() {
+        let mut c = original.clone();
+        let config = c.metadata.get_mut("config").unwrap();
+        assert!(config.contains(from), "the tiny run's config has no {from}: {config}");
+        *config = config.replacen(from, to, 1);
+        let path = dir.join(format!("edited{i}.safetensors"));
+        c.save(&path).unwrap();
+        let e = fails(&ddpm(&["sample", "--checkpoint", s(&path), "--count", "1", "--steps", "2", "--out", s(&dir.join("s.png"))]), 2);
+        assert!(e.contains(&format!("edited{i}.safetensors")) && e.contains("config"), "{to}: {e}");
+    }
+    assert!(!dir.join("s.png").exists());
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

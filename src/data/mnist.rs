@@ -94,7 +94,7 @@ impl Mnist {
     ///
     /// [`Error::Io`] if a file cannot be read. [`Error::Format`], naming the file and the
     /// byte offset, if a file is not a well-formed IDX file (see
-    /// [`IdxArray::from_reader`]), the images are not (N, 28, 28), the labels are not (N)
+    /// [`IdxArray::from_reader`]), the images are not (N, 28, 28) with N > 0, the labels are not (N)
     /// with the same N, or a label is above 9.
     ///
     /// # Example
@@ -118,6 +118,8 @@ impl Mnist {
         let images_name = format!("{} (decompressed)", images_path.display());
         let labels_name = format!("{} (decompressed)", labels_path.display());
         let n = match *images.dims() {
+            // No images would leave nothing to train on, and means of nothing to print.
+            [0, ROWS, COLS] => return Err(Error::format(&images_name, 4, "holds no images".to_string())),
             [n, ROWS, COLS] => n,
             ref dims => {
                 return Err(Error::format(&images_name, 4, format!("MNIST images must have dimensions (N, 28, 28), found {dims:?}")))
@@ -464,11 +466,10 @@ mod tests {
     }
 
     #[test]
-    fn a_split_of_no_images_loads_empty() {
+    fn a_split_of_no_images_is_refused() {
+        // Training would divide by its size, and every mean over it would be NaN.
         let dir = write_split("empty", &[0, 28, 28], &[0], &[]);
-        let split = Mnist::load(&dir, Split::Test).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(split.is_empty() && split.images().is_empty());
-        assert_eq!(split.image(0), None);
+        let err = load_error(&dir);
+        assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("offset 4") && err.contains("no images"), "{err}");
     }
 }

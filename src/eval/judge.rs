@@ -209,9 +209,7 @@ pub fn eval(
     samples_out: Option<&Path>,
 ) -> Result<(EvalReport, String)> {
     let SampleSet { sampler, count, seed } = set;
-    if count < 2 {
-        return Err(Error::InvalidArgument { what: "--samples", reason: format!("needs at least 2 samples, got {count}") });
-    }
+    crate::run::validate::sample_count("--samples", count, 2)?;
     if loaded.config.data != Dataset::Mnist {
         return Err(Error::InvalidArgument { what: "--checkpoint", reason: "eval needs a checkpoint trained on MNIST".into() });
     }

@@ -57,9 +57,7 @@ pub struct SampleSet {
 pub fn sample(loaded: &Loaded, raw: bool, set: SampleSet, out: &Path, trajectory: Option<&Path>) -> Result<String> {
     let config = &loaded.config;
     let SampleSet { sampler, count, seed } = set;
-    if count == 0 {
-        return Err(Error::InvalidArgument { what: "--count", reason: "must be at least 1".into() });
-    }
+    validate::sample_count("--count", count, 1)?;
     validate::sampler(&sampler, config.timesteps)?;
     validate::png_output("--out", out)?;
     if let Some(path) = trajectory {

@@ -94,6 +94,17 @@ pub enum ModelConfig {
     Mlp(nn::MlpConfig),
 }
 
+impl ModelConfig {
+    /// How many parameters the model has, from its sizes alone (saturating).
+    #[must_use]
+    pub fn parameter_count(&self) -> u64 {
+        match self {
+            ModelConfig::Unet(unet) => unet.parameter_count(),
+            ModelConfig::Mlp(mlp) => mlp.parameter_count(),
+        }
+    }
+}
+
 /// Everything that determines a training run. Same config and seed, same weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -286,16 +297,16 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the flag.
     pub fn validate(&self) -> Result<()> {
-        if self.timesteps < 2 {
-            return Err(invalid("--timesteps", &format!("must be at least 2, got {}", self.timesteps)));
+        if !(2..=NoiseSchedule::MAX_TIMESTEPS).contains(&self.timesteps) {
+            return Err(invalid("--timesteps", &format!("must be from 2 to {}, got {}", NoiseSchedule::MAX_TIMESTEPS, self.timesteps)));
         }
-        let positive =
-            [("--batch", self.batch), ("--steps", self.steps), ("--samples", self.samples), ("--checkpoint-every", self.checkpoint_every)];
+        let positive = [("--batch", self.batch), ("--steps", self.steps), ("--checkpoint-every", self.checkpoint_every)];
         for (flag, v) in positive {
             if v == 0 {
                 return Err(invalid(flag, "must be at least 1"));
             }
         }
+        crate::run::validate::sample_count("--samples", self.samples, 1)?;
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(invalid("--lr", &format!("must be a positive number, got {}", self.lr)));
         }
@@ -326,6 +337,28 @@ impl TrainConfig {
         }
         if let ModelConfig::Unet(unet) = &self.model {
             unet.validate().map_err(|e| invalid("--base-channels/--channel-mults/--res-blocks", &e.to_string()))?;
+        }
+        // The model takes the data's examples as they are: MNIST's 1 x 28 x 28
+        // images (flattened to 784 for the MLP), a toy set's 2-D points.
+        let example = self.example_dims();
+        let fits = match (self.data, &self.model) {
+            (Dataset::Mnist, ModelConfig::Unet(_)) => example == [1, 28, 28],
+            (Dataset::Mnist, ModelConfig::Mlp(_)) => example == [784],
+            (_, ModelConfig::Unet(_)) => false,
+            (_, ModelConfig::Mlp(_)) => example == [2],
+        };
+        if !fits {
+            let data = self.data.to_possible_value().map_or_else(|| format!("{:?}", self.data), |v| v.get_name().to_string());
+            return Err(invalid("--model", &format!("a model of examples {example:?} cannot train on --data {data}")));
+        }
+        let parameters = self.model.parameter_count();
+        if parameters > MAX_PARAMETERS {
+            let flags = match self.model {
+                ModelConfig::Unet(_) => "--base-channels/--channel-mults/--res-blocks",
+                ModelConfig::Mlp(_) => "--hidden/--depth",
+            };
+            let count = if parameters == u64::MAX { "more than 2^64".to_string() } else { parameters.to_string() };
+            return Err(invalid(flags, &format!("the model would have {count} parameters; at most {MAX_PARAMETERS} are allowed")));
         }
         Ok(())
     }
@@ -417,6 +450,12 @@ impl TrainConfig {
     }
 }
 
+/// The most parameters a model may have: 4 GiB of f32 weights, which training holds
+/// five times over (the weights, their gradient, Adam's two moments and the EMA),
+/// beyond the memory of the machines this course runs on. A size from a flag or a
+/// checkpoint is checked against it before any buffer is made.
+pub const MAX_PARAMETERS: u64 = 1 << 30;
+
 fn invalid(what: &'static str, reason: &str) -> Error {
     Error::InvalidArgument { what, reason: reason.to_string() }
 }
@@ -504,9 +543,11 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_beta2_gamma_or_checkpoint_interval_out_of_range_is_refused() {
+    fn a_setting_out_of_range_or_a_model_that_does_not_fit_is_refused() {
+        for preset in [Preset::Quick, Preset::Course, Preset::Toy] {
+            assert!(TrainConfig::preset(preset).validate().is_ok(), "{preset:?}");
+        }
         let quick = TrainConfig::preset(Preset::Quick);
-        assert!(quick.validate().is_ok());
         for (config, flag) in [
             (TrainConfig { lr: 0.0, ..quick.clone() }, "--lr"),
             (TrainConfig { lr: f64::INFINITY, ..quick.clone() }, "--lr"),
@@ -516,6 +557,25 @@ mod tests {
             (TrainConfig { min_snr_gamma: 0.0, ..quick.clone() }, "--min-snr-gamma"),
             (TrainConfig { min_snr_gamma: f64::INFINITY, ..quick.clone() }, "--min-snr-gamma"),
             (TrainConfig { checkpoint_every: 0, ..quick.clone() }, "--checkpoint-every"),
+            (TrainConfig { timesteps: 1, ..quick.clone() }, "--timesteps"),
+            (TrainConfig { timesteps: usize::MAX, ..quick.clone() }, "--timesteps"),
+            (TrainConfig { data: Dataset::SwissRoll, ..quick.clone() }, "--model"),
+            (TrainConfig { model: ModelConfig::Mlp(nn::MlpConfig::toy_2d()), ..quick.clone() }, "--model"),
+            (
+                TrainConfig { model: ModelConfig::Unet(nn::UNetConfig { image_size: 32, ..nn::UNetConfig::default() }), ..quick.clone() },
+                "--model",
+            ),
+            (
+                TrainConfig {
+                    model: ModelConfig::Unet(nn::UNetConfig { base_channels: 1 << 20, ..nn::UNetConfig::default() }),
+                    ..quick.clone()
+                },
+                "--base-channels",
+            ),
+            (
+                TrainConfig { model: ModelConfig::Mlp(nn::MlpConfig { hidden_dim: 1 << 40, ..nn::MlpConfig::mnist() }), ..quick.clone() },
+                "--hidden",
+            ),
         ] {
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(flag), "{e}");

@@ -118,6 +118,17 @@ impl Loaded {
         let config: TrainConfig = serde_json::from_str(checkpoint.metadata_value(CONFIG_KEY, &source)?)
             .map_err(|e| bad(format!("the config in the metadata does not parse: {e}")))?;
         let step = checkpoint.metadata_value(STEP_KEY, &source)?.parse().map_err(|e| bad(format!("bad step: {e}")))?;
+        // The config rebuilds the model, so it is checked before it is believed: a
+        // size no flag would accept, or a model larger than the weights the file
+        // holds, is an error here, not an allocation that fails later.
+        config.validate().map_err(|e| bad(format!("the config in the metadata is refused: {e}")))?;
+        let parameters = config.model.parameter_count();
+        for (part, weights) in [("model", &checkpoint.model), ("EMA", &checkpoint.ema)] {
+            let held: u64 = weights.iter().map(|(_, w)| w.elem_count() as u64).sum();
+            if !weights.is_empty() && held != parameters {
+                return Err(bad(format!("its config describes a model of {parameters} parameters, but its {part} weights hold {held}")));
+            }
+        }
         Ok(Loaded { path, config, step, checkpoint })
     }
 

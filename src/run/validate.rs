@@ -10,6 +10,22 @@ fn invalid(what: &'static str, reason: String) -> Error {
     Error::InvalidArgument { what, reason }
 }
 
+/// The most samples one command draws: ten times the 10,000 of an FID. They are
+/// held in memory together (and `ddpm sample` draws them all in one grid).
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// A number of samples for `flag`: from `least` to [`MAX_SAMPLES`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the flag, its value and its range.
+pub fn sample_count(flag: &'static str, count: usize, least: usize) -> Result<()> {
+    if (least..=MAX_SAMPLES).contains(&count) {
+        Ok(())
+    } else {
+        Err(invalid(flag, format!("must be from {least} to {MAX_SAMPLES}, got {count}")))
+    }
+}
+
 /// The sampler flags for a model of `timesteps` steps: DDIM and ancestral sampling
 /// keep between 2 and T of its timesteps and Langevin visits as many noise levels;
 /// eta is in [0, 1].
