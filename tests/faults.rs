@@ -182,6 +182,8 @@ fn bad_inputs_are_one_line_errors_naming_the_flag_and_its_range() {
         case("train --base-channels 4611686018427387904 --channel-mults 1,4 --run {dir}/r", &["--base-channels", "overflows"]),
         case("train --res-blocks 1000000000000 --run {dir}/r", &["--res-blocks", "num_res_blocks"]),
         case("train --model mlp --data two-moons --hidden 1000000000000 --run {dir}/r", &["--hidden", "parameters"]),
+        case("ablation --samples 1 --out {dir}/ab", &["--samples", "from 2"]),
+        case("ablation --timesteps 1000000 --out {dir}/ab", &["--timesteps", "100000"]),
         Case {
             args: "train --preset toy --hidden 0 --run {dir}/r",
             env: None,
@@ -222,7 +224,7 @@ fn bad_inputs_are_one_line_errors_naming_the_flag_and_its_range() {
         }
     }
     // No refused command left a file behind.
-    for name in ["s.jpg", "t.gif", "g.bmp", "samples.png", "fw", "r"] {
+    for name in ["s.jpg", "t.gif", "g.bmp", "samples.png", "fw", "r", "ab"] {
         assert!(!dir.join(name).exists(), "{name} was written");
     }
     std::fs::remove_dir_all(dir).unwrap();

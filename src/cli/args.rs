@@ -150,7 +150,7 @@ pub struct TrainArgs {
     /// Noise schedule.
     #[arg(long, value_parser = named(&BetaSchedule::NAMES, &[]))]
     pub schedule: Option<BetaSchedule>,
-    /// Number of diffusion steps T.
+    /// Number of diffusion steps T (2 to 100,000).
     #[arg(long)]
     pub timesteps: Option<usize>,
     /// Training objective.
@@ -229,7 +229,7 @@ pub struct TrainArgs {
     /// Save a sample grid every N steps (0 = only at the end).
     #[arg(long)]
     pub sample_every: Option<usize>,
-    /// Number of samples in the grids.
+    /// Number of samples in the grids (1 to 100,000).
     #[arg(long)]
     pub samples: Option<usize>,
     /// No progress bar (for logs and tests).
@@ -263,7 +263,7 @@ pub struct SampleArgs {
     pub checkpoint: PathBuf,
     #[command(flatten)]
     pub sampling: SamplerArgs,
-    /// Number of samples.
+    /// Number of samples (1 to 100,000).
     #[arg(long, default_value_t = 64)]
     pub count: usize,
     /// Seed of the starting noise and every step's noise.
@@ -291,7 +291,7 @@ pub struct ForwardArgs {
     /// Schedule for the pictures.
     #[arg(long, value_parser = named(&BetaSchedule::NAMES, &[]), default_value = "linear")]
     pub schedule: BetaSchedule,
-    /// Number of diffusion steps T.
+    /// Number of diffusion steps T (2 to 100,000).
     #[arg(long, default_value_t = 1000)]
     pub timesteps: usize,
     /// Seed of the noise.
@@ -333,7 +333,7 @@ pub struct EvalArgs {
     /// Checkpoint (or run folder) to sample from.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Number of samples to score.
+    /// Number of samples to score (2 to 100,000).
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
     #[command(flatten)]

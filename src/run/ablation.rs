@@ -127,12 +127,12 @@ fn train_row(ablation: &Ablation, row: Row, dir: &Path, interrupt: &AtomicBool) 
 /// Bad flags, an interrupt, data or I/O errors. A run whose loss diverges is
 /// not an error: its row says so.
 pub fn run(args: &Ablation, interrupt: &AtomicBool) -> Result<String> {
-    if args.samples < 2 || args.nll_images == 0 || args.base.steps == 0 {
-        return Err(Error::InvalidArgument {
-            what: "--samples/--nll-images/--steps",
-            reason: "need at least 2 samples, 1 image and 1 step".into(),
-        });
+    if args.nll_images == 0 {
+        return Err(Error::InvalidArgument { what: "--nll-images", reason: "must be at least 1".into() });
     }
+    crate::run::validate::sample_count("--samples", args.samples, 2)?;
+    // Every row trains a variant of this config: refused now, not after a row's work.
+    args.base.validate()?;
     let ModelConfig::Unet(unet) = &args.base.model else {
         return Err(Error::InvalidArgument { what: "ablation", reason: "its rows train the UNet on MNIST".into() });
     };
