@@ -40,7 +40,8 @@
 //! reading, `003_...` derivation document; `notebooks-md/guides/` has a reading guide per
 //! note); "DDIM" is Song et al. 2021, "N&D" Nichol & Dhariwal 2021.
 //! Tests live in this crate's `tests/derivations_{forward,posterior,bound,sampling,continuous}.rs`,
-//! `tests/errata.rs` and `tests/api.rs`; every test named in a row calls the functions of its row.
+//! `tests/timestep_sampling.rs`, `tests/weighting.rs`, `tests/errata.rs` and `tests/api.rs`;
+//! every test named in a row calls the functions of its row.
 //!
 //! | # | Statement | Source | Function | Test |
 //! |---|---|---|---|---|
