@@ -47,9 +47,9 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The row of column `j`.
-    fn row(self, j: usize) -> usize {
-        self.first + (j / self.width * self.frame_width + j % self.width) * self.pixel_stride
+    /// The row of column `j`, or `None` if it overflows `usize`.
+    fn checked_row(self, j: usize) -> Option<usize> {
+        (j / self.width).checked_mul(self.frame_width)?.checked_add(j % self.width)?.checked_mul(self.pixel_stride)?.checked_add(self.first)
     }
 
     /// The rows of columns `j0, j0 + 1, ...`, counted along (no division a
@@ -77,13 +77,15 @@ pub fn transpose_into_frame<T: GemmScalar>(src: &[T], (rows, cols): (usize, usiz
     if rows == 0 || cols == 0 {
         return;
     }
+    // Checked arithmetic: a wrapped product would pass the bound and let the
+    // AVX-512 blocks read and write out of bounds in a release build. The rows
+    // grow with the column, so the last one bounds them all.
     assert!(
         frame.width > 0
             && frame.width <= frame.frame_width
             && rows <= frame.pixel_stride
-            && (rows - 1) * src_rs + cols <= src.len()
-            && cols <= src_rs
-            && frame.row(cols - 1) + rows <= dst.len(),
+            && fits_rows(rows, cols, src_rs, src.len())
+            && frame.checked_row(cols - 1).and_then(|last| last.checked_add(rows)).is_some_and(|end| end <= dst.len()),
         "transpose: a ({rows}, {cols}) matrix with row stride {src_rs} into {frame:?} does not fit slices of {} and {}",
         src.len(),
         dst.len()
@@ -101,6 +103,12 @@ pub fn transpose_into_frame<T: GemmScalar>(src: &[T], (rows, cols): (usize, usiz
             dst[row + i] = src[i * src_rs + j];
         }
     }
+}
+
+/// Whether `rows > 0` rows of `cols` values, `src_rs` apart (`cols <= src_rs`),
+/// lie inside a slice of `len`: `(rows - 1) src_rs + cols <= len`, without overflow.
+fn fits_rows(rows: usize, cols: usize, src_rs: usize, len: usize) -> bool {
+    cols <= src_rs && (rows - 1).checked_mul(src_rs).and_then(|start| start.checked_add(cols)).is_some_and(|end| end <= len)
 }
 
 /// [`transpose_into_frame`] of the source after `map`: row `i` of `src` goes
@@ -125,7 +133,7 @@ pub fn transpose_into_frame_mapped<T: GemmScalar>(
         return;
     }
     assert!(
-        (rows - 1) * src_rs + cols <= src.len() && cols <= src_rs,
+        fits_rows(rows, cols, src_rs, src.len()),
         "transpose: a ({rows}, {cols}) matrix with row stride {src_rs} does not fit a slice of {}",
         src.len()
     );
@@ -289,6 +297,28 @@ mod tests {
         }
     }
 
+    /// A row stride whose product with the rows wraps `usize` (15 x stride
+    /// = 14 here) is refused, not taken as a short matrix that fits: the
+    /// AVX-512 blocks would read far outside `src`.
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn a_wrapping_row_stride_is_refused() {
+        let src = [0f32; 30];
+        let mut dst = [f32::NAN; 256];
+        transpose(&src, (16, 16), usize::MAX / 15 + 1, &mut dst, 16);
+    }
+
+    /// The same for a frame whose last row's offset wraps: its blocks would
+    /// write outside `dst`.
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn a_wrapping_frame_is_refused() {
+        let src = [0f32; 256];
+        let mut dst = [f32::NAN; 256];
+        let frame = Frame { width: 16, frame_width: 16, first: 0, pixel_stride: usize::MAX / 15 + 1 };
+        transpose_into_frame(&src, (16, 16), 16, &mut dst, frame);
+    }
+
     /// Into frames: images of odd and block-sized widths in wider frames
     /// with an offset, rows of `dst` wider than the matrix (f32 blocks and
     /// their edges, f64): each column lands where the frame's formula puts
@@ -299,7 +329,7 @@ mod tests {
         for (rows, width, height) in [(16, 16, 2), (32, 7, 7), (33, 28, 3), (5, 3, 11), (48, 14, 14)] {
             let cols = width * height;
             let frame = Frame { width, frame_width: width + 3, first: 2 * rows + 5, pixel_stride: rows + 1 };
-            let len = frame.row(cols - 1) + rows + 4;
+            let len = frame.checked_row(cols - 1).unwrap() + rows + 4;
             let row = |j: usize| frame.first + ((j / width) * (width + 3) + j % width) * (rows + 1);
             let src32: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.25 + 1.0).collect();
             let mut got32 = vec![f32::NAN; len];
@@ -330,7 +360,7 @@ mod tests {
         fn check<T: TestScalar>(rows: usize, width: usize, height: usize) {
             let cols = width * height;
             let frame = Frame { width, frame_width: width + 2, first: rows + 3, pixel_stride: rows + 2 };
-            let len = frame.row(cols - 1) + rows + 5;
+            let len = frame.checked_row(cols - 1).unwrap() + rows + 5;
             let rule = |i: usize, v: T| v * T::from_f64(i as f64 + 1.5) - T::from_f64(0.25);
             let src: Vec<T> = (0..rows * (cols + 1)).map(|i| T::from_f64(i as f64 * 0.125 - 3.0)).collect();
             let mut got = vec![T::from_f64(f64::NAN); len];
@@ -342,7 +372,7 @@ mod tests {
             let mut want = vec![T::from_f64(f64::NAN); len];
             for j in 0..cols {
                 for i in 0..rows {
-                    want[frame.row(j) + i] = rule(i, src[i * (cols + 1) + j]);
+                    want[frame.checked_row(j).unwrap() + i] = rule(i, src[i * (cols + 1) + j]);
                 }
             }
             let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();

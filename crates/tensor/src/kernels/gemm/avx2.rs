@@ -120,7 +120,8 @@ unsafe fn kernel_6x16<const ROWS: usize>(kc: usize, alpha: f32, a: *const f32, b
                 let c_old = unsafe { _mm256_loadu_ps(c_ih) };
                 _mm256_add_ps(ab, _mm256_mul_ps(_mm256_set1_ps(beta), c_old))
             };
-            // SAFETY: as above.
+            // SAFETY: c + i*rs + 8h .. + 8 is inside the tile (caller's
+            // contract), whether or not it was read above.
             unsafe { _mm256_storeu_ps(c_ih, out) };
         }
     }

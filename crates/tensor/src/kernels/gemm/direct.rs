@@ -138,7 +138,8 @@ impl<'a, T> DirectPanel<'a, T> {
     pub(crate) fn in_bounds(&self) -> bool {
         let Some(Masked { masks, origin }) = self.masked else {
             let widest = self.segments[0].max(self.segments[1]);
-            return self.rows.max + widest + SEGMENT <= self.base.len();
+            // Checked: an offset near usize::MAX must not wrap into a pass.
+            return self.rows.max.checked_add(widest).and_then(|end| end.checked_add(SEGMENT)).is_some_and(|end| end <= self.base.len());
         };
         if !cfg!(debug_assertions) {
             return masks.len() >= self.rows.offsets.len();

@@ -632,7 +632,8 @@ fn direct_b_past_its_base_is_refused() {
         eprintln!("skipping: no AVX-512 on this CPU, the only kernel with a direct form");
         return;
     }
-    struct Short(Vec<f32>);
+    /// A base, and where its rows start in it.
+    struct Short(Vec<f32>, usize);
     impl PackB<f32> for Short {
         fn rows(&self) -> usize {
             2
@@ -653,7 +654,7 @@ fn direct_b_past_its_base_is_refused() {
         }
         fn row_offsets(&self, pc: usize, offsets: &mut [usize]) {
             for (p, offset) in offsets.iter_mut().enumerate() {
-                *offset = (pc + p) * 32;
+                *offset = self.1.wrapping_add((pc + p) * 32);
             }
         }
         fn segment_offset(&self, col: usize) -> usize {
@@ -661,18 +662,22 @@ fn direct_b_past_its_base_is_refused() {
         }
     }
     let a = vec![1.0f32; 4];
-    let run = |base_len: usize| {
-        let b = Short(vec![1.0; base_len]);
+    let run_from = |base_len: usize, start: usize| {
+        let b = Short(vec![1.0; base_len], start);
         let mut c = vec![0.0f32; 64];
         let c_view = MatMut::new(&mut c, 2, 32, 32, 1).unwrap();
         gemm_packed_b(Kernel::Avx512, Threading::Single, 1.0, MatRef::new(&a, 2, 2, 2, 1).unwrap(), &b, 0.0, c_view);
         c
     };
-    // Two rows of 32: 64 elements are enough, 63 are not.
-    assert_eq!(run(64), vec![2.0; 64]);
-    let refused = std::panic::catch_unwind(|| run(63)).expect_err("a base one element short was read");
-    let message = refused.downcast_ref::<String>().map(String::as_str).or(refused.downcast_ref::<&str>().copied()).unwrap_or("");
-    assert!(message.contains("reads past its base"), "unexpected panic: {message}");
+    // Two rows of 32: 64 elements are enough, 63 are not; and rows starting
+    // near usize::MAX, whose last read wraps round to 23 (inside 64), are
+    // refused too, not read before the base.
+    assert_eq!(run_from(64, 0), vec![2.0; 64]);
+    for (base_len, start, what) in [(63, 0, "a base one element short"), (64, usize::MAX - 40, "offsets that wrap")] {
+        let refused = std::panic::catch_unwind(|| run_from(base_len, start)).expect_err(what);
+        let message = refused.downcast_ref::<String>().map(String::as_str).or(refused.downcast_ref::<&str>().copied()).unwrap_or("");
+        assert!(message.contains("reads past its base"), "{what}: unexpected panic: {message}");
+    }
 }
 
 /// The AVX-512 kernel packs twelve contiguous rows of A through registers,

@@ -219,10 +219,11 @@ mod avx512 {
     ) {
         let mut acc: [[__m512; 2]; ROWS] = [[_mm512_setzero_ps(); 2]; ROWS];
         for p in 0..k {
-            // SAFETY: row p of B, the masked lanes of its 32 columns (the
-            // caller's contract; wrapping_add because the second register's
-            // address may lie past B when its lanes are all masked off).
+            // wrapping_add: the second register's address may lie past B
+            // when its lanes are all masked off.
             let b_row = b.wrapping_add(p * brs);
+            // SAFETY: the loads touch only the masked lanes of row p of B's 32
+            // columns, inside B by the caller's contract.
             let (b0, b1) = unsafe { (_mm512_maskz_loadu_ps(masks[0], b_row), _mm512_maskz_loadu_ps(masks[1], b_row.wrapping_add(16))) };
             for (i, acc_i) in acc.iter_mut().enumerate() {
                 // SAFETY: a[i, p], i < ROWS, p < k: the caller's contract.
