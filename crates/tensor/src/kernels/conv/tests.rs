@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::implicit::{pad_chw_phases, pad_hwc, Im2col, Im2colInPlace, Im2row, PaddedGeometry};
 use super::*;
-use crate::kernels::gemm::{DirectB, MaskedRuns, PackB, SEGMENT};
+use crate::kernels::gemm::{with_best, DirectB, MaskedRuns, PackB, SEGMENT};
 use crate::kernels::test_scalar::TestScalar;
 
 /// N in {1, 3}, C in {1, 3, 5}, H x W in {1x1, 5x7, 7x5, 28x28}, kernels
@@ -206,6 +206,22 @@ fn f32_matches_naive() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for g in geometries() {
         check_geometry::<f32>(&g, &mut rng);
+    }
+}
+
+/// The same on every other kernel this CPU has, as if it were the best: a CPU
+/// without AVX-512 packs the images where this one reads them in place (the
+/// direct 3 x 3 kernel, Winograd's unpacked products), and only this test runs
+/// that packing here. One thread (the override is the thread's).
+#[test]
+fn f32_matches_naive_with_every_kernel() {
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.available() && *k != Kernel::best()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        with_best(kernel, || {
+            for g in geometries() {
+                check_geometry::<f32>(&g, &mut rng);
+            }
+        });
     }
 }
 

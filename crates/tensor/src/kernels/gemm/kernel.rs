@@ -12,6 +12,33 @@ use std::sync::OnceLock;
 use super::direct::DirectPanel;
 use super::{GemmScalar, MatRef};
 
+#[cfg(test)]
+thread_local! {
+    /// The kernel [`Kernel::best`] names on this thread, when set, so the tests
+    /// run the code above the GEMM (the convolutions' packing and their paths
+    /// that only another CPU would take) on every kernel this CPU has; see
+    /// [`with_best`].
+    static BEST_OVERRIDE: std::cell::Cell<Option<Kernel>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `work` as if `kernel` were the best this CPU has: in a pool of one
+/// thread (rayon's tasks would run on threads without the override), with
+/// [`Kernel::best`] returning `kernel` there.
+///
+/// # Panics
+/// If this CPU does not have `kernel`.
+#[cfg(test)]
+pub(crate) fn with_best<R: Send>(kernel: Kernel, work: impl FnOnce() -> R + Send) -> R {
+    assert!(kernel.available(), "the {} kernel is not available on this CPU", kernel.name());
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a pool of one thread");
+    pool.install(|| {
+        BEST_OVERRIDE.set(Some(kernel));
+        let result = work();
+        BEST_OVERRIDE.set(None);
+        result
+    })
+}
+
 /// The microkernels, fastest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -42,6 +69,10 @@ impl Kernel {
 
     /// The fastest available kernel, detected once and cached.
     pub fn best() -> Kernel {
+        #[cfg(test)]
+        if let Some(kernel) = BEST_OVERRIDE.get() {
+            return kernel;
+        }
         static BEST: OnceLock<Kernel> = OnceLock::new();
         *BEST.get_or_init(|| Kernel::ALL.into_iter().find(|k| k.available()).unwrap_or(Kernel::Portable))
     }

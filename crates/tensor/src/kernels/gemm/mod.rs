@@ -127,6 +127,8 @@ use std::thread::LocalKey;
 pub(crate) use blocking::MAX_KC;
 pub use blocking::{Blocking, CacheSizes};
 pub use direct::{DirectB, MaskedRuns, SEGMENT};
+#[cfg(test)]
+pub(crate) use kernel::with_best;
 pub use kernel::Kernel;
 pub use naive::gemm_naive;
 pub use split::{calibrate_split, split_min_mnk};
