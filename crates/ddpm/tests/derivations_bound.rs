@@ -202,7 +202,8 @@ fn the_bound_is_a_bound_and_its_gap_is_the_path_kl() -> TestResult {
 #[test]
 fn calc_bpd_loop_sums_one_sample_estimates_of_every_term() -> TestResult {
     // calc_bpd_loop draws one x_t ~ q(x_t | x_0) per timestep, so over many copies of the same x_0
-    // its column t averages to E_{x_t}[L_{t-1}] (the integral in `closed_form_bound_nats`), and
+    // its column t averages to E_{x_t}[L_{t-1}] (the integral in `closed_form_bound_nats`; column 0
+    // is the decoder's L_0), and
     // total_bpd = L_T + sum_t vb[t] exactly.
     let schedule = small_schedule();
     let (n, x_start) = (20_000, 0.2);
@@ -214,7 +215,7 @@ fn calc_bpd_loop_sums_one_sample_estimates_of_every_term() -> TestResult {
         let row_sum: f64 = vb[i * 4..(i + 1) * 4].iter().sum();
         assert!((total[i] - (row_sum + prior[i])).abs() < 1e-12);
     }
-    for t in 1..4 {
+    for t in 0..4 {
         let (mean, std) = (schedule.sqrt_alphas_cumprod[t] * x_start, schedule.sqrt_one_minus_alphas_cumprod[t]);
         let (points, h) = grid(mean - 12.0 * std, mean + 12.0 * std, 2001);
         let m = points.len();
