@@ -318,6 +318,8 @@ fn note000_optimal_predictor_averages_eps_over_the_posterior_of_x0() -> TestResu
 /// A linear-Gaussian model on the 4-step schedule, where p_theta(x_0) is known exactly:
 /// eps_theta is the exact predictor of data N(0, 0.05^2), so every reverse mean is
 /// a_t x_t and x_0 ~ N(0, V) with V from the recursion V <- a_t^2 V + sigma_t^2.
+/// a_t and sigma_t^2 are computed here from the schedule, not by `p_mean_variance`,
+/// which the Monte-Carlo side uses, so a slip in it cannot cancel out.
 /// Returns (log p_theta(x_0), the Monte-Carlo mean of log q(x_{1:T} | x_0) / p_theta(x_{0:T}), its standard error).
 fn narrow_model_bound(x0: f64) -> Result<(f64, f64, f64), Box<dyn std::error::Error>> {
     let s = four_steps()?;
@@ -325,9 +327,13 @@ fn narrow_model_bound(x0: f64) -> Result<(f64, f64, f64), Box<dyn std::error::Er
     let options = ReverseOptions { variance: VarianceKind::FixedLarge, parameterization: Parameterization::Epsilon, clip_denoised: false };
     let mut variance = 1.0;
     for t in (0..4).rev() {
-        let one = column(&[1.0]);
-        let step = p_mean_variance(&s, &model.predict(&one, &[t])?, &one, &[t], options)?;
-        variance = step.mean.item()?.powi(2) * variance + step.variance.item()?;
+        // eps_theta(x_t) = e_t x_t, so mu = (x_t - beta_t / sqrt(1 - alpha-bar_t) eps) / sqrt(alpha_t)
+        // (Ho eq. 11) is a_t x_t; sigma_t^2 = beta_t, but beta-tilde_1 at t = 0, as the
+        // reference's fixed-large variance takes it.
+        let e_t = model.predict(&column(&[1.0]), &[t])?.item()?;
+        let a_t = (1.0 - s.betas[t] / (1.0 - s.alphas_cumprod[t]).sqrt() * e_t) / (1.0 - s.betas[t]).sqrt();
+        let sigma2 = if t == 0 { s.posterior_variance[1] } else { s.betas[t] };
+        variance = a_t * a_t * variance + sigma2;
     }
     let log_p = log_normal_pdf(x0, 0.0, variance);
 
