@@ -133,7 +133,8 @@
 //! ```
 //!
 //! so [`MIN_CHANNELS`] is 32: the course UNet's 28 x 28 level and the quick
-//! preset's 14 x 14 and 7 x 7 levels run here too (its training step 0.149-0.159
+//! preset's 14 x 14 and 7 x 7 levels (then; its 14 x 14 level has had 16
+//! channels since session 38) run here too (its training step 0.149-0.159
 //! -> 0.143-0.152 s, the course UNet's forward 178-183 -> 165-179 ms, three
 //! alternations of `examples/unet_step` and `examples/unet_forward`). At 16
 //! channels (the quick preset's 28 x 28 level) Winograd took twice the time.
