@@ -7,7 +7,7 @@
 
 use course::bench::cases::random_vec;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use tensor::kernels::gemm::{gemm, MatMut, MatRef};
+use tensor::kernels::gemm::{gemm, matrixmultiply_sgemm, MatMut, MatRef};
 
 /// Benchmarks C (m, n) = A (m, k) B (k, n), all row-major, ours and matrixmultiply.
 fn bench_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, label: &str, m: usize, k: usize, n: usize) {
@@ -21,28 +21,9 @@ fn bench_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
         bench.iter(|| gemm(1.0, a, b, 0.0, MatMut::new(&mut c, m, n, n, 1).expect("C fits")));
     });
     group.bench_function(BenchmarkId::new("matrixmultiply", label), |bench| {
-        bench.iter(|| {
-            // SAFETY: a, b, c hold m*k, k*n, m*n floats, described row-major
-            // by the strides.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                )
-            }
-        });
+        let a = MatRef::new(&a, m, k, k, 1).expect("A fits");
+        let b = MatRef::new(&b, k, n, n, 1).expect("B fits");
+        bench.iter(|| matrixmultiply_sgemm(1.0, a, b, 0.0, MatMut::new(&mut c, m, n, n, 1).expect("C fits")));
     });
 }
 

@@ -2,6 +2,7 @@
 //!
 //! The binary (`src/main.rs`) only parses arguments and reports errors; the work
 //! lives here so the integration tests can call it.
+#![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The `ddpm` program: parses the command line, runs one command, and turns any
 //! error into one line on stderr with the exit codes of [`course::cli::args::EXIT_CODES`]
 //! (0 done, 1 diverged, 2 bad input, 130 interrupted), never a panic or a backtrace.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use course::cli::args::{Cli, Command};

@@ -23,7 +23,9 @@ use crate::bench::step::{measure, StepTiming};
 use crate::run::config::TrainConfig;
 use nn::UNetConfig;
 use tensor::kernels::conv::uses_winograd;
-use tensor::kernels::gemm::{blocking_f32, gemm, microkernel_gflops, split_min_mnk, CacheSizes, Kernel, MatMut, MatRef};
+use tensor::kernels::gemm::{
+    blocking_f32, gemm, matrixmultiply_sgemm, microkernel_gflops, split_min_mnk, CacheSizes, Kernel, MatMut, MatRef,
+};
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -322,29 +324,7 @@ fn gemm_rows<W: Write>(report: &mut Report<W>) -> io::Result<()> {
 
         let mut ours = || gemm(1.0, a_view, b_view, 0.0, MatMut::new(&mut c, m, n, n, 1).expect("C fits"));
         let mut c_base = vec![0.0f32; m * n];
-        let mut baseline = || {
-            // SAFETY: a, b, c_base hold m*k, k*n, m*n floats and the strides
-            // describe row-major (or transposed) matrices inside them, the
-            // same views our MatRef::new just checked.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    rsa as isize,
-                    csa as isize,
-                    b.as_ptr(),
-                    rsb as isize,
-                    csb as isize,
-                    0.0,
-                    c_base.as_mut_ptr(),
-                    n as isize,
-                    1,
-                )
-            }
-        };
+        let mut baseline = || matrixmultiply_sgemm(1.0, a_view, b_view, 0.0, MatMut::new(&mut c_base, m, n, n, 1).expect("C fits"));
         let [t_ours, t_base] = median_times([(&mut ours, Waiting::Spinning), (&mut baseline, Waiting::Own)]);
         let flops = 2.0 * (m * n * k) as f64;
         report.row(&Row {

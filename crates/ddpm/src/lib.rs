@@ -79,6 +79,7 @@
 //! | — | logit-normal timesteps, t = floor(T sigmoid(z)), z ~ N(0, 1): P(t) = Phi(logit((t + 1) / T)) - Phi(logit(t / T)), the objective reweighted by T P(t) towards the middle noise levels | Esser et al. 2024 (SD3) §3.1 | [`logit_normal_timesteps`], [`logit_normal_timestep_probability`] | `logit_normal_draws_follow_their_closed_form`, `logit_normal_probabilities_sum_to_one_and_mirror` |
 //! | — | gradient of the vb and hybrid losses w.r.t. eps_theta | — | [`vb_terms_bpd`], [`training_losses`] | `vb_loss_gradient_matches_finite_differences` |
 //! | — | every function matches improved-diffusion in f64 | — | all of the above | `tests/golden.rs` |
+#![forbid(unsafe_code)]
 
 pub mod bound;
 pub mod continuous;

@@ -55,6 +55,7 @@
 //! opt.step(&mut unet, &grads)?;
 //! # Ok::<(), nn::Error>(())
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod blocks;
 pub mod checkpoint;

@@ -100,6 +100,7 @@
 //! `naive.rs` the triple-loop oracle, `split.rs` the measured size from which
 //! a product is split between threads, `tests.rs` the tests against it.
 
+mod baseline;
 mod blocking;
 mod direct;
 mod kernel;
@@ -124,6 +125,7 @@ use std::fmt::Debug;
 use std::ops::{Add, Mul, Sub};
 use std::thread::LocalKey;
 
+pub use baseline::matrixmultiply_sgemm;
 pub(crate) use blocking::MAX_KC;
 pub use blocking::{Blocking, CacheSizes};
 pub use direct::{DirectB, MaskedRuns, SEGMENT};
