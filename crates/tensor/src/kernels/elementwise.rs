@@ -311,6 +311,7 @@ pub(crate) const SUM_LANES: usize = 64;
 /// `sum_i a_i b_i` in `SUM_LANES` interleaved partial sums, as [`lane_sum`].
 #[inline(always)]
 pub(crate) fn lane_dot<T: GemmScalar>(a: &[T], b: &[T]) -> T {
+    debug_assert_eq!(a.len(), b.len(), "lane_dot of slices of different lengths");
     let mut lanes = [T::ZERO; SUM_LANES];
     let (chunks_a, chunks_b) = (a.chunks_exact(SUM_LANES), b.chunks_exact(SUM_LANES));
     let (tail_a, tail_b) = (chunks_a.remainder(), chunks_b.remainder());
@@ -367,6 +368,33 @@ pub(crate) fn fold_lanes<T: Copy + std::ops::Add<Output = T>, const LANES: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `lane_sum` and `lane_dot` against plain sums on lengths around the 64
+    /// lanes: exact on integer-valued data, where every order of the adds gives
+    /// the same sum, and the order itself on random data: element `i` goes to
+    /// lane `i % 64`, and the lanes are folded pairwise, bit for bit.
+    #[test]
+    fn lane_sums_match_their_definition() {
+        for len in [0, 1, 5, 63, 64, 65, 127, 200, 1001] {
+            let ints: Vec<f64> = (0..len).map(|i| ((i * 37) % 11) as f64 - 5.0).collect();
+            let other: Vec<f64> = (0..len).map(|i| ((i * 13) % 7) as f64 - 3.0).collect();
+            assert_eq!(lane_sum(&ints), ints.iter().sum::<f64>(), "lane_sum, {len} values");
+            assert_eq!(lane_dot(&ints, &other), ints.iter().zip(&other).map(|(a, b)| a * b).sum::<f64>(), "lane_dot, {len}");
+            let random: Vec<f32> = (0..len).map(|i| ((i as f32 * 0.7312).sin() * 1e3).fract() * 3.0).collect();
+            let mut lanes = [0f32; SUM_LANES];
+            for (i, &v) in random.iter().enumerate() {
+                lanes[i % SUM_LANES] += v;
+            }
+            let mut width = SUM_LANES;
+            while width > 1 {
+                width /= 2;
+                for l in 0..width {
+                    lanes[l] += lanes[l + width];
+                }
+            }
+            assert_eq!(lane_sum(&random).to_bits(), lanes[0].to_bits(), "lane_sum's order, {len} values");
+        }
+    }
 
     /// Every copy (AVX-512 and AVX2 where the CPU has them, and the portable
     /// one) against a plain loop, bit for bit, on odd lengths; and
