@@ -163,7 +163,7 @@ fn eval_export_and_ablation_end_to_end() {
     assert!(info.width >= 2 * 28 && (28..2 * 28).contains(&info.height), "a grid of {} x {}", info.width, info.height);
     let one = ddpm(&["eval", "--checkpoint", run_s, "--samples", "1", "--steps", "5"]);
     assert_eq!(one.status.code(), Some(2));
-    assert!(stderr(&one).contains("--samples") && stderr(&one).contains("at least 2 samples"), "{}", stderr(&one));
+    assert!(stderr(&one).contains("--samples") && stderr(&one).contains("from 2 to"), "{}", stderr(&one));
     // The ablation: three runs, four rows, a grid per row.
     let out = dir.join("ablation");
     let table = ok(&ddpm(&[
