@@ -31,12 +31,13 @@ const NR: usize = 32;
 /// `C <- A B` (`accumulate` false) or `C <- A B + C` (true): A any
 /// strides, B and C with unit column stride; if `T` is f32 and the best
 /// kernel is AVX-512F's ([`Kernel::best`]). Returns false, touching nothing,
-/// otherwise. `k` is summed in
-/// the `kc` blocks the five loops cut for the AVX-512 kernel on this CPU's
-/// caches, so C is what `gemm_packed_b` with that kernel gives, bit for bit.
+/// otherwise. `k` is summed in the `kc` blocks the five loops cut for the
+/// AVX-512 kernel on this CPU's caches, so C is what `gemm_packed_b` with
+/// that kernel gives, bit for bit.
 ///
 /// # Panics
-/// If the shapes do not match, or B's or C's columns are not contiguous.
+/// If it runs and the shapes do not match, or B's or C's columns are not
+/// contiguous.
 pub fn gemm_unpacked<T: GemmScalar>(a: MatRef<T>, b: MatRef<T>, accumulate: bool, c: MatMut<T>) -> bool {
     let beta = if accumulate { T::ONE } else { T::ZERO };
     Kernel::best() == Kernel::Avx512 && gemm_small(T::ONE, a, b, beta, c, 1)
