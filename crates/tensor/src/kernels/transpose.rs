@@ -18,7 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::gemm::scratch::with_scratch;
-use super::gemm::GemmScalar;
+use super::gemm::{GemmScalar, MatRef};
 
 /// Rows and columns of a block transposed in registers.
 const BLOCK: usize = 16;
@@ -77,14 +77,15 @@ pub fn transpose_into_frame<T: GemmScalar>(src: &[T], (rows, cols): (usize, usiz
     if rows == 0 || cols == 0 {
         return;
     }
-    // Checked arithmetic: a wrapped product would pass the bound and let the
-    // AVX-512 blocks read and write out of bounds in a release build. The rows
-    // grow with the column, so the last one bounds them all.
+    // Checked arithmetic (the source as a checked view): a wrapped product would
+    // pass the bound and let the AVX-512 blocks read and write out of bounds in a
+    // release build. The rows grow with the column, so the last one bounds them all.
     assert!(
         frame.width > 0
             && frame.width <= frame.frame_width
             && rows <= frame.pixel_stride
-            && fits_rows(rows, cols, src_rs, src.len())
+            && cols <= src_rs
+            && MatRef::new(src, rows, cols, src_rs, 1).is_some()
             && frame.checked_row(cols - 1).and_then(|last| last.checked_add(rows)).is_some_and(|end| end <= dst.len()),
         "transpose: a ({rows}, {cols}) matrix with row stride {src_rs} into {frame:?} does not fit slices of {} and {}",
         src.len(),
@@ -103,12 +104,6 @@ pub fn transpose_into_frame<T: GemmScalar>(src: &[T], (rows, cols): (usize, usiz
             dst[row + i] = src[i * src_rs + j];
         }
     }
-}
-
-/// Whether `rows > 0` rows of `cols` values, `src_rs` apart (`cols <= src_rs`),
-/// lie inside a slice of `len`: `(rows - 1) src_rs + cols <= len`, without overflow.
-fn fits_rows(rows: usize, cols: usize, src_rs: usize, len: usize) -> bool {
-    cols <= src_rs && (rows - 1).checked_mul(src_rs).and_then(|start| start.checked_add(cols)).is_some_and(|end| end <= len)
 }
 
 /// [`transpose_into_frame`] of the source after `map`: row `i` of `src` goes
@@ -133,7 +128,7 @@ pub fn transpose_into_frame_mapped<T: GemmScalar>(
         return;
     }
     assert!(
-        fits_rows(rows, cols, src_rs, src.len()),
+        cols <= src_rs && MatRef::new(src, rows, cols, src_rs, 1).is_some(),
         "transpose: a ({rows}, {cols}) matrix with row stride {src_rs} does not fit a slice of {}",
         src.len()
     );
